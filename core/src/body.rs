@@ -1,0 +1,75 @@
+//! Request bodies, decoded the way the API server decodes them, or refused.
+//!
+//! A policy condition is only as good as the parser under it: wherever a parser could read a
+//! body differently from the API server (duplicate keys, YAML 1.1 booleans and merge keys,
+//! several YAML documents, protobuf, CBOR, an unknown content type, a `Content-Encoding`), the
+//! body is refused rather than guessed (`kubernetes-semantics.md` §4.3).
+//!
+//! ```
+//! use kubeleash_core::{body, request::classify};
+//!
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("content-type", "application/json".parse()?);
+//! let req = classify("POST", "/api/v1/namespaces/dev/pods", &headers)?;
+//! let decoded = body::decode(&req, br#"{"spec":{"hostPID":true}}"#, &body::BodyLimits::default())?;
+//! assert_eq!(decoded.map(|d| d.value["spec"]["hostPID"].clone()), Some(serde_json::json!(true)));
+//!
+//! let dup = body::decode(&req, br#"{"spec":{"hostPID":false,"hostPID":true}}"#, &body::BodyLimits::default());
+//! assert!(dup.is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod decode;
+mod error;
+mod strict_json;
+
+pub use decode::decode;
+pub use error::BodyError;
+
+/// What a decoded body is, which decides how a policy may judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyKind {
+    /// A whole object (create, update).
+    Object,
+    /// `DeleteOptions` on a DELETE.
+    DeleteOptions,
+    /// An RFC 6902 JSON patch: a list of operations whose result depends on the stored object.
+    JsonPatch,
+    /// An RFC 7386 merge patch: a partial object.
+    MergePatch,
+    /// A strategic merge patch: a partial object with `$patch`-style directives.
+    StrategicMergePatch,
+    /// A server-side apply intent object (JSON under `application/apply-patch+yaml`).
+    ApplyPatch,
+}
+
+/// A body decoded exactly as the API server would decode it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedBody {
+    /// What the body is.
+    pub kind: BodyKind,
+    /// The decoded JSON value.
+    pub value: serde_json::Value,
+}
+
+/// Limits on untrusted request bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Largest body accepted, in bytes. Default 3 MiB, the API server's `MaxRequestBodyBytes`.
+    pub max_bytes: usize,
+    /// Deepest nesting of arrays and objects accepted. Default 128.
+    pub max_depth: usize,
+    /// Most operations in a JSON patch. Default 10,000, the API server's limit.
+    pub max_json_patch_ops: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            max_bytes: 3 * 1024 * 1024,
+            max_depth: 128,
+            max_json_patch_ops: 10_000,
+        }
+    }
+}

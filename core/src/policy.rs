@@ -1,0 +1,1 @@
+//! Policies: parse, compile, evaluate.
