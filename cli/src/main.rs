@@ -1,0 +1,37 @@
+//! `kubeleash`: evaluate a request against a policy, run a policy's tests, import RBAC roles.
+
+mod eval;
+mod import;
+mod report;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Hold an AI agent to least privilege on every request it sends to Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "kubeleash", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decide one request against a policy and print the decision as JSON.
+    Eval(eval::Args),
+    /// Run the `tests:` of one or more policies.
+    Test(test::Args),
+    /// Turn RBAC Roles and ClusterRoles into a kubeleash policy of allow rules.
+    ImportRbac(import::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Eval(a) => eval::run(a),
+        Command::Test(a) => test::run(a),
+        Command::ImportRbac(a) => import::run(a),
+    }
+}

@@ -1,0 +1,353 @@
+//! Deciding one request: look up the candidate rules, check who and what they cover, judge
+//! their conditions against the body, and pick the strictest (deny, then approve, then allow;
+//! the first such rule in document order names the decision).
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::compile::{Compiled, Rule};
+use super::condition::Quantifier;
+use super::index::{Candidate, Lookup, RuleId};
+use super::privileged::{cluster_scoped, impersonation_checks, privilege, token_secret_type};
+use super::{Decision, Effect, Identity};
+use crate::body::{self, BodyError, BodyKind, BodyLimits, DecodedBody};
+use crate::request::{Attributes, PatchType, Request};
+
+/// The request body, decoded at most once and only when a rule needs it.
+struct BodyState<'a> {
+    request: &'a Request,
+    raw: Option<&'a [u8]>,
+    decoded: Option<Result<Option<DecodedBody>, BodyError>>,
+}
+
+impl BodyState<'_> {
+    fn get(&mut self) -> Result<Option<&DecodedBody>, &BodyError> {
+        let (request, raw) = (self.request, self.raw);
+        self.decoded
+            .get_or_insert_with(|| match raw {
+                None => Ok(None),
+                Some(bytes) => body::decode(request, bytes, &BodyLimits::default()),
+            })
+            .as_ref()
+            .map(Option::as_ref)
+    }
+}
+
+/// How a rule's conditions came out.
+enum Judged {
+    Holds(Option<String>),
+    Fails,
+}
+
+pub(crate) fn decide(c: &Compiled, id: &Identity, req: &Request, raw: Option<&[u8]>) -> Decision {
+    let f = &req.facts;
+    if f.websocket_bearer_token {
+        return Decision::deny(
+            None,
+            "the request carries a bearer token in a websocket subprotocol; kubeleash holds the \
+             cluster credential and never forwards one a client supplies",
+        );
+    }
+    if f.impersonation.as_ref().is_some_and(|i| i.front_proxy) {
+        return Decision::deny(
+            None,
+            "the request carries front-proxy identity headers (X-Remote-User, X-Remote-Group, \
+             X-Remote-Extra-*); they would let a client name its own identity, so kubeleash refuses them",
+        );
+    }
+    let mut body = BodyState {
+        request: req,
+        raw,
+        decoded: None,
+    };
+    let mut d = decide_attrs(c, id, &req.attributes, &mut body);
+    if f.patch_type == Some(PatchType::Apply) && req.attributes.verb == "patch" {
+        // Server-side apply creates the object when it is absent, so the API server checks
+        // create as well (§2.3); so do we.
+        let mut create = req.attributes.clone();
+        create.verb = "create".into();
+        let dc = decide_attrs(c, id, &create, &mut body);
+        if dc.effect.strictness() > d.effect.strictness() {
+            d = dc.with_prefix("server-side apply can create the object, so it needs create too: ");
+        }
+    }
+    if let Some(imp) = &f.impersonation {
+        for check in impersonation_checks(imp) {
+            let di = decide_attrs(c, id, &check, &mut body);
+            if di.effect.strictness() > d.effect.strictness() {
+                d = di.with_prefix("the request impersonates another identity: ");
+            }
+        }
+    }
+    d
+}
+
+/// Whether deciding this request may need its body.
+pub(crate) fn needs_body(c: &Compiled, id: &Identity, req: &Request) -> bool {
+    let a = &req.attributes;
+    if is_secret_write(a) {
+        return true;
+    }
+    if !c.has_conditions {
+        return false;
+    }
+    let mut cands = Vec::new();
+    candidates(c, a, &mut cands);
+    cands.iter().any(|cand| {
+        c.rules
+            .get(cand.id as usize)
+            .is_some_and(|r| !r.conditions.is_empty() && applies(r, id, a))
+    })
+}
+
+fn is_secret_write(a: &Attributes) -> bool {
+    a.resource_request
+        && a.api_group.is_empty()
+        && a.resource == "secrets"
+        && a.subresource.is_empty()
+        && matches!(a.verb.as_str(), "create" | "update" | "patch")
+}
+
+fn candidates(c: &Compiled, a: &Attributes, out: &mut Vec<Candidate>) {
+    if a.resource_request {
+        c.resources.candidates(
+            &Lookup {
+                verb: &a.verb,
+                group: &a.api_group,
+                resource: &a.resource,
+                subresource: &a.subresource,
+                namespace: &a.namespace,
+                cluster_scoped: cluster_scoped(&a.api_group, &a.resource),
+            },
+            out,
+        );
+    } else {
+        c.non_resources.candidates(&a.path, out);
+    }
+}
+
+/// Subjects, names and non-resource verbs: what the index does not already decide.
+fn applies(r: &Rule, id: &Identity, a: &Attributes) -> bool {
+    if let Some(s) = &r.subjects {
+        let member = s.users.contains(id.user.as_str())
+            || id.groups.iter().any(|g| s.groups.contains(g.as_str()));
+        if !member {
+            return false;
+        }
+    }
+    if let Some(names) = &r.names {
+        // RBAC: a name-restricted rule never allows a request without a name (list, create,
+        // deletecollection). A deny or approve rule does apply to one, since such a request can
+        // reach the named objects.
+        if a.name.is_empty() {
+            if r.effect == Effect::Allow {
+                return false;
+            }
+        } else if !names.is_match(&a.name) {
+            return false;
+        }
+    }
+    r.non_resource_verbs
+        .as_ref()
+        .is_none_or(|verbs| verbs.iter().any(|v| &**v == "*" || **v == *a.verb))
+}
+
+fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
+    if r.conditions.is_empty() {
+        return Ok(Judged::Holds(None));
+    }
+    let decoded = body.get().map_err(Clone::clone)?;
+    let strict = r.effect != Effect::Allow;
+    if decoded.is_some_and(|d| d.kind == BodyKind::JsonPatch) {
+        // A JSON patch's result depends on the stored object (`move`, `copy`), so its text
+        // cannot be judged: a deny or approve rule applies, an allow rule does not.
+        return Ok(if strict {
+            Judged::Holds(Some(
+                "its conditions cannot be judged on a JSON patch (send a merge patch or apply instead)"
+                    .into(),
+            ))
+        } else {
+            Judged::Fails
+        });
+    }
+    let null = Value::Null;
+    let value = decoded.map_or(&null, |d| &d.value);
+    let q = if strict {
+        Quantifier::Any
+    } else {
+        Quantifier::All
+    };
+    if r.conditions.iter().all(|cond| cond.holds(value, q)) {
+        let detail = r
+            .conditions
+            .iter()
+            .map(|c| c.describe())
+            .collect::<Vec<_>>()
+            .join(" and ");
+        Ok(Judged::Holds(Some(format!("when {detail}"))))
+    } else {
+        Ok(Judged::Fails)
+    }
+}
+
+/// Whether this request mints a credential through a token-typed Secret (§6.19), which makes a
+/// secret write privileged.
+fn mints_token(a: &Attributes, body: &mut BodyState<'_>) -> Result<bool, BodyError> {
+    if !is_secret_write(a) {
+        return Ok(false);
+    }
+    Ok(match body.get().map_err(Clone::clone)? {
+        None => false,
+        Some(d) if d.kind == BodyKind::JsonPatch => true,
+        Some(d) => d
+            .value
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(token_secret_type),
+    })
+}
+
+fn decide_attrs(c: &Compiled, id: &Identity, a: &Attributes, body: &mut BodyState<'_>) -> Decision {
+    let mut privileged = privilege(a);
+    match mints_token(a, body) {
+        Ok(true) => {
+            privileged =
+                Some("a secret of a token type makes the cluster mint a service account token")
+        }
+        Ok(false) => {}
+        Err(e) => return Decision::body_refused(&e),
+    }
+    let mut cands = Vec::with_capacity(8);
+    candidates(c, a, &mut cands);
+    let mut best: Option<(Effect, RuleId, Option<String>)> = None;
+    let mut wildcard_allow: Option<RuleId> = None;
+    for cand in cands {
+        let Some(rule) = c.rules.get(cand.id as usize) else {
+            continue;
+        };
+        if let Some((e, bid, _)) = &best {
+            let better =
+                rule.effect.strictness() > e.strictness() || (rule.effect == *e && cand.id < *bid);
+            if !better {
+                continue;
+            }
+        }
+        if !applies(rule, id, a) {
+            continue;
+        }
+        if privileged.is_some() && rule.effect == Effect::Allow && !cand.explicit {
+            wildcard_allow = Some(wildcard_allow.map_or(cand.id, |w| w.min(cand.id)));
+            continue;
+        }
+        match judge(rule, body) {
+            Ok(Judged::Holds(detail)) => best = Some((rule.effect, cand.id, detail)),
+            Ok(Judged::Fails) => {}
+            Err(e) => return Decision::body_refused(&e),
+        }
+    }
+    match best {
+        Some((effect, rid, detail)) => {
+            let Some(rule) = c.rules.get(rid as usize) else {
+                return Decision::deny(None, "internal error: rule index out of range");
+            };
+            let mut reason = format!(
+                "rule \"{}\" {} {}",
+                rule.name,
+                match effect {
+                    Effect::Allow => "allows",
+                    Effect::Deny => "denies",
+                    Effect::Approve => "requires approval for",
+                },
+                describe(a)
+            );
+            if let Some(d) = detail {
+                let _ = write!(reason, " {d}");
+            }
+            if let Some(why) = &rule.reason {
+                let _ = write!(reason, ": {why}");
+            }
+            Decision {
+                effect,
+                rule: Some(rule.name.clone()),
+                reason,
+            }
+        }
+        None => {
+            let mut reason = format!("no rule allows {} for {}", describe(a), who(id));
+            if let Some(p) = privileged {
+                match wildcard_allow.and_then(|w| c.rules.get(w as usize)) {
+                    Some(w) => {
+                        let _ = write!(
+                            reason,
+                            "; rule \"{}\" covers it only through `*`, and {p}: an allow rule must list verb `{}` and resource `{}` by name",
+                            w.name,
+                            a.verb,
+                            a.combined_resource()
+                        );
+                    }
+                    None => {
+                        let _ = write!(reason, "; {p}, so only a rule that names it can allow it");
+                    }
+                }
+            }
+            Decision::deny(None, reason)
+        }
+    }
+}
+
+/// "delete on namespaces/kube-system", "list on secrets in namespace dev",
+/// "create on pods/web-1/exec in namespace dev", "get on /metrics".
+fn describe(a: &Attributes) -> String {
+    let verb = if a.verb.is_empty() {
+        "a method the API server maps to no verb"
+    } else {
+        &a.verb
+    };
+    if !a.resource_request {
+        return format!("{verb} on {}", a.path);
+    }
+    let mut s = format!("{verb} on {}", a.resource);
+    if !a.api_group.is_empty() {
+        let _ = write!(s, ".{}", a.api_group);
+    }
+    if !a.name.is_empty() {
+        let _ = write!(s, "/{}", a.name);
+    }
+    if !a.subresource.is_empty() {
+        let _ = write!(s, "/{}", a.subresource);
+    }
+    if a.resource != "namespaces" || !a.subresource.is_empty() && a.namespace != a.name {
+        if !a.namespace.is_empty() {
+            let _ = write!(s, " in namespace {}", a.namespace);
+        } else if matches!(a.verb.as_str(), "list" | "watch" | "deletecollection")
+            && !cluster_scoped(&a.api_group, &a.resource)
+        {
+            s.push_str(" in all namespaces");
+        }
+    }
+    s
+}
+
+fn who(id: &Identity) -> String {
+    let user = if id.user.is_empty() {
+        "an anonymous user"
+    } else {
+        &id.user
+    };
+    let mut s = if id.user.is_empty() {
+        user.to_string()
+    } else {
+        format!("user {user}")
+    };
+    match id.groups.len() {
+        0 => {}
+        1 => {
+            let _ = write!(s, " in group {}", id.groups.join(""));
+        }
+        _ => {
+            let _ = write!(s, " in groups {}", id.groups.join(", "));
+        }
+    }
+    s
+}
