@@ -21,6 +21,7 @@
 
 mod decode;
 mod error;
+mod json_patch;
 mod strict_json;
 
 pub use decode::decode;
@@ -58,7 +59,8 @@ pub struct DecodedBody {
 pub struct BodyLimits {
     /// Largest body accepted, in bytes. Default 3 MiB, the API server's `MaxRequestBodyBytes`.
     pub max_bytes: usize,
-    /// Deepest nesting of arrays and objects accepted. Default 128.
+    /// Deepest nesting of arrays and objects accepted. Default 128; in effect at most 127,
+    /// the recursion limit of `serde_json`, which decodes the body.
     pub max_depth: usize,
     /// Most operations in a JSON patch. Default 10,000, the API server's limit.
     pub max_json_patch_ops: usize,
