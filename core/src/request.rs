@@ -21,6 +21,7 @@ mod error;
 mod facts;
 mod path;
 mod query;
+mod selector;
 
 pub use classify::classify;
 pub use error::NonCanonical;
