@@ -71,15 +71,16 @@ pub(crate) struct Compiled {
 }
 
 pub(crate) fn compile(text: &str) -> Result<Compiled, PolicyErrors> {
-    let doc: PolicyDoc = serde_saphyr::from_str(text).map_err(|e| {
-        let mut err = PolicyError::new("yaml", yaml_message(&e));
-        if let Some(loc) = e.location() {
-            err = err.at(&loc);
-        }
-        PolicyErrors::new(vec![err.help(
+    let doc: PolicyDoc =
+        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
+            let mut err = PolicyError::new("yaml", yaml_message(&e));
+            if let Some(loc) = e.location() {
+                err = err.at(&loc);
+            }
+            PolicyErrors::new(vec![err.help(
             "a policy is a YAML or JSON document with apiVersion, kind, metadata and spec.rules",
         )])
-    })?;
+        })?;
     let mut c = Compiler::default();
     if doc.api_version.value != API_VERSION {
         c.err(
@@ -146,6 +147,18 @@ pub(crate) fn compile(text: &str) -> Result<Compiled, PolicyErrors> {
         tests,
         has_conditions,
     })
+}
+
+/// The parser's budget is sized for a policy of 100,000 rules (the default stops near 10,000),
+/// and still bounds alias expansion. Booleans are YAML 1.2 (`yes` stays a string).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 10_000_000;
+    budget.max_events = 20_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.strict_booleans = true;
+    options
 }
 
 fn yaml_message(e: &serde_saphyr::Error) -> String {

@@ -118,7 +118,7 @@ fn candidates(c: &Compiled, a: &Attributes, out: &mut Vec<Candidate>) {
                 resource: &a.resource,
                 subresource: &a.subresource,
                 namespace: &a.namespace,
-                cluster_scoped: cluster_scoped(&a.api_group, &a.resource),
+                cluster_scoped,
             },
             out,
         );
@@ -251,16 +251,16 @@ fn decide_attrs(c: &Compiled, id: &Identity, a: &Attributes, body: &mut BodyStat
             let Some(rule) = c.rules.get(rid as usize) else {
                 return Decision::deny(None, "internal error: rule index out of range");
             };
-            let mut reason = format!(
-                "rule \"{}\" {} {}",
-                rule.name,
-                match effect {
-                    Effect::Allow => "allows",
-                    Effect::Deny => "denies",
-                    Effect::Approve => "requires approval for",
-                },
-                describe(a)
-            );
+            let what = describe(a);
+            let mut reason = String::with_capacity(what.len() + rule.name.len() + 32);
+            reason.push_str("rule \"");
+            reason.push_str(&rule.name);
+            reason.push_str(match effect {
+                Effect::Allow => "\" allows ",
+                Effect::Deny => "\" denies ",
+                Effect::Approve => "\" requires approval for ",
+            });
+            reason.push_str(&what);
             if let Some(d) = detail {
                 let _ = write!(reason, " {d}");
             }
@@ -304,27 +304,31 @@ fn describe(a: &Attributes) -> String {
     } else {
         &a.verb
     };
+    let mut s = String::with_capacity(64);
+    s.push_str(verb);
+    s.push_str(" on ");
     if !a.resource_request {
-        return format!("{verb} on {}", a.path);
+        s.push_str(&a.path);
+        return s;
     }
-    let mut s = format!("{verb} on {}", a.resource);
-    if !a.api_group.is_empty() {
-        let _ = write!(s, ".{}", a.api_group);
-    }
-    if !a.name.is_empty() {
-        let _ = write!(s, "/{}", a.name);
-    }
-    if !a.subresource.is_empty() {
-        let _ = write!(s, "/{}", a.subresource);
-    }
-    if a.resource != "namespaces" || !a.subresource.is_empty() && a.namespace != a.name {
-        if !a.namespace.is_empty() {
-            let _ = write!(s, " in namespace {}", a.namespace);
-        } else if matches!(a.verb.as_str(), "list" | "watch" | "deletecollection")
-            && !cluster_scoped(&a.api_group, &a.resource)
-        {
-            s.push_str(" in all namespaces");
+    s.push_str(&a.resource);
+    for (sep, part) in [(".", &a.api_group), ("/", &a.name), ("/", &a.subresource)] {
+        if !part.is_empty() {
+            s.push_str(sep);
+            s.push_str(part);
         }
+    }
+    // `namespaces/x` already names its namespace.
+    if a.resource == "namespaces" && a.subresource.is_empty() {
+        return s;
+    }
+    if !a.namespace.is_empty() {
+        s.push_str(" in namespace ");
+        s.push_str(&a.namespace);
+    } else if matches!(a.verb.as_str(), "list" | "watch" | "deletecollection")
+        && !cluster_scoped(&a.api_group, &a.resource)
+    {
+        s.push_str(" in all namespaces");
     }
     s
 }

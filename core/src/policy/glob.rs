@@ -1,7 +1,7 @@
 //! Globs (`*` matches any run of characters, everything else is literal), compiled with
 //! regex-automata so that matching costs one pass over the input however many patterns there are.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use regex_automata::{Anchored, Input, MatchKind, PatternSet, meta::Regex};
 
@@ -76,11 +76,20 @@ impl GlobList {
     }
 }
 
-/// Many globs, each tagged with a value; asked "which values match" in one pass.
+/// Many globs, each tagged with a value; asked "which values match".
+///
+/// Globs of the form `prefix*` (nearly all namespace globs: `team-*`) go into a map keyed by the
+/// prefix and are found with one probe per distinct prefix length, so thousands of them cost
+/// what a handful do. The rest are compiled into one regex and found in one pass.
 #[derive(Debug, Clone)]
 pub(crate) struct GlobIndex<T> {
-    regex: Regex,
-    values: Vec<T>,
+    prefixes: HashMap<Box<str>, Vec<T>, foldhash::fast::FixedState>,
+    prefix_lengths: Vec<usize>,
+    regex: Option<(Regex, Vec<T>)>,
+}
+
+fn as_prefix(glob: &str) -> Option<&str> {
+    glob.strip_suffix('*').filter(|p| !p.contains('*'))
 }
 
 impl<T: Copy> GlobIndex<T> {
@@ -88,22 +97,46 @@ impl<T: Copy> GlobIndex<T> {
         if entries.is_empty() {
             return Ok(None);
         }
-        let globs: Vec<&str> = entries.iter().map(|(g, _)| g.as_str()).collect();
-        // Overlapping search reports every pattern that matches, not just the first.
-        let regex = build(&globs, MatchKind::All)?;
+        let mut prefixes: HashMap<Box<str>, Vec<T>, _> = HashMap::default();
+        let mut rest: Vec<(&str, T)> = Vec::new();
+        for (g, v) in entries {
+            match as_prefix(g) {
+                Some(p) => prefixes.entry(p.into()).or_default().push(*v),
+                None => rest.push((g.as_str(), *v)),
+            }
+        }
+        let mut prefix_lengths: Vec<usize> = prefixes.keys().map(|k| k.len()).collect();
+        prefix_lengths.sort_unstable();
+        prefix_lengths.dedup();
+        let regex = if rest.is_empty() {
+            None
+        } else {
+            let globs: Vec<&str> = rest.iter().map(|(g, _)| *g).collect();
+            // Overlapping search reports every pattern that matches, not just the first.
+            let regex = build(&globs, MatchKind::All)?;
+            Some((regex, rest.iter().map(|(_, v)| *v).collect()))
+        };
         Ok(Some(GlobIndex {
+            prefixes,
+            prefix_lengths,
             regex,
-            values: entries.iter().map(|(_, v)| *v).collect(),
         }))
     }
 
     pub(crate) fn matches(&self, s: &str, mut f: impl FnMut(T)) {
-        let mut set = PatternSet::new(self.regex.pattern_len());
-        self.regex
-            .which_overlapping_matches(&Input::new(s).anchored(Anchored::Yes), &mut set);
-        for pid in set.iter() {
-            if let Some(v) = self.values.get(pid.as_usize()) {
-                f(*v);
+        for &len in &self.prefix_lengths {
+            let Some(head) = s.get(..len) else { break };
+            if let Some(vs) = self.prefixes.get(head) {
+                vs.iter().copied().for_each(&mut f);
+            }
+        }
+        if let Some((regex, values)) = &self.regex {
+            let mut set = PatternSet::new(regex.pattern_len());
+            regex.which_overlapping_matches(&Input::new(s).anchored(Anchored::Yes), &mut set);
+            for pid in set.iter() {
+                if let Some(v) = values.get(pid.as_usize()) {
+                    f(*v);
+                }
             }
         }
     }
@@ -128,12 +161,23 @@ mod tests {
 
     #[test]
     fn glob_index_reports_every_match() -> Result<(), String> {
-        let idx = GlobIndex::new(&[("web-*".into(), 1), ("*-1".into(), 2), ("db".into(), 3)])?
-            .ok_or("empty")?;
+        let idx = GlobIndex::new(&[
+            ("web-*".into(), 1),
+            ("*-1".into(), 2),
+            ("db".into(), 3),
+            ("w*".into(), 4),
+            ("web-1*".into(), 5),
+            ("web-10*".into(), 6),
+            ("w*b-1".into(), 7),
+        ])?
+        .ok_or("empty")?;
         let mut got = Vec::new();
         idx.matches("web-1", |v| got.push(v));
         got.sort();
-        assert_eq!(got, vec![1, 2]);
+        assert_eq!(got, vec![1, 2, 4, 5, 7]);
+        let mut none = Vec::new();
+        idx.matches("", |v| none.push(v));
+        assert!(none.is_empty());
         Ok(())
     }
 }

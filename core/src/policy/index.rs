@@ -3,10 +3,18 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use super::glob::{GlobIndex, is_glob};
 
 pub(crate) type RuleId = u32;
-type Map<V> = HashMap<Box<str>, V>;
+// String keys: foldhash mixes well on near-identical names (`team-1`, `team-2`, ...), where
+// FxHash collides and turns each lookup into a run of string compares. Integer keys use FxHash.
+type Map<V> = HashMap<Box<str>, V, foldhash::fast::FixedState>;
+
+/// The subresource key of RBAC's full wildcard `*`, which covers every resource and subresource.
+/// No real subresource is called this (`pods/*` is refused when compiling).
+const ALL: &str = "*";
 
 /// A candidate rule, and whether it names the request's verb and resource literally (as
 /// privileged requests require of rules that allow them).
@@ -47,10 +55,37 @@ struct Bucket {
     strict: Vec<RuleId>,
 }
 
-/// Resource rules: verb → group → resource (or `*`, or `*/sub`) → bucket.
+/// Every verb, group, resource and subresource a policy names, numbered, so that a request's
+/// strings are hashed and compared once each and the bucket lookups that follow compare integers.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: Map<u32>,
+}
+
+/// A request word the policy never names: it can match only wildcards.
+const UNKNOWN: u32 = u32::MAX;
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> u32 {
+        let next = u32::try_from(self.ids.len()).unwrap_or(UNKNOWN);
+        *self.ids.entry(s.into()).or_insert(next)
+    }
+
+    fn get(&self, s: &str) -> u32 {
+        self.ids.get(s).copied().unwrap_or(UNKNOWN)
+    }
+}
+
+/// verb, group, resource, subresource.
+type Key = (u32, u32, u32, u32);
+
+/// Resource rules filed by (verb, group, resource, subresource). `pods` is filed under
+/// (`pods`, ``), `pods/log` under (`pods`, `log`), `*/scale` under (`*`, `scale`) and `*` under
+/// (`*`, `*`).
 #[derive(Debug, Default)]
 pub(crate) struct ResourceIndexBuilder {
-    map: Map<Map<Map<BucketBuilder>>>,
+    words: Interner,
+    buckets: FxHashMap<Key, BucketBuilder>,
 }
 
 impl ResourceIndexBuilder {
@@ -62,14 +97,18 @@ impl ResourceIndexBuilder {
         scope: &NamespaceScope<'_>,
         id: RuleId,
     ) {
-        let b = self
-            .map
-            .entry(verb.into())
-            .or_default()
-            .entry(group.into())
-            .or_default()
-            .entry(resource.into())
-            .or_default();
+        let (res, sub) = match resource.split_once('/') {
+            Some((r, s)) => (r, s),
+            None if resource == "*" => ("*", ALL),
+            None => (resource, ""),
+        };
+        let key = (
+            self.words.intern(verb),
+            self.words.intern(group),
+            self.words.intern(res),
+            self.words.intern(sub),
+        );
+        let b = self.buckets.entry(key).or_default();
         match scope {
             NamespaceScope::Any => b.any.push(id),
             NamespaceScope::Listed { patterns, strict } => {
@@ -89,34 +128,36 @@ impl ResourceIndexBuilder {
         }
     }
 
-    pub(crate) fn build(self) -> Result<ResourceIndex, String> {
-        let mut map = Map::new();
-        for (verb, groups) in self.map {
-            let mut gm = Map::new();
-            for (group, resources) in groups {
-                let mut rm = Map::new();
-                for (resource, b) in resources {
-                    let bucket = Bucket {
-                        any: b.any,
-                        cluster: b.cluster,
-                        literal: b.literal,
-                        globs: GlobIndex::new(&b.globs)?,
-                        strict: b.strict,
-                    };
-                    rm.insert(resource, bucket);
-                }
-                gm.insert(group, rm);
-            }
-            map.insert(verb, gm);
+    pub(crate) fn build(mut self) -> Result<ResourceIndex, String> {
+        let star = self.words.intern("*");
+        let empty = self.words.intern("");
+        let mut buckets = FxHashMap::default();
+        for (key, b) in self.buckets {
+            let bucket = Bucket {
+                any: b.any,
+                cluster: b.cluster,
+                literal: b.literal,
+                globs: GlobIndex::new(&b.globs)?,
+                strict: b.strict,
+            };
+            buckets.insert(key, bucket);
         }
-        Ok(ResourceIndex { map })
+        Ok(ResourceIndex {
+            words: self.words,
+            buckets,
+            star,
+            empty,
+        })
     }
 }
 
 /// The compiled resource-rule index.
 #[derive(Debug, Default)]
 pub(crate) struct ResourceIndex {
-    map: Map<Map<Map<Bucket>>>,
+    words: Interner,
+    buckets: FxHashMap<Key, Bucket>,
+    star: u32,
+    empty: u32,
 }
 
 /// What the index needs to know about a request.
@@ -126,55 +167,48 @@ pub(crate) struct Lookup<'a> {
     pub resource: &'a str,
     pub subresource: &'a str,
     pub namespace: &'a str,
-    /// The resource is known to be cluster-scoped, so a namespace-less request on it does not
-    /// reach into any namespace.
-    pub cluster_scoped: bool,
+    /// Whether the resource is known to be cluster-scoped, so a namespace-less request on it
+    /// reaches into no namespace. Asked only for namespace-less requests.
+    pub cluster_scoped: fn(&str, &str) -> bool,
 }
 
 impl ResourceIndex {
     pub(crate) fn candidates(&self, q: &Lookup<'_>, out: &mut Vec<Candidate>) {
-        let combined_storage;
-        let combined: &str = if q.subresource.is_empty() {
-            q.resource
+        let cluster_scoped = q.namespace.is_empty() && (q.cluster_scoped)(q.group, q.resource);
+        // A request word spelled `*` is a name like any other to the API server; here it must
+        // never pass for the wildcard, so it is looked up as unknown.
+        let word = |s: &str| if s == "*" { UNKNOWN } else { self.words.get(s) };
+        let (verb, group, res, sub) = (
+            word(q.verb),
+            word(q.group),
+            word(q.resource),
+            word(q.subresource),
+        );
+        let sub = if q.subresource.is_empty() {
+            self.empty
         } else {
-            combined_storage = format!("{}/{}", q.resource, q.subresource);
-            &combined_storage
+            sub
         };
-        let star_sub_storage;
-        let star_sub: Option<&str> = if q.subresource.is_empty() {
-            None
-        } else {
-            star_sub_storage = format!("*/{}", q.subresource);
-            Some(&star_sub_storage)
-        };
-        for (verb_key, verb_literal) in [(q.verb, true), ("*", false)] {
-            if verb_key == "*" && q.verb == "*" {
+        let star = self.star;
+        for (v, verb_literal) in [(verb, true), (star, false)] {
+            if v == UNKNOWN {
                 continue;
             }
-            let Some(groups) = self.map.get(verb_key) else {
-                continue;
-            };
-            for group_key in [q.group, "*"] {
-                if group_key == "*" && q.group == "*" {
+            for g in [group, star] {
+                if g == UNKNOWN {
                     continue;
                 }
-                let Some(resources) = groups.get(group_key) else {
-                    continue;
+                let mut visit = |key: Key, explicit: bool| {
+                    if let Some(b) = self.buckets.get(&key) {
+                        b.collect(q.namespace, cluster_scoped, explicit, out);
+                    }
                 };
-                let keys = [
-                    (Some(combined), true),
-                    (Some("*"), false),
-                    (star_sub, false),
-                ];
-                for (resource_key, resource_literal) in keys {
-                    let Some(resource_key) = resource_key else {
-                        continue;
-                    };
-                    let Some(bucket) = resources.get(resource_key) else {
-                        continue;
-                    };
-                    let explicit = verb_literal && resource_literal;
-                    bucket.collect(q, explicit, out);
+                if res != UNKNOWN && sub != UNKNOWN {
+                    visit((v, g, res, sub), verb_literal);
+                }
+                visit((v, g, star, star), false);
+                if !q.subresource.is_empty() && sub != UNKNOWN {
+                    visit((v, g, star, sub), false);
                 }
             }
         }
@@ -182,20 +216,26 @@ impl ResourceIndex {
 }
 
 impl Bucket {
-    fn collect(&self, q: &Lookup<'_>, explicit: bool, out: &mut Vec<Candidate>) {
+    fn collect(
+        &self,
+        namespace: &str,
+        cluster_scoped: bool,
+        explicit: bool,
+        out: &mut Vec<Candidate>,
+    ) {
         let mut push = |id: RuleId| out.push(Candidate { id, explicit });
         self.any.iter().copied().for_each(&mut push);
-        if q.namespace.is_empty() {
+        if namespace.is_empty() {
             self.cluster.iter().copied().for_each(&mut push);
-            if !q.cluster_scoped {
+            if !cluster_scoped {
                 self.strict.iter().copied().for_each(&mut push);
             }
         } else {
-            if let Some(ids) = self.literal.get(q.namespace) {
+            if let Some(ids) = self.literal.get(namespace) {
                 ids.iter().copied().for_each(&mut push);
             }
             if let Some(globs) = &self.globs {
-                globs.matches(q.namespace, &mut push);
+                globs.matches(namespace, &mut push);
             }
         }
     }

@@ -9,7 +9,10 @@ const RBAC: &str = "rbac.authorization.k8s.io";
 
 /// What makes a request privileged, in words, or `None` for an ordinary request.
 pub(crate) fn privilege(a: &Attributes) -> Option<&'static str> {
-    if !a.resource_request {
+    if !a.resource_request
+        || (a.subresource.is_empty() && matches!(a.verb.as_str(), "get" | "list" | "watch"))
+    {
+        // Plain reads are never privileged; most requests end here.
         return None;
     }
     let write = matches!(
