@@ -2,7 +2,9 @@
 
 mod eval;
 mod import;
+mod mask;
 mod report;
+mod sandbox;
 mod test;
 
 use std::process::ExitCode;
@@ -23,8 +25,12 @@ enum Command {
     Eval(eval::Args),
     /// Run the `tests:` of one or more policies.
     Test(test::Args),
+    /// Mask a response body (standard input) as kubeleash would deliver it for a request.
+    Mask(mask::Args),
     /// Turn RBAC Roles and ClusterRoles into a kubeleash policy of allow rules.
     ImportRbac(import::Args),
+    /// Run an in-memory Kubernetes API server for tests and demos (plain HTTP, loopback only).
+    Sandbox(sandbox::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +39,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Test(a) => test::run(a),
         Command::ImportRbac(a) => import::run(a),
+        Command::Sandbox(a) => sandbox::run(a),
+        Command::Mask(a) => mask::run(a),
     }
 }

@@ -2,5 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod body;
+pub mod kubectl;
+pub mod mask;
 pub mod policy;
 pub mod request;

@@ -51,22 +51,27 @@
 //!   deletecollection) never matches a name-restricted rule, and a request across all
 //!   namespaces never matches a namespace-restricted one. For `deny` and `approve` rules the
 //!   stricter reading applies: such requests **do** match, since they can reach the named
-//!   objects.
+//!   objects. Likewise a `deny` or `approve` rule's nonResourceURLs cover a path with or
+//!   without a trailing slash alike, as the API server serves it (`/logs` is `/logs/`, so
+//!   `/logs/*` covers `/logs`).
 //! - `when` conditions query the request body with JSONPath. In `deny` and `approve` rules a
 //!   path that selects several values holds when any of them satisfies the test; in `allow` rules
 //!   only when every one does (and at least one is selected). So neither kind of rule can be
-//!   slipped past with a second container. Bodies are decoded as the API server decodes them,
-//!   and refused where a parser could disagree with it (see [`crate::body`]). A JSON patch cannot
-//!   be judged from its text: conditioned `deny`/`approve` rules apply to it, `allow` rules not.
+//!   slipped past with a second container. Numbers compare by value (`-0`, `0` and `0.0` are
+//!   one number, as for the API server's decoder), and a `matches` glob's `*` crosses line
+//!   breaks. Bodies are decoded as the API server decodes them, and refused where a parser
+//!   could disagree with it (see [`crate::body`]). A JSON patch cannot be judged from its text:
+//!   conditioned `deny`/`approve` rules apply to it, `allow` rules not.
 //!   Merge, strategic merge and apply patches are judged on the patch body.
 //! - Privileged requests (exec, attach, port-forward, ephemeral containers, every proxy, token
 //!   requests, secrets of token types, RBAC writes, CSR approval, token and access reviews,
 //!   webhook, API service and CRD writes, impersonation) are allowed only by a rule that lists
 //!   the verb and the resource by name; a `*` never grants them. Impersonation headers are
 //!   checked as the API server checks them (`impersonate` on `users`, `groups`,
-//!   `serviceaccounts`, `uids`, `userextras/<key>`). A bearer token in a WebSocket subprotocol and
+//!   `serviceaccounts`, `uids`, `userextras/<key>`; a user name is a service account only when
+//!   the API server reads it as one). A bearer token in a WebSocket subprotocol and
 //!   front-proxy identity headers are always refused.
-//! - Server-side apply needs `patch` and `create`, as in the API server.
+//! - Server-side apply (YAML or CBOR) needs `patch` and `create`, as in the API server.
 
 mod compile;
 mod condition;
@@ -74,6 +79,7 @@ mod error;
 mod eval;
 mod glob;
 mod index;
+mod masks;
 mod privileged;
 pub mod rbac;
 mod selftest;
@@ -86,6 +92,7 @@ use serde::{Serialize, Serializer};
 pub use error::{Location, PolicyError, PolicyErrors};
 pub use selftest::{TestOutcome, TestReport};
 
+use crate::mask::{MaskError, MaskSet, Masker};
 use crate::request::{self, Request};
 
 /// What a policy decides for a request.
@@ -270,6 +277,41 @@ impl Policy {
                 decision: Decision::deny(None, e.to_string()),
             },
         }
+    }
+
+    /// The compiled masks: built-in rules, the policy's `masks.rules`, detectors.
+    pub fn mask_set(&self) -> &Arc<MaskSet> {
+        &self.inner.masks
+    }
+
+    /// A streaming masker for the response to `request`, given the response's `Content-Type`
+    /// and `Content-Encoding` (see [`crate::mask`]).
+    pub fn masker(
+        &self,
+        request: &Request,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) -> Result<Masker, MaskError> {
+        Masker::new(
+            Arc::clone(&self.inner.masks),
+            request,
+            content_type,
+            content_encoding,
+        )
+    }
+
+    /// Mask a whole response body at once; on error nothing is returned.
+    pub fn mask(
+        &self,
+        request: &Request,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: &[u8],
+    ) -> Result<Vec<u8>, MaskError> {
+        let mut m = self.masker(request, content_type, content_encoding)?;
+        let mut out = m.feed(body)?;
+        m.finish_into(&mut out)?;
+        Ok(out)
     }
 
     /// Run the policy's own `tests:`.

@@ -68,6 +68,7 @@ pub(crate) struct Compiled {
     pub non_resources: NonResourceIndex,
     pub tests: Vec<PolicyTest>,
     pub has_conditions: bool,
+    pub masks: Arc<crate::mask::MaskSet>,
 }
 
 pub(crate) fn compile(text: &str) -> Result<Compiled, PolicyErrors> {
@@ -131,13 +132,14 @@ pub(crate) fn compile(text: &str) -> Result<Compiled, PolicyErrors> {
             }
         })
         .collect();
+    let masks = super::masks::compile(doc.spec.masks.as_ref(), &mut c.errors);
     let resources = c
         .resources
         .build()
         .map_err(|e| PolicyErrors::new(vec![PolicyError::new("glob", e)]))?;
-    if !c.errors.is_empty() {
+    let Some(masks) = masks.filter(|_| c.errors.is_empty()) else {
         return Err(PolicyErrors::new(c.errors));
-    }
+    };
     let has_conditions = c.rules.iter().any(|r| !r.conditions.is_empty());
     Ok(Compiled {
         name: doc.metadata.and_then(|m| m.name),
@@ -146,6 +148,7 @@ pub(crate) fn compile(text: &str) -> Result<Compiled, PolicyErrors> {
         non_resources: c.non_resources,
         tests,
         has_conditions,
+        masks: Arc::new(masks),
     })
 }
 
@@ -165,6 +168,12 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     // The parser's own text carries its location as a suffix; ours is reported separately.
     let s = e.to_string();
     let first = s.lines().next().unwrap_or("invalid policy document");
+    // Some parser messages end in advice to its Rust caller (`..., set DuplicateKeyPolicy in
+    // Options if acceptable`, `...; use from_str_multiple ...`), which a policy author cannot act on.
+    let first = [", set DuplicateKeyPolicy", "; use from_str_multiple"]
+        .iter()
+        .find_map(|advice| first.split_once(advice).map(|(head, _)| head))
+        .unwrap_or(first);
     let mut out = first
         .trim()
         .trim_start_matches("error: ")
@@ -356,7 +365,7 @@ impl Compiler {
             }
         } else {
             for url in &urls {
-                self.non_resources.insert(url, id);
+                self.non_resources.insert(url, id, effect != Effect::Allow);
             }
         }
         self.rules.push(Rule {

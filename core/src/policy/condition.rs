@@ -9,11 +9,15 @@
 //!
 //! `exists: false` holds exactly when nothing is selected, and `exists: true` when something is,
 //! whatever the effect. A rule's conditions all have to hold (they are and-ed).
+//!
+//! Values compare as the API server's decoder reads them: numbers by value, so `0`, `-0` and
+//! `0.0` are one number (Go decodes `-0` into an integer field as `0`, and a whole float into an
+//! integer-typed custom resource field).
 
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 use super::glob::GlobList;
 
@@ -67,10 +71,10 @@ impl Condition {
 
     fn test_one(&self, v: &Value) -> bool {
         match &self.test {
-            Test::Equals(want) => v == want,
-            Test::NotEquals(want) => v != want,
-            Test::In(set) => set.contains(v),
-            Test::NotIn(set) => !set.contains(v),
+            Test::Equals(want) => json_eq(v, want),
+            Test::NotEquals(want) => !json_eq(v, want),
+            Test::In(set) => set.iter().any(|w| json_eq(v, w)),
+            Test::NotIn(set) => !set.iter().any(|w| json_eq(v, w)),
             Test::Matches(globs, _) => v.as_str().is_some_and(|s| globs.is_match(s)),
             Test::Exists(_) => true,
         }
@@ -90,6 +94,45 @@ impl Condition {
             Test::Exists(false) => format!("{} is not set", self.path),
         }
     }
+}
+
+/// JSON equality with numbers compared by value; everything else compares structurally.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => number_eq(x, y),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// `serde_json` keeps `-0` and `1.0` as floats and `0` and `1` as integers, and its own
+/// equality tells them apart; the API server does not.
+fn number_eq(x: &Number, y: &Number) -> bool {
+    match (whole(x), whole(y)) {
+        (Some(a), Some(b)) => a == b,
+        _ => x.as_f64().zip(y.as_f64()).is_some_and(|(a, b)| a == b),
+    }
+}
+
+/// The number as an integer when it is a whole number, exactly.
+fn whole(n: &Number) -> Option<i128> {
+    if let Some(i) = n.as_i64() {
+        return Some(i.into());
+    }
+    if let Some(u) = n.as_u64() {
+        return Some(u.into());
+    }
+    let f = n.as_f64()?;
+    // Whole and below 2^64 in magnitude, so the cast is exact; larger floats are left to the
+    // float comparison.
+    (f.fract() == 0.0 && f.abs() < 18_446_744_073_709_551_616.0).then_some(f as i128)
 }
 
 #[cfg(test)]
@@ -125,6 +168,29 @@ mod tests {
         assert!(c.holds(&pod(&[false, false]), Quantifier::All));
         assert!(!c.holds(&pod(&[false, true]), Quantifier::All));
         assert!(!c.holds(&json!({"spec": {}}), Quantifier::All));
+        Ok(())
+    }
+
+    #[test]
+    fn numbers_compare_by_value() -> Result<(), String> {
+        let root = Condition::new("$..runAsUser", Test::Equals(json!(0)))?;
+        for body in [
+            json!({"runAsUser": 0}),
+            json!({"runAsUser": -0.0}),
+            json!({"runAsUser": 0.0}),
+        ] {
+            assert!(root.holds(&body, Quantifier::Any), "{body}");
+        }
+        assert!(!root.holds(&json!({"runAsUser": 0.5}), Quantifier::Any));
+        let some = Condition::new("$.n", Test::In(vec![json!(1000), json!(2.5)]))?;
+        assert!(some.holds(&json!({"n": 1000.0}), Quantifier::All));
+        assert!(some.holds(&json!({"n": 2.5}), Quantifier::All));
+        assert!(!some.holds(&json!({"n": 1001}), Quantifier::All));
+        let big = Condition::new("$.n", Test::Equals(json!(u64::MAX)))?;
+        assert!(big.holds(&json!({"n": u64::MAX}), Quantifier::All));
+        assert!(!big.holds(&json!({"n": i64::MAX}), Quantifier::All));
+        let nested = Condition::new("$.a", Test::NotEquals(json!({"b": [0]})))?;
+        assert!(!nested.holds(&json!({"a": {"b": [-0.0]}}), Quantifier::All));
         Ok(())
     }
 

@@ -62,11 +62,7 @@ pub(crate) fn decide(c: &Compiled, id: &Identity, req: &Request, raw: Option<&[u
         decoded: None,
     };
     let mut d = decide_attrs(c, id, &req.attributes, &mut body);
-    if f.patch_type == Some(PatchType::Apply) && req.attributes.verb == "patch" {
-        // Server-side apply creates the object when it is absent, so the API server checks
-        // create as well (§2.3); so do we.
-        let mut create = req.attributes.clone();
-        create.verb = "create".into();
+    if let Some(create) = apply_create(req) {
         let dc = decide_attrs(c, id, &create, &mut body);
         if dc.effect.strictness() > d.effect.strictness() {
             d = dc.with_prefix("server-side apply can create the object, so it needs create too: ");
@@ -83,9 +79,33 @@ pub(crate) fn decide(c: &Compiled, id: &Identity, req: &Request, raw: Option<&[u
     d
 }
 
-/// Whether deciding this request may need its body.
+/// Server-side apply creates the object when it is absent, so the API server checks `create`
+/// as well (§2.3), whatever the apply encoding; so do we. The attributes of that check.
+fn apply_create(req: &Request) -> Option<Attributes> {
+    let apply = matches!(
+        req.facts.patch_type,
+        Some(PatchType::Apply | PatchType::ApplyCbor)
+    );
+    (apply && req.attributes.verb == "patch").then(|| {
+        let mut create = req.attributes.clone();
+        create.verb = "create".into();
+        create
+    })
+}
+
+/// Whether deciding this request may need its body: whether any of the checks [`decide`] makes
+/// (the request itself, the create check of an apply, the impersonation checks) may.
 pub(crate) fn needs_body(c: &Compiled, id: &Identity, req: &Request) -> bool {
-    let a = &req.attributes;
+    attrs_need_body(c, id, &req.attributes)
+        || apply_create(req).is_some_and(|create| attrs_need_body(c, id, &create))
+        || req.facts.impersonation.as_ref().is_some_and(|imp| {
+            impersonation_checks(imp)
+                .iter()
+                .any(|check| attrs_need_body(c, id, check))
+        })
+}
+
+fn attrs_need_body(c: &Compiled, id: &Identity, a: &Attributes) -> bool {
     if is_secret_write(a) {
         return true;
     }
@@ -354,4 +374,91 @@ fn who(id: &Identity) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use crate::policy::{Identity, Policy};
+    use crate::request::classify;
+
+    const POLICY: &str = r#"
+apiVersion: kubeleash.dev/v1alpha1
+kind: Policy
+spec:
+  rules:
+    - {name: pods, effect: allow, verbs: [create, patch, get, list], apiGroups: [""], resources: [pods], namespaces: [dev]}
+    - name: no-privileged-creates
+      effect: deny
+      verbs: [create]
+      apiGroups: [""]
+      resources: [pods]
+      when: [{path: "$..securityContext.privileged", equals: true}]
+    - name: no-impersonating-with-a-body
+      effect: deny
+      verbs: [impersonate]
+      resources: [users]
+      when: [{path: "$.spec", exists: true}]
+"#;
+
+    fn needs_body(method: &str, target: &str, headers: &[(&str, &str)]) -> bool {
+        let policy = Policy::from_yaml(POLICY).unwrap();
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let req = classify(method, target, &map).unwrap();
+        policy.needs_body(&Identity::new("agent", ["ai"]), &req)
+    }
+
+    #[test]
+    fn needs_body_covers_the_create_check_of_an_apply() {
+        let target = "/api/v1/namespaces/dev/pods/p";
+        for content_type in [
+            "application/apply-patch+yaml",
+            "application/apply-patch+cbor",
+        ] {
+            assert!(
+                needs_body("PATCH", target, &[("content-type", content_type)]),
+                "{content_type}"
+            );
+        }
+        assert!(!needs_body(
+            "PATCH",
+            target,
+            &[("content-type", "application/merge-patch+json")]
+        ));
+        assert!(needs_body("POST", "/api/v1/namespaces/dev/pods", &[]));
+    }
+
+    #[test]
+    fn needs_body_covers_the_impersonation_checks() {
+        let target = "/api/v1/namespaces/dev/pods";
+        assert!(!needs_body("GET", target, &[]));
+        assert!(needs_body("GET", target, &[("impersonate-user", "bob")]));
+    }
+
+    #[test]
+    fn a_body_left_out_because_needs_body_said_so_changes_nothing() {
+        // The data path skips the body exactly when `needs_body` says so; the decision with and
+        // without the body must then agree.
+        let policy = Policy::from_yaml(POLICY).unwrap();
+        let id = Identity::new("agent", ["ai"]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/apply-patch+yaml"),
+        );
+        let req = classify("PATCH", "/api/v1/namespaces/dev/pods/p", &headers).unwrap();
+        let body =
+            br#"{"spec":{"containers":[{"name":"c","securityContext":{"privileged":true}}]}}"#;
+        assert!(policy.needs_body(&id, &req));
+        let d = policy.decide(&id, &req, Some(body));
+        assert_eq!(d.rule.as_deref(), Some("no-privileged-creates"));
+    }
 }

@@ -33,9 +33,12 @@ fn build(globs: &[&str], kind: MatchKind) -> Result<Regex, String> {
     Regex::builder()
         .configure(Regex::config().match_kind(kind))
         .syntax(
+            // `*` is any run of characters, line breaks included: a deny rule's
+            // `matches: "*curl*"` must not be slipped past with `"sh\ncurl"`.
             regex_automata::util::syntax::Config::new()
                 .unicode(false)
-                .utf8(false),
+                .utf8(false)
+                .dot_matches_new_line(true),
         )
         .build_many(&patterns)
         .map_err(|e| e.to_string())
@@ -156,6 +159,17 @@ mod tests {
         assert!(!l.is_match("axb"), "a dot is literal");
         assert!(!l.is_match("prod"));
         assert!(!l.is_match("xteam-a"), "globs are anchored");
+        let curl = GlobList::new(["*curl*"])?;
+        assert!(
+            curl.is_match("sh -c 'x\ncurl evil'"),
+            "`*` crosses line breaks"
+        );
+        assert!(curl.is_match("\r\ncurl\n"));
+        let suffix = GlobList::new(["*-a"])?;
+        assert!(
+            !suffix.is_match("x-a\n"),
+            "`$` is the end of the input, not of a line"
+        );
         Ok(())
     }
 

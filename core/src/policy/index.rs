@@ -249,10 +249,28 @@ pub(crate) struct NonResourceIndex {
 }
 
 impl NonResourceIndex {
-    pub(crate) fn insert(&mut self, url: &str, id: RuleId) {
-        match url.strip_suffix('*') {
-            Some(prefix) => self.prefixes.push((prefix.into(), id)),
-            None => self.exact.entry(url.into()).or_default().push(id),
+    /// File a rule under a nonResourceURL. A `strict` (deny, approve) rule covers a path with
+    /// or without one trailing slash alike: the API server serves both the same (go-restful
+    /// trims it: `/version/` is `/version`, `/logs` is `/logs/`), while RBAC, which only ever
+    /// allows, compares the raw path. So `/version` also covers `/version/`, `/logs/` covers
+    /// `/logs`, and `/logs/*` covers `/logs`.
+    pub(crate) fn insert(&mut self, url: &str, id: RuleId, strict: bool) {
+        let twin = match url.strip_suffix('*') {
+            Some(prefix) => {
+                self.prefixes.push((prefix.into(), id));
+                // `prefix` covers `X/`, so its twin `X`.
+                prefix.strip_suffix('/').map(str::to_string)
+            }
+            None => {
+                self.exact.entry(url.into()).or_default().push(id);
+                match url.strip_suffix('/') {
+                    Some(bare) => Some(bare.to_string()),
+                    None => Some(format!("{url}/")),
+                }
+            }
+        };
+        if let Some(twin) = twin.filter(|t| strict && !t.is_empty() && t != "/") {
+            self.exact.entry(twin.into()).or_default().push(id);
         }
     }
 

@@ -43,7 +43,7 @@ pub(crate) fn privilege(a: &Attributes) -> Option<&'static str> {
             Some("approving or signing a certificate request mints a client credential")
         }
         ("authentication.k8s.io", "tokenreviews", _) => Some("a token review is a token oracle"),
-        ("authorization.k8s.io", "subjectaccessreviews", _) => {
+        ("authorization.k8s.io", "subjectaccessreviews" | "localsubjectaccessreviews", _) => {
             Some("a subject access review maps other identities' permissions")
         }
         (
@@ -132,10 +132,7 @@ pub(crate) fn impersonation_checks(imp: &Impersonation) -> Vec<Attributes> {
         };
     let mut out = Vec::new();
     if let Some(user) = &imp.user {
-        match user
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|r| r.split_once(':'))
-        {
+        match split_service_account(user) {
             Some((ns, sa)) => out.push(check("", "serviceaccounts", "", ns, sa)),
             None => out.push(check("", "users", "", "", user)),
         }
@@ -150,6 +147,40 @@ pub(crate) fn impersonation_checks(imp: &Impersonation) -> Vec<Attributes> {
         out.push(check("authentication.k8s.io", "userextras", key, "", ""));
     }
     out
+}
+
+/// The namespace and name of a service account user name, exactly as the API server's
+/// `serviceaccount.SplitUsername` reads it: `system:serviceaccount:<ns>:<name>` with exactly two
+/// parts, a namespace that is a DNS label and a name that is a DNS subdomain. Anything else is
+/// impersonated as a plain user (`impersonate users`), so it must be checked as one.
+fn split_service_account(user: &str) -> Option<(&str, &str)> {
+    let (ns, name) = user
+        .strip_prefix("system:serviceaccount:")?
+        .split_once(':')?;
+    (!name.contains(':') && is_dns_label(ns) && is_dns_subdomain(name)).then_some((ns, name))
+}
+
+/// RFC 1123 label: at most 63 of `[a-z0-9-]`, starting and ending alphanumeric.
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    b.len() <= 63
+        && b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum)
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+}
+
+/// RFC 1123 subdomain: at most 253 characters, dot-separated labels of `[a-z0-9-]` that start
+/// and end alphanumeric.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+            b.first().is_some_and(alnum)
+                && b.last().is_some_and(alnum)
+                && b.iter().all(|c| alnum(c) || *c == b'-')
+        })
 }
 
 #[cfg(test)]
@@ -176,6 +207,49 @@ mod tests {
         assert!(privilege(&attrs("get", RBAC, "rolebindings", "")).is_none());
         assert!(privilege(&attrs("get", "", "pods", "log")).is_none());
         assert!(privilege(&attrs("create", "", "pods", "")).is_none());
+        assert!(
+            privilege(&attrs(
+                "create",
+                "authorization.k8s.io",
+                "localsubjectaccessreviews",
+                ""
+            ))
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn malformed_service_account_names_are_users() {
+        for user in [
+            "system:serviceaccount:dev:sa:extra",
+            "system:serviceaccount:dev:",
+            "system:serviceaccount::sa",
+            "system:serviceaccount:dev:Admin",
+            "system:serviceaccount:Dev:sa",
+            "system:serviceaccount:dev:-sa",
+            "system:serviceaccount:dev:a..b",
+            "system:serviceaccount:dev",
+        ] {
+            let imp = Impersonation {
+                user: Some(user.into()),
+                ..Default::default()
+            };
+            let checks = impersonation_checks(&imp);
+            assert_eq!(checks.len(), 1);
+            assert_eq!(checks[0].resource, "users", "{user}");
+            assert_eq!(checks[0].name, user);
+            assert_eq!(checks[0].namespace, "");
+        }
+        let imp = Impersonation {
+            user: Some("system:serviceaccount:team-1:ci.bot-2".into()),
+            ..Default::default()
+        };
+        let checks = impersonation_checks(&imp);
+        assert_eq!(checks[0].resource, "serviceaccounts");
+        assert_eq!(
+            (checks[0].namespace.as_str(), checks[0].name.as_str()),
+            ("team-1", "ci.bot-2")
+        );
     }
 
     #[test]

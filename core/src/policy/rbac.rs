@@ -1,7 +1,9 @@
 //! Import RBAC Roles and ClusterRoles as allow rules, so a team can start from the permissions
 //! it already grants and tighten from there.
 //!
-//! A Role's rules apply in its own namespace; a ClusterRole's everywhere. RBAC `*` verbs and
+//! A Role's rules apply in its own namespace (a Role without one is refused); a ClusterRole's
+//! everywhere. Rules that match nothing in RBAC (no verbs, no groups or no resources) are left
+//! out, and resource names are literal in RBAC, so one holding `*` is refused. RBAC `*` verbs and
 //! resources carry over unchanged, which under kubeleash's semantics never grants privileged
 //! requests (exec, token requests, RBAC writes, ...): those need a rule that names them.
 //!
@@ -24,6 +26,8 @@
 //! # Ok::<(), String>(())
 //! ```
 
+use std::collections::HashSet;
+
 use serde::Deserialize;
 
 use super::compile::API_VERSION;
@@ -42,6 +46,8 @@ pub struct ImportOptions {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RoleDoc {
+    // The API server leaves `kind` out of the items of a RoleList or ClusterRoleList.
+    #[serde(default)]
     kind: String,
     #[serde(default)]
     metadata: Meta,
@@ -84,6 +90,21 @@ pub enum ImportError {
     /// An object is neither a Role, a ClusterRole, nor a List of them.
     #[error("cannot import an object of kind `{0}`; only Role, ClusterRole and List are imported")]
     Kind(String),
+    /// A Role has no `metadata.namespace`. Its rules apply only in its namespace, and importing
+    /// them without one would grant them in every namespace.
+    #[error("role `{0}` has no metadata.namespace, so the namespace its rules apply in is unknown")]
+    RoleWithoutNamespace(String),
+    /// A resource name or namespace holds `*`, which RBAC matches literally and a policy would
+    /// read as a wildcard, granting more than the role does.
+    #[error(
+        "`{value}` in `{role}` holds `*`, which RBAC matches literally but a policy reads as a wildcard"
+    )]
+    Wildcard {
+        /// The role, as `kind/name`.
+        role: String,
+        /// The resource name or namespace.
+        value: String,
+    },
 }
 
 fn list(items: &[String]) -> String {
@@ -93,8 +114,12 @@ fn list(items: &[String]) -> String {
 /// Convert YAML holding Roles, ClusterRoles (or Lists of them, several documents allowed) into
 /// the text of a policy with one allow rule per RBAC rule.
 pub fn import(yaml: &str, opts: &ImportOptions) -> Result<String, ImportError> {
-    let docs: Vec<Option<RoleDoc>> =
-        serde_saphyr::from_multiple(yaml).map_err(|e| ImportError::Yaml(e.to_string()))?;
+    let docs: Vec<Option<RoleDoc>> = serde_saphyr::from_multiple(yaml).map_err(|e| {
+        // The parser's text goes on to quote the input over several lines.
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        ImportError::Yaml(first.trim_start_matches("error: ").to_string())
+    })?;
     let mut roles = Vec::new();
     for doc in docs.into_iter().flatten() {
         flatten(doc, &mut roles)?;
@@ -116,14 +141,48 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<String, ImportError> {
             list(&opts.groups)
         )),
     };
+    let mut used = HashSet::new();
     for role in &roles {
         let namespace = if role.kind == "Role" {
-            role.metadata.namespace.clone()
+            match role.metadata.namespace.as_deref() {
+                Some(ns) if !ns.is_empty() => Some(ns.to_string()),
+                _ => {
+                    return Err(ImportError::RoleWithoutNamespace(
+                        role.metadata.name.clone(),
+                    ));
+                }
+            }
         } else {
             None
         };
+        let literal = |value: &str| {
+            if value.contains('*') {
+                Err(ImportError::Wildcard {
+                    role: format!("{}/{}", role.kind, role.metadata.name),
+                    value: value.to_string(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(ns) = &namespace {
+            literal(ns)?;
+        }
         for (i, r) in role.rules.iter().enumerate() {
-            let rule_name = format!(
+            // The API server refuses nonResourceURLs in a Role; imported, they would apply in
+            // every namespace.
+            let non_resource_urls: &[String] = if namespace.is_some() {
+                &[]
+            } else {
+                &r.non_resource_urls
+            };
+            if grants_nothing(r, non_resource_urls) {
+                continue;
+            }
+            for name in &r.resource_names {
+                literal(name)?;
+            }
+            let base = format!(
                 "{}-{}{}-{i}",
                 role.kind.to_lowercase(),
                 namespace
@@ -132,6 +191,14 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<String, ImportError> {
                     .unwrap_or_default(),
                 role.metadata.name
             );
+            // Names can collide (role `a-b` in `c`, role `b` in `c-a`; one role listed twice);
+            // a policy's rule names must be unique.
+            let mut rule_name = base.clone();
+            let mut n = 1;
+            while !used.insert(rule_name.clone()) {
+                n += 1;
+                rule_name = format!("{base}-{n}");
+            }
             out.push_str(&format!(
                 "    - name: {}\n      effect: allow\n",
                 serde_json::to_string(&rule_name).unwrap_or_default()
@@ -140,7 +207,7 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<String, ImportError> {
                 out.push_str(&format!("      subjects: {s}\n"));
             }
             out.push_str(&format!("      verbs: {}\n", list(&r.verbs)));
-            if r.non_resource_urls.is_empty() {
+            if non_resource_urls.is_empty() {
                 out.push_str(&format!("      apiGroups: {}\n", list(&r.api_groups)));
                 out.push_str(&format!("      resources: {}\n", list(&r.resources)));
                 if let Some(ns) = &namespace {
@@ -155,12 +222,20 @@ pub fn import(yaml: &str, opts: &ImportOptions) -> Result<String, ImportError> {
             } else {
                 out.push_str(&format!(
                     "      nonResourceURLs: {}\n",
-                    list(&r.non_resource_urls)
+                    list(non_resource_urls)
                 ));
             }
         }
     }
     Ok(out)
+}
+
+/// An RBAC rule that can match no request: no verbs, or a resource rule without groups or
+/// resources. Importing it would give a rule that does not compile, and dropping it grants
+/// nothing.
+fn grants_nothing(r: &RbacRule, non_resource_urls: &[String]) -> bool {
+    r.verbs.is_empty()
+        || (non_resource_urls.is_empty() && (r.api_groups.is_empty() || r.resources.is_empty()))
 }
 
 fn flatten(doc: RoleDoc, out: &mut Vec<RoleDoc>) -> Result<(), ImportError> {

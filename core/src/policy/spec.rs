@@ -30,6 +30,8 @@ pub(crate) struct SpecDoc {
     pub rules: Vec<S<RuleDoc>>,
     #[serde(default)]
     pub tests: Vec<S<TestDoc>>,
+    #[serde(default)]
+    pub masks: Option<super::masks::MasksDoc>,
 }
 
 #[derive(Debug, Deserialize)]

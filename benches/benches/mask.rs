@@ -1,0 +1,124 @@
+//! Masking throughput, as ratios against baselines measured in the same run: (a) serde_json
+//! parse, mask and reserialize of the same bytes (what a gateway built the obvious way does),
+//! (b) a plain copy of the bytes.
+//!
+//! Goals (issue 3): at least 8x serde_json and at least 1 GB/s on one core for Secret lists; a
+//! response of a kind that needs no masking at least half the speed of a copy.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group};
+use kubeleash_benches::{event_list, pod_list, pod_watch, secret_list, serde_json_mask};
+use kubeleash_core::mask::{Framing, MaskSet, Masker};
+
+/// Mask `input` fed in 64 KiB chunks, as a network stream arrives.
+fn mask(set: &Arc<MaskSet>, framing: Framing, input: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut m = Masker::with(Arc::clone(set), framing);
+    input.chunks(64 * 1024).all(|c| m.feed_into(c, out).is_ok()) && m.finish_into(out).is_ok()
+}
+
+fn copy(input: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    for c in input.chunks(64 * 1024) {
+        out.extend_from_slice(c);
+    }
+}
+
+struct Workload {
+    name: &'static str,
+    framing: Framing,
+    bytes: Vec<u8>,
+}
+
+fn workloads(quick: bool) -> Vec<Workload> {
+    let scale = if quick { 20 } else { 1 };
+    vec![
+        Workload { name: "secret-list-10000", framing: Framing::Json, bytes: secret_list(10_000 / scale) },
+        Workload { name: "pod-list-2000", framing: Framing::Json, bytes: pod_list(2_000 / scale) },
+        Workload { name: "pod-watch-2000", framing: Framing::WatchEvents, bytes: pod_watch(2_000 / scale) },
+        Workload { name: "event-list-5000", framing: Framing::Json, bytes: event_list(5_000 / scale) },
+    ]
+}
+
+fn set() -> Arc<MaskSet> {
+    match MaskSet::builtin() {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("built-in masks do not compile: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let set = set();
+    let mut out = Vec::new();
+    for w in workloads(false) {
+        let mut g = c.benchmark_group(w.name);
+        g.throughput(Throughput::Bytes(w.bytes.len() as u64));
+        g.sample_size(10);
+        g.bench_function("kubeleash", |b| b.iter(|| black_box(mask(&set, w.framing, &w.bytes, &mut out))));
+        if w.framing == Framing::Json {
+            g.bench_function("serde_json", |b| b.iter(|| black_box(serde_json_mask(&w.bytes))));
+        }
+        g.bench_function("copy", |b| b.iter(|| copy(black_box(&w.bytes), &mut out)));
+        g.finish();
+    }
+}
+
+/// Median seconds of `f` over repeated runs within `budget`.
+fn median(budget: Duration, mut f: impl FnMut()) -> f64 {
+    let mut t = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < budget || t.len() < 3 {
+        let s = Instant::now();
+        f();
+        t.push(s.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn summary() {
+    let quick = std::env::args().any(|a| a == "--test");
+    let budget = if quick { Duration::from_millis(10) } else { Duration::from_secs(2) };
+    let set = set();
+    let mut out = Vec::new();
+    println!("\nsummary (same run, one core, 64 KiB chunks):");
+    println!("{:<20} {:>9} {:>12} {:>12} {:>10} {:>9} {:>9}", "workload", "MiB", "kubeleash", "serde_json", "copy", "vs serde", "vs copy");
+    for w in workloads(quick) {
+        let gbs = |secs: f64| w.bytes.len() as f64 / secs / 1e9;
+        let k = median(budget, || {
+            black_box(mask(&set, w.framing, &w.bytes, &mut out));
+        });
+        let s = if w.framing == Framing::Json {
+            Some(median(budget, || {
+                black_box(serde_json_mask(&w.bytes));
+            }))
+        } else {
+            None
+        };
+        let c = median(budget, || copy(black_box(&w.bytes), &mut out));
+        println!(
+            "{:<20} {:>9.1} {:>9.2} GB/s {:>9} {:>7.2} GB/s {:>8} {:>8.2}x",
+            w.name,
+            w.bytes.len() as f64 / (1024.0 * 1024.0),
+            gbs(k),
+            s.map_or("-".to_string(), |s| format!("{:.2} GB/s", gbs(s))),
+            gbs(c),
+            s.map_or("-".to_string(), |s| format!("{:.1}x", s / k)),
+            c / k,
+        );
+    }
+}
+
+criterion_group!(group, benches);
+
+fn main() {
+    group();
+    Criterion::default().configure_from_args().final_summary();
+    summary();
+}

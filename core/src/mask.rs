@@ -1,0 +1,338 @@
+//! Masking secret material in responses as they stream.
+//!
+//! A [`Masker`] is sans-IO per-response state: feed it byte chunks, it returns the masked bytes
+//! that are safe to send, and [`Masker::finish`] ends it. Bytes outside masked values come out
+//! exactly as they went in, and the output does not depend on how the input was split. Memory is
+//! bounded by nesting depth and the largest value that must be held to be judged (a string, an
+//! element a filter tests, the last-applied annotation, a log line), never by the response size.
+//!
+//! It fails closed: malformed JSON, an exceeded limit, an unexpected content type or encoding
+//! stops the output at the last byte known to be safe and returns an error; after an error the
+//! masker emits nothing more.
+//!
+//! ```
+//! use kubeleash_core::mask::{Masker, MaskSet};
+//! use kubeleash_core::request::classify;
+//! use std::sync::Arc;
+//!
+//! let set = Arc::new(MaskSet::builtin()?);
+//! let req = classify("GET", "/api/v1/namespaces/dev/secrets/db", &http::HeaderMap::new())?;
+//! let mut m = Masker::new(set, &req, Some("application/json"), None)?;
+//! let mut out = m.feed(br#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"db"},"da"#)?;
+//! out.extend(m.feed(br#"ta":{"password":"aHVudGVyMg=="}}"#)?);
+//! out.extend(m.finish()?);
+//! assert_eq!(out, br#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"db"},"data":{"password":"W21hc2tlZF0="}}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Untrusted input
+//!
+//! [`MaskLimits`]: `max_depth` (default 256 nested arrays and objects) and `max_held` (default
+//! 8 MiB for any one held value). gzip bodies are inflated in small steps, so a compressed bomb
+//! costs no more memory than its output chunks.
+
+pub mod detect;
+mod json;
+mod path;
+mod rules;
+mod strings;
+mod text;
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+pub use rules::{BUILTIN_MASKS, MaskLimits, MaskSet, Replace};
+
+use crate::request::Request;
+
+pub(crate) use path::parse as parse_path;
+pub(crate) use rules::{Action, MaskRule, builtin as builtin_rules, random_key};
+
+/// Why a masker stopped. The output already returned is safe; nothing after the error is.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum MaskError {
+    /// The response's content type is not one kubeleash can mask.
+    #[error("response content type `{content_type}` cannot be masked; kubeleash asks the API server for JSON and refuses anything else")]
+    ContentType {
+        /// The content type received.
+        content_type: String,
+    },
+    /// The response's content encoding is not gzip or identity.
+    #[error("response content encoding `{encoding}` cannot be masked; only gzip is decoded")]
+    ContentEncoding {
+        /// The encoding received.
+        encoding: String,
+    },
+    /// The body is not valid JSON (or a valid gzip stream).
+    #[error("response body is malformed at byte {offset}: {what}; the rest of it was withheld")]
+    Malformed {
+        /// Offset in the (decompressed) body.
+        offset: u64,
+        /// What was wrong.
+        what: String,
+    },
+    /// JSON nested deeper than the limit.
+    #[error("response nests deeper than {limit} levels; the rest of it was withheld")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// A value that must be held to be judged is larger than the limit.
+    #[error("{what} is larger than {limit} bytes, the most kubeleash holds to judge; the rest of the response was withheld")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+        /// What was too large.
+        what: &'static str,
+    },
+    /// The body ended in the middle of a value.
+    #[error("response ended in the middle of a JSON value; the incomplete part was withheld")]
+    Incomplete,
+    /// The response is a stream kubeleash cannot see into (exec, attach, port-forward).
+    #[error("the response to {what} is a raw stream kubeleash cannot mask")]
+    Unmaskable {
+        /// The request, in words.
+        what: String,
+    },
+}
+
+impl MaskError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MaskError::ContentType { .. } => "content-type",
+            MaskError::ContentEncoding { .. } => "content-encoding",
+            MaskError::Malformed { .. } => "malformed",
+            MaskError::TooDeep { .. } => "too-deep",
+            MaskError::TooLarge { .. } => "too-large",
+            MaskError::Incomplete => "incomplete",
+            MaskError::Unmaskable { .. } => "unmaskable",
+        }
+    }
+}
+
+/// How a response body is framed, decided from the request (a watch and an object share a
+/// content type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One JSON document: an object, a list, a Table, a Status.
+    Json,
+    /// Newline-delimited JSON watch events.
+    WatchEvents,
+    /// Log text: detectors only.
+    Text,
+}
+
+enum Inner {
+    Json(json::JsonMasker),
+    Text(text::TextMasker),
+}
+
+/// Per-response masking state. Not `Sync`; one per response.
+pub struct Masker {
+    inner: Inner,
+    gzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
+    failed: Option<MaskError>,
+    framing: Framing,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker").field("framing", &self.framing).field("failed", &self.failed).finish()
+    }
+}
+
+/// The framing a response to `request` with this content type has, or why it cannot be masked.
+pub fn framing(request: &Request, content_type: Option<&str>) -> Result<Framing, MaskError> {
+    let a = &request.attributes;
+    if a.resource_request && matches!(a.subresource.as_str(), "exec" | "attach" | "portforward")
+        || request.facts.upgrade.is_some()
+    {
+        return Err(MaskError::Unmaskable { what: format!("{} {}", request.method, request.target) });
+    }
+    let media = content_type
+        .map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let is_log = a.resource_request && a.subresource == "log";
+    match media.as_str() {
+        "application/json" if a.verb == "watch" => Ok(Framing::WatchEvents),
+        "application/json" => Ok(Framing::Json),
+        "text/plain" if is_log => Ok(Framing::Text),
+        // An empty body has no content type; anything with one must say what it is.
+        "" => Ok(if is_log { Framing::Text } else if a.verb == "watch" { Framing::WatchEvents } else { Framing::Json }),
+        _ => Err(MaskError::ContentType { content_type: content_type.unwrap_or_default().to_string() }),
+    }
+}
+
+impl Masker {
+    /// A masker for the response to `request`, given the response's `Content-Type` and
+    /// `Content-Encoding`. The output is never compressed: drop `Content-Encoding` and
+    /// `Content-Length` from the response headers.
+    pub fn new(
+        set: Arc<MaskSet>,
+        request: &Request,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) -> Result<Masker, MaskError> {
+        let framing = framing(request, content_type)?;
+        let gzip = match content_encoding.map(|e| e.trim().to_ascii_lowercase()) {
+            None => None,
+            Some(e) if e.is_empty() || e == "identity" => None,
+            Some(e) if e == "gzip" => Some(flate2::write::GzDecoder::new(Vec::new())),
+            Some(e) => return Err(MaskError::ContentEncoding { encoding: e }),
+        };
+        Ok(Masker::with_framing(set, framing, gzip))
+    }
+
+    /// A masker with an explicit framing and no decompression.
+    pub fn with(set: Arc<MaskSet>, framing: Framing) -> Masker {
+        Masker::with_framing(set, framing, None)
+    }
+
+    fn with_framing(set: Arc<MaskSet>, framing: Framing, gzip: Option<flate2::write::GzDecoder<Vec<u8>>>) -> Masker {
+        let inner = match framing {
+            Framing::Json => Inner::Json(json::JsonMasker::new(set, false)),
+            Framing::WatchEvents => Inner::Json(json::JsonMasker::new(set, true)),
+            Framing::Text => Inner::Text(text::TextMasker::new(set)),
+        };
+        Masker { inner, gzip, failed: None, framing }
+    }
+
+    /// The framing this masker applies.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Whether anything has been masked so far.
+    pub fn masked_anything(&self) -> bool {
+        match &self.inner {
+            Inner::Json(j) => j.masked_any,
+            Inner::Text(t) => t.masked_any,
+        }
+    }
+
+    /// Mask a chunk; returns the bytes that are safe to send now.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, MaskError> {
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        self.feed_into(chunk, &mut out)?;
+        Ok(out)
+    }
+
+    /// Mask a chunk, appending the safe bytes to `out`. On error `out` holds only safe bytes.
+    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.feed_inner(chunk, out);
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    fn feed_inner(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
+        let Some(gz) = self.gzip.as_mut() else { return feed_plain(&mut self.inner, chunk, out) };
+        use std::io::Write;
+        // Small steps bound what one write can inflate to.
+        for piece in chunk.chunks(8 * 1024) {
+            gz.write_all(piece)
+                .map_err(|e| MaskError::Malformed { offset: 0, what: format!("gzip stream is invalid: {e}") })?;
+            let plain = std::mem::take(gz.get_mut());
+            feed_plain(&mut self.inner, &plain, out)?;
+        }
+        Ok(())
+    }
+
+    /// The response is complete; returns the last safe bytes.
+    pub fn finish(&mut self) -> Result<Vec<u8>, MaskError> {
+        let mut out = Vec::new();
+        self.finish_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// The response is complete; appends the last safe bytes to `out`.
+    pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), MaskError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.finish_inner(out);
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    fn finish_inner(&mut self, out: &mut Vec<u8>) -> Result<(), MaskError> {
+        if let Some(gz) = self.gzip.take() {
+            let plain = gz
+                .finish()
+                .map_err(|e| MaskError::Malformed { offset: 0, what: format!("gzip stream is invalid: {e}") })?;
+            feed_plain(&mut self.inner, &plain, out)?;
+        }
+        match &mut self.inner {
+            Inner::Json(j) => j.finish(out),
+            Inner::Text(t) => t.finish(out),
+        }
+    }
+}
+
+fn feed_plain(inner: &mut Inner, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
+    match inner {
+        Inner::Json(j) => j.feed(chunk, out),
+        Inner::Text(t) => t.feed(chunk, out),
+    }
+}
+
+/// Replace each span with `[masked:<detector>]`.
+pub(crate) fn replace_spans(text: &[u8], spans: &[detect::Span]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut at = 0;
+    for s in spans {
+        let (start, end) = (s.start.max(at).min(text.len()), s.end.min(text.len()));
+        if start > end {
+            continue;
+        }
+        out.extend_from_slice(&text[at..start]);
+        let name = detect::catalog().get(usize::from(s.detector)).map_or("secret", |d| d.name);
+        out.extend_from_slice(b"[masked:");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b']');
+        at = end;
+    }
+    out.extend_from_slice(&text[at.min(text.len())..]);
+    out
+}
+
+/// Standard base64 with padding.
+pub(crate) fn base64(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for (k, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if k <= c.len() {
+                s.push(char::from(T[((n >> shift) & 63) as usize]));
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b"[masked]"), rules::MARKER_BASE64);
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b""), "");
+    }
+}

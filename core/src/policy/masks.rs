@@ -1,0 +1,166 @@
+//! The policy's `masks:` section: which built-in masks and detectors to turn off, extra mask
+//! rules, and the HMAC key.
+//!
+//! ```yaml
+//! masks:
+//!   disable: [env-credentials, jwt]      # built-in masks or detectors by name; `detectors` for all
+//!   hmacKey: "a long random string"      # optional; default: random per process
+//!   rules:
+//!     - name: database-passwords
+//!       kinds: [Database]                # from the payload; omitted: every kind
+//!       apiGroups: [db.example.com]      # from the payload's apiVersion; omitted: every group
+//!       paths: ["$.spec.password", "$..credentials[*].value", "$.spec.users[?(@.name =~ /admin/)].key"]
+//!       replace: marker                  # marker (default) | base64 | hmac | hmac-base64
+//! ```
+
+use serde::Deserialize;
+
+use super::error::PolicyError;
+use super::spec::S;
+use crate::mask::detect::{Detectors, catalog};
+use crate::mask::{
+    Action, BUILTIN_MASKS, MaskLimits, MaskRule, MaskSet, Replace, builtin_rules, parse_path,
+    random_key,
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct MasksDoc {
+    #[serde(default)]
+    pub disable: Vec<S<String>>,
+    #[serde(default)]
+    pub hmac_key: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<S<MaskRuleDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct MaskRuleDoc {
+    pub name: S<String>,
+    #[serde(default)]
+    pub kinds: Option<Vec<String>>,
+    #[serde(default)]
+    pub api_groups: Option<Vec<String>>,
+    pub paths: S<Vec<S<String>>>,
+    #[serde(default)]
+    pub replace: Option<S<String>>,
+}
+
+/// Compile the masks section (absent: every built-in mask and detector on).
+pub(crate) fn compile(doc: Option<&MasksDoc>, errors: &mut Vec<PolicyError>) -> Option<MaskSet> {
+    let empty = MasksDoc::default();
+    let doc = doc.unwrap_or(&empty);
+    let mut disabled_masks = Vec::new();
+    let mut disabled_detectors = Vec::new();
+    let mut all_detectors_off = false;
+    for d in &doc.disable {
+        let name = d.value.as_str();
+        if BUILTIN_MASKS.contains(&name) {
+            disabled_masks.push(name.to_string());
+        } else if name == "detectors" {
+            all_detectors_off = true;
+        } else if catalog().iter().any(|c| c.name == name) {
+            disabled_detectors.push(name);
+        } else {
+            errors.push(
+                PolicyError::new("mask-disable", format!("cannot disable unknown mask or detector `{name}`"))
+                    .at(&d.referenced)
+                    .help(format!(
+                        "built-in masks are {}; `detectors` turns off every detector; `kubeleash detectors` lists them",
+                        BUILTIN_MASKS.join(", ")
+                    )),
+            );
+        }
+    }
+    let mut rules = match builtin_rules(&disabled_masks) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(PolicyError::new(
+                "mask-builtin",
+                format!("built-in masks do not compile: {e}"),
+            ));
+            return None;
+        }
+    };
+    for r in &doc.rules {
+        let d = &r.value;
+        let replace = match d
+            .replace
+            .as_ref()
+            .map(|s| (s.value.as_str(), &s.referenced))
+        {
+            None | Some(("marker", _)) => Replace::Marker,
+            Some(("base64", _)) => Replace::Base64,
+            Some(("hmac", _)) => Replace::Hmac { base64: false },
+            Some(("hmac-base64", _)) => Replace::Hmac { base64: true },
+            Some((other, at)) => {
+                errors.push(
+                    PolicyError::new(
+                        "mask-replace",
+                        format!("mask rule `{}` has unknown replace `{other}`", d.name.value),
+                    )
+                    .at(at)
+                    .help("replace is one of marker, base64, hmac, hmac-base64"),
+                );
+                continue;
+            }
+        };
+        if d.paths.value.is_empty() {
+            errors.push(
+                PolicyError::new(
+                    "mask-paths",
+                    format!("mask rule `{}` has no paths", d.name.value),
+                )
+                .at(&d.paths.referenced),
+            );
+        }
+        for p in &d.paths.value {
+            match parse_path(&p.value) {
+                Ok(steps) => rules.push(MaskRule {
+                    name: d.name.value.clone(),
+                    kinds: d.kinds.clone(),
+                    groups: d.api_groups.clone(),
+                    steps,
+                    action: Action::Mask(replace),
+                }),
+                Err(e) => errors.push(
+                    PolicyError::new("mask-path", e)
+                        .at(&p.referenced)
+                        .help("supported: `.name`, `['name']`, `*`, `[*]`, `[n]`, `..`, and filters such as `[?(@.name =~ /token/i)]`"),
+                ),
+            }
+        }
+    }
+    if rules.len() > usize::from(u16::MAX) {
+        errors.push(PolicyError::new(
+            "mask-rules",
+            "a policy holds at most 65,535 mask paths",
+        ));
+        return None;
+    }
+    let detectors = if all_detectors_off {
+        None
+    } else {
+        match Detectors::new(&disabled_detectors) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(PolicyError::new(
+                    "detectors",
+                    format!("detectors do not compile: {e}"),
+                ));
+                return None;
+            }
+        }
+    };
+    let hmac_key = doc
+        .hmac_key
+        .as_ref()
+        .map_or_else(random_key, |k| k.as_bytes().to_vec());
+    Some(MaskSet::from_parts(
+        rules,
+        detectors,
+        hmac_key,
+        MaskLimits::default(),
+    ))
+}

@@ -1,0 +1,133 @@
+//! `KubeleashLayer`: the configuration, shared behind an `Arc` by every service it makes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubeleash_core::policy::{Identity, Policy};
+
+use crate::approval::{Approver, Grants};
+use crate::credential::Credential;
+use crate::record::{NoRecorder, Recorder};
+use crate::service::Kubeleash;
+
+/// Enforce the policy, or only record what it would have done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Deny what the policy denies, hold what it holds.
+    #[default]
+    Enforce,
+    /// Decide and record, but let everything through (masking still applies): for rolling a
+    /// policy out.
+    Audit,
+}
+
+type Extractor = dyn Fn(&http::request::Parts) -> Option<Identity> + Send + Sync;
+
+#[derive(Clone)]
+pub(crate) enum IdentitySource {
+    Fixed(Identity),
+    Extract(Arc<Extractor>),
+}
+
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub policy: Policy,
+    pub identity: IdentitySource,
+    pub approver: Option<Arc<dyn Approver>>,
+    pub recorder: Arc<dyn Recorder>,
+    pub credential: Credential,
+    pub mode: Mode,
+    pub approval_timeout: Duration,
+    pub max_body: usize,
+    pub grants: Grants,
+}
+
+/// A tower [`Layer`](tower::Layer) that holds every request to a kubeleash policy.
+///
+/// ```
+/// use kubeleash_core::policy::{Identity, Policy};
+/// use kubeleash_tower::{Credential, KubeleashLayer, Mode};
+///
+/// let policy = Policy::from_yaml(include_str!("../../examples/agents.yaml")).map_err(|e| e.to_string())?;
+/// let layer = KubeleashLayer::new(policy)
+///     .identity(Identity::new("agent-1", ["ai-agents"]))
+///     .credential(Credential::token("operator-token").map_err(|e| e.to_string())?)
+///     .mode(Mode::Enforce);
+/// # let _ = layer;
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Clone)]
+pub struct KubeleashLayer {
+    shared: Arc<Shared>,
+}
+
+impl KubeleashLayer {
+    /// A layer enforcing `policy`, for an anonymous identity, with no approver (requests the
+    /// policy holds for approval are denied), no recorder, and the inner service's credential.
+    pub fn new(policy: Policy) -> Self {
+        KubeleashLayer {
+            shared: Arc::new(Shared {
+                policy,
+                identity: IdentitySource::Fixed(Identity::default()),
+                approver: None,
+                recorder: Arc::new(NoRecorder),
+                credential: Credential::inner(),
+                mode: Mode::Enforce,
+                approval_timeout: Duration::from_secs(300),
+                max_body: 3 * 1024 * 1024,
+                grants: Grants::default(),
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+        f(Arc::make_mut(&mut self.shared));
+        self
+    }
+
+    /// Every request comes from this identity.
+    pub fn identity(self, identity: Identity) -> Self {
+        self.with(|s| s.identity = IdentitySource::Fixed(identity))
+    }
+
+    /// Work out each request's identity from its head; `None` answers 401.
+    pub fn identity_from(
+        self,
+        f: impl Fn(&http::request::Parts) -> Option<Identity> + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|s| s.identity = IdentitySource::Extract(Arc::new(f)))
+    }
+
+    /// Who answers requests the policy holds for approval.
+    pub fn approver(self, approver: impl Approver + 'static) -> Self {
+        self.with(|s| s.approver = Some(Arc::new(approver)))
+    }
+
+    /// Who records each request.
+    pub fn recorder(self, recorder: impl Recorder + 'static) -> Self {
+        self.with(|s| s.recorder = Arc::new(recorder))
+    }
+
+    /// The credential set on every forwarded request.
+    pub fn credential(self, credential: Credential) -> Self {
+        self.with(|s| s.credential = credential)
+    }
+
+    /// Enforce, or audit only.
+    pub fn mode(self, mode: Mode) -> Self {
+        self.with(|s| s.mode = mode)
+    }
+
+    /// How long a held request waits for an answer before it is denied (default 5 minutes).
+    pub fn approval_timeout(self, timeout: Duration) -> Self {
+        self.with(|s| s.approval_timeout = timeout)
+    }
+}
+
+impl<S> tower::Layer<S> for KubeleashLayer {
+    type Service = Kubeleash<S>;
+
+    fn layer(&self, inner: S) -> Kubeleash<S> {
+        Kubeleash::new(inner, Arc::clone(&self.shared))
+    }
+}
