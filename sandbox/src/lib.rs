@@ -45,7 +45,7 @@ mod time;
 mod validate;
 mod watch;
 
-pub mod seed;
+mod seed;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -138,7 +138,8 @@ impl FromStr for Seed {
 pub struct Sandbox {
     addr: SocketAddr,
     stop: signal::Sender<bool>,
-    task: JoinHandle<()>,
+    /// Taken by `shutdown`; `None` afterwards.
+    task: Option<JoinHandle<()>>,
 }
 
 impl Sandbox {
@@ -164,7 +165,7 @@ impl Sandbox {
         Ok(Sandbox {
             addr: bound,
             stop,
-            task,
+            task: Some(task),
         })
     }
 
@@ -179,8 +180,18 @@ impl Sandbox {
     }
 
     /// Stop accepting, end every open connection and watch, and wait until the server is gone.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    /// A sandbox dropped without `shutdown` (a failing test) still stops serving; it just does
+    /// not wait for its connections to close.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }

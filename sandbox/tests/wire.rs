@@ -635,3 +635,37 @@ async fn watch_framing() {
     assert_eq!(bad.status, 422);
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn loopback_only_and_shutdown_ends_watches() {
+    let refused =
+        kubeleash_sandbox::Sandbox::start("0.0.0.0:0".parse().unwrap(), Seed::Empty).await;
+    assert!(matches!(
+        refused,
+        Err(kubeleash_sandbox::Error::NotLoopback(_))
+    ));
+
+    let sb = common::start(Seed::Empty).await;
+    let addr = sb.addr();
+    let watcher = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /api/v1/namespaces?watch=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all).await;
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    sb.shutdown().await;
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), watcher)
+        .await
+        .expect("the watch ends when the sandbox stops")
+        .unwrap();
+    assert!(seen.contains(r#""type":"ADDED""#), "{seen}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}

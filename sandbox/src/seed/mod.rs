@@ -37,8 +37,8 @@ const DEPLOY_KEY: &str = include_str!("material/deploy-key.pem");
 
 const DAY: i64 = 86_400;
 
-/// A token that a seeded pod logs by mistake: shaped like a projected service-account token.
-pub const LEAKED_TOKEN_NAMESPACE: &str = "dev";
+/// The namespace of the service account whose token a seeded pod leaks in its log.
+const LEAKED_TOKEN_NAMESPACE: &str = "dev";
 
 fn b64(s: &str) -> String {
     STANDARD.encode(s)
