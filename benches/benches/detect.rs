@@ -38,7 +38,9 @@ impl Rng {
         xs[self.below(xs.len() as u64) as usize]
     }
     fn chars(&mut self, alpha: &[u8], n: usize) -> String {
-        (0..n).map(|_| char::from(alpha[self.below(alpha.len() as u64) as usize])).collect()
+        (0..n)
+            .map(|_| char::from(alpha[self.below(alpha.len() as u64) as usize]))
+            .collect()
     }
 }
 
@@ -47,26 +49,51 @@ const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 const PATHS: &[&str] = &[
-    "/api/v1/orders", "/api/v1/orders/8812/items", "/healthz", "/readyz", "/metrics",
-    "/v1/cart/checkout", "/static/js/app.4f9c2a.js", "/api/v1/users/me", "/login", "/search",
+    "/api/v1/orders",
+    "/api/v1/orders/8812/items",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/cart/checkout",
+    "/static/js/app.4f9c2a.js",
+    "/api/v1/users/me",
+    "/login",
+    "/search",
 ];
 const AGENTS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
-    "kube-probe/1.30", "Go-http-client/1.1", "curl/8.5.0", "Prometheus/2.51.0",
+    "kube-probe/1.30",
+    "Go-http-client/1.1",
+    "curl/8.5.0",
+    "Prometheus/2.51.0",
     "kubectl/v1.30.0 (linux/amd64) kubernetes/7c48c2b",
 ];
 const REFERERS: &[&str] = &[
-    "-", "-", "https://shop.example.com/cart", "https://shop.example.com/", "https://www.google.com/",
+    "-",
+    "-",
+    "https://shop.example.com/cart",
+    "https://shop.example.com/",
+    "https://www.google.com/",
     "http://localhost:3000/dev",
 ];
 const MSGS: &[&str] = &[
-    "request completed", "cache miss", "order created", "payment authorized", "retrying request",
-    "connection pool stats", "reconcile finished", "leader election renewed", "flushing batch",
+    "request completed",
+    "cache miss",
+    "order created",
+    "payment authorized",
+    "retrying request",
+    "connection pool stats",
+    "reconcile finished",
+    "leader election renewed",
+    "flushing batch",
 ];
 const KLOG: &[&str] = &[
-    "\"Reconciling\" deployment=\"shop/web\"", "\"Event occurred\" object=\"shop/web\" kind=\"Deployment\" reason=\"ScalingReplicaSet\"",
-    "\"Successfully synced\" key=\"shop/orders\"", "\"Starting workers\" controller=\"replicaset\" workerCount=5",
-    "\"Updated lease\" lease=\"kube-node-lease/node-3\"", "\"Pod status updated\" pod=\"shop/web-7d4b9c8f6-x2x9k\" phase=\"Running\"",
+    "\"Reconciling\" deployment=\"shop/web\"",
+    "\"Event occurred\" object=\"shop/web\" kind=\"Deployment\" reason=\"ScalingReplicaSet\"",
+    "\"Successfully synced\" key=\"shop/orders\"",
+    "\"Starting workers\" controller=\"replicaset\" workerCount=5",
+    "\"Updated lease\" lease=\"kube-node-lease/node-3\"",
+    "\"Pod status updated\" pod=\"shop/web-7d4b9c8f6-x2x9k\" phase=\"Running\"",
 ];
 /// Ordinary lines that carry detector keywords but no secret.
 const NEAR_MISSES: &[&str] = &[
@@ -87,12 +114,25 @@ const NEAR_MISSES: &[&str] = &[
 
 fn secret_line(r: &mut Rng) -> String {
     match r.below(10) {
-        0 => format!("{{\"level\":\"debug\",\"msg\":\"connecting\",\"user\":\"app\",\"password\":\"{}\"}}", r.chars(ALNUM, 16)),
-        1 => format!("msg=\"connecting to postgres://orders:{}@postgres.shop.svc:5432/orders\"", r.chars(ALNUM, 14)),
+        0 => format!(
+            "{{\"level\":\"debug\",\"msg\":\"connecting\",\"user\":\"app\",\"password\":\"{}\"}}",
+            r.chars(ALNUM, 16)
+        ),
+        1 => format!(
+            "msg=\"connecting to postgres://orders:{}@postgres.shop.svc:5432/orders\"",
+            r.chars(ALNUM, 14)
+        ),
         2 => format!("> Authorization: Bearer {}", r.chars(HEX, 40)),
-        3 => format!("env: AWS_ACCESS_KEY_ID=AKIA{} AWS_SECRET_ACCESS_KEY={}", r.chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16), r.chars(B64, 40)),
+        3 => format!(
+            "env: AWS_ACCESS_KEY_ID=AKIA{} AWS_SECRET_ACCESS_KEY={}",
+            r.chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
+            r.chars(B64, 40)
+        ),
         4 => format!("cloning with ghp_{} into /workspace", r.chars(ALNUM, 36)),
-        5 => format!("level=debug msg=\"id token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.{}\"", r.chars(ALNUM, 86)),
+        5 => format!(
+            "level=debug msg=\"id token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.{}\"",
+            r.chars(ALNUM, 86)
+        ),
         6 => {
             let mut s = String::from("loaded key:\n-----BEGIN RSA PRIVATE KEY-----\n");
             for _ in 0..25 {
@@ -103,41 +143,92 @@ fn secret_line(r: &mut Rng) -> String {
             s
         }
         7 => format!("+ export DEPLOY_TOKEN={}", r.chars(ALNUM, 32)),
-        8 => format!("stripe: invalid request with key sk_live_{}", r.chars(ALNUM, 24)),
-        _ => format!("    client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo{}", r.chars(B64, 1600)),
+        8 => format!(
+            "stripe: invalid request with key sk_live_{}",
+            r.chars(ALNUM, 24)
+        ),
+        _ => format!(
+            "    client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo{}",
+            r.chars(B64, 1600)
+        ),
     }
 }
 
 fn ordinary_line(r: &mut Rng, i: u64) -> String {
-    let ts = format!("2024-05-01T12:{:02}:{:02}.{:06}Z", (i / 60_000) % 60, (i / 1000) % 60, r.below(1_000_000));
+    let ts = format!(
+        "2024-05-01T12:{:02}:{:02}.{:06}Z",
+        (i / 60_000) % 60,
+        (i / 1000) % 60,
+        r.below(1_000_000)
+    );
     match r.below(6) {
         0 => format!(
             "I0501 12:{:02}:{:02}.{:06}       1 {}.go:{}] {} generation={}",
-            (i / 60_000) % 60, (i / 1000) % 60, r.below(1_000_000),
-            r.pick(&["controller", "reflector", "event", "leaderelection", "replica_set"]), r.below(900), r.pick(KLOG), r.below(40)
+            (i / 60_000) % 60,
+            (i / 1000) % 60,
+            r.below(1_000_000),
+            r.pick(&[
+                "controller",
+                "reflector",
+                "event",
+                "leaderelection",
+                "replica_set"
+            ]),
+            r.below(900),
+            r.pick(KLOG),
+            r.below(40)
         ),
         1 | 2 => format!(
             "10.{}.{}.{} - - [01/May/2024:12:{:02}:{:02} +0000] \"{} {}?page={} HTTP/1.1\" {} {} \"{}\" \"{}\" {}",
-            r.below(256), r.below(256), r.below(256), (i / 60_000) % 60, (i / 1000) % 60,
-            r.pick(&["GET", "GET", "GET", "POST", "PUT", "DELETE"]), r.pick(PATHS), r.below(20),
-            r.pick(&["200", "200", "200", "201", "304", "404", "500"]), r.below(60_000), r.pick(REFERERS), r.pick(AGENTS), r.below(900)
+            r.below(256),
+            r.below(256),
+            r.below(256),
+            (i / 60_000) % 60,
+            (i / 1000) % 60,
+            r.pick(&["GET", "GET", "GET", "POST", "PUT", "DELETE"]),
+            r.pick(PATHS),
+            r.below(20),
+            r.pick(&["200", "200", "200", "201", "304", "404", "500"]),
+            r.below(60_000),
+            r.pick(REFERERS),
+            r.pick(AGENTS),
+            r.below(900)
         ),
         3 => format!(
             "{{\"level\":\"{}\",\"ts\":\"{ts}\",\"caller\":\"{}/{}.go:{}\",\"msg\":\"{}\",\"method\":\"{}\",\"path\":\"{}\",\"status\":{},\"latency_ms\":{},\"request_id\":\"{}\",\"user_id\":{}}}",
-            r.pick(&["info", "info", "debug", "warn", "error"]), r.pick(&["http", "orders", "payments", "cart"]),
-            r.pick(&["server", "handler", "client"]), r.below(400), r.pick(MSGS), r.pick(&["GET", "POST"]), r.pick(PATHS),
-            r.pick(&["200", "201", "404"]), r.below(800), r.chars(HEX, 16), r.below(1_000_000)
+            r.pick(&["info", "info", "debug", "warn", "error"]),
+            r.pick(&["http", "orders", "payments", "cart"]),
+            r.pick(&["server", "handler", "client"]),
+            r.below(400),
+            r.pick(MSGS),
+            r.pick(&["GET", "POST"]),
+            r.pick(PATHS),
+            r.pick(&["200", "201", "404"]),
+            r.below(800),
+            r.chars(HEX, 16),
+            r.below(1_000_000)
         ),
         4 => format!(
             "2024-05-01 12:{:02}:{:02},{:03} {} [{}] c.e.shop.{} - {} id={} took {}ms",
-            (i / 60_000) % 60, (i / 1000) % 60, r.below(1000), r.pick(&["INFO ", "INFO ", "DEBUG", "WARN "]),
-            r.pick(&["main", "http-nio-8080-exec-3", "scheduler-1"]), r.pick(&["OrderService", "CartController", "PaymentClient"]),
-            r.pick(MSGS), r.below(100_000), r.below(500)
+            (i / 60_000) % 60,
+            (i / 1000) % 60,
+            r.below(1000),
+            r.pick(&["INFO ", "INFO ", "DEBUG", "WARN "]),
+            r.pick(&["main", "http-nio-8080-exec-3", "scheduler-1"]),
+            r.pick(&["OrderService", "CartController", "PaymentClient"]),
+            r.pick(MSGS),
+            r.below(100_000),
+            r.below(500)
         ),
         _ => format!(
             "time=\"{ts}\" level={} msg=\"{}\" component={} duration={}.{}ms trace_id={} span_id={}",
-            r.pick(&["info", "debug", "warning"]), r.pick(MSGS), r.pick(&["ingest", "router", "scheduler", "worker"]),
-            r.below(900), r.below(1000), r.chars(HEX, 32), r.chars(HEX, 16)
+            r.pick(&["info", "debug", "warning"]),
+            r.pick(MSGS),
+            r.pick(&["ingest", "router", "scheduler", "worker"]),
+            r.below(900),
+            r.below(1000),
+            r.chars(HEX, 32),
+            r.chars(HEX, 16)
         ),
     }
 }
@@ -172,7 +263,11 @@ fn size() -> usize {
     if quick() {
         return 1 << 20;
     }
-    std::env::var("DETECT_BENCH_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(100) << 20
+    std::env::var("DETECT_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(100)
+        << 20
 }
 
 fn detectors() -> Detectors {
@@ -194,7 +289,10 @@ fn find_whole(d: &Detectors, text: &[u8], spans: &mut Vec<Span>) -> usize {
 /// As the log masker calls it: one line at a time.
 fn find_lines(d: &Detectors, text: &[u8], spans: &mut Vec<Span>) -> usize {
     let mut n = 0;
-    for line in text.split_inclusive(|&b| b == b'\n') {
+    let mut at = 0;
+    for nl in memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len())) {
+        let line = &text[at..(nl + 1).min(text.len())];
+        at = nl + 1;
         spans.clear();
         d.find(line, spans);
         n += spans.len();
@@ -221,8 +319,12 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("copy", |b| b.iter(|| black_box(copy(&text, &mut dst))));
     g.bench_function("memchr-lines", |b| b.iter(|| black_box(lines(&text))));
-    g.bench_function("find-whole", |b| b.iter(|| black_box(find_whole(&d, &text, &mut spans))));
-    g.bench_function("find-per-line", |b| b.iter(|| black_box(find_lines(&d, &text, &mut spans))));
+    g.bench_function("find-whole", |b| {
+        b.iter(|| black_box(find_whole(&d, &text, &mut spans)))
+    });
+    g.bench_function("find-per-line", |b| {
+        b.iter(|| black_box(find_lines(&d, &text, &mut spans)))
+    });
     g.finish();
 }
 
@@ -255,7 +357,8 @@ fn summary() {
     let mut spans = Vec::new();
     let reps = if quick() { 1 } else { 5 };
     // Interleave the measurements so the machine's noise hits all of them.
-    let (mut t_copy, mut t_lines, mut t_whole, mut t_per_line) = (f64::INFINITY, f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let (mut t_copy, mut t_lines, mut t_whole, mut t_per_line) =
+        (f64::INFINITY, f64::INFINITY, f64::INFINITY, f64::INFINITY);
     let (mut found_whole, mut found_lines) = (0, 0);
     for _ in 0..reps {
         t_copy = t_copy.min(best(1, || {
@@ -271,14 +374,49 @@ fn summary() {
     let n_lines = lines(&text);
     println!(
         "\ndetector throughput (one core, best of {reps}, same run) on {:.1} MB of log text: {} lines, {} secret lines (1 per {}), generated in {:.1}s; {} detectors built in {:.1} ms, prefilter bitmap {:.2}% full",
-        text.len() as f64 / 1e6, n_lines, secrets, n_lines / secrets.max(1), gen_s, d.enabled(), build_ms, d.prefilter_fill() * 100.0
+        text.len() as f64 / 1e6,
+        n_lines,
+        secrets,
+        n_lines / secrets.max(1),
+        gen_s,
+        d.enabled(),
+        build_ms,
+        d.prefilter_fill() * 100.0
     );
     println!("{:<28} {:>9} {:>10} {:>8}", "", "GB/s", "vs copy", "spans");
-    println!("{:<28} {:>9.2} {:>9.2}x {:>8}", "copy (baseline)", gbs(t_copy), 1.0, "-");
-    println!("{:<28} {:>9.2} {:>9.2}x {:>8}", "memchr line scan", gbs(t_lines), t_copy / t_lines, "-");
-    println!("{:<28} {:>9.2} {:>9.2}x {:>8}", "find, whole text", gbs(t_whole), t_copy / t_whole, found_whole);
-    println!("{:<28} {:>9.2} {:>9.2}x {:>8}", "find, line by line", gbs(t_per_line), t_copy / t_per_line, found_lines);
-    let goal = if gbs(t_whole) >= 1.0 { "met" } else { "NOT met" };
+    println!(
+        "{:<28} {:>9.2} {:>9.2}x {:>8}",
+        "copy (baseline)",
+        gbs(t_copy),
+        1.0,
+        "-"
+    );
+    println!(
+        "{:<28} {:>9.2} {:>9.2}x {:>8}",
+        "memchr line scan",
+        gbs(t_lines),
+        t_copy / t_lines,
+        "-"
+    );
+    println!(
+        "{:<28} {:>9.2} {:>9.2}x {:>8}",
+        "find, whole text",
+        gbs(t_whole),
+        t_copy / t_whole,
+        found_whole
+    );
+    println!(
+        "{:<28} {:>9.2} {:>9.2}x {:>8}",
+        "find, line by line",
+        gbs(t_per_line),
+        t_copy / t_per_line,
+        found_lines
+    );
+    let goal = if gbs(t_whole) >= 1.0 {
+        "met"
+    } else {
+        "NOT met"
+    };
     println!("goal >= 1 GB/s on the whole text: {goal}");
     // Which keywords ordinary text trips, and how many survive their guards.
     let mut stats = d.keyword_stats(&text);
@@ -286,6 +424,34 @@ fn summary() {
     println!("keyword hits (occurrences / guard passed), most frequent first:");
     for (k, n, pass) in stats.iter().take(12) {
         println!("  {k:<20} {n:>9} {pass:>9}");
+    }
+}
+
+/// What the JSON masker pays per string value: `find` on typical short values, none secret.
+fn short_strings() {
+    let d = detectors();
+    let samples: &[&str] = &[
+        "web",
+        "2024-05-01T12:00:00Z",
+        "6b1f3c3e-2f4a-4c1e-9a7b-0c2d5e8f9a1b",
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "registry.example.com/shop/web@sha256:3f5a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a",
+        "Scaled up replica set web-7d4b9c8f6 to 3 because the autoscaler asked for more capacity after the checkout traffic spike at noon; previous size was 2 and the limit is 10",
+        "password",
+        "https://shop.example.com/cart",
+    ];
+    let reps: u32 = if quick() { 2_000 } else { 2_000_000 };
+    let mut spans = Vec::new();
+    println!("\nfind on one short string (a JSON value), ns per call:");
+    for s in samples {
+        let t = Instant::now();
+        for _ in 0..reps {
+            spans.clear();
+            d.find(black_box(s.as_bytes()), &mut spans);
+        }
+        let ns = t.elapsed().as_secs_f64() * 1e9 / f64::from(reps);
+        let shown: String = s.chars().take(48).collect();
+        println!("  {ns:>7.1} ns  {:>4} bytes  {shown}", s.len());
     }
 }
 
@@ -297,6 +463,9 @@ criterion_group! {
 
 fn main() {
     group();
-    criterion::Criterion::default().configure_from_args().final_summary();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
     summary();
+    short_strings();
 }

@@ -160,11 +160,9 @@ pub fn serde_json_mask(input: &[u8]) -> Option<Vec<u8>> {
         match v {
             serde_json::Value::Object(m) => {
                 let is_secret = secret || m.get("kind").and_then(|k| k.as_str()) == Some("Secret");
-                if is_secret {
-                    if let Some(serde_json::Value::Object(data)) = m.get_mut("data") {
-                        for val in data.values_mut() {
-                            *val = serde_json::Value::String("W21hc2tlZF0=".into());
-                        }
+                if is_secret && let Some(serde_json::Value::Object(data)) = m.get_mut("data") {
+                    for val in data.values_mut() {
+                        *val = serde_json::Value::String("W21hc2tlZF0=".into());
                     }
                 }
                 if let Some(serde_json::Value::Array(env)) = m.get_mut("env") {
@@ -173,10 +171,8 @@ pub fn serde_json_mask(input: &[u8]) -> Option<Vec<u8>> {
                             let n = n.to_ascii_lowercase();
                             ["password", "secret", "token", "key", "credential", "auth"].iter().any(|w| n.contains(w))
                         });
-                        if cred {
-                            if let Some(val) = e.get_mut("value") {
-                                *val = serde_json::Value::String("[masked]".into());
-                            }
+                        if cred && let Some(val) = e.get_mut("value") {
+                            *val = serde_json::Value::String("[masked]".into());
                         }
                     }
                 }

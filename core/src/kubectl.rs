@@ -54,7 +54,7 @@ fn sh(arg: &str) -> String {
 }
 
 /// The query parameter `key`'s first value, decoded.
-fn query<'a>(target: &'a str, key: &str) -> Option<String> {
+fn query(target: &str, key: &str) -> Option<String> {
     let q = target.split_once('?')?.1;
     q.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

@@ -126,7 +126,7 @@ pub enum Framing {
 }
 
 enum Inner {
-    Json(json::JsonMasker),
+    Json(Box<json::JsonMasker>),
     Text(text::TextMasker),
 }
 
@@ -193,8 +193,8 @@ impl Masker {
 
     fn with_framing(set: Arc<MaskSet>, framing: Framing, gzip: Option<flate2::write::GzDecoder<Vec<u8>>>) -> Masker {
         let inner = match framing {
-            Framing::Json => Inner::Json(json::JsonMasker::new(set, false)),
-            Framing::WatchEvents => Inner::Json(json::JsonMasker::new(set, true)),
+            Framing::Json => Inner::Json(Box::new(json::JsonMasker::new(set, false))),
+            Framing::WatchEvents => Inner::Json(Box::new(json::JsonMasker::new(set, true))),
             Framing::Text => Inner::Text(text::TextMasker::new(set)),
         };
         Masker { inner, gzip, failed: None, framing }

@@ -112,10 +112,10 @@ impl TokenFile {
         }
         let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).map_err(err)?;
         c.checked = Some(Instant::now());
-        if let (Some(v), Some(m)) = (&c.value, c.modified) {
-            if m == modified {
-                return Ok(v.clone());
-            }
+        if let (Some(v), Some(m)) = (&c.value, c.modified)
+            && m == modified
+        {
+            return Ok(v.clone());
         }
         let token = std::fs::read_to_string(&self.path).map_err(err)?;
         let v = bearer(&token)?;

@@ -11,6 +11,10 @@ const BEARER_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
 /// WebSocket subprotocols.
 pub(crate) fn strip_client_credentials(h: &mut HeaderMap, keep_impersonation: bool) {
     h.remove(AUTHORIZATION);
+    let suspect = |n: &str| n.starts_with("impersonate-") || n.starts_with("x-remote-") || n == "sec-websocket-protocol";
+    if !h.keys().any(|k| suspect(k.as_str())) {
+        return;
+    }
     let doomed: Vec<http::HeaderName> = h
         .keys()
         .filter(|k| {
@@ -34,10 +38,10 @@ pub(crate) fn strip_client_credentials(h: &mut HeaderMap, keep_impersonation: bo
             .map(str::trim)
             .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with(BEARER_PROTOCOL))
             .collect();
-        if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
-            if !kept.is_empty() {
-                h.append("sec-websocket-protocol", v);
-            }
+        if let Ok(v) = HeaderValue::from_str(&kept.join(", "))
+            && !kept.is_empty()
+        {
+            h.append("sec-websocket-protocol", v);
         }
     }
 }
@@ -46,6 +50,12 @@ pub(crate) fn strip_client_credentials(h: &mut HeaderMap, keep_impersonation: bo
 /// `as=`, `g=` and `v=` are kept, so Table and PartialObjectMetadata requests still get them.
 pub(crate) fn force_json(h: &mut HeaderMap) {
     h.remove(ACCEPT_ENCODING);
+    let mut accepts = h.get_all(ACCEPT).iter();
+    if let (Some(only), None) = (accepts.next(), accepts.next())
+        && only.as_bytes() == b"application/json"
+    {
+        return;
+    }
     let accepts: Vec<String> = h.get_all(ACCEPT).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
     let mut clauses: Vec<String> = Vec::new();
     for a in accepts {

@@ -59,6 +59,11 @@ pub struct Event {
 pub trait Recorder: Send + Sync {
     /// Record one request. Called on the request path: keep it quick (queue, don't write).
     fn record(&self, event: &Event);
+
+    /// Whether this recorder records anything; when not, no event is built.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Records nothing.
@@ -67,4 +72,8 @@ pub struct NoRecorder;
 
 impl Recorder for NoRecorder {
     fn record(&self, _event: &Event) {}
+
+    fn enabled(&self) -> bool {
+        false
+    }
 }

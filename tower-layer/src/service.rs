@@ -105,6 +105,9 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn record(&self, attrs: Option<&Classified>, decision: &Decision, outcome: &'static str, approval: Option<Approval>, status: Option<u16>) {
+        if !self.shared.recorder.enabled() {
+            return;
+        }
         self.shared.recorder.record(&Event {
             identity: self.identity.clone(),
             method: self.method.clone(),
@@ -170,12 +173,12 @@ where
             Err(e) => Err(e.to_string()),
         }
     };
-    if policy.needs_body(&ctx.identity, &request) {
-        if let Some(b) = body.take() {
-            match read(b).await {
-                Ok(b) => bytes = Some(b),
-                Err(e) => return Ok(ctx.refuse(Some(&request), 413, "RequestEntityTooLarge", deny(format!("request body refused: {e} (the API server accepts at most 3 MiB)")), None)),
-            }
+    if policy.needs_body(&ctx.identity, &request)
+        && let Some(b) = body.take()
+    {
+        match read(b).await {
+            Ok(b) => bytes = Some(b),
+            Err(e) => return Ok(ctx.refuse(Some(&request), 413, "RequestEntityTooLarge", deny(format!("request body refused: {e} (the API server accepts at most 3 MiB)")), None)),
         }
     }
     let decision = policy.decide(&ctx.identity, &request, bytes.as_deref().filter(|b| !b.is_empty()));
@@ -193,12 +196,12 @@ where
                     let d = Decision { reason: format!("{}; approval was needed and no approver is configured", decision.reason), ..decision };
                     return Ok(ctx.refuse(Some(&request), 403, "Forbidden", d, None));
                 };
-                if bytes.is_none() {
-                    if let Some(b) = body.take() {
-                        match read(b).await {
-                            Ok(b) => bytes = Some(b),
-                            Err(e) => return Ok(ctx.refuse(Some(&request), 413, "RequestEntityTooLarge", deny(format!("request body refused: {e}")), None)),
-                        }
+                if bytes.is_none()
+                    && let Some(b) = body.take()
+                {
+                    match read(b).await {
+                        Ok(b) => bytes = Some(b),
+                        Err(e) => return Ok(ctx.refuse(Some(&request), 413, "RequestEntityTooLarge", deny(format!("request body refused: {e}")), None)),
                     }
                 }
                 let id = approval_id(&ctx.identity, &request.attributes, bytes.as_deref());

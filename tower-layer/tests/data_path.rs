@@ -148,3 +148,62 @@ async fn hundreds_in_flight_none_lost_none_crossed() {
     }
     assert_eq!(done, 400);
 }
+
+/// Keeps every event.
+#[derive(Clone, Default)]
+struct Keep(Arc<Mutex<Vec<kubeleash_tower::Event>>>);
+
+impl kubeleash_tower::Recorder for Keep {
+    fn record(&self, event: &kubeleash_tower::Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+#[tokio::test]
+async fn audit_mode_decides_records_and_lets_through() {
+    let seen: Seen = Arc::default();
+    let keep = Keep::default();
+    let layer = KubeleashLayer::new(Policy::from_yaml(POLICY).unwrap())
+        .identity(Identity::new("agent", Vec::<String>::new()))
+        .recorder(keep.clone())
+        .mode(kubeleash_tower::Mode::Audit);
+    let mut svc = ServiceBuilder::new().layer(layer).service(server(Arc::clone(&seen)));
+    let mut req = agent_request("/api/v1/namespaces/prod/configmaps/x");
+    req.headers_mut().remove("impersonate-user");
+    let r = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(r.status(), 200, "audit mode forwards what enforce mode would deny");
+    assert_eq!(r.extensions().get::<Decision>().map(|d| d.effect), Some(Effect::Deny));
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert!(!String::from_utf8_lossy(&body).contains("eyJhbGciOiJIUzI1NiJ9.eyJzdWIi"), "masking still applies in audit mode");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let events = keep.0.lock().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, "audited");
+    assert_eq!(events[0].decision.effect, Effect::Deny);
+    assert_eq!(events[0].status, Some(200));
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_is_read_again() {
+    let dir = std::env::temp_dir().join(format!("kubeleash-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(&path, "first-token\n").unwrap();
+    let seen: Seen = Arc::default();
+    let layer = KubeleashLayer::new(Policy::from_yaml(POLICY).unwrap()).credential(Credential::token_file(&path).unwrap());
+    let mut svc = ServiceBuilder::new().layer(layer).service(server(Arc::clone(&seen)));
+    let get = || {
+        let mut r = agent_request("/api/v1/namespaces/dev/configmaps/a");
+        r.headers_mut().remove("impersonate-user");
+        r
+    };
+    svc.ready().await.unwrap().call(get()).await.unwrap();
+    // A new mtime, and past the one-second recheck interval.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(&path, "second-token\n").unwrap();
+    svc.ready().await.unwrap().call(get()).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].get("authorization").unwrap(), "Bearer first-token");
+    assert_eq!(seen[1].get("authorization").unwrap(), "Bearer second-token");
+    let _ = std::fs::remove_dir_all(&dir);
+}

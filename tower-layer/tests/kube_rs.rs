@@ -209,3 +209,23 @@ async fn a_watch_streams_masked_events_as_they_happen() {
     assert_eq!(data.get("password").map(|v| v.0.as_slice()), Some(&b"[masked]"[..]));
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn client_new_with_a_service_builder_stack() {
+    use hyper_util::client::legacy::Client as HyperClient;
+    use kube::client::ConfigExt;
+    use hyper_util::rt::TokioExecutor;
+    use tower::ServiceBuilder;
+
+    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), Seed::Default).await.unwrap();
+    let config = kube::Config::new(sandbox.url().parse().unwrap());
+    let http = HyperClient::builder(TokioExecutor::new()).build_http::<kube::client::Body>();
+    let service = ServiceBuilder::new().layer(config.base_uri_layer()).layer(layer()).service(http);
+    let client = Client::new(service, "dev");
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let s = secrets.get("db-credentials").await.unwrap();
+    assert!(s.data.unwrap_or_default().values().all(|v| v.0 == b"[masked]"));
+    let prod: Api<Secret> = Api::namespaced(client, "prod");
+    assert!(matches!(prod.list(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+    sandbox.shutdown().await;
+}

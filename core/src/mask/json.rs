@@ -784,10 +784,8 @@ impl JsonMasker {
         let anchor = self.frames.last().and_then(|f| f.anchor);
         for f in &h.ctx.filters {
             let step = set.rules.get(usize::from(f.rule)).and_then(|r| r.steps.get(usize::from(f.step)));
-            if let Some(Step::Filter(filter)) = step {
-                if filter.holds(&value) {
-                    push_state(&mut self.states, State { rule: f.rule, step: f.step.saturating_add(1) }, child_start);
-                }
+            if matches!(step, Some(Step::Filter(filter)) if filter.holds(&value)) {
+                push_state(&mut self.states, State { rule: f.rule, step: f.step.saturating_add(1) }, child_start);
             }
         }
         let select = selection(&set, &self.states, &self.anchors, child_start, anchor);
