@@ -345,10 +345,10 @@ fn summary() {
     let t = Instant::now();
     let (text, secrets) = log_text(bytes);
     let gen_s = t.elapsed().as_secs_f64();
-    if let Ok(path) = std::env::var("DETECT_BENCH_DUMP") {
-        if let Err(e) = std::fs::write(&path, &text) {
-            eprintln!("DETECT_BENCH_DUMP={path}: {e}");
-        }
+    if let Ok(path) = std::env::var("DETECT_BENCH_DUMP")
+        && let Err(e) = std::fs::write(&path, &text)
+    {
+        eprintln!("DETECT_BENCH_DUMP={path}: {e}");
     }
     let t = Instant::now();
     let d = detectors();
@@ -420,7 +420,7 @@ fn summary() {
     println!("goal >= 1 GB/s on the whole text: {goal}");
     // Which keywords ordinary text trips, and how many survive their guards.
     let mut stats = d.keyword_stats(&text);
-    stats.sort_by(|a, b| b.1.cmp(&a.1));
+    stats.sort_by_key(|s| std::cmp::Reverse(s.1));
     println!("keyword hits (occurrences / guard passed), most frequent first:");
     for (k, n, pass) in stats.iter().take(12) {
         println!("  {k:<20} {n:>9} {pass:>9}");

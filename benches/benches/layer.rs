@@ -18,20 +18,36 @@ fn configmap_json(bytes: usize) -> Bytes {
     let mut data = String::new();
     let mut i = 0;
     while data.len() < bytes {
-        data.push_str(&format!(r#""key-{i}":"value number {i} of an ordinary configuration map entry","#));
+        data.push_str(&format!(
+            r#""key-{i}":"value number {i} of an ordinary configuration map entry","#
+        ));
         i += 1;
     }
     data.pop();
-    Bytes::from(format!(r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"app","namespace":"dev"}},"data":{{{data}}}}}"#))
+    Bytes::from(format!(
+        r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"app","namespace":"dev"}},"data":{{{data}}}}}"#
+    ))
 }
 
 /// The API server stand-in: answers at once with a fixed body.
-fn inner(body: Bytes) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send> + Clone + Send + 'static {
+fn inner(
+    body: Bytes,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
++ Send
++ 'static {
     tower::service_fn(move |_req: Request<Full<Bytes>>| {
         let body = body.clone();
         async move {
             let mut r = Response::new(Full::new(body));
-            r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
             Ok::<_, Infallible>(r)
         }
     })
@@ -50,9 +66,17 @@ where
     S: Service<Request<Full<Bytes>>, Response = Response<B>>,
     B: http_body::Body<Data = Bytes>,
 {
-    let Ok(ready) = svc.ready().await else { return 0 };
-    let Ok(r) = ready.call(request()).await else { return 0 };
-    r.into_body().collect().await.map(|c| c.to_bytes().len()).unwrap_or(0)
+    let Ok(ready) = svc.ready().await else {
+        return 0;
+    };
+    let Ok(r) = ready.call(request()).await else {
+        return 0;
+    };
+    r.into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes().len())
+        .unwrap_or(0)
 }
 
 fn policy() -> Policy {
@@ -78,12 +102,21 @@ fn rt() -> tokio::runtime::Runtime {
 fn benches(c: &mut Criterion) {
     let rt = rt();
     let layer = KubeleashLayer::new(policy()).identity(Identity::new("agent-1", ["ai-agents"]));
-    for (name, body) in [("empty", Bytes::new()), ("10KiB", configmap_json(10 * 1024))] {
+    for (name, body) in [
+        ("empty", Bytes::new()),
+        ("10KiB", configmap_json(10 * 1024)),
+    ] {
         let mut g = c.benchmark_group(format!("layer-{name}"));
         let mut bare = inner(body.clone());
-        g.bench_function("bare", |b| b.iter(|| black_box(rt.block_on(one(&mut bare)))));
-        let mut layered = ServiceBuilder::new().layer(layer.clone()).service(inner(body.clone()));
-        g.bench_function("layered", |b| b.iter(|| black_box(rt.block_on(one(&mut layered)))));
+        g.bench_function("bare", |b| {
+            b.iter(|| black_box(rt.block_on(one(&mut bare))))
+        });
+        let mut layered = ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(inner(body.clone()));
+        g.bench_function("layered", |b| {
+            b.iter(|| black_box(rt.block_on(one(&mut layered))))
+        });
         g.finish();
     }
 }
@@ -105,16 +138,39 @@ fn p50(mut f: impl FnMut(), budget: Duration) -> f64 {
 
 fn summary() {
     let quick = std::env::args().any(|a| a == "--test");
-    let budget = if quick { Duration::from_millis(20) } else { Duration::from_secs(2) };
+    let budget = if quick {
+        Duration::from_millis(20)
+    } else {
+        Duration::from_secs(2)
+    };
     let rt = rt();
     let layer = KubeleashLayer::new(policy()).identity(Identity::new("agent-1", ["ai-agents"]));
     println!("\nsummary (same run, p50 per request, current-thread runtime):");
-    for (name, body) in [("no body", Bytes::new()), ("10 KiB JSON", configmap_json(10 * 1024))] {
+    for (name, body) in [
+        ("no body", Bytes::new()),
+        ("10 KiB JSON", configmap_json(10 * 1024)),
+    ] {
         let mut bare = inner(body.clone());
-        let mut layered = ServiceBuilder::new().layer(layer.clone()).service(inner(body));
-        let b = p50(|| { black_box(rt.block_on(one(&mut bare))); }, budget);
-        let l = p50(|| { black_box(rt.block_on(one(&mut layered))); }, budget);
-        println!("{name:>12}: bare {b:>8.0} ns, layered {l:>8.0} ns, added {:>8.0} ns ({:.1}x)", l - b, l / b);
+        let mut layered = ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(inner(body));
+        let b = p50(
+            || {
+                black_box(rt.block_on(one(&mut bare)));
+            },
+            budget,
+        );
+        let l = p50(
+            || {
+                black_box(rt.block_on(one(&mut layered)));
+            },
+            budget,
+        );
+        println!(
+            "{name:>12}: bare {b:>8.0} ns, layered {l:>8.0} ns, added {:>8.0} ns ({:.1}x)",
+            l - b,
+            l / b
+        );
     }
 }
 

@@ -36,10 +36,26 @@ struct Workload {
 fn workloads(quick: bool) -> Vec<Workload> {
     let scale = if quick { 20 } else { 1 };
     vec![
-        Workload { name: "secret-list-10000", framing: Framing::Json, bytes: secret_list(10_000 / scale) },
-        Workload { name: "pod-list-2000", framing: Framing::Json, bytes: pod_list(2_000 / scale) },
-        Workload { name: "pod-watch-2000", framing: Framing::WatchEvents, bytes: pod_watch(2_000 / scale) },
-        Workload { name: "event-list-5000", framing: Framing::Json, bytes: event_list(5_000 / scale) },
+        Workload {
+            name: "secret-list-10000",
+            framing: Framing::Json,
+            bytes: secret_list(10_000 / scale),
+        },
+        Workload {
+            name: "pod-list-2000",
+            framing: Framing::Json,
+            bytes: pod_list(2_000 / scale),
+        },
+        Workload {
+            name: "pod-watch-2000",
+            framing: Framing::WatchEvents,
+            bytes: pod_watch(2_000 / scale),
+        },
+        Workload {
+            name: "event-list-5000",
+            framing: Framing::Json,
+            bytes: event_list(5_000 / scale),
+        },
     ]
 }
 
@@ -60,9 +76,13 @@ fn benches(c: &mut Criterion) {
         let mut g = c.benchmark_group(w.name);
         g.throughput(Throughput::Bytes(w.bytes.len() as u64));
         g.sample_size(10);
-        g.bench_function("kubeleash", |b| b.iter(|| black_box(mask(&set, w.framing, &w.bytes, &mut out))));
+        g.bench_function("kubeleash", |b| {
+            b.iter(|| black_box(mask(&set, w.framing, &w.bytes, &mut out)))
+        });
         if w.framing == Framing::Json {
-            g.bench_function("serde_json", |b| b.iter(|| black_box(serde_json_mask(&w.bytes))));
+            g.bench_function("serde_json", |b| {
+                b.iter(|| black_box(serde_json_mask(&w.bytes)))
+            });
         }
         g.bench_function("copy", |b| b.iter(|| copy(black_box(&w.bytes), &mut out)));
         g.finish();
@@ -84,11 +104,18 @@ fn median(budget: Duration, mut f: impl FnMut()) -> f64 {
 
 fn summary() {
     let quick = std::env::args().any(|a| a == "--test");
-    let budget = if quick { Duration::from_millis(10) } else { Duration::from_secs(2) };
+    let budget = if quick {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_secs(2)
+    };
     let set = set();
     let mut out = Vec::new();
     println!("\nsummary (same run, one core, 64 KiB chunks):");
-    println!("{:<20} {:>9} {:>12} {:>12} {:>10} {:>9} {:>9}", "workload", "MiB", "kubeleash", "serde_json", "copy", "vs serde", "vs copy");
+    println!(
+        "{:<20} {:>9} {:>12} {:>12} {:>10} {:>9} {:>9}",
+        "workload", "MiB", "kubeleash", "serde_json", "copy", "vs serde", "vs copy"
+    );
     for w in workloads(quick) {
         let gbs = |secs: f64| w.bytes.len() as f64 / secs / 1e9;
         let k = median(budget, || {

@@ -14,7 +14,10 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator and only counts.
-#[allow(unsafe_code, reason = "a global allocator is the only way to measure heap use in-process")]
+#[allow(
+    unsafe_code,
+    reason = "a global allocator is the only way to measure heap use in-process"
+)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
@@ -44,7 +47,8 @@ fn peak_for(bytes: usize) -> usize {
     let set = Arc::new(MaskSet::builtin().expect("built-in masks compile"));
     let mut m = Masker::with(set, Framing::Json);
     let mut out = Vec::with_capacity(64 * 1024);
-    let mut pending = String::from(r#"{"kind":"SecretList","apiVersion":"v1","metadata":{},"items":["#);
+    let mut pending =
+        String::from(r#"{"kind":"SecretList","apiVersion":"v1","metadata":{},"items":["#);
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let (mut fed, mut i) = (0, 0);
@@ -57,7 +61,10 @@ fn peak_for(bytes: usize) -> usize {
         if pending.len() >= 16 * 1024 {
             out.clear();
             m.feed_into(pending.as_bytes(), &mut out).expect("masks");
-            assert!(!out.windows(8).any(|w| w == b"cGFzc3dv"), "a secret value leaked");
+            assert!(
+                !out.windows(8).any(|w| w == b"cGFzc3dv"),
+                "a secret value leaked"
+            );
             fed += pending.len();
             pending.clear();
         }
@@ -73,6 +80,10 @@ fn main() {
     for (label, bytes) in [("1 MiB", 1usize << 20), ("1 GiB", 1 << 30)] {
         let t = std::time::Instant::now();
         let peak = peak_for(bytes);
-        println!("{label:>6}: peak heap {:.1} KiB, {:.2} s", peak as f64 / 1024.0, t.elapsed().as_secs_f64());
+        println!(
+            "{label:>6}: peak heap {:.1} KiB, {:.2} s",
+            peak as f64 / 1024.0,
+            t.elapsed().as_secs_f64()
+        );
     }
 }

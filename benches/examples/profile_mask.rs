@@ -8,7 +8,10 @@ use kubeleash_core::mask::{Framing, MaskSet, Masker};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let which = std::env::args().nth(1).unwrap_or_else(|| "pods".into());
-    let rounds: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let rounds: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
     let (framing, input) = match which.as_str() {
         "secrets" => (Framing::Json, secret_list(10_000)),
         "events" => (Framing::Json, event_list(5_000)),

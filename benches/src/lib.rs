@@ -83,7 +83,9 @@ pub fn request_mix(rules: usize) -> Vec<Req> {
 /// A SecretList of `n` realistic Secrets, serialized as the API server does (compact, kind
 /// first, items without their own kind).
 pub fn secret_list(n: usize) -> Vec<u8> {
-    let mut s = String::from(r#"{"kind":"SecretList","apiVersion":"v1","metadata":{"resourceVersion":"918273"},"items":["#);
+    let mut s = String::from(
+        r#"{"kind":"SecretList","apiVersion":"v1","metadata":{"resourceVersion":"918273"},"items":["#,
+    );
     for i in 0..n {
         if i > 0 {
             s.push(',');
@@ -101,7 +103,11 @@ pub fn secret_list(n: usize) -> Vec<u8> {
 }
 
 fn pod_json(i: usize, with_kind: bool) -> String {
-    let kind = if with_kind { r#""kind":"Pod","apiVersion":"v1","# } else { "" };
+    let kind = if with_kind {
+        r#""kind":"Pod","apiVersion":"v1","#
+    } else {
+        ""
+    };
     format!(
         r#"{{{kind}"metadata":{{"name":"web-{i}-7d9f8c6b5-x{i:05}","generateName":"web-{i}-7d9f8c6b5-","namespace":"team-{ns}","uid":"a1b2c3d4-{i:04x}-4e5f-8a9b-0c1d2e3f4a5b","resourceVersion":"{rv}","creationTimestamp":"2026-11-20T10:00:00Z","labels":{{"app":"web","pod-template-hash":"7d9f8c6b5"}},"ownerReferences":[{{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-{i}-7d9f8c6b5","uid":"0a1b2c3d-0000-4e5f-8a9b-0c1d2e3f4a5b","controller":true,"blockOwnerDeletion":true}}]}},"spec":{{"volumes":[{{"name":"kube-api-access-x{i:03}","projected":{{"sources":[{{"serviceAccountToken":{{"expirationSeconds":3607,"path":"token"}}}},{{"configMap":{{"name":"kube-root-ca.crt","items":[{{"key":"ca.crt","path":"ca.crt"}}]}}}}],"defaultMode":420}}}}],"containers":[{{"name":"web","image":"registry.example.com/team/web:1.{i}","ports":[{{"containerPort":8080,"protocol":"TCP"}}],"env":[{{"name":"LOG_LEVEL","value":"info"}},{{"name":"DATABASE_PASSWORD","value":"hunter2-{i}"}},{{"name":"FEATURE_FLAGS","value":"a,b,c"}},{{"name":"API_TOKEN","valueFrom":{{"secretKeyRef":{{"name":"api","key":"token"}}}}}}],"resources":{{"limits":{{"cpu":"500m","memory":"256Mi"}},"requests":{{"cpu":"100m","memory":"128Mi"}}}},"volumeMounts":[{{"name":"kube-api-access-x{i:03}","readOnly":true,"mountPath":"/var/run/secrets/kubernetes.io/serviceaccount"}}],"terminationMessagePath":"/dev/termination-log","terminationMessagePolicy":"File","imagePullPolicy":"IfNotPresent"}}],"restartPolicy":"Always","terminationGracePeriodSeconds":30,"dnsPolicy":"ClusterFirst","serviceAccountName":"default","serviceAccount":"default","nodeName":"node-{node}","securityContext":{{}},"schedulerName":"default-scheduler","tolerations":[{{"key":"node.kubernetes.io/not-ready","operator":"Exists","effect":"NoExecute","tolerationSeconds":300}}],"priority":0,"enableServiceLinks":true,"preemptionPolicy":"PreemptLowerPriority"}},"status":{{"phase":"Running","conditions":[{{"type":"Ready","status":"True","lastProbeTime":null,"lastTransitionTime":"2026-11-20T10:00:05Z"}}],"hostIP":"10.0.0.{node}","podIP":"10.244.{node}.{ip}","startTime":"2026-11-20T10:00:00Z","containerStatuses":[{{"name":"web","state":{{"running":{{"startedAt":"2026-11-20T10:00:04Z"}}}},"ready":true,"restartCount":0,"image":"registry.example.com/team/web:1.{i}","imageID":"registry.example.com/team/web@sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945","containerID":"containerd://3b1f0c{i:06}","started":true}}],"qosClass":"Burstable"}}}}"#,
         ns = i % 17,
@@ -113,7 +119,9 @@ fn pod_json(i: usize, with_kind: bool) -> String {
 
 /// A PodList of `n` realistic pods (about 3 KiB each), with credential-named env values.
 pub fn pod_list(n: usize) -> Vec<u8> {
-    let mut s = String::from(r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"918273"},"items":["#);
+    let mut s = String::from(
+        r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"918273"},"items":["#,
+    );
     for i in 0..n {
         if i > 0 {
             s.push(',');
@@ -137,7 +145,9 @@ pub fn pod_watch(n: usize) -> Vec<u8> {
 
 /// An EventList: a kind no built-in mask touches (only detectors and the annotation rule run).
 pub fn event_list(n: usize) -> Vec<u8> {
-    let mut s = String::from(r#"{"kind":"EventList","apiVersion":"v1","metadata":{"resourceVersion":"918273"},"items":["#);
+    let mut s = String::from(
+        r#"{"kind":"EventList","apiVersion":"v1","metadata":{"resourceVersion":"918273"},"items":["#,
+    );
     for i in 0..n {
         if i > 0 {
             s.push(',');
@@ -169,7 +179,9 @@ pub fn serde_json_mask(input: &[u8]) -> Option<Vec<u8>> {
                     for e in env {
                         let cred = e.get("name").and_then(|n| n.as_str()).is_some_and(|n| {
                             let n = n.to_ascii_lowercase();
-                            ["password", "secret", "token", "key", "credential", "auth"].iter().any(|w| n.contains(w))
+                            ["password", "secret", "token", "key", "credential", "auth"]
+                                .iter()
+                                .any(|w| n.contains(w))
                         });
                         if cred && let Some(val) = e.get_mut("value") {
                             *val = serde_json::Value::String("[masked]".into());

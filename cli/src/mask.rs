@@ -50,14 +50,22 @@ pub fn run(a: Args) -> ExitCode {
         }
     };
     let is_log = request.attributes.subresource == "log";
-    let content_type = a.content_type.unwrap_or_else(|| if is_log { "text/plain" } else { "application/json" }.into());
-    let mut masker = match policy.masker(&request, Some(&content_type), a.content_encoding.as_deref()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: refused: {e}");
-            return ExitCode::from(1);
+    let content_type = a.content_type.unwrap_or_else(|| {
+        if is_log {
+            "text/plain"
+        } else {
+            "application/json"
         }
-    };
+        .into()
+    });
+    let mut masker =
+        match policy.masker(&request, Some(&content_type), a.content_encoding.as_deref()) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: refused: {e}");
+                return ExitCode::from(1);
+            }
+        };
     let (mut stdin, mut stdout) = (std::io::stdin().lock(), std::io::stdout().lock());
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(buf.len() + 1024);
@@ -67,7 +75,10 @@ pub fn run(a: Args) -> ExitCode {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("error: cannot read standard input: {}", lower(&e.to_string()));
+                eprintln!(
+                    "error: cannot read standard input: {}",
+                    lower(&e.to_string())
+                );
                 return ExitCode::from(1);
             }
         };

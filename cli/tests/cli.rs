@@ -28,13 +28,29 @@ fn example() -> PathBuf {
     repo("examples/agents.yaml")
 }
 
-/// A file in a directory of this test process's own, written now.
-fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kubeleash-cli-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
+/// A directory of one test's own, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("kubeleash-cli-tests-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// A file in the directory, written now.
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -231,8 +247,9 @@ const PLAIN_POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p
 
 #[test]
 fn eval_body_from_a_file() {
-    let privileged = temp_file("privileged-pod.json", PRIVILEGED_POD);
-    let plain = temp_file("plain-pod.json", PLAIN_POD);
+    let dir = Scratch::new("eval_body_from_a_file");
+    let privileged = dir.file("privileged-pod.json", PRIVILEGED_POD);
+    let plain = dir.file("plain-pod.json", PLAIN_POD);
     let target = "/api/v1/namespaces/dev/pods";
     let json = "Content-Type: application/json";
     let v = agent_eval(&[
@@ -255,7 +272,7 @@ fn eval_body_from_a_file() {
     ]);
     assert_eq!(v["effect"], "allow");
     assert_eq!(v["rule"], "deploy-dev");
-    let dup = temp_file("dup.json", r#"{"spec":{"hostPID":false,"hostPID":true}}"#);
+    let dup = dir.file("dup.json", r#"{"spec":{"hostPID":false,"hostPID":true}}"#);
     let v = agent_eval(&[
         "--header",
         json,
@@ -358,7 +375,8 @@ spec:
 
 #[test]
 fn eval_with_a_policy_that_does_not_compile_reports_every_error() {
-    let broken = temp_file("broken.yaml", BROKEN);
+    let dir = Scratch::new("eval_with_a_policy_that_does_not_compile_reports_every_error");
+    let broken = dir.file("broken.yaml", BROKEN);
     let b = broken.to_str().unwrap();
     let o = run(bin().args(["eval", "--policy", b, "GET", "/"]));
     assert_usage_error(&o, "does not compile: 3 errors");
@@ -374,7 +392,7 @@ fn eval_with_a_policy_that_does_not_compile_reports_every_error() {
             "missing {line:?} in:\n{err}"
         );
     }
-    let yaml = temp_file("syntax.yaml", "apiVersion: [\n");
+    let yaml = dir.file("syntax.yaml", "apiVersion: [\n");
     let o = run(bin().args(["eval", "--policy", yaml.to_str().unwrap(), "GET", "/"]));
     assert_usage_error(&o, "error[yaml]");
     assert!(stderr(&o).starts_with(&format!("{}:", yaml.display())));
@@ -404,7 +422,8 @@ spec:
 
 #[test]
 fn test_passes_with_exit_zero() {
-    let passing = temp_file("passing.yaml", PASSING);
+    let dir = Scratch::new("test_passes_with_exit_zero");
+    let passing = dir.file("passing.yaml", PASSING);
     let o = run(bin().arg("test").arg(&passing).arg(example()));
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
@@ -422,7 +441,8 @@ fn test_passes_with_exit_zero() {
 
 #[test]
 fn test_failures_exit_one_and_say_what_went_wrong() {
-    let failing = temp_file("failing.yaml", FAILING);
+    let dir = Scratch::new("test_failures_exit_one_and_say_what_went_wrong");
+    let failing = dir.file("failing.yaml", FAILING);
     let o = run(bin().arg("test").arg(&failing));
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
@@ -449,8 +469,9 @@ fn test_failures_exit_one_and_say_what_went_wrong() {
 
 #[test]
 fn test_exits_two_when_a_policy_does_not_compile() {
-    let passing = temp_file("passing2.yaml", PASSING);
-    let broken = temp_file("broken2.yaml", BROKEN);
+    let dir = Scratch::new("test_exits_two_when_a_policy_does_not_compile");
+    let passing = dir.file("passing2.yaml", PASSING);
+    let broken = dir.file("broken2.yaml", BROKEN);
     let o = run(bin().arg("test").arg(&passing).arg(&broken));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains(&format!("{}:5:25: error[effect]", broken.display())));
@@ -483,14 +504,15 @@ rules:
 
 #[test]
 fn import_rbac_output_compiles_and_decides() {
-    let roles = temp_file("roles.yaml", ROLES);
-    let cluster = temp_file("cluster-role.yaml", CLUSTER_ROLE);
+    let dir = Scratch::new("import_rbac_output_compiles_and_decides");
+    let roles = dir.file("roles.yaml", ROLES);
+    let cluster = dir.file("cluster-role.yaml", CLUSTER_ROLE);
     let o = run(bin()
         .args(["import-rbac", "--group", "ai-agents", "--name", "team"])
         .arg(&roles)
         .arg(&cluster));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let policy = temp_file("imported.yaml", &stdout(&o));
+    let policy = dir.file("imported.yaml", &stdout(&o));
     let p = policy.to_str().unwrap();
     let ev = |user: &str, group: &str, method: &str, target: &str| {
         eval(&[
@@ -517,7 +539,7 @@ fn import_rbac_output_compiles_and_decides() {
     assert_eq!(v["effect"], "deny", "only for the imported group");
 
     // A namespace-less Role would be granted everywhere: refused.
-    let bad = temp_file(
+    let bad = dir.file(
         "no-namespace.yaml",
         "kind: Role\nmetadata: {name: r}\nrules: [{apiGroups: [\"\"], resources: [pods], verbs: [get]}]\n",
     );

@@ -5,4 +5,5 @@ pub mod body;
 pub mod kubectl;
 pub mod mask;
 pub mod policy;
+pub mod record;
 pub mod request;

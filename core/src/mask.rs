@@ -54,7 +54,9 @@ pub(crate) use rules::{Action, MaskRule, builtin as builtin_rules, random_key};
 #[non_exhaustive]
 pub enum MaskError {
     /// The response's content type is not one kubeleash can mask.
-    #[error("response content type `{content_type}` cannot be masked; kubeleash asks the API server for JSON and refuses anything else")]
+    #[error(
+        "response content type `{content_type}` cannot be masked; kubeleash asks the API server for JSON and refuses anything else"
+    )]
     ContentType {
         /// The content type received.
         content_type: String,
@@ -80,7 +82,9 @@ pub enum MaskError {
         limit: usize,
     },
     /// A value that must be held to be judged is larger than the limit.
-    #[error("{what} is larger than {limit} bytes, the most kubeleash holds to judge; the rest of the response was withheld")]
+    #[error(
+        "{what} is larger than {limit} bytes, the most kubeleash holds to judge; the rest of the response was withheld"
+    )]
     TooLarge {
         /// The limit.
         limit: usize,
@@ -140,7 +144,10 @@ pub struct Masker {
 
 impl std::fmt::Debug for Masker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Masker").field("framing", &self.framing).field("failed", &self.failed).finish()
+        f.debug_struct("Masker")
+            .field("framing", &self.framing)
+            .field("failed", &self.failed)
+            .finish()
     }
 }
 
@@ -150,10 +157,18 @@ pub fn framing(request: &Request, content_type: Option<&str>) -> Result<Framing,
     if a.resource_request && matches!(a.subresource.as_str(), "exec" | "attach" | "portforward")
         || request.facts.upgrade.is_some()
     {
-        return Err(MaskError::Unmaskable { what: format!("{} {}", request.method, request.target) });
+        return Err(MaskError::Unmaskable {
+            what: format!("{} {}", request.method, request.target),
+        });
     }
     let media = content_type
-        .map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let is_log = a.resource_request && a.subresource == "log";
     match media.as_str() {
@@ -161,8 +176,16 @@ pub fn framing(request: &Request, content_type: Option<&str>) -> Result<Framing,
         "application/json" => Ok(Framing::Json),
         "text/plain" if is_log => Ok(Framing::Text),
         // An empty body has no content type; anything with one must say what it is.
-        "" => Ok(if is_log { Framing::Text } else if a.verb == "watch" { Framing::WatchEvents } else { Framing::Json }),
-        _ => Err(MaskError::ContentType { content_type: content_type.unwrap_or_default().to_string() }),
+        "" => Ok(if is_log {
+            Framing::Text
+        } else if a.verb == "watch" {
+            Framing::WatchEvents
+        } else {
+            Framing::Json
+        }),
+        _ => Err(MaskError::ContentType {
+            content_type: content_type.unwrap_or_default().to_string(),
+        }),
     }
 }
 
@@ -191,13 +214,22 @@ impl Masker {
         Masker::with_framing(set, framing, None)
     }
 
-    fn with_framing(set: Arc<MaskSet>, framing: Framing, gzip: Option<flate2::write::GzDecoder<Vec<u8>>>) -> Masker {
+    fn with_framing(
+        set: Arc<MaskSet>,
+        framing: Framing,
+        gzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
+    ) -> Masker {
         let inner = match framing {
             Framing::Json => Inner::Json(Box::new(json::JsonMasker::new(set, false))),
             Framing::WatchEvents => Inner::Json(Box::new(json::JsonMasker::new(set, true))),
             Framing::Text => Inner::Text(text::TextMasker::new(set)),
         };
-        Masker { inner, gzip, failed: None, framing }
+        Masker {
+            inner,
+            gzip,
+            failed: None,
+            framing,
+        }
     }
 
     /// The framing this masker applies.
@@ -233,12 +265,16 @@ impl Masker {
     }
 
     fn feed_inner(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
-        let Some(gz) = self.gzip.as_mut() else { return feed_plain(&mut self.inner, chunk, out) };
+        let Some(gz) = self.gzip.as_mut() else {
+            return feed_plain(&mut self.inner, chunk, out);
+        };
         use std::io::Write;
         // Small steps bound what one write can inflate to.
         for piece in chunk.chunks(8 * 1024) {
-            gz.write_all(piece)
-                .map_err(|e| MaskError::Malformed { offset: 0, what: format!("gzip stream is invalid: {e}") })?;
+            gz.write_all(piece).map_err(|e| MaskError::Malformed {
+                offset: 0,
+                what: format!("gzip stream is invalid: {e}"),
+            })?;
             let plain = std::mem::take(gz.get_mut());
             feed_plain(&mut self.inner, &plain, out)?;
         }
@@ -266,9 +302,10 @@ impl Masker {
 
     fn finish_inner(&mut self, out: &mut Vec<u8>) -> Result<(), MaskError> {
         if let Some(gz) = self.gzip.take() {
-            let plain = gz
-                .finish()
-                .map_err(|e| MaskError::Malformed { offset: 0, what: format!("gzip stream is invalid: {e}") })?;
+            let plain = gz.finish().map_err(|e| MaskError::Malformed {
+                offset: 0,
+                what: format!("gzip stream is invalid: {e}"),
+            })?;
             feed_plain(&mut self.inner, &plain, out)?;
         }
         match &mut self.inner {
@@ -295,7 +332,9 @@ pub(crate) fn replace_spans(text: &[u8], spans: &[detect::Span]) -> Vec<u8> {
             continue;
         }
         out.extend_from_slice(&text[at..start]);
-        let name = detect::catalog().get(usize::from(s.detector)).map_or("secret", |d| d.name);
+        let name = detect::catalog()
+            .get(usize::from(s.detector))
+            .map_or("secret", |d| d.name);
         out.extend_from_slice(b"[masked:");
         out.extend_from_slice(name.as_bytes());
         out.push(b']');

@@ -128,7 +128,7 @@ impl Effect {
 }
 
 /// Who sent a request: a user name and groups, as a policy's `subjects` match them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Identity {
     /// The user name.
     pub user: String,

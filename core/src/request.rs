@@ -26,13 +26,13 @@ mod selector;
 pub use classify::classify;
 pub use error::NonCanonical;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The authorization attributes of a request, as the API server's `RequestInfo` holds them.
 ///
 /// Empty strings mean "absent", as in the API server: an empty `namespace` on a list is every
 /// namespace, an empty `apiGroup` is the core group.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attributes {
     /// Whether this is a resource request (`/api/...`, `/apis/...`) or a non-resource one.

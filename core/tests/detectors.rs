@@ -5,6 +5,8 @@
 //! Every secret here is fake: generated from a seeded pseudo-random sequence in the format the
 //! vendor uses, never a real credential.
 
+#![allow(clippy::panic, reason = "tests")]
+
 use std::collections::HashSet;
 
 use kubeleash_core::mask::detect::{DetectorError, Detectors, Span, catalog, is_placeholder};
@@ -68,10 +70,11 @@ fn pem(label: &str, seed: u64) -> String {
 }
 
 fn detectors() -> Detectors {
-    static D: std::sync::LazyLock<Detectors> = std::sync::LazyLock::new(|| match Detectors::new(&[]) {
-        Ok(d) => d,
-        Err(e) => panic!("built-in detectors must compile: {e}"),
-    });
+    static D: std::sync::LazyLock<Detectors> =
+        std::sync::LazyLock::new(|| match Detectors::new(&[]) {
+            Ok(d) => d,
+            Err(e) => panic!("built-in detectors must compile: {e}"),
+        });
     D.clone()
 }
 
@@ -90,8 +93,15 @@ fn show(text: &str, spans: &[Span]) -> String {
     spans
         .iter()
         .map(|s| {
-            let name = catalog().get(usize::from(s.detector)).map_or("?", |d| d.name);
-            format!("{name}@{}..{}={:?}", s.start, s.end, text.get(s.start..s.end).unwrap_or("<non-utf8>"))
+            let name = catalog()
+                .get(usize::from(s.detector))
+                .map_or("?", |d| d.name);
+            format!(
+                "{name}@{}..{}={:?}",
+                s.start,
+                s.end,
+                text.get(s.start..s.end).unwrap_or("<non-utf8>")
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -104,156 +114,879 @@ fn positives() -> Vec<(&'static str, String, String)> {
         v.push((name, format!("{before}{secret}{after}"), secret));
     };
     // Private keys: from BEGIN to the end of the END line.
-    add("private-key-rsa", "loaded key:\n", pem("RSA PRIVATE KEY", 1), "\nnext line");
+    add(
+        "private-key-rsa",
+        "loaded key:\n",
+        pem("RSA PRIVATE KEY", 1),
+        "\nnext line",
+    );
     add("private-key-ec", "", pem("EC PRIVATE KEY", 2), "\n");
-    add("private-key-dsa", "dsa: |\n", pem("DSA PRIVATE KEY", 3), "\n");
-    add("private-key-openssh", "id_ed25519:\n", pem("OPENSSH PRIVATE KEY", 4), "\n");
-    add("private-key-pkcs8", "tls.key: ", pem("PRIVATE KEY", 5), "\n");
-    add("private-key-encrypted", "", pem("ENCRYPTED PRIVATE KEY", 6), "");
-    add("private-key-pgp", "gpg export:\n", pem("PGP PRIVATE KEY BLOCK", 7), "\n");
-    add("private-key-base64", "tls.key: ", b64(pem("RSA PRIVATE KEY", 8).as_bytes()), "\n");
+    add(
+        "private-key-dsa",
+        "dsa: |\n",
+        pem("DSA PRIVATE KEY", 3),
+        "\n",
+    );
+    add(
+        "private-key-openssh",
+        "id_ed25519:\n",
+        pem("OPENSSH PRIVATE KEY", 4),
+        "\n",
+    );
+    add(
+        "private-key-pkcs8",
+        "tls.key: ",
+        pem("PRIVATE KEY", 5),
+        "\n",
+    );
+    add(
+        "private-key-encrypted",
+        "",
+        pem("ENCRYPTED PRIVATE KEY", 6),
+        "",
+    );
+    add(
+        "private-key-pgp",
+        "gpg export:\n",
+        pem("PGP PRIVATE KEY BLOCK", 7),
+        "\n",
+    );
+    add(
+        "private-key-base64",
+        "tls.key: ",
+        b64(pem("RSA PRIVATE KEY", 8).as_bytes()),
+        "\n",
+    );
     // Cloud.
-    add("aws-access-key-id", "aws_access_key_id = ", format!("AKIA{}", fake(UPPER32, 16, 10)), "\n");
-    add("aws-secret-access-key", "aws_secret_access_key = ", fake(B64, 40, 11), "\n");
-    add("aws-mws-key", "mws: ", format!("amzn.mws.{}-{}-{}-{}-{}", fake(HEX, 8, 12), fake(HEX, 4, 13), fake(HEX, 4, 14), fake(HEX, 4, 15), fake(HEX, 12, 16)), "");
-    add("gcp-api-key", "maps key ", format!("AIza{}", fake(B64URL, 35, 17)), " loaded");
-    add("gcp-service-account-private-key", &format!(r#"{{"type": "service_account", "private_key_id": "{}", "private_key": ""#, fake(HEX, 40, 18)), format!("{}\\n", pem("PRIVATE KEY", 18).replace('\n', "\\n")), r#"", "client_email": "agent@shop-prod.iam.gserviceaccount.com"}"#);
-    add("gcp-oauth-client-secret", "oauth client ", format!("GOCSPX-{}", fake(B64URL, 28, 19)), "");
-    add("google-oauth-access-token", "got ", format!("ya29.{}", fake(B64URL, 120, 20)), " for sa");
-    add("google-oauth-refresh-token", "refresh ", format!("1//0{}", fake(B64URL, 60, 21)), "");
-    add("azure-storage-account-key", "DefaultEndpointsProtocol=https;AccountName=prodstore;AccountKey=", format!("{}==", fake(B64, 86, 22)), ";EndpointSuffix=core.windows.net");
-    add("azure-shared-access-key", "Endpoint=sb://orders.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=", format!("{}=", fake(B64, 43, 23)), "");
-    add("azure-sas-signature", "GET https://acct.blob.core.windows.net/backups/db.tar?sv=2022-11-02&ss=b&srt=o&sp=r&se=2025-01-01T00:00:00Z&spr=https&sig=", format!("{}%2B{}%3D", fake(ALNUM, 30, 24), fake(ALNUM, 10, 25)), " 200");
-    add("alibaba-access-key-id", "ALIYUN key ", format!("LTAI{}", fake(ALNUM, 20, 26)), "");
-    add("digitalocean-pat", "doctl auth init -t ", format!("dop_v1_{}", fake(HEX, 64, 27)), "");
-    add("digitalocean-oauth-token", "oauth ", format!("doo_v1_{}", fake(HEX, 64, 28)), "");
-    add("digitalocean-refresh-token", "refresh ", format!("dor_v1_{}", fake(HEX, 64, 29)), "");
-    add("heroku-api-key", "HEROKU_API_KEY=", format!("{}-{}-{}-{}-{}", fake(HEX, 8, 30), fake(HEX, 4, 31), fake(HEX, 4, 32), fake(HEX, 4, 33), fake(HEX, 12, 34)), "\n");
-    add("heroku-api-key-v2", "heroku ", format!("HRKU-AA{}", fake(B64URL, 58, 35)), "");
+    add(
+        "aws-access-key-id",
+        "aws_access_key_id = ",
+        format!("AKIA{}", fake(UPPER32, 16, 10)),
+        "\n",
+    );
+    add(
+        "aws-secret-access-key",
+        "aws_secret_access_key = ",
+        fake(B64, 40, 11),
+        "\n",
+    );
+    add(
+        "aws-mws-key",
+        "mws: ",
+        format!(
+            "amzn.mws.{}-{}-{}-{}-{}",
+            fake(HEX, 8, 12),
+            fake(HEX, 4, 13),
+            fake(HEX, 4, 14),
+            fake(HEX, 4, 15),
+            fake(HEX, 12, 16)
+        ),
+        "",
+    );
+    add(
+        "gcp-api-key",
+        "maps key ",
+        format!("AIza{}", fake(B64URL, 35, 17)),
+        " loaded",
+    );
+    add(
+        "gcp-service-account-private-key",
+        &format!(
+            r#"{{"type": "service_account", "private_key_id": "{}", "private_key": ""#,
+            fake(HEX, 40, 18)
+        ),
+        format!("{}\\n", pem("PRIVATE KEY", 18).replace('\n', "\\n")),
+        r#"", "client_email": "agent@shop-prod.iam.gserviceaccount.com"}"#,
+    );
+    add(
+        "gcp-oauth-client-secret",
+        "oauth client ",
+        format!("GOCSPX-{}", fake(B64URL, 28, 19)),
+        "",
+    );
+    add(
+        "google-oauth-access-token",
+        "got ",
+        format!("ya29.{}", fake(B64URL, 120, 20)),
+        " for sa",
+    );
+    add(
+        "google-oauth-refresh-token",
+        "refresh ",
+        format!("1//0{}", fake(B64URL, 60, 21)),
+        "",
+    );
+    add(
+        "azure-storage-account-key",
+        "DefaultEndpointsProtocol=https;AccountName=prodstore;AccountKey=",
+        format!("{}==", fake(B64, 86, 22)),
+        ";EndpointSuffix=core.windows.net",
+    );
+    add(
+        "azure-shared-access-key",
+        "Endpoint=sb://orders.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=",
+        format!("{}=", fake(B64, 43, 23)),
+        "",
+    );
+    add(
+        "azure-sas-signature",
+        "GET https://acct.blob.core.windows.net/backups/db.tar?sv=2022-11-02&ss=b&srt=o&sp=r&se=2025-01-01T00:00:00Z&spr=https&sig=",
+        format!("{}%2B{}%3D", fake(ALNUM, 30, 24), fake(ALNUM, 10, 25)),
+        " 200",
+    );
+    add(
+        "alibaba-access-key-id",
+        "ALIYUN key ",
+        format!("LTAI{}", fake(ALNUM, 20, 26)),
+        "",
+    );
+    add(
+        "digitalocean-pat",
+        "doctl auth init -t ",
+        format!("dop_v1_{}", fake(HEX, 64, 27)),
+        "",
+    );
+    add(
+        "digitalocean-oauth-token",
+        "oauth ",
+        format!("doo_v1_{}", fake(HEX, 64, 28)),
+        "",
+    );
+    add(
+        "digitalocean-refresh-token",
+        "refresh ",
+        format!("dor_v1_{}", fake(HEX, 64, 29)),
+        "",
+    );
+    add(
+        "heroku-api-key",
+        "HEROKU_API_KEY=",
+        format!(
+            "{}-{}-{}-{}-{}",
+            fake(HEX, 8, 30),
+            fake(HEX, 4, 31),
+            fake(HEX, 4, 32),
+            fake(HEX, 4, 33),
+            fake(HEX, 12, 34)
+        ),
+        "\n",
+    );
+    add(
+        "heroku-api-key-v2",
+        "heroku ",
+        format!("HRKU-AA{}", fake(B64URL, 58, 35)),
+        "",
+    );
     // Source hosting, CI, registries.
-    add("github-pat", "cloning with ", format!("ghp_{}", fake(ALNUM, 36, 40)), " failed");
-    add("github-oauth-token", "oauth ", format!("gho_{}", fake(ALNUM, 36, 41)), "");
-    add("github-app-user-token", "user ", format!("ghu_{}", fake(ALNUM, 36, 42)), "");
-    add("github-app-installation-token", "installation ", format!("ghs_{}", fake(ALNUM, 36, 43)), "");
-    add("github-refresh-token", "refresh ", format!("ghr_{}", fake(ALNUM, 36, 44)), "");
-    add("github-fine-grained-pat", "pat ", format!("github_pat_{}_{}", fake(ALNUM, 22, 45), fake(ALNUM, 59, 46)), "");
-    add("gitlab-pat", "remote ", format!("glpat-{}", fake(B64URL, 20, 47)), " ok");
-    add("gitlab-pipeline-trigger-token", "trigger ", format!("glptt-{}", fake(HEX, 40, 48)), "");
-    add("gitlab-runner-token", "runner ", format!("glrt-{}", fake(B64URL, 20, 49)), "");
-    add("gitlab-deploy-token", "deploy ", format!("gldt-{}", fake(B64URL, 20, 50)), "");
-    add("atlassian-api-token", "jira ", format!("ATATT3{}", fake(B64URL, 186, 51)), "");
-    add("npm-access-token", "npm token ", format!("npm_{}", fake(ALNUM, 36, 52)), " created");
-    add("pypi-upload-token", "twine ", format!("pypi-AgEIcHlwaS5vcmc{}", fake(B64URL, 70, 53)), "");
-    add("rubygems-api-key", "gem ", format!("rubygems_{}", fake(HEX, 48, 54)), "");
-    add("nuget-api-key", "nuget push -k ", format!("oy2{}", fake(LOWER_DIGIT, 43, 55)), " -s feed");
-    add("dockerhub-pat", "docker ", format!("dckr_pat_{}", fake(B64URL, 27, 56)), "");
-    add("docker-config-auth", r#"{"auths":{"registry.example.com":{"auth":""#, b64(b"deployer:s3cr3t-Regi5try"), r#""}}}"#);
-    add("artifactory-api-key", "X-JFrog-Art ", format!("AKCp{}", fake(ALNUM, 69, 57)), "");
-    add("pulumi-access-token", "pulumi ", format!("pul-{}", fake(HEX, 40, 58)), "");
-    add("terraform-cloud-token", "tfc ", format!("{}.atlasv1.{}", fake(ALNUM, 14, 59), fake(B64URL, 67, 60)), "");
-    add("vault-service-token", "vault ", format!("hvs.{}", fake(B64URL, 90, 61)), "");
-    add("vault-batch-token", "vault ", format!("hvb.{}", fake(B64URL, 120, 62)), "");
-    add("doppler-api-token", "doppler ", format!("dp.pt.{}", fake(ALNUM, 43, 63)), "");
-    add("tailscale-key", "tailscale up --authkey=", format!("tskey-auth-{}CNTRL-{}", fake(ALNUM, 6, 64), fake(ALNUM, 30, 65)), "");
-    add("age-secret-key", "# created\n", format!("AGE-SECRET-KEY-1{}", fake(BECH32, 58, 66)), "\n");
-    add("onepassword-service-account-token", "op ", format!("ops_eyJ{}", fake(B64URL, 300, 67)), "");
+    add(
+        "github-pat",
+        "cloning with ",
+        format!("ghp_{}", fake(ALNUM, 36, 40)),
+        " failed",
+    );
+    add(
+        "github-oauth-token",
+        "oauth ",
+        format!("gho_{}", fake(ALNUM, 36, 41)),
+        "",
+    );
+    add(
+        "github-app-user-token",
+        "user ",
+        format!("ghu_{}", fake(ALNUM, 36, 42)),
+        "",
+    );
+    add(
+        "github-app-installation-token",
+        "installation ",
+        format!("ghs_{}", fake(ALNUM, 36, 43)),
+        "",
+    );
+    add(
+        "github-refresh-token",
+        "refresh ",
+        format!("ghr_{}", fake(ALNUM, 36, 44)),
+        "",
+    );
+    add(
+        "github-fine-grained-pat",
+        "pat ",
+        format!("github_pat_{}_{}", fake(ALNUM, 22, 45), fake(ALNUM, 59, 46)),
+        "",
+    );
+    add(
+        "gitlab-pat",
+        "remote ",
+        format!("glpat-{}", fake(B64URL, 20, 47)),
+        " ok",
+    );
+    add(
+        "gitlab-pipeline-trigger-token",
+        "trigger ",
+        format!("glptt-{}", fake(HEX, 40, 48)),
+        "",
+    );
+    add(
+        "gitlab-runner-token",
+        "runner ",
+        format!("glrt-{}", fake(B64URL, 20, 49)),
+        "",
+    );
+    add(
+        "gitlab-deploy-token",
+        "deploy ",
+        format!("gldt-{}", fake(B64URL, 20, 50)),
+        "",
+    );
+    add(
+        "atlassian-api-token",
+        "jira ",
+        format!("ATATT3{}", fake(B64URL, 186, 51)),
+        "",
+    );
+    add(
+        "npm-access-token",
+        "npm token ",
+        format!("npm_{}", fake(ALNUM, 36, 52)),
+        " created",
+    );
+    add(
+        "pypi-upload-token",
+        "twine ",
+        format!("pypi-AgEIcHlwaS5vcmc{}", fake(B64URL, 70, 53)),
+        "",
+    );
+    add(
+        "rubygems-api-key",
+        "gem ",
+        format!("rubygems_{}", fake(HEX, 48, 54)),
+        "",
+    );
+    add(
+        "nuget-api-key",
+        "nuget push -k ",
+        format!("oy2{}", fake(LOWER_DIGIT, 43, 55)),
+        " -s feed",
+    );
+    add(
+        "dockerhub-pat",
+        "docker ",
+        format!("dckr_pat_{}", fake(B64URL, 27, 56)),
+        "",
+    );
+    add(
+        "docker-config-auth",
+        r#"{"auths":{"registry.example.com":{"auth":""#,
+        b64(b"deployer:s3cr3t-Regi5try"),
+        r#""}}}"#,
+    );
+    add(
+        "artifactory-api-key",
+        "X-JFrog-Art ",
+        format!("AKCp{}", fake(ALNUM, 69, 57)),
+        "",
+    );
+    add(
+        "pulumi-access-token",
+        "pulumi ",
+        format!("pul-{}", fake(HEX, 40, 58)),
+        "",
+    );
+    add(
+        "terraform-cloud-token",
+        "tfc ",
+        format!("{}.atlasv1.{}", fake(ALNUM, 14, 59), fake(B64URL, 67, 60)),
+        "",
+    );
+    add(
+        "vault-service-token",
+        "vault ",
+        format!("hvs.{}", fake(B64URL, 90, 61)),
+        "",
+    );
+    add(
+        "vault-batch-token",
+        "vault ",
+        format!("hvb.{}", fake(B64URL, 120, 62)),
+        "",
+    );
+    add(
+        "doppler-api-token",
+        "doppler ",
+        format!("dp.pt.{}", fake(ALNUM, 43, 63)),
+        "",
+    );
+    add(
+        "tailscale-key",
+        "tailscale up --authkey=",
+        format!(
+            "tskey-auth-{}CNTRL-{}",
+            fake(ALNUM, 6, 64),
+            fake(ALNUM, 30, 65)
+        ),
+        "",
+    );
+    add(
+        "age-secret-key",
+        "# created\n",
+        format!("AGE-SECRET-KEY-1{}", fake(BECH32, 58, 66)),
+        "\n",
+    );
+    add(
+        "onepassword-service-account-token",
+        "op ",
+        format!("ops_eyJ{}", fake(B64URL, 300, 67)),
+        "",
+    );
     // Chat and webhooks.
-    add("slack-bot-token", "slack ", format!("xoxb-{}-{}-{}", fake(DIGITS, 12, 70), fake(DIGITS, 13, 71), fake(ALNUM, 24, 72)), "");
-    add("slack-user-token", "slack ", format!("xoxp-{}-{}-{}-{}", fake(DIGITS, 11, 73), fake(DIGITS, 11, 74), fake(DIGITS, 13, 75), fake(HEX, 32, 76)), "");
-    add("slack-workspace-token", "slack ", format!("xoxa-2-{}", fake(ALNUM, 40, 77)), "");
-    add("slack-app-token", "slack ", format!("xapp-1-A{}-{}-{}", fake(UPPER_DIGIT, 10, 78), fake(DIGITS, 13, 79), fake(HEX, 64, 80)), "");
-    add("slack-config-token", "slack ", format!("xoxe.xoxp-1-{}", fake(ALNUM, 164, 81)), "");
-    add("slack-webhook-url", "POST https://hooks.slack.com/services/", format!("T{}/B{}/{}", fake(UPPER_DIGIT, 8, 82), fake(UPPER_DIGIT, 10, 83), fake(ALNUM, 24, 84)), " 200");
-    add("discord-webhook-url", "https://discord.com/api/webhooks/123456789012345678/", fake(B64URL, 68, 85), "");
-    add("teams-webhook-url", "https://contoso.webhook.office.com/webhookb2/", format!("{}@{}/IncomingWebhook/{}/{}", fake(HEX, 32, 86), fake(HEX, 32, 87), fake(HEX, 32, 88), fake(HEX, 32, 89)), "");
-    add("telegram-bot-token", "bot ", format!("{}:AA{}", fake(DIGITS, 10, 90), fake(B64URL, 33, 91)), " started");
-    add("twilio-credential", "TWILIO_AUTH_TOKEN=", fake(HEX, 32, 92), "\n");
-    add("sendgrid-api-key", "mail via ", format!("SG.{}.{}", fake(B64URL, 22, 93), fake(B64URL, 43, 94)), "");
-    add("mailgun-api-key", "mailgun ", format!("key-{}", fake(HEX, 32, 95)), "");
-    add("brevo-api-key", "brevo ", format!("xkeysib-{}-{}", fake(HEX, 64, 96), fake(ALNUM, 16, 97)), "");
+    add(
+        "slack-bot-token",
+        "slack ",
+        format!(
+            "xoxb-{}-{}-{}",
+            fake(DIGITS, 12, 70),
+            fake(DIGITS, 13, 71),
+            fake(ALNUM, 24, 72)
+        ),
+        "",
+    );
+    add(
+        "slack-user-token",
+        "slack ",
+        format!(
+            "xoxp-{}-{}-{}-{}",
+            fake(DIGITS, 11, 73),
+            fake(DIGITS, 11, 74),
+            fake(DIGITS, 13, 75),
+            fake(HEX, 32, 76)
+        ),
+        "",
+    );
+    add(
+        "slack-workspace-token",
+        "slack ",
+        format!("xoxa-2-{}", fake(ALNUM, 40, 77)),
+        "",
+    );
+    add(
+        "slack-app-token",
+        "slack ",
+        format!(
+            "xapp-1-A{}-{}-{}",
+            fake(UPPER_DIGIT, 10, 78),
+            fake(DIGITS, 13, 79),
+            fake(HEX, 64, 80)
+        ),
+        "",
+    );
+    add(
+        "slack-config-token",
+        "slack ",
+        format!("xoxe.xoxp-1-{}", fake(ALNUM, 164, 81)),
+        "",
+    );
+    add(
+        "slack-webhook-url",
+        "POST https://hooks.slack.com/services/",
+        format!(
+            "T{}/B{}/{}",
+            fake(UPPER_DIGIT, 8, 82),
+            fake(UPPER_DIGIT, 10, 83),
+            fake(ALNUM, 24, 84)
+        ),
+        " 200",
+    );
+    add(
+        "discord-webhook-url",
+        "https://discord.com/api/webhooks/123456789012345678/",
+        fake(B64URL, 68, 85),
+        "",
+    );
+    add(
+        "teams-webhook-url",
+        "https://contoso.webhook.office.com/webhookb2/",
+        format!(
+            "{}@{}/IncomingWebhook/{}/{}",
+            fake(HEX, 32, 86),
+            fake(HEX, 32, 87),
+            fake(HEX, 32, 88),
+            fake(HEX, 32, 89)
+        ),
+        "",
+    );
+    add(
+        "telegram-bot-token",
+        "bot ",
+        format!("{}:AA{}", fake(DIGITS, 10, 90), fake(B64URL, 33, 91)),
+        " started",
+    );
+    add(
+        "twilio-credential",
+        "TWILIO_AUTH_TOKEN=",
+        fake(HEX, 32, 92),
+        "\n",
+    );
+    add(
+        "sendgrid-api-key",
+        "mail via ",
+        format!("SG.{}.{}", fake(B64URL, 22, 93), fake(B64URL, 43, 94)),
+        "",
+    );
+    add(
+        "mailgun-api-key",
+        "mailgun ",
+        format!("key-{}", fake(HEX, 32, 95)),
+        "",
+    );
+    add(
+        "brevo-api-key",
+        "brevo ",
+        format!("xkeysib-{}-{}", fake(HEX, 64, 96), fake(ALNUM, 16, 97)),
+        "",
+    );
     // Payments.
-    add("stripe-secret-key", "stripe ", format!("sk_live_{}", fake(ALNUM, 24, 100)), "");
-    add("stripe-restricted-key", "stripe ", format!("rk_live_{}", fake(ALNUM, 24, 101)), "");
-    add("stripe-webhook-secret", "endpoint ", format!("whsec_{}", fake(ALNUM, 32, 102)), "");
-    add("square-access-token", "square ", format!("sq0atp-{}", fake(B64URL, 22, 103)), "");
-    add("square-oauth-secret", "square ", format!("sq0csp-{}", fake(B64URL, 43, 104)), "");
-    add("shopify-access-token", "shop ", format!("shpat_{}", fake(HEX, 32, 105)), "");
-    add("shopify-shared-secret", "shop ", format!("shpss_{}", fake(HEX, 32, 106)), "");
-    add("shippo-api-token", "shippo ", format!("shippo_live_{}", fake(HEX, 40, 107)), "");
-    add("easypost-api-key", "easypost ", format!("EZAK{}", fake(ALNUM, 54, 108)), "");
+    add(
+        "stripe-secret-key",
+        "stripe ",
+        format!("sk_live_{}", fake(ALNUM, 24, 100)),
+        "",
+    );
+    add(
+        "stripe-restricted-key",
+        "stripe ",
+        format!("rk_live_{}", fake(ALNUM, 24, 101)),
+        "",
+    );
+    add(
+        "stripe-webhook-secret",
+        "endpoint ",
+        format!("whsec_{}", fake(ALNUM, 32, 102)),
+        "",
+    );
+    add(
+        "square-access-token",
+        "square ",
+        format!("sq0atp-{}", fake(B64URL, 22, 103)),
+        "",
+    );
+    add(
+        "square-oauth-secret",
+        "square ",
+        format!("sq0csp-{}", fake(B64URL, 43, 104)),
+        "",
+    );
+    add(
+        "shopify-access-token",
+        "shop ",
+        format!("shpat_{}", fake(HEX, 32, 105)),
+        "",
+    );
+    add(
+        "shopify-shared-secret",
+        "shop ",
+        format!("shpss_{}", fake(HEX, 32, 106)),
+        "",
+    );
+    add(
+        "shippo-api-token",
+        "shippo ",
+        format!("shippo_live_{}", fake(HEX, 40, 107)),
+        "",
+    );
+    add(
+        "easypost-api-key",
+        "easypost ",
+        format!("EZAK{}", fake(ALNUM, 54, 108)),
+        "",
+    );
     // AI and data.
-    add("openai-api-key", "openai ", format!("sk-proj-{}", fake(B64URL, 120, 110)), "");
-    add("openai-api-key", "legacy ", format!("sk-{}T3BlbkFJ{}", fake(ALNUM, 20, 111), fake(ALNUM, 20, 112)), "");
-    add("anthropic-api-key", "claude ", format!("sk-ant-api03-{}AA", fake(B64URL, 93, 113)), "");
-    add("huggingface-token", "hf ", format!("hf_{}", fake(LETTERS, 34, 114)), "");
-    add("huggingface-org-token", "hf ", format!("api_org_{}", fake(LETTERS, 34, 115)), "");
-    add("groq-api-key", "groq ", format!("gsk_{}", fake(ALNUM, 52, 116)), "");
-    add("replicate-api-token", "replicate ", format!("r8_{}", fake(ALNUM, 37, 117)), "");
-    add("perplexity-api-key", "pplx ", format!("pplx-{}", fake(ALNUM, 48, 118)), "");
-    add("xai-api-key", "grok ", format!("xai-{}", fake(ALNUM, 80, 119)), "");
-    add("databricks-token", "databricks ", format!("dapi{}", fake(HEX, 32, 120)), "");
-    add("mapbox-secret-token", "mapbox ", format!("sk.eyJ1IjoibWFwdXNlciIsImEiOiJja2FrZSJ9.{}", fake(B64URL, 22, 121)), "");
-    add("planetscale-password", "pscale ", format!("pscale_pw_{}", fake(B64URL, 43, 122)), "");
-    add("planetscale-token", "pscale ", format!("pscale_tkn_{}", fake(B64URL, 43, 123)), "");
-    add("supabase-access-token", "supabase ", format!("sbp_{}", fake(HEX, 40, 124)), "");
+    add(
+        "openai-api-key",
+        "openai ",
+        format!("sk-proj-{}", fake(B64URL, 120, 110)),
+        "",
+    );
+    add(
+        "openai-api-key",
+        "legacy ",
+        format!(
+            "sk-{}T3BlbkFJ{}",
+            fake(ALNUM, 20, 111),
+            fake(ALNUM, 20, 112)
+        ),
+        "",
+    );
+    add(
+        "anthropic-api-key",
+        "claude ",
+        format!("sk-ant-api03-{}AA", fake(B64URL, 93, 113)),
+        "",
+    );
+    add(
+        "huggingface-token",
+        "hf ",
+        format!("hf_{}", fake(LETTERS, 34, 114)),
+        "",
+    );
+    add(
+        "huggingface-org-token",
+        "hf ",
+        format!("api_org_{}", fake(LETTERS, 34, 115)),
+        "",
+    );
+    add(
+        "groq-api-key",
+        "groq ",
+        format!("gsk_{}", fake(ALNUM, 52, 116)),
+        "",
+    );
+    add(
+        "replicate-api-token",
+        "replicate ",
+        format!("r8_{}", fake(ALNUM, 37, 117)),
+        "",
+    );
+    add(
+        "perplexity-api-key",
+        "pplx ",
+        format!("pplx-{}", fake(ALNUM, 48, 118)),
+        "",
+    );
+    add(
+        "xai-api-key",
+        "grok ",
+        format!("xai-{}", fake(ALNUM, 80, 119)),
+        "",
+    );
+    add(
+        "databricks-token",
+        "databricks ",
+        format!("dapi{}", fake(HEX, 32, 120)),
+        "",
+    );
+    add(
+        "mapbox-secret-token",
+        "mapbox ",
+        format!(
+            "sk.eyJ1IjoibWFwdXNlciIsImEiOiJja2FrZSJ9.{}",
+            fake(B64URL, 22, 121)
+        ),
+        "",
+    );
+    add(
+        "planetscale-password",
+        "pscale ",
+        format!("pscale_pw_{}", fake(B64URL, 43, 122)),
+        "",
+    );
+    add(
+        "planetscale-token",
+        "pscale ",
+        format!("pscale_tkn_{}", fake(B64URL, 43, 123)),
+        "",
+    );
+    add(
+        "supabase-access-token",
+        "supabase ",
+        format!("sbp_{}", fake(HEX, 40, 124)),
+        "",
+    );
     // Observability.
     add("datadog-api-key", "DD_API_KEY=", fake(HEX, 32, 130), "\n");
-    add("dynatrace-api-token", "dt ", format!("dt0c01.{}.{}", fake(UPPER_DIGIT, 24, 131), fake(UPPER_DIGIT, 64, 132)), "");
-    add("grafana-cloud-api-token", "grafana ", format!("glc_{}", fake(B64, 100, 133)), "");
-    add("grafana-service-account-token", "grafana ", format!("glsa_{}_{}", fake(ALNUM, 32, 134), fake(HEX, 8, 135)), "");
-    add("new-relic-user-api-key", "newrelic ", format!("NRAK-{}", fake(UPPER_DIGIT, 27, 136)), "");
-    add("sentry-org-token", "sentry ", format!("sntrys_eyJpYXQiOjE3MDAwMDAwMDB9_{}", fake(ALNUM, 43, 137)), "");
-    add("sentry-user-token", "sentry ", format!("sntryu_{}", fake(HEX, 64, 138)), "");
-    add("postman-api-key", "postman ", format!("PMAK-{}-{}", fake(HEX, 24, 139), fake(HEX, 34, 140)), "");
-    add("linear-api-key", "linear ", format!("lin_api_{}", fake(ALNUM, 40, 141)), "");
-    add("figma-pat", "figma ", format!("figd_{}", fake(B64URL, 40, 142)), "");
-    add("notion-token", "notion ", format!("ntn_{}{}", fake(DIGITS, 11, 143), fake(ALNUM, 35, 144)), "");
-    add("prefect-api-key", "prefect ", format!("pnu_{}", fake(ALNUM, 36, 145)), "");
+    add(
+        "dynatrace-api-token",
+        "dt ",
+        format!(
+            "dt0c01.{}.{}",
+            fake(UPPER_DIGIT, 24, 131),
+            fake(UPPER_DIGIT, 64, 132)
+        ),
+        "",
+    );
+    add(
+        "grafana-cloud-api-token",
+        "grafana ",
+        format!("glc_{}", fake(B64, 100, 133)),
+        "",
+    );
+    add(
+        "grafana-service-account-token",
+        "grafana ",
+        format!("glsa_{}_{}", fake(ALNUM, 32, 134), fake(HEX, 8, 135)),
+        "",
+    );
+    add(
+        "new-relic-user-api-key",
+        "newrelic ",
+        format!("NRAK-{}", fake(UPPER_DIGIT, 27, 136)),
+        "",
+    );
+    add(
+        "sentry-org-token",
+        "sentry ",
+        format!("sntrys_eyJpYXQiOjE3MDAwMDAwMDB9_{}", fake(ALNUM, 43, 137)),
+        "",
+    );
+    add(
+        "sentry-user-token",
+        "sentry ",
+        format!("sntryu_{}", fake(HEX, 64, 138)),
+        "",
+    );
+    add(
+        "postman-api-key",
+        "postman ",
+        format!("PMAK-{}-{}", fake(HEX, 24, 139), fake(HEX, 34, 140)),
+        "",
+    );
+    add(
+        "linear-api-key",
+        "linear ",
+        format!("lin_api_{}", fake(ALNUM, 40, 141)),
+        "",
+    );
+    add(
+        "figma-pat",
+        "figma ",
+        format!("figd_{}", fake(B64URL, 40, 142)),
+        "",
+    );
+    add(
+        "notion-token",
+        "notion ",
+        format!("ntn_{}{}", fake(DIGITS, 11, 143), fake(ALNUM, 35, 144)),
+        "",
+    );
+    add(
+        "prefect-api-key",
+        "prefect ",
+        format!("pnu_{}", fake(ALNUM, 36, 145)),
+        "",
+    );
     // Tokens, kubeconfig, URLs, headers.
-    add("jwt", "session ", format!("eyJhbGciOiJSUzI1NiIsImtpZCI6IjEyMyJ9.eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50Iiwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRlZmF1bHQ6YWdlbnQifQ.{}", fake(B64URL, 342, 150)), " expired");
-    add("kubeconfig-client-key-data", "users:\n- name: admin\n  user:\n    client-certificate-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUM=\n    client-key-data: ", b64(pem("RSA PRIVATE KEY", 151).as_bytes()), "\n");
-    add("kubeconfig-token", "users:\n- name: agent\n  user:\n    token: ", format!("kubeconfig-u-{}:{}", fake(LOWER_DIGIT, 5, 152), fake(LOWER_DIGIT, 40, 153)), "\n");
-    add("kubeconfig-token", r#"{"kind":"TokenReview","spec":{"token":""#, format!("sha256~{}", fake(B64URL, 43, 154)), r#""}}"#);
-    add("dsn-postgres", "DATABASE_URL=postgres://app:", "Sup3r-S3cret".to_string(), "@db.internal:5432/shop?sslmode=require");
-    add("dsn-postgres", "url: jdbc:postgresql+psycopg2://app:", "p@ss:w0rd!".to_string(), "@db:5432/x");
-    add("dsn-mysql", "mysql://root:", "r00tPassw0rd".to_string(), "@mysql:3306/app");
-    add("dsn-mongodb", "MONGO_URL=mongodb+srv://admin:", "M0ngoPass!".to_string(), "@cluster0.abcde.mongodb.net/db");
-    add("dsn-redis", "redis://:", "R3disPass".to_string(), "@redis-master:6379/0");
-    add("dsn-amqp", "broker amqp://guest:", "Rabb1tPass".to_string(), "@rabbitmq:5672/");
-    add("dsn-mysql-go", r#"dsn: "app:"#, "G0-Pa55word".to_string(), r#"@tcp(mysql:3306)/orders?parseTime=true""#);
-    add("url-credentials", "fetching https://deploy:", "Tok3nValue42".to_string(), "@git.example.com/repo.git");
-    add("http-bearer-token", "Authorization: Bearer ", fake(HEX, 40, 160), "\r\n");
-    add("http-basic-auth", "authorization: Basic ", b64(b"admin:s3cr3tPass"), "\n");
-    add("cli-credential-flag", "exec mysql -u root --password ", "S3cretFlagPw".to_string(), " -h db");
-    add("cli-credential-flag", "kubeadm join 10.0.0.1:6443 --token ", "abcdef.0123456789abcdef".to_string(), " --discovery-token-ca-cert-hash sha256:");
+    add(
+        "jwt",
+        "session ",
+        format!(
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEyMyJ9.eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50Iiwic3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50OmRlZmF1bHQ6YWdlbnQifQ.{}",
+            fake(B64URL, 342, 150)
+        ),
+        " expired",
+    );
+    add(
+        "kubeconfig-client-key-data",
+        "users:\n- name: admin\n  user:\n    client-certificate-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUM=\n    client-key-data: ",
+        b64(pem("RSA PRIVATE KEY", 151).as_bytes()),
+        "\n",
+    );
+    add(
+        "kubeconfig-token",
+        "users:\n- name: agent\n  user:\n    token: ",
+        format!(
+            "kubeconfig-u-{}:{}",
+            fake(LOWER_DIGIT, 5, 152),
+            fake(LOWER_DIGIT, 40, 153)
+        ),
+        "\n",
+    );
+    add(
+        "kubeconfig-token",
+        r#"{"kind":"TokenReview","spec":{"token":""#,
+        format!("sha256~{}", fake(B64URL, 43, 154)),
+        r#""}}"#,
+    );
+    add(
+        "dsn-postgres",
+        "DATABASE_URL=postgres://app:",
+        "Sup3r-S3cret".to_string(),
+        "@db.internal:5432/shop?sslmode=require",
+    );
+    add(
+        "dsn-postgres",
+        "url: jdbc:postgresql+psycopg2://app:",
+        "p@ss:w0rd!".to_string(),
+        "@db:5432/x",
+    );
+    add(
+        "dsn-mysql",
+        "mysql://root:",
+        "r00tPassw0rd".to_string(),
+        "@mysql:3306/app",
+    );
+    add(
+        "dsn-mongodb",
+        "MONGO_URL=mongodb+srv://admin:",
+        "M0ngoPass!".to_string(),
+        "@cluster0.abcde.mongodb.net/db",
+    );
+    add(
+        "dsn-redis",
+        "redis://:",
+        "R3disPass".to_string(),
+        "@redis-master:6379/0",
+    );
+    add(
+        "dsn-amqp",
+        "broker amqp://guest:",
+        "Rabb1tPass".to_string(),
+        "@rabbitmq:5672/",
+    );
+    add(
+        "dsn-mysql-go",
+        r#"dsn: "app:"#,
+        "G0-Pa55word".to_string(),
+        r#"@tcp(mysql:3306)/orders?parseTime=true""#,
+    );
+    add(
+        "url-credentials",
+        "fetching https://deploy:",
+        "Tok3nValue42".to_string(),
+        "@git.example.com/repo.git",
+    );
+    add(
+        "http-bearer-token",
+        "Authorization: Bearer ",
+        fake(HEX, 40, 160),
+        "\r\n",
+    );
+    add(
+        "http-basic-auth",
+        "authorization: Basic ",
+        b64(b"admin:s3cr3tPass"),
+        "\n",
+    );
+    add(
+        "cli-credential-flag",
+        "exec mysql -u root --password ",
+        "S3cretFlagPw".to_string(),
+        " -h db",
+    );
+    add(
+        "cli-credential-flag",
+        "kubeadm join 10.0.0.1:6443 --token ",
+        "abcdef.0123456789abcdef".to_string(),
+        " --discovery-token-ca-cert-hash sha256:",
+    );
     // Generic assignments, in every form.
-    add("generic-password", "login attempt user=bob password=", "hunter2hunter".to_string(), " from 10.0.0.7");
-    add("generic-password", r#"{"user":"bob","password":""#, "c0rrect horse battery".to_string(), r#"","remember":true}"#);
-    add("generic-password", "  password: ", "yaml-S3cret".to_string(), "\n  user: app\n");
-    add("generic-password", "env: DB_PASSWORD=", "envS3cret!".to_string(), " PORT=5432");
-    add("generic-password", r#"{"msg":"{\"password\":\""#, "inn3rS3cret".to_string(), r#"\"}"}"#);
-    add("generic-password", "spring.datasource.password = ", "javaS3cret".to_string(), "\n");
-    add("generic-password", "Server=db;Database=app;User Id=sa;Password=", "Mssql!Pass1".to_string(), ";");
-    add("generic-password", "export MYSQL_PWD=", "pwdS3cret".to_string(), "\n");
-    add("generic-password", "settings = {'passwd': '", "py-S3cret".to_string(), "'}");
-    add("generic-secret", "CLIENT_SECRET=", "abcd1234efgh".to_string(), "\n");
-    add("generic-secret", r#"{"clientSecret": ""#, fake(ALNUM, 32, 161), r#""}"#);
+    add(
+        "generic-password",
+        "login attempt user=bob password=",
+        "hunter2hunter".to_string(),
+        " from 10.0.0.7",
+    );
+    add(
+        "generic-password",
+        r#"{"user":"bob","password":""#,
+        "c0rrect horse battery".to_string(),
+        r#"","remember":true}"#,
+    );
+    add(
+        "generic-password",
+        "  password: ",
+        "yaml-S3cret".to_string(),
+        "\n  user: app\n",
+    );
+    add(
+        "generic-password",
+        "env: DB_PASSWORD=",
+        "envS3cret!".to_string(),
+        " PORT=5432",
+    );
+    add(
+        "generic-password",
+        r#"{"msg":"{\"password\":\""#,
+        "inn3rS3cret".to_string(),
+        r#"\"}"}"#,
+    );
+    add(
+        "generic-password",
+        "spring.datasource.password = ",
+        "javaS3cret".to_string(),
+        "\n",
+    );
+    add(
+        "generic-password",
+        "Server=db;Database=app;User Id=sa;Password=",
+        "Mssql!Pass1".to_string(),
+        ";",
+    );
+    add(
+        "generic-password",
+        "export MYSQL_PWD=",
+        "pwdS3cret".to_string(),
+        "\n",
+    );
+    add(
+        "generic-password",
+        "settings = {'passwd': '",
+        "py-S3cret".to_string(),
+        "'}",
+    );
+    add(
+        "generic-secret",
+        "CLIENT_SECRET=",
+        "abcd1234efgh".to_string(),
+        "\n",
+    );
+    add(
+        "generic-secret",
+        r#"{"clientSecret": ""#,
+        fake(ALNUM, 32, 161),
+        r#""}"#,
+    );
     add("generic-api-key", "x-api-key: ", fake(ALNUM, 24, 162), "\n");
-    add("generic-api-key", "?apikey=", fake(HEX, 32, 163), "&format=json");
-    add("generic-secret-key", "SECRET_KEY=", "django-insecure-abc123".to_string(), "\n");
-    add("generic-secret-key", "signing_key: ", fake(B64, 44, 164), "\n");
-    add("generic-token", "access_token=", "abcDEF123456ghiJKL".to_string(), "&expires_in=3600");
-    add("generic-token", "GITHUB_TOKEN=", "not-a-ghp-format-but-secret".to_string(), "\n");
+    add(
+        "generic-api-key",
+        "?apikey=",
+        fake(HEX, 32, 163),
+        "&format=json",
+    );
+    add(
+        "generic-secret-key",
+        "SECRET_KEY=",
+        "django-insecure-abc123".to_string(),
+        "\n",
+    );
+    add(
+        "generic-secret-key",
+        "signing_key: ",
+        fake(B64, 44, 164),
+        "\n",
+    );
+    add(
+        "generic-token",
+        "access_token=",
+        "abcDEF123456ghiJKL".to_string(),
+        "&expires_in=3600",
+    );
+    add(
+        "generic-token",
+        "GITHUB_TOKEN=",
+        "not-a-ghp-format-but-secret".to_string(),
+        "\n",
+    );
     add("generic-token", "X-Auth-Token: ", fake(HEX, 32, 165), "\n");
-    add("generic-xml-credential", "<server><id>nexus</id><password>", "xmlS3cret".to_string(), "</password></server>");
+    add(
+        "generic-xml-credential",
+        "<server><id>nexus</id><password>",
+        "xmlS3cret".to_string(),
+        "</password></server>",
+    );
     v
 }
 
 #[test]
 fn every_detector_has_a_positive_sample() {
     let have: HashSet<&str> = positives().iter().map(|p| p.0).collect();
-    let missing: Vec<&str> = catalog().iter().map(|d| d.name).filter(|n| !have.contains(n)).collect();
-    assert!(missing.is_empty(), "detectors without a positive sample: {missing:?}");
+    let missing: Vec<&str> = catalog()
+        .iter()
+        .map(|d| d.name)
+        .filter(|n| !have.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "detectors without a positive sample: {missing:?}"
+    );
     assert!(catalog().len() >= 50, "only {} detectors", catalog().len());
 }
 
@@ -262,15 +995,33 @@ fn positives_are_found_with_the_exact_span() {
     let d = detectors();
     let mut failures = Vec::new();
     for (name, text, secret) in positives() {
-        let Some(start) = text.find(&secret) else { panic!("{name}: sample does not hold its secret") };
-        let want = vec![Span { start, end: start + secret.len(), detector: index(name) }];
+        let Some(start) = text.find(&secret) else {
+            panic!("{name}: sample does not hold its secret")
+        };
+        let want = vec![Span {
+            start,
+            end: start + secret.len(),
+            detector: index(name),
+        }];
         let got = find(&d, &text);
         if got != want {
-            failures.push(format!("{name}: want {}\n   got {}\n  text {text:?}", show(&text, &want), show(&text, &got)));
+            failures.push(format!(
+                "{name}: want {}\n   got {}\n  text {text:?}",
+                show(&text, &want),
+                show(&text, &got)
+            ));
         }
-        assert!(d.might_contain(text.as_bytes()), "{name}: might_contain is false");
+        assert!(
+            d.might_contain(text.as_bytes()),
+            "{name}: might_contain is false"
+        );
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The prefilter samples every other byte; a secret must be found at either parity, after any
@@ -278,14 +1029,31 @@ fn positives_are_found_with_the_exact_span() {
 #[test]
 fn positives_are_found_at_every_offset() {
     let d = detectors();
-    let fillers = ["", " ", "x ", "ab ", "\n", "a\nbc ", "12345 ", "é ", "1234567 ", "\u{1F600}\t"];
+    let fillers = [
+        "",
+        " ",
+        "x ",
+        "ab ",
+        "\n",
+        "a\nbc ",
+        "12345 ",
+        "é ",
+        "1234567 ",
+        "\u{1F600}\t",
+    ];
     for (name, text, secret) in positives() {
         for f in fillers {
             for tail in ["", "\n", " z"] {
                 let t = format!("{f}{text}{tail}");
-                let Some(start) = t.find(&secret) else { continue };
+                let Some(start) = t.find(&secret) else {
+                    continue;
+                };
                 let got = find(&d, &t);
-                let want = Span { start, end: start + secret.len(), detector: index(name) };
+                let want = Span {
+                    start,
+                    end: start + secret.len(),
+                    detector: index(name),
+                };
                 assert_eq!(got, vec![want], "{name} after {f:?}: {}", show(&t, &got));
             }
         }
@@ -300,10 +1068,21 @@ fn positives_are_found_at_every_offset() {
 #[test]
 fn spans_are_appended() {
     let d = detectors();
-    let mut out = vec![Span { start: 7, end: 9, detector: 0 }];
+    let mut out = vec![Span {
+        start: 7,
+        end: 9,
+        detector: 0,
+    }];
     d.find(format!("x ghp_{}", fake(ALNUM, 36, 1)).as_bytes(), &mut out);
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0], Span { start: 7, end: 9, detector: 0 });
+    assert_eq!(
+        out[0],
+        Span {
+            start: 7,
+            end: 9,
+            detector: 0
+        }
+    );
     assert_eq!((out[1].start, out[1].end), (2, 42));
 }
 
@@ -313,17 +1092,34 @@ fn pem_block_without_end_runs_to_the_end_of_the_text() {
     let text = "key follows\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\nabcdef";
     let got = find(&d, text);
     let start = text.find("-----BEGIN").unwrap_or(0);
-    assert_eq!(got, vec![Span { start, end: text.len(), detector: index("private-key-rsa") }]);
+    assert_eq!(
+        got,
+        vec![Span {
+            start,
+            end: text.len(),
+            detector: index("private-key-rsa")
+        }]
+    );
 }
 
 #[test]
 fn pem_block_in_json_escaped_text() {
     let d = detectors();
     let key = pem("EC PRIVATE KEY", 77).replace('\n', "\\n");
-    let text = format!(r#"{{"level":"debug","msg":"tls config","key":"{key}\n","cert":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"}}"#);
+    let text = format!(
+        r#"{{"level":"debug","msg":"tls config","key":"{key}\n","cert":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"}}"#
+    );
     let start = text.find("-----BEGIN EC").unwrap_or(0);
-    let end = text.find("-----END EC PRIVATE KEY-----").unwrap_or(0) + "-----END EC PRIVATE KEY-----".len();
-    assert_eq!(find(&d, &text), vec![Span { start, end, detector: index("private-key-ec") }]);
+    let end = text.find("-----END EC PRIVATE KEY-----").unwrap_or(0)
+        + "-----END EC PRIVATE KEY-----".len();
+    assert_eq!(
+        find(&d, &text),
+        vec![Span {
+            start,
+            end,
+            detector: index("private-key-ec")
+        }]
+    );
 }
 
 #[test]
@@ -335,20 +1131,34 @@ fn gcp_service_account_json() {
         fake(HEX, 40, 79)
     );
     let start = text.find("-----BEGIN").unwrap_or(0);
-    let want = vec![Span { start, end: start + key.len(), detector: index("gcp-service-account-private-key") }];
+    let want = vec![Span {
+        start,
+        end: start + key.len(),
+        detector: index("gcp-service-account-private-key"),
+    }];
     assert_eq!(find(&d, &text), want, "{}", show(&text, &find(&d, &text)));
 }
 
 #[test]
 fn base64_private_keys_are_found_and_certificates_are_not() {
     let d = detectors();
-    for label in ["RSA PRIVATE KEY", "PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY", "ENCRYPTED PRIVATE KEY"] {
+    for label in [
+        "RSA PRIVATE KEY",
+        "PRIVATE KEY",
+        "EC PRIVATE KEY",
+        "OPENSSH PRIVATE KEY",
+        "ENCRYPTED PRIVATE KEY",
+    ] {
         let enc = b64(pem(label, 5).as_bytes());
         let text = format!(r#"{{"tls.key":"{enc}"}}"#);
         let start = text.find(&enc).unwrap_or(0);
         assert_eq!(
             find(&d, &text),
-            vec![Span { start, end: start + enc.len(), detector: index("private-key-base64") }],
+            vec![Span {
+                start,
+                end: start + enc.len(),
+                detector: index("private-key-base64")
+            }],
             "{label}"
         );
     }
@@ -358,10 +1168,16 @@ fn base64_private_keys_are_found_and_certificates_are_not() {
         "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t",
         "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0t",
     ] {
-        assert!(!find(&d, &format!("data: {prefix}Ck1JSUV")).is_empty(), "{prefix}");
+        assert!(
+            !find(&d, &format!("data: {prefix}Ck1JSUV")).is_empty(),
+            "{prefix}"
+        );
     }
     // A base64 text that embeds a key at another alignment (a whole kubeconfig, base64'd).
-    let kubeconfig = format!("apiVersion: v1\nusers:\n- user:\n    client-key-data-raw: |\n{}\n", pem("RSA PRIVATE KEY", 6));
+    let kubeconfig = format!(
+        "apiVersion: v1\nusers:\n- user:\n    client-key-data-raw: |\n{}\n",
+        pem("RSA PRIVATE KEY", 6)
+    );
     let enc = b64(kubeconfig.as_bytes());
     assert_eq!(find(&d, &enc).len(), 1);
     let cert = b64(pem("CERTIFICATE", 7).as_bytes());
@@ -407,13 +1223,21 @@ const LOG_LINES: &[&str] = &[
 #[test]
 fn ordinary_kubernetes_objects_and_logs_have_no_spans() {
     let d = detectors();
-    let mut texts: Vec<String> =
-        vec![K8S_POD.into(), K8S_SECRET_META.into(), CONFIGMAP_CA.into(), KUBECONFIG_NO_KEY.into()];
+    let mut texts: Vec<String> = vec![
+        K8S_POD.into(),
+        K8S_SECRET_META.into(),
+        CONFIGMAP_CA.into(),
+        KUBECONFIG_NO_KEY.into(),
+    ];
     texts.extend(LOG_LINES.iter().map(|s| s.to_string()));
     texts.push(LOG_LINES.join("\n"));
     for t in &texts {
         let got = find(&d, t);
-        assert!(got.is_empty(), "false positive: {}\n  in {t:?}", show(t, &got));
+        assert!(
+            got.is_empty(),
+            "false positive: {}\n  in {t:?}",
+            show(t, &got)
+        );
     }
 }
 
@@ -433,7 +1257,11 @@ fn disabled_detectors_are_off_and_unknown_names_are_errors() {
     assert!(find(&none, text).is_empty());
     assert!(!none.might_contain(text.as_bytes()));
     // A keyword shared by detectors stays while one of them is on.
-    let pem_only = names.iter().copied().filter(|n| *n != "private-key-ec").collect::<Vec<_>>();
+    let pem_only = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "private-key-ec")
+        .collect::<Vec<_>>();
     let d = Detectors::new(&pem_only).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(find(&d, &pem("EC PRIVATE KEY", 1)).len(), 1);
     assert!(find(&d, &pem("RSA PRIVATE KEY", 1)).is_empty());
@@ -451,7 +1279,9 @@ fn catalog_names_are_unique_kebab_case_and_described() {
     for d in catalog() {
         assert!(seen.insert(d.name), "duplicate {}", d.name);
         let kebab = !d.name.is_empty()
-            && d.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && d.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !d.name.starts_with('-')
             && !d.name.ends_with('-')
             && !d.name.contains("--");
@@ -463,9 +1293,17 @@ fn catalog_names_are_unique_kebab_case_and_described() {
 #[test]
 fn spans_are_sorted_and_disjoint_on_a_mixed_text() {
     let d = detectors();
-    let text: String = positives().into_iter().map(|(_, t, _)| t).collect::<Vec<_>>().join("\n");
+    let text: String = positives()
+        .into_iter()
+        .map(|(_, t, _)| t)
+        .collect::<Vec<_>>()
+        .join("\n");
     let spans = find(&d, &text);
-    assert!(spans.len() >= positives().len() - 10, "{} spans", spans.len());
+    assert!(
+        spans.len() >= positives().len() - 10,
+        "{} spans",
+        spans.len()
+    );
     for w in spans.windows(2) {
         assert!(w[0].end <= w[1].start, "overlap: {:?}", w);
     }
@@ -473,7 +1311,9 @@ fn spans_are_sorted_and_disjoint_on_a_mixed_text() {
     for (name, _, secret) in positives() {
         let at = text.find(&secret).unwrap_or(0);
         assert!(
-            spans.iter().any(|s| s.start <= at && at + secret.len() <= s.end),
+            spans
+                .iter()
+                .any(|s| s.start <= at && at + secret.len() <= s.end),
             "{name}: secret not covered in the mixed text"
         );
     }
@@ -498,8 +1338,21 @@ fn overlapping_matches_merge_into_one_span() {
 #[test]
 fn placeholder_values_are_left_alone() {
     let d = detectors();
-    for v in ["${DB_PASSWORD}", "$DB_PASS", "<password>", "********", "{{ .Values.password }}", "[masked:generic-password]", "null", "abc"] {
-        for form in [format!("password={v}"), format!("\"password\": \"{v}\""), format!("password: '{v}'")] {
+    for v in [
+        "${DB_PASSWORD}",
+        "$DB_PASS",
+        "<password>",
+        "********",
+        "{{ .Values.password }}",
+        "[masked:generic-password]",
+        "null",
+        "abc",
+    ] {
+        for form in [
+            format!("password={v}"),
+            format!("\"password\": \"{v}\""),
+            format!("password: '{v}'"),
+        ] {
             assert!(find(&d, &form).is_empty(), "{form}");
         }
         assert!(is_placeholder(v.as_bytes()) || v.len() < 4, "{v}");
@@ -513,17 +1366,61 @@ fn long_lines_do_not_cut_tokens() {
     let tok = format!("glpat-{}", fake(B64URL, 290, 9));
     let text = format!("{} {tok} {}", "x".repeat(10_000), "y".repeat(10_000));
     let start = 10_001;
-    assert_eq!(find(&d, &text), vec![Span { start, end: start + tok.len(), detector: index("gitlab-pat") }]);
+    assert_eq!(
+        find(&d, &text),
+        vec![Span {
+            start,
+            end: start + tok.len(),
+            detector: index("gitlab-pat")
+        }]
+    );
     let long = format!("Bearer {}", fake(B64URL, 9000, 10));
     let got = find(&d, &long);
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].start, got[0].end), (7, long.len()));
 }
 
+/// Texts built to make a naive scanner quadratic: many key headers and no END, a long base64
+/// run full of key fragments, a long line full of keywords.
+#[test]
+fn adversarial_inputs_stay_linear() {
+    let d = detectors();
+    let t = std::time::Instant::now();
+    let headers = "-----BEGIN RSA PRIVATE KEY-----\n".repeat(20_000);
+    assert_eq!(
+        find(&d, &headers),
+        vec![Span {
+            start: 0,
+            end: headers.len(),
+            detector: index("private-key-rsa")
+        }]
+    );
+    let b64run = "UFJJVkFURSBLRV".repeat(40_000);
+    assert_eq!(find(&d, &b64run).len(), 1);
+    let keywords = "password=x token=y secret=z ://a ghp_ Bearer  ".repeat(20_000);
+    let _ = find(&d, &keywords);
+    let long_token = format!("Bearer {}", "A".repeat(2_000_000));
+    assert_eq!(find(&d, &long_token).len(), 1);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
 #[test]
 fn short_and_empty_texts() {
     let d = detectors();
-    for t in ["", "a", "password", "token=", "ghp_", "pwd=", "://", "-----BEGIN"] {
+    for t in [
+        "",
+        "a",
+        "password",
+        "token=",
+        "ghp_",
+        "pwd=",
+        "://",
+        "-----BEGIN",
+    ] {
         assert!(find(&d, t).is_empty(), "{t}");
     }
 }
@@ -531,10 +1428,15 @@ fn short_and_empty_texts() {
 #[test]
 fn sample_log_file_matches_its_manifest() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/testdata/detectors");
-    let log = std::fs::read_to_string(format!("{dir}/log.txt")).unwrap_or_else(|e| panic!("log.txt: {e}"));
-    let manifest = std::fs::read_to_string(format!("{dir}/log.json")).unwrap_or_else(|e| panic!("log.json: {e}"));
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap_or_else(|e| panic!("log.json: {e}"));
-    let Some(entries) = manifest["secrets"].as_array() else { panic!("log.json has no secrets array") };
+    let log = std::fs::read_to_string(format!("{dir}/log.txt"))
+        .unwrap_or_else(|e| panic!("log.txt: {e}"));
+    let manifest = std::fs::read_to_string(format!("{dir}/log.json"))
+        .unwrap_or_else(|e| panic!("log.json: {e}"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&manifest).unwrap_or_else(|e| panic!("log.json: {e}"));
+    let Some(entries) = manifest["secrets"].as_array() else {
+        panic!("log.json has no secrets array")
+    };
     let d = detectors();
     let spans = find(&d, &log);
     let lines: Vec<(usize, usize)> = {
@@ -552,25 +1454,47 @@ fn sample_log_file_matches_its_manifest() {
         let secret = e["secret"].as_str().unwrap_or_default();
         let name = e["detector"].as_str().unwrap_or_default();
         let (ls, le) = lines[line - 1];
-        let Some(off) = log[ls..].find(secret) else { panic!("line {line}: secret not in log") };
+        let Some(off) = log[ls..].find(secret) else {
+            panic!("line {line}: secret not in log")
+        };
         let at = ls + off;
-        assert!(at < le || name.starts_with("private-key"), "line {line}: secret not on its line");
-        let covering = spans.iter().find(|s| s.start <= at && at + secret.len() <= s.end);
-        let Some(s) = covering else { panic!("line {line} ({name}): not masked: {}", show(&log, &spans)) };
+        assert!(
+            at < le || name.starts_with("private-key"),
+            "line {line}: secret not on its line"
+        );
+        let covering = spans
+            .iter()
+            .find(|s| s.start <= at && at + secret.len() <= s.end);
+        let Some(s) = covering else {
+            panic!("line {line} ({name}): not masked: {}", show(&log, &spans))
+        };
         assert_eq!(catalog()[usize::from(s.detector)].name, name, "line {line}");
         for l in line..=line + e["lines"].as_u64().unwrap_or(1) as usize - 1 {
             expected_lines.insert(l);
         }
     }
     for s in &spans {
-        let line = lines.iter().position(|&(a, b)| a <= s.start && s.start < b).unwrap_or(0) + 1;
-        assert!(expected_lines.contains(&line), "unexpected span on line {line}: {}", show(&log, &[*s]));
+        let line = lines
+            .iter()
+            .position(|&(a, b)| a <= s.start && s.start < b)
+            .unwrap_or(0)
+            + 1;
+        assert!(
+            expected_lines.contains(&line),
+            "unexpected span on line {line}: {}",
+            show(&log, &[*s])
+        );
     }
 }
 
 fn check_invariants(text: &[u8], spans: &[Span]) -> Result<(), TestCaseError> {
     for s in spans {
-        prop_assert!(s.start < s.end && s.end <= text.len(), "span {:?} out of bounds {}", s, text.len());
+        prop_assert!(
+            s.start < s.end && s.end <= text.len(),
+            "span {:?} out of bounds {}",
+            s,
+            text.len()
+        );
         prop_assert!(usize::from(s.detector) < catalog().len());
     }
     for w in spans.windows(2) {
@@ -580,11 +1504,45 @@ fn check_invariants(text: &[u8], spans: &[Span]) -> Result<(), TestCaseError> {
 }
 
 const FRAGMENTS: &[&str] = &[
-    "password", "=", ":", "\"", "'", " ", "\n", "\\", "token", "secret", "ghp_", "AKIA", "eyJ",
-    ".eyJ", "-----BEGIN RSA PRIVATE KEY-----", "-----END", "://", "u:p@", "@tcp(", "Bearer ",
-    "Basic ", "dXNlcjpwYXNz", "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t", "client-key-data: ",
-    "sk-ant-", "hf_", "SG.", "xoxb-", "1234567890", "abcdefghijklmnopqrstuvwxyzABCDEF", "${X}",
-    "pwd", "api_key", "<password>", "</", "AA", "0:AA", "\u{0}", "\u{ff}",
+    "password",
+    "=",
+    ":",
+    "\"",
+    "'",
+    " ",
+    "\n",
+    "\\",
+    "token",
+    "secret",
+    "ghp_",
+    "AKIA",
+    "eyJ",
+    ".eyJ",
+    "-----BEGIN RSA PRIVATE KEY-----",
+    "-----END",
+    "://",
+    "u:p@",
+    "@tcp(",
+    "Bearer ",
+    "Basic ",
+    "dXNlcjpwYXNz",
+    "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0t",
+    "client-key-data: ",
+    "sk-ant-",
+    "hf_",
+    "SG.",
+    "xoxb-",
+    "1234567890",
+    "abcdefghijklmnopqrstuvwxyzABCDEF",
+    "${X}",
+    "pwd",
+    "api_key",
+    "<password>",
+    "</",
+    "AA",
+    "0:AA",
+    "\u{0}",
+    "\u{ff}",
 ];
 
 proptest! {

@@ -458,6 +458,12 @@ proptest! {
         let _ = Policy::from_yaml(&String::from_utf8_lossy(&bytes));
     }
 
+}
+
+proptest! {
+    // Most mutations still compile, and compiling a whole policy is the slow part.
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
     #[test]
     fn compiling_a_mutated_example_never_panics(mutations in proptest::collection::vec(mutation(), 1..6)) {
         let mut text = AGENTS.clone();
@@ -575,7 +581,8 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // Each case compiles a policy of its own; fewer cases, many requests each.
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn rules_for_another_group_change_no_decision(
@@ -584,7 +591,7 @@ proptest! {
             1..5,
         ),
         at in any::<usize>(),
-        reqs in proptest::collection::vec(request(), 1..6),
+        reqs in proptest::collection::vec(request(), 1..12),
     ) {
         let extended = insert_rules(&AGENTS, &rules, at);
         let extended = Policy::from_yaml(&extended).map_err(|e| TestCaseError::fail(format!("{e}\n{extended}")))?;
@@ -635,7 +642,7 @@ proptest! {
         which in 0usize..3,
         extra in proptest::collection::vec(rule(&["deny", "approve"], None), 1..3),
         at in any::<usize>(),
-        reqs in proptest::collection::vec(request(), 1..6),
+        reqs in proptest::collection::vec(request(), 1..12),
         id in identity(),
     ) {
         let file = [

@@ -1,6 +1,11 @@
 //! Importing RBAC Roles and ClusterRoles as allow rules: the result compiles, grants what the
 //! roles grant, and never more (a `*` role still does not reach privileged requests).
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests"
+)]
 
 use kubeleash_core::policy::rbac::{ImportError, ImportOptions, import};
 use kubeleash_core::policy::{Effect, Identity, Policy};

@@ -20,7 +20,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let layer = KubeleashLayer::new(policy).identity(Identity::new("agent-1", ["ai-agents"]));
 
     // kube's own stack (base URI, auth from the kubeconfig) stays inside the layer.
-    let client = ClientBuilder::try_from(kube::Config::new(sandbox.url().parse()?))?.with_layer(&layer).build();
+    let client = ClientBuilder::try_from(kube::Config::new(sandbox.url().parse()?))?
+        .with_layer(&layer)
+        .build();
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "dev");
     for p in pods.list(&ListParams::default()).await? {
@@ -28,13 +30,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "dev");
     match secrets.get("db-credentials").await {
-        Ok(s) => println!("secret db-credentials: {:?}", s.data.unwrap_or_default().keys().collect::<Vec<_>>()),
+        Ok(s) => println!(
+            "secret db-credentials: {:?}",
+            s.data.unwrap_or_default().keys().collect::<Vec<_>>()
+        ),
         Err(kube::Error::Api(e)) => println!("get secret refused ({}): {}", e.code, e.message),
         Err(e) => return Err(e.into()),
     }
     let namespaces: Api<Namespace> = Api::all(client);
-    match namespaces.delete("kube-system", &DeleteParams::default()).await {
-        Err(kube::Error::Api(e)) => println!("delete namespace kube-system refused ({}): {}", e.code, e.message),
+    match namespaces
+        .delete("kube-system", &DeleteParams::default())
+        .await
+    {
+        Err(kube::Error::Api(e)) => println!(
+            "delete namespace kube-system refused ({}): {}",
+            e.code, e.message
+        ),
         other => println!("unexpected: {:?}", other.map(|_| ())),
     }
     sandbox.shutdown().await;

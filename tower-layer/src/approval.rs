@@ -62,14 +62,22 @@ pub trait Approver: Send + Sync {
 }
 
 /// The id binding an approval to one request.
-pub(crate) fn approval_id(identity: &Identity, attributes: &Attributes, body: Option<&[u8]>) -> String {
+pub(crate) fn approval_id(
+    identity: &Identity,
+    attributes: &Attributes,
+    body: Option<&[u8]>,
+) -> String {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(identity).unwrap_or_default());
     h.update([0]);
     h.update(serde_json::to_vec(attributes).unwrap_or_default());
     h.update([0]);
     h.update(body.unwrap_or_default());
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Time-windowed grants: approval of one request extended to later requests with the same

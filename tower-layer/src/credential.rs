@@ -42,7 +42,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 #[non_exhaustive]
 pub enum CredentialError {
     /// The token holds characters an HTTP header cannot carry.
-    #[error("the token is not valid in an HTTP header (it has control characters or non-ASCII bytes)")]
+    #[error(
+        "the token is not valid in an HTTP header (it has control characters or non-ASCII bytes)"
+    )]
     InvalidToken,
     /// The token file cannot be read.
     #[error("cannot read token file `{path}`: {reason}")]
@@ -55,7 +57,8 @@ pub enum CredentialError {
 }
 
 fn bearer(token: &str) -> Result<HeaderValue, CredentialError> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| CredentialError::InvalidToken)?;
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .map_err(|_| CredentialError::InvalidToken)?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -64,7 +67,9 @@ impl Credential {
     /// Leave authentication to the inner service: kube-rs's client stack, built from the
     /// operator's kubeconfig (client certificates, tokens, exec plugins, refresh).
     pub fn inner() -> Self {
-        Credential { source: Source::Inner }
+        Credential {
+            source: Source::Inner,
+        }
     }
 
     /// A bearer token.
@@ -75,7 +80,9 @@ impl Credential {
     /// # Ok::<(), kubeleash_tower::CredentialError>(())
     /// ```
     pub fn token(token: &str) -> Result<Self, CredentialError> {
-        Ok(Credential { source: Source::Token(bearer(token)?) })
+        Ok(Credential {
+            source: Source::Token(bearer(token)?),
+        })
     }
 
     /// A bearer token read from a file, and read again when the file changes (projected
@@ -83,10 +90,16 @@ impl Credential {
     pub fn token_file(path: impl AsRef<Path>) -> Result<Self, CredentialError> {
         let file = TokenFile {
             path: path.as_ref().to_path_buf(),
-            cached: Mutex::new(Cached { value: None, modified: None, checked: None }),
+            cached: Mutex::new(Cached {
+                value: None,
+                modified: None,
+                checked: None,
+            }),
         };
         file.current()?;
-        Ok(Credential { source: Source::File(Arc::new(file)) })
+        Ok(Credential {
+            source: Source::File(Arc::new(file)),
+        })
     }
 
     /// The `Authorization` value to set, or `None` when the inner service sets it.
@@ -110,7 +123,9 @@ impl TokenFile {
         if let (true, Some(v)) = (fresh, &c.value) {
             return Ok(v.clone());
         }
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).map_err(err)?;
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .map_err(err)?;
         c.checked = Some(Instant::now());
         if let (Some(v), Some(m)) = (&c.value, c.modified)
             && m == modified

@@ -11,7 +11,9 @@ const BEARER_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
 /// WebSocket subprotocols.
 pub(crate) fn strip_client_credentials(h: &mut HeaderMap, keep_impersonation: bool) {
     h.remove(AUTHORIZATION);
-    let suspect = |n: &str| n.starts_with("impersonate-") || n.starts_with("x-remote-") || n == "sec-websocket-protocol";
+    let suspect = |n: &str| {
+        n.starts_with("impersonate-") || n.starts_with("x-remote-") || n == "sec-websocket-protocol"
+    };
     if !h.keys().any(|k| suspect(k.as_str())) {
         return;
     }
@@ -26,7 +28,11 @@ pub(crate) fn strip_client_credentials(h: &mut HeaderMap, keep_impersonation: bo
     for k in doomed {
         h.remove(k);
     }
-    let protocols: Vec<HeaderValue> = h.get_all("sec-websocket-protocol").iter().cloned().collect();
+    let protocols: Vec<HeaderValue> = h
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .cloned()
+        .collect();
     if protocols.is_empty() {
         return;
     }
@@ -56,7 +62,12 @@ pub(crate) fn force_json(h: &mut HeaderMap) {
     {
         return;
     }
-    let accepts: Vec<String> = h.get_all(ACCEPT).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
+    let accepts: Vec<String> = h
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
     let mut clauses: Vec<String> = Vec::new();
     for a in accepts {
         for clause in a.split(',') {
@@ -64,13 +75,23 @@ pub(crate) fn force_json(h: &mut HeaderMap) {
             let media = parts.next().unwrap_or_default().to_ascii_lowercase();
             let params: Vec<&str> = parts
                 .filter(|p| {
-                    let k = p.split('=').next().unwrap_or_default().trim().to_ascii_lowercase();
+                    let k = p
+                        .split('=')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_ascii_lowercase();
                     matches!(k.as_str(), "as" | "g" | "v")
                 })
                 .collect();
             let json_like = matches!(
                 media.as_str(),
-                "application/json" | "application/vnd.kubernetes.protobuf" | "application/cbor" | "application/yaml" | "*/*" | "application/*"
+                "application/json"
+                    | "application/vnd.kubernetes.protobuf"
+                    | "application/cbor"
+                    | "application/yaml"
+                    | "*/*"
+                    | "application/*"
             );
             if !json_like {
                 continue;
@@ -101,10 +122,18 @@ mod tests {
     #[test]
     fn accept_is_rewritten_to_json_keeping_transformations() {
         let mut h = HeaderMap::new();
-        h.insert(ACCEPT, HeaderValue::from_static("application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static(
+                "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json",
+            ),
+        );
         h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         force_json(&mut h);
-        assert_eq!(h.get(ACCEPT).and_then(|v| v.to_str().ok()), Some("application/json;as=Table;v=v1;g=meta.k8s.io, application/json"));
+        assert_eq!(
+            h.get(ACCEPT).and_then(|v| v.to_str().ok()),
+            Some("application/json;as=Table;v=v1;g=meta.k8s.io, application/json")
+        );
         assert!(h.get(ACCEPT_ENCODING).is_none());
     }
 
@@ -114,11 +143,20 @@ mod tests {
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer agent"));
         h.insert("impersonate-user", HeaderValue::from_static("admin"));
         h.insert("x-remote-user", HeaderValue::from_static("admin"));
-        h.insert("sec-websocket-protocol", HeaderValue::from_static("base64url.bearer.authorization.k8s.io.dG9r, v5.channel.k8s.io"));
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(
+                "base64url.bearer.authorization.k8s.io.dG9r, v5.channel.k8s.io",
+            ),
+        );
         strip_client_credentials(&mut h, false);
         assert!(h.get(AUTHORIZATION).is_none());
         assert!(h.get("impersonate-user").is_none());
         assert!(h.get("x-remote-user").is_none());
-        assert_eq!(h.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()), Some("v5.channel.k8s.io"));
+        assert_eq!(
+            h.get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("v5.channel.k8s.io")
+        );
     }
 }

@@ -26,6 +26,10 @@ mod status;
 pub use approval::{Answer, ApprovalRequest, Approver};
 pub use body::{BoxError, KubeleashBody};
 pub use credential::{Credential, CredentialError};
+pub use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
 pub use layer::{KubeleashLayer, Mode};
-pub use record::{Approval, Event, NoRecorder, Recorder};
+pub use record::{
+    Durable, Format, JsonlRecorder, NoRecorder, RecordError, Recorder, RecorderOptions, WhenFull,
+    now,
+};
 pub use service::{Kubeleash, ResponseFuture};

@@ -1,68 +1,69 @@
-//! The recorder hook: one event per request. Recording proper (hash-chained JSON Lines, audit
-//! events) is the recording work's; until a recorder is set, nothing is written.
+//! Recording every request: the [`Recorder`] trait and the built-in JSON Lines recorder, which
+//! writes the hash-chained format of [`kubeleash_core::record`] (or Kubernetes audit events).
+//!
+//! Writing happens on a background thread fed by a bounded queue, so the request path waits only
+//! to enqueue. When the queue is full the recorder either blocks the request until there is room
+//! or refuses new requests ([`WhenFull`]); a record is never dropped. Records of refused and
+//! approved requests are waited for (written and flushed) before the answer goes out.
 
-use kubeleash_core::policy::{Decision, Identity};
-use kubeleash_core::request::Attributes;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
 
-/// How a held request was resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use kubeleash_core::record::{Chain, Record, RecordBody, audit_event, rfc3339};
+use tokio::sync::oneshot;
+
+/// Why a record could not be written.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Approval {
-    /// A person approved it.
-    Approved {
-        /// The approval id.
-        id: String,
-        /// Who.
-        by: String,
-    },
-    /// A time-windowed grant from an earlier approval covered it.
-    Granted,
-    /// A person denied it.
-    Denied {
-        /// The approval id.
-        id: String,
-        /// Who.
-        by: String,
-        /// Why.
-        reason: String,
-    },
-    /// Nobody answered in time.
-    TimedOut {
-        /// The approval id.
-        id: String,
-    },
+pub enum RecordError {
+    /// The queue is full and the recorder refuses new requests until it drains.
+    #[error("the recording queue is full; kubeleash refuses new requests until it drains")]
+    Full,
+    /// The writer stopped (disk full, file removed, shut down).
+    #[error("the recorder cannot write: {0}")]
+    Write(String),
 }
 
-/// What happened to one request.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Event {
-    /// Who sent it.
-    pub identity: Identity,
-    /// HTTP method.
-    pub method: String,
-    /// Request target as sent.
-    pub target: String,
-    /// Attributes, when the target was canonical.
-    pub attributes: Option<Attributes>,
-    /// The policy's decision.
-    pub decision: Decision,
-    /// What the layer did: `forwarded`, `refused`, or `audited` (audit mode forwards a refusal).
-    pub outcome: &'static str,
-    /// How a held request was resolved.
-    pub approval: Option<Approval>,
-    /// The response status, when a response was produced.
-    pub status: Option<u16>,
+/// The current time as records carry it.
+pub fn now() -> String {
+    rfc3339(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
 
-/// Receives one event per request.
+/// A boxed future, for the one async method of [`Recorder`].
+pub type Durable<'a> = Pin<Box<dyn Future<Output = Result<(), RecordError>> + Send + 'a>>;
+
+/// Receives one record per request (and one when a held request starts waiting).
 pub trait Recorder: Send + Sync {
-    /// Record one request. Called on the request path: keep it quick (queue, don't write).
-    fn record(&self, event: &Event);
+    /// Queue a record; returns quickly. `Err(Full)` only from a recorder set to refuse.
+    fn record(&self, record: RecordBody) -> Result<(), RecordError>;
 
-    /// Whether this recorder records anything; when not, no event is built.
+    /// Write a record and resolve once it is flushed.
+    fn record_durable(&self, record: RecordBody) -> Durable<'_>;
+
+    /// Whether a new request may start (false when the queue is full and the recorder refuses).
+    fn admits(&self) -> bool {
+        true
+    }
+
+    /// Whether this recorder records anything; when not, no record is built.
     fn enabled(&self) -> bool {
         true
+    }
+
+    /// Record response bodies too, capped at this many bytes each.
+    fn body_cap(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -71,9 +72,296 @@ pub trait Recorder: Send + Sync {
 pub struct NoRecorder;
 
 impl Recorder for NoRecorder {
-    fn record(&self, _event: &Event) {}
+    fn record(&self, _record: RecordBody) -> Result<(), RecordError> {
+        Ok(())
+    }
+
+    fn record_durable(&self, _record: RecordBody) -> Durable<'_> {
+        Box::pin(async { Ok(()) })
+    }
 
     fn enabled(&self) -> bool {
         false
+    }
+}
+
+/// What the JSON Lines recorder does when its queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Make the request wait for room (the default: nothing is lost, requests slow down).
+    #[default]
+    Block,
+    /// Refuse new requests (503) until the queue drains.
+    Refuse,
+}
+
+/// The file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// kubeleash's hash-chained records.
+    #[default]
+    Chained,
+    /// Kubernetes audit events (`audit.k8s.io/v1` `Event`), one per line.
+    Audit,
+}
+
+/// Options of the JSON Lines recorder.
+#[derive(Debug, Clone)]
+pub struct RecorderOptions {
+    /// Queue length. Default 1024.
+    pub queue: usize,
+    /// What a full queue does.
+    pub when_full: WhenFull,
+    /// The file format.
+    pub format: Format,
+    /// Also record delivered (masked) response bodies, capped at this many bytes each.
+    pub body_cap: Option<usize>,
+    /// The session id; default: derived from the time the recorder opened.
+    pub session: Option<String>,
+}
+
+impl Default for RecorderOptions {
+    fn default() -> Self {
+        RecorderOptions {
+            queue: 1024,
+            when_full: WhenFull::Block,
+            format: Format::Chained,
+            body_cap: None,
+            session: None,
+        }
+    }
+}
+
+enum Msg {
+    Record(RecordBody, Option<oneshot::Sender<Result<(), RecordError>>>),
+    Close(std::sync::mpsc::Sender<()>),
+}
+
+/// Appends records to a file as JSON Lines.
+pub struct JsonlRecorder {
+    tx: SyncSender<Msg>,
+    /// Records queued and not yet written.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    options: RecorderOptions,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for JsonlRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonlRecorder")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an existing chained log leaves off; a torn last line is cut away first.
+fn resume(path: &Path, file: &mut File, session: &str) -> std::io::Result<Chain> {
+    let mut reader = BufReader::new(&*file);
+    let (mut last, mut good_len, mut offset) = (None::<Record>, 0u64, 0u64);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 {
+            break;
+        }
+        offset += n as u64;
+        if !line.ends_with('\n') {
+            break;
+        }
+        match serde_json::from_str::<Record>(line.trim_end()) {
+            Ok(r) => {
+                last = Some(r);
+                good_len = offset;
+            }
+            Err(_) => good_len = offset,
+        }
+    }
+    if good_len < offset {
+        // The recorder stopped in the middle of a line: that record was never complete.
+        file.set_len(good_len)?;
+    }
+    file.seek(SeekFrom::End(0))?;
+    let _ = path;
+    Ok(match last {
+        Some(r) => Chain::resume(session, r.seq + 1, r.hash),
+        None => Chain::new(session),
+    })
+}
+
+impl JsonlRecorder {
+    /// Open (or continue) a log at `path`.
+    pub fn open(path: impl AsRef<Path>, options: RecorderOptions) -> std::io::Result<Self> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let session = options.session.clone().unwrap_or_else(|| {
+            format!(
+                "s{}",
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis()
+            )
+        });
+        let chain = match options.format {
+            Format::Chained => resume(&path, &mut file, &session)?,
+            Format::Audit => Chain::new(session),
+        };
+        let (tx, rx) = sync_channel(options.queue.max(1));
+        let failed = Arc::new(Mutex::new(None));
+        let format = options.format;
+        let failed_w = Arc::clone(&failed);
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pending_w = Arc::clone(&pending);
+        let writer = std::thread::Builder::new()
+            .name("kubeleash-recorder".into())
+            .spawn(move || write_loop(rx, file, chain, format, failed_w, pending_w))?;
+        Ok(JsonlRecorder {
+            tx,
+            pending,
+            options,
+            writer: Mutex::new(Some(writer)),
+            failed,
+        })
+    }
+
+    fn failure(&self) -> Option<RecordError> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(RecordError::Write)
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), RecordError> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        match self.options.when_full {
+            WhenFull::Block => self
+                .tx
+                .send(msg)
+                .map_err(|_| RecordError::Write("the writer has stopped".into())),
+            WhenFull::Refuse => match self.tx.try_send(msg) {
+                Ok(()) => Ok(()),
+                // Already admitted requests are never dropped: they wait for room.
+                Err(TrySendError::Full(msg)) => self
+                    .tx
+                    .send(msg)
+                    .map_err(|_| RecordError::Write("the writer has stopped".into())),
+                Err(TrySendError::Disconnected(_)) => {
+                    Err(RecordError::Write("the writer has stopped".into()))
+                }
+            },
+        }
+    }
+
+    /// Write the closing record, flush, and stop the writer. Later records fail.
+    pub fn close(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if self.tx.send(Msg::Close(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for JsonlRecorder {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(
+    rx: Receiver<Msg>,
+    file: File,
+    mut chain: Chain,
+    format: Format,
+    failed: Arc<Mutex<Option<String>>>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let mut out = std::io::BufWriter::new(file);
+    while let Ok(msg) = rx.recv() {
+        pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let (body, ack, close) = match msg {
+            Msg::Record(body, ack) => (body, ack, None),
+            Msg::Close(done) => (
+                RecordBody {
+                    time: now(),
+                    kind: "end".into(),
+                    ..Default::default()
+                },
+                None,
+                Some(done),
+            ),
+        };
+        let durable = ack.is_some() || close.is_some();
+        let line = match format {
+            Format::Chained => chain.seal(body),
+            Format::Audit => {
+                let sealed = chain.seal(body);
+                match serde_json::from_str::<Record>(&sealed) {
+                    Ok(r) if r.body.kind != "end" => audit_event(&r).to_string(),
+                    _ => String::new(),
+                }
+            }
+        };
+        let mut r = Ok(());
+        if !line.is_empty() {
+            r = out
+                .write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"));
+        }
+        r = r.and_then(|()| out.flush());
+        if durable {
+            r = r.and_then(|()| out.get_ref().sync_data());
+        }
+        let r = r.map_err(|e| RecordError::Write(e.to_string().to_lowercase()));
+        if let Err(RecordError::Write(e)) = &r {
+            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(r);
+        }
+        if let Some(done) = close {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+impl Recorder for JsonlRecorder {
+    fn record(&self, record: RecordBody) -> Result<(), RecordError> {
+        self.send(Msg::Record(record, None))
+    }
+
+    fn record_durable(&self, record: RecordBody) -> Durable<'_> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(Msg::Record(record, Some(tx)));
+        Box::pin(async move {
+            sent?;
+            rx.await
+                .unwrap_or_else(|_| Err(RecordError::Write("the writer has stopped".into())))
+        })
+    }
+
+    fn admits(&self) -> bool {
+        self.options.when_full == WhenFull::Block
+            || self.pending.load(std::sync::atomic::Ordering::Acquire) < self.options.queue.max(1)
+    }
+
+    fn body_cap(&self) -> Option<usize> {
+        self.options.body_cap
     }
 }

@@ -19,11 +19,13 @@ use kubeleash_core::policy::{Decision, Effect, Identity};
 use kubeleash_core::request::{self as classify, Request as Classified};
 use tower::{Service, ServiceExt};
 
+use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
+
 use crate::approval::{Answer, ApprovalRequest, approval_id};
-use crate::body::{BoxError, KubeleashBody};
+use crate::body::{BoxError, Completion, KubeleashBody};
 use crate::headers::{force_json, strip_client_credentials};
 use crate::layer::{IdentitySource, Mode, Shared};
-use crate::record::{Approval, Event};
+use crate::record::now;
 use crate::status;
 
 /// The service [`crate::KubeleashLayer`] wraps around an inner service.
@@ -38,13 +40,19 @@ pub struct Kubeleash<S> {
 
 impl<S> Clone for Kubeleash<S> {
     fn clone(&self) -> Self {
-        Kubeleash { inner: Arc::clone(&self.inner), shared: Arc::clone(&self.shared) }
+        Kubeleash {
+            inner: Arc::clone(&self.inner),
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
 impl<S> Kubeleash<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Kubeleash { inner: Arc::new(tokio::sync::Mutex::new(inner)), shared }
+        Kubeleash {
+            inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            shared,
+        }
     }
 }
 
@@ -84,11 +92,18 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
         let shared = Arc::clone(&self.shared);
-        ResponseFuture { inner: Box::pin(handle(shared, inner, req)) }
+        ResponseFuture {
+            inner: Box::pin(handle(shared, inner, req)),
+        }
     }
 }
 
-fn refusal<B>(code: u16, reason: &str, message: &str, decision: Option<Decision>) -> Response<KubeleashBody<B>> {
+fn refusal<B>(
+    code: u16,
+    reason: &str,
+    message: &str,
+    decision: Option<Decision>,
+) -> Response<KubeleashBody<B>> {
     let mut r = status::response(code, reason, message, KubeleashBody::full);
     if let Some(d) = decision {
         r.extensions_mut().insert(d);
@@ -101,34 +116,102 @@ struct Ctx<'a> {
     identity: Identity,
     method: String,
     target: String,
+    started: std::time::Instant,
+    time: String,
+}
+
+/// How a held request was resolved, as a record says it.
+struct Resolution {
+    outcome: &'static str,
+    id: Option<String>,
+    by: Option<String>,
+    reason: Option<String>,
 }
 
 impl Ctx<'_> {
-    fn record(&self, attrs: Option<&Classified>, decision: &Decision, outcome: &'static str, approval: Option<Approval>, status: Option<u16>) {
-        if !self.shared.recorder.enabled() {
-            return;
-        }
-        self.shared.recorder.record(&Event {
-            identity: self.identity.clone(),
-            method: self.method.clone(),
-            target: self.target.clone(),
-            attributes: attrs.map(|r| r.attributes.clone()),
-            decision: decision.clone(),
-            outcome,
-            approval,
-            status,
-        });
+    fn recording(&self) -> bool {
+        self.shared.recorder.enabled()
     }
 
-    fn refuse<B>(&self, req: Option<&Classified>, code: u16, reason: &str, decision: Decision, approval: Option<Approval>) -> Response<KubeleashBody<B>> {
+    fn record_for(
+        &self,
+        req: Option<&Classified>,
+        body: Option<&str>,
+        decision: &Decision,
+        r: &Resolution,
+    ) -> RecordBody {
+        RecordBody {
+            time: self.time.clone(),
+            kind: "request".into(),
+            identity: self.identity.clone(),
+            request: RecordedRequest {
+                method: self.method.clone(),
+                target: self.target.clone(),
+                attributes: req.map(|r| r.attributes.clone()),
+                content_type: req.and_then(|r| r.facts.content_type.clone()),
+                dry_run: req.is_some_and(|r| r.facts.dry_run),
+                field_manager: req.and_then(|r| r.facts.field_manager.clone()),
+                upgrade: req
+                    .and_then(|r| r.facts.upgrade)
+                    .map(|u| format!("{u:?}").to_lowercase()),
+                body: body.map(str::to_string),
+            },
+            decision: RecordedDecision {
+                effect: decision.effect.as_str().into(),
+                rule: decision.rule.as_deref().map(str::to_string),
+                reason: decision.reason.clone(),
+                outcome: r.outcome.into(),
+                approval_id: r.id.clone(),
+                approver: r.by.clone(),
+                approver_reason: r.reason.clone(),
+            },
+            response: None,
+        }
+    }
+
+    /// Refuse, after the record of the refusal is on disk.
+    async fn refuse<B>(
+        &self,
+        req: Option<&Classified>,
+        body: Option<&str>,
+        code: u16,
+        reason: &str,
+        decision: Decision,
+        resolution: Resolution,
+    ) -> Response<KubeleashBody<B>> {
         let message = format!("kubeleash: {}", decision.reason);
-        self.record(req, &decision, "refused", approval, Some(code));
+        if self.recording() {
+            let mut rec = self.record_for(req, body, &decision, &resolution);
+            rec.response = Some(RecordedResponse {
+                status: code,
+                bytes: status::body(code, reason, &message).len() as u64,
+                duration_ms: self.started.elapsed().as_millis() as u64,
+                stream: "refused".into(),
+                body: None,
+                error: None,
+            });
+            // Nothing to do on failure but refuse anyway: the request is refused either way.
+            let _ = self.shared.recorder.record_durable(rec).await;
+        }
         refusal(code, reason, &message, Some(decision))
     }
 }
 
+fn refused() -> Resolution {
+    Resolution {
+        outcome: "refused",
+        id: None,
+        by: None,
+        reason: None,
+    }
+}
+
 fn deny(reason: String) -> Decision {
-    Decision { effect: Effect::Deny, rule: None, reason }
+    Decision {
+        effect: Effect::Deny,
+        rule: None,
+        reason,
+    }
 }
 
 async fn handle<S, ReqB, ResB>(
@@ -145,20 +228,46 @@ where
 {
     let (mut parts, body) = req.into_parts();
     let method = parts.method.as_str().to_string();
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let identity = match &shared.identity {
         IdentitySource::Fixed(id) => Some(id.clone()),
         IdentitySource::Extract(f) => f(&parts),
     };
     let Some(identity) = identity else {
-        return Ok(refusal(401, "Unauthorized", "kubeleash: the request carries no identity kubeleash can verify", None));
+        return Ok(refusal(
+            401,
+            "Unauthorized",
+            "kubeleash: the request carries no identity kubeleash can verify",
+            None,
+        ));
     };
-    let ctx = Ctx { shared: &shared, identity, method, target };
+    let ctx = Ctx {
+        shared: &shared,
+        identity,
+        method,
+        target,
+        started: std::time::Instant::now(),
+        time: now(),
+    };
+    if !shared.recorder.admits() {
+        return Ok(refusal(
+            503,
+            "ServiceUnavailable",
+            "kubeleash: the recording queue is full; try again shortly",
+            None,
+        ));
+    }
     let request = match classify::classify(&ctx.method, &ctx.target, &parts.headers) {
         Ok(r) => r,
         Err(e) => {
             let d = deny(e.to_string());
-            return Ok(ctx.refuse(None, 400, "BadRequest", d, None));
+            return Ok(ctx
+                .refuse(None, None, 400, "BadRequest", d, refused())
+                .await);
         }
     };
     let policy = &shared.policy;
@@ -173,38 +282,130 @@ where
             Err(e) => Err(e.to_string()),
         }
     };
-    if policy.needs_body(&ctx.identity, &request)
+    // A recorder records every write's body (masked), so it reads those too.
+    let writes = matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+        && request.facts.upgrade.is_none();
+    if (policy.needs_body(&ctx.identity, &request) || ctx.recording() && writes)
         && let Some(b) = body.take()
     {
         match read(b).await {
             Ok(b) => bytes = Some(b),
-            Err(e) => return Ok(ctx.refuse(Some(&request), 413, "RequestEntityTooLarge", deny(format!("request body refused: {e} (the API server accepts at most 3 MiB)")), None)),
+            Err(e) => {
+                let d = deny(format!(
+                    "request body refused: {e} (the API server accepts at most 3 MiB)"
+                ));
+                return Ok(ctx
+                    .refuse(
+                        Some(&request),
+                        None,
+                        413,
+                        "RequestEntityTooLarge",
+                        d,
+                        refused(),
+                    )
+                    .await);
+            }
         }
     }
-    let decision = policy.decide(&ctx.identity, &request, bytes.as_deref().filter(|b| !b.is_empty()));
-    let mut approval = None;
-    let mut outcome = "forwarded";
+    let recorded_body = || {
+        bytes
+            .as_deref()
+            .filter(|b| !b.is_empty() && ctx.recording())
+            .map(|b| masked_body(&shared, b))
+    };
+    let decision = policy.decide(
+        &ctx.identity,
+        &request,
+        bytes.as_deref().filter(|b| !b.is_empty()),
+    );
+    let mut resolution = Resolution {
+        outcome: "forwarded",
+        id: None,
+        by: None,
+        reason: None,
+    };
     match (shared.mode, decision.effect) {
         (Mode::Audit, Effect::Allow) | (Mode::Enforce, Effect::Allow) => {}
-        (Mode::Audit, _) => outcome = "audited",
-        (Mode::Enforce, Effect::Deny) => return Ok(ctx.refuse(Some(&request), 403, "Forbidden", decision, None)),
+        (Mode::Audit, _) => resolution.outcome = "audited",
+        (Mode::Enforce, Effect::Deny) => {
+            let body = recorded_body();
+            return Ok(ctx
+                .refuse(
+                    Some(&request),
+                    body.as_deref(),
+                    403,
+                    "Forbidden",
+                    decision,
+                    refused(),
+                )
+                .await);
+        }
         (Mode::Enforce, Effect::Approve) => {
             if shared.grants.covers(&ctx.identity, &request.attributes) {
-                approval = Some(Approval::Granted);
+                resolution = Resolution {
+                    outcome: "approved",
+                    id: None,
+                    by: Some("a time-windowed grant".into()),
+                    reason: None,
+                };
             } else {
                 let Some(approver) = shared.approver.clone() else {
-                    let d = Decision { reason: format!("{}; approval was needed and no approver is configured", decision.reason), ..decision };
-                    return Ok(ctx.refuse(Some(&request), 403, "Forbidden", d, None));
+                    let d = Decision {
+                        reason: format!(
+                            "{}; approval was needed and no approver is configured",
+                            decision.reason
+                        ),
+                        ..decision
+                    };
+                    let body = recorded_body();
+                    return Ok(ctx
+                        .refuse(
+                            Some(&request),
+                            body.as_deref(),
+                            403,
+                            "Forbidden",
+                            d,
+                            refused(),
+                        )
+                        .await);
                 };
                 if bytes.is_none()
                     && let Some(b) = body.take()
                 {
                     match read(b).await {
                         Ok(b) => bytes = Some(b),
-                        Err(e) => return Ok(ctx.refuse(Some(&request), 413, "RequestEntityTooLarge", deny(format!("request body refused: {e}")), None)),
+                        Err(e) => {
+                            let d = deny(format!("request body refused: {e}"));
+                            return Ok(ctx
+                                .refuse(
+                                    Some(&request),
+                                    None,
+                                    413,
+                                    "RequestEntityTooLarge",
+                                    d,
+                                    refused(),
+                                )
+                                .await);
+                        }
                     }
                 }
                 let id = approval_id(&ctx.identity, &request.attributes, bytes.as_deref());
+                let shown = bytes
+                    .as_deref()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| masked_body(&shared, b));
+                if ctx.recording() {
+                    let held = Resolution {
+                        outcome: "held",
+                        id: Some(id.clone()),
+                        by: None,
+                        reason: None,
+                    };
+                    let mut rec =
+                        ctx.record_for(Some(&request), shown.as_deref(), &decision, &held);
+                    rec.kind = "held".into();
+                    let _ = shared.recorder.record(rec);
+                }
                 let ask = ApprovalRequest {
                     id: id.clone(),
                     identity: ctx.identity.clone(),
@@ -212,7 +413,7 @@ where
                     target: ctx.target.clone(),
                     attributes: request.attributes.clone(),
                     kubectl: kubectl::command(&request),
-                    body: bytes.as_deref().filter(|b| !b.is_empty()).map(|b| masked_body(&shared, b)),
+                    body: shown.clone(),
                     rule: decision.rule.as_deref().map(str::to_string),
                     reason: decision.reason.clone(),
                 };
@@ -221,19 +422,74 @@ where
                         if let Some(w) = window {
                             shared.grants.add(&ctx.identity, &request.attributes, w);
                         }
-                        approval = Some(Approval::Approved { id, by });
+                        resolution = Resolution {
+                            outcome: "approved",
+                            id: Some(id),
+                            by: Some(by),
+                            reason: None,
+                        };
+                        if ctx.recording() {
+                            // The approval is on disk before the request goes out.
+                            let mut rec = ctx.record_for(
+                                Some(&request),
+                                shown.as_deref(),
+                                &decision,
+                                &resolution,
+                            );
+                            rec.kind = "approval".into();
+                            if let Err(e) = shared.recorder.record_durable(rec).await {
+                                let d = deny(format!(
+                                    "the approval could not be recorded, so the request was not sent: {e}"
+                                ));
+                                return Ok(ctx
+                                    .refuse(
+                                        Some(&request),
+                                        shown.as_deref(),
+                                        503,
+                                        "ServiceUnavailable",
+                                        d,
+                                        refused(),
+                                    )
+                                    .await);
+                            }
+                        }
                     }
                     Ok(Answer::Deny { by, reason }) => {
-                        let d = Decision { reason: format!("{}; {by} denied approval {id}: {reason}", decision.reason), ..decision };
-                        let a = Approval::Denied { id, by, reason };
-                        return Ok(ctx.refuse(Some(&request), 403, "Forbidden", d, Some(a)));
+                        let d = Decision {
+                            reason: format!(
+                                "{}; {by} denied approval {id}: {reason}",
+                                decision.reason
+                            ),
+                            ..decision
+                        };
+                        let r = Resolution {
+                            outcome: "refused",
+                            id: Some(id),
+                            by: Some(by),
+                            reason: Some(reason),
+                        };
+                        return Ok(ctx
+                            .refuse(Some(&request), shown.as_deref(), 403, "Forbidden", d, r)
+                            .await);
                     }
                     Err(_) => {
                         let d = Decision {
-                            reason: format!("{}; nobody answered approval {id} within {}s", decision.reason, shared.approval_timeout.as_secs()),
+                            reason: format!(
+                                "{}; nobody answered approval {id} within {}s",
+                                decision.reason,
+                                shared.approval_timeout.as_secs()
+                            ),
                             ..decision
                         };
-                        return Ok(ctx.refuse(Some(&request), 403, "Forbidden", d, Some(Approval::TimedOut { id })));
+                        let r = Resolution {
+                            outcome: "refused",
+                            id: Some(id),
+                            by: None,
+                            reason: Some("timed out".into()),
+                        };
+                        return Ok(ctx
+                            .refuse(Some(&request), shown.as_deref(), 403, "Forbidden", d, r)
+                            .await);
                     }
                 }
             }
@@ -241,7 +497,8 @@ where
     }
 
     // Only the layer's credential leaves; impersonation only if the policy allowed it by name.
-    let impersonation_allowed = decision.effect == Effect::Allow && request.facts.impersonation.is_some();
+    let impersonation_allowed =
+        decision.effect == Effect::Allow && request.facts.impersonation.is_some();
     strip_client_credentials(&mut parts.headers, impersonation_allowed);
     match shared.credential.header() {
         Ok(Some(v)) => {
@@ -250,13 +507,16 @@ where
         Ok(None) => {}
         Err(e) => {
             let d = deny(format!("kubeleash cannot use its credential: {e}"));
-            return Ok(ctx.refuse(Some(&request), 500, "InternalError", d, approval));
+            return Ok(ctx
+                .refuse(Some(&request), None, 500, "InternalError", d, refused())
+                .await);
         }
     }
     let upgrade = request.facts.upgrade.is_some();
     if !upgrade {
         force_json(&mut parts.headers);
     }
+    let bytes_for_record = bytes.clone();
     let body = match (bytes, body) {
         (Some(b), _) => ReqB::from(b),
         (None, Some(b)) => b,
@@ -267,21 +527,41 @@ where
         guard.ready().await?;
         guard.call(Request::from_parts(parts, body))
     };
+    let recorded = ctx.recording().then(|| {
+        let body = bytes_for_record
+            .as_deref()
+            .filter(|b| !b.is_empty())
+            .map(|b| masked_body(&shared, b));
+        ctx.record_for(Some(&request), body.as_deref(), &decision, &resolution)
+    });
     let resp = call.await?;
     let (mut rparts, rbody) = resp.into_parts();
-    ctx.record(Some(&request), &decision, outcome, approval, Some(rparts.status.as_u16()));
+    let status = rparts.status.as_u16();
+    let completion = |stream: &'static str| {
+        recorded
+            .map(|r| Completion::new(Arc::clone(&shared.recorder), r, status, ctx.started, stream))
+    };
     rparts.extensions.insert(decision);
     if upgrade || rparts.status == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(Response::from_parts(rparts, KubeleashBody::passthrough(rbody)));
+        return Ok(Response::from_parts(
+            rparts,
+            KubeleashBody::passthrough(rbody).completing(completion("passthrough")),
+        ));
     }
-    let header = |name| rparts.headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok()).map(str::to_string);
+    let header = |name| {
+        rparts
+            .headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
     let (ct, ce) = (header(CONTENT_TYPE), header(CONTENT_ENCODING));
     let masker = shared.policy.masker(&request, ct.as_deref(), ce.as_deref());
     rparts.headers.remove(CONTENT_LENGTH);
     rparts.headers.remove(CONTENT_ENCODING);
     let body = match masker {
-        Ok(m) => KubeleashBody::masked(rbody, m),
-        Err(e) => KubeleashBody::refused(e),
+        Ok(m) => KubeleashBody::masked(rbody, m).completing(completion("masked")),
+        Err(e) => KubeleashBody::refused(e).completing(completion("refused")),
     };
     Ok(Response::from_parts(rparts, body))
 }
@@ -290,7 +570,10 @@ where
 fn masked_body(shared: &Shared, body: &[u8]) -> String {
     let mut m = Masker::with(Arc::clone(shared.policy.mask_set()), Framing::Json);
     let mut out = Vec::new();
-    match m.feed_into(body, &mut out).and_then(|()| m.finish_into(&mut out)) {
+    match m
+        .feed_into(body, &mut out)
+        .and_then(|()| m.finish_into(&mut out))
+    {
         Ok(()) => String::from_utf8_lossy(&out).into_owned(),
         Err(_) => "[body not shown: it is not JSON kubeleash can mask]".to_string(),
     }

@@ -19,9 +19,17 @@ pub(crate) fn body(code: u16, reason: &str, message: &str) -> Bytes {
 }
 
 /// A response carrying a `Status` failure.
-pub(crate) fn response<B>(code: u16, reason: &str, message: &str, body_of: impl FnOnce(Bytes) -> B) -> http::Response<B> {
+pub(crate) fn response<B>(
+    code: u16,
+    reason: &str,
+    message: &str,
+    body_of: impl FnOnce(Bytes) -> B,
+) -> http::Response<B> {
     let mut r = http::Response::new(body_of(body(code, reason, message)));
     *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::FORBIDDEN);
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }

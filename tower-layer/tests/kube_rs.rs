@@ -1,6 +1,11 @@
 //! kube-rs through the layer, against the sandbox API server on loopback.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::time::Duration;
 
@@ -35,21 +40,33 @@ impl Approver for Channel {
     async fn approve(&self, request: ApprovalRequest) -> Answer {
         let (tx, rx) = oneshot::channel();
         if self.0.send((request, tx)).await.is_err() {
-            return Answer::Deny { by: "test".into(), reason: "test approver gone".into() };
+            return Answer::Deny {
+                by: "test".into(),
+                reason: "test approver gone".into(),
+            };
         }
-        rx.await.unwrap_or(Answer::Deny { by: "test".into(), reason: "no answer".into() })
+        rx.await.unwrap_or(Answer::Deny {
+            by: "test".into(),
+            reason: "no answer".into(),
+        })
     }
 }
 
 async fn setup(layer: KubeleashLayer) -> (Sandbox, Client) {
-    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), Seed::Default).await.unwrap();
+    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), Seed::Default)
+        .await
+        .unwrap();
     let config = kube::Config::new(sandbox.url().parse().unwrap());
-    let client = ClientBuilder::try_from(config).unwrap().with_layer(&layer).build();
+    let client = ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&layer)
+        .build();
     (sandbox, client)
 }
 
 fn layer() -> KubeleashLayer {
-    KubeleashLayer::new(Policy::from_yaml(POLICY).unwrap()).identity(Identity::new("agent-1", ["ai-agents"]))
+    KubeleashLayer::new(Policy::from_yaml(POLICY).unwrap())
+        .identity(Identity::new("agent-1", ["ai-agents"]))
 }
 
 #[tokio::test]
@@ -61,7 +78,11 @@ async fn secrets_list_masked_and_still_decodes() {
     let mut values = 0;
     for s in &list.items {
         for (k, v) in s.data.clone().unwrap_or_default() {
-            assert_eq!(v.0, b"[masked]", "secret {:?} key {k} was not masked", s.metadata.name);
+            assert_eq!(
+                v.0, b"[masked]",
+                "secret {:?} key {k} was not masked",
+                s.metadata.name
+            );
             values += 1;
         }
     }
@@ -76,7 +97,11 @@ async fn protected_namespace_delete_is_a_403_naming_the_rule() {
     match namespaces.delete("prod", &DeleteParams::default()).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403);
-            assert!(status.message.contains("protect-prod"), "{}", status.message);
+            assert!(
+                status.message.contains("protect-prod"),
+                "{}",
+                status.message
+            );
             assert!(status.message.contains("kubeleash"), "{}", status.message);
         }
         other => panic!("expected a 403, got {other:?}"),
@@ -91,7 +116,13 @@ async fn other_namespaces_are_refused() {
     match secrets.list(&ListParams::default()).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403);
-            assert!(status.message.contains("no rule allows list on secrets in namespace prod"), "{}", status.message);
+            assert!(
+                status
+                    .message
+                    .contains("no rule allows list on secrets in namespace prod"),
+                "{}",
+                status.message
+            );
         }
         other => panic!("expected a 403, got {other:?}"),
     }
@@ -99,7 +130,8 @@ async fn other_namespaces_are_refused() {
 }
 
 fn configmap(name: &str) -> ConfigMap {
-    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"k": "v"}}))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -110,49 +142,99 @@ async fn approval_holds_the_request_until_answered() {
 
     let create = tokio::spawn({
         let cms = cms.clone();
-        async move { cms.create(&PostParams::default(), &configmap("approved")).await }
+        async move {
+            cms.create(&PostParams::default(), &configmap("approved"))
+                .await
+        }
     });
-    let (req, answer) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let (req, answer) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(req.rule.as_deref(), Some("configmaps-need-a-human"));
     assert_eq!(req.kubectl, "kubectl create -n dev -f -");
-    assert!(req.body.as_deref().unwrap_or_default().contains("\"approved\""));
-    assert!(!create.is_finished(), "the request is held while the approver thinks");
-    answer.send(Answer::Approve { by: "alice".into(), window: None }).unwrap();
+    assert!(
+        req.body
+            .as_deref()
+            .unwrap_or_default()
+            .contains("\"approved\"")
+    );
+    assert!(
+        !create.is_finished(),
+        "the request is held while the approver thinks"
+    );
+    answer
+        .send(Answer::Approve {
+            by: "alice".into(),
+            window: None,
+        })
+        .unwrap();
     let created = create.await.unwrap().unwrap();
     assert_eq!(created.metadata.name.as_deref(), Some("approved"));
 
     let create = tokio::spawn({
         let cms = cms.clone();
-        async move { cms.create(&PostParams::default(), &configmap("refused")).await }
+        async move {
+            cms.create(&PostParams::default(), &configmap("refused"))
+                .await
+        }
     });
     let (_, answer) = rx.recv().await.unwrap();
-    answer.send(Answer::Deny { by: "bob".into(), reason: "not today".into() }).unwrap();
+    answer
+        .send(Answer::Deny {
+            by: "bob".into(),
+            reason: "not today".into(),
+        })
+        .unwrap();
     match create.await.unwrap() {
         Err(kube::Error::Api(s)) => {
             assert_eq!(s.code, 403);
-            assert!(s.message.contains("bob denied") && s.message.contains("not today"), "{}", s.message);
+            assert!(
+                s.message.contains("bob denied") && s.message.contains("not today"),
+                "{}",
+                s.message
+            );
         }
         other => panic!("expected a 403, got {other:?}"),
     }
-    assert!(cms.get_opt("refused").await.unwrap().is_none(), "a denied create never reaches the server");
+    assert!(
+        cms.get_opt("refused").await.unwrap().is_none(),
+        "a denied create never reaches the server"
+    );
     sandbox.shutdown().await;
 }
 
 #[tokio::test]
 async fn approval_times_out_as_a_denial_and_no_approver_denies() {
     let (tx, _rx) = mpsc::channel(4);
-    let (sandbox, client) = setup(layer().approver(Channel(tx)).approval_timeout(Duration::from_millis(300))).await;
+    let (sandbox, client) = setup(
+        layer()
+            .approver(Channel(tx))
+            .approval_timeout(Duration::from_millis(300)),
+    )
+    .await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "dev");
     match cms.create(&PostParams::default(), &configmap("late")).await {
-        Err(kube::Error::Api(s)) => assert!(s.code == 403 && s.message.contains("nobody answered"), "{}", s.message),
+        Err(kube::Error::Api(s)) => assert!(
+            s.code == 403 && s.message.contains("nobody answered"),
+            "{}",
+            s.message
+        ),
         other => panic!("expected a 403, got {other:?}"),
     }
     sandbox.shutdown().await;
 
     let (sandbox, client) = setup(layer()).await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "dev");
-    match cms.create(&PostParams::default(), &configmap("nobody")).await {
-        Err(kube::Error::Api(s)) => assert!(s.code == 403 && s.message.contains("no approver is configured"), "{}", s.message),
+    match cms
+        .create(&PostParams::default(), &configmap("nobody"))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(
+            s.code == 403 && s.message.contains("no approver is configured"),
+            "{}",
+            s.message
+        ),
         other => panic!("expected a 403, got {other:?}"),
     }
     sandbox.shutdown().await;
@@ -168,11 +250,25 @@ async fn a_time_window_grant_covers_the_same_request_only() {
         async move { cms.create(&PostParams::default(), &configmap("one")).await }
     });
     let (_, answer) = rx.recv().await.unwrap();
-    answer.send(Answer::Approve { by: "alice".into(), window: Some(Duration::from_secs(60)) }).unwrap();
+    answer
+        .send(Answer::Approve {
+            by: "alice".into(),
+            window: Some(Duration::from_secs(60)),
+        })
+        .unwrap();
     first.await.unwrap().unwrap();
     // Same attributes (create configmaps in dev; the name is in the body): covered, no prompt.
-    tokio::time::timeout(Duration::from_secs(5), cms.create(&PostParams::default(), &configmap("two"))).await.unwrap().unwrap();
-    assert!(rx.try_recv().is_err(), "the grant answered without asking again");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        cms.create(&PostParams::default(), &configmap("two")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        rx.try_recv().is_err(),
+        "the grant answered without asking again"
+    );
     sandbox.shutdown().await;
 }
 
@@ -181,8 +277,16 @@ async fn a_watch_streams_masked_events_as_they_happen() {
     let (sandbox, client) = setup(layer()).await;
     let secrets: Api<Secret> = Api::namespaced(client, "dev");
     let list = secrets.list(&ListParams::default()).await.unwrap();
-    let rv = list.metadata.resource_version.clone().unwrap_or_else(|| "0".into());
-    let mut stream = secrets.watch(&WatchParams::default().timeout(60), &rv).await.unwrap().boxed();
+    let rv = list
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_else(|| "0".into());
+    let mut stream = secrets
+        .watch(&WatchParams::default().timeout(60), &rv)
+        .await
+        .unwrap()
+        .boxed();
 
     let writer = secrets.clone();
     tokio::spawn(async move {
@@ -206,26 +310,41 @@ async fn a_watch_streams_masked_events_as_they_happen() {
     .await
     .expect("the event arrived while the watch was still open");
     let data = event.data.unwrap_or_default();
-    assert_eq!(data.get("password").map(|v| v.0.as_slice()), Some(&b"[masked]"[..]));
+    assert_eq!(
+        data.get("password").map(|v| v.0.as_slice()),
+        Some(&b"[masked]"[..])
+    );
     sandbox.shutdown().await;
 }
 
 #[tokio::test]
 async fn client_new_with_a_service_builder_stack() {
     use hyper_util::client::legacy::Client as HyperClient;
-    use kube::client::ConfigExt;
     use hyper_util::rt::TokioExecutor;
+    use kube::client::ConfigExt;
     use tower::ServiceBuilder;
 
-    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), Seed::Default).await.unwrap();
+    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), Seed::Default)
+        .await
+        .unwrap();
     let config = kube::Config::new(sandbox.url().parse().unwrap());
     let http = HyperClient::builder(TokioExecutor::new()).build_http::<kube::client::Body>();
-    let service = ServiceBuilder::new().layer(config.base_uri_layer()).layer(layer()).service(http);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .layer(layer())
+        .service(http);
     let client = Client::new(service, "dev");
     let secrets: Api<Secret> = Api::default_namespaced(client.clone());
     let s = secrets.get("db-credentials").await.unwrap();
-    assert!(s.data.unwrap_or_default().values().all(|v| v.0 == b"[masked]"));
+    assert!(
+        s.data
+            .unwrap_or_default()
+            .values()
+            .all(|v| v.0 == b"[masked]")
+    );
     let prod: Api<Secret> = Api::namespaced(client, "prod");
-    assert!(matches!(prod.list(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+    assert!(
+        matches!(prod.list(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 403)
+    );
     sandbox.shutdown().await;
 }

@@ -6,11 +6,11 @@
 //! gitleaks-style, in three steps, so that ordinary text costs little more than reading it:
 //!
 //! 1. **Keywords.** Every detector names literals that any match of it contains (`ghp_`,
-//!    `private key`, `password`, `://`, ...). A sampled 4-gram bitmap finds the places where a
-//!    keyword may be, an ASCII case-insensitive Aho-Corasick automaton confirms the exact
-//!    keywords there, and a per-keyword guard checks the next bytes (`password` must be followed
-//!    by an assignment, `ghp_` by 36 alphanumerics, `://` by `user:password@`). The private
-//!    `prefilter` module has the details.
+//!    `private key-----`, `password`, `://`, ...), matched ASCII case-insensitively. A sampled
+//!    4-gram bitmap finds the places where a keyword may be, an exact table of keyword grams
+//!    confirms the keyword there, and a per-keyword guard checks the next bytes (`password`
+//!    must be followed by an assignment, `ghp_` by 36 alphanumerics, `://` by
+//!    `user:password@`). The private `prefilter` module has the details.
 //! 2. **Regions.** Each surviving keyword opens a region: its line, but at most
 //!    [`MAX_BACK`]-ish bytes before it (per keyword) and [`FORWARD`] bytes after it.
 //! 3. **Regexes.** One regex-automata multi-pattern regex (every enabled detector) runs over the
@@ -29,10 +29,11 @@
 //! `K_PASSWORD=v`. Only the value is masked, so a reader still sees which setting it was. A
 //! value is left alone when it has fewer than 4 non-space bytes or is an obvious placeholder:
 //! see [`is_placeholder`]. An unquoted value ends at whitespace, a quote, `` ` ``, `,`, `;`,
-//! `&`, `<`, `>` or `\` (an escaped `\\` continues it).
+//! `&`, `<`, `>` or `\` (an escaped `\\` continues it), and does not start with a bracket,
+//! brace or parenthesis (`"f:password":{}` is structure, not a value).
 
 mod defs;
-pub mod prefilter;
+mod prefilter;
 
 use std::sync::Arc;
 
@@ -70,7 +71,9 @@ pub struct DetectorInfo {
 #[non_exhaustive]
 pub enum DetectorError {
     /// A name in `disabled` is not in [`catalog`].
-    #[error("unknown detector `{name}`; detector names are listed by kubeleash_core::mask::detect::catalog()")]
+    #[error(
+        "unknown detector `{name}`; detector names are listed by kubeleash_core::mask::detect::catalog()"
+    )]
     Unknown {
         /// The name given.
         name: String,
@@ -98,7 +101,10 @@ pub const FORWARD: usize = 4096;
 pub const MAX_BACK: usize = 2048;
 
 const CATALOG: [DetectorInfo; DEFS.len()] = {
-    let mut out = [DetectorInfo { name: "", description: "" }; DEFS.len()];
+    let mut out = [DetectorInfo {
+        name: "",
+        description: "",
+    }; DEFS.len()];
     let mut i = 0;
     while i < DEFS.len() {
         out[i] = DEFS[i].info;
@@ -185,7 +191,11 @@ impl Detectors {
             Imp::Compiled(i) => i,
             Imp::MaskAll => {
                 if !text.is_empty() {
-                    out.push(Span { start: 0, end: text.len(), detector: MASK_ALL });
+                    out.push(Span {
+                        start: 0,
+                        end: text.len(),
+                        detector: MASK_ALL,
+                    });
                 }
                 return;
             }
@@ -206,19 +216,23 @@ impl Detectors {
         regions.sort_unstable();
         let base = out.len();
         let mut caps = re.create_captures();
+        // Where a span grew past its match (a PEM block, a base64 run, a cut token), the text
+        // it covers is not searched again: a text of many BEGIN lines and no END costs one
+        // scan to its end, not one per line.
+        let mut floor = 0;
         let mut cur: Option<(usize, usize)> = None;
         for r in regions {
             match &mut cur {
                 Some(c) if r.0 <= c.1 => c.1 = c.1.max(r.1),
                 _ => {
                     if let Some(c) = cur.replace(r) {
-                        inner.search(re, &mut caps, text, c, out);
+                        inner.search(re, &mut caps, text, c, &mut floor, out);
                     }
                 }
             }
         }
         if let Some(c) = cur {
-            inner.search(re, &mut caps, text, c, out);
+            inner.search(re, &mut caps, text, c, &mut floor, out);
         }
         normalize(out, base);
     }
@@ -243,7 +257,9 @@ impl Detectors {
     /// occurs in `text` and how often its guard passed. Not part of the stable API.
     #[doc(hidden)]
     pub fn keyword_stats(&self, text: &[u8]) -> Vec<(&'static str, usize, usize)> {
-        let Imp::Compiled(inner) = &self.imp else { return Vec::new() };
+        let Imp::Compiled(inner) = &self.imp else {
+            return Vec::new();
+        };
         let mut counts = vec![(0usize, 0usize); inner.pre.len()];
         inner.pre.scan(text, &mut |k, _, guarded| {
             if let Some(c) = counts.get_mut(k) {
@@ -287,14 +303,17 @@ impl Inner {
         caps: &mut Captures,
         text: &[u8],
         (rs, re_end): (usize, usize),
+        floor: &mut usize,
         out: &mut Vec<Span>,
     ) {
-        let mut at = rs;
+        let mut at = rs.max(*floor);
         while at < re_end {
             re.search_captures(&Input::new(text).span(at..re_end), caps);
             let Some(m) = caps.get_match() else { break };
             let mut next = m.end().max(at + 1);
-            let Some(&(detector, post)) = self.pats.get(m.pattern().as_usize()) else { break };
+            let Some(&(detector, post)) = self.pats.get(m.pattern().as_usize()) else {
+                break;
+            };
             let (mut s, mut e) = (m.start(), m.end());
             for g in 1..caps.group_len() {
                 if let Some(sp) = caps.get_group(g) {
@@ -331,7 +350,15 @@ impl Inner {
                     }
                 }
                 if s < e {
-                    out.push(Span { start: s, end: e, detector });
+                    out.push(Span {
+                        start: s,
+                        end: e,
+                        detector,
+                    });
+                }
+                if e > m.end() {
+                    *floor = (*floor).max(e);
+                    next = next.max(e);
                 }
             }
             at = next;
@@ -345,14 +372,19 @@ fn is_b64(b: u8) -> bool {
 
 fn is_token(b: u8) -> bool {
     !(b.is_ascii_whitespace()
-        || matches!(b, b'"' | b'\'' | b'`' | b'\\' | b',' | b';' | b'&' | b'<' | b'>'))
+        || matches!(
+            b,
+            b'"' | b'\'' | b'`' | b'\\' | b',' | b';' | b'&' | b'<' | b'>'
+        ))
 }
 
 /// End of a PEM block whose header ends at `from`: after the `-----` closing the first
 /// `-----END` line, or the end of the text when there is no END.
 fn pem_end(text: &[u8], from: usize) -> usize {
     let rest = &text[from..];
-    let Some(p) = memchr::memmem::find(rest, b"-----END") else { return text.len() };
+    let Some(p) = memchr::memmem::find(rest, b"-----END") else {
+        return text.len();
+    };
     let after = from + p + 8;
     let line = &text[after..text.len().min(after + 80)];
     memchr::memmem::find(line, b"-----").map_or(text.len(), |q| after + q + 5)
@@ -387,8 +419,20 @@ fn value_ok(v: &[u8], min: u8, path_ok: bool) -> bool {
 
 /// Words that stand for "no value here" rather than a secret.
 const PLACEHOLDER_WORDS: &[&str] = &[
-    "null", "nil", "none", "true", "false", "undefined", "empty", "redacted", "masked", "hidden",
-    "removed", "filtered", "omitted", "sanitized",
+    "null",
+    "nil",
+    "none",
+    "true",
+    "false",
+    "undefined",
+    "empty",
+    "redacted",
+    "masked",
+    "hidden",
+    "removed",
+    "filtered",
+    "omitted",
+    "sanitized",
 ];
 
 /// Whether an assigned value is an obvious placeholder, not a secret:
@@ -408,7 +452,9 @@ pub fn is_placeholder(v: &[u8]) -> bool {
     }
     if first == b'$'
         && t.len() > 1
-        && t[1..].iter().all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && t[1..]
+            .iter()
+            .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
     {
         return true;
     }
@@ -422,7 +468,9 @@ pub fn is_placeholder(v: &[u8]) -> bool {
     if core.len() >= 6 && core[..6].eq_ignore_ascii_case(b"masked") {
         return true;
     }
-    PLACEHOLDER_WORDS.iter().any(|w| core.eq_ignore_ascii_case(w.as_bytes()))
+    PLACEHOLDER_WORDS
+        .iter()
+        .any(|w| core.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 fn trim_bytes<'a>(mut t: &'a [u8], set: &[u8]) -> &'a [u8] {
@@ -479,7 +527,9 @@ fn expand(p: &Pat) -> (String, Post) {
 fn build(defs: &[defs::Def], disabled: &[&str]) -> Result<Detectors, DetectorError> {
     for name in disabled {
         if !defs.iter().any(|d| d.info.name == *name) {
-            return Err(DetectorError::Unknown { name: (*name).to_string() });
+            return Err(DetectorError::Unknown {
+                name: (*name).to_string(),
+            });
         }
     }
     if defs.len() >= usize::from(MASK_ALL) {
@@ -494,7 +544,8 @@ fn build(defs: &[defs::Def], disabled: &[&str]) -> Result<Detectors, DetectorErr
             continue;
         }
         enabled += 1;
-        let idx = u16::try_from(i).map_err(|_| DetectorError::Build("too many detectors".into()))?;
+        let idx =
+            u16::try_from(i).map_err(|_| DetectorError::Build("too many detectors".into()))?;
         keywords.extend_from_slice(def.keywords);
         for p in def.patterns {
             let (re, post) = expand(p);
@@ -529,28 +580,46 @@ fn build(defs: &[defs::Def], disabled: &[&str]) -> Result<Detectors, DetectorErr
     if pats.len() > PatternID::LIMIT {
         return Err(DetectorError::Build("too many patterns".into()));
     }
-    let inner = Inner { pre, re, pats, min_len: min_len.max(1), enabled };
-    Ok(Detectors { imp: Imp::Compiled(Arc::new(inner)) })
+    let inner = Inner {
+        pre,
+        re,
+        pats,
+        min_len: min_len.max(1),
+        enabled,
+    };
+    Ok(Detectors {
+        imp: Imp::Compiled(Arc::new(inner)),
+    })
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, reason = "tests")]
 mod tests {
     use super::defs::{Def, Pat, Post};
     use super::prefilter::kw;
     use super::*;
 
     const BAD_RE: &[Def] = &[Def {
-        info: DetectorInfo { name: "broken", description: "does not compile" },
+        info: DetectorInfo {
+            name: "broken",
+            description: "does not compile",
+        },
         keywords: &[kw("broken")],
         patterns: &[Pat::Re("broken(", Post::Plain)],
     }];
     const BAD_KW: &[Def] = &[Def {
-        info: DetectorInfo { name: "short", description: "keyword too short" },
+        info: DetectorInfo {
+            name: "short",
+            description: "keyword too short",
+        },
         keywords: &[kw("ab")],
         patterns: &[Pat::Re("ab", Post::Plain)],
     }];
     const SHORT_NO_CLASS: &[Def] = &[Def {
-        info: DetectorInfo { name: "short", description: "3-byte keyword without classes" },
+        info: DetectorInfo {
+            name: "short",
+            description: "3-byte keyword without classes",
+        },
         keywords: &[kw("abc")],
         patterns: &[Pat::Re("abc", Post::Plain)],
     }];
@@ -559,9 +628,14 @@ mod tests {
     fn broken_patterns_are_an_error_not_a_panic() {
         assert!(matches!(build(BAD_RE, &[]), Err(DetectorError::Build(_))));
         assert!(matches!(build(BAD_KW, &[]), Err(DetectorError::Build(_))));
-        assert!(matches!(build(SHORT_NO_CLASS, &[]), Err(DetectorError::Build(_))));
+        assert!(matches!(
+            build(SHORT_NO_CLASS, &[]),
+            Err(DetectorError::Build(_))
+        ));
         // Disabling the broken one leaves an empty, working set.
-        let Ok(d) = build(BAD_RE, &["broken"]) else { panic!("disabled broken def must build") };
+        let Ok(d) = build(BAD_RE, &["broken"]) else {
+            panic!("disabled broken def must build")
+        };
         let mut out = Vec::new();
         d.find(b"broken( broken", &mut out);
         assert!(out.is_empty());
@@ -579,7 +653,90 @@ mod tests {
         let d = Detectors { imp: Imp::MaskAll };
         let mut out = Vec::new();
         d.find(b"anything", &mut out);
-        assert_eq!(out, vec![Span { start: 0, end: 8, detector: MASK_ALL }]);
+        assert_eq!(
+            out,
+            vec![Span {
+                start: 0,
+                end: 8,
+                detector: MASK_ALL
+            }]
+        );
+    }
+
+    /// The sampled gram filter finds exactly what Aho-Corasick finds (where the keyword's
+    /// neighbours are in the classes its grams use), at every position and parity.
+    #[test]
+    fn prefilter_agrees_with_aho_corasick() {
+        let Imp::Compiled(inner) = Detectors::default().imp else {
+            panic!("builtins must build")
+        };
+        let kws = inner.pre.keywords();
+        let Ok(ac) = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(kws.iter().map(|k| k.0))
+        else {
+            panic!("automaton")
+        };
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let noise = b"aZ09 _-.:=\"'/\n\t@{}[]xX";
+        for round in 0..20_000 {
+            let mut text = Vec::new();
+            let parts = (rand() % 12) as usize;
+            for _ in 0..parts {
+                if rand() % 2 == 0 {
+                    let (lit, _, _) = kws[(rand() % kws.len() as u64) as usize];
+                    let mut lit = lit.as_bytes().to_vec();
+                    if rand() % 2 == 0 {
+                        lit.make_ascii_uppercase();
+                    }
+                    text.extend_from_slice(&lit);
+                } else {
+                    for _ in 0..(rand() % 9) {
+                        text.push(noise[(rand() % noise.len() as u64) as usize]);
+                    }
+                }
+            }
+            let all: Vec<(usize, usize, bool)> = ac
+                .find_overlapping_iter(&text)
+                .map(|m| {
+                    let (_, prev, next) = kws[m.pattern().as_usize()];
+                    let prev_ok = prev.is_none_or(|c| m.start() > 0 && c.has(text[m.start() - 1]));
+                    let next_ok = next.is_none_or(|c| text.get(m.end()).is_some_and(|&b| c.has(b)));
+                    (m.start(), m.pattern().as_usize(), prev_ok && next_ok)
+                })
+                .collect();
+            let mut got = Vec::new();
+            inner
+                .pre
+                .scan(&text, &mut |k, hit, _| got.push((hit.start, k)));
+            let shown = String::from_utf8_lossy(&text);
+            // Everything found is a real keyword, found once.
+            for g in &got {
+                assert!(
+                    all.iter().any(|a| (a.0, a.1) == *g),
+                    "round {round}: spurious {g:?} in {shown:?}"
+                );
+            }
+            let unique: std::collections::HashSet<_> = got.iter().collect();
+            assert_eq!(
+                unique.len(),
+                got.len(),
+                "round {round}: duplicates in {shown:?}"
+            );
+            // Every keyword whose neighbours fit is found.
+            for a in all.iter().filter(|a| a.2) {
+                assert!(
+                    got.contains(&(a.0, a.1)),
+                    "round {round}: missed {a:?} in {shown:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -592,12 +749,28 @@ mod tests {
     #[test]
     fn placeholders() {
         for p in [
-            "${DB_PASSWORD}", "$(cat /run/x)", "$DB_PASS", "{{ .Values.pw }}", "<redacted>", "****",
-            "xxxxxxxx", "null", "[REDACTED]", "__masked__", "[masked:generic-password]", "true",
+            "${DB_PASSWORD}",
+            "$(cat /run/x)",
+            "$DB_PASS",
+            "{{ .Values.pw }}",
+            "<redacted>",
+            "****",
+            "xxxxxxxx",
+            "null",
+            "[REDACTED]",
+            "__masked__",
+            "[masked:generic-password]",
+            "true",
         ] {
             assert!(is_placeholder(p.as_bytes()), "{p}");
         }
-        for p in ["hunter22", "s3cr3t-Value", "changeme", "p@ssw0rd!", "$ecret1"] {
+        for p in [
+            "hunter22",
+            "s3cr3t-Value",
+            "changeme",
+            "p@ssw0rd!",
+            "$ecret1",
+        ] {
             assert!(!is_placeholder(p.as_bytes()), "{p}");
         }
     }

@@ -191,7 +191,10 @@ impl JsonMasker {
     }
 
     fn malformed(&self, at: usize, what: &str) -> MaskError {
-        MaskError::Malformed { offset: self.consumed + at as u64, what: what.to_string() }
+        MaskError::Malformed {
+            offset: self.consumed + at as u64,
+            what: what.to_string(),
+        }
     }
 
     /// Mask a chunk, appending what is safe to emit to `out`.
@@ -303,13 +306,24 @@ impl JsonMasker {
     }
 
     /// The first byte of a value: work out what it is to the masker, then start it.
-    fn start_value(&mut self, input: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, MaskError> {
+    fn start_value(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, MaskError> {
         let c = input[i];
         self.started = true;
         let ctx = self.context(c)?;
         if !ctx.filters.is_empty() {
             self.held.clear();
-            self.hold = Some(HoldState { depth: 0, in_str: false, escape: false, scalar: false, ctx });
+            self.hold = Some(HoldState {
+                depth: 0,
+                in_str: false,
+                escape: false,
+                scalar: false,
+                ctx,
+            });
             self.lex = Lex::Hold;
             return Ok(i);
         }
@@ -324,13 +338,22 @@ impl JsonMasker {
         match c {
             b'{' | b'[' => {
                 if self.frames.len() >= self.set.limits.max_depth {
-                    return Err(MaskError::TooDeep { limit: self.set.limits.max_depth });
+                    return Err(MaskError::TooDeep {
+                        limit: self.set.limits.max_depth,
+                    });
                 }
                 out.push(c);
                 let anchor = if ctx.role == Role::Anchor {
                     Some(self.anchors.len().saturating_sub(1))
                 } else {
-                    self.frames.last().and_then(|f| f.anchor).or(if self.anchors.is_empty() { None } else { Some(0) })
+                    self.frames
+                        .last()
+                        .and_then(|f| f.anchor)
+                        .or(if self.anchors.is_empty() {
+                            None
+                        } else {
+                            Some(0)
+                        })
                 };
                 let start = self.parent_end();
                 let end = self.states.len();
@@ -345,7 +368,11 @@ impl JsonMasker {
                 if replace.is_some() {
                     self.masked_any = true;
                 }
-                self.lex = if c == b'{' { Lex::ObjFirst } else { Lex::ArrFirst };
+                self.lex = if c == b'{' {
+                    Lex::ObjFirst
+                } else {
+                    Lex::ArrFirst
+                };
                 Ok(i + 1)
             }
             b'"' => {
@@ -353,7 +380,9 @@ impl JsonMasker {
                 self.str_escape = false;
                 self.str_has_escape = false;
                 self.str_mode = match (ctx.select, replace, ctx.records) {
-                    (_, Some(Replace::Hmac { base64 }), _) => StrMode::Keep(Purpose::Hmac { base64 }),
+                    (_, Some(Replace::Hmac { base64 }), _) => {
+                        StrMode::Keep(Purpose::Hmac { base64 })
+                    }
                     (_, Some(r), _) => StrMode::Skip(r),
                     (Some(Action::JsonString), None, _) => StrMode::Keep(Purpose::JsonString),
                     (_, None, Some(p)) => StrMode::Keep(p),
@@ -374,7 +403,10 @@ impl JsonMasker {
                 self.lex = Lex::Literal;
                 Ok(i + 1)
             }
-            _ => Err(self.malformed(i, &format!("unexpected `{}` where a value should start", printable(c)))),
+            _ => Err(self.malformed(
+                i,
+                &format!("unexpected `{}` where a value should start", printable(c)),
+            )),
         }
     }
 
@@ -391,7 +423,13 @@ impl JsonMasker {
         // Taken out (not cloned) so `advance` can borrow self mutably; put back at the end.
         let key = std::mem::take(&mut self.key);
         let has_key = std::mem::replace(&mut self.has_key, false);
-        let ctx = self.context_with(c, is_obj, is_arr, parent_end, has_key.then_some(key.as_str()));
+        let ctx = self.context_with(
+            c,
+            is_obj,
+            is_arr,
+            parent_end,
+            has_key.then_some(key.as_str()),
+        );
         self.key = key;
         ctx
     }
@@ -410,7 +448,13 @@ impl JsonMasker {
                     self.anchors.push(a);
                 }
                 self.states.extend(root.states);
-                return Ok(Ctx { role: root.role, masked: root.masked, select: root.select, filters: Vec::new(), records: None });
+                return Ok(Ctx {
+                    role: root.role,
+                    masked: root.masked,
+                    select: root.select,
+                    filters: Vec::new(),
+                    records: None,
+                });
             }
             let role = match (self.seq, is_obj) {
                 (true, true) => Role::Event,
@@ -420,16 +464,33 @@ impl JsonMasker {
             if role == Role::Anchor {
                 self.start_anchor(None);
             }
-            return Ok(Ctx { role, masked: None, select: None, filters: Vec::new(), records: None });
+            return Ok(Ctx {
+                role,
+                masked: None,
+                select: None,
+                filters: Vec::new(),
+                records: None,
+            });
         };
         if parent.role == Role::Plain && parent.states.0 == parent.states.1 {
             // Nothing can match below here and no object starts here: the common case deep in
             // metadata, specs and statuses.
-            return Ok(Ctx { role: Role::Plain, masked: parent.masked, select: None, filters: Vec::new(), records: None });
+            return Ok(Ctx {
+                role: Role::Plain,
+                masked: parent.masked,
+                select: None,
+                filters: Vec::new(),
+                records: None,
+            });
         }
         let key_ref = if parent.object { key } else { None };
-        let (parent_role, parent_states, anchor, masked, index) =
-            (parent.role, parent.states, parent.anchor, parent.masked, parent.index);
+        let (parent_role, parent_states, anchor, masked, index) = (
+            parent.role,
+            parent.states,
+            parent.anchor,
+            parent.masked,
+            parent.index,
+        );
         let role = match (parent_role, key_ref, is_obj, is_arr) {
             (Role::Event, Some("object"), true, _) => Role::Anchor,
             (Role::Anchor, Some("items"), _, true) => Role::Items,
@@ -456,7 +517,13 @@ impl JsonMasker {
                 None
             };
             self.start_anchor(inherited);
-            return Ok(Ctx { role, masked, select: None, filters: Vec::new(), records });
+            return Ok(Ctx {
+                role,
+                masked,
+                select: None,
+                filters: Vec::new(),
+                records,
+            });
         }
         // Disjoint field borrows: no Arc clone (an atomic increment) per value.
         let (set, states) = (&*self.set, &mut self.states);
@@ -466,7 +533,13 @@ impl JsonMasker {
             advance(set, states, s, key_ref, index, parent_end, &mut filters);
         }
         let select = selection(set, &self.states, &self.anchors, parent_end, anchor);
-        Ok(Ctx { role, masked, select, filters, records })
+        Ok(Ctx {
+            role,
+            masked,
+            select,
+            filters,
+            records,
+        })
     }
 
     fn start_anchor(&mut self, kind: Option<String>) {
@@ -485,9 +558,15 @@ impl JsonMasker {
     /// The anchor's kind just became known: drop the states of rules for other kinds, so their
     /// `..` steps stop following every node below.
     fn prune_anchor_states(&mut self) {
-        let Some(frame) = self.frames.last() else { return };
+        let Some(frame) = self.frames.last() else {
+            return;
+        };
         let (start, end) = frame.states;
-        let Some(kind) = frame.anchor.and_then(|a| self.anchors.get(a)).and_then(|a| a.kind.clone()) else {
+        let Some(kind) = frame
+            .anchor
+            .and_then(|a| self.anchors.get(a))
+            .and_then(|a| a.kind.clone())
+        else {
             return;
         };
         let rules = &self.set.rules;
@@ -509,14 +588,22 @@ impl JsonMasker {
     }
 
     /// String bytes from `i`: find the closing quote (skipping escapes) with memchr.
-    fn string_bytes(&mut self, input: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, MaskError> {
+    fn string_bytes(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, MaskError> {
         let mut j = i;
         if self.str_escape {
             self.str_escape = false;
             j = i + 1;
         }
         loop {
-            let Some(p) = input.get(j..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) else {
+            let Some(p) = input
+                .get(j..)
+                .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+            else {
                 self.string_chunk(&input[i..], out)?;
                 self.str_spilled = true;
                 return Ok(input.len());
@@ -558,7 +645,10 @@ impl JsonMasker {
             StrMode::Pass => out.extend_from_slice(bytes),
             StrMode::Key | StrMode::Keep(_) => {
                 if self.held.len() + bytes.len() > self.set.limits.max_held {
-                    return Err(MaskError::TooLarge { limit: self.set.limits.max_held, what: "a string value" });
+                    return Err(MaskError::TooLarge {
+                        limit: self.set.limits.max_held,
+                        what: "a string value",
+                    });
                 }
                 self.held.extend_from_slice(bytes);
             }
@@ -567,7 +657,10 @@ impl JsonMasker {
     }
 
     fn decoded(&self, raw: &[u8]) -> Result<Vec<u8>, MaskError> {
-        unescape(raw).map_err(|e| MaskError::Malformed { offset: self.consumed, what: e.to_string() })
+        unescape(raw).map_err(|e| MaskError::Malformed {
+            offset: self.consumed,
+            what: e.to_string(),
+        })
     }
 
     fn end_string(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
@@ -593,7 +686,14 @@ impl JsonMasker {
             StrMode::Skip(r) => {
                 self.masked_any = true;
                 out.push(b'"');
-                out.extend_from_slice(if r == Replace::Base64 { MARKER_BASE64 } else { MARKER }.as_bytes());
+                out.extend_from_slice(
+                    if r == Replace::Base64 {
+                        MARKER_BASE64
+                    } else {
+                        MARKER
+                    }
+                    .as_bytes(),
+                );
                 out.push(b'"');
             }
             StrMode::Keep(Purpose::Detect) => self.detect_string(raw, out)?,
@@ -606,11 +706,19 @@ impl JsonMasker {
                 } else {
                     String::from_utf8_lossy(raw).into_owned()
                 };
-                if let Some(a) = self.frames.last().and_then(|f| f.anchor).and_then(|a| self.anchors.get_mut(a)) {
+                if let Some(a) = self
+                    .frames
+                    .last()
+                    .and_then(|f| f.anchor)
+                    .and_then(|a| self.anchors.get_mut(a))
+                {
                     if p == Purpose::Kind {
                         a.kind = Some(text);
                     } else {
-                        a.group = Some(text.rsplit_once('/').map_or(String::new(), |(g, _)| g.to_string()));
+                        a.group = Some(
+                            text.rsplit_once('/')
+                                .map_or(String::new(), |(g, _)| g.to_string()),
+                        );
                     }
                 }
                 if p == Purpose::Kind {
@@ -622,7 +730,11 @@ impl JsonMasker {
                 self.masked_any = true;
                 let value = self.decoded(raw)?;
                 let token = self.hmac_token(&value);
-                let token = if base64 { super::base64(token.as_bytes()) } else { token };
+                let token = if base64 {
+                    super::base64(token.as_bytes())
+                } else {
+                    token
+                };
                 escape_into(token.as_bytes(), out);
             }
             StrMode::Keep(Purpose::JsonString) => self.mask_json_string(raw, out)?,
@@ -665,7 +777,9 @@ impl JsonMasker {
         let inner = self.decoded(raw)?;
         let mut nested = JsonMasker::new(Arc::clone(&self.set), false);
         let mut masked = Vec::with_capacity(inner.len());
-        let ok = nested.feed(&inner, &mut masked).and_then(|()| nested.finish(&mut masked));
+        let ok = nested
+            .feed(&inner, &mut masked)
+            .and_then(|()| nested.finish(&mut masked));
         match ok {
             Ok(()) if !nested.masked_any => {
                 out.push(b'"');
@@ -712,9 +826,16 @@ impl JsonMasker {
     }
 
     /// Capture a value whole for a filter, then judge it and mask it with a nested masker.
-    fn hold_bytes(&mut self, input: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, MaskError> {
+    fn hold_bytes(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, MaskError> {
         let max = self.set.limits.max_held;
-        let Some(h) = self.hold.as_mut() else { return Err(self.malformed(i, "internal: hold without state")) };
+        let Some(h) = self.hold.as_mut() else {
+            return Err(self.malformed(i, "internal: hold without state"));
+        };
         let mut j = i;
         while j < input.len() {
             let c = input[j];
@@ -740,7 +861,10 @@ impl JsonMasker {
             self.held.push(c);
             j += 1;
             if self.held.len() > max {
-                return Err(MaskError::TooLarge { limit: max, what: "an element a mask filter tests" });
+                return Err(MaskError::TooLarge {
+                    limit: max,
+                    what: "an element a mask filter tests",
+                });
             }
             if h.in_str {
                 if h.escape {
@@ -773,19 +897,32 @@ impl JsonMasker {
     }
 
     fn finish_hold(&mut self, out: &mut Vec<u8>) -> Result<(), MaskError> {
-        let Some(h) = self.hold.take() else { return Ok(()) };
+        let Some(h) = self.hold.take() else {
+            return Ok(());
+        };
         let bytes = std::mem::take(&mut self.held);
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| MaskError::Malformed {
-            offset: self.consumed,
-            what: format!("an element a mask filter tests is not JSON: {e}"),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| MaskError::Malformed {
+                offset: self.consumed,
+                what: format!("an element a mask filter tests is not JSON: {e}"),
+            })?;
         let set = Arc::clone(&self.set);
         let child_start = self.parent_end();
         let anchor = self.frames.last().and_then(|f| f.anchor);
         for f in &h.ctx.filters {
-            let step = set.rules.get(usize::from(f.rule)).and_then(|r| r.steps.get(usize::from(f.step)));
+            let step = set
+                .rules
+                .get(usize::from(f.rule))
+                .and_then(|r| r.steps.get(usize::from(f.step)));
             if matches!(step, Some(Step::Filter(filter)) if filter.holds(&value)) {
-                push_state(&mut self.states, State { rule: f.rule, step: f.step.saturating_add(1) }, child_start);
+                push_state(
+                    &mut self.states,
+                    State {
+                        rule: f.rule,
+                        step: f.step.saturating_add(1),
+                    },
+                    child_start,
+                );
             }
         }
         let select = selection(&set, &self.states, &self.anchors, child_start, anchor);
@@ -858,10 +995,17 @@ fn advance(
     child_start: usize,
     filters: &mut Vec<State>,
 ) {
-    let Some(step) = set.rules.get(usize::from(s.rule)).and_then(|r| r.steps.get(usize::from(s.step))) else {
+    let Some(step) = set
+        .rules
+        .get(usize::from(s.rule))
+        .and_then(|r| r.steps.get(usize::from(s.step)))
+    else {
         return;
     };
-    let next = State { rule: s.rule, step: s.step.saturating_add(1) };
+    let next = State {
+        rule: s.rule,
+        step: s.step.saturating_add(1),
+    };
     match step {
         Step::Descend => {
             push_state(states, s, child_start);
@@ -898,7 +1042,9 @@ fn selection(
     };
     let mut action = None;
     for s in states.get(child_start..).unwrap_or_default() {
-        let Some(rule) = set.rules.get(usize::from(s.rule)) else { continue };
+        let Some(rule) = set.rules.get(usize::from(s.rule)) else {
+            continue;
+        };
         if usize::from(s.step) != rule.steps.len()
             || !fits(&rule.kinds, info.and_then(|i| i.kind.as_ref()))
             || !fits(&rule.groups, info.and_then(|i| i.group.as_ref()))
@@ -956,5 +1102,9 @@ fn valid_literal(b: &[u8]) -> bool {
 }
 
 fn printable(c: u8) -> String {
-    if c.is_ascii_graphic() { (c as char).to_string() } else { format!("\\x{c:02x}") }
+    if c.is_ascii_graphic() {
+        (c as char).to_string()
+    } else {
+        format!("\\x{c:02x}")
+    }
 }

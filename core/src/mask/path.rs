@@ -31,9 +31,18 @@ pub(crate) enum Step {
 #[derive(Debug, Clone)]
 pub(crate) enum Filter {
     /// A regex over a string member: `search` finds it anywhere, `match` must cover it whole.
-    Regex { path: Vec<String>, re: regex_automata::meta::Regex },
-    Equals { path: Vec<String>, value: Value, negate: bool },
-    Exists { path: Vec<String> },
+    Regex {
+        path: Vec<String>,
+        re: regex_automata::meta::Regex,
+    },
+    Equals {
+        path: Vec<String>,
+        value: Value,
+        negate: bool,
+    },
+    Exists {
+        path: Vec<String>,
+    },
     JsonPath(Box<JpQuery>),
 }
 
@@ -44,8 +53,14 @@ fn member<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
 impl Filter {
     pub(crate) fn holds(&self, v: &Value) -> bool {
         match self {
-            Filter::Regex { path, re } => member(v, path).and_then(Value::as_str).is_some_and(|s| re.is_match(s)),
-            Filter::Equals { path, value, negate } => (member(v, path) == Some(value)) != *negate,
+            Filter::Regex { path, re } => member(v, path)
+                .and_then(Value::as_str)
+                .is_some_and(|s| re.is_match(s)),
+            Filter::Equals {
+                path,
+                value,
+                negate,
+            } => (member(v, path) == Some(value)) != *negate,
             Filter::Exists { path } => member(v, path).is_some(),
             Filter::JsonPath(query) => {
                 let wrapped = Value::Array(vec![v.clone()]);
@@ -71,7 +86,11 @@ fn relative(s: &str) -> Option<Vec<String>> {
     let parts: Vec<String> = rest.split('.').map(str::to_string).collect();
     parts
         .iter()
-        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
         .then_some(parts)
 }
 
@@ -88,7 +107,11 @@ fn native(expr: &str) -> Option<Filter> {
             let (lhs, rhs) = args.split_once(',')?;
             let path = relative(lhs)?;
             let pattern = quoted(rhs)?;
-            let pattern = if anchored { format!("^(?:{pattern})$") } else { pattern };
+            let pattern = if anchored {
+                format!("^(?:{pattern})$")
+            } else {
+                pattern
+            };
             let re = regex_automata::meta::Regex::new(&pattern).ok()?;
             return Some(Filter::Regex { path, re });
         }
@@ -101,7 +124,11 @@ fn native(expr: &str) -> Option<Filter> {
                 Some(s) => Value::String(s),
                 None => serde_json::from_str(rhs).ok()?,
             };
-            return Some(Filter::Equals { path, value, negate });
+            return Some(Filter::Equals {
+                path,
+                value,
+                negate,
+            });
         }
     }
     relative(e).map(|path| Filter::Exists { path })
@@ -137,11 +164,18 @@ pub(crate) fn parse(path: &str) -> Result<Vec<Step>, String> {
                 steps.push(step);
                 i = next;
             }
-            _ => return Err(format!("mask path `{path}` has an unexpected `{}` at offset {i}", b[i] as char)),
+            _ => {
+                return Err(format!(
+                    "mask path `{path}` has an unexpected `{}` at offset {i}",
+                    b[i] as char
+                ));
+            }
         }
     }
     if matches!(steps.last(), Some(Step::Descend)) {
-        return Err(format!("mask path `{path}` ends with `..`; say what to find below it"));
+        return Err(format!(
+            "mask path `{path}` ends with `..`; say what to find below it"
+        ));
     }
     Ok(steps)
 }
@@ -157,7 +191,9 @@ fn member_name(path: &str, start: usize) -> Result<(Step, usize), String> {
         .map_or(b.len(), |p| start + p);
     let name = &path[start..end];
     if name.is_empty() {
-        return Err(format!("mask path `{path}` has an empty member name at offset {start}"));
+        return Err(format!(
+            "mask path `{path}` has an empty member name at offset {start}"
+        ));
     }
     Ok((Step::Child(name.to_string()), end))
 }
@@ -194,19 +230,28 @@ fn bracket(path: &str, start: usize) -> Result<(Step, usize), String> {
         Some(b'?') => {
             let end = filter_end(b, start + 2).ok_or_else(unterminated)?;
             let expr = path[start + 2..end].trim();
-            let expr = expr.strip_prefix('(').and_then(|e| e.strip_suffix(')')).unwrap_or(expr);
+            let expr = expr
+                .strip_prefix('(')
+                .and_then(|e| e.strip_suffix(')'))
+                .unwrap_or(expr);
             let filter = Filter::compile(expr)
                 .map_err(|e| format!("mask path `{path}` has a filter that cannot be read: {e}"))?;
             Ok((Step::Filter(filter), end + 1))
         }
         Some(c) if c.is_ascii_digit() => {
-            let end = b[start + 1..].iter().position(|c| *c == b']').map(|p| start + 1 + p).ok_or_else(unterminated)?;
-            let n = path[start + 1..end]
-                .parse()
-                .map_err(|_| format!("mask path `{path}` has an invalid index at offset {start}"))?;
+            let end = b[start + 1..]
+                .iter()
+                .position(|c| *c == b']')
+                .map(|p| start + 1 + p)
+                .ok_or_else(unterminated)?;
+            let n = path[start + 1..end].parse().map_err(|_| {
+                format!("mask path `{path}` has an invalid index at offset {start}")
+            })?;
             Ok((Step::Index(n), end + 1))
         }
-        _ => Err(format!("mask path `{path}` has an unsupported bracket at offset {start}")),
+        _ => Err(format!(
+            "mask path `{path}` has an unsupported bracket at offset {start}"
+        )),
     }
 }
 
@@ -244,14 +289,27 @@ fn filter_end(b: &[u8], from: usize) -> Option<usize> {
 
 /// `@.name =~ /re/i` → `search(@.name, '(?i)re')`, the RFC 9535 form jsonpath-rust evaluates.
 fn rewrite_regex_match(expr: &str) -> String {
-    let Some(op) = expr.find("=~") else { return expr.to_string() };
+    let Some(op) = expr.find("=~") else {
+        return expr.to_string();
+    };
     let lhs = expr[..op].trim();
     let rhs = expr[op + 2..].trim();
-    let Some(body) = rhs.strip_prefix('/') else { return expr.to_string() };
-    let Some(close) = body.rfind('/') else { return expr.to_string() };
+    let Some(body) = rhs.strip_prefix('/') else {
+        return expr.to_string();
+    };
+    let Some(close) = body.rfind('/') else {
+        return expr.to_string();
+    };
     let (re, flags) = (&body[..close], &body[close + 1..]);
-    let flags: String = flags.chars().filter(|c| matches!(c, 'i' | 'm' | 's')).collect();
-    let prefix = if flags.is_empty() { String::new() } else { format!("(?{flags})") };
+    let flags: String = flags
+        .chars()
+        .filter(|c| matches!(c, 'i' | 'm' | 's'))
+        .collect();
+    let prefix = if flags.is_empty() {
+        String::new()
+    } else {
+        format!("(?{flags})")
+    };
     let re = re.replace('\\', "\\\\").replace('\'', "\\'");
     format!("search({lhs}, '{prefix}{re}')")
 }
@@ -278,12 +336,30 @@ mod tests {
     #[test]
     fn parses_the_supported_forms() {
         assert_eq!(kinds("$.data.*"), ["child:data", "any"]);
-        assert_eq!(kinds("$.spec.containers[*].env[0]"), ["child:spec", "child:containers", "any", "child:env", "index:0"]);
-        assert_eq!(kinds("$.metadata.annotations['kubectl.kubernetes.io/last-applied-configuration']"),
-            ["child:metadata", "child:annotations", "child:kubectl.kubernetes.io/last-applied-configuration"]);
+        assert_eq!(
+            kinds("$.spec.containers[*].env[0]"),
+            [
+                "child:spec",
+                "child:containers",
+                "any",
+                "child:env",
+                "index:0"
+            ]
+        );
+        assert_eq!(
+            kinds("$.metadata.annotations['kubectl.kubernetes.io/last-applied-configuration']"),
+            [
+                "child:metadata",
+                "child:annotations",
+                "child:kubectl.kubernetes.io/last-applied-configuration"
+            ]
+        );
         assert_eq!(kinds("$..password"), ["descend", "child:password"]);
         assert_eq!(kinds("$..[*]"), ["descend", "any"]);
-        assert_eq!(kinds("$..env[?(@.name =~ /(?i)token/)].value"), ["descend", "child:env", "filter", "child:value"]);
+        assert_eq!(
+            kinds("$..env[?(@.name =~ /(?i)token/)].value"),
+            ["descend", "child:env", "filter", "child:value"]
+        );
     }
 
     #[test]
@@ -297,18 +373,33 @@ mod tests {
     #[test]
     fn filters_evaluate_on_one_element() -> Result<(), String> {
         let steps = parse("$.env[?(@.name =~ /token|password/i)]")?;
-        let Some(Step::Filter(f)) = steps.last() else { return Err("no filter".into()) };
+        let Some(Step::Filter(f)) = steps.last() else {
+            return Err("no filter".into());
+        };
         assert!(f.holds(&json!({"name": "DB_PASSWORD", "value": "x"})));
         assert!(!f.holds(&json!({"name": "MODE", "value": "x"})));
         let steps = parse("$.env[?search(@.name, '(?i)token')]")?;
-        let Some(Step::Filter(f)) = steps.last() else { return Err("no filter".into()) };
-        assert!(matches!(f, Filter::Regex { .. }), "common forms are evaluated natively");
+        let Some(Step::Filter(f)) = steps.last() else {
+            return Err("no filter".into());
+        };
+        assert!(
+            matches!(f, Filter::Regex { .. }),
+            "common forms are evaluated natively"
+        );
         assert!(f.holds(&json!({"name": "API_TOKEN"})));
         for (expr, yes, no) in [
             ("@.name == 'a'", json!({"name": "a"}), json!({"name": "b"})),
-            ("@.spec.n != 3", json!({"spec": {"n": 4}}), json!({"spec": {"n": 3}})),
+            (
+                "@.spec.n != 3",
+                json!({"spec": {"n": 4}}),
+                json!({"spec": {"n": 3}}),
+            ),
             ("@.value", json!({"value": ""}), json!({"valueFrom": {}})),
-            ("match(@.name, 'ab')", json!({"name": "ab"}), json!({"name": "abc"})),
+            (
+                "match(@.name, 'ab')",
+                json!({"name": "ab"}),
+                json!({"name": "abc"}),
+            ),
             ("@.a < 3", json!({"a": 1}), json!({"a": 5})),
         ] {
             let f = Filter::compile(expr)?;

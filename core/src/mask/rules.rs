@@ -87,20 +87,45 @@ pub(crate) fn builtin(disabled: &[String]) -> Result<Vec<MaskRule>, String> {
     let on = |name: &str| !disabled.iter().any(|d| d == name);
     let mut out = Vec::new();
     if on("secret-data") {
-        out.push(rule("secret-data", &["Secret"], "$.data.*", Action::Mask(Replace::Base64))?);
+        out.push(rule(
+            "secret-data",
+            &["Secret"],
+            "$.data.*",
+            Action::Mask(Replace::Base64),
+        )?);
     }
     if on("secret-string-data") {
-        out.push(rule("secret-string-data", &["Secret"], "$.stringData.*", Action::Mask(Replace::Marker))?);
+        out.push(rule(
+            "secret-string-data",
+            &["Secret"],
+            "$.stringData.*",
+            Action::Mask(Replace::Marker),
+        )?);
     }
     if on("token-request") {
-        out.push(rule("token-request", &["TokenRequest"], "$.status.token", Action::Mask(Replace::Marker))?);
+        out.push(rule(
+            "token-request",
+            &["TokenRequest"],
+            "$.status.token",
+            Action::Mask(Replace::Marker),
+        )?);
     }
     if on("token-review") {
-        out.push(rule("token-review", &["TokenReview"], "$.spec.token", Action::Mask(Replace::Marker))?);
+        out.push(rule(
+            "token-review",
+            &["TokenReview"],
+            "$.spec.token",
+            Action::Mask(Replace::Marker),
+        )?);
     }
     if on("env-credentials") {
         let path = format!("$..env[?search(@.name, '{CREDENTIAL_NAME}')].value");
-        out.push(rule("env-credentials", POD_BEARING, &path, Action::Mask(Replace::Marker))?);
+        out.push(rule(
+            "env-credentials",
+            POD_BEARING,
+            &path,
+            Action::Mask(Replace::Marker),
+        )?);
     }
     if on("last-applied") {
         out.push(rule(
@@ -125,7 +150,10 @@ pub struct MaskLimits {
 
 impl Default for MaskLimits {
     fn default() -> Self {
-        MaskLimits { max_depth: 256, max_held: 8 * 1024 * 1024 }
+        MaskLimits {
+            max_depth: 256,
+            max_held: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -145,7 +173,12 @@ impl MaskSet {
         hmac_key: Vec<u8>,
         limits: MaskLimits,
     ) -> MaskSet {
-        MaskSet { rules, detectors, hmac_key, limits }
+        MaskSet {
+            rules,
+            detectors,
+            hmac_key,
+            limits,
+        }
     }
 
     /// Names of the mask rules, built-in and the policy's, one per path.

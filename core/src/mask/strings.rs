@@ -15,7 +15,9 @@ pub(crate) fn unescape(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
             i += 1;
             continue;
         }
-        let e = *raw.get(i + 1).ok_or("a string ends in the middle of an escape")?;
+        let e = *raw
+            .get(i + 1)
+            .ok_or("a string ends in the middle of an escape")?;
         i += 2;
         let simple = match e {
             b'"' => Some(b'"'),
@@ -60,7 +62,9 @@ fn hex4(b: Option<&[u8]>) -> Result<u32, &'static str> {
     let b = b.ok_or("a string has a short \\u escape")?;
     let mut v = 0u32;
     for &c in b {
-        let d = (c as char).to_digit(16).ok_or("a string has an invalid \\u escape")?;
+        let d = (c as char)
+            .to_digit(16)
+            .ok_or("a string has an invalid \\u escape")?;
         v = v * 16 + d;
     }
     Ok(v)
@@ -95,7 +99,10 @@ mod tests {
 
     #[test]
     fn round_trips() -> Result<(), &'static str> {
-        assert_eq!(unescape(br#"a\"b\\c\/\n\u0041\u00e9\ud83d\ude00"#)?, "a\"b\\c/\nAé😀".as_bytes());
+        assert_eq!(
+            unescape(br#"a\"b\\c\/\n\u0041\u00e9\ud83d\ude00"#)?,
+            "a\"b\\c/\nAé😀".as_bytes()
+        );
         assert_eq!(unescape(br"\ud800x")?, "\u{FFFD}x".as_bytes());
         assert!(unescape(br"\x").is_err());
         assert!(unescape(br"\u12").is_err());

@@ -22,7 +22,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl TextMasker {
     pub(crate) fn new(set: Arc<MaskSet>) -> Self {
-        TextMasker { set, line: Vec::new(), in_key_block: false, masked_any: false }
+        TextMasker {
+            set,
+            line: Vec::new(),
+            in_key_block: false,
+            masked_any: false,
+        }
     }
 
     pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
@@ -44,7 +49,10 @@ impl TextMasker {
 
     fn hold(&mut self, bytes: &[u8]) -> Result<(), MaskError> {
         if self.line.len() + bytes.len() > self.set.limits.max_held {
-            return Err(MaskError::TooLarge { limit: self.set.limits.max_held, what: "a log line" });
+            return Err(MaskError::TooLarge {
+                limit: self.set.limits.max_held,
+                what: "a log line",
+            });
         }
         self.line.extend_from_slice(bytes);
         Ok(())
@@ -64,7 +72,10 @@ impl TextMasker {
             // Inside a private key block: nothing of it is shown, down to and including END.
             if let Some(end) = find(line, END) {
                 self.in_key_block = false;
-                let after = line[end..].iter().position(|&c| c == b'\n').map_or(line.len(), |p| end + p);
+                let after = line[end..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(line.len(), |p| end + p);
                 let rest_start = line[end + END.len()..]
                     .windows(5)
                     .position(|w| w == b"-----")
@@ -96,10 +107,13 @@ impl TextMasker {
             Some(b) => (b, true),
             None => (line, false),
         };
-        let spans: Vec<_> = spans.into_iter().map(|mut s| {
-            s.end = s.end.min(body.len());
-            s
-        }).collect();
+        let spans: Vec<_> = spans
+            .into_iter()
+            .map(|mut s| {
+                s.end = s.end.min(body.len());
+                s
+            })
+            .collect();
         out.extend_from_slice(&replace_spans(body, &spans));
         if nl {
             out.push(b'\n');

@@ -1,24 +1,24 @@
-#![allow(missing_docs)]
 //! The keyword prefilter: which parts of a text are worth running the regexes on.
 //!
-//! Two stages, both ASCII case-insensitive:
+//! Three steps, all ASCII case-insensitive:
 //!
-//! 1. A sampled 4-gram filter. Every keyword is at least 3 bytes long; at every even offset of
-//!    the text the 4 bytes there are case-folded (`| 0x20`), hashed, and tested in a bitmap
-//!    that holds, for every keyword, its 4-grams at two consecutive offsets (0 and 1, or -1 and
-//!    0). Whatever the parity of a keyword's position, one of those two grams sits at an even
-//!    offset, so sampling every other position misses nothing. Where a keyword is shorter than
-//!    5 bytes, the missing byte of a gram comes from a byte class the keyword declares (the
-//!    byte after `ghp_` is alphanumeric, the byte before `hf_` is not a word byte, ...); every
-//!    regex that relies on the keyword must imply that class. This loop touches no state that
-//!    depends on the previous byte, so it runs at several GB/s where an automaton walking every
-//!    byte runs below one.
-//! 2. Where the bitmap says maybe, an Aho-Corasick automaton over the lowercase keywords
-//!    confirms the exact keywords in a small window, and each keyword's guard (a cheap check of
-//!    the bytes after it: an assignment follows, a space follows, 36 alphanumerics follow, ...)
-//!    drops the common words that are not followed by anything secret.
-
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+//! 1. A sampled 4-gram bitmap. At every even offset of the text the 4 bytes there are
+//!    case-folded (`| 0x20`), hashed, and tested in a 32 KiB bitmap that holds, for every
+//!    keyword, its 4-grams at two consecutive offsets. Whatever the parity of a keyword's
+//!    position, one of those two grams sits at an even offset, so testing every other position
+//!    misses nothing. The two offsets are chosen where the keyword is rare in ordinary text
+//!    (`client-key-data` is held as `ey-d`/`y-da`, not `clie`/`lien`, which every `client` in
+//!    a log would trip). Where a keyword is too short, a gram's missing byte comes from a byte
+//!    class the keyword declares (the byte after `ghp_` is alphanumeric, the byte before `hf_`
+//!    is not a word byte); every regex relying on the keyword implies that class. The loop
+//!    reads 8 bytes at a time and keeps no state from one position to the next, so it runs at
+//!    several GB/s, where an automaton stepping through every byte (Aho-Corasick's DFA over
+//!    these keywords, case-insensitive, which rules out its SIMD prefilter) runs at 0.7.
+//! 2. Where the bitmap says maybe, a second bitmap with another hash, then an exact table of
+//!    the grams gives the candidate keywords, compared in full.
+//! 3. Each keyword's guard (a cheap check of the bytes after it: an assignment follows, a
+//!    space and a token follow, 36 alphanumerics follow, ...) drops the common words that are
+//!    not followed by anything secret.
 
 use super::DetectorError;
 
@@ -79,7 +79,10 @@ impl Class {
             Class::Scheme => b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-'),
             Class::UserInfo => {
                 !(b.is_ascii_whitespace()
-                    || matches!(b, b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'?' | b'#' | b'@'))
+                    || matches!(
+                        b,
+                        b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'?' | b'#' | b'@'
+                    ))
             }
             Class::AssignStart => {
                 matches!(b, b'\\' | b'"' | b'\'' | b' ' | b'\t' | b':' | b'=' | b'>')
@@ -147,7 +150,10 @@ impl Guard {
             }
             Guard::Tail(class, n) => tail(rest, class, n),
             Guard::SpaceThen(class, n) => {
-                let spaces = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+                let spaces = rest
+                    .iter()
+                    .take_while(|&&b| b == b' ' || b == b'\t')
+                    .count();
                 spaces > 0 && tail(&rest[spaces..], class, n)
             }
         }
@@ -183,7 +189,14 @@ pub(crate) struct Kw {
 
 /// A keyword with the defaults: no classes, no guard, 64 bytes back.
 pub(crate) const fn kw(lit: &'static str) -> Kw {
-    Kw { lit, prev: None, next: None, guard: Guard::None, back: 64, at: None }
+    Kw {
+        lit,
+        prev: None,
+        next: None,
+        guard: Guard::None,
+        back: 64,
+        at: None,
+    }
 }
 
 impl Kw {
@@ -225,16 +238,31 @@ pub(crate) struct Hit {
     pub(crate) back: usize,
 }
 
+/// One keyword gram in the exact table: the folded gram, its keyword, and its offset in the
+/// keyword (-1 when it starts at the byte before).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    gram: u32,
+    kw: u16,
+    off: i8,
+}
+
+const EMPTY: Entry = Entry {
+    gram: 0,
+    kw: u16::MAX,
+    off: 0,
+};
+
 /// The compiled prefilter.
 #[derive(Clone)]
 pub(crate) struct Prefilter {
     bits: Box<[u64; WORDS]>,
     bits2: Box<[u64; WORDS]>,
-    ac: Option<AhoCorasick>,
+    /// Open addressing, linear probing, `EMPTY` ends a chain; a power of two at least twice the
+    /// number of grams.
+    table: Vec<Entry>,
+    table_shift: u32,
     kws: Vec<Kw>,
-    max_len: usize,
-    /// A keyword found by a gram at `g` starts in `g - reach ..= g + 1`.
-    reach: usize,
 }
 
 impl std::fmt::Debug for Prefilter {
@@ -275,11 +303,13 @@ impl Prefilter {
     pub(crate) fn new(keywords: &[Kw]) -> Result<Prefilter, DetectorError> {
         let mut kws: Vec<Kw> = Vec::new();
         for k in keywords {
-            let lit_ok = k.lit.len() >= 3
-                && k.lit.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase());
+            let lit_ok = (3..=64).contains(&k.lit.len())
+                && k.lit
+                    .bytes()
+                    .all(|b| b.is_ascii() && !b.is_ascii_uppercase());
             if !lit_ok {
                 return Err(DetectorError::Build(format!(
-                    "keyword `{}` must be lowercase ASCII of at least 3 bytes",
+                    "keyword `{}` must be lowercase ASCII of 3 to 64 bytes",
                     k.lit
                 )));
             }
@@ -296,34 +326,59 @@ impl Prefilter {
                 }
             }
         }
+        if kws.len() >= usize::from(u16::MAX) {
+            return Err(DetectorError::Build("too many keywords".into()));
+        }
         let mut bits: Box<[u64; WORDS]> = Box::new([0; WORDS]);
         let mut bits2: Box<[u64; WORDS]> = Box::new([0; WORDS]);
-        let mut reach = 1;
-        for k in &kws {
-            let (grams, r) = grams(k)?;
-            reach = reach.max(r);
-            for gram in grams {
+        let mut entries = Vec::new();
+        for (i, k) in kws.iter().enumerate() {
+            for (gram, off) in grams(k)? {
                 let s = slot(gram);
                 bits[s >> 6] |= 1 << (s & 63);
                 let s = slot2(gram);
                 bits2[s >> 6] |= 1 << (s & 63);
+                let kw = u16::try_from(i)
+                    .map_err(|_| DetectorError::Build("too many keywords".into()))?;
+                entries.push(Entry { gram, kw, off });
             }
         }
-        let ac = if kws.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .prefilter(false)
-                    .build(kws.iter().map(|k| k.lit))
-                    .map_err(|e| DetectorError::Build(format!("keyword automaton: {e}")))?,
-            )
-        };
-        let max_len = kws.iter().map(|k| k.lit.len()).max().unwrap_or(0);
-        Ok(Prefilter { bits, bits2, ac, kws, max_len, reach })
+        let size = (entries.len() * 2).next_power_of_two().max(16);
+        let table_shift = 32 - size.trailing_zeros();
+        let mut table = vec![EMPTY; size];
+        for e in entries {
+            let mut at = table_index(e.gram, table_shift);
+            while table[at].kw != u16::MAX {
+                at = (at + 1) & (size - 1);
+            }
+            table[at] = e;
+        }
+        Ok(Prefilter {
+            bits,
+            bits2,
+            table,
+            table_shift,
+            kws,
+        })
+    }
+
+    /// The keywords (merged), in hit order, with the neighbour classes their grams use: a
+    /// keyword is found only where its neighbours are in these classes.
+    #[cfg(test)]
+    pub(crate) fn keywords(&self) -> Vec<(&'static str, Option<Class>, Option<Class>)> {
+        self.kws
+            .iter()
+            .map(|k| {
+                let first = first_offset(k);
+                let prev = if first == -1 { k.prev } else { None };
+                let next = if first + 4 == k.lit.len() as isize {
+                    k.next
+                } else {
+                    None
+                };
+                (k.lit, prev, next)
+            })
+            .collect()
     }
 
     /// Number of keywords.
@@ -354,22 +409,14 @@ impl Prefilter {
         (self.bits2[s >> 6] >> (s & 63)) & 1 != 0
     }
 
-    /// Both bitmaps, on the grams of a chunk the first bitmap flagged.
-    #[inline(never)]
-    fn recheck(&self, grams: [u32; 4]) -> bool {
-        grams.iter().any(|&g| self.test(g) && self.test2(g))
-    }
-
-    /// Call `hit` for every keyword in `text` whose guard holds, in roughly ascending order of
-    /// start (each window's hits in order of their end). `raw` also reports keywords whose
-    /// guard fails, with `guarded == false`.
+    /// Call `hit(keyword, hit, guarded)` for every keyword in `text`, with whether its guard
+    /// holds. Hits come in order of the sampled gram that found them, not strictly by start.
     #[inline]
     pub(crate) fn scan(&self, text: &[u8], hit: &mut impl FnMut(usize, Hit, bool)) {
-        let Some(ac) = &self.ac else { return };
-        let n = text.len();
+        if self.kws.is_empty() {
+            return;
+        }
         let mut i = 0;
-        // Candidate starts below `done` have been confirmed already.
-        let mut done = 0;
         while let Some(c) = text.get(i..).and_then(|t| t.first_chunk::<10>()) {
             let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9] = *c;
             let w = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]) | FOLD64;
@@ -379,52 +426,75 @@ impl Prefilter {
                 | self.test(grams[1])
                 | self.test(grams[2])
                 | self.test(grams[3]);
-            if maybe { L1.fetch_add(1, std::sync::atomic::Ordering::Relaxed); }
-            if maybe && self.recheck(grams) {
-                L2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Grams at i..=i+6 find keywords starting at i-reach..=i+7.
-                self.confirm(ac, text, done.max(i.saturating_sub(self.reach)), i + 8, hit);
-                done = i + 8;
+            if maybe {
+                self.chunk(text, i, grams, hit);
             }
             i += 8;
         }
-        let mut maybe = false;
-        let mut g = i;
-        while let Some(&[b0, b1, b2, b3]) = text.get(g..).and_then(|t| t.first_chunk::<4>()) {
+        while let Some(&[b0, b1, b2, b3]) = text.get(i..).and_then(|t| t.first_chunk::<4>()) {
             let gram = u32::from_le_bytes([b0, b1, b2, b3]) | FOLD32;
-            maybe |= self.test(gram) && self.test2(gram);
-            g += 2;
-        }
-        if maybe {
-            self.confirm(ac, text, done.max(i.saturating_sub(self.reach)), n, hit);
+            if self.test(gram) && self.test2(gram) {
+                self.verify(text, i, gram, hit);
+            }
+            i += 2;
         }
     }
 
-    /// Exact keywords starting in `from..to`, with their guards.
+    /// A chunk the first bitmap flagged: the second bitmap, then the exact table.
     #[inline(never)]
-    fn confirm(
+    fn chunk(
         &self,
-        ac: &AhoCorasick,
         text: &[u8],
-        from: usize,
-        to: usize,
+        i: usize,
+        grams: [u32; 4],
         hit: &mut impl FnMut(usize, Hit, bool),
     ) {
-        let wend = (to + self.max_len).min(text.len());
-        let Some(window) = text.get(from..wend) else { return };
-        for m in ac.find_overlapping_iter(window) {
-            ACM.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let start = from + m.start();
-            if start >= to {
-                continue;
+        for (k, &g) in grams.iter().enumerate() {
+            if self.test(g) && self.test2(g) {
+                self.verify(text, i + 2 * k, g, hit);
             }
-            let end = from + m.end();
-            let k = m.pattern().as_usize();
-            let Some(kw) = self.kws.get(k) else { continue };
-            let ok = kw.guard.check(text, end);
-            hit(k, Hit { start, end, back: usize::from(kw.back) }, ok);
         }
     }
+
+    /// The keywords whose gram `gram` sits at `at` in `text`, compared in full.
+    #[inline(never)]
+    fn verify(&self, text: &[u8], at: usize, gram: u32, hit: &mut impl FnMut(usize, Hit, bool)) {
+        let mask = self.table.len() - 1;
+        let mut t = table_index(gram, self.table_shift);
+        while let Some(e) = self.table.get(t).filter(|e| e.kw != u16::MAX) {
+            t = (t + 1) & mask;
+            if e.gram != gram {
+                continue;
+            }
+            let Some(kw) = self.kws.get(usize::from(e.kw)) else {
+                continue;
+            };
+            let Some(start) = at.checked_add_signed(-isize::from(e.off)) else {
+                continue;
+            };
+            let end = start + kw.lit.len();
+            let Some(found) = text.get(start..end) else {
+                continue;
+            };
+            if found.eq_ignore_ascii_case(kw.lit.as_bytes()) {
+                let ok = kw.guard.check(text, end);
+                hit(
+                    usize::from(e.kw),
+                    Hit {
+                        start,
+                        end,
+                        back: usize::from(kw.back),
+                    },
+                    ok,
+                );
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn table_index(gram: u32, shift: u32) -> usize {
+    (gram.wrapping_mul(0x2545_F491) >> shift) as usize
 }
 
 fn merge_class(a: Option<Class>, b: Option<Class>) -> Option<Class> {
@@ -437,20 +507,25 @@ fn merge_class(a: Option<Class>, b: Option<Class>) -> Option<Class> {
     }
 }
 
-/// The folded 4-grams of a keyword, and the offset of the second (the furthest a keyword can
-/// start before a gram that finds it).
-fn grams(k: &Kw) -> Result<(Vec<u32>, usize), DetectorError> {
+/// Offset of the first of a keyword's two grams.
+fn first_offset(k: &Kw) -> isize {
+    let len = k.lit.len() as isize;
+    match k.at {
+        Some(o) => isize::from(o),
+        None if len >= 5 || (len == 4 && k.next.is_some()) => 0,
+        None => -1,
+    }
+}
+
+/// The folded 4-grams of a keyword, each with its offset in the keyword.
+fn grams(k: &Kw) -> Result<Vec<(u32, i8)>, DetectorError> {
     let lit: Vec<u8> = k.lit.bytes().map(|b| b | 0x20).collect();
     let len = lit.len() as isize;
     // Grams may start from -1 (with a class for the byte before) to len-4 (len-3 with a class
     // for the byte after).
     let lo: isize = if k.prev.is_some() { -1 } else { 0 };
     let hi: isize = len - 4 + isize::from(k.next.is_some());
-    let first = match k.at {
-        Some(o) => isize::from(o),
-        None if len >= 5 || (len == 4 && k.next.is_some()) => 0,
-        None => -1,
-    };
+    let first = first_offset(k);
     if first < lo || first + 1 > hi {
         return Err(DetectorError::Build(format!(
             "keyword `{}`: grams at {first} and {} need more bytes or a class for its neighbours",
@@ -487,16 +562,11 @@ fn grams(k: &Kw) -> Result<(Vec<u32>, usize), DetectorError> {
             for &x1 in &sets[1] {
                 for &x2 in &sets[2] {
                     for &x3 in &sets[3] {
-                        out.push(u32::from_le_bytes([x0, x1, x2, x3]));
+                        out.push((u32::from_le_bytes([x0, x1, x2, x3]), o as i8));
                     }
                 }
             }
         }
     }
-    Ok((out, usize::try_from(first + 1).unwrap_or(0)))
+    Ok(out)
 }
-
-pub static L1: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-pub static L2: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-pub static ACM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-pub fn counters() -> (usize, usize, usize) { (L1.load(std::sync::atomic::Ordering::Relaxed), L2.load(std::sync::atomic::Ordering::Relaxed), ACM.load(std::sync::atomic::Ordering::Relaxed)) }

@@ -1,0 +1,458 @@
+//! The record format: one JSON line per request, each carrying the hash of the line before, so
+//! any edit, deletion or reordering is found; and its translation to Kubernetes audit events.
+//!
+//! A line is `{"hash":"<sha256>",` followed by the rest of the record, and the hash is the
+//! SHA-256 of exactly those remaining bytes (with `{` in front). The record carries `prev`, the
+//! previous line's hash, and `seq`. A log that ends cleanly ends with a record of kind `end`.
+//!
+//! ```
+//! use kubeleash_core::record::{Chain, RecordBody, verify};
+//!
+//! let mut chain = Chain::new("session-1");
+//! let mut log = String::new();
+//! for _ in 0..3 {
+//!     log.push_str(&chain.seal(RecordBody::default()));
+//!     log.push('\n');
+//! }
+//! log.push_str(&chain.end("2026-11-27T00:00:00Z"));
+//! log.push('\n');
+//! assert!(verify(&log).problems.is_empty());
+//! let tampered = log.replacen("\"seq\":1", "\"seq\":7", 1);
+//! assert!(!verify(&tampered).problems.is_empty());
+//! ```
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::policy::Identity;
+use crate::request::Attributes;
+
+/// The hash before the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The request as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Request target as sent.
+    pub target: String,
+    /// Attributes, when the target was canonical.
+    #[serde(default)]
+    pub attributes: Option<Attributes>,
+    /// Request content type.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// `dryRun=All`.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `fieldManager`.
+    #[serde(default)]
+    pub field_manager: Option<String>,
+    /// The upgrade asked for (`websocket`, `spdy`), if any.
+    #[serde(default)]
+    pub upgrade: Option<String>,
+    /// The request body, masked with the same rules as responses.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// The decision as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedDecision {
+    /// `allow`, `deny` or `approve`.
+    pub effect: String,
+    /// The deciding rule.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// What kubeleash did: `forwarded`, `refused`, `audited`, `held`, `approved`.
+    pub outcome: String,
+    /// The approval id, for held requests.
+    #[serde(default)]
+    pub approval_id: Option<String>,
+    /// Who answered the approval.
+    #[serde(default)]
+    pub approver: Option<String>,
+    /// The approver's reason.
+    #[serde(default)]
+    pub approver_reason: Option<String>,
+}
+
+/// The response as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Bytes delivered to the client.
+    pub bytes: u64,
+    /// From request to the end of the response, in milliseconds.
+    pub duration_ms: u64,
+    /// `masked`, `passthrough` (an upgraded connection), or `refused` (the masker stopped it).
+    pub stream: String,
+    /// The delivered (masked) body, when recording bodies is on; capped.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Why the stream ended early, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Everything a record says but its place in the chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordBody {
+    /// RFC 3339 time.
+    pub time: String,
+    /// `request`, `held` (a request starts waiting for approval), `approval` (its answer), or
+    /// `end` (the recorder shut down cleanly).
+    pub kind: String,
+    /// Who sent the request.
+    #[serde(default)]
+    pub identity: Identity,
+    /// The request.
+    #[serde(default)]
+    pub request: RecordedRequest,
+    /// The decision.
+    #[serde(default)]
+    pub decision: RecordedDecision,
+    /// The response, once there is one.
+    #[serde(default)]
+    pub response: Option<RecordedResponse>,
+}
+
+/// A record as read back: its chain fields and its body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Record {
+    /// SHA-256 of the rest of the line.
+    pub hash: String,
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// The previous record's hash.
+    pub prev: String,
+    /// The recorder's session.
+    pub session: String,
+    /// The record itself.
+    #[serde(flatten)]
+    pub body: RecordBody,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Unsealed<'a> {
+    seq: u64,
+    prev: &'a str,
+    session: &'a str,
+    #[serde(flatten)]
+    body: &'a RecordBody,
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The writer's side of the chain: numbers and links records.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    session: String,
+    seq: u64,
+    prev: String,
+}
+
+impl Chain {
+    /// A new log.
+    pub fn new(session: impl Into<String>) -> Self {
+        Chain {
+            session: session.into(),
+            seq: 0,
+            prev: GENESIS.to_string(),
+        }
+    }
+
+    /// Continue an existing log after its last record.
+    pub fn resume(session: impl Into<String>, next_seq: u64, prev: impl Into<String>) -> Self {
+        Chain {
+            session: session.into(),
+            seq: next_seq,
+            prev: prev.into(),
+        }
+    }
+
+    /// The line (without newline) for this record, linked to the one before.
+    pub fn seal(&mut self, body: RecordBody) -> String {
+        let rest = serde_json::to_string(&Unsealed {
+            seq: self.seq,
+            prev: &self.prev,
+            session: &self.session,
+            body: &body,
+        })
+        .unwrap_or_else(|_| "{}".to_string());
+        let hash = hex(&Sha256::digest(rest.as_bytes()));
+        self.seq += 1;
+        self.prev = hash.clone();
+        format!("{{\"hash\":\"{hash}\",{}", rest.get(1..).unwrap_or("}"))
+    }
+
+    /// The closing record.
+    pub fn end(&mut self, time: &str) -> String {
+        self.seal(RecordBody {
+            time: time.to_string(),
+            kind: "end".into(),
+            ..Default::default()
+        })
+    }
+}
+
+/// The result of checking a log.
+#[derive(Debug, Clone, Default)]
+pub struct Verification {
+    /// Records read.
+    pub records: Vec<Record>,
+    /// Chain breaks, in order: line number (1-based) and what is wrong. Empty when intact.
+    pub problems: Vec<(usize, String)>,
+    /// Notes that are not breaks: a torn last line, no closing record.
+    pub warnings: Vec<String>,
+}
+
+/// Check every link of a log and read its records. The first problem names the first record
+/// that does not fit; reading goes on so every record can still be shown.
+pub fn verify(log: &str) -> Verification {
+    let mut v = Verification::default();
+    let mut prev = GENESIS.to_string();
+    let mut expect_seq = 0u64;
+    let lines: Vec<&str> = log.split('\n').collect();
+    let last_nonempty = lines.iter().rposition(|l| !l.trim().is_empty());
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let torn_tail = Some(i) == last_nonempty && !log.ends_with('\n');
+        let Some(rest) = line
+            .strip_prefix("{\"hash\":\"")
+            .and_then(|r| r.get(64..))
+            .and_then(|r| r.strip_prefix("\","))
+        else {
+            if torn_tail {
+                v.warnings.push(format!("line {n} is torn (the recorder stopped while writing it); it is not part of the log"));
+            } else {
+                v.problems
+                    .push((n, "the line does not start with its hash".into()));
+            }
+            continue;
+        };
+        let claimed = &line[9..73];
+        let body = format!("{{{rest}");
+        let actual = hex(&Sha256::digest(body.as_bytes()));
+        let record: Result<Record, _> = serde_json::from_str(line);
+        let Ok(record) = record else {
+            if torn_tail {
+                v.warnings.push(format!("line {n} is torn (the recorder stopped while writing it); it is not part of the log"));
+            } else {
+                v.problems.push((n, "the line is not a record".into()));
+            }
+            continue;
+        };
+        if actual != claimed {
+            v.problems.push((
+                n,
+                format!(
+                    "record {} was edited: its content does not match its hash",
+                    record.seq
+                ),
+            ));
+        } else if record.prev != prev {
+            v.problems.push((
+                n,
+                format!("record {} does not follow the record before it: a record was deleted, inserted or moved", record.seq),
+            ));
+        } else if record.seq != expect_seq {
+            v.problems.push((
+                n,
+                format!("record {} should be record {expect_seq}", record.seq),
+            ));
+        }
+        prev = claimed.to_string();
+        expect_seq = record.seq + 1;
+        v.records.push(record);
+    }
+    if v.records.last().is_none_or(|r| r.body.kind != "end") {
+        v.warnings.push("the log has no closing record: the recorder is still running, crashed, or the log was cut short".into());
+    }
+    v
+}
+
+/// A record as a Kubernetes audit event (`audit.k8s.io/v1` `Event`), for existing audit tooling.
+pub fn audit_event(r: &Record) -> serde_json::Value {
+    use serde_json::json;
+    let a = r.body.request.attributes.clone().unwrap_or_default();
+    let object_ref = a.resource_request.then(|| {
+        json!({
+            "resource": a.resource,
+            "namespace": a.namespace,
+            "name": a.name,
+            "apiGroup": a.api_group,
+            "apiVersion": a.api_version,
+            "subresource": a.subresource,
+        })
+    });
+    let d = &r.body.decision;
+    let allowed = matches!(d.outcome.as_str(), "forwarded" | "approved" | "audited");
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(
+        "authorization.k8s.io/decision".into(),
+        json!(if allowed { "allow" } else { "forbid" }),
+    );
+    annotations.insert("authorization.k8s.io/reason".into(), json!(d.reason));
+    annotations.insert("kubeleash.dev/effect".into(), json!(d.effect));
+    annotations.insert("kubeleash.dev/outcome".into(), json!(d.outcome));
+    annotations.insert("kubeleash.dev/hash".into(), json!(r.hash));
+    if let Some(rule) = &d.rule {
+        annotations.insert("kubeleash.dev/rule".into(), json!(rule));
+    }
+    if let Some(id) = &d.approval_id {
+        annotations.insert("kubeleash.dev/approval-id".into(), json!(id));
+    }
+    if let Some(by) = &d.approver {
+        annotations.insert("kubeleash.dev/approver".into(), json!(by));
+    }
+    let body = r
+        .body
+        .request
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
+    let mut e = json!({
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": if body.is_some() { "Request" } else { "Metadata" },
+        "auditID": format!("{}-{}", r.session, r.seq),
+        "stage": if r.body.response.is_some() { "ResponseComplete" } else { "ResponseStarted" },
+        "requestURI": r.body.request.target,
+        "verb": a.verb,
+        "user": {"username": r.body.identity.user, "groups": r.body.identity.groups},
+        "requestReceivedTimestamp": r.body.time,
+        "stageTimestamp": r.body.time,
+        "annotations": annotations,
+    });
+    if let Some(o) = object_ref {
+        e["objectRef"] = o;
+    }
+    if let Some(resp) = &r.body.response {
+        e["responseStatus"] = json!({"metadata": {}, "code": resp.status});
+    }
+    if let Some(b) = body {
+        e["requestObject"] = b;
+    }
+    e
+}
+
+/// RFC 3339 UTC time with milliseconds, from a time since the Unix epoch.
+pub fn rfc3339(since_epoch: std::time::Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(n: usize) -> String {
+        let mut c = Chain::new("s");
+        let mut out = String::new();
+        for i in 0..n {
+            let body = RecordBody {
+                time: format!("t{i}"),
+                kind: "request".into(),
+                ..Default::default()
+            };
+            out.push_str(&c.seal(body));
+            out.push('\n');
+        }
+        out.push_str(&c.end("t-end"));
+        out.push('\n');
+        out
+    }
+
+    #[test]
+    fn intact_logs_verify() {
+        let v = verify(&log(5));
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+        assert_eq!(v.records.len(), 6);
+    }
+
+    #[test]
+    fn edits_deletions_reorders_and_tears_are_found() {
+        let l = log(5);
+        let lines: Vec<&str> = l.lines().collect();
+        let edited = l.replacen("\"time\":\"t2\"", "\"time\":\"t9\"", 1);
+        assert_eq!(verify(&edited).problems.first().map(|p| p.0), Some(3));
+        let deleted: String = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        assert_eq!(verify(&deleted).problems.first().map(|p| p.0), Some(3));
+        let mut swapped = lines.clone();
+        swapped.swap(1, 2);
+        let swapped: String = swapped.iter().map(|l| format!("{l}\n")).collect();
+        assert_eq!(verify(&swapped).problems.first().map(|p| p.0), Some(2));
+        let torn = &l[..l.len() - 20];
+        let v = verify(torn);
+        assert!(
+            v.problems.is_empty(),
+            "a torn last line is not a break: {:?}",
+            v.problems
+        );
+        assert!(v.warnings.iter().any(|w| w.contains("torn")));
+        let cut: String = lines[..3].iter().map(|l| format!("{l}\n")).collect();
+        let v = verify(&cut);
+        assert!(v.problems.is_empty());
+        assert!(v.warnings.iter().any(|w| w.contains("no closing record")));
+        let rehashed_tail = l.replacen("\"seq\":0", "\"seq\":0 ", 1);
+        assert!(
+            !verify(&rehashed_tail).problems.is_empty(),
+            "even whitespace is covered by the hash"
+        );
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(
+            rfc3339(std::time::Duration::from_secs(0)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339(std::time::Duration::from_millis(1_795_737_600_123)),
+            "2026-11-27T00:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339(std::time::Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Recording through the layer: every request leaves a record, the chain verifies, no secret
+//! value is written, and tampering is found.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::client::ClientBuilder;
+use kube::{Api, Client};
+use kubeleash_core::policy::{Identity, Policy};
+use kubeleash_core::record::verify;
+use kubeleash_sandbox::{Sandbox, Seed};
+use kubeleash_tower::{
+    Answer, ApprovalRequest, Approver, JsonlRecorder, KubeleashLayer, Recorder, RecorderOptions,
+};
+
+const POLICY: &str = r#"
+apiVersion: kubeleash.dev/v1alpha1
+kind: Policy
+spec:
+  rules:
+    - {name: read-dev, effect: allow, verbs: [get, list, watch], apiGroups: [""], resources: [secrets], namespaces: [dev]}
+    - {name: create-secrets, effect: approve, verbs: [create], apiGroups: [""], resources: [secrets], namespaces: [dev]}
+    - {name: protect-prod, effect: deny, verbs: [delete], apiGroups: [""], resources: [namespaces], names: [prod]}
+"#;
+
+struct Yes;
+
+#[async_trait::async_trait]
+impl Approver for Yes {
+    async fn approve(&self, _r: ApprovalRequest) -> Answer {
+        Answer::Approve {
+            by: "alice".into(),
+            window: None,
+        }
+    }
+}
+
+/// A recorder shared between the layer and the test, so the test can close it.
+#[derive(Clone)]
+struct Shared(Arc<JsonlRecorder>);
+
+impl Recorder for Shared {
+    fn record(&self, r: kubeleash_tower::RecordBody) -> Result<(), kubeleash_tower::RecordError> {
+        self.0.record(r)
+    }
+    fn record_durable(&self, r: kubeleash_tower::RecordBody) -> kubeleash_tower::Durable<'_> {
+        self.0.record_durable(r)
+    }
+    fn body_cap(&self) -> Option<usize> {
+        self.0.body_cap()
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_recorded_verifiably_with_no_secret_in_it() {
+    let dir = std::env::temp_dir().join(format!("kubeleash-rec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("session.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let recorder = Shared(Arc::new(
+        JsonlRecorder::open(
+            &path,
+            RecorderOptions {
+                body_cap: Some(64 * 1024),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    ));
+    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), Seed::Default)
+        .await
+        .unwrap();
+    let layer = KubeleashLayer::new(Policy::from_yaml(POLICY).unwrap())
+        .identity(Identity::new("agent-1", ["ai-agents"]))
+        .approver(Yes)
+        .recorder(recorder.clone());
+    let client: Client = ClientBuilder::try_from(kube::Config::new(sandbox.url().parse().unwrap()))
+        .unwrap()
+        .with_layer(&layer)
+        .build();
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "dev");
+    let listed = secrets.list(&ListParams::default()).await.unwrap();
+    let s: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "made-by-agent"}, "stringData": {"password": "correct-horse-battery-staple"}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let ns: Api<Namespace> = Api::all(client);
+    assert!(ns.delete("prod", &DeleteParams::default()).await.is_err());
+    drop(layer);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    recorder.0.close();
+    sandbox.shutdown().await;
+
+    let log = std::fs::read_to_string(&path).unwrap();
+    let v = verify(&log);
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    let kinds: Vec<&str> = v.records.iter().map(|r| r.body.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["request", "held", "approval", "request", "request", "end"],
+        "{log}"
+    );
+    let create = &v.records[3];
+    assert_eq!(create.body.decision.outcome, "approved");
+    assert_eq!(create.body.decision.approver.as_deref(), Some("alice"));
+    assert!(
+        create
+            .body
+            .request
+            .body
+            .as_deref()
+            .unwrap_or_default()
+            .contains("made-by-agent")
+    );
+    let refused = &v.records[4];
+    assert_eq!(refused.body.decision.outcome, "refused");
+    assert_eq!(refused.body.response.as_ref().map(|r| r.status), Some(403));
+    let list = &v.records[0];
+    assert!(list.body.response.as_ref().unwrap().bytes > 0);
+
+    // No secret value, in any encoding: not what the agent sent, not what the server holds.
+    let mut secrets_seen: Vec<String> = vec!["correct-horse-battery-staple".into()];
+    for s in &listed.items {
+        for v in s.data.clone().unwrap_or_default().values() {
+            assert_eq!(v.0, b"[masked]");
+        }
+    }
+    secrets_seen.push("Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5LXN0YXBsZQ==".into());
+    for secret in &secrets_seen {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the record holds a secret: {secret}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_reopened_log_continues_the_chain_and_a_torn_line_is_cut() {
+    let dir = std::env::temp_dir().join(format!("kubeleash-rec2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let one = |kind: &str| kubeleash_tower::RecordBody {
+        time: kubeleash_tower::now(),
+        kind: kind.into(),
+        ..Default::default()
+    };
+    {
+        let r = JsonlRecorder::open(&path, RecorderOptions::default()).unwrap();
+        r.record(one("request")).unwrap();
+        r.record_durable(one("request")).await.unwrap();
+    }
+    // A crash in the middle of a write.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"hash\":\"abc");
+    std::fs::write(&path, &text).unwrap();
+    assert!(verify(&text).warnings.iter().any(|w| w.contains("torn")));
+    {
+        let r = JsonlRecorder::open(&path, RecorderOptions::default()).unwrap();
+        r.record(one("request")).unwrap();
+    }
+    let log = std::fs::read_to_string(&path).unwrap();
+    let v = verify(&log);
+    assert!(v.problems.is_empty(), "{:?}\n{log}", v.problems);
+    assert_eq!(
+        v.records.len(),
+        5,
+        "two records, an end, one more, another end"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
