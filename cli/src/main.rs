@@ -3,6 +3,7 @@
 mod eval;
 mod import;
 mod mask;
+mod replay;
 mod report;
 mod sandbox;
 mod test;
@@ -27,6 +28,8 @@ enum Command {
     Test(test::Args),
     /// Mask a response body (standard input) as kubeleash would deliver it for a request.
     Mask(mask::Args),
+    /// Print a recorded session as the kubectl commands it amounts to, and check its chain.
+    Replay(replay::Args),
     /// Turn RBAC Roles and ClusterRoles into a kubeleash policy of allow rules.
     ImportRbac(import::Args),
     /// Run an in-memory Kubernetes API server for tests and demos (plain HTTP, loopback only).
@@ -41,5 +44,6 @@ fn main() -> ExitCode {
         Command::ImportRbac(a) => import::run(a),
         Command::Sandbox(a) => sandbox::run(a),
         Command::Mask(a) => mask::run(a),
+        Command::Replay(a) => replay::run(a),
     }
 }
