@@ -72,7 +72,8 @@ pub fn command(r: &Record) -> String {
     }
 }
 
-fn decision(r: &Record) -> String {
+/// A record's decision, as the timeline says it.
+pub fn decision_text(r: &Record) -> String {
     let d = &r.body.decision;
     let rule = d
         .rule
@@ -153,7 +154,7 @@ pub fn run(a: Args) -> ExitCode {
                 } else {
                     &r.body.identity.user
                 };
-                println!("{}  {who}  {}", r.body.time, decision(r));
+                println!("{}  {who}  {}", r.body.time, decision_text(r));
                 let cmd = command(r);
                 match r
                     .body

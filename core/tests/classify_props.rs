@@ -259,9 +259,10 @@ fn encode(a: &Attributes) -> (&'static str, String) {
         t.push('/');
         t.push_str(&a.verb);
     }
-    // `/namespaces/<ns>` alone is the namespace object itself.
+    // `/namespaces/<ns>` alone is the namespace object itself, when the name is in the path;
+    // a name from a field selector leaves `/namespaces/<ns>/namespaces` a list inside `<ns>`.
     let namespace_object =
-        a.resource == "namespaces" && !a.name.is_empty() && a.name == a.namespace;
+        a.resource == "namespaces" && !a.name.is_empty() && a.name == a.namespace && !name_in_query;
     if !a.namespace.is_empty() && !namespace_object {
         t.push_str("/namespaces/");
         t.push_str(&a.namespace);

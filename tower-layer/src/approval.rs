@@ -112,3 +112,12 @@ impl Grants {
         g.insert(grant_key(identity, attributes), now + window);
     }
 }
+
+/// A shared approver approves: the layer and its owner (which may deny what is pending at
+/// shutdown) can hold one together.
+#[async_trait::async_trait]
+impl<T: Approver + ?Sized> Approver for Arc<T> {
+    async fn approve(&self, request: ApprovalRequest) -> Answer {
+        (**self).approve(request).await
+    }
+}

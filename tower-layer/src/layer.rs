@@ -21,7 +21,7 @@ pub enum Mode {
     Audit,
 }
 
-type Extractor = dyn Fn(&http::request::Parts) -> Option<Identity> + Send + Sync;
+type Extractor = dyn Fn(&http::request::Parts) -> Result<Identity, String> + Send + Sync;
 
 #[derive(Clone)]
 pub(crate) enum IdentitySource {
@@ -29,9 +29,28 @@ pub(crate) enum IdentitySource {
     Extract(Arc<Extractor>),
 }
 
+/// A handle to the policy a layer enforces, to replace it while requests run (a reload). Each
+/// request takes the policy current when it arrives and keeps it to its end.
+#[derive(Clone)]
+pub struct PolicyHandle {
+    inner: Arc<std::sync::RwLock<Policy>>,
+}
+
+impl PolicyHandle {
+    /// The policy now in force.
+    pub fn get(&self) -> Policy {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Put a new policy in force for requests that arrive from now on.
+    pub fn set(&self, policy: Policy) {
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub policy: Policy,
+    pub policy: PolicyHandle,
     pub identity: IdentitySource,
     pub approver: Option<Arc<dyn Approver>>,
     pub recorder: Arc<dyn Recorder>,
@@ -67,7 +86,9 @@ impl KubeleashLayer {
     pub fn new(policy: Policy) -> Self {
         KubeleashLayer {
             shared: Arc::new(Shared {
-                policy,
+                policy: PolicyHandle {
+                    inner: Arc::new(std::sync::RwLock::new(policy)),
+                },
                 identity: IdentitySource::Fixed(Identity::default()),
                 approver: None,
                 recorder: Arc::new(NoRecorder),
@@ -90,10 +111,11 @@ impl KubeleashLayer {
         self.with(|s| s.identity = IdentitySource::Fixed(identity))
     }
 
-    /// Work out each request's identity from its head; `None` answers 401.
+    /// Work out each request's identity from its head (a verified token, say); an error answers
+    /// 401 with the error's text.
     pub fn identity_from(
         self,
-        f: impl Fn(&http::request::Parts) -> Option<Identity> + Send + Sync + 'static,
+        f: impl Fn(&http::request::Parts) -> Result<Identity, String> + Send + Sync + 'static,
     ) -> Self {
         self.with(|s| s.identity = IdentitySource::Extract(Arc::new(f)))
     }
@@ -116,6 +138,11 @@ impl KubeleashLayer {
     /// Enforce, or audit only.
     pub fn mode(self, mode: Mode) -> Self {
         self.with(|s| s.mode = mode)
+    }
+
+    /// The handle to replace the policy this layer (and every service it made) enforces.
+    pub fn policy_handle(&self) -> PolicyHandle {
+        self.shared.policy.clone()
     }
 
     /// How long a held request waits for an answer before it is denied (default 5 minutes).

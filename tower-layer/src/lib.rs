@@ -27,7 +27,7 @@ pub use approval::{Answer, ApprovalRequest, Approver};
 pub use body::{BoxError, KubeleashBody};
 pub use credential::{Credential, CredentialError};
 pub use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
-pub use layer::{KubeleashLayer, Mode};
+pub use layer::{KubeleashLayer, Mode, PolicyHandle};
 pub use record::{
     Durable, Format, JsonlRecorder, NoRecorder, RecordError, Recorder, RecorderOptions, WhenFull,
     now,

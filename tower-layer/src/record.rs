@@ -133,7 +133,10 @@ impl Default for RecorderOptions {
 }
 
 enum Msg {
-    Record(RecordBody, Option<oneshot::Sender<Result<(), RecordError>>>),
+    Record(
+        Box<RecordBody>,
+        Option<oneshot::Sender<Result<(), RecordError>>>,
+    ),
     Close(std::sync::mpsc::Sender<()>),
 }
 
@@ -295,7 +298,7 @@ fn write_loop(
     while let Ok(msg) = rx.recv() {
         pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let (body, ack, close) = match msg {
-            Msg::Record(body, ack) => (body, ack, None),
+            Msg::Record(body, ack) => (*body, ack, None),
             Msg::Close(done) => (
                 RecordBody {
                     time: now(),
@@ -343,12 +346,12 @@ fn write_loop(
 
 impl Recorder for JsonlRecorder {
     fn record(&self, record: RecordBody) -> Result<(), RecordError> {
-        self.send(Msg::Record(record, None))
+        self.send(Msg::Record(Box::new(record), None))
     }
 
     fn record_durable(&self, record: RecordBody) -> Durable<'_> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.send(Msg::Record(record, Some(tx)));
+        let sent = self.send(Msg::Record(Box::new(record), Some(tx)));
         Box::pin(async move {
             sent?;
             rx.await
@@ -363,5 +366,28 @@ impl Recorder for JsonlRecorder {
 
     fn body_cap(&self) -> Option<usize> {
         self.options.body_cap
+    }
+}
+
+/// A shared recorder records: the layer and its owner (which closes it) can hold one together.
+impl<T: Recorder + ?Sized> Recorder for Arc<T> {
+    fn record(&self, record: RecordBody) -> Result<(), RecordError> {
+        (**self).record(record)
+    }
+
+    fn record_durable(&self, record: RecordBody) -> Durable<'_> {
+        (**self).record_durable(record)
+    }
+
+    fn admits(&self) -> bool {
+        (**self).admits()
+    }
+
+    fn enabled(&self) -> bool {
+        (**self).enabled()
+    }
+
+    fn body_cap(&self) -> Option<usize> {
+        (**self).body_cap()
     }
 }

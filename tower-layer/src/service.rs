@@ -234,16 +234,19 @@ where
         .map_or("/", |p| p.as_str())
         .to_string();
     let identity = match &shared.identity {
-        IdentitySource::Fixed(id) => Some(id.clone()),
+        IdentitySource::Fixed(id) => Ok(id.clone()),
         IdentitySource::Extract(f) => f(&parts),
     };
-    let Some(identity) = identity else {
-        return Ok(refusal(
-            401,
-            "Unauthorized",
-            "kubeleash: the request carries no identity kubeleash can verify",
-            None,
-        ));
+    let identity = match identity {
+        Ok(id) => id,
+        Err(why) => {
+            return Ok(refusal(
+                401,
+                "Unauthorized",
+                &format!("kubeleash: the request carries no identity kubeleash can verify: {why}"),
+                None,
+            ));
+        }
     };
     let ctx = Ctx {
         shared: &shared,
@@ -270,7 +273,8 @@ where
                 .await);
         }
     };
-    let policy = &shared.policy;
+    let policy = shared.policy.get();
+    let policy = &policy;
 
     // The body is read only when a rule, or an approval, needs it.
     let mut bytes: Option<Bytes> = None;
@@ -311,7 +315,7 @@ where
         bytes
             .as_deref()
             .filter(|b| !b.is_empty() && ctx.recording())
-            .map(|b| masked_body(&shared, b))
+            .map(|b| masked_body(policy, b))
     };
     let decision = policy.decide(
         &ctx.identity,
@@ -393,7 +397,7 @@ where
                 let shown = bytes
                     .as_deref()
                     .filter(|b| !b.is_empty())
-                    .map(|b| masked_body(&shared, b));
+                    .map(|b| masked_body(policy, b));
                 if ctx.recording() {
                     let held = Resolution {
                         outcome: "held",
@@ -531,7 +535,7 @@ where
         let body = bytes_for_record
             .as_deref()
             .filter(|b| !b.is_empty())
-            .map(|b| masked_body(&shared, b));
+            .map(|b| masked_body(policy, b));
         ctx.record_for(Some(&request), body.as_deref(), &decision, &resolution)
     });
     let resp = call.await?;
@@ -556,7 +560,7 @@ where
             .map(str::to_string)
     };
     let (ct, ce) = (header(CONTENT_TYPE), header(CONTENT_ENCODING));
-    let masker = shared.policy.masker(&request, ct.as_deref(), ce.as_deref());
+    let masker = policy.masker(&request, ct.as_deref(), ce.as_deref());
     rparts.headers.remove(CONTENT_LENGTH);
     rparts.headers.remove(CONTENT_ENCODING);
     let body = match masker {
@@ -567,8 +571,8 @@ where
 }
 
 /// A request body as an approver sees it: masked with the response rules, as text.
-fn masked_body(shared: &Shared, body: &[u8]) -> String {
-    let mut m = Masker::with(Arc::clone(shared.policy.mask_set()), Framing::Json);
+fn masked_body(policy: &kubeleash_core::policy::Policy, body: &[u8]) -> String {
+    let mut m = Masker::with(Arc::clone(policy.mask_set()), Framing::Json);
     let mut out = Vec::new();
     match m
         .feed_into(body, &mut out)

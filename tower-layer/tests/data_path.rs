@@ -177,7 +177,7 @@ impl Approver for Jittery {
             .parse()
             .unwrap_or(0);
         tokio::time::sleep(Duration::from_millis((n * 7) % 50)).await;
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             Answer::Deny {
                 by: "jitter".into(),
                 reason: format!("no to {}", r.attributes.name),
@@ -203,7 +203,7 @@ async fn hundreds_in_flight_none_lost_none_crossed() {
     for i in 0..400u32 {
         let mut svc = svc.clone();
         tasks.push(tokio::spawn(async move {
-            let name = if i % 2 == 0 {
+            let name = if i.is_multiple_of(2) {
                 format!("held-{i}")
             } else {
                 format!("plain-{i}")
@@ -219,7 +219,7 @@ async fn hundreds_in_flight_none_lost_none_crossed() {
     let mut done = 0;
     for t in tasks {
         let (i, name, status, body) = t.await.unwrap();
-        let denied = i % 2 == 0 && (i % 3 == 0);
+        let denied = i.is_multiple_of(2) && i.is_multiple_of(3);
         if denied {
             assert_eq!(status, 403, "{name}");
             assert!(

@@ -299,10 +299,10 @@ async fn a_watch_streams_masked_events_as_they_happen() {
     });
     let event = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(e) = stream.try_next().await.unwrap() {
-            if let WatchEvent::Added(s) = e {
-                if s.metadata.name.as_deref() == Some("fresh") {
-                    return s;
-                }
+            if let WatchEvent::Added(s) = e
+                && s.metadata.name.as_deref() == Some("fresh")
+            {
+                return s;
             }
         }
         panic!("the watch ended before the event arrived");

@@ -1,0 +1,203 @@
+//! `kubeleash approvals list|approve|deny`: answer held requests over the proxy's socket.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Shown, default_socket_path, format_duration, one_line, operator_name};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The proxy's approvals socket [default: $XDG_RUNTIME_DIR/kubeleash/approvals.sock, or
+    /// $HOME/.kubeleash/approvals.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Show each held request: id, kubectl command, identity, rule, reason and masked body.
+    List {
+        /// Print the proxy's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a held request through (and every identical one held with it).
+    Approve {
+        /// The approval's id, from `kubeleash approvals list`.
+        id: String,
+        /// Also let through requests with the same attributes from the same identity for this
+        /// long: 30s, 15m, 2h.
+        #[arg(long = "for", value_name = "DURATION", value_parser = super::parse_duration)]
+        window: Option<Duration>,
+        /// Why (kept in the record with the approval).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Refuse a held request; the agent gets a 403 with the reason.
+    Deny {
+        /// The approval's id, from `kubeleash approvals list`.
+        id: String,
+        /// Why; shown to the agent.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+}
+
+/// Exit 0 when done, 1 when the proxy says no (an unknown id), 2 for usage and connection
+/// problems.
+pub fn run(args: Args) -> ExitCode {
+    let socket = args.socket.unwrap_or_else(default_socket_path);
+    let request = match &args.command {
+        Command::List { .. } => json!({"op": "list"}),
+        Command::Approve { id, window, reason } => {
+            let mut r = json!({"op": "approve", "id": id, "by": operator_name()});
+            if let Some(w) = window {
+                r["for_seconds"] = json!(w.as_secs());
+            }
+            if let Some(reason) = reason {
+                r["reason"] = json!(reason);
+            }
+            r
+        }
+        Command::Deny { id, reason } => {
+            if reason.trim().is_empty() {
+                eprintln!("kubeleash approvals: --reason must say why; the agent is shown it");
+                return ExitCode::from(2);
+            }
+            json!({"op": "deny", "id": id, "by": operator_name(), "reason": reason})
+        }
+    };
+    let answer = match call(&socket, &request) {
+        Ok(a) => a,
+        Err(message) => {
+            eprintln!("kubeleash approvals: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.command {
+        Command::List { json } => list(&answer, json),
+        Command::Approve { id, window, .. } => {
+            let done = match window {
+                Some(w) => format!(
+                    "approved {} (and the same requests from the same identity for {})",
+                    one_line(&id),
+                    format_duration(w)
+                ),
+                None => format!("approved {}", one_line(&id)),
+            };
+            answered(&answer, &done)
+        }
+        Command::Deny { id, .. } => answered(&answer, &format!("denied {}", one_line(&id))),
+    }
+}
+
+fn list(answer: &Value, as_json: bool) -> ExitCode {
+    let Some(pending) = answer.get("pending").and_then(Value::as_array) else {
+        return unexpected(answer);
+    };
+    if as_json {
+        println!("{answer}");
+        return ExitCode::SUCCESS;
+    }
+    if pending.is_empty() {
+        println!("no requests are held for approval");
+        return ExitCode::SUCCESS;
+    }
+    let mut out = String::new();
+    for p in pending {
+        let shown: Shown = match serde_json::from_value(p.clone()) {
+            Ok(s) => s,
+            Err(_) => return unexpected(answer),
+        };
+        out.push_str(&shown.render());
+        out.push('\n');
+    }
+    out.push_str(
+        "answer with: kubeleash approvals approve ID [--for 15m] [--reason TEXT]\n         \
+         or: kubeleash approvals deny ID --reason TEXT\n",
+    );
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
+fn answered(answer: &Value, done: &str) -> ExitCode {
+    match answer.get("ok").and_then(Value::as_bool) {
+        Some(true) => {
+            let n = answer.get("requests").and_then(Value::as_u64).unwrap_or(1);
+            if n > 1 {
+                println!("{done} ({n} identical requests were held)");
+            } else {
+                println!("{done}");
+            }
+            ExitCode::SUCCESS
+        }
+        Some(false) => {
+            let error = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("the proxy refused");
+            eprintln!("kubeleash approvals: {}", one_line(error));
+            eprintln!(
+                "  (`kubeleash approvals list` shows what is held; a request that waited too long was denied)"
+            );
+            ExitCode::from(1)
+        }
+        None => unexpected(answer),
+    }
+}
+
+fn unexpected(answer: &Value) -> ExitCode {
+    let text = answer.to_string();
+    let text: String = text.chars().take(300).collect();
+    eprintln!(
+        "kubeleash approvals: unexpected answer from the socket: {}",
+        one_line(&text)
+    );
+    ExitCode::from(2)
+}
+
+/// One request, one answer line.
+fn call(socket: &Path, request: &Value) -> Result<Value, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot connect to the approvals socket {}: {e}\n  \
+             the proxy serves it when started with `kubeleash proxy ... --approvals socket`; \
+             start it, or pass --socket PATH if it uses another path",
+            socket.display()
+        )
+    })?;
+    let io = |e: std::io::Error| format!("approvals socket {}: {e}", socket.display());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    let mut line = request.to_string();
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut reply = Vec::new();
+    BufReader::new(&stream)
+        .take(64 * 1024 * 1024)
+        .read_until(b'\n', &mut reply)
+        .map_err(io)?;
+    if reply.is_empty() {
+        return Err(format!(
+            "the approvals socket {} closed without answering",
+            socket.display()
+        ));
+    }
+    serde_json::from_slice(&reply).map_err(|e| {
+        format!(
+            "the approvals socket {} answered something that is not JSON: {e}",
+            socket.display()
+        )
+    })
+}

@@ -1,0 +1,522 @@
+//! Held requests wait on a Unix socket only the operator's user can open.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kubeleash_tower::{Answer, ApprovalRequest, Approver};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{clean_name, clean_reason, one_line};
+
+/// The longest request line the socket reads.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Who answers when the proxy itself does (shutdown, a closed socket).
+const KUBELEASH: &str = "kubeleash";
+
+/// Held requests wait here until an operator answers them over a Unix socket (mode 0600, in a
+/// directory only the operator can write) with `kubeleash approvals`. Never served on TCP.
+///
+/// Cheap to clone; the socket is served until the last clone is dropped or [`close`] is called,
+/// and the socket file is removed then.
+///
+/// [`close`]: SocketApprover::close
+#[derive(Clone)]
+pub struct SocketApprover {
+    inner: Arc<Inner>,
+    serving: Arc<Serving>,
+}
+
+impl std::fmt::Debug for SocketApprover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketApprover")
+            .field("path", &self.serving.path)
+            .field("pending", &self.pending_count())
+            .finish()
+    }
+}
+
+struct Inner {
+    state: Mutex<State>,
+    next: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Held requests in arrival order.
+    pending: BTreeMap<u64, Held>,
+    /// Set by `close`: later requests are denied with this reason at once.
+    closed: Option<String>,
+}
+
+struct Held {
+    request: ApprovalRequest,
+    since: Instant,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The serving task and the socket file, both gone with the last clone.
+struct Serving {
+    path: PathBuf,
+    task: JoinHandle<()>,
+    dev: u64,
+    ino: u64,
+}
+
+impl Serving {
+    fn stop(&self) {
+        self.task.abort();
+        // Only the socket this approver bound: another proxy may have replaced it since.
+        if let Ok(m) = fs::symlink_metadata(&self.path)
+            && m.dev() == self.dev
+            && m.ino() == self.ino
+        {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answer every held request with this id; how many there were.
+    fn resolve(&self, id: &str, answer: &Answer) -> usize {
+        let held: Vec<Held> = {
+            let mut s = self.lock();
+            let keys: Vec<u64> = s
+                .pending
+                .iter()
+                .filter(|(_, h)| h.request.id == id)
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| s.pending.remove(k)).collect()
+        };
+        let n = held.len();
+        for h in held {
+            let _ = h.reply.send(answer.clone());
+        }
+        n
+    }
+
+    fn deny_all(&self, reason: &str, close: bool) -> usize {
+        let held: Vec<Held> = {
+            let mut s = self.lock();
+            if close {
+                s.closed = Some(reason.to_string());
+            }
+            std::mem::take(&mut s.pending).into_values().collect()
+        };
+        let n = held.len();
+        for h in held {
+            let _ = h.reply.send(Answer::Deny {
+                by: KUBELEASH.into(),
+                reason: reason.to_string(),
+            });
+        }
+        n
+    }
+
+    fn list(&self) -> Value {
+        let s = self.lock();
+        let pending: Vec<Value> = s
+            .pending
+            .values()
+            .map(|h| {
+                let mut v = serde_json::to_value(&h.request).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut v {
+                    m.insert("waiting_seconds".into(), json!(h.since.elapsed().as_secs()));
+                }
+                v
+            })
+            .collect();
+        json!({ "pending": pending })
+    }
+}
+
+/// Removes a held request whose caller stopped waiting (the layer's timeout, a dropped
+/// connection), so it is not listed any more.
+struct Unregister<'a> {
+    inner: &'a Inner,
+    key: u64,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.inner.lock().pending.remove(&self.key);
+    }
+}
+
+impl SocketApprover {
+    /// Serve approvals on a Unix socket at `path`. Call inside a tokio runtime.
+    ///
+    /// The parent directory is created (mode 0700) when missing, and must not be writable by
+    /// other users (unless sticky, like /tmp) nor owned by another user: they could replace
+    /// the socket. The socket gets mode 0600 before anyone can reach it. A stale socket at
+    /// `path` is removed; a live one (another proxy) or anything that is not a socket is an
+    /// error.
+    pub fn bind(path: &Path) -> io::Result<SocketApprover> {
+        let ctx = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        check_length(path)?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&parent)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
+                })?;
+        }
+        // Bind inside a fresh private directory, make the socket 0600, then link it into
+        // place: there is no moment at which another user could connect, and an existing file
+        // is never replaced (link fails instead).
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let staging = parent.join(format!(
+            ".kubeleash-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create a directory in {}: {e}", parent.display()),
+                )
+            })?;
+        let staged = staging.join("s");
+        let bound = (|| {
+            let me = fs::metadata(&staging)?.uid();
+            check_parent(&parent, me)?;
+            clear_stale(path)?;
+            let listener = UnixListener::bind(&staged).map_err(ctx)?;
+            fs::set_permissions(&staged, fs::Permissions::from_mode(0o600)).map_err(ctx)?;
+            fs::hard_link(&staged, path).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{} appeared while the socket was being set up; is another kubeleash proxy starting?",
+                            path.display()
+                        ),
+                    )
+                } else {
+                    ctx(e)
+                }
+            })?;
+            Ok::<_, io::Error>(listener)
+        })();
+        let _ = fs::remove_file(&staged);
+        let _ = fs::remove_dir(&staging);
+        let listener = bound?;
+        let meta = fs::symlink_metadata(path).map_err(ctx)?;
+
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State::default()),
+            next: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(serve(listener, Arc::clone(&inner), meta.uid()));
+        Ok(SocketApprover {
+            inner,
+            serving: Arc::new(Serving {
+                path: path.to_path_buf(),
+                task,
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }),
+        })
+    }
+
+    /// The socket's path, to tell the operator (`kubeleash approvals list --socket PATH`).
+    pub fn path(&self) -> &Path {
+        &self.serving.path
+    }
+
+    /// How many requests are held (identical requests share an id but count one each).
+    pub fn pending_count(&self) -> usize {
+        self.inner.lock().pending.len()
+    }
+
+    /// Deny every held request with `reason` (answered by `kubeleash`); how many there were.
+    /// Requests held afterwards wait as usual: see [`close`](SocketApprover::close).
+    pub fn deny_all(&self, reason: &str) -> usize {
+        self.inner.deny_all(reason, false)
+    }
+
+    /// For shutdown: deny every held request and every later one with `reason`, stop serving
+    /// and remove the socket file. Returns how many were held.
+    pub fn close(&self, reason: &str) -> usize {
+        let n = self.inner.deny_all(reason, true);
+        self.serving.stop();
+        n
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for SocketApprover {
+    async fn approve(&self, request: ApprovalRequest) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let key = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut s = self.inner.lock();
+            if let Some(reason) = &s.closed {
+                return Answer::Deny {
+                    by: KUBELEASH.into(),
+                    reason: reason.clone(),
+                };
+            }
+            s.pending.insert(
+                key,
+                Held {
+                    request,
+                    since: Instant::now(),
+                    reply: tx,
+                },
+            );
+        }
+        let _unregister = Unregister {
+            inner: &self.inner,
+            key,
+        };
+        rx.await.unwrap_or_else(|_| Answer::Deny {
+            by: KUBELEASH.into(),
+            reason: "the approvals socket stopped".into(),
+        })
+    }
+}
+
+/// `sun_path` holds 108 bytes on Linux, 104 elsewhere, the terminating NUL included.
+fn check_length(path: &Path) -> io::Result<()> {
+    let max = if cfg!(target_os = "linux") { 107 } else { 103 };
+    let len = path.as_os_str().len();
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: a Unix socket path can be at most {max} bytes, this one is {len}; choose a shorter one",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Another user who can write the directory could replace the socket with their own.
+fn check_parent(parent: &Path, me: u32) -> io::Result<()> {
+    let m = fs::metadata(parent)?;
+    if !m.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a directory", parent.display()),
+        ));
+    }
+    let mode = m.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by other users (mode {:o}), who could replace the approvals socket; use a private directory (mode 0700)",
+                parent.display(),
+                mode & 0o7777
+            ),
+        ));
+    }
+    if m.uid() != me && m.uid() != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to another user (uid {}), who could replace the approvals socket; use a directory of your own",
+                parent.display(),
+                m.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Remove a socket nobody serves; refuse a live one and anything that is not a socket.
+fn clear_stale(path: &Path) -> io::Result<()> {
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+        }
+    };
+    if !m.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{} is being served by another process (another kubeleash proxy?); stop it or choose another socket path",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            fs::remove_file(path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot remove the stale socket {}: {e}", path.display()),
+                )
+            })
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{} exists and cannot be checked for staleness: {e}",
+                path.display()
+            ),
+        )),
+    }
+}
+
+async fn serve(listener: UnixListener, inner: Arc<Inner>, owner: u32) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, Arc::clone(&inner), owner));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                eprintln!("kubeleash: approvals socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, inner: Arc<Inner>, owner: u32) {
+    // The file mode already keeps others out; this holds even if someone loosens it.
+    let peer = match stream.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(_) => return,
+    };
+    let (r, mut w) = stream.into_split();
+    if peer != owner && peer != 0 {
+        let _ = w
+            .write_all(b"{\"ok\":false,\"error\":\"this socket answers only its owner\"}\n")
+            .await;
+        return;
+    }
+    let mut r = BufReader::new(r);
+    loop {
+        let mut line = Vec::new();
+        match (&mut r)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.len() > MAX_LINE {
+            let _ = w
+                .write_all(b"{\"ok\":false,\"error\":\"request line too long\"}\n")
+                .await;
+            return;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let mut answer = handle(&inner, &line, peer).to_string();
+        answer.push('\n');
+        if w.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Op {
+    List,
+    Approve {
+        id: String,
+        by: Option<String>,
+        for_seconds: Option<u64>,
+        reason: Option<String>,
+    },
+    Deny {
+        id: String,
+        by: Option<String>,
+        reason: Option<String>,
+    },
+}
+
+fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
+    let op: Op = match serde_json::from_slice(line) {
+        Ok(op) => op,
+        Err(e) => return json!({"ok": false, "error": format!("bad request: {e}")}),
+    };
+    let by = |by: Option<String>| {
+        by.map(|b| clean_name(&b))
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| format!("uid {peer}"))
+    };
+    let (id, answer) = match op {
+        Op::List => return inner.list(),
+        Op::Approve {
+            id,
+            by: who,
+            for_seconds,
+            reason,
+        } => {
+            let mut by = by(who);
+            // `Answer::Approve` has no reason; keep the operator's in the approver's name so it
+            // reaches the record.
+            if let Some(r) = reason.map(|r| clean_reason(&r)).filter(|r| !r.is_empty()) {
+                by = format!("{by} (reason: {r})");
+            }
+            let window = for_seconds.filter(|s| *s > 0).map(Duration::from_secs);
+            (id, Answer::Approve { by, window })
+        }
+        Op::Deny {
+            id,
+            by: who,
+            reason,
+        } => {
+            let by = by(who);
+            let reason = reason
+                .map(|r| clean_reason(&r))
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "no reason given".into());
+            (id, Answer::Deny { by, reason })
+        }
+    };
+    match inner.resolve(&id, &answer) {
+        0 => json!({"ok": false, "error": format!("no pending approval `{}`", one_line(&id))}),
+        n => json!({"ok": true, "requests": n}),
+    }
+}

@@ -1,0 +1,417 @@
+//! Held requests prompted on the proxy's controlling terminal, one at a time.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufRead as _, BufReader, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use kubeleash_tower::{Answer, ApprovalRequest, Approver};
+use tokio::sync::oneshot;
+
+use super::{Shown, clean_reason, format_duration, one_line, operator_name, parse_duration};
+
+const PROMPT: &str = "approve? [y/N/for 15m] ";
+
+/// An answer typed sooner than this after a prompt appeared was typed before it: ignored.
+const READ_GUARD: Duration = Duration::from_millis(500);
+
+/// How often a waiting prompt checks whether its request is still held.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Prompts on `/dev/tty` for each held request: the kubectl command, identity, rule, reason and
+/// masked body, then `approve? [y/N/for 15m]`. One prompt at a time; the others queue. A request
+/// that times out while prompted is dropped from the prompt. Answers are given in `$USER`'s name.
+#[derive(Clone)]
+pub struct TerminalApprover {
+    jobs: Sender<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for TerminalApprover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalApprover")
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+struct Job {
+    request: ApprovalRequest,
+    reply: oneshot::Sender<Answer>,
+}
+
+impl TerminalApprover {
+    /// Prompt on the controlling terminal; an error when the process has none (a service, a
+    /// container without a TTY, a detached session).
+    pub fn new() -> io::Result<TerminalApprover> {
+        let tty = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "terminal approvals need the proxy's controlling terminal, and /dev/tty cannot be opened ({e}); \
+                         run the proxy in a terminal, or use `--approvals socket` (answer with `kubeleash approvals`) \
+                         or `--approvals webhook=URL`"
+                    ),
+                )
+            })?;
+        let input = tty.try_clone()?;
+        TerminalApprover::with_io(input, tty, operator_name(), READ_GUARD)
+    }
+
+    /// Prompt on `output`, read answers from `input`.
+    pub(crate) fn with_io(
+        input: impl Read + Send + 'static,
+        output: impl Write + Send + 'static,
+        by: String,
+        guard: Duration,
+    ) -> io::Result<TerminalApprover> {
+        let (line_tx, lines) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("kubeleash-tty-read".into())
+            .spawn(move || read_lines(input, line_tx))?;
+        let (jobs, job_rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let prompter = Prompter {
+            out: output,
+            lines,
+            by,
+            guard,
+            queued: Arc::clone(&queued),
+            closed: false,
+        };
+        std::thread::Builder::new()
+            .name("kubeleash-tty-prompt".into())
+            .spawn(move || prompter.run(job_rx))?;
+        Ok(TerminalApprover { jobs, queued })
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for TerminalApprover {
+    async fn approve(&self, request: ApprovalRequest) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(Job { request, reply }).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return closed();
+        }
+        answer.await.unwrap_or_else(|_| closed())
+    }
+}
+
+fn closed() -> Answer {
+    Answer::Deny {
+        by: "kubeleash".into(),
+        reason: "the approval terminal is closed".into(),
+    }
+}
+
+fn read_lines(input: impl Read, lines: Sender<String>) {
+    let mut input = BufReader::new(input);
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if lines
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+struct Prompter<W> {
+    out: W,
+    lines: Receiver<String>,
+    by: String,
+    guard: Duration,
+    queued: Arc<AtomicUsize>,
+    /// The terminal's input ended: every request is denied.
+    closed: bool,
+}
+
+impl<W: Write> Prompter<W> {
+    fn run(mut self, jobs: Receiver<Job>) {
+        while let Ok(job) = jobs.recv() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            if job.reply.is_closed() {
+                continue;
+            }
+            let answer = if self.closed {
+                Some(closed())
+            } else {
+                self.ask(&job)
+            };
+            let Some(answer) = answer else { continue };
+            let id = one_line(&job.request.id);
+            let said = match &answer {
+                Answer::Approve {
+                    window: Some(w), ..
+                } => format!(
+                    "approved {id} (and the same requests for {})",
+                    format_duration(*w)
+                ),
+                Answer::Approve { .. } => format!("approved {id}"),
+                Answer::Deny { .. } => format!("denied {id}"),
+            };
+            if job.reply.send(answer).is_err() {
+                self.say(&format!(
+                    "too late: approval {id} timed out before the answer and was denied\n"
+                ));
+            } else if !self.closed {
+                self.say(&format!("{said}\n"));
+            }
+        }
+    }
+
+    fn say(&mut self, text: &str) {
+        let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.flush();
+    }
+
+    /// Prompt for one request; `None` when it stopped waiting before an answer.
+    fn ask(&mut self, job: &Job) -> Option<Answer> {
+        // Whatever was typed before this prompt was not an answer to it.
+        while self.lines.try_recv().is_ok() {}
+        let waiting = self.queued.load(Ordering::Relaxed);
+        let more = if waiting > 0 {
+            format!("({waiting} more waiting)\n")
+        } else {
+            String::new()
+        };
+        let shown = Shown::from(&job.request);
+        self.say(&format!(
+            "\nkubeleash: a request is held for approval\n{}{more}{PROMPT}",
+            shown.render()
+        ));
+        let mut shown_at = Instant::now();
+        loop {
+            match self.lines.recv_timeout(POLL) {
+                Ok(line) => {
+                    if shown_at.elapsed() < self.guard {
+                        self.say(&format!(
+                            "(ignored: typed before this prompt appeared; answer again)\n{PROMPT}"
+                        ));
+                        shown_at = Instant::now();
+                        continue;
+                    }
+                    match parse_answer(&line, &self.by) {
+                        Some(answer) => return Some(answer),
+                        None => self.say(&format!(
+                            "answer y (approve), n (deny; `n REASON` to say why) or `for 15m` (approve for a while)\n{PROMPT}"
+                        )),
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if job.reply.is_closed() {
+                        self.say(&format!(
+                            "\napproval {} is no longer waiting (it timed out and was denied)\n",
+                            one_line(&job.request.id)
+                        ));
+                        return None;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.closed = true;
+                    return Some(closed());
+                }
+            }
+        }
+    }
+}
+
+/// `y`/`yes`; `n`/`no`/empty (the default), optionally followed by a reason; `for 15m` or
+/// `y for 15m`. Anything else is asked again.
+fn parse_answer(line: &str, by: &str) -> Option<Answer> {
+    let line = line.trim();
+    let (word, rest) = match line.split_once(char::is_whitespace) {
+        Some((w, r)) => (w, r.trim()),
+        None => (line, ""),
+    };
+    let approve = |window| {
+        Some(Answer::Approve {
+            by: by.to_string(),
+            window,
+        })
+    };
+    match word.to_ascii_lowercase().as_str() {
+        "" | "n" | "no" => {
+            let reason = clean_reason(rest);
+            Some(Answer::Deny {
+                by: by.to_string(),
+                reason: if reason.is_empty() {
+                    "denied at the proxy's terminal".into()
+                } else {
+                    reason
+                },
+            })
+        }
+        "y" | "yes" if rest.is_empty() => approve(None),
+        "y" | "yes" => {
+            let d = rest.strip_prefix("for")?;
+            approve(Some(parse_duration(d).ok()?))
+        }
+        "for" => approve(Some(parse_duration(rest).ok()?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use super::*;
+    use kubeleash_core::policy::Identity;
+    use kubeleash_core::request::Attributes;
+
+    fn request(id: &str) -> ApprovalRequest {
+        ApprovalRequest {
+            id: id.into(),
+            identity: Identity::new("agent-1", ["ai-agents"]),
+            method: "POST".into(),
+            target: "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
+            attributes: Attributes::default(),
+            kubectl: "kubectl create clusterrolebinding x --clusterrole=cluster-admin".into(),
+            body: Some(r#"{"kind":"ClusterRoleBinding"}"#.into()),
+            rule: Some("hold-rbac".into()),
+            reason: "RBAC writes need a person".into(),
+        }
+    }
+
+    #[test]
+    fn answers() {
+        let by = "alice";
+        assert_eq!(
+            parse_answer("y\n", by),
+            Some(Answer::Approve {
+                by: by.into(),
+                window: None
+            })
+        );
+        assert_eq!(
+            parse_answer("for 15m", by),
+            Some(Answer::Approve {
+                by: by.into(),
+                window: Some(Duration::from_secs(900))
+            })
+        );
+        assert_eq!(
+            parse_answer("Yes for 2h", by),
+            Some(Answer::Approve {
+                by: by.into(),
+                window: Some(Duration::from_secs(7200))
+            })
+        );
+        assert!(matches!(parse_answer("", by), Some(Answer::Deny { .. })));
+        assert_eq!(
+            parse_answer("n too broad", by),
+            Some(Answer::Deny {
+                by: by.into(),
+                reason: "too broad".into()
+            })
+        );
+        for other in ["maybe", "for", "for ever", "y please", "yy"] {
+            assert_eq!(parse_answer(other, by), None, "{other}");
+        }
+    }
+
+    /// Output that a test can read while the prompter writes it.
+    #[derive(Clone, Default)]
+    struct Screen(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Screen {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Screen {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+        async fn wait_for(&self, what: &str) {
+            for _ in 0..200 {
+                if self.text().contains(what) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("never shown: {what}\n{}", self.text());
+        }
+    }
+
+    #[tokio::test]
+    async fn prompts_one_at_a_time_and_ignores_typeahead() {
+        let (reader, mut keys) = io::pipe().unwrap();
+        let screen = Screen::default();
+        let t = TerminalApprover::with_io(
+            reader,
+            screen.clone(),
+            "alice".into(),
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        let first = tokio::spawn({
+            let t = t.clone();
+            async move { t.approve(request("first")).await }
+        });
+        screen.wait_for(PROMPT).await;
+        let second = tokio::spawn({
+            let t = t.clone();
+            async move { t.approve(request("second")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        keys.write_all(b"for 15m\n").unwrap();
+        assert_eq!(
+            first.await.unwrap(),
+            Answer::Approve {
+                by: "alice".into(),
+                window: Some(Duration::from_secs(900))
+            }
+        );
+        let text = screen.text();
+        assert!(
+            text.contains("kubectl create clusterrolebinding x"),
+            "{text}"
+        );
+        assert!(text.contains("agent-1 (groups: ai-agents)"), "{text}");
+        assert!(text.contains("hold-rbac"), "{text}");
+        assert!(text.contains("\"kind\": \"ClusterRoleBinding\""), "{text}");
+        // The second prompt: an answer typed at once is ignored, a later one counts.
+        screen.wait_for("second").await;
+        keys.write_all(b"y\n").unwrap();
+        screen.wait_for("(ignored").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        keys.write_all(b"n not today\n").unwrap();
+        assert_eq!(
+            second.await.unwrap(),
+            Answer::Deny {
+                by: "alice".into(),
+                reason: "not today".into()
+            }
+        );
+        // A request that stops waiting leaves the prompt.
+        let gone = tokio::time::timeout(Duration::from_millis(300), t.approve(request("third")));
+        assert!(gone.await.is_err());
+        screen.wait_for("no longer waiting").await;
+        // The terminal's input ends: everything is denied.
+        drop(keys);
+        assert_eq!(t.approve(request("fourth")).await, closed());
+    }
+}

@@ -1,0 +1,520 @@
+//! Approvals: the socket only its owner can open, `kubeleash approvals list|approve|deny`
+//! answering a held request through it, shutdown denying what is held, and the webhook
+//! approver against a tiny HTTP server.
+
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests"
+)]
+
+// The binary has no library target: the module is compiled into this test as well.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/approvals.rs"]
+mod approvals;
+
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use approvals::{SocketApprover, WebhookApprover};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use kubeleash_core::policy::Identity;
+use kubeleash_core::request::Attributes;
+use kubeleash_tower::{Answer, ApprovalRequest, Approver};
+use serde_json::Value;
+
+/// A directory of one test's own, removed when the test ends. Short: socket paths are limited.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("kl-appr-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn held(id: &str) -> ApprovalRequest {
+    ApprovalRequest {
+        id: id.into(),
+        identity: Identity::new("agent-1", ["ai-agents"]),
+        method: "POST".into(),
+        target: "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings?fieldManager=kubectl-create"
+            .into(),
+        attributes: Attributes {
+            resource_request: true,
+            verb: "create".into(),
+            api_group: "rbac.authorization.k8s.io".into(),
+            api_version: "v1".into(),
+            resource: "clusterrolebindings".into(),
+            path: "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
+            ..Attributes::default()
+        },
+        kubectl: "kubectl create clusterrolebinding agent-admin --clusterrole=cluster-admin".into(),
+        body: Some(
+            r#"{"kind":"ClusterRoleBinding","metadata":{"name":"agent-admin","annotations":{"token":"[masked]"}}}"#
+                .into(),
+        ),
+        rule: Some("hold-rbac-writes".into()),
+        reason: "rule \"hold-rbac-writes\" holds create on clusterrolebindings for approval".into(),
+    }
+}
+
+/// Run the CLI off the runtime's threads.
+async fn cli(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_kubeleash"))
+            .arg("approvals")
+            .args(&args)
+            .env("USER", "alice")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn until_pending(a: &SocketApprover, n: usize) {
+    for _ in 0..500 {
+        if a.pending_count() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("pending count stayed {}, not {n}", a.pending_count());
+}
+
+fn hold(a: &SocketApprover, id: &str) -> tokio::task::JoinHandle<Answer> {
+    let a = a.clone();
+    let req = held(id);
+    tokio::spawn(async move { a.approve(req).await })
+}
+
+fn sock(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_is_the_operators_alone() {
+    let dir = Scratch::new("perm");
+    let path = dir.0.join("run").join("kubeleash").join("approvals.sock");
+    let a = SocketApprover::bind(&path).unwrap();
+    assert_eq!(a.path(), path);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&path), 0o600, "socket mode");
+    assert_eq!(mode(path.parent().unwrap()), 0o700, "created directory");
+    // Nothing but the socket is left in the directory.
+    let entries: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("approvals.sock")]);
+
+    // A second proxy on the same socket is refused while the first serves it.
+    let err = SocketApprover::bind(&path).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+
+    // The last clone dropped: the socket file goes with it.
+    let b = a.clone();
+    drop(a);
+    assert!(path.exists());
+    drop(b);
+    assert!(!path.exists());
+
+    // A stale socket (its process gone) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let a = SocketApprover::bind(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    drop(a);
+
+    // Anything else at the path is left alone.
+    std::fs::write(&path, "precious").unwrap();
+    let err = SocketApprover::bind(&path).unwrap_err();
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+
+    // A directory other users may write is refused: they could swap the socket.
+    let open = dir.0.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = SocketApprover::bind(&open.join("approvals.sock")).unwrap_err();
+    assert!(err.to_string().contains("writable by other users"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_approve_and_deny_through_the_cli() {
+    let dir = Scratch::new("cli");
+    let path = dir.0.join("approvals.sock");
+    let a = SocketApprover::bind(&path).unwrap();
+
+    let first = hold(&a, "0123456789abcdef");
+    let second = hold(&a, "fedcba9876543210");
+    until_pending(&a, 2).await;
+
+    let out = cli(&["list", "--socket", sock(&path)]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    for shown in [
+        "0123456789abcdef",
+        "fedcba9876543210",
+        "kubectl create clusterrolebinding agent-admin --clusterrole=cluster-admin",
+        "agent-1 (groups: ai-agents)",
+        "hold-rbac-writes",
+        "holds create on clusterrolebindings for approval",
+        "\"token\": \"[masked]\"",
+        "POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    ] {
+        assert!(list.contains(shown), "{shown} not in\n{list}");
+    }
+
+    // --socket also goes before the subcommand; --json is the proxy's answer.
+    let out = cli(&["--socket", sock(&path), "list", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pending = v["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0]["id"], "0123456789abcdef");
+    assert_eq!(pending[0]["attributes"]["resource"], "clusterrolebindings");
+    assert!(pending[0]["waiting_seconds"].is_u64());
+
+    let out = cli(&[
+        "approve",
+        "0123456789abcdef",
+        "--for",
+        "15m",
+        "--reason",
+        "ticket 42",
+        "--socket",
+        sock(&path),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("approved 0123456789abcdef"));
+    assert_eq!(
+        first.await.unwrap(),
+        Answer::Approve {
+            by: "alice (reason: ticket 42)".into(),
+            window: Some(Duration::from_secs(900)),
+        }
+    );
+
+    let out = cli(&[
+        "deny",
+        "fedcba9876543210",
+        "--reason",
+        "too broad",
+        "--socket",
+        sock(&path),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        second.await.unwrap(),
+        Answer::Deny {
+            by: "alice".into(),
+            reason: "too broad".into(),
+        }
+    );
+    assert_eq!(a.pending_count(), 0);
+
+    let out = cli(&["list", "--socket", sock(&path)]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("no requests are held"));
+
+    // An approval without a window, and identical requests answered together.
+    let x = hold(&a, "1111111111111111");
+    let y = hold(&a, "1111111111111111");
+    until_pending(&a, 2).await;
+    let out = cli(&["approve", "1111111111111111", "--socket", sock(&path)]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for h in [x, y] {
+        assert_eq!(
+            h.await.unwrap(),
+            Answer::Approve {
+                by: "alice".into(),
+                window: None
+            }
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_cli_refuses() {
+    let dir = Scratch::new("refuse");
+    let path = dir.0.join("approvals.sock");
+
+    // No proxy: exit 2, and how to get one.
+    let out = cli(&["list", "--socket", sock(&path)]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("kubeleash proxy") && err.contains("--socket"),
+        "{err}"
+    );
+
+    let a = SocketApprover::bind(&path).unwrap();
+    let h = hold(&a, "0123456789abcdef");
+    until_pending(&a, 1).await;
+
+    // An unknown id: the proxy says no, exit 1; nothing is answered.
+    let out = cli(&["approve", "nope", "--socket", sock(&path)]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no pending approval `nope`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&["deny", "nope", "--reason", "x", "--socket", sock(&path)]).await;
+    assert_eq!(out.status.code(), Some(1));
+
+    // Usage: a deny needs a reason, a duration needs a unit.
+    for args in [
+        vec!["deny", "0123456789abcdef", "--socket", sock(&path)],
+        vec![
+            "deny",
+            "0123456789abcdef",
+            "--reason",
+            " ",
+            "--socket",
+            sock(&path),
+        ],
+        vec![
+            "approve",
+            "0123456789abcdef",
+            "--for",
+            "15",
+            "--socket",
+            sock(&path),
+        ],
+        vec![
+            "approve",
+            "0123456789abcdef",
+            "--for",
+            "0s",
+            "--socket",
+            sock(&path),
+        ],
+    ] {
+        let out = cli(&args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(a.pending_count(), 1);
+
+    // Malformed protocol lines get an error, not a hang.
+    let reply = raw(&path, "{\"op\":\"approve\"}\n").await;
+    assert_eq!(reply["ok"], false);
+    let reply = raw(&path, "{\"op\":\"fly\"}\n").await;
+    assert_eq!(reply["ok"], false);
+    assert_eq!(a.pending_count(), 1);
+    a.deny_all("test over");
+    assert!(matches!(h.await.unwrap(), Answer::Deny { .. }));
+}
+
+/// One protocol line, one answer.
+async fn raw(path: &Path, line: &str) -> Value {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+    s.write_all(line.as_bytes()).await.unwrap();
+    let mut r = tokio::io::BufReader::new(s);
+    let mut answer = String::new();
+    r.read_line(&mut answer).await.unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_denies_what_is_held() {
+    let dir = Scratch::new("shut");
+    let path = dir.0.join("approvals.sock");
+    let a = SocketApprover::bind(&path).unwrap();
+
+    // A request whose caller gave up (the layer's timeout) is no longer listed.
+    let gone = tokio::time::timeout(Duration::from_millis(50), a.approve(held("aaaa"))).await;
+    assert!(gone.is_err());
+    assert_eq!(a.pending_count(), 0);
+
+    let one = hold(&a, "aaaaaaaaaaaaaaaa");
+    let two = hold(&a, "bbbbbbbbbbbbbbbb");
+    until_pending(&a, 2).await;
+    assert_eq!(a.deny_all("the proxy is shutting down"), 2);
+    for h in [one, two] {
+        assert_eq!(
+            h.await.unwrap(),
+            Answer::Deny {
+                by: "kubeleash".into(),
+                reason: "the proxy is shutting down".into(),
+            }
+        );
+    }
+    assert_eq!(a.pending_count(), 0);
+
+    // Closed: later requests are denied at once, and the socket is gone.
+    let three = hold(&a, "cccccccccccccccc");
+    until_pending(&a, 1).await;
+    assert_eq!(a.close("the proxy stopped"), 1);
+    assert!(matches!(three.await.unwrap(), Answer::Deny { .. }));
+    assert_eq!(
+        a.approve(held("dddddddddddddddd")).await,
+        Answer::Deny {
+            by: "kubeleash".into(),
+            reason: "the proxy stopped".into(),
+        }
+    );
+    assert!(!path.exists());
+}
+
+/// A webhook that answers by path and keeps what it was sent.
+async fn webhook_server() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let seen = Arc::clone(&kept);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let ct = req
+                            .headers()
+                            .get(http::header::CONTENT_TYPE)
+                            .map(|v| v.to_str().unwrap().to_string());
+                        assert_eq!(req.method(), http::Method::POST);
+                        assert_eq!(ct.as_deref(), Some("application/json"));
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        seen.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice::<Value>(&body).unwrap());
+                        let (status, answer) = match path.as_str() {
+                            "/approve" => (200, r#"{"approve":true,"by":"bot","forSeconds":600}"#),
+                            "/approve-once" => (200, r#"{"approve":true}"#),
+                            "/deny" => (200, r#"{"approve":false,"by":"bot","reason":"not now"}"#),
+                            "/other" => (200, r#"{"approve":true,"id":"zzzz"}"#),
+                            "/garbage" => (200, "yes please"),
+                            _ => (500, "boom"),
+                        };
+                        Ok::<_, Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_answers() {
+    let (base, seen) = webhook_server().await;
+    let ask = |path: &str| {
+        let w = WebhookApprover::new(&format!("{base}{path}?token=s3cret")).unwrap();
+        async move { w.approve(held("0123456789abcdef")).await }
+    };
+
+    assert_eq!(
+        ask("/approve").await,
+        Answer::Approve {
+            by: "bot".into(),
+            window: Some(Duration::from_secs(600)),
+        }
+    );
+    let sent = seen.lock().unwrap()[0].clone();
+    assert_eq!(sent["id"], "0123456789abcdef");
+    assert_eq!(
+        sent["kubectl"],
+        "kubectl create clusterrolebinding agent-admin --clusterrole=cluster-admin"
+    );
+    assert_eq!(sent["identity"]["user"], "agent-1");
+    assert_eq!(sent["rule"], "hold-rbac-writes");
+    assert!(sent["body"].as_str().unwrap().contains("[masked]"));
+
+    assert_eq!(
+        ask("/approve-once").await,
+        Answer::Approve {
+            by: "webhook".into(),
+            window: None,
+        }
+    );
+    assert_eq!(
+        ask("/deny").await,
+        Answer::Deny {
+            by: "bot".into(),
+            reason: "not now".into(),
+        }
+    );
+    let denied = |a: Answer, why: &str| match a {
+        Answer::Deny { reason, .. } => {
+            assert!(reason.contains(why), "{reason}");
+            assert!(!reason.contains("s3cret"), "the URL leaked: {reason}");
+        }
+        other => panic!("{other:?}"),
+    };
+    denied(ask("/fail").await, "500");
+    denied(ask("/garbage").await, "not understood");
+    denied(ask("/other").await, "another request");
+
+    // Nobody listening.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let w = WebhookApprover::new(&format!("http://127.0.0.1:{port}/hook?token=s3cret")).unwrap();
+    denied(
+        w.approve(held("0123456789abcdef")).await,
+        "could not be reached",
+    );
+}
+
+#[test]
+fn webhook_urls() {
+    let err = WebhookApprover::new("https://hooks.example/approve").unwrap_err();
+    assert!(err.to_string().contains("not supported yet"), "{err}");
+    for bad in ["ftp://x/y", "hooks.example/approve", "http://", "not a url"] {
+        assert!(WebhookApprover::new(bad).is_err(), "{bad}");
+    }
+    assert!(WebhookApprover::new("http://127.0.0.1:9/approve").is_ok());
+}
+
+#[test]
+fn default_socket_path() {
+    let p = approvals::default_socket_path();
+    assert!(p.ends_with("approvals.sock"), "{}", p.display());
+    assert!(p.is_absolute());
+}
