@@ -58,6 +58,7 @@ pub fn default_socket_path() -> PathBuf {
         return home.join(".kubeleash").join("approvals.sock");
     }
     let user: String = operator_name()
+        .unwrap_or_default()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .collect();
@@ -67,13 +68,12 @@ pub fn default_socket_path() -> PathBuf {
 }
 
 /// The name answers are given in when none is passed: `$USER`, else `$LOGNAME`.
-pub(crate) fn operator_name() -> String {
+pub(crate) fn operator_name() -> Option<String> {
     ["USER", "LOGNAME"]
         .iter()
         .filter_map(|v| std::env::var(v).ok())
         .map(|v| clean_name(&v))
         .find(|v| !v.is_empty())
-        .unwrap_or_else(|| "operator".to_string())
 }
 
 /// A name as it goes into an answer (and from there into records and the agent's error): one
@@ -97,6 +97,22 @@ pub(crate) fn clean_reason(reason: &str) -> String {
         .collect::<String>()
         .trim()
         .to_string()
+}
+
+/// The longest time-windowed grant an answer can give. A standing grant belongs in the policy,
+/// as an allow rule; this also keeps `now + window` far from overflowing in the layer.
+pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// An approval's window as operators write it: [`parse_duration`], at most [`MAX_WINDOW`].
+pub fn parse_window(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d > MAX_WINDOW {
+        return Err(format!(
+            "a window can be at most {}; for longer, allow the requests in the policy",
+            format_duration(MAX_WINDOW)
+        ));
+    }
+    Ok(d)
 }
 
 /// Parse a duration as operators write it: `30s`, `15m`, `2h`, `1h30m`.
@@ -369,6 +385,8 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_window("24h"), Ok(MAX_WINDOW));
+        assert!(parse_window("25h").unwrap_err().contains("at most 24h"));
         for d in [30, 900, 5400, 3661] {
             let d = Duration::from_secs(d);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));

@@ -76,16 +76,22 @@ fn held(id: &str) -> ApprovalRequest {
     }
 }
 
-/// Run the CLI off the runtime's threads.
+/// Run the CLI off the runtime's threads, as user `alice`.
 async fn cli(args: &[&str]) -> Output {
+    cli_as(Some("alice"), args).await
+}
+
+async fn cli_as(user: Option<&str>, args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let user = user.map(str::to_string);
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_kubeleash"))
-            .arg("approvals")
-            .args(&args)
-            .env("USER", "alice")
-            .output()
-            .unwrap()
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kubeleash"));
+        c.arg("approvals").args(&args).env_remove("LOGNAME");
+        match user {
+            Some(u) => c.env("USER", u),
+            None => c.env_remove("USER"),
+        };
+        c.output().unwrap()
     })
     .await
     .unwrap()
@@ -243,17 +249,24 @@ async fn list_approve_and_deny_through_the_cli() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("no requests are held"));
 
-    // An approval without a window, and identical requests answered together.
+    // An approval without a window, and identical requests answered together. Without a
+    // user name, the answer is given in the name of the connecting uid.
     let x = hold(&a, "1111111111111111");
     let y = hold(&a, "1111111111111111");
     until_pending(&a, 2).await;
-    let out = cli(&["approve", "1111111111111111", "--socket", sock(&path)]).await;
+    let out = cli_as(
+        None,
+        &["approve", "1111111111111111", "--socket", sock(&path)],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 identical requests"));
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&path).unwrap());
     for h in [x, y] {
         assert_eq!(
             h.await.unwrap(),
             Answer::Approve {
-                by: "alice".into(),
+                by: format!("uid {uid}"),
                 window: None
             }
         );
@@ -332,6 +345,13 @@ async fn what_the_cli_refuses() {
     assert_eq!(reply["ok"], false);
     let reply = raw(&path, "{\"op\":\"fly\"}\n").await;
     assert_eq!(reply["ok"], false);
+    let reply = raw(
+        &path,
+        "{\"op\":\"approve\",\"id\":\"0123456789abcdef\",\"for_seconds\":18446744073709551615}\n",
+    )
+    .await;
+    assert_eq!(reply["ok"], false);
+    assert!(reply["error"].as_str().unwrap().contains("at most 24h"));
     assert_eq!(a.pending_count(), 1);
     a.deny_all("test over");
     assert!(matches!(h.await.unwrap(), Answer::Deny { .. }));
@@ -419,6 +439,9 @@ async fn webhook_server() -> (String, Arc<Mutex<Vec<Value>>>) {
                             "/approve-once" => (200, r#"{"approve":true}"#),
                             "/deny" => (200, r#"{"approve":false,"by":"bot","reason":"not now"}"#),
                             "/other" => (200, r#"{"approve":true,"id":"zzzz"}"#),
+                            "/forever" => {
+                                (200, r#"{"approve":true,"forSeconds":18446744073709551615}"#)
+                            }
                             "/garbage" => (200, "yes please"),
                             _ => (500, "boom"),
                         };
@@ -489,6 +512,8 @@ async fn webhook_answers() {
     denied(ask("/fail").await, "500");
     denied(ask("/garbage").await, "not understood");
     denied(ask("/other").await, "another request");
+    // A window past the limit would overflow the grant's deadline: denied, not clamped.
+    denied(ask("/forever").await, "window longer than 24h");
 
     // Nobody listening.
     let port = {

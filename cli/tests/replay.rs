@@ -14,8 +14,16 @@ use std::process::Command;
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::{Chain, RecordBody, RecordedDecision, RecordedRequest};
 
-/// (method, target, content type, upgrade, expected command)
-const FORMS: &[(&str, &str, Option<&str>, Option<&str>, &str)] = &[
+/// method, target, content type, upgrade, expected command
+type Form = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+);
+
+const FORMS: &[Form] = &[
     (
         "GET",
         "/api/v1/namespaces/dev/secrets?limit=500",
@@ -82,7 +90,7 @@ const FORMS: &[(&str, &str, Option<&str>, Option<&str>, &str)] = &[
     ("OPTIONS", "/metrics", None, None, "OPTIONS /metrics"),
 ];
 
-fn log_of(forms: &[(&str, &str, Option<&str>, Option<&str>, &str)]) -> String {
+fn log_of(forms: &[Form]) -> String {
     let mut chain = Chain::new("test");
     let mut out = String::new();
     for (i, (method, target, ct, upgrade, _)) in forms.iter().enumerate() {

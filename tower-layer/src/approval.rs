@@ -65,9 +65,14 @@ pub trait Approver: Send + Sync {
 pub(crate) fn approval_id(
     identity: &Identity,
     attributes: &Attributes,
+    target: &str,
     body: Option<&[u8]>,
 ) -> String {
     let mut h = Sha256::new();
+    // The target too: two requests that differ only in their query (`?dryRun=All`) are two
+    // requests to approve.
+    h.update(target.as_bytes());
+    h.update([0]);
     h.update(serde_json::to_vec(identity).unwrap_or_default());
     h.update([0]);
     h.update(serde_json::to_vec(attributes).unwrap_or_default());
@@ -88,7 +93,7 @@ pub(crate) struct Grants {
 }
 
 fn grant_key(identity: &Identity, attributes: &Attributes) -> String {
-    approval_id(identity, attributes, None)
+    approval_id(identity, attributes, "", None)
 }
 
 impl Grants {
@@ -109,7 +114,10 @@ impl Grants {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         g.retain(|_, until| *until > now);
-        g.insert(grant_key(identity, attributes), now + window);
+        // A window too long to represent is refused rather than made endless.
+        if let Some(until) = now.checked_add(window) {
+            g.insert(grant_key(identity, attributes), until);
+        }
     }
 }
 

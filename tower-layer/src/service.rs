@@ -393,7 +393,12 @@ where
                         }
                     }
                 }
-                let id = approval_id(&ctx.identity, &request.attributes, bytes.as_deref());
+                let id = approval_id(
+                    &ctx.identity,
+                    &request.attributes,
+                    &ctx.target,
+                    bytes.as_deref(),
+                );
                 let shown = bytes
                     .as_deref()
                     .filter(|b| !b.is_empty())

@@ -33,8 +33,8 @@ enum Command {
         /// The approval's id, from `kubeleash approvals list`.
         id: String,
         /// Also let through requests with the same attributes from the same identity for this
-        /// long: 30s, 15m, 2h.
-        #[arg(long = "for", value_name = "DURATION", value_parser = super::parse_duration)]
+        /// long: 30s, 15m, 2h (at most 24h).
+        #[arg(long = "for", value_name = "DURATION", value_parser = super::parse_window)]
         window: Option<Duration>,
         /// Why (kept in the record with the approval).
         #[arg(long, value_name = "TEXT")]
@@ -57,6 +57,7 @@ pub fn run(args: Args) -> ExitCode {
     let request = match &args.command {
         Command::List { .. } => json!({"op": "list"}),
         Command::Approve { id, window, reason } => {
+            // Without a name, the proxy answers in the name of the connecting uid.
             let mut r = json!({"op": "approve", "id": id, "by": operator_name()});
             if let Some(w) = window {
                 r["for_seconds"] = json!(w.as_secs());

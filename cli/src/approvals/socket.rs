@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{clean_name, clean_reason, one_line};
+use super::{MAX_WINDOW, clean_name, clean_reason, format_duration, one_line};
 
 /// The longest request line the socket reads.
 const MAX_LINE: usize = 64 * 1024;
@@ -98,8 +98,9 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Answer every held request with this id; how many there were.
-    fn resolve(&self, id: &str, answer: &Answer) -> usize {
+    /// Answer every held request with this id: how many there were, and how many were still
+    /// waiting for the answer (a caller may have timed out an instant before).
+    fn resolve(&self, id: &str, answer: &Answer) -> (usize, usize) {
         let held: Vec<Held> = {
             let mut s = self.lock();
             let keys: Vec<u64> = s
@@ -110,11 +111,12 @@ impl Inner {
                 .collect();
             keys.iter().filter_map(|k| s.pending.remove(k)).collect()
         };
-        let n = held.len();
-        for h in held {
-            let _ = h.reply.send(answer.clone());
-        }
-        n
+        let found = held.len();
+        let delivered = held
+            .into_iter()
+            .filter_map(|h| h.reply.send(answer.clone()).ok())
+            .count();
+        (found, delivered)
     }
 
     fn deny_all(&self, reason: &str, close: bool) -> usize {
@@ -174,6 +176,11 @@ impl SocketApprover {
     /// `path` is removed; a live one (another proxy) or anything that is not a socket is an
     /// error.
     pub fn bind(path: &Path) -> io::Result<SocketApprover> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "the approvals socket must be bound inside a tokio runtime",
+            ));
+        }
         let ctx = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         check_length(path)?;
         let parent = match path.parent() {
@@ -262,6 +269,10 @@ impl SocketApprover {
 
     /// Deny every held request with `reason` (answered by `kubeleash`); how many there were.
     /// Requests held afterwards wait as usual: see [`close`](SocketApprover::close).
+    #[allow(
+        dead_code,
+        reason = "the binary denies with `close`; tests and embedders use this"
+    )]
     pub fn deny_all(&self, reason: &str) -> usize {
         self.inner.deny_all(reason, false)
     }
@@ -500,6 +511,12 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
                 by = format!("{by} (reason: {r})");
             }
             let window = for_seconds.filter(|s| *s > 0).map(Duration::from_secs);
+            if window.is_some_and(|w| w > MAX_WINDOW) {
+                return json!({"ok": false, "error": format!(
+                    "a window can be at most {}; for longer, allow the requests in the policy",
+                    format_duration(MAX_WINDOW)
+                )});
+            }
             (id, Answer::Approve { by, window })
         }
         Op::Deny {
@@ -516,7 +533,11 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
         }
     };
     match inner.resolve(&id, &answer) {
-        0 => json!({"ok": false, "error": format!("no pending approval `{}`", one_line(&id))}),
-        n => json!({"ok": true, "requests": n}),
+        (0, _) => json!({"ok": false, "error": format!("no pending approval `{}`", one_line(&id))}),
+        (_, 0) => json!({"ok": false, "error": format!(
+            "approval `{}` stopped waiting (it timed out and was denied) before the answer",
+            one_line(&id)
+        )}),
+        (_, n) => json!({"ok": true, "requests": n}),
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kubeleash_tower::{Answer, ApprovalRequest, Approver};
 use tokio::sync::oneshot;
 
-use super::{Shown, clean_reason, format_duration, one_line, operator_name, parse_duration};
+use super::{Shown, clean_reason, format_duration, one_line, operator_name, parse_window};
 
 const PROMPT: &str = "approve? [y/N/for 15m] ";
 
@@ -61,7 +61,8 @@ impl TerminalApprover {
                 )
             })?;
         let input = tty.try_clone()?;
-        TerminalApprover::with_io(input, tty, operator_name(), READ_GUARD)
+        let by = operator_name().unwrap_or_else(|| "the proxy's operator".into());
+        TerminalApprover::with_io(input, tty, by, READ_GUARD)
     }
 
     /// Prompt on `output`, read answers from `input`.
@@ -210,7 +211,7 @@ impl<W: Write> Prompter<W> {
                     match parse_answer(&line, &self.by) {
                         Some(answer) => return Some(answer),
                         None => self.say(&format!(
-                            "answer y (approve), n (deny; `n REASON` to say why) or `for 15m` (approve for a while)\n{PROMPT}"
+                            "answer y (approve), n (deny; `n REASON` to say why) or `for 15m` (approve for a while, at most 24h)\n{PROMPT}"
                         )),
                     }
                 }
@@ -261,16 +262,21 @@ fn parse_answer(line: &str, by: &str) -> Option<Answer> {
         "y" | "yes" if rest.is_empty() => approve(None),
         "y" | "yes" => {
             let d = rest.strip_prefix("for")?;
-            approve(Some(parse_duration(d).ok()?))
+            approve(Some(parse_window(d).ok()?))
         }
-        "for" => approve(Some(parse_duration(rest).ok()?)),
+        "for" => approve(Some(parse_window(rest).ok()?)),
         _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        reason = "tests"
+    )]
 
     use super::*;
     use kubeleash_core::policy::Identity;
@@ -322,7 +328,7 @@ mod tests {
                 reason: "too broad".into()
             })
         );
-        for other in ["maybe", "for", "for ever", "y please", "yy"] {
+        for other in ["maybe", "for", "for ever", "y please", "yy", "for 25h"] {
             assert_eq!(parse_answer(other, by), None, "{other}");
         }
     }
@@ -356,17 +362,14 @@ mod tests {
         }
     }
 
+    /// Long enough that a loaded machine still types the "immediate" answer within it.
+    const GUARD: Duration = Duration::from_millis(1000);
+
     #[tokio::test]
     async fn prompts_one_at_a_time_and_ignores_typeahead() {
         let (reader, mut keys) = io::pipe().unwrap();
         let screen = Screen::default();
-        let t = TerminalApprover::with_io(
-            reader,
-            screen.clone(),
-            "alice".into(),
-            Duration::from_millis(100),
-        )
-        .unwrap();
+        let t = TerminalApprover::with_io(reader, screen.clone(), "alice".into(), GUARD).unwrap();
         let first = tokio::spawn({
             let t = t.clone();
             async move { t.approve(request("first")).await }
@@ -376,7 +379,7 @@ mod tests {
             let t = t.clone();
             async move { t.approve(request("second")).await }
         });
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(GUARD + Duration::from_millis(100)).await;
         keys.write_all(b"for 15m\n").unwrap();
         assert_eq!(
             first.await.unwrap(),
@@ -397,7 +400,7 @@ mod tests {
         screen.wait_for("second").await;
         keys.write_all(b"y\n").unwrap();
         screen.wait_for("(ignored").await;
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(GUARD + Duration::from_millis(100)).await;
         keys.write_all(b"n not today\n").unwrap();
         assert_eq!(
             second.await.unwrap(),

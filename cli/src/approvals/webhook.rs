@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use kubeleash_tower::{Answer, ApprovalRequest, Approver};
 use serde::Deserialize;
 
-use super::{clean_name, clean_reason};
+use super::{MAX_WINDOW, clean_name, clean_reason, format_duration};
 
 /// The largest answer read from a webhook.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -143,11 +143,21 @@ impl WebhookApprover {
                 .map(clean_name)
                 .filter(|b| !b.is_empty())
                 .unwrap_or_else(|| "webhook".into());
+        let window = a.for_seconds.filter(|s| *s > 0).map(Duration::from_secs);
+        if a.approve
+            && let Some(w) = window
+            && w > MAX_WINDOW
+        {
+            return Err((
+                format!(
+                    "the approval webhook asked for a window longer than {}",
+                    format_duration(MAX_WINDOW)
+                ),
+                format!("forSeconds {}", w.as_secs()),
+            ));
+        }
         Ok(if a.approve {
-            Answer::Approve {
-                by,
-                window: a.for_seconds.filter(|s| *s > 0).map(Duration::from_secs),
-            }
+            Answer::Approve { by, window }
         } else {
             Answer::Deny {
                 by,

@@ -176,6 +176,10 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
             let s = Arc::new(SocketApprover::bind(path).map_err(|e| {
                 format!("cannot open the approvals socket `{}`: {e}", path.display())
             })?);
+            eprintln!(
+                "kubeleash proxy: approvals socket at {} (`kubeleash approvals list`)",
+                s.path().display()
+            );
             socket = Some(Arc::clone(&s));
             layer.approver(s)
         }
@@ -294,8 +298,10 @@ async fn forward(
     let upstream = Request::from_parts(parts, kube::client::Body::from(bytes));
     match client.send(upstream).await {
         Ok(mut resp) => {
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(server_upgrade) = server_upgrade {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(server_upgrade) = server_upgrade
+            {
+                {
                     let client_upgrade = hyper::upgrade::on(&mut resp);
                     tokio::spawn(async move {
                         if let (Ok(a), Ok(b)) = (server_upgrade.await, client_upgrade.await) {
@@ -335,7 +341,8 @@ impl RunningProxy {
         let _ = self.stop.send(true);
         let _ = self.accept.await;
         if let Some(s) = &self.socket {
-            s.deny_all("the kubeleash proxy is shutting down");
+            // Denies what is held, refuses what comes later, removes the socket file.
+            s.close("the kubeleash proxy is shutting down");
         }
         let deadline = tokio::time::Instant::now() + grace;
         while Arc::strong_count(&self.connections) > 1 && tokio::time::Instant::now() < deadline {

@@ -444,6 +444,21 @@ impl JsonMasker {
     ) -> Result<Ctx, MaskError> {
         let Some(parent) = self.frames.last() else {
             if let Some(root) = self.root.take() {
+                if root.role == Role::Anchor && is_obj {
+                    // A document whose kind was read ahead (the last-applied annotation).
+                    let (kind, group) = root.anchor.map(|a| (a.kind, a.group)).unwrap_or_default();
+                    self.start_anchor(kind);
+                    if let Some(a) = self.anchors.last_mut() {
+                        a.group = group;
+                    }
+                    return Ok(Ctx {
+                        role: Role::Anchor,
+                        masked: None,
+                        select: None,
+                        filters: Vec::new(),
+                        records: None,
+                    });
+                }
                 if let Some(a) = root.anchor {
                     self.anchors.push(a);
                 }
@@ -775,7 +790,32 @@ impl JsonMasker {
     /// for its own kind; if it is not JSON, replace it whole.
     fn mask_json_string(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
         let inner = self.decoded(raw)?;
-        let mut nested = JsonMasker::new(Arc::clone(&self.set), false);
+        // The whole document is here: read its kind first, since kubectl sorts keys and `data`
+        // would otherwise come before `kind`.
+        let head: Option<serde_json::Value> = serde_json::from_slice(&inner).ok();
+        let field = |k: &str| {
+            head.as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let anchor = AnchorInfo {
+            kind: field("kind"),
+            group: field("apiVersion").map(|v| {
+                v.rsplit_once('/')
+                    .map_or(String::new(), |(g, _)| g.to_string())
+            }),
+        };
+        let mut nested = JsonMasker::nested(
+            Arc::clone(&self.set),
+            Root {
+                states: Vec::new(),
+                role: Role::Anchor,
+                masked: None,
+                select: None,
+                anchor: Some(anchor),
+            },
+        );
         let mut masked = Vec::with_capacity(inner.len());
         let ok = nested
             .feed(&inner, &mut masked)
@@ -1051,10 +1091,15 @@ fn selection(
         {
             continue;
         }
-        // Masking outright beats re-masking inside: it reveals less.
-        match (action, rule.action) {
-            (Some(Action::Mask(_)), _) => {}
-            (_, a) => action = Some(a),
+        // What reveals less wins: a fixed marker over an HMAC token (which shows equality),
+        // and either over masking inside a document.
+        let reveals = |a: Action| match a {
+            Action::Mask(Replace::Marker | Replace::Base64) => 0,
+            Action::Mask(Replace::Hmac { .. }) => 1,
+            Action::JsonString => 2,
+        };
+        if action.is_none_or(|cur| reveals(rule.action) < reveals(cur)) {
+            action = Some(rule.action);
         }
     }
     action
