@@ -206,6 +206,37 @@ fn refused() -> Resolution {
     }
 }
 
+/// Read a request body, bounded; a larger one is refused (and recorded) with 413.
+async fn read_body<ReqB, B>(
+    ctx: &Ctx<'_>,
+    request: &Classified,
+    body: ReqB,
+    max: usize,
+) -> Result<Bytes, Response<KubeleashBody<B>>>
+where
+    ReqB: Body<Data = Bytes>,
+    ReqB::Error: Into<BoxError>,
+{
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            let d = deny(format!(
+                "request body refused: {e} (the API server accepts at most 3 MiB)"
+            ));
+            Err(ctx
+                .refuse(
+                    Some(request),
+                    None,
+                    413,
+                    "RequestEntityTooLarge",
+                    d,
+                    refused(),
+                )
+                .await)
+        }
+    }
+}
+
 fn deny(reason: String) -> Decision {
     Decision {
         effect: Effect::Deny,
@@ -279,36 +310,15 @@ where
     // The body is read only when a rule, or an approval, needs it.
     let mut bytes: Option<Bytes> = None;
     let mut body = Some(body);
-    let max_body = shared.max_body;
-    let read = |body: ReqB| async move {
-        match Limited::new(body, max_body).collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) => Err(e.to_string()),
-        }
-    };
     // A recorder records every write's body (masked), so it reads those too.
     let writes = matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
         && request.facts.upgrade.is_none();
     if (policy.needs_body(&ctx.identity, &request) || ctx.recording() && writes)
         && let Some(b) = body.take()
     {
-        match read(b).await {
+        match read_body(&ctx, &request, b, shared.max_body).await {
             Ok(b) => bytes = Some(b),
-            Err(e) => {
-                let d = deny(format!(
-                    "request body refused: {e} (the API server accepts at most 3 MiB)"
-                ));
-                return Ok(ctx
-                    .refuse(
-                        Some(&request),
-                        None,
-                        413,
-                        "RequestEntityTooLarge",
-                        d,
-                        refused(),
-                    )
-                    .await);
-            }
+            Err(refusal) => return Ok(refusal),
         }
     }
     let recorded_body = || {
@@ -376,21 +386,9 @@ where
                 if bytes.is_none()
                     && let Some(b) = body.take()
                 {
-                    match read(b).await {
+                    match read_body(&ctx, &request, b, shared.max_body).await {
                         Ok(b) => bytes = Some(b),
-                        Err(e) => {
-                            let d = deny(format!("request body refused: {e}"));
-                            return Ok(ctx
-                                .refuse(
-                                    Some(&request),
-                                    None,
-                                    413,
-                                    "RequestEntityTooLarge",
-                                    d,
-                                    refused(),
-                                )
-                                .await);
-                        }
+                        Err(refusal) => return Ok(refusal),
                     }
                 }
                 let id = approval_id(

@@ -320,3 +320,25 @@ async fn a_rotated_token_file_is_read_again() {
     assert_eq!(seen[1].get("authorization").unwrap(), "Bearer second-token");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_body_over_the_api_servers_limit_is_refused_and_recorded() {
+    let keep = Keep::default();
+    let seen: Seen = Arc::default();
+    let layer = KubeleashLayer::new(Policy::from_yaml(POLICY).unwrap()).recorder(keep.clone());
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(server(Arc::clone(&seen)));
+    let big = Bytes::from(vec![b' '; 4 * 1024 * 1024]);
+    let req = Request::builder()
+        .method("PUT")
+        .uri("/api/v1/namespaces/dev/configmaps/a")
+        .body(Full::new(big))
+        .unwrap();
+    let r = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(seen.lock().unwrap().is_empty());
+    let records = keep.0.lock().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].response.as_ref().map(|r| r.status), Some(413));
+}
