@@ -1,0 +1,212 @@
+# Hand-written stubs for the native module; tests/test_stubs.py checks them against it.
+import os
+from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+from typing import Literal, TypedDict
+
+__version__: str
+
+_Bytes = Union[bytes, bytearray, memoryview, str]
+_Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]], Mapping[bytes, bytes], Iterable[Tuple[bytes, bytes]]]
+_Effect = Literal["allow", "deny", "approve"]
+
+class Location(TypedDict):
+    line: int
+    column: int
+
+class ErrorDetail(TypedDict):
+    """One policy problem; the Node binding reports the same shape."""
+
+    message: str
+    help: Optional[str]
+    code: str
+    location: Optional[Location]
+
+class PolicyError(ValueError):
+    """A policy did not compile; `errors` lists every problem."""
+
+    errors: list[ErrorDetail]
+
+class MaskError(ValueError):
+    """The masker refused a response; `safe` holds the bytes this call could still deliver."""
+
+    code: str
+    safe: bytes
+
+class RequestError(ValueError):
+    """A request target or header was refused before classification."""
+
+    code: str
+
+class ConnectError(Exception):
+    """`kubeleash.kubernetes.connect` could not set up the guarded client."""
+
+class Attributes(TypedDict):
+    resourceRequest: bool
+    verb: str
+    apiGroup: str
+    apiVersion: str
+    namespace: str
+    resource: str
+    subresource: str
+    name: str
+    path: str
+
+class DecisionDict(TypedDict):
+    effect: _Effect
+    rule: Optional[str]
+    reason: str
+    request: Optional[Attributes]
+
+class Decision:
+    """A decision: the effect, the rule that made it, the reason, the request's attributes."""
+
+    @property
+    def effect(self) -> _Effect: ...
+    @property
+    def rule(self) -> Optional[str]: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def request(self) -> Optional[Attributes]: ...
+    @property
+    def allowed(self) -> bool: ...
+    def to_dict(self) -> DecisionDict: ...
+
+class Masker:
+    """Masks one response as it streams: `feed` each chunk, then `finish`."""
+
+    def feed(self, chunk: _Bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
+    @property
+    def masked_anything(self) -> bool: ...
+
+class TestOutcome:
+    @property
+    def name(self) -> str: ...
+    @property
+    def request(self) -> str: ...
+    @property
+    def expect(self) -> _Effect: ...
+    @property
+    def expect_rule(self) -> Optional[str]: ...
+    @property
+    def decision(self) -> Decision: ...
+    @property
+    def passed(self) -> bool: ...
+
+class TestReport:
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def outcomes(self) -> list[TestOutcome]: ...
+    @property
+    def failures(self) -> list[TestOutcome]: ...
+    def __len__(self) -> int: ...
+
+class Policy:
+    """A compiled policy: immutable, safe to share between threads."""
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Policy: ...
+    @classmethod
+    def from_file(cls, path: Union[str, os.PathLike[str]]) -> Policy: ...
+    @property
+    def name(self) -> Optional[str]: ...
+    def evaluate(
+        self,
+        method: str,
+        target: str,
+        *,
+        user: Optional[str] = None,
+        groups: Sequence[str] = (),
+        headers: Optional[_Headers] = None,
+        body: Optional[_Bytes] = None,
+    ) -> Decision: ...
+    def mask(
+        self,
+        method: str,
+        target: str,
+        body: _Bytes,
+        *,
+        headers: Optional[_Headers] = None,
+        content_type: Optional[str] = None,
+        content_encoding: Optional[str] = None,
+    ) -> bytes: ...
+    def masker(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Optional[_Headers] = None,
+        content_type: Optional[str] = None,
+        content_encoding: Optional[str] = None,
+    ) -> Masker: ...
+    def test(self) -> TestReport: ...
+
+class Identity(TypedDict):
+    user: str
+    groups: list[str]
+
+class ApprovalRequest:
+    """One held request, as an approver sees it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def attributes(self) -> Attributes: ...
+    @property
+    def kubectl(self) -> str: ...
+    @property
+    def body(self) -> Optional[str]: ...
+    @property
+    def rule(self) -> Optional[str]: ...
+    @property
+    def reason(self) -> str: ...
+    def to_dict(self) -> dict[str, object]: ...
+
+class Answer:
+    """An approver's answer."""
+
+    @staticmethod
+    def approve(*, by: str = "approver", window: Optional[float] = None) -> Answer: ...
+    @staticmethod
+    def deny(*, by: str = "approver", reason: str = "denied") -> Answer: ...
+    @property
+    def approved(self) -> bool: ...
+    @property
+    def by(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def window(self) -> Optional[float]: ...
+
+class Verification(TypedDict):
+    ok: bool
+    records: list[dict[str, object]]
+    problems: list[Tuple[int, str]]
+    warnings: list[str]
+
+def verify_record(log: str) -> Verification: ...
+
+__all__ = [
+    "Answer",
+    "ApprovalRequest",
+    "ConnectError",
+    "Decision",
+    "MaskError",
+    "Masker",
+    "Policy",
+    "PolicyError",
+    "RequestError",
+    "TestOutcome",
+    "TestReport",
+    "__version__",
+    "verify_record",
+]

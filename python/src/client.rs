@@ -1,0 +1,788 @@
+//! The guarded client's data path: the same `KubeleashLayer` Rust agents use, over a hyper
+//! client, on a Tokio runtime the binding owns. Python hands each request to [`Transport::send`]
+//! and reads the masked response from a [`ResponseBody`]; the credential, the policy and the
+//! record never leave Rust.
+//!
+//! Every wait happens with the GIL released, in short slices between which Python signals
+//! (Ctrl-C) are checked, so a held approval or an idle watch can still be interrupted. A
+//! response body is a std mutex taken only while the GIL is released, so two Python threads
+//! reading one body cannot deadlock on the GIL.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kubeleash_core::mask::MaskError as CoreMaskError;
+use kubeleash_core::policy::Identity;
+use kubeleash_core::record::verify;
+use kubeleash_tower::{
+    Answer as CoreAnswer, ApprovalRequest as CoreApprovalRequest, Approver, Credential,
+    JsonlRecorder, Kubeleash, KubeleashBody, KubeleashLayer, Mode, RecorderOptions,
+};
+use pyo3::exceptions::{PyConnectionError, PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::convert::{bytes_arg, headers_arg, repr_str, ser_to_py};
+use crate::errors::{ConnectError, RequestError, mask_error};
+use crate::kubeconfig::{self, Auth};
+use crate::policy::Policy;
+
+/// How long one GIL-free wait lasts before Python signals are checked.
+const SLICE: Duration = Duration::from_millis(100);
+
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kubeleash")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| ConnectError::new_err(format!("cannot start kubeleash's async runtime: {e}")))
+}
+
+/// Run `fut` to completion with the GIL released, checking for Python signals between slices.
+fn wait<F: Future + Send>(py: Python<'_>, mut fut: Pin<&mut F>) -> PyResult<F::Output>
+where
+    F::Output: Send,
+{
+    let rt = runtime()?;
+    loop {
+        let step =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(SLICE, fut.as_mut()).await }));
+        match step {
+            Ok(v) => return Ok(v),
+            Err(_) => py.check_signals()?,
+        }
+    }
+}
+
+/// Why the upstream call failed, with the whole cause chain (hyper's top-level message alone
+/// says only "client error").
+#[derive(Debug)]
+struct UpstreamError(String);
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The API server: a hyper client that puts the kubeconfig's scheme, host and path prefix in
+/// front of the path-only targets the layer passes on.
+#[derive(Clone)]
+struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    prefix: String,
+}
+
+type UpstreamFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send>>;
+
+impl Service<http::Request<Full<Bytes>>> for Upstream {
+    type Response = http::Response<Incoming>;
+    type Error = UpstreamError;
+    type Future = UpstreamFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<Full<Bytes>>) -> Self::Future {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri = http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{target}", self.prefix))
+            .build();
+        let client = self.client.clone();
+        Box::pin(async move {
+            *req.uri_mut() =
+                uri.map_err(|e| UpstreamError(format!("cannot build the upstream URL: {e}")))?;
+            client
+                .request(req)
+                .await
+                .map_err(|e| UpstreamError(chain(&e)))
+        })
+    }
+}
+
+/// An approver's answer: `Answer.approve(...)` or `Answer.deny(...)`.
+#[pyclass(frozen, module = "kubeleash")]
+pub struct Answer {
+    approved: bool,
+    by: String,
+    reason: String,
+    window: Option<f64>,
+}
+
+#[pymethods]
+impl Answer {
+    /// Let the held request through; `window` (seconds) also lets through later requests with
+    /// the same attributes from the same identity for that long.
+    #[staticmethod]
+    #[pyo3(signature = (*, by = "approver".to_string(), window = None))]
+    fn approve(by: String, window: Option<f64>) -> PyResult<Answer> {
+        if let Some(w) = window.filter(|w| !w.is_finite() || *w <= 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "window must be a positive number of seconds, not {w}"
+            )));
+        }
+        Ok(Answer {
+            approved: true,
+            by,
+            reason: String::new(),
+            window,
+        })
+    }
+
+    /// Refuse the held request; the agent sees `reason` in its 403.
+    #[staticmethod]
+    #[pyo3(signature = (*, by = "approver".to_string(), reason = "denied".to_string()))]
+    fn deny(by: String, reason: String) -> Answer {
+        Answer {
+            approved: false,
+            by,
+            reason,
+            window: None,
+        }
+    }
+
+    /// Whether this answer approves.
+    #[getter]
+    fn approved(&self) -> bool {
+        self.approved
+    }
+
+    /// Who answered.
+    #[getter]
+    fn by(&self) -> &str {
+        &self.by
+    }
+
+    /// Why it was denied (empty for an approval).
+    #[getter]
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The grant window in seconds, if any.
+    #[getter]
+    fn window(&self) -> Option<f64> {
+        self.window
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let by = repr_str(py, Some(&self.by));
+        match (self.approved, self.window) {
+            (true, Some(w)) => format!("Answer.approve(by={by}, window={w})"),
+            (true, None) => format!("Answer.approve(by={by})"),
+            (false, _) => format!(
+                "Answer.deny(by={by}, reason={})",
+                repr_str(py, Some(&self.reason))
+            ),
+        }
+    }
+}
+
+impl Answer {
+    fn to_core(&self) -> CoreAnswer {
+        if self.approved {
+            CoreAnswer::Approve {
+                by: self.by.clone(),
+                window: self.window.map(Duration::from_secs_f64),
+            }
+        } else {
+            CoreAnswer::Deny {
+                by: self.by.clone(),
+                reason: self.reason.clone(),
+            }
+        }
+    }
+}
+
+/// What an approver is shown: one held request, its body masked.
+#[pyclass(frozen, module = "kubeleash")]
+pub struct ApprovalRequest {
+    inner: CoreApprovalRequest,
+}
+
+#[pymethods]
+impl ApprovalRequest {
+    /// The approval's id, bound to exactly this request (identity, attributes, body).
+    #[getter]
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Who sent it: `{"user": ..., "groups": [...]}`.
+    #[getter]
+    fn identity<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        ser_to_py(py, &self.inner.identity)
+    }
+
+    /// The HTTP method.
+    #[getter]
+    fn method(&self) -> &str {
+        &self.inner.method
+    }
+
+    /// The request target as sent.
+    #[getter]
+    fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// The authorization attributes, as `Decision.request` has them.
+    #[getter]
+    fn attributes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        ser_to_py(py, &self.inner.attributes)
+    }
+
+    /// The kubectl command the request amounts to.
+    #[getter]
+    fn kubectl(&self) -> &str {
+        &self.inner.kubectl
+    }
+
+    /// The request body, masked with the same rules as responses; None without one.
+    #[getter]
+    fn body(&self) -> Option<&str> {
+        self.inner.body.as_deref()
+    }
+
+    /// The rule that asked for approval.
+    #[getter]
+    fn rule(&self) -> Option<&str> {
+        self.inner.rule.as_deref()
+    }
+
+    /// The policy's reason.
+    #[getter]
+    fn reason(&self) -> &str {
+        &self.inner.reason
+    }
+
+    /// Everything above as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        ser_to_py(py, &self.inner)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "ApprovalRequest(id={}, kubectl={}, rule={})",
+            repr_str(py, Some(&self.inner.id)),
+            repr_str(py, Some(&self.inner.kubectl)),
+            repr_str(py, self.inner.rule.as_deref())
+        )
+    }
+}
+
+/// A Python callable as the layer's approver. It runs on a blocking thread of the runtime, with
+/// the GIL, while the thread that sent the request waits without it.
+struct PyApprover {
+    callable: Arc<Py<PyAny>>,
+}
+
+fn ask(py: Python<'_>, callable: &Py<PyAny>, request: CoreApprovalRequest) -> CoreAnswer {
+    let deny = |reason: String| CoreAnswer::Deny {
+        by: "kubeleash".into(),
+        reason,
+    };
+    let result =
+        Py::new(py, ApprovalRequest { inner: request }).and_then(|r| callable.call1(py, (r,)));
+    let value = match result {
+        Ok(v) => v.into_bound(py),
+        Err(e) => {
+            let reason = format!("the approver raised {e}");
+            e.write_unraisable(py, Some(callable.bind(py)));
+            return deny(reason);
+        }
+    };
+    if let Ok(a) = value.cast::<Answer>() {
+        return a.get().to_core();
+    }
+    if value.is_none() {
+        return deny("the approver gave no answer".into());
+    }
+    match value.extract::<bool>() {
+        Ok(true) => CoreAnswer::Approve {
+            by: "approver".into(),
+            window: None,
+        },
+        Ok(false) => CoreAnswer::Deny {
+            by: "approver".into(),
+            reason: "denied".into(),
+        },
+        Err(_) => {
+            let shown = value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            deny(format!(
+                "the approver returned a {shown}, not an Answer or a bool"
+            ))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for PyApprover {
+    async fn approve(&self, request: CoreApprovalRequest) -> CoreAnswer {
+        let callable = Arc::clone(&self.callable);
+        let answer =
+            tokio::task::spawn_blocking(move || Python::attach(|py| ask(py, &callable, request)))
+                .await;
+        answer.unwrap_or_else(|e| CoreAnswer::Deny {
+            by: "kubeleash".into(),
+            reason: format!("the approver did not finish: {e}"),
+        })
+    }
+}
+
+/// What `Transport.send` returns: status, reason, response headers, body.
+type Sent = (u16, String, Vec<(String, String)>, ResponseBody);
+
+/// The guarded data path behind `kubeleash.kubernetes.connect`: policy, identity, approver,
+/// record and the operator's credential, all held here.
+#[pyclass(frozen, module = "kubeleash")]
+pub struct Transport {
+    svc: Kubeleash<Upstream>,
+    server: String,
+    namespace: Option<String>,
+    recorder: Option<Arc<JsonlRecorder>>,
+    closed: AtomicBool,
+}
+
+#[pymethods]
+impl Transport {
+    #[new]
+    #[pyo3(signature = (policy, *, user, groups = Vec::new(), kubeconfig = None, context = None, approver = None, record = None, mode = "enforce", approval_timeout = 300.0))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "mirrors the keyword arguments of kubeleash.kubernetes.connect"
+    )]
+    fn new(
+        py: Python<'_>,
+        policy: &Policy,
+        user: String,
+        groups: Vec<String>,
+        kubeconfig: Option<PathBuf>,
+        context: Option<String>,
+        approver: Option<Py<PyAny>>,
+        record: Option<PathBuf>,
+        mode: &str,
+        approval_timeout: f64,
+    ) -> PyResult<Transport> {
+        let mode = match mode {
+            "enforce" => Mode::Enforce,
+            "audit" => Mode::Audit,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "mode must be \"enforce\" or \"audit\", not {other:?}"
+                )));
+            }
+        };
+        if !approval_timeout.is_finite() || approval_timeout <= 0.0 {
+            return Err(PyValueError::new_err(
+                "approval_timeout must be a positive number of seconds",
+            ));
+        }
+        let target = py
+            .detach(|| kubeconfig::load(kubeconfig.as_deref(), context.as_deref()))
+            .map_err(ConnectError::new_err)?;
+        let credential = match &target.auth {
+            Auth::None => Ok(Credential::inner()),
+            Auth::Token(t) => Credential::token(t),
+            Auth::TokenFile(f) => Credential::token_file(f),
+        }
+        .map_err(|e| ConnectError::new_err(e.to_string()))?;
+        let (scheme, authority) = match (target.server.scheme(), target.server.authority()) {
+            (Some(s), Some(a)) => (s.clone(), a.clone()),
+            _ => {
+                return Err(ConnectError::new_err(format!(
+                    "server `{}` has no host",
+                    target.server
+                )));
+            }
+        };
+        let prefix = target.server.path().trim_end_matches('/').to_string();
+        let server = format!("{scheme}://{authority}{prefix}");
+        let rt = runtime()?;
+        // The connector and the client's pool need the runtime's context to be built.
+        let _guard = rt.enter();
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let upstream = Upstream {
+            client,
+            scheme,
+            authority,
+            prefix,
+        };
+        let mut layer = KubeleashLayer::new(policy.inner.clone())
+            .identity(Identity::new(user, groups))
+            .credential(credential)
+            .mode(mode)
+            .approval_timeout(Duration::from_secs_f64(approval_timeout));
+        if let Some(a) = approver.filter(|a| !a.is_none(py)) {
+            layer = layer.approver(PyApprover {
+                callable: Arc::new(a),
+            });
+        }
+        let recorder = match record {
+            Some(path) => {
+                let opened = py.detach(|| JsonlRecorder::open(&path, RecorderOptions::default()));
+                let r = opened.map_err(|e| {
+                    ConnectError::new_err(format!(
+                        "cannot open record `{}`: {}",
+                        path.display(),
+                        e.to_string().to_lowercase()
+                    ))
+                })?;
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
+        if let Some(r) = &recorder {
+            layer = layer.recorder(Arc::clone(r));
+        }
+        Ok(Transport {
+            svc: layer.layer(upstream),
+            server,
+            namespace: target.namespace,
+            recorder,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The API server requests go to (from the kubeconfig).
+    #[getter]
+    fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The kubeconfig context's namespace, if it names one.
+    #[getter]
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// Send one request through the layer. Returns `(status, reason, headers, body)`.
+    #[pyo3(signature = (method, target, headers = None, body = None, timeout = None, read_timeout = None))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one request's parts and its two timeouts"
+    )]
+    fn send(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        target: &str,
+        headers: Option<&Bound<'_, PyAny>>,
+        body: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        read_timeout: Option<f64>,
+    ) -> PyResult<Sent> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ConnectError::new_err("this kubeleash client is closed"));
+        }
+        let method = http::Method::from_bytes(method.as_bytes())
+            .map_err(|_| RequestError::new_err(format!("`{method}` is not an HTTP method")))?;
+        let uri: http::Uri = target.parse().map_err(|_| {
+            RequestError::new_err(format!("request target `{target}` is not a valid URL path"))
+        })?;
+        let headers = headers_arg(py, headers)?;
+        let body = match body.filter(|b| !b.is_none()) {
+            Some(b) => Bytes::from(bytes_arg(b, "body")?.into_owned()),
+            None => Bytes::new(),
+        };
+        let mut req = http::Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let timeout = seconds(timeout)?;
+        let svc = self.svc.clone();
+        let rt = runtime()?;
+        let mut handle = rt.spawn(async move {
+            let call = svc.oneshot(req);
+            match timeout {
+                Some(t) => tokio::time::timeout(t, call)
+                    .await
+                    .map_err(|_| None)?
+                    .map_err(Some),
+                None => call.await.map_err(Some),
+            }
+        });
+        let joined = match wait(py, Pin::new(&mut handle)) {
+            Ok(j) => j,
+            Err(e) => {
+                handle.abort();
+                return Err(e);
+            }
+        };
+        let resp = match joined {
+            Ok(Ok(r)) => r,
+            Ok(Err(Some(e))) => {
+                return Err(PyConnectionError::new_err(format!(
+                    "cannot reach the API server at {}: {}",
+                    self.server, e.0
+                )));
+            }
+            Ok(Err(None)) => {
+                return Err(PyTimeoutError::new_err(format!(
+                    "no response from {} within the timeout",
+                    self.server
+                )));
+            }
+            Err(e) => {
+                return Err(PyConnectionError::new_err(format!(
+                    "the request was lost: {e}"
+                )));
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let reason = parts
+            .status
+            .canonical_reason()
+            .unwrap_or_default()
+            .to_string();
+        let body = ResponseBody {
+            state: Mutex::new(BodyState {
+                body: Some(Box::pin(body)),
+                leftover: Bytes::new(),
+            }),
+            read_timeout: seconds(read_timeout)?,
+        };
+        Ok((parts.status.as_u16(), reason, headers, body))
+    }
+
+    /// Stop sending, and close the record with its `end` line. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(r) = &self.recorder {
+            py.detach(|| r.close());
+        }
+    }
+
+    /// Whether `close` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<kubeleash Transport to {}{}>",
+            self.server,
+            if self.closed() { ", closed" } else { "" }
+        )
+    }
+}
+
+fn seconds(s: Option<f64>) -> PyResult<Option<Duration>> {
+    match s {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(PyValueError::new_err(format!(
+            "a timeout must be a positive number of seconds, not {s}"
+        ))),
+    }
+}
+
+struct BodyState {
+    body: Option<Pin<Box<KubeleashBody<Incoming>>>>,
+    leftover: Bytes,
+}
+
+enum Step {
+    Data(Bytes),
+    End,
+    Pending,
+    Failed(kubeleash_tower::BoxError),
+}
+
+/// A response body as it arrives, masked: a raw, read-only binary stream. `read(n)` returns as
+/// soon as some bytes are there (at most `n`), so a watch yields each event as it happens.
+#[pyclass(frozen, module = "kubeleash")]
+pub struct ResponseBody {
+    state: Mutex<BodyState>,
+    read_timeout: Option<Duration>,
+}
+
+impl ResponseBody {
+    /// Append at most `room` bytes of `piece` to `out`, keeping the rest for the next read.
+    fn take(&self, out: &mut Vec<u8>, mut piece: Bytes, room: usize) {
+        if piece.len() > room {
+            let rest = piece.split_off(room);
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .leftover = rest;
+        }
+        out.extend_from_slice(&piece);
+    }
+
+    /// The next piece of the body, `None` at its end.
+    fn next_piece(&self, py: Python<'_>) -> PyResult<Option<Bytes>> {
+        let rt = runtime()?;
+        let started = Instant::now();
+        loop {
+            let step = py.detach(|| {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if !st.leftover.is_empty() {
+                    return Step::Data(std::mem::take(&mut st.leftover));
+                }
+                let Some(body) = st.body.as_mut() else {
+                    return Step::End;
+                };
+                match rt.block_on(async { tokio::time::timeout(SLICE, body.frame()).await }) {
+                    Err(_) => Step::Pending,
+                    Ok(None) => {
+                        st.body = None;
+                        Step::End
+                    }
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(d) if !d.is_empty() => Step::Data(d),
+                        _ => Step::Pending,
+                    },
+                    Ok(Some(Err(e))) => {
+                        st.body = None;
+                        Step::Failed(e)
+                    }
+                }
+            });
+            match step {
+                Step::Data(d) => return Ok(Some(d)),
+                Step::End => return Ok(None),
+                Step::Failed(e) => {
+                    return Err(match e.downcast_ref::<CoreMaskError>() {
+                        Some(m) => mask_error(py, m, b""),
+                        None => PyConnectionError::new_err(format!(
+                            "the response broke off: {}",
+                            chain(&*e)
+                        )),
+                    });
+                }
+                Step::Pending => {
+                    py.check_signals()?;
+                    if self.read_timeout.is_some_and(|t| started.elapsed() >= t) {
+                        return Err(PyTimeoutError::new_err(
+                            "no response data within the read timeout",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl ResponseBody {
+    /// Up to `size` bytes, waiting until the body has delivered that many or ended; everything
+    /// to the end when `size` is negative or None; `b""` at the end.
+    #[pyo3(signature = (size = -1))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let size = size.unwrap_or(-1);
+        let want = if size < 0 {
+            usize::MAX
+        } else {
+            size.unsigned_abs()
+        };
+        let mut all = Vec::new();
+        while all.len() < want {
+            let Some(d) = self.next_piece(py)? else { break };
+            let room = want - all.len();
+            self.take(&mut all, d, room);
+        }
+        Ok(PyBytes::new(py, &all))
+    }
+
+    /// Up to `size` bytes (any number when negative or None), as soon as some are there: a
+    /// watch yields each event as it happens. `b""` at the end.
+    #[pyo3(signature = (size = -1))]
+    fn read1<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let size = size.unwrap_or(-1);
+        let mut out = Vec::new();
+        if size != 0
+            && let Some(d) = self.next_piece(py)?
+        {
+            self.take(
+                &mut out,
+                d,
+                if size < 0 {
+                    usize::MAX
+                } else {
+                    size.unsigned_abs()
+                },
+            );
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// Stop reading: the connection is dropped.
+    fn close(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.body = None;
+        st.leftover = Bytes::new();
+    }
+
+    /// Whether the body is at its end or closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.body.is_none() && st.leftover.is_empty()
+    }
+
+    /// `closed`, by the name `http.client` uses.
+    fn isclosed(&self) -> bool {
+        self.closed()
+    }
+
+    fn readable(&self) -> bool {
+        true
+    }
+}
+
+/// Check a record: every line's hash, every link, every sequence number.
+#[pyfunction]
+pub fn verify_record<'py>(py: Python<'py>, log: &str) -> PyResult<Bound<'py, PyDict>> {
+    let v = py.detach(|| verify(log));
+    let d = PyDict::new(py);
+    d.set_item("records", ser_to_py(py, &v.records)?)?;
+    d.set_item("ok", v.problems.is_empty())?;
+    d.set_item("problems", v.problems)?;
+    d.set_item("warnings", v.warnings)?;
+    Ok(d)
+}
