@@ -1,0 +1,591 @@
+//! `listen`: the loopback listener `connect` points `@kubernetes/client-node` at.
+//!
+//! The listener runs on the binding's tokio runtime, bound to `127.0.0.1:0`. Every request must
+//! carry the connection's random bearer secret (so other local processes cannot use it); it is
+//! then sent by the Rust stack: the kubeleash tower layer (classify, decide, hold for approval,
+//! record, mask) around kube-rs's client built from the operator's kubeconfig, which holds the
+//! operator's credential. The credential never crosses into JavaScript.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kubeleash_core::policy::Identity;
+use kubeleash_core::record::{Verification, verify};
+use kubeleash_tower::{
+    Answer, Approver, BoxError, Durable, Format, JsonlRecorder, KubeleashLayer, Mode, RecordBody,
+    RecordError, Recorder, RecorderOptions,
+};
+use napi::bindgen_prelude::{Either, Env, PromiseRaw};
+use napi::threadsafe_function::ThreadsafeFunction;
+use napi::{Status, bindgen_prelude::Promise};
+use napi_derive::napi;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::errors;
+use crate::policy::{Attributes, Policy};
+
+/// The most a request body may hold, as for the API server.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// A request held for approval, as the approver is shown it. Its body is masked.
+#[napi(object, use_nullable = true)]
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest {
+    /// The approval's id: bound to exactly this request (identity, attributes, body).
+    pub id: String,
+    /// Who sent it.
+    pub user: String,
+    /// The sender's groups.
+    pub groups: Vec<String>,
+    /// The HTTP method.
+    pub method: String,
+    /// The request target as sent.
+    pub target: String,
+    /// Its authorization attributes.
+    pub attributes: Attributes,
+    /// The kubectl command it amounts to.
+    pub kubectl: String,
+    /// The request body, masked with the same rules as responses.
+    pub body: Option<String>,
+    /// The rule that asked for approval.
+    pub rule: Option<String>,
+    /// The policy's reason.
+    pub reason: String,
+}
+
+impl From<&kubeleash_tower::ApprovalRequest> for ApprovalRequest {
+    fn from(r: &kubeleash_tower::ApprovalRequest) -> Self {
+        ApprovalRequest {
+            id: r.id.clone(),
+            user: r.identity.user.clone(),
+            groups: r.identity.groups.clone(),
+            method: r.method.clone(),
+            target: r.target.clone(),
+            attributes: Attributes::from(&r.attributes),
+            kubectl: r.kubectl.clone(),
+            body: r.body.clone(),
+            rule: r.rule.clone(),
+            reason: r.reason.clone(),
+        }
+    }
+}
+
+/// Where and how requests are recorded.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// The file records are appended to (JSON Lines); an existing hash-chained log is continued.
+    pub path: String,
+    /// `chained` (kubeleash's hash-chained records, the default) or `audit` (Kubernetes audit
+    /// events).
+    #[napi(ts_type = "'chained' | 'audit'")]
+    pub format: Option<String>,
+    /// Also record delivered (masked) response bodies, capped at this many bytes each.
+    pub body_cap: Option<u32>,
+}
+
+type ApproverFn =
+    ThreadsafeFunction<ApprovalRequest, Promise<Value>, ApprovalRequest, Status, false, true>;
+
+/// Options of `listen` (and of `connect`, which passes them on).
+#[napi(object, object_to_js = false)]
+#[derive(Default)]
+pub struct ListenOptions {
+    /// Path of the operator's kubeconfig; default: `$KUBECONFIG`, then `~/.kube/config`.
+    pub kubeconfig: Option<String>,
+    /// The operator's kubeconfig as YAML or JSON text, instead of a path.
+    pub kubeconfig_text: Option<String>,
+    /// The kubeconfig context to use; default: its current context.
+    pub context: Option<String>,
+    /// The agent's user name, as the policy's `subjects` match it.
+    pub user: Option<String>,
+    /// The agent's groups.
+    pub groups: Option<Vec<String>>,
+    /// Answers requests the policy holds for approval; none: they are denied.
+    #[napi(ts_type = "(request: ApprovalRequest) => Promise<ApprovalAnswer>")]
+    pub approver: Option<ApproverFn>,
+    /// Record every request to this file (a path, or options).
+    pub record: Option<Either<String, RecordOptions>>,
+    /// `enforce` (the default) or `audit` (decide and record, but let everything through).
+    #[napi(ts_type = "'enforce' | 'audit'")]
+    pub mode: Option<String>,
+    /// How long a held request waits for the approver before it is denied; default 300.
+    pub approval_timeout_seconds: Option<f64>,
+}
+
+/// A running loopback listener. Requests to `url` with `Authorization: Bearer <token>` go
+/// through the policy to the operator's cluster.
+#[napi]
+pub struct Connection {
+    url: String,
+    token: String,
+    namespace: String,
+    stop: watch::Sender<bool>,
+    recorder: Option<Arc<JsonlRecorder>>,
+}
+
+#[napi]
+impl Connection {
+    /// `http://127.0.0.1:<port>`.
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The per-connection bearer secret the listener requires. It is not the operator's
+    /// credential and opens nothing but this listener.
+    #[napi(getter)]
+    pub fn token(&self) -> String {
+        self.token.clone()
+    }
+
+    /// The default namespace of the operator's kubeconfig context.
+    #[napi(getter)]
+    pub fn namespace(&self) -> String {
+        self.namespace.clone()
+    }
+
+    /// Stop listening, end open streams, and close the record (writing its closing record).
+    #[napi]
+    pub fn close(&self) {
+        self.stop.send_replace(true);
+        if let Some(r) = &self.recorder {
+            r.close();
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// The approver: a JavaScript async function.
+struct JsApprover(ApproverFn);
+
+#[async_trait::async_trait]
+impl Approver for JsApprover {
+    async fn approve(&self, request: kubeleash_tower::ApprovalRequest) -> Answer {
+        let answer = match self
+            .0
+            .call_async_catch(ApprovalRequest::from(&request))
+            .await
+        {
+            Ok(promise) => promise.await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(v) => parse_answer(&v),
+            Err(e) => Answer::Deny {
+                by: "approver".into(),
+                reason: format!("the approver failed: {}", e.reason),
+            },
+        }
+    }
+}
+
+/// `true` / `'approve'` / `{ approve: true, by?, windowSeconds? }` approve; anything else
+/// denies (`false`, `'deny'`, `{ approve: false, by?, reason? }`, nothing).
+fn parse_answer(v: &Value) -> Answer {
+    let by = v
+        .get("by")
+        .and_then(Value::as_str)
+        .unwrap_or("approver")
+        .to_string();
+    let approve = match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => s == "approve",
+        Value::Object(o) => o.get("approve").and_then(Value::as_bool).unwrap_or(false),
+        _ => false,
+    };
+    if approve {
+        let window = v
+            .get("windowSeconds")
+            .and_then(Value::as_f64)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64);
+        Answer::Approve { by, window }
+    } else {
+        let reason = v
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("denied")
+            .to_string();
+        Answer::Deny { by, reason }
+    }
+}
+
+/// The recorder, shared so `close` can end the log while the layer still holds it.
+struct SharedRecorder(Arc<JsonlRecorder>);
+
+impl Recorder for SharedRecorder {
+    fn record(&self, record: RecordBody) -> Result<(), RecordError> {
+        self.0.record(record)
+    }
+
+    fn record_durable(&self, record: RecordBody) -> Durable<'_> {
+        self.0.record_durable(record)
+    }
+
+    fn admits(&self) -> bool {
+        self.0.admits()
+    }
+
+    fn enabled(&self) -> bool {
+        self.0.enabled()
+    }
+
+    fn body_cap(&self) -> Option<usize> {
+        self.0.body_cap()
+    }
+}
+
+type Out = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A Kubernetes `Status` failure, as the API server phrases errors.
+fn status(code: u16, reason: &str, message: &str) -> Response<Out> {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    });
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Compare without an early exit, so timing does not reveal how much of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+struct Upstream {
+    client: kube::Client,
+    expect_auth: String,
+}
+
+/// Hop-by-hop headers belong to the connection to the listener, not to the request.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+async fn handle(up: Arc<Upstream>, req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
+    let authorized = req
+        .headers()
+        .get(AUTHORIZATION)
+        .is_some_and(|v| same(v.as_bytes(), up.expect_auth.as_bytes()));
+    if !authorized {
+        return Ok(status(
+            401,
+            "Unauthorized",
+            "kubeleash: this listener serves only the client `connect` configured",
+        ));
+    }
+    let (mut parts, body) = req.into_parts();
+    if parts.headers.contains_key("upgrade") {
+        return Ok(status(
+            501,
+            "NotImplemented",
+            "kubeleash: upgraded connections (exec, attach, port-forward) are not carried by the in-process connection; use the kubeleash proxy",
+        ));
+    }
+    for h in HOP_BY_HOP {
+        parts.headers.remove(h);
+    }
+    parts.headers.remove(HOST);
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return Ok(status(
+                413,
+                "RequestEntityTooLarge",
+                &format!(
+                    "kubeleash: request body refused: {e} (the API server accepts at most 3 MiB)"
+                ),
+            ));
+        }
+    };
+    let req = Request::from_parts(parts, kube::client::Body::from(bytes));
+    match up.client.send(req).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            for h in HOP_BY_HOP {
+                parts.headers.remove(h);
+            }
+            let body = body.map_err(BoxError::from).boxed_unsync();
+            Ok(Response::from_parts(parts, body))
+        }
+        Err(e) => Ok(status(
+            503,
+            "ServiceUnavailable",
+            &format!("kubeleash: the request could not be sent to the API server: {e}"),
+        )),
+    }
+}
+
+async fn serve(listener: TcpListener, up: Arc<Upstream>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let up = Arc::clone(&up);
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&up), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+    }
+}
+
+fn random_secret() -> Result<String, String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| format!("cannot draw a random secret: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// What `listen` needs, moved off the main thread.
+struct Plan {
+    layer: KubeleashLayer,
+    recorder: Option<Arc<JsonlRecorder>>,
+    kubeconfig: Option<String>,
+    kubeconfig_text: Option<String>,
+    context: Option<String>,
+}
+
+/// Why `listen` failed: a stable code and a message.
+type Failure = (&'static str, String);
+
+async fn start(plan: Plan) -> Result<Connection, Failure> {
+    let options = KubeConfigOptions {
+        context: plan.context,
+        ..Default::default()
+    };
+    let kubeconfig = |e: kube::config::KubeconfigError| {
+        ("kubeconfig", format!("cannot load the kubeconfig: {e}"))
+    };
+    let mut config = match (plan.kubeconfig_text, plan.kubeconfig) {
+        (Some(text), _) => {
+            let kc = Kubeconfig::from_yaml(&text).map_err(kubeconfig)?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(kubeconfig)?
+        }
+        (None, Some(path)) => {
+            let kc = Kubeconfig::read_from(&path).map_err(kubeconfig)?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(kubeconfig)?
+        }
+        (None, None) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(kubeconfig)?,
+    };
+    // Followed logs and watches stay open as long as they have something to say.
+    config.read_timeout = None;
+    let namespace = config.default_namespace.clone();
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| {
+            (
+                "kubeconfig",
+                format!("cannot build a client from the kubeconfig: {e}"),
+            )
+        })?
+        .with_layer(&plan.layer)
+        .build();
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| ("listen", format!("cannot listen on 127.0.0.1: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ("listen", format!("cannot read the listener's address: {e}")))?;
+    let token = random_secret().map_err(|m| ("listen", m))?;
+    let up = Arc::new(Upstream {
+        client,
+        expect_auth: format!("Bearer {token}"),
+    });
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(serve(listener, up, stopped));
+    Ok(Connection {
+        url: format!("http://{addr}"),
+        token,
+        namespace,
+        stop,
+        recorder: plan.recorder,
+    })
+}
+
+/// Start a loopback listener that sends every request through `policy` to the operator's
+/// cluster. `connect` builds a `KubeConfig` for `@kubernetes/client-node` from it.
+#[napi(ts_return_type = "Promise<Connection>")]
+pub fn listen<'env>(
+    env: &'env Env,
+    policy: &Policy,
+    options: Option<ListenOptions>,
+) -> napi::Result<PromiseRaw<'env, Connection>> {
+    let o = options.unwrap_or_default();
+    let mode = match o.mode.as_deref() {
+        None | Some("enforce") => Mode::Enforce,
+        Some("audit") => Mode::Audit,
+        Some(other) => {
+            return Err(errors::type_error(
+                env,
+                "invalid-mode",
+                &format!("mode `{other}` is neither `enforce` nor `audit`"),
+            ));
+        }
+    };
+    let mut layer = KubeleashLayer::new(policy.inner.clone())
+        .identity(Identity::new(
+            o.user.unwrap_or_default(),
+            o.groups.unwrap_or_default(),
+        ))
+        .mode(mode);
+    if let Some(t) = o.approval_timeout_seconds {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(errors::type_error(
+                env,
+                "invalid-timeout",
+                "approvalTimeoutSeconds must be a positive number",
+            ));
+        }
+        layer = layer.approval_timeout(Duration::from_secs_f64(t));
+    }
+    if let Some(f) = o.approver {
+        layer = layer.approver(JsApprover(f));
+    }
+    let recorder = match o.record {
+        None => None,
+        Some(r) => {
+            let r = match r {
+                Either::A(path) => RecordOptions {
+                    path,
+                    format: None,
+                    body_cap: None,
+                },
+                Either::B(r) => r,
+            };
+            let format = match r.format.as_deref() {
+                None | Some("chained") => Format::Chained,
+                Some("audit") => Format::Audit,
+                Some(other) => {
+                    return Err(errors::type_error(
+                        env,
+                        "invalid-record-format",
+                        &format!("record format `{other}` is neither `chained` nor `audit`"),
+                    ));
+                }
+            };
+            let options = RecorderOptions {
+                format,
+                body_cap: r.body_cap.map(|c| c as usize),
+                ..Default::default()
+            };
+            let rec = JsonlRecorder::open(&r.path, options).map_err(|e| {
+                errors::plain(
+                    env,
+                    "record",
+                    &format!(
+                        "cannot open the record `{}`: {}",
+                        r.path,
+                        e.to_string().to_lowercase()
+                    ),
+                )
+            })?;
+            Some(Arc::new(rec))
+        }
+    };
+    if let Some(r) = &recorder {
+        layer = layer.recorder(SharedRecorder(Arc::clone(r)));
+    }
+    let plan = Plan {
+        layer,
+        recorder,
+        kubeconfig: o.kubeconfig,
+        kubeconfig_text: o.kubeconfig_text,
+        context: o.context,
+    };
+    env.spawn_future_with_callback(async move { Ok(start(plan).await) }, |env, r| match r {
+        Ok(c) => Ok(c),
+        Err((code, message)) => Err(errors::plain(env, code, &message)),
+    })
+}
+
+/// One problem found in a record log.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct RecordProblem {
+    /// 1-based line number.
+    pub line: u32,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The result of checking a record log.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct RecordVerification {
+    /// Whether every link of the chain holds.
+    pub ok: bool,
+    /// Every record, as written.
+    #[napi(ts_type = "Array<Record<string, any>>")]
+    pub records: Vec<Value>,
+    /// Chain breaks, in order. Empty when intact.
+    pub problems: Vec<RecordProblem>,
+    /// Notes that are not breaks: a torn last line, no closing record.
+    pub warnings: Vec<String>,
+}
+
+/// Check every link of a hash-chained record log (the text of a `record` file).
+#[napi]
+pub fn verify_record(log: String) -> RecordVerification {
+    let Verification {
+        records,
+        problems,
+        warnings,
+    } = verify(&log);
+    RecordVerification {
+        ok: problems.is_empty(),
+        records: records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            .collect(),
+        problems: problems
+            .into_iter()
+            .map(|(line, message)| RecordProblem {
+                line: u32::try_from(line).unwrap_or(u32::MAX),
+                message,
+            })
+            .collect(),
+        warnings,
+    }
+}
