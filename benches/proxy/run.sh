@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# kubeleash proxy against kubectl proxy, both in front of the same sandbox, and the sandbox
+# directly as the baseline for added latency: same client, same run, endpoints interleaved in
+# rounds. Builds release binaries, starts the endpoints on free loopback ports, runs the load
+# (benches/examples/proxy_load.rs), prints the table, and stops everything it started.
+#
+#   benches/proxy/run.sh [proxy_load options: --connections N --seconds S --rounds R --sequential N]
+#
+# Endpoints: `direct` (the sandbox), `kubeleash` (examples/agent-policy.yaml, enforcing and
+# masking), `kubeleash-record` (the same, recording every request), `kubectl-proxy` (skipped,
+# with a note, when kubectl is not installed).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cargo build --release --locked -q -p kubeleash-cli
+cargo build --release --locked -q -p kubeleash-benches --example proxy_load
+BIN=$PWD/target/release/kubeleash
+GEN=$PWD/target/release/examples/proxy_load
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kubeleash-proxy-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start NAME PATTERN COMMAND...: run COMMAND in the background, wait (up to 30 s) for a line of
+# its standard output matching PATTERN, and set ADDR to the 127.0.0.1:PORT it names.
+start() {
+    local name=$1 pattern=$2
+    shift 2
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    PIDS+=("$!")
+    for _ in $(seq 300); do
+        if grep -q "$pattern" "$WORK/$name.out" 2>/dev/null; then
+            ADDR=$(grep -m1 -o '127\.0\.0\.1:[0-9]*' "$WORK/$name.out")
+            return
+        fi
+        sleep 0.1
+    done
+    echo "$name did not start:" >&2
+    cat "$WORK/$name.err" >&2
+    exit 1
+}
+
+start sandbox 'listening on' "$BIN" sandbox --listen 127.0.0.1:0
+SANDBOX=$ADDR
+cat >"$WORK/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: sandbox
+  cluster:
+    server: http://$SANDBOX
+contexts:
+- name: sandbox
+  context: {cluster: sandbox, user: operator}
+current-context: sandbox
+users:
+- name: operator
+  user: {}
+EOF
+PROXY_ARGS=(proxy --policy examples/agent-policy.yaml --kubeconfig "$WORK/operator.kubeconfig"
+    --listen 127.0.0.1:0 --user agent-1 --group ai-agents)
+start kubeleash 'listening on' "$BIN" "${PROXY_ARGS[@]}"
+KUBELEASH=$ADDR
+start kubeleash-record 'listening on' "$BIN" "${PROXY_ARGS[@]}" --record "$WORK/record.jsonl"
+RECORDING=$ADDR
+
+TARGETS=(--target "direct=http://$SANDBOX" --target "kubeleash=http://$KUBELEASH"
+    --target "kubeleash-record=http://$RECORDING")
+if command -v kubectl >/dev/null; then
+    mkdir -p "$WORK/home"
+    start kubectl-proxy 'Starting to serve' env HOME="$WORK/home" \
+        kubectl --kubeconfig "$WORK/operator.kubeconfig" --cache-dir "$WORK/kube-cache" proxy --port=0
+    TARGETS+=(--target "kubectl-proxy=http://$ADDR")
+else
+    echo "kubectl is not installed: no kubectl proxy column" >&2
+fi
+
+echo "$(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ)" >&2
+"$GEN" "${TARGETS[@]}" "$@"
