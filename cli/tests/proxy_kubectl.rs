@@ -498,3 +498,55 @@ fn policy_reloads_on_change_and_a_broken_one_keeps_the_old() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_watch_open_at_shutdown_is_still_recorded() {
+    let mut e = env("shutdown", &[]);
+    let addr = e.proxy.trim_start_matches("http://").to_string();
+    let mut watch = TcpStream::connect(&addr).unwrap();
+    write!(watch, "GET /api/v1/namespaces/dev/secrets?watch=1&timeoutSeconds=60 HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n").unwrap();
+    watch
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = watch.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "the watch is open"
+    );
+    let pid = e._proxy.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = e._proxy.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "the proxy exits 0 on SIGTERM");
+    let record = e.home.join("session.jsonl");
+    let log = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        log.contains("secrets?watch=1&timeoutSeconds=60"),
+        "the open watch has a record:\n{log}"
+    );
+    let verify = Command::new(BIN)
+        .args(["replay", "--verify", record.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

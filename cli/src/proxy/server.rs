@@ -83,6 +83,9 @@ pub struct RunningProxy {
     socket: Option<Arc<SocketApprover>>,
     /// Every open connection holds a clone; none left but this one means all have finished.
     connections: Arc<()>,
+    /// The connection tasks, to cut streams (watches, followed logs) still open after the grace
+    /// period: dropping their bodies writes their records before the recorder closes.
+    open_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -225,19 +228,24 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
     let (stop, mut stopped) = watch::channel(false);
     let connections = Arc::new(());
     let conns = Arc::clone(&connections);
+    let open_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+    let tasks = Arc::clone(&open_tasks);
     let accept = tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
                 r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
                 _ = stopped.changed() => break,
             };
+            // Masked responses go out in more than one write: without this the second waits
+            // for the client's delayed ACK (about 40 ms).
+            let _ = stream.set_nodelay(true);
             let client = client.clone();
             let service = hyper::service::service_fn(move |req| forward(client.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             let (token, mut stop) = (Arc::clone(&conns), stopped.clone());
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let _token = token;
                 let mut conn = std::pin::pin!(conn);
                 tokio::select! {
@@ -249,6 +257,9 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
                     }
                 }
             });
+            let mut open = tasks.lock().unwrap_or_else(|p| p.into_inner());
+            open.retain(|t: &tokio::task::AbortHandle| !t.is_finished());
+            open.push(task.abort_handle());
         }
     });
     Ok(RunningProxy {
@@ -260,6 +271,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
         recorder,
         socket,
         connections,
+        open_tasks,
     })
 }
 
@@ -347,6 +359,18 @@ impl RunningProxy {
         let deadline = tokio::time::Instant::now() + grace;
         while Arc::strong_count(&self.connections) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in self
+            .open_tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        let cut = tokio::time::Instant::now() + Duration::from_secs(1);
+        while Arc::strong_count(&self.connections) > 1 && tokio::time::Instant::now() < cut {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if let Some(r) = &self.recorder {
             r.close();
