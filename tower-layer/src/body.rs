@@ -90,7 +90,10 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         if self.record.is_some() && self.error.is_none() {
-            self.error = Some("the stream was cut before its end (the client went away or the proxy shut down)".into());
+            self.error = Some(
+                "the stream was cut before its end (the client went away or the proxy shut down)"
+                    .into(),
+            );
         }
         self.finish();
     }
