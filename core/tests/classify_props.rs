@@ -261,8 +261,13 @@ fn encode(a: &Attributes) -> (&'static str, String) {
     }
     // `/namespaces/<ns>` alone is the namespace object itself, when the name is in the path;
     // a name from a field selector leaves `/namespaces/<ns>/namespaces` a list inside `<ns>`.
-    let namespace_object =
-        a.resource == "namespaces" && !a.name.is_empty() && a.name == a.namespace && !name_in_query;
+    // Only `status` and `finalize` have that short form; any other subresource of a namespace
+    // is spelled `/namespaces/<ns>/namespaces/<ns>/<sub>`.
+    let namespace_object = a.resource == "namespaces"
+        && !a.name.is_empty()
+        && a.name == a.namespace
+        && !name_in_query
+        && matches!(a.subresource.as_str(), "" | "status" | "finalize");
     if !a.namespace.is_empty() && !namespace_object {
         t.push_str("/namespaces/");
         t.push_str(&a.namespace);
