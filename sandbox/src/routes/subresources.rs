@@ -137,16 +137,7 @@ fn status(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let opts = write_opts(ctx)?;
     let av = t.def.api_version();
     let name = t.name.clone().unwrap_or_default();
-    let incoming = if ctx.method == Method::PUT {
-        Some(body_object(ctx, t.def.kind, &av)?)
-    } else {
-        None
-    };
-    let patch = if incoming.is_none() {
-        Some(parse_patch(ctx)?)
-    } else {
-        None
-    };
+    let (incoming, patch) = body_or_patch(ctx, t.def.kind, &av)?;
     let mut store = ctx.state.store.lock();
     let old = store
         .get(&t.key(&name))
@@ -227,16 +218,7 @@ fn scale_get(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
 fn scale_write(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let opts = write_opts(ctx)?;
     let name = t.name.clone().unwrap_or_default();
-    let incoming = if ctx.method == Method::PUT {
-        Some(body_object(ctx, "Scale", "autoscaling/v1")?)
-    } else {
-        None
-    };
-    let patch = if incoming.is_none() {
-        Some(parse_patch(ctx)?)
-    } else {
-        None
-    };
+    let (incoming, patch) = body_or_patch(ctx, "Scale", "autoscaling/v1")?;
     let mut store = ctx.state.store.lock();
     let old = store
         .get(&t.key(&name))
@@ -377,4 +359,21 @@ fn finalize(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     }
     let stored = store.put(t.key(&name), new);
     Ok(Reply::json(200, &stored))
+}
+
+/// A subresource write carries a whole object (PUT) or a patch (PATCH): read whichever it is.
+#[allow(
+    clippy::type_complexity,
+    reason = "the two halves the status and scale handlers match on"
+)]
+fn body_or_patch(
+    ctx: &Ctx<'_>,
+    kind: &str,
+    api_version: &str,
+) -> Result<(Option<Value>, Option<(PatchType, Value)>), ApiError> {
+    if ctx.method == Method::PUT {
+        Ok((Some(body_object(ctx, kind, api_version)?), None))
+    } else {
+        Ok((None, Some(parse_patch(ctx)?)))
+    }
 }
