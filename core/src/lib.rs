@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod body;
+pub mod display;
 pub mod kubectl;
 pub mod mask;
 pub mod policy;
