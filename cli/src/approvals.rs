@@ -8,14 +8,16 @@
 //! The socket protocol is JSON lines, one request and one answer per line:
 //!
 //! ```text
-//! {"op":"list"}                                                → {"pending":[ApprovalRequest…]}
+//! {"op":"list","offset":0}                  → {"pending":[ApprovalRequest…],"total":n,"offset":0}
 //! {"op":"approve","id":"…","by":"…","for_seconds":900,"reason":"…"} → {"ok":true}
 //! {"op":"deny","id":"…","by":"…","reason":"…"}                 → {"ok":true}
 //!                                      an unknown id → {"ok":false,"error":"no pending approval `x`"}
 //! ```
 //!
-//! Each listed request is the layer's `ApprovalRequest` plus `waiting_seconds`. An id is shared
-//! by identical requests (same identity, attributes and body): answering it answers every one.
+//! Each listed request is the layer's `ApprovalRequest` plus `waiting_seconds`, its body cut to
+//! what the layer shows an approver (64 KiB); a list answer carries at most 32 of them, from
+//! `offset` on, and `total` says how many are held. An id is 128 random bits the layer gives one
+//! held request: answering it answers that request and no other.
 
 // Submodule paths are spelled out so that `cli/tests/approvals.rs` can include this module with
 // `#[path]` (the binary has no library target) and still find them.
@@ -32,6 +34,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kubeleash_core::display::printable;
 use kubeleash_tower::ApprovalRequest;
 use serde::Deserialize;
 
@@ -99,9 +102,9 @@ pub(crate) fn clean_reason(reason: &str) -> String {
         .to_string()
 }
 
-/// The longest time-windowed grant an answer can give. A standing grant belongs in the policy,
-/// as an allow rule; this also keeps `now + window` far from overflowing in the layer.
-pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The longest time-windowed grant an answer can give: the layer's limit, which it enforces
+/// whatever the approver; refused here up front so the operator is told.
+pub use kubeleash_tower::MAX_WINDOW;
 
 /// An approval's window as operators write it: [`parse_duration`], at most [`MAX_WINDOW`].
 pub fn parse_window(text: &str) -> Result<Duration, String> {
@@ -183,18 +186,18 @@ fn is_bidi(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Text from the agent, made safe for a terminal: control and direction-changing characters
-/// escaped (a held request must not be able to redraw the prompt that judges it).
+/// Text from the agent, made safe for a terminal with core's `printable`: control, terminal
+/// escape and direction-changing characters escaped (a held request must not be able to redraw
+/// the prompt that judges it). With `keep_newlines`, line breaks stay (a body is shown on
+/// lines) and every line is escaped on its own.
 fn escape(text: &str, keep_newlines: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if (keep_newlines && (c == '\n' || c == '\t')) || !(c.is_control() || is_bidi(c)) {
-            out.push(c);
-        } else {
-            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-        }
+    if !keep_newlines {
+        return printable(text).into_owned();
     }
-    out
+    text.split('\n')
+        .map(|line| printable(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub(crate) fn one_line(text: &str) -> String {
@@ -211,9 +214,21 @@ pub(crate) struct Shown {
     pub target: String,
     pub kubectl: String,
     pub body: Option<String>,
+    pub content_type: Option<String>,
+    pub impersonation: Option<ShownImpersonation>,
     pub rule: Option<String>,
     pub reason: String,
     pub waiting_seconds: Option<u64>,
+}
+
+/// The identity a held request impersonates, when approving it forwards its headers.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct ShownImpersonation {
+    pub user: Option<String>,
+    pub groups: Vec<String>,
+    pub uid: Option<String>,
+    pub extra: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -235,6 +250,13 @@ impl From<&ApprovalRequest> for Shown {
             target: r.target.clone(),
             kubectl: r.kubectl.clone(),
             body: r.body.clone(),
+            content_type: r.content_type.clone(),
+            impersonation: r.impersonation.as_ref().map(|i| ShownImpersonation {
+                user: i.user.clone(),
+                groups: i.groups.clone(),
+                uid: i.uid.clone(),
+                extra: i.extra.clone(),
+            }),
             rule: r.rule.clone(),
             reason: r.reason.clone(),
             waiting_seconds: None,
@@ -271,6 +293,29 @@ impl Shown {
             "request",
             &format!("{} {}", one_line(&self.method), one_line(&self.target)),
         );
+        if let Some(i) = &self.impersonation {
+            let mut who = Vec::new();
+            if let Some(u) = &i.user {
+                who.push(format!("user {u}"));
+            }
+            if !i.groups.is_empty() {
+                who.push(format!("groups {}", i.groups.join(", ")));
+            }
+            if let Some(u) = &i.uid {
+                who.push(format!("uid {u}"));
+            }
+            if !i.extra.is_empty() {
+                who.push(format!("extra {}", i.extra.join(", ")));
+            }
+            field(
+                &mut out,
+                "as",
+                &format!("IMPERSONATING {}", one_line(&who.join("; "))),
+            );
+        }
+        if let Some(ct) = &self.content_type {
+            field(&mut out, "type", &one_line(ct));
+        }
         field(
             &mut out,
             "rule",

@@ -71,6 +71,8 @@ fn held(id: &str) -> ApprovalRequest {
             r#"{"kind":"ClusterRoleBinding","metadata":{"name":"agent-admin","annotations":{"token":"[masked]"}}}"#
                 .into(),
         ),
+        content_type: Some("application/json".into()),
+        impersonation: None,
         rule: Some("hold-rbac-writes".into()),
         reason: "rule \"hold-rbac-writes\" holds create on clusterrolebindings for approval".into(),
     }
@@ -201,9 +203,14 @@ async fn list_approve_and_deny_through_the_cli() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let pending = v["pending"].as_array().unwrap();
     assert_eq!(pending.len(), 2);
-    assert_eq!(pending[0]["id"], "0123456789abcdef");
-    assert_eq!(pending[0]["attributes"]["resource"], "clusterrolebindings");
-    assert!(pending[0]["waiting_seconds"].is_u64());
+    // The two holds were spawned concurrently: either may have arrived first.
+    let mut ids: Vec<&str> = pending.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["0123456789abcdef", "fedcba9876543210"]);
+    for p in pending {
+        assert_eq!(p["attributes"]["resource"], "clusterrolebindings");
+        assert!(p["waiting_seconds"].is_u64());
+    }
 
     let out = cli(&[
         "approve",
@@ -249,10 +256,17 @@ async fn list_approve_and_deny_through_the_cli() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("no requests are held"));
 
-    // An approval without a window, and identical requests answered together. Without a
-    // user name, the answer is given in the name of the connecting uid.
+    // An approval without a window; without a user name, the answer is given in the name of
+    // the connecting uid. An id names one request: a second hold under a held id is refused at
+    // once, and the answer resolves the one request held under it.
     let x = hold(&a, "1111111111111111");
+    until_pending(&a, 1).await;
     let y = hold(&a, "1111111111111111");
+    assert!(
+        matches!(y.await.unwrap(), Answer::Deny { by, .. } if by == "kubeleash"),
+        "a second hold under a held id is refused"
+    );
+    let z = hold(&a, "2222222222222222");
     until_pending(&a, 2).await;
     let out = cli_as(
         None,
@@ -260,16 +274,102 @@ async fn list_approve_and_deny_through_the_cli() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("2 identical requests"));
+    assert_eq!(text(&out.stdout).trim(), "approved 1111111111111111");
     let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&path).unwrap());
-    for h in [x, y] {
-        assert_eq!(
-            h.await.unwrap(),
-            Answer::Approve {
-                by: format!("uid {uid}"),
-                window: None
-            }
-        );
+    assert_eq!(
+        x.await.unwrap(),
+        Answer::Approve {
+            by: format!("uid {uid}"),
+            window: None
+        }
+    );
+    assert_eq!(a.pending_count(), 1, "the other request is still held");
+    let out = cli(&["approve", "1111111111111111", "--socket", sock(&path)]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an answered id answers nothing more"
+    );
+    assert!(!z.is_finished());
+    a.deny_all("test over");
+    assert!(matches!(z.await.unwrap(), Answer::Deny { .. }));
+}
+
+/// A held request with a body of `size` bytes.
+fn held_big(id: &str, size: usize) -> ApprovalRequest {
+    let mut r = held(id);
+    let filler = "x".repeat(size);
+    r.body = Some(format!(
+        r#"{{"kind":"ConfigMap","data":{{"k":"{filler}"}}}}"#
+    ));
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_holds_stay_listable() {
+    let dir = Scratch::new("big");
+    let path = dir.0.join("approvals.sock");
+    let a = SocketApprover::bind(&path).unwrap();
+    // More holds than a page, each with a 3 MiB body (as an embedder's caller could hand
+    // the socket directly; the layer itself cuts what it shows).
+    let n = 40;
+    let holds: Vec<_> = (0..n)
+        .map(|i| {
+            let a = a.clone();
+            let req = held_big(&format!("{i:032x}"), 3 * 1024 * 1024);
+            tokio::spawn(async move { a.approve(req).await })
+        })
+        .collect();
+    until_pending(&a, n).await;
+
+    let out = cli(&["list", "--socket", sock(&path), "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        out.stdout.len() < 4 * 1024 * 1024,
+        "a list answer stays small: {} bytes",
+        out.stdout.len()
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"], n);
+    let first = v["pending"].as_array().unwrap().len();
+    assert!(first > 0 && first < n, "{first}");
+    for p in v["pending"].as_array().unwrap() {
+        let body = p["body"].as_str().unwrap();
+        assert!(body.len() < 70 * 1024, "{}", body.len());
+        assert!(body.contains("not shown"), "the cut is said");
+    }
+    // The rest is one page further; together they are every hold, once.
+    let out = cli(&[
+        "list",
+        "--socket",
+        sock(&path),
+        "--json",
+        "--offset",
+        &first.to_string(),
+    ])
+    .await;
+    let rest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<String> = v["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["pending"].as_array().unwrap())
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    // The text list says where the next page starts.
+    let out = cli(&["list", "--socket", sock(&path)]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("list --offset {first}")),
+        "{}",
+        text(&out.stdout).lines().last().unwrap_or_default()
+    );
+    a.deny_all("test over");
+    for h in holds {
+        assert!(matches!(h.await.unwrap(), Answer::Deny { .. }));
     }
 }
 

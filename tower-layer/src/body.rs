@@ -2,12 +2,14 @@
 //! a refusal's `Status`.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use kubeleash_core::mask::{MaskError, Masker};
+use kubeleash_core::mask::{MaskError, MaskSet, Masker};
 use pin_project_lite::pin_project;
 
 /// The error type of [`KubeleashBody`].
@@ -28,7 +30,11 @@ pin_project! {
 /// a client that closes a watch still leaves a record).
 pub(crate) struct Completion {
     recorder: std::sync::Arc<dyn crate::Recorder>,
-    record: Option<kubeleash_core::record::RecordBody>,
+    /// The layer's flag that a record failed (later requests are refused).
+    failed: Arc<AtomicBool>,
+    /// Error texts are masked before they are recorded.
+    masks: Arc<MaskSet>,
+    record: Option<Box<kubeleash_core::record::RecordBody>>,
     status: u16,
     started: std::time::Instant,
     stream: &'static str,
@@ -41,7 +47,9 @@ pub(crate) struct Completion {
 impl Completion {
     pub(crate) fn new(
         recorder: std::sync::Arc<dyn crate::Recorder>,
-        record: kubeleash_core::record::RecordBody,
+        failed: Arc<AtomicBool>,
+        masks: Arc<MaskSet>,
+        record: Box<kubeleash_core::record::RecordBody>,
         status: u16,
         started: std::time::Instant,
         stream: &'static str,
@@ -49,6 +57,8 @@ impl Completion {
         let cap = recorder.body_cap();
         Completion {
             recorder,
+            failed,
+            masks,
             record: Some(record),
             status,
             started,
@@ -80,10 +90,15 @@ impl Completion {
             body: self
                 .cap
                 .map(|_| String::from_utf8_lossy(&self.captured).into_owned()),
-            error: self.error.take(),
+            error: self
+                .error
+                .take()
+                .map(|e| crate::scrub::scrub(&self.masks, &e)),
         });
-        // A full queue waits (never drops); a failed writer has nothing left to lose.
-        let _ = self.recorder.record(rec);
+        // Too late to refuse this one: refuse every later request until recording works.
+        if self.recorder.record(*rec).is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -99,12 +114,66 @@ impl Drop for Completion {
     }
 }
 
+/// The upstream body failed; its text is for the record only.
+#[derive(Debug)]
+struct UpstreamError(BoxError);
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+fn upstream(e: impl Into<BoxError>) -> BoxError {
+    Box::new(UpstreamError(e.into()))
+}
+
+/// What the client is told when the upstream body fails.
+#[derive(Debug, thiserror::Error)]
+#[error("kubeleash: the API server's response was cut off; the operator's record has the details")]
+pub(crate) struct UpstreamCut;
+
+/// A stream's view of the policy: the generation it started under, and whether the last byte
+/// it sent ended an event or a line (a safe place to stop). After a reload the stream ends at
+/// once at a boundary, else with the next chunk: through its first line end if it has one.
+pub(crate) struct Reload {
+    generation: Arc<AtomicU64>,
+    seen: u64,
+    at_boundary: bool,
+    ended: bool,
+}
+
+impl Reload {
+    pub(crate) fn new(generation: Arc<AtomicU64>, seen: u64) -> Reload {
+        Reload {
+            generation,
+            seen,
+            at_boundary: true,
+            ended: false,
+        }
+    }
+
+    fn changed(&self) -> bool {
+        self.generation.load(Ordering::Acquire) != self.seen
+    }
+}
+
 enum Kind {
     /// Frames go through the masker; the masker's refusal ends the body with an error.
     Masked {
         masker: Box<Masker>,
         trailers: Option<HeaderMap>,
         done: bool,
+        /// For streams (watches, followed logs): end at a boundary when the policy changes.
+        reload: Option<Reload>,
     },
     /// Passed through untouched (an upgraded connection's response).
     Passthrough,
@@ -115,13 +184,14 @@ enum Kind {
 }
 
 impl<B> KubeleashBody<B> {
-    pub(crate) fn masked(inner: B, masker: Masker) -> Self {
+    pub(crate) fn masked(inner: B, masker: Masker, reload: Option<Reload>) -> Self {
         KubeleashBody {
             inner: Some(inner),
             kind: Kind::Masked {
                 masker: Box::new(masker),
                 trailers: None,
                 done: false,
+                reload,
             },
             completion: None,
         }
@@ -174,7 +244,16 @@ where
             kind,
             completion,
         } = self.project();
-        let r = poll(inner, kind, cx);
+        let mut r = poll(inner, kind, cx);
+        // An upstream failure is told to the client in general terms only (its text can carry
+        // the operator's connection details); the record keeps it, masked.
+        let mut detail = None;
+        if let Poll::Ready(Some(Err(e))) = &mut r
+            && e.is::<UpstreamError>()
+        {
+            detail = Some(e.to_string());
+            *e = Box::new(UpstreamCut);
+        }
         if let Some(c) = completion.as_mut() {
             match &r {
                 Poll::Ready(Some(Ok(f))) => {
@@ -183,10 +262,22 @@ where
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    c.error = Some(e.to_string());
+                    c.error = Some(detail.take().unwrap_or_else(|| e.to_string()));
                     c.finish();
                 }
-                Poll::Ready(None) => c.finish(),
+                Poll::Ready(None) => {
+                    if let Kind::Masked {
+                        reload: Some(r), ..
+                    } = kind
+                        && r.ended
+                    {
+                        c.error = Some(
+                            "the stream was ended at a policy reload (the client reconnects under the new policy)"
+                                .into(),
+                        );
+                    }
+                    c.finish();
+                }
                 Poll::Pending => {}
             }
         }
@@ -223,16 +314,25 @@ where
         Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         Kind::Refused(e) => Poll::Ready(e.take().map(|e| Err(e.into()))),
         Kind::Passthrough => match inner.as_mut().as_pin_mut() {
-            Some(b) => b.poll_frame(cx).map_err(Into::into),
+            Some(b) => b.poll_frame(cx).map_err(upstream),
             None => Poll::Ready(None),
         },
         Kind::Masked {
             masker,
             trailers,
             done,
+            reload,
         } => loop {
             if *done {
                 return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            if let Some(r) = reload.as_mut()
+                && r.changed()
+                && r.at_boundary
+            {
+                r.ended = true;
+                *done = true;
+                continue;
             }
             let Some(b) = inner.as_mut().as_pin_mut() else {
                 *done = true;
@@ -260,7 +360,7 @@ where
                 },
                 Some(Err(e)) => {
                     *done = true;
-                    return Poll::Ready(Some(Err(e.into())));
+                    return Poll::Ready(Some(Err(upstream(e))));
                 }
                 None => {
                     *done = true;
@@ -268,6 +368,22 @@ where
                         return Poll::Ready(Some(Err(e.into())));
                     }
                 }
+            }
+            if let Some(r) = reload.as_mut()
+                && !out.is_empty()
+            {
+                if r.changed() {
+                    // Send up to the end of the event or line under way, then stop; a chunk
+                    // with no line end (a pod that never prints one) is the last either way,
+                    // so the stream cannot be held open past the reload.
+                    if let Some(i) = out.iter().position(|b| *b == b'\n') {
+                        out.truncate(i + 1);
+                    }
+                    r.ended = true;
+                    *done = true;
+                    *trailers = None;
+                }
+                r.at_boundary = out.last() == Some(&b'\n');
             }
             // An empty data frame is not the end: keep reading.
             if !out.is_empty() {

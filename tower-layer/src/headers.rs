@@ -1,8 +1,91 @@
-//! Request header hygiene: no client-supplied credential or identity leaves the layer, and the
-//! server is asked for JSON it can mask.
+//! Request header hygiene: no client-supplied credential or identity leaves the layer, framing
+//! and hop-by-hop headers are the layer's own, upgrades are asked for only where the API server
+//! switches protocols, and the server is asked for JSON it can mask.
 
 use http::HeaderMap;
-use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, HeaderValue};
+use http::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, HeaderName,
+    HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use kubeleash_core::request::Attributes;
+
+/// Whether a request asks to switch protocols, read from the raw headers whatever their values:
+/// any `Upgrade` header (empty, repeated, any token, bytes that are not text), or a
+/// `Connection` header naming `upgrade` in any case.
+pub(crate) fn asks_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(UPGRADE)
+        || h.get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
+}
+
+/// The subresources the API server answers with a protocol switch: exec, attach and
+/// port-forward on pods, and the proxy subresources of pods, services and nodes.
+pub(crate) fn is_connect(a: &Attributes) -> bool {
+    a.resource_request
+        && a.api_group.is_empty()
+        && match a.subresource.as_str() {
+            "exec" | "attach" | "portforward" => a.resource == "pods",
+            "proxy" => matches!(a.resource.as_str(), "pods" | "services" | "nodes"),
+            _ => false,
+        }
+}
+
+/// Remove every header that frames the message or concerns only this hop, so the inner client
+/// frames the request from the bytes the layer hands it: `Host`, `Content-Length`,
+/// `Transfer-Encoding`, `Connection` and every header it names, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Trailer`, and `Upgrade`. With `upgrade`, the request is an allowed
+/// protocol switch: `Upgrade` is kept and `Connection: Upgrade` set again.
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    // One pass over the (few) headers first: most requests carry none of these.
+    let hop = |k: &HeaderName| {
+        matches!(
+            k.as_str(),
+            "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "te"
+                | "trailer"
+                | "keep-alive"
+                | "proxy-connection"
+                | "upgrade"
+        )
+    };
+    if !upgrade && !h.keys().any(hop) {
+        return;
+    }
+    let named: Vec<HeaderName> = h
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .collect();
+    for n in named {
+        if !(upgrade && n == UPGRADE) {
+            h.remove(n);
+        }
+    }
+    for n in [
+        HOST,
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        CONNECTION,
+        TE,
+        TRAILER,
+    ] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+    if upgrade {
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    } else {
+        h.remove(UPGRADE);
+    }
+}
 
 const BEARER_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
 
@@ -117,7 +200,59 @@ pub(crate) fn force_json(h: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
     use super::*;
+
+    #[test]
+    fn hop_by_hop_and_framing_headers_go() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("host", "evil.example"),
+            ("content-length", "3"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "keep-alive, X-Secret-Hop, upgrade"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("upgrade", "websocket"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let mut plain = h.clone();
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain.len(), 1, "{plain:?}");
+        assert!(plain.contains_key("content-type"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(CONNECTION).unwrap(), "Upgrade");
+        assert_eq!(h.len(), 3, "{h:?}");
+    }
+
+    #[test]
+    fn any_upgrade_is_seen() {
+        for (n, v) in [
+            ("upgrade", &b""[..]),
+            ("upgrade", b"x"),
+            ("upgrade", b"\xff\xfe"),
+            ("connection", b"Upgrade"),
+            ("connection", b"keep-alive ,  UPGRADE "),
+            ("connection", b"close,upgrade"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_static(n),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+            assert!(asks_upgrade(&h), "{n}: {v:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, upgraded"));
+        assert!(!asks_upgrade(&h));
+    }
 
     #[test]
     fn accept_is_rewritten_to_json_keeping_transformations() {

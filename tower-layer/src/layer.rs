@@ -1,12 +1,14 @@
 //! `KubeleashLayer`: the configuration, shared behind an `Arc` by every service it makes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kubeleash_core::policy::{Identity, Policy};
 
 use crate::approval::{Approver, Grants};
 use crate::credential::Credential;
+use crate::holds::Holds;
 use crate::record::{NoRecorder, Recorder};
 use crate::service::Kubeleash;
 
@@ -29,23 +31,50 @@ pub(crate) enum IdentitySource {
     Extract(Arc<Extractor>),
 }
 
-/// A handle to the policy a layer enforces, to replace it while requests run (a reload). Each
-/// request takes the policy current when it arrives and keeps it to its end.
+/// A handle to the policy a layer enforces, to replace it while requests run (a reload).
+///
+/// What a reload reaches: requests that arrive later are decided by the new policy; a held
+/// request is decided again by the policy in force when it is approved (and refused if that
+/// policy denies it); time-windowed grants end; and every open streamed response that is
+/// masked as a stream (watches, followed logs) ends at its next event or line boundary, so the
+/// client reconnects under the new policy and its masks. Other responses finish under the
+/// policy they started with.
 #[derive(Clone)]
 pub struct PolicyHandle {
     inner: Arc<std::sync::RwLock<Policy>>,
+    generation: Arc<AtomicU64>,
 }
 
 impl PolicyHandle {
     /// The policy now in force.
     pub fn get(&self) -> Policy {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current().0
     }
 
-    /// Put a new policy in force for requests that arrive from now on.
-    pub fn set(&self, policy: Policy) {
-        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    /// The policy now in force and its generation (bumped by every [`set`](Self::set)).
+    pub(crate) fn current(&self) -> (Policy, u64) {
+        let p = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        (p.clone(), self.generation.load(Ordering::Acquire))
     }
+
+    /// The counter [`set`](Self::set) bumps, for streams to notice a reload cheaply.
+    pub(crate) fn generation(&self) -> &Arc<AtomicU64> {
+        &self.generation
+    }
+
+    /// Put a new policy in force (see the type's documentation for what it reaches).
+    pub fn set(&self, policy: Policy) {
+        let mut p = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        *p = policy;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// How many requests may wait for approval at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HoldLimits {
+    pub per_identity: usize,
+    pub total: usize,
 }
 
 #[derive(Clone)]
@@ -59,6 +88,11 @@ pub(crate) struct Shared {
     pub approval_timeout: Duration,
     pub max_body: usize,
     pub grants: Grants,
+    pub hold_limits: HoldLimits,
+    pub holds: Holds,
+    /// Set when a record could not be written: every request is refused (503) until the
+    /// record of a refusal is written again.
+    pub record_failed: Arc<AtomicBool>,
 }
 
 /// A tower [`Layer`](tower::Layer) that holds every request to a kubeleash policy.
@@ -83,11 +117,13 @@ pub struct KubeleashLayer {
 impl KubeleashLayer {
     /// A layer enforcing `policy`, for an anonymous identity, with no approver (requests the
     /// policy holds for approval are denied), no recorder, and the inner service's credential.
+    /// At most 8 requests per identity and 64 in all wait for approval at once.
     pub fn new(policy: Policy) -> Self {
         KubeleashLayer {
             shared: Arc::new(Shared {
                 policy: PolicyHandle {
                     inner: Arc::new(std::sync::RwLock::new(policy)),
+                    generation: Arc::new(AtomicU64::new(0)),
                 },
                 identity: IdentitySource::Fixed(Identity::default()),
                 approver: None,
@@ -97,6 +133,12 @@ impl KubeleashLayer {
                 approval_timeout: Duration::from_secs(300),
                 max_body: 3 * 1024 * 1024,
                 grants: Grants::default(),
+                hold_limits: HoldLimits {
+                    per_identity: 8,
+                    total: 64,
+                },
+                holds: Holds::default(),
+                record_failed: Arc::new(AtomicBool::new(false)),
             }),
         }
     }
@@ -148,6 +190,18 @@ impl KubeleashLayer {
     /// How long a held request waits for an answer before it is denied (default 5 minutes).
     pub fn approval_timeout(self, timeout: Duration) -> Self {
         self.with(|s| s.approval_timeout = timeout)
+    }
+
+    /// How many requests may wait for approval at once: from one identity (user name), and in
+    /// all (default 8 and 64). One more is refused with 429 at once. Each held request keeps
+    /// its body (up to 3 MiB) in memory, and each is listed to the operator.
+    pub fn max_held(self, per_identity: usize, total: usize) -> Self {
+        self.with(|s| {
+            s.hold_limits = HoldLimits {
+                per_identity,
+                total,
+            }
+        })
     }
 }
 

@@ -10,6 +10,32 @@
 //! `kube::client::ClientBuilder::with_layer` to keep kube's own stack (TLS, auth from the
 //! kubeconfig) inside it; see `examples/kube_agent.rs`.
 //!
+//! What the layer promises, whatever the caller sends (each stated by a test in
+//! `tests/hardening.rs`):
+//!
+//! - **Masked or not sent.** No response byte reaches the caller without going through the
+//!   masker, except the bytes after a `101 Switching Protocols` answer to an exec, attach,
+//!   port-forward or proxy request that the policy allowed (or a person approved). A request
+//!   that asks to upgrade anywhere else (any `Upgrade` header, or `Connection: upgrade`) is
+//!   refused with 400 before it leaves, and a 101 the server sends unasked is refused.
+//! - **Only a path leaves.** A target with a scheme or host is refused (400): the caller never
+//!   chooses where the credential goes. Put the layer outside anything that makes targets
+//!   absolute (kube's base-URI layer). The caller's `Host`, `Content-Length`,
+//!   `Transfer-Encoding`, `Connection` and the headers it names, `Keep-Alive`,
+//!   `Proxy-Connection`, `TE`, `Trailer` and `Upgrade` are dropped; a body the layer read goes
+//!   out with its own length, so the bytes decided and recorded are the bytes sent.
+//! - **An approval covers one request.** Each held request gets a random 128-bit id; an answer
+//!   resolves it alone; a window ([`Answer::Approve`]) lets through only identical requests
+//!   (method, whole target, content type, impersonation headers, body bytes) for at most
+//!   [`MAX_WINDOW`]. An approved impersonating request goes out with the impersonation the
+//!   approver was shown. At most 8 requests per identity and 64 in all wait at once
+//!   ([`KubeleashLayer::max_held`]); more are refused with 429.
+//! - **Recorded or not sent.** Once a record cannot be written, every request is refused with
+//!   503 until a record is written again; recording never blocks the async runtime.
+//! - **Reloads reach what is in flight** (see [`PolicyHandle`]).
+//! - **Upstream errors stay with the operator.** The caller gets a fixed `Status` with a
+//!   correlation id; the record keeps the error text, masked.
+//!
 //! What in-process isolation does not do: code in the same process can reach the credential's
 //! memory or build its own client. For an agent you do not trust with the process, run the
 //! kubeleash proxy and give the agent only a kubeconfig that points at it.
@@ -18,12 +44,14 @@ mod approval;
 mod body;
 mod credential;
 mod headers;
+mod holds;
 mod layer;
 mod record;
+mod scrub;
 mod service;
 mod status;
 
-pub use approval::{Answer, ApprovalRequest, Approver};
+pub use approval::{Answer, ApprovalRequest, Approver, MAX_SHOWN_BODY, MAX_WINDOW};
 pub use body::{BoxError, KubeleashBody};
 pub use credential::{Credential, CredentialError};
 pub use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};

@@ -1,17 +1,24 @@
 //! Recording every request: the [`Recorder`] trait and the built-in JSON Lines recorder, which
 //! writes the hash-chained format of [`kubeleash_core::record`] (or Kubernetes audit events).
 //!
-//! Writing happens on a background thread fed by a bounded queue, so the request path waits only
-//! to enqueue. When the queue is full the recorder either blocks the request until there is room
-//! or refuses new requests ([`WhenFull`]); a record is never dropped. Records of refused and
-//! approved requests are waited for (written and flushed) before the answer goes out.
+//! Writing happens on a background thread fed by a queue, so the request path never blocks on
+//! the disk. The queue is bounded where requests are admitted: when it is full, a new request
+//! either waits (asynchronously) for room or is refused ([`WhenFull`]); a record of an admitted
+//! request is never dropped nor waited for. Records of refused and approved requests are waited
+//! for (written and flushed) before the answer goes out.
+//!
+//! Recording fails closed: once a write fails (a full disk, say), the recorder admits no new
+//! request ([`Recorder::admits`] is false and [`Recorder::admit`] errs) and the layer refuses
+//! every request with 503 until a record is written again. A [`JsonlRecorder`] that failed
+//! stays failed (its file may end in a torn line): open a new one.
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
@@ -44,16 +51,28 @@ pub fn now() -> String {
 pub type Durable<'a> = Pin<Box<dyn Future<Output = Result<(), RecordError>> + Send + 'a>>;
 
 /// Receives one record per request (and one when a held request starts waiting).
+///
+/// No method may block the calling thread for long: the layer calls them on the async runtime.
+/// An error from [`record`](Recorder::record) or [`record_durable`](Recorder::record_durable)
+/// makes the layer refuse every request (503) until a later record is written.
 pub trait Recorder: Send + Sync {
-    /// Queue a record; returns quickly. `Err(Full)` only from a recorder set to refuse.
+    /// Queue a record; returns at once. An error when it cannot be recorded.
     fn record(&self, record: RecordBody) -> Result<(), RecordError>;
 
     /// Write a record and resolve once it is flushed.
     fn record_durable(&self, record: RecordBody) -> Durable<'_>;
 
-    /// Whether a new request may start (false when the queue is full and the recorder refuses).
+    /// Whether a new request may start now without waiting (false when the queue is full, or
+    /// the recorder cannot write). When false, the layer awaits [`admit`](Recorder::admit).
     fn admits(&self) -> bool {
         true
+    }
+
+    /// Resolve when a new request may start: at once, after waiting for room in the queue, or
+    /// with the error that refuses it (a queue full and set to refuse, a failed writer).
+    fn admit(&self) -> Durable<'_> {
+        let ok = self.admits();
+        Box::pin(async move { if ok { Ok(()) } else { Err(RecordError::Full) } })
     }
 
     /// Whether this recorder records anything; when not, no record is built.
@@ -142,12 +161,27 @@ enum Msg {
 
 /// Appends records to a file as JSON Lines.
 pub struct JsonlRecorder {
-    tx: SyncSender<Msg>,
-    /// Records queued and not yet written.
-    pending: Arc<std::sync::atomic::AtomicUsize>,
+    tx: Sender<Msg>,
+    /// Records queued and not yet written, and the writer's signal that it took one.
+    state: Arc<WriterState>,
     options: RecorderOptions,
     writer: Mutex<Option<JoinHandle<()>>>,
-    failed: Arc<Mutex<Option<String>>>,
+}
+
+/// What the request path and the writer thread share.
+struct WriterState {
+    pending: AtomicUsize,
+    drained: tokio::sync::Notify,
+    failed: AtomicBool,
+    why: Mutex<Option<String>>,
+}
+
+impl WriterState {
+    fn fail(&self, why: String) {
+        *self.why.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.failed.store(true, Ordering::Release);
+        self.drained.notify_waiters();
+    }
 }
 
 impl std::fmt::Debug for JsonlRecorder {
@@ -197,11 +231,16 @@ impl JsonlRecorder {
     /// Open (or continue) a log at `path`.
     pub fn open(path: impl AsRef<Path>, options: RecorderOptions) -> std::io::Result<Self> {
         let path: PathBuf = path.as_ref().to_path_buf();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        // Records name who did what to which object: readable by the operator alone.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            OpenOptions::new()
+                .read(true)
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?
+        };
         let session = options.session.clone().unwrap_or_else(|| {
             format!(
                 "s{}",
@@ -215,62 +254,58 @@ impl JsonlRecorder {
             Format::Chained => resume(&path, &mut file, &session)?,
             Format::Audit => Chain::new(session),
         };
-        let (tx, rx) = sync_channel(options.queue.max(1));
-        let failed = Arc::new(Mutex::new(None));
+        let (tx, rx) = channel();
         let format = options.format;
-        let failed_w = Arc::clone(&failed);
-        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let pending_w = Arc::clone(&pending);
+        let state = Arc::new(WriterState {
+            pending: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
+            failed: AtomicBool::new(false),
+            why: Mutex::new(None),
+        });
+        let state_w = Arc::clone(&state);
         let writer = std::thread::Builder::new()
             .name("kubeleash-recorder".into())
-            .spawn(move || write_loop(rx, file, chain, format, failed_w, pending_w))?;
+            .spawn(move || write_loop(rx, file, chain, format, &state_w))?;
         Ok(JsonlRecorder {
             tx,
-            pending,
+            state,
             options,
             writer: Mutex::new(Some(writer)),
-            failed,
         })
     }
 
     fn failure(&self) -> Option<RecordError> {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .map(RecordError::Write)
+        if !self.state.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let why = self.state.why.lock().unwrap_or_else(|p| p.into_inner());
+        Some(RecordError::Write(
+            why.clone()
+                .unwrap_or_else(|| "the writer has stopped".into()),
+        ))
     }
 
+    /// Queue a message; never blocks (the bound is kept where requests are admitted).
     fn send(&self, msg: Msg) -> Result<(), RecordError> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        self.pending
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        match self.options.when_full {
-            WhenFull::Block => self
-                .tx
-                .send(msg)
-                .map_err(|_| RecordError::Write("the writer has stopped".into())),
-            WhenFull::Refuse => match self.tx.try_send(msg) {
-                Ok(()) => Ok(()),
-                // Already admitted requests are never dropped: they wait for room.
-                Err(TrySendError::Full(msg)) => self
-                    .tx
-                    .send(msg)
-                    .map_err(|_| RecordError::Write("the writer has stopped".into())),
-                Err(TrySendError::Disconnected(_)) => {
-                    Err(RecordError::Write("the writer has stopped".into()))
-                }
-            },
-        }
+        self.state.pending.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(msg).map_err(|_| {
+            self.state.pending.fetch_sub(1, Ordering::AcqRel);
+            RecordError::Write("the writer has stopped".into())
+        })
     }
 
-    /// Write the closing record, flush, and stop the writer. Later records fail.
+    fn has_room(&self) -> bool {
+        self.state.pending.load(Ordering::Acquire) < self.options.queue.max(1)
+    }
+
+    /// Write the closing record, flush, and stop the writer. Later records fail. This waits
+    /// for the writer thread: call it off the async runtime's threads, or at shutdown.
     pub fn close(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.pending
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.state.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(Msg::Close(tx)).is_ok() {
             let _ = rx.recv();
         }
@@ -291,12 +326,28 @@ fn write_loop(
     file: File,
     mut chain: Chain,
     format: Format,
-    failed: Arc<Mutex<Option<String>>>,
-    pending: Arc<std::sync::atomic::AtomicUsize>,
+    state: &WriterState,
 ) {
     let mut out = std::io::BufWriter::new(file);
     while let Ok(msg) = rx.recv() {
-        pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        state.pending.fetch_sub(1, Ordering::AcqRel);
+        state.drained.notify_waiters();
+        if state.failed.load(Ordering::Acquire) {
+            // Nothing more is written after a failure: the file may end in a torn line.
+            let why = state.why.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let e = RecordError::Write(why.unwrap_or_else(|| "the writer has stopped".into()));
+            match msg {
+                Msg::Record(_, Some(ack)) => {
+                    let _ = ack.send(Err(e));
+                }
+                Msg::Record(_, None) => {}
+                Msg::Close(done) => {
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            continue;
+        }
         let (body, ack, close) = match msg {
             Msg::Record(body, ack) => (*body, ack, None),
             Msg::Close(done) => (
@@ -332,7 +383,7 @@ fn write_loop(
         }
         let r = r.map_err(|e| RecordError::Write(e.to_string().to_lowercase()));
         if let Err(RecordError::Write(e)) = &r {
-            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            state.fail(e.clone());
         }
         if let Some(ack) = ack {
             let _ = ack.send(r);
@@ -360,8 +411,28 @@ impl Recorder for JsonlRecorder {
     }
 
     fn admits(&self) -> bool {
-        self.options.when_full == WhenFull::Block
-            || self.pending.load(std::sync::atomic::Ordering::Acquire) < self.options.queue.max(1)
+        !self.state.failed.load(Ordering::Acquire) && self.has_room()
+    }
+
+    fn admit(&self) -> Durable<'_> {
+        Box::pin(async move {
+            loop {
+                let drained = self.state.drained.notified();
+                let mut drained = std::pin::pin!(drained);
+                // Registered before the checks, so a drain between them still wakes this.
+                drained.as_mut().enable();
+                if let Some(e) = self.failure() {
+                    return Err(e);
+                }
+                if self.has_room() {
+                    return Ok(());
+                }
+                if self.options.when_full == WhenFull::Refuse {
+                    return Err(RecordError::Full);
+                }
+                drained.await;
+            }
+        })
     }
 
     fn body_cap(&self) -> Option<usize> {
@@ -381,6 +452,10 @@ impl<T: Recorder + ?Sized> Recorder for Arc<T> {
 
     fn admits(&self) -> bool {
         (**self).admits()
+    }
+
+    fn admit(&self) -> Durable<'_> {
+        (**self).admit()
     }
 
     fn enabled(&self) -> bool {

@@ -1,11 +1,15 @@
-//! `Kubeleash<S>`: the service. In the data path, in order: classify; read the body when a rule
-//! needs it (bounded at the API server's 3 MiB, then handed on unchanged); decide; deny, hold
-//! for approval, or forward with the client's credentials replaced; mask the response as it
-//! streams.
+//! `Kubeleash<S>`: the service. In the data path, in order: admit (the recorder must be able to
+//! record); refuse targets with a scheme or host and upgrades outside exec, attach,
+//! port-forward and proxy; classify; read the body when a rule or an approval needs it (bounded
+//! at the API server's 3 MiB, then handed on unchanged); decide; deny, hold for approval, or
+//! forward with the client's credentials, framing and hop-by-hop headers replaced; mask the
+//! response as it streams. Only the 101 answer to an allowed protocol switch is passed through
+//! unmasked.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,18 +18,22 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use kubeleash_core::kubectl;
-use kubeleash_core::mask::{Framing, Masker};
+use kubeleash_core::mask::{Framing, MaskError, Masker};
 use kubeleash_core::policy::{Decision, Effect, Identity};
 use kubeleash_core::request::{self as classify, Request as Classified};
 use tower::{Service, ServiceExt};
 
 use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
 
-use crate::approval::{Answer, ApprovalRequest, approval_id};
-use crate::body::{BoxError, Completion, KubeleashBody};
-use crate::headers::{force_json, strip_client_credentials};
+use crate::approval::{Answer, ApprovalRequest, RequestKey, new_id, random_hex, shown_body};
+use crate::body::{BoxError, Completion, KubeleashBody, Reload};
+use crate::headers::{
+    asks_upgrade, force_json, is_connect, strip_client_credentials, strip_hop_by_hop,
+};
+use crate::holds::Full;
 use crate::layer::{IdentitySource, Mode, Shared};
-use crate::record::now;
+use crate::record::{RecordError, now};
+use crate::scrub::scrub;
 use crate::status;
 
 /// The service [`crate::KubeleashLayer`] wraps around an inner service.
@@ -73,7 +81,7 @@ impl<S, ReqB, ResB> Service<Request<ReqB>> for Kubeleash<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S::Error: std::fmt::Debug + Send + 'static,
     ReqB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
@@ -169,33 +177,67 @@ impl Ctx<'_> {
         }
     }
 
+    /// Note whether a record was written: a failure makes the layer refuse every request
+    /// until a record is written again.
+    fn recorded(&self, r: &Result<(), RecordError>) {
+        self.shared
+            .record_failed
+            .store(r.is_err(), Ordering::Release);
+    }
+
     /// Refuse, after the record of the refusal is on disk.
-    async fn refuse<B>(
-        &self,
-        req: Option<&Classified>,
-        body: Option<&str>,
+    fn refuse<'a, B: 'a>(
+        &'a self,
+        req: Option<&'a Classified>,
+        body: Option<&'a str>,
         code: u16,
-        reason: &str,
+        reason: &'a str,
         decision: Decision,
         resolution: Resolution,
-    ) -> Response<KubeleashBody<B>> {
-        let message = format!("kubeleash: {}", decision.reason);
-        if self.recording() {
-            let mut rec = self.record_for(req, body, &decision, &resolution);
-            rec.response = Some(RecordedResponse {
-                status: code,
-                bytes: status::body(code, reason, &message).len() as u64,
-                duration_ms: self.started.elapsed().as_millis() as u64,
-                stream: "refused".into(),
-                body: None,
-                error: None,
-            });
-            // Nothing to do on failure but refuse anyway: the request is refused either way.
-            let _ = self.shared.recorder.record_durable(rec).await;
-        }
-        refusal(code, reason, &message, Some(decision))
+    ) -> Refusal<'a, B> {
+        self.refuse_noting(req, body, code, reason, decision, resolution, None)
+    }
+
+    /// Refuse; `detail` goes to the record only (masked), never to the client. Boxed: refusals
+    /// are off the hot path, and their state would otherwise grow every request's future.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one private call site per refusal kind"
+    )]
+    fn refuse_noting<'a, B: 'a>(
+        &'a self,
+        req: Option<&'a Classified>,
+        body: Option<&'a str>,
+        code: u16,
+        reason: &'a str,
+        decision: Decision,
+        resolution: Resolution,
+        detail: Option<String>,
+    ) -> Refusal<'a, B> {
+        Box::pin(async move {
+            let message = format!("kubeleash: {}", decision.reason);
+            if self.recording() {
+                let mut rec = self.record_for(req, body, &decision, &resolution);
+                rec.response = Some(RecordedResponse {
+                    status: code,
+                    bytes: status::body(code, reason, &message).len() as u64,
+                    duration_ms: self.started.elapsed().as_millis() as u64,
+                    stream: "refused".into(),
+                    body: None,
+                    error: detail.map(|d| scrub(self.shared.policy.get().mask_set(), &d)),
+                });
+                // Refused either way; a refusal whose record is written shows the recorder
+                // works.
+                let r = self.shared.recorder.record_durable(rec).await;
+                self.recorded(&r);
+            }
+            refusal(code, reason, &message, Some(decision))
+        })
     }
 }
+
+/// A refusal on its way: its record is written first.
+type Refusal<'a, B> = Pin<Box<dyn Future<Output = Response<KubeleashBody<B>>> + Send + 'a>>;
 
 fn refused() -> Resolution {
     Resolution {
@@ -245,6 +287,41 @@ fn deny(reason: String) -> Decision {
     }
 }
 
+/// The fixed answer when the upstream side fails: nothing of the error (which can carry the
+/// operator's kubeconfig, a credential plugin's command line, environment or output) reaches
+/// the client; the record keeps it, masked, under a correlation id the client is given.
+async fn upstream_failed<B>(
+    ctx: &Ctx<'_>,
+    request: &Classified,
+    what: &str,
+    detail: String,
+) -> Response<KubeleashBody<B>> {
+    let cid = random_hex(8).unwrap_or_else(|| "none".into());
+    let d = deny(format!(
+        "{what} (correlation id {cid}); the operator's record has the details"
+    ));
+    ctx.refuse_noting(
+        Some(request),
+        None,
+        502,
+        "ServiceUnavailable",
+        d,
+        refused(),
+        Some(format!("correlation id {cid}: {detail}")),
+    )
+    .await
+}
+
+/// Whether a hold answered with approval may go on under the policy in force now.
+enum Recheck {
+    Go,
+    Denied(Decision),
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "the data path in order, one step after the other"
+)]
 async fn handle<S, ReqB, ResB>(
     shared: Arc<Shared>,
     inner: Arc<tokio::sync::Mutex<S>>,
@@ -252,18 +329,26 @@ async fn handle<S, ReqB, ResB>(
 ) -> Result<Response<KubeleashBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: std::fmt::Debug,
     ReqB: Body<Data = Bytes> + From<Bytes>,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
 {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_string();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    // A target with a scheme or host (absolute-form, authority-form) would choose where the
+    // operator's credential goes: it is refused, and recorded as sent.
+    let absolute = parts.uri.scheme().is_some() || parts.uri.authority().is_some();
+    let target = if absolute {
+        parts.uri.to_string()
+    } else {
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string()
+    };
     let identity = match &shared.identity {
         IdentitySource::Fixed(id) => Ok(id.clone()),
         IdentitySource::Extract(f) => f(&parts),
@@ -287,13 +372,42 @@ where
         started: std::time::Instant::now(),
         time: now(),
     };
-    if !shared.recorder.admits() {
-        return Ok(refusal(
-            503,
-            "ServiceUnavailable",
-            "kubeleash: the recording queue is full; try again shortly",
-            None,
+
+    // Nothing goes out unrecorded: after a failed write every request is refused until a
+    // record (this refusal's) is written again.
+    if shared.record_failed.load(Ordering::Acquire) {
+        let d = deny(
+            "kubeleash cannot record requests right now, so it forwards none; \
+             the operator must make the record writable again (disk space, permissions)"
+                .into(),
+        );
+        return Ok(ctx
+            .refuse(None, None, 503, "ServiceUnavailable", d, refused())
+            .await);
+    }
+    if !shared.recorder.admits()
+        && let Err(e) = shared.recorder.admit().await
+    {
+        let message = match e {
+            RecordError::Full => "kubeleash: the recording queue is full; try again shortly",
+            RecordError::Write(_) => {
+                shared.record_failed.store(true, Ordering::Release);
+                "kubeleash: kubeleash cannot record requests right now, so it forwards none; \
+                 the operator must make the record writable again (disk space, permissions)"
+            }
+        };
+        return Ok(refusal(503, "ServiceUnavailable", message, None));
+    }
+
+    if absolute {
+        let d = deny(format!(
+            "the request target `{}` names a scheme or host; kubeleash forwards only a path \
+             (and query) to the API server it was configured with",
+            ctx.target
         ));
+        return Ok(ctx
+            .refuse(None, None, 400, "BadRequest", d, refused())
+            .await);
     }
     let request = match classify::classify(&ctx.method, &ctx.target, &parts.headers) {
         Ok(r) => r,
@@ -304,15 +418,28 @@ where
                 .await);
         }
     };
-    let policy = shared.policy.get();
-    let policy = &policy;
+    // Any sign of an upgrade, read from the raw headers: a switched connection is not masked,
+    // so only the subresources the API server switches for may ask for one.
+    let asks_switch = asks_upgrade(&parts.headers);
+    let connect = is_connect(&request.attributes);
+    if asks_switch && !connect {
+        let d = deny(format!(
+            "{} {} asks to switch protocols (an Upgrade header, or Connection: upgrade); \
+             kubeleash allows that only for exec, attach, portforward and proxy subresources, \
+             since a switched connection cannot be masked",
+            ctx.method, ctx.target
+        ));
+        return Ok(ctx
+            .refuse(Some(&request), None, 400, "BadRequest", d, refused())
+            .await);
+    }
+    let (mut policy, mut generation) = shared.policy.current();
 
     // The body is read only when a rule, or an approval, needs it.
     let mut bytes: Option<Bytes> = None;
     let mut body = Some(body);
     // A recorder records every write's body (masked), so it reads those too.
-    let writes = matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
-        && request.facts.upgrade.is_none();
+    let writes = matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") && !asks_switch;
     if (policy.needs_body(&ctx.identity, &request) || ctx.recording() && writes)
         && let Some(b) = body.take()
     {
@@ -321,13 +448,7 @@ where
             Err(refusal) => return Ok(refusal),
         }
     }
-    let recorded_body = || {
-        bytes
-            .as_deref()
-            .filter(|b| !b.is_empty() && ctx.recording())
-            .map(|b| masked_body(policy, b))
-    };
-    let decision = policy.decide(
+    let mut decision = policy.decide(
         &ctx.identity,
         &request,
         bytes.as_deref().filter(|b| !b.is_empty()),
@@ -342,7 +463,7 @@ where
         (Mode::Audit, Effect::Allow) | (Mode::Enforce, Effect::Allow) => {}
         (Mode::Audit, _) => resolution.outcome = "audited",
         (Mode::Enforce, Effect::Deny) => {
-            let body = recorded_body();
+            let body = recorded_body(&ctx, &policy, bytes.as_deref());
             return Ok(ctx
                 .refuse(
                     Some(&request),
@@ -355,7 +476,23 @@ where
                 .await);
         }
         (Mode::Enforce, Effect::Approve) => {
-            if shared.grants.covers(&ctx.identity, &request.attributes) {
+            // An approval covers the exact bytes that go out, so they are read first.
+            if bytes.is_none()
+                && let Some(b) = body.take()
+            {
+                match read_body(&ctx, &request, b, shared.max_body).await {
+                    Ok(b) => bytes = Some(b),
+                    Err(refusal) => return Ok(refusal),
+                }
+            }
+            let key = RequestKey::new(
+                &ctx.identity,
+                &ctx.method,
+                &ctx.target,
+                &parts.headers,
+                bytes.as_deref().unwrap_or_default(),
+            );
+            if shared.grants.covers(&key, generation) {
                 resolution = Resolution {
                     outcome: "approved",
                     id: None,
@@ -363,165 +500,352 @@ where
                     reason: None,
                 };
             } else {
-                let Some(approver) = shared.approver.clone() else {
-                    let d = Decision {
-                        reason: format!(
-                            "{}; approval was needed and no approver is configured",
-                            decision.reason
-                        ),
-                        ..decision
-                    };
-                    let body = recorded_body();
-                    return Ok(ctx
-                        .refuse(
-                            Some(&request),
-                            body.as_deref(),
-                            403,
-                            "Forbidden",
-                            d,
-                            refused(),
-                        )
-                        .await);
-                };
-                if bytes.is_none()
-                    && let Some(b) = body.take()
-                {
-                    match read_body(&ctx, &request, b, shared.max_body).await {
-                        Ok(b) => bytes = Some(b),
-                        Err(refusal) => return Ok(refusal),
-                    }
-                }
-                let id = approval_id(
-                    &ctx.identity,
-                    &request.attributes,
-                    &ctx.target,
+                // Boxed: the approval path's state stays out of every request's future.
+                let held = Box::pin(hold(
+                    &ctx,
+                    &request,
+                    &parts.headers,
+                    &policy,
                     bytes.as_deref(),
-                );
-                let shown = bytes
-                    .as_deref()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| masked_body(policy, b));
-                if ctx.recording() {
-                    let held = Resolution {
-                        outcome: "held",
-                        id: Some(id.clone()),
-                        by: None,
-                        reason: None,
-                    };
-                    let mut rec =
-                        ctx.record_for(Some(&request), shown.as_deref(), &decision, &held);
-                    rec.kind = "held".into();
-                    let _ = shared.recorder.record(rec);
-                }
-                let ask = ApprovalRequest {
-                    id: id.clone(),
-                    identity: ctx.identity.clone(),
-                    method: ctx.method.clone(),
-                    target: ctx.target.clone(),
-                    attributes: request.attributes.clone(),
-                    kubectl: kubectl::command(&request),
-                    body: shown.clone(),
-                    rule: decision.rule.as_deref().map(str::to_string),
-                    reason: decision.reason.clone(),
+                    &decision,
+                ))
+                .await;
+                let (id, by, window, shown) = match held {
+                    Ok(h) => h,
+                    Err(refusal) => return Ok(refusal),
                 };
-                match tokio::time::timeout(shared.approval_timeout, approver.approve(ask)).await {
-                    Ok(Answer::Approve { by, window }) => {
-                        if let Some(w) = window {
-                            shared.grants.add(&ctx.identity, &request.attributes, w);
-                        }
-                        resolution = Resolution {
-                            outcome: "approved",
-                            id: Some(id),
-                            by: Some(by),
-                            reason: None,
-                        };
-                        if ctx.recording() {
-                            // The approval is on disk before the request goes out.
-                            let mut rec = ctx.record_for(
-                                Some(&request),
-                                shown.as_deref(),
-                                &decision,
-                                &resolution,
-                            );
-                            rec.kind = "approval".into();
-                            if let Err(e) = shared.recorder.record_durable(rec).await {
-                                let d = deny(format!(
-                                    "the approval could not be recorded, so the request was not sent: {e}"
-                                ));
-                                return Ok(ctx
-                                    .refuse(
-                                        Some(&request),
-                                        shown.as_deref(),
-                                        503,
-                                        "ServiceUnavailable",
-                                        d,
-                                        refused(),
-                                    )
-                                    .await);
-                            }
-                        }
-                    }
-                    Ok(Answer::Deny { by, reason }) => {
+                // The person approved under the policy of the moment they were asked; what
+                // goes out must still pass the policy in force now.
+                let (now_policy, now_generation) = shared.policy.current();
+                if now_generation != generation {
+                    let again = now_policy.decide(
+                        &ctx.identity,
+                        &request,
+                        bytes.as_deref().filter(|b| !b.is_empty()),
+                    );
+                    let recheck = if again.effect == Effect::Deny {
+                        Recheck::Denied(again)
+                    } else {
+                        decision = again;
+                        Recheck::Go
+                    };
+                    policy = now_policy;
+                    generation = now_generation;
+                    if let Recheck::Denied(again) = recheck {
                         let d = Decision {
                             reason: format!(
-                                "{}; {by} denied approval {id}: {reason}",
-                                decision.reason
+                                "{by} approved {id}, but the policy was reloaded while the request was held and now denies it: {}",
+                                again.reason
                             ),
-                            ..decision
+                            ..again
                         };
                         let r = Resolution {
                             outcome: "refused",
                             id: Some(id),
                             by: Some(by),
-                            reason: Some(reason),
+                            reason: Some("the reloaded policy denies it".into()),
                         };
                         return Ok(ctx
                             .refuse(Some(&request), shown.as_deref(), 403, "Forbidden", d, r)
                             .await);
                     }
-                    Err(_) => {
-                        let d = Decision {
-                            reason: format!(
-                                "{}; nobody answered approval {id} within {}s",
-                                decision.reason,
-                                shared.approval_timeout.as_secs()
-                            ),
-                            ..decision
-                        };
-                        let r = Resolution {
-                            outcome: "refused",
-                            id: Some(id),
-                            by: None,
-                            reason: Some("timed out".into()),
-                        };
+                }
+                if let Some(w) = window {
+                    shared.grants.add(key, w, generation);
+                }
+                resolution = Resolution {
+                    outcome: "approved",
+                    id: Some(id),
+                    by: Some(by),
+                    reason: None,
+                };
+                if ctx.recording() {
+                    // The approval is on disk before the request goes out.
+                    let mut rec =
+                        ctx.record_for(Some(&request), shown.as_deref(), &decision, &resolution);
+                    rec.kind = "approval".into();
+                    let r = shared.recorder.record_durable(rec).await;
+                    ctx.recorded(&r);
+                    if r.is_err() {
+                        let d = deny(
+                            "the approval could not be recorded, so the request was not sent"
+                                .into(),
+                        );
                         return Ok(ctx
-                            .refuse(Some(&request), shown.as_deref(), 403, "Forbidden", d, r)
+                            .refuse(
+                                Some(&request),
+                                shown.as_deref(),
+                                503,
+                                "ServiceUnavailable",
+                                d,
+                                refused(),
+                            )
                             .await);
                     }
                 }
             }
         }
     }
+    forward(
+        &ctx,
+        inner,
+        parts,
+        body,
+        bytes,
+        request,
+        policy,
+        generation,
+        decision,
+        resolution,
+        asks_switch,
+        connect,
+    )
+    .await
+}
 
-    // Only the layer's credential leaves; impersonation only if the policy allowed it by name.
-    let impersonation_allowed =
-        decision.effect == Effect::Allow && request.facts.impersonation.is_some();
-    strip_client_credentials(&mut parts.headers, impersonation_allowed);
+/// The record's (and approver's) view of a request body: masked, when there is one.
+fn recorded_body(
+    ctx: &Ctx<'_>,
+    policy: &kubeleash_core::policy::Policy,
+    bytes: Option<&[u8]>,
+) -> Option<String> {
+    bytes
+        .filter(|b| !b.is_empty() && ctx.recording())
+        .map(|b| masked_body(policy, b))
+}
+
+/// An approval: its id, who gave it, its window, and the body as recorded.
+type Approved = (String, String, Option<std::time::Duration>, Option<String>);
+
+/// Hold a request for an approver: counted against the hold limits, recorded as held, asked
+/// under a fresh random id. `Ok((id, by, window, recorded body))` when approved; every other
+/// outcome is the refusal to send.
+async fn hold<B>(
+    ctx: &Ctx<'_>,
+    request: &Classified,
+    headers: &http::HeaderMap,
+    policy: &kubeleash_core::policy::Policy,
+    bytes: Option<&[u8]>,
+    decision: &Decision,
+) -> Result<Approved, Response<KubeleashBody<B>>> {
+    let shared = ctx.shared;
+    let masked = bytes
+        .filter(|b| !b.is_empty())
+        .map(|b| masked_body(policy, b));
+    // The approver is shown at most MAX_SHOWN_BODY of it; the record keeps it whole.
+    let shown = masked.as_deref().map(shown_body);
+    let kept = masked.filter(|_| ctx.recording());
+    let recorded = kept.as_deref();
+    let Some(approver) = shared.approver.clone() else {
+        let d = Decision {
+            reason: format!(
+                "{}; approval was needed and no approver is configured",
+                decision.reason
+            ),
+            ..decision.clone()
+        };
+        return Err(ctx
+            .refuse(Some(request), recorded, 403, "Forbidden", d, refused())
+            .await);
+    };
+    let _counted = match shared
+        .holds
+        .try_hold(&ctx.identity.user, shared.hold_limits)
+    {
+        Ok(h) => h,
+        Err(full) => {
+            let why = match full {
+                Full::Identity(n) => format!("{n} requests from this identity already wait"),
+                Full::Total(n) => format!("{n} requests already wait"),
+            };
+            let d = Decision {
+                reason: format!(
+                    "{}; it was not held for approval: {why}; retry once they are answered",
+                    decision.reason
+                ),
+                ..decision.clone()
+            };
+            return Err(ctx
+                .refuse(
+                    Some(request),
+                    recorded,
+                    429,
+                    "TooManyRequests",
+                    d,
+                    refused(),
+                )
+                .await);
+        }
+    };
+    let Some(id) = new_id() else {
+        let d = deny("kubeleash could not make an approval id (no randomness)".into());
+        return Err(ctx
+            .refuse(
+                Some(request),
+                recorded,
+                503,
+                "ServiceUnavailable",
+                d,
+                refused(),
+            )
+            .await);
+    };
+    if ctx.recording() {
+        let held = Resolution {
+            outcome: "held",
+            id: Some(id.clone()),
+            by: None,
+            reason: None,
+        };
+        let mut rec = ctx.record_for(Some(request), recorded, decision, &held);
+        rec.kind = "held".into();
+        let r = shared.recorder.record(rec);
+        ctx.recorded(&r);
+        if r.is_err() {
+            let d = deny("the request could not be recorded, so it was not held".into());
+            return Err(ctx
+                .refuse(
+                    Some(request),
+                    recorded,
+                    503,
+                    "ServiceUnavailable",
+                    d,
+                    refused(),
+                )
+                .await);
+        }
+    }
+    let ask = ApprovalRequest {
+        id: id.clone(),
+        identity: ctx.identity.clone(),
+        method: ctx.method.clone(),
+        target: ctx.target.clone(),
+        attributes: request.attributes.clone(),
+        kubectl: kubectl::command(request),
+        body: shown,
+        content_type: headers
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        impersonation: request.facts.impersonation.clone(),
+        rule: decision.rule.as_deref().map(str::to_string),
+        reason: decision.reason.clone(),
+    };
+    match tokio::time::timeout(shared.approval_timeout, approver.approve(ask)).await {
+        Ok(Answer::Approve { by, window }) => Ok((id, by, window, kept)),
+        Ok(Answer::Deny { by, reason }) => {
+            let d = Decision {
+                reason: format!("{}; {by} denied approval {id}: {reason}", decision.reason),
+                ..decision.clone()
+            };
+            let r = Resolution {
+                outcome: "refused",
+                id: Some(id),
+                by: Some(by),
+                reason: Some(reason),
+            };
+            Err(ctx
+                .refuse(Some(request), recorded, 403, "Forbidden", d, r)
+                .await)
+        }
+        Err(_) => {
+            let d = Decision {
+                reason: format!(
+                    "{}; nobody answered approval {id} within {}s",
+                    decision.reason,
+                    shared.approval_timeout.as_secs()
+                ),
+                ..decision.clone()
+            };
+            let r = Resolution {
+                outcome: "refused",
+                id: Some(id),
+                by: None,
+                reason: Some("timed out".into()),
+            };
+            Err(ctx
+                .refuse(Some(request), recorded, 403, "Forbidden", d, r)
+                .await)
+        }
+    }
+}
+
+/// Send a decided request on and mask its response.
+#[allow(
+    clippy::too_many_arguments,
+    clippy::too_many_lines,
+    reason = "the second half of the data path, with the state of the first"
+)]
+async fn forward<S, ReqB, ResB>(
+    ctx: &Ctx<'_>,
+    inner: Arc<tokio::sync::Mutex<S>>,
+    mut parts: http::request::Parts,
+    body: Option<ReqB>,
+    bytes: Option<Bytes>,
+    request: Classified,
+    policy: kubeleash_core::policy::Policy,
+    generation: u64,
+    decision: Decision,
+    resolution: Resolution,
+    asks_switch: bool,
+    connect: bool,
+) -> Result<Response<KubeleashBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: std::fmt::Debug,
+    ReqB: Body<Data = Bytes> + From<Bytes>,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes>,
+    ResB::Error: Into<BoxError>,
+{
+    let shared = ctx.shared;
+    // Allowed by the policy, or approved by a person (or their window); audit mode forwards
+    // the rest, but without the powers a rule must grant by name.
+    let allowed = decision.effect == Effect::Allow || resolution.outcome == "approved";
+    let switch = asks_switch && connect;
+    if switch && !allowed {
+        let d = Decision {
+            reason: format!(
+                "{}; a protocol switch (exec, attach, port-forward, proxy) is not masked, so \
+                 kubeleash passes one only when the policy allows it, audit mode or not",
+                decision.reason
+            ),
+            ..decision
+        };
+        return Ok(ctx
+            .refuse(Some(&request), None, 403, "Forbidden", d, refused())
+            .await);
+    }
+    // Only the layer's credential leaves; impersonation only if the policy allowed it (by name)
+    // or a person approved this very request, impersonation headers included.
+    let keep_impersonation = allowed && request.facts.impersonation.is_some();
+    strip_client_credentials(&mut parts.headers, keep_impersonation);
     match shared.credential.header() {
         Ok(Some(v)) => {
             parts.headers.insert(AUTHORIZATION, v);
         }
         Ok(None) => {}
         Err(e) => {
-            let d = deny(format!("kubeleash cannot use its credential: {e}"));
-            return Ok(ctx
-                .refuse(Some(&request), None, 500, "InternalError", d, refused())
-                .await);
+            return Ok(upstream_failed(
+                ctx,
+                &request,
+                "kubeleash cannot use its credential",
+                e.to_string(),
+            )
+            .await);
         }
     }
-    let upgrade = request.facts.upgrade.is_some();
-    if !upgrade {
+    // The inner client frames the request from the bytes it is handed, never from the caller's
+    // headers: what was decided and recorded is what is sent.
+    strip_hop_by_hop(&mut parts.headers, switch);
+    if !switch {
         force_json(&mut parts.headers);
+    }
+    if let Some(b) = &bytes
+        && (!b.is_empty() || matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH"))
+    {
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, http::HeaderValue::from(b.len()));
     }
     let bytes_for_record = bytes.clone();
     let body = match (bytes, body) {
@@ -531,30 +855,72 @@ where
     };
     let call = {
         let mut guard = inner.lock().await;
-        guard.ready().await?;
-        guard.call(Request::from_parts(parts, body))
+        match guard.ready().await {
+            Ok(svc) => svc.call(Request::from_parts(parts, body)),
+            Err(e) => {
+                return Ok(upstream_failed(
+                    ctx,
+                    &request,
+                    "kubeleash could not reach the API server",
+                    format!("{e:?}"),
+                )
+                .await);
+            }
+        }
     };
+    // Boxed: it waits across the upstream call in every request's future.
     let recorded = ctx.recording().then(|| {
-        let body = bytes_for_record
-            .as_deref()
-            .filter(|b| !b.is_empty())
-            .map(|b| masked_body(policy, b));
-        ctx.record_for(Some(&request), body.as_deref(), &decision, &resolution)
+        let body = recorded_body(ctx, &policy, bytes_for_record.as_deref());
+        Box::new(ctx.record_for(Some(&request), body.as_deref(), &decision, &resolution))
     });
-    let resp = call.await?;
+    let resp = match call.await {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(upstream_failed(
+                ctx,
+                &request,
+                "kubeleash could not get an answer from the API server",
+                format!("{e:?}"),
+            )
+            .await);
+        }
+    };
     let (mut rparts, rbody) = resp.into_parts();
     let status = rparts.status.as_u16();
     let completion = |stream: &'static str| {
-        recorded
-            .map(|r| Completion::new(Arc::clone(&shared.recorder), r, status, ctx.started, stream))
+        recorded.map(|r| {
+            Completion::new(
+                Arc::clone(&shared.recorder),
+                Arc::clone(&shared.record_failed),
+                Arc::clone(policy.mask_set()),
+                r,
+                status,
+                ctx.started,
+                stream,
+            )
+        })
     };
-    rparts.extensions.insert(decision);
-    if upgrade || rparts.status == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(Response::from_parts(
-            rparts,
-            KubeleashBody::passthrough(rbody).completing(completion("passthrough")),
+    if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if switch {
+            // The one unmasked path: a protocol switch the policy allowed, on a subresource
+            // that switches. Its decision, record and kubectl line are kept like any other.
+            rparts.extensions.insert(decision);
+            return Ok(Response::from_parts(
+                rparts,
+                KubeleashBody::passthrough(rbody).completing(completion("passthrough")),
+            ));
+        }
+        drop(rbody);
+        let d = deny(format!(
+            "the API server switched protocols for {} {}, which did not ask to; kubeleash \
+             does not pass a connection it cannot mask",
+            ctx.method, ctx.target
         ));
+        return Ok(ctx
+            .refuse(Some(&request), None, 502, "InternalError", d, refused())
+            .await);
     }
+    rparts.extensions.insert(decision);
     let header = |name| {
         rparts
             .headers
@@ -563,14 +929,44 @@ where
             .map(str::to_string)
     };
     let (ct, ce) = (header(CONTENT_TYPE), header(CONTENT_ENCODING));
-    let masker = policy.masker(&request, ct.as_deref(), ce.as_deref());
+    let masker = response_masker(&policy, &request, ct.as_deref(), ce.as_deref());
     rparts.headers.remove(CONTENT_LENGTH);
     rparts.headers.remove(CONTENT_ENCODING);
     let body = match masker {
-        Ok(m) => KubeleashBody::masked(rbody, m).completing(completion("masked")),
+        Ok(m) => {
+            // Streams that stay open end at a policy reload; the client reconnects under the
+            // new policy and its masks.
+            let reload = matches!(m.framing(), Framing::WatchEvents | Framing::Text)
+                .then(|| Reload::new(Arc::clone(shared.policy.generation()), generation));
+            KubeleashBody::masked(rbody, m, reload).completing(completion("masked"))
+        }
         Err(e) => KubeleashBody::refused(e).completing(completion("refused")),
     };
     Ok(Response::from_parts(rparts, body))
+}
+
+/// The masker for a response. The answer to exec, attach or port-forward that did not switch
+/// protocols (an error `Status`) is masked as the JSON it is; everything else as core frames it.
+fn response_masker(
+    policy: &kubeleash_core::policy::Policy,
+    request: &Classified,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+) -> Result<Masker, MaskError> {
+    let a = &request.attributes;
+    let streaming_subresource =
+        a.resource_request && matches!(a.subresource.as_str(), "exec" | "attach" | "portforward");
+    let json = content_type.is_some_and(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case("application/json")
+    });
+    if streaming_subresource && json && content_encoding.is_none_or(|e| e.trim().is_empty()) {
+        return Ok(Masker::with(Arc::clone(policy.mask_set()), Framing::Json));
+    }
+    policy.masker(request, content_type, content_encoding)
 }
 
 /// A request body as an approver sees it: masked with the response rules, as text.
@@ -583,5 +979,29 @@ fn masked_body(policy: &kubeleash_core::policy::Policy, body: &[u8]) -> String {
     {
         Ok(()) => String::from_utf8_lossy(&out).into_owned(),
         Err(_) => "[body not shown: it is not JSON kubeleash can mask]".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// Every request's future is one allocation, copied whole when it is boxed: its size is part
+    /// of the layer's per-request cost (the refusal and approval paths are boxed to keep it so).
+    #[test]
+    fn a_requests_future_stays_small() {
+        use bytes::Bytes;
+        use http_body_util::Full;
+        let layer = crate::KubeleashLayer::new(
+            kubeleash_core::policy::Policy::from_yaml(
+                "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules: []\n",
+            )
+            .unwrap_or_else(|_| unreachable!()),
+        );
+        let svc = tower::service_fn(|_r: http::Request<Full<Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+        });
+        let mut k = tower::Layer::layer(&layer, svc);
+        let f = tower::Service::call(&mut k, http::Request::new(Full::new(Bytes::new())));
+        let size = std::mem::size_of_val(&*f.inner);
+        assert!(size < 8 * 1024, "a request's future is {size} bytes");
     }
 }

@@ -195,7 +195,8 @@ impl Approver for Jittery {
 async fn hundreds_in_flight_none_lost_none_crossed() {
     let layer = KubeleashLayer::new(Policy::from_yaml(POLICY).unwrap())
         .identity(Identity::new("agent", Vec::<String>::new()))
-        .approver(Jittery);
+        .approver(Jittery)
+        .max_held(200, 200);
     let svc = ServiceBuilder::new()
         .layer(layer)
         .service(server(Arc::default()));

@@ -241,7 +241,7 @@ async fn approval_times_out_as_a_denial_and_no_approver_denies() {
 }
 
 #[tokio::test]
-async fn a_time_window_grant_covers_the_same_request_only() {
+async fn a_time_window_grant_covers_identical_requests_only() {
     let (tx, mut rx) = mpsc::channel(4);
     let (sandbox, client) = setup(layer().approver(Channel(tx))).await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "dev");
@@ -257,18 +257,60 @@ async fn a_time_window_grant_covers_the_same_request_only() {
         })
         .unwrap();
     first.await.unwrap().unwrap();
-    // Same attributes (create configmaps in dev; the name is in the body): covered, no prompt.
-    tokio::time::timeout(
+    // The very same request (same body bytes): covered, no prompt; the API server answers it
+    // (the object exists now).
+    let again = tokio::time::timeout(
         Duration::from_secs(5),
-        cms.create(&PostParams::default(), &configmap("two")),
+        cms.create(&PostParams::default(), &configmap("one")),
     )
     .await
-    .unwrap()
     .unwrap();
+    match again {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{}", s.message),
+        other => panic!("expected the API server's 409, got {other:?}"),
+    }
     assert!(
         rx.try_recv().is_err(),
         "the grant answered without asking again"
     );
+    // Same attributes, another body (the name): a request the person never saw, held again.
+    let second = tokio::spawn({
+        let cms = cms.clone();
+        async move { cms.create(&PostParams::default(), &configmap("two")).await }
+    });
+    let (shown, answer) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(shown.body.unwrap_or_default().contains("\"two\""));
+    answer
+        .send(Answer::Deny {
+            by: "alice".into(),
+            reason: "not that one".into(),
+        })
+        .unwrap();
+    match second.await.unwrap() {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{}", s.message),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    // So is the same body with another query (a dry run is another request).
+    let third = tokio::spawn({
+        let cms = cms.clone();
+        async move {
+            let pp = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            cms.create(&pp, &configmap("one")).await
+        }
+    });
+    let (shown, answer) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(shown.target.contains("dryRun=All"), "{}", shown.target);
+    drop(answer);
+    assert!(third.await.unwrap().is_err());
     sandbox.shutdown().await;
 }
 
@@ -329,9 +371,11 @@ async fn client_new_with_a_service_builder_stack() {
         .unwrap();
     let config = kube::Config::new(sandbox.url().parse().unwrap());
     let http = HyperClient::builder(TokioExecutor::new()).build_http::<kube::client::Body>();
+    // The layer goes outside the base URI layer: it refuses any target that names a host, so
+    // that no caller can send the operator's credential elsewhere.
     let service = ServiceBuilder::new()
-        .layer(config.base_uri_layer())
         .layer(layer())
+        .layer(config.base_uri_layer())
         .service(http);
     let client = Client::new(service, "dev");
     let secrets: Api<Secret> = Api::default_namespaced(client.clone());

@@ -182,3 +182,29 @@ async fn a_reopened_log_continues_the_chain_and_a_torn_line_is_cut() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_record_file_is_the_operators_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("kubeleash-rec-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for format in [
+        kubeleash_tower::Format::Chained,
+        kubeleash_tower::Format::Audit,
+    ] {
+        let path = dir.join(format!("{format:?}.jsonl"));
+        let _ = std::fs::remove_file(&path);
+        let r = JsonlRecorder::open(
+            &path,
+            RecorderOptions {
+                format,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        r.close();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{format:?}: {mode:o}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

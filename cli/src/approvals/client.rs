@@ -27,13 +27,17 @@ enum Command {
         /// Print the proxy's answer as JSON.
         #[arg(long)]
         json: bool,
+        /// Skip this many held requests (a list shows at most 32 at a time).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        offset: usize,
     },
-    /// Let a held request through (and every identical one held with it).
+    /// Let one held request through.
     Approve {
         /// The approval's id, from `kubeleash approvals list`.
         id: String,
-        /// Also let through requests with the same attributes from the same identity for this
-        /// long: 30s, 15m, 2h (at most 24h).
+        /// Also let through, for this long, requests from the same identity identical to this
+        /// one (same method, target and query, content type, impersonation and body): 30s, 15m,
+        /// 2h (at most 24h).
         #[arg(long = "for", value_name = "DURATION", value_parser = super::parse_window)]
         window: Option<Duration>,
         /// Why (kept in the record with the approval).
@@ -55,7 +59,7 @@ enum Command {
 pub fn run(args: Args) -> ExitCode {
     let socket = args.socket.unwrap_or_else(default_socket_path);
     let request = match &args.command {
-        Command::List { .. } => json!({"op": "list"}),
+        Command::List { offset, .. } => json!({"op": "list", "offset": offset}),
         Command::Approve { id, window, reason } => {
             // Without a name, the proxy answers in the name of the connecting uid.
             let mut r = json!({"op": "approve", "id": id, "by": operator_name()});
@@ -83,11 +87,11 @@ pub fn run(args: Args) -> ExitCode {
         }
     };
     match args.command {
-        Command::List { json } => list(&answer, json),
+        Command::List { json, offset } => list(&answer, json, offset),
         Command::Approve { id, window, .. } => {
             let done = match window {
                 Some(w) => format!(
-                    "approved {} (and the same requests from the same identity for {})",
+                    "approved {} (and identical requests from the same identity for {})",
                     one_line(&id),
                     format_duration(w)
                 ),
@@ -99,7 +103,7 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-fn list(answer: &Value, as_json: bool) -> ExitCode {
+fn list(answer: &Value, as_json: bool, offset: usize) -> ExitCode {
     let Some(pending) = answer.get("pending").and_then(Value::as_array) else {
         return unexpected(answer);
     };
@@ -107,8 +111,16 @@ fn list(answer: &Value, as_json: bool) -> ExitCode {
         println!("{answer}");
         return ExitCode::SUCCESS;
     }
+    let total = answer
+        .get("total")
+        .and_then(Value::as_u64)
+        .map_or(pending.len(), |t| usize::try_from(t).unwrap_or(usize::MAX));
     if pending.is_empty() {
-        println!("no requests are held for approval");
+        if total > 0 {
+            println!("no held requests past --offset {offset} ({total} held)");
+        } else {
+            println!("no requests are held for approval");
+        }
         return ExitCode::SUCCESS;
     }
     let mut out = String::new();
@@ -118,6 +130,19 @@ fn list(answer: &Value, as_json: bool) -> ExitCode {
             Err(_) => return unexpected(answer),
         };
         out.push_str(&shown.render());
+        out.push('\n');
+    }
+    let shown_to = offset + pending.len();
+    if shown_to < total || offset > 0 {
+        out.push_str(&format!(
+            "held requests {}-{shown_to} of {total}",
+            offset + 1
+        ));
+        if shown_to < total {
+            out.push_str(&format!(
+                "; the next ones: kubeleash approvals list --offset {shown_to}"
+            ));
+        }
         out.push('\n');
     }
     out.push_str(
@@ -131,12 +156,7 @@ fn list(answer: &Value, as_json: bool) -> ExitCode {
 fn answered(answer: &Value, done: &str) -> ExitCode {
     match answer.get("ok").and_then(Value::as_bool) {
         Some(true) => {
-            let n = answer.get("requests").and_then(Value::as_u64).unwrap_or(1);
-            if n > 1 {
-                println!("{done} ({n} identical requests were held)");
-            } else {
-                println!("{done}");
-            }
+            println!("{done}");
             ExitCode::SUCCESS
         }
         Some(false) => {

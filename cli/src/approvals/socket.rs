@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kubeleash_tower::{Answer, ApprovalRequest, Approver};
+use kubeleash_tower::{Answer, ApprovalRequest, Approver, MAX_SHOWN_BODY};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -21,6 +21,9 @@ use super::{MAX_WINDOW, clean_name, clean_reason, format_duration, one_line};
 
 /// The longest request line the socket reads.
 const MAX_LINE: usize = 64 * 1024;
+
+/// The most held requests one `list` answer carries; `offset` pages through the rest.
+pub(crate) const PAGE: usize = 32;
 
 /// Who answers when the proxy itself does (shutdown, a closed socket).
 const KUBELEASH: &str = "kubeleash";
@@ -98,25 +101,20 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Answer every held request with this id: how many there were, and how many were still
-    /// waiting for the answer (a caller may have timed out an instant before).
-    fn resolve(&self, id: &str, answer: &Answer) -> (usize, usize) {
-        let held: Vec<Held> = {
+    /// Answer the one held request with this id: `None` when none is held under it, else
+    /// whether it was still waiting for the answer (a caller may have timed out an instant
+    /// before).
+    fn resolve(&self, id: &str, answer: &Answer) -> Option<bool> {
+        let held = {
             let mut s = self.lock();
-            let keys: Vec<u64> = s
+            let key = s
                 .pending
                 .iter()
-                .filter(|(_, h)| h.request.id == id)
-                .map(|(k, _)| *k)
-                .collect();
-            keys.iter().filter_map(|k| s.pending.remove(k)).collect()
+                .find(|(_, h)| h.request.id == id)
+                .map(|(k, _)| *k)?;
+            s.pending.remove(&key)?
         };
-        let found = held.len();
-        let delivered = held
-            .into_iter()
-            .filter_map(|h| h.reply.send(answer.clone()).ok())
-            .count();
-        (found, delivered)
+        Some(held.reply.send(answer.clone()).is_ok())
     }
 
     fn deny_all(&self, reason: &str, close: bool) -> usize {
@@ -137,21 +135,48 @@ impl Inner {
         n
     }
 
-    fn list(&self) -> Value {
+    /// One page of the held requests, in arrival order, each body cut to what an approver is
+    /// shown: however many and however large the holds, the answer stays small enough to read.
+    fn list(&self, offset: usize) -> Value {
         let s = self.lock();
         let pending: Vec<Value> = s
             .pending
             .values()
+            .skip(offset)
+            .take(PAGE)
             .map(|h| {
                 let mut v = serde_json::to_value(&h.request).unwrap_or(Value::Null);
                 if let Value::Object(m) = &mut v {
                     m.insert("waiting_seconds".into(), json!(h.since.elapsed().as_secs()));
+                    if let Some(Value::String(body)) = m.get_mut("body") {
+                        cut_body(body);
+                    }
                 }
                 v
             })
             .collect();
-        json!({ "pending": pending })
+        json!({ "pending": pending, "total": s.pending.len(), "offset": offset })
     }
+}
+
+/// A body longer than the layer shows an approver (a layer of another version, an embedder's
+/// own caller) is cut here too.
+fn cut_body(body: &mut String) {
+    // Room for the layer's own note after its cut.
+    let max = MAX_SHOWN_BODY + 512;
+    if body.len() <= max {
+        return;
+    }
+    let total = body.len();
+    let mut cut = MAX_SHOWN_BODY;
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    body.truncate(cut);
+    body.push_str(&format!(
+        "\n[kubeleash: {} more bytes of the (masked) body are not shown]",
+        total - cut
+    ));
 }
 
 /// Removes a held request whose caller stopped waiting (the layer's timeout, a dropped
@@ -262,7 +287,7 @@ impl SocketApprover {
         &self.serving.path
     }
 
-    /// How many requests are held (identical requests share an id but count one each).
+    /// How many requests are held.
     pub fn pending_count(&self) -> usize {
         self.inner.lock().pending.len()
     }
@@ -297,6 +322,14 @@ impl Approver for SocketApprover {
                 return Answer::Deny {
                     by: KUBELEASH.into(),
                     reason: reason.clone(),
+                };
+            }
+            // An id names one request: a second hold under a held id (not from the layer,
+            // whose ids are random) is refused rather than answered with the first.
+            if s.pending.values().any(|h| h.request.id == request.id) {
+                return Answer::Deny {
+                    by: KUBELEASH.into(),
+                    reason: "another request is already held under this approval id".into(),
                 };
             }
             s.pending.insert(
@@ -472,7 +505,10 @@ async fn connection(stream: UnixStream, inner: Arc<Inner>, owner: u32) {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 enum Op {
-    List,
+    List {
+        #[serde(default)]
+        offset: usize,
+    },
     Approve {
         id: String,
         by: Option<String>,
@@ -497,7 +533,7 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
             .unwrap_or_else(|| format!("uid {peer}"))
     };
     let (id, answer) = match op {
-        Op::List => return inner.list(),
+        Op::List { offset } => return inner.list(offset),
         Op::Approve {
             id,
             by: who,
@@ -533,11 +569,11 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
         }
     };
     match inner.resolve(&id, &answer) {
-        (0, _) => json!({"ok": false, "error": format!("no pending approval `{}`", one_line(&id))}),
-        (_, 0) => json!({"ok": false, "error": format!(
+        None => json!({"ok": false, "error": format!("no pending approval `{}`", one_line(&id))}),
+        Some(false) => json!({"ok": false, "error": format!(
             "approval `{}` stopped waiting (it timed out and was denied) before the answer",
             one_line(&id)
         )}),
-        (_, n) => json!({"ok": true, "requests": n}),
+        Some(true) => json!({"ok": true}),
     }
 }

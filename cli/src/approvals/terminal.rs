@@ -161,7 +161,7 @@ impl<W: Write> Prompter<W> {
                 Answer::Approve {
                     window: Some(w), ..
                 } => format!(
-                    "approved {id} (and the same requests for {})",
+                    "approved {id} (and identical requests for {})",
                     format_duration(*w)
                 ),
                 Answer::Approve { .. } => format!("approved {id}"),
@@ -291,6 +291,8 @@ mod tests {
             attributes: Attributes::default(),
             kubectl: "kubectl create clusterrolebinding x --clusterrole=cluster-admin".into(),
             body: Some(r#"{"kind":"ClusterRoleBinding"}"#.into()),
+            content_type: Some("application/json".into()),
+            impersonation: None,
             rule: Some("hold-rbac".into()),
             reason: "RBAC writes need a person".into(),
         }
