@@ -44,9 +44,23 @@ export interface ConnectOptions {
   mode?: 'enforce' | 'audit'
   /** How long a held request waits for the approver before it is denied; default 300. */
   approvalTimeoutSeconds?: number
+  /**
+   * Gets the details of failures the agent is given only a fixed reason or an id for: the
+   * approver's error (`kind: 'approver'`, `id` the approval id, `error` the thrown value), an
+   * upstream connection error (`'upstream'`), a kubeconfig or credential plugin failure
+   * (`'connect'`). These can quote credentials: keep them out of the agent's reach. Default: a
+   * process warning (`KUBELEASH_<KIND>_ERROR`). Whatever it throws is ignored.
+   */
+  onError?: (report: OperatorReport & { error?: unknown }) => void
   /** The `@kubernetes/client-node` module to build the `KubeConfig` with; default: imported. */
   client?: { KubeConfig: new () => KubeConfig }
 }
+
+/**
+ * The reason a denial gives the agent (and the record) when the approver throws or rejects;
+ * the error itself goes to `onError`.
+ */
+export declare const APPROVER_FAILED: 'the approver failed; the request was not approved'
 
 /** A `KubeConfig` whose requests kubeleash sends; `close()` stops its listener. */
 export type GuardedKubeConfig = KubeConfig & {
@@ -302,6 +316,12 @@ export interface ListenOptions {
   mode?: 'enforce' | 'audit'
   /** How long a held request waits for the approver before it is denied; default 300. */
   approvalTimeoutSeconds?: number
+  /**
+   * Gets the details of failures the agent is only given an id for (an approver's error, an
+   * upstream connection error, a kubeconfig or credential plugin failure). Default (the
+   * `index.js` wrapper): a process warning; without one, standard error.
+   */
+  onError?: (report: OperatorReport) => void
 }
 
 /** Where in the policy text a problem is: 1-based line and column. */
@@ -321,6 +341,22 @@ export interface MaskOptions {
   contentType?: string
   /** The response's `Content-Encoding` (`gzip` is decoded; the output is never compressed). */
   contentEncoding?: string
+}
+
+/** A failure only the operator may see the details of, handed to `onError`. */
+export interface OperatorReport {
+  /**
+   * `approver` (the approver threw or rejected), `upstream` (the API server could not be
+   * reached or answered with a connection error) or `connect` (`connect`/`listen` failed).
+   */
+  kind: 'approver' | 'upstream' | 'connect'
+  /** The id the agent was given: the approval id for `approver`, a correlation id otherwise. */
+  id: string
+  /**
+   * What happened, in full: it may quote the kubeconfig, a credential plugin's command line
+   * or output, or the approver's error. Keep it out of the agent's reach.
+   */
+  message: string
 }
 
 /** One problem in a policy, as `PolicyError.errors` lists it. */

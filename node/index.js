@@ -6,7 +6,13 @@
 const { Transform } = require('node:stream')
 const native = require('./native.js')
 
-const { Policy, Masker, Connection, classify, listen, verifyRecord } = native
+const { Policy, Masker, Connection, classify, verifyRecord } = native
+
+/**
+ * What the agent's 403 and the record say when the approver throws or rejects. The error itself
+ * (a chat webhook URL in it is a credential) goes to the operator only: `onError`.
+ */
+const APPROVER_FAILED = 'the approver failed; the request was not approved'
 
 /** Chunks at least this large are masked on the thread pool, not the main thread. */
 const ASYNC_CHUNK = 256 * 1024
@@ -59,6 +65,67 @@ Masker.prototype.stream = function stream(options) {
   return new MaskerStream(this, options)
 }
 
+/** The thrown value as text, for the operator's eyes only. */
+function describe(error) {
+  if (error instanceof Error) return error.stack || `${error.name}: ${error.message}`
+  try {
+    return String(error)
+  } catch {
+    return '[an error that cannot be shown]'
+  }
+}
+
+/**
+ * Where the details of failures the agent only gets an id for go: the operator's `onError`, or
+ * by default a process warning (on standard error unless the process handles 'warning').
+ * Whatever `onError` throws is dropped: it must not reach the agent either.
+ */
+function reporter(onError) {
+  if (onError !== undefined && onError !== null && typeof onError !== 'function') {
+    throw Object.assign(new TypeError('onError must be a function'), { code: 'invalid-on-error' })
+  }
+  return (report) => {
+    try {
+      if (onError) onError(report)
+      else process.emitWarning(`kubeleash: ${report.message}`, { code: `KUBELEASH_${report.kind.toUpperCase()}_ERROR`, detail: `id ${report.id}` })
+    } catch {
+      // Dropped on purpose (see above).
+    }
+  }
+}
+
+/**
+ * Start the loopback listener (see the native `listen`), with the approver held to a promise
+ * whose failure denies with a fixed reason, and failure details reported to `onError`.
+ */
+function listen(policy, options = {}) {
+  const { approver, onError } = options ?? {}
+  if (approver !== undefined && approver !== null && typeof approver !== 'function') {
+    throw Object.assign(new TypeError('approver must be a function'), { code: 'invalid-approver' })
+  }
+  const report = reporter(onError)
+  return native.listen(policy, {
+    ...options,
+    // Always a promise, so a throwing or synchronous approver reaches Rust as an answer; its
+    // failure is a denial whose reason says nothing of the error.
+    approver: approver
+      ? (request) =>
+          Promise.resolve()
+            .then(() => approver(request))
+            .catch((error) => {
+              report({
+                kind: 'approver',
+                id: request.id,
+                message: `the approver failed on approval ${request.id} (${request.kubectl}): ${describe(error)}; the request was denied`,
+                error,
+              })
+              return { approve: false, by: 'kubeleash', reason: APPROVER_FAILED }
+            })
+      : undefined,
+    onError: (r) => report(r),
+  })
+}
+
 /**
  * A `KubeConfig` for `@kubernetes/client-node` whose requests go through the binding's
  * loopback listener, and so through the Rust tower stack.
@@ -73,6 +140,7 @@ async function connect(policy, options = {}) {
     record,
     mode,
     approvalTimeoutSeconds,
+    onError,
     client,
   } = options
   if (!(policy instanceof Policy)) {
@@ -91,12 +159,11 @@ async function connect(policy, options = {}) {
     context,
     user,
     groups,
-    // Always a promise, so a throwing or synchronous approver reaches Rust as an answer or a
-    // rejection (which denies).
-    approver: approver ? (request) => Promise.resolve().then(() => approver(request)) : undefined,
+    approver,
     record,
     mode,
     approvalTimeoutSeconds,
+    onError,
   })
   const kc = new k8s.KubeConfig()
   kc.loadFromOptions({
@@ -111,4 +178,4 @@ async function connect(policy, options = {}) {
   return kc
 }
 
-module.exports = { Policy, Masker, MaskerStream, Connection, classify, connect, listen, verifyRecord }
+module.exports = { Policy, Masker, MaskerStream, Connection, classify, connect, listen, verifyRecord, APPROVER_FAILED }

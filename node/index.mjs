@@ -4,5 +4,5 @@ import { createRequire } from 'node:module'
 const require = createRequire(import.meta.url)
 const kubeleash = require('./index.js')
 
-export const { Policy, Masker, MaskerStream, Connection, classify, connect, listen, verifyRecord } = kubeleash
+export const { Policy, Masker, MaskerStream, Connection, classify, connect, listen, verifyRecord, APPROVER_FAILED } = kubeleash
 export default kubeleash

@@ -1,17 +1,20 @@
 //! `listen`: the loopback listener `connect` points `@kubernetes/client-node` at.
 //!
 //! The listener runs on the binding's tokio runtime, bound to `127.0.0.1:0`. Every request must
-//! carry the connection's random bearer secret (so other local processes cannot use it); it is
-//! then sent by the Rust stack: the kubeleash tower layer (classify, decide, hold for approval,
-//! record, mask) around kube-rs's client built from the operator's kubeconfig, which holds the
-//! operator's credential. The credential never crosses into JavaScript.
+//! carry the connection's random bearer secret (so other local processes cannot use it), name
+//! the listener itself as its `Host` and carry no `Origin` (so a web page, even one whose name
+//! was rebound to 127.0.0.1, cannot use it); it is then sent by the Rust stack: the kubeleash
+//! tower layer (classify, decide, hold for approval, record, mask) around kube-rs's client built
+//! from the operator's kubeconfig, which holds the operator's credential. The credential never
+//! crosses into JavaScript, and nothing derived from it, from the kubeconfig or from a failed
+//! connection upstream reaches the agent: those details go to the operator (`onError`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,11 +24,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::{Verification, verify};
 use kubeleash_tower::{
-    Answer, Approver, BoxError, Durable, Format, JsonlRecorder, KubeleashLayer, Mode, RecordBody,
-    RecordError, Recorder, RecorderOptions,
+    Answer, Approver, BoxError, Durable, Format, JsonlRecorder, KubeleashLayer, MAX_WINDOW, Mode,
+    RecordBody, RecordError, Recorder, RecorderOptions,
 };
 use napi::bindgen_prelude::{Either, Env, PromiseRaw};
-use napi::threadsafe_function::ThreadsafeFunction;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Status, bindgen_prelude::Promise};
 use napi_derive::napi;
 use serde_json::Value;
@@ -98,6 +101,68 @@ pub struct RecordOptions {
 type ApproverFn =
     ThreadsafeFunction<ApprovalRequest, Promise<Value>, ApprovalRequest, Status, false, true>;
 
+/// What the agent (its 403) and the record are told when the approver throws, rejects or
+/// cannot be called: its error may quote a credential (a chat webhook URL, a token), so the
+/// error goes to the operator only (`onError`).
+pub const APPROVER_FAILED: &str = "the approver failed; the request was not approved";
+
+/// A failure only the operator may see the details of, handed to `onError`.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct OperatorReport {
+    /// `approver` (the approver threw or rejected), `upstream` (the API server could not be
+    /// reached or answered with a connection error) or `connect` (`connect`/`listen` failed).
+    #[napi(ts_type = "'approver' | 'upstream' | 'connect'")]
+    pub kind: String,
+    /// The id the agent was given: the approval id for `approver`, a correlation id otherwise.
+    pub id: String,
+    /// What happened, in full: it may quote the kubeconfig, a credential plugin's command line
+    /// or output, or the approver's error. Keep it out of the agent's reach.
+    pub message: String,
+}
+
+type ReportFn = ThreadsafeFunction<OperatorReport, (), OperatorReport, Status, false, true>;
+
+/// Where the details of failures go: the operator's `onError`, else standard error.
+#[derive(Clone, Default)]
+struct Operator(Option<Arc<ReportFn>>);
+
+impl Operator {
+    fn report(&self, kind: &str, id: &str, message: String) {
+        let report = OperatorReport {
+            kind: kind.to_string(),
+            id: id.to_string(),
+            message,
+        };
+        match &self.0 {
+            // A throwing `onError` is dropped: it must not become something the agent sees.
+            Some(f) => {
+                f.call_with_return_value(
+                    report,
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                    |_, _| Ok(()),
+                );
+            }
+            None => eprintln!(
+                "kubeleash: {} failure {}: {}",
+                report.kind, report.id, report.message
+            ),
+        }
+    }
+}
+
+/// A correlation id: 64 random bits as hex (a counter if the system's generator fails).
+fn correlation_id() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        b = NEXT
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Options of `listen` (and of `connect`, which passes them on).
 #[napi(object, object_to_js = false)]
 #[derive(Default)]
@@ -122,6 +187,11 @@ pub struct ListenOptions {
     pub mode: Option<String>,
     /// How long a held request waits for the approver before it is denied; default 300.
     pub approval_timeout_seconds: Option<f64>,
+    /// Gets the details of failures the agent is only given an id for (an approver's error, an
+    /// upstream connection error, a kubeconfig or credential plugin failure). Default (the
+    /// `index.js` wrapper): a process warning; without one, standard error.
+    #[napi(ts_type = "(report: OperatorReport) => void")]
+    pub on_error: Option<ReportFn>,
 }
 
 /// A running loopback listener. Requests to `url` with `Authorization: Bearer <token>` go
@@ -173,7 +243,7 @@ impl Drop for Connection {
 }
 
 /// The approver: a JavaScript async function.
-struct JsApprover(ApproverFn);
+struct JsApprover(ApproverFn, Operator);
 
 #[async_trait::async_trait]
 impl Approver for JsApprover {
@@ -188,10 +258,20 @@ impl Approver for JsApprover {
         };
         match answer {
             Ok(v) => parse_answer(&v),
-            Err(e) => Answer::Deny {
-                by: "approver".into(),
-                reason: format!("the approver failed: {}", e.reason),
-            },
+            Err(e) => {
+                self.1.report(
+                    "approver",
+                    &request.id,
+                    format!(
+                        "the approver failed on approval {} ({}): {}; the request was denied",
+                        request.id, request.kubectl, e.reason
+                    ),
+                );
+                Answer::Deny {
+                    by: "kubeleash".into(),
+                    reason: APPROVER_FAILED.into(),
+                }
+            }
         }
     }
 }
@@ -215,7 +295,12 @@ fn parse_answer(v: &Value) -> Answer {
             .get("windowSeconds")
             .and_then(Value::as_f64)
             .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64);
+            // `from_secs_f64` would panic on a huge window; the layer cuts it to 24 h anyway.
+            .map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .unwrap_or(MAX_WINDOW)
+                    .min(MAX_WINDOW)
+            });
         Answer::Approve { by, window }
     } else {
         let reason = v
@@ -241,6 +326,11 @@ impl Recorder for SharedRecorder {
 
     fn admits(&self) -> bool {
         self.0.admits()
+    }
+
+    // Forwarded, not defaulted: a full queue set to block waits for room instead of refusing.
+    fn admit(&self) -> Durable<'_> {
+        self.0.admit()
     }
 
     fn enabled(&self) -> bool {
@@ -279,10 +369,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 struct Upstream {
     client: kube::Client,
     expect_auth: String,
+    /// The `Host` every request must name: the listener's own `127.0.0.1:<port>`.
+    expect_host: String,
+    operator: Operator,
 }
 
-/// Hop-by-hop headers belong to the connection to the listener, not to the request.
-const HOP_BY_HOP: [&str; 7] = [
+/// Hop-by-hop headers belong to the connection to the listener, not to the request; the
+/// framing headers are recomputed from the body that was decided (never the caller's).
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -290,27 +384,82 @@ const HOP_BY_HOP: [&str; 7] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "content-length",
+    "http2-settings",
 ];
 
-async fn handle(up: Arc<Upstream>, req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
-    let authorized = req
-        .headers()
+/// Why a request is refused before it reaches the layer, if it is: a browser's (`Origin`), or
+/// one addressed to another name (`Host`: a DNS-rebound page names its own host), or one
+/// without the connection's secret.
+fn gate(headers: &http::HeaderMap, up: &Upstream) -> Option<Response<Out>> {
+    if headers.contains_key(ORIGIN) {
+        return Some(status(
+            403,
+            "Forbidden",
+            "kubeleash: this listener does not serve browsers (the request has an `Origin`)",
+        ));
+    }
+    let hosts: Vec<&[u8]> = headers.get_all(HOST).iter().map(|v| v.as_bytes()).collect();
+    if hosts.len() != 1 || !hosts.iter().all(|h| same(h, up.expect_host.as_bytes())) {
+        return Some(status(
+            403,
+            "Forbidden",
+            "kubeleash: this listener serves only requests addressed to it (`Host` must be its 127.0.0.1 address)",
+        ));
+    }
+    let authorized = headers
         .get(AUTHORIZATION)
         .is_some_and(|v| same(v.as_bytes(), up.expect_auth.as_bytes()));
     if !authorized {
-        return Ok(status(
+        return Some(status(
             401,
             "Unauthorized",
             "kubeleash: this listener serves only the client `connect` configured",
         ));
     }
+    None
+}
+
+/// The headers `Connection` names as hop-by-hop, lowercased; `upgrade` among them means the
+/// request asks to switch protocols.
+fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+async fn handle(up: Arc<Upstream>, req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
+    if let Some(refusal) = gate(req.headers(), &up) {
+        return Ok(refusal);
+    }
     let (mut parts, body) = req.into_parts();
-    if parts.headers.contains_key("upgrade") {
+    // Only origin-form (`/path?query`) targets: an absolute-form one names a host the request is
+    // not going to, and `*` or authority-form are not Kubernetes API requests.
+    if parts.uri.scheme().is_some()
+        || parts.uri.authority().is_some()
+        || !parts.uri.path().starts_with('/')
+    {
+        return Ok(status(
+            400,
+            "BadRequest",
+            "kubeleash: the request target must be a path (`/api/...`), not a URL with a scheme or host",
+        ));
+    }
+    let named = connection_tokens(&parts.headers);
+    if parts.headers.contains_key(UPGRADE) || named.iter().any(|t| t == "upgrade") {
         return Ok(status(
             501,
             "NotImplemented",
             "kubeleash: upgraded connections (exec, attach, port-forward) are not carried by the in-process connection; use the kubeleash proxy",
         ));
+    }
+    for h in &named {
+        parts.headers.remove(h.as_str());
     }
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
@@ -338,11 +487,23 @@ async fn handle(up: Arc<Upstream>, req: Request<Incoming>) -> Result<Response<Ou
             let body = body.map_err(BoxError::from).boxed_unsync();
             Ok(Response::from_parts(parts, body))
         }
-        Err(e) => Ok(status(
-            503,
-            "ServiceUnavailable",
-            &format!("kubeleash: the request could not be sent to the API server: {e}"),
-        )),
+        Err(e) => {
+            // kube's error can name the operator's server, or carry what its credential
+            // machinery printed: the operator gets it, the agent an id.
+            let id = correlation_id();
+            up.operator.report(
+                "upstream",
+                &id,
+                format!("the request could not be sent to the API server: {e}"),
+            );
+            Ok(status(
+                502,
+                "ServiceUnavailable",
+                &format!(
+                    "kubeleash: the request could not be sent to the API server (correlation id {id}; the operator has the details)"
+                ),
+            ))
+        }
     }
 }
 
@@ -380,6 +541,7 @@ struct Plan {
     kubeconfig: Option<String>,
     kubeconfig_text: Option<String>,
     context: Option<String>,
+    operator: Operator,
 }
 
 /// Why `listen` failed: a stable code and a message.
@@ -390,9 +552,21 @@ async fn start(plan: Plan) -> Result<Connection, Failure> {
         context: plan.context,
         ..Default::default()
     };
-    let kubeconfig = |e: kube::config::KubeconfigError| {
-        ("kubeconfig", format!("cannot load the kubeconfig: {e}"))
+    // A kubeconfig error can quote the file (a token in it) and a client error what a credential
+    // plugin was run with and printed: the operator's `onError` gets them, the caller an id.
+    let operator = plan.operator.clone();
+    let hidden = |what: &str, detail: String| {
+        let id = correlation_id();
+        operator.report("connect", &id, format!("{what}: {detail}"));
+        (
+            "kubeconfig",
+            format!(
+                "{what} (correlation id {id}; the details went to onError, by default a process warning)"
+            ),
+        )
     };
+    let kubeconfig =
+        |e: kube::config::KubeconfigError| hidden("cannot load the kubeconfig", e.to_string());
     let mut config = match (plan.kubeconfig_text, plan.kubeconfig) {
         (Some(text), _) => {
             let kc = Kubeconfig::from_yaml(&text).map_err(kubeconfig)?;
@@ -415,9 +589,9 @@ async fn start(plan: Plan) -> Result<Connection, Failure> {
     let namespace = config.default_namespace.clone();
     let client = kube::client::ClientBuilder::try_from(config)
         .map_err(|e| {
-            (
-                "kubeconfig",
-                format!("cannot build a client from the kubeconfig: {e}"),
+            hidden(
+                "cannot build a client from the kubeconfig (or obtain its credential)",
+                e.to_string(),
             )
         })?
         .with_layer(&plan.layer)
@@ -432,6 +606,8 @@ async fn start(plan: Plan) -> Result<Connection, Failure> {
     let up = Arc::new(Upstream {
         client,
         expect_auth: format!("Bearer {token}"),
+        expect_host: addr.to_string(),
+        operator: plan.operator,
     });
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(serve(listener, up, stopped));
@@ -480,8 +656,9 @@ pub fn listen<'env>(
         }
         layer = layer.approval_timeout(Duration::from_secs_f64(t));
     }
+    let operator = Operator(o.on_error.map(Arc::new));
     if let Some(f) = o.approver {
-        layer = layer.approver(JsApprover(f));
+        layer = layer.approver(JsApprover(f, operator.clone()));
     }
     let recorder = match o.record {
         None => None,
@@ -533,6 +710,7 @@ pub fn listen<'env>(
         kubeconfig: o.kubeconfig,
         kubeconfig_text: o.kubeconfig_text,
         context: o.context,
+        operator,
     };
     env.spawn_future_with_callback(async move { Ok(start(plan).await) }, |env, r| match r {
         Ok(c) => Ok(c),

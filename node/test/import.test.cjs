@@ -9,6 +9,8 @@ test('require and import give the same objects', async () => {
     assert.equal(typeof cjs[name], 'function', name)
     assert.equal(esm[name], cjs[name], name)
   }
+  assert.equal(esm.APPROVER_FAILED, cjs.APPROVER_FAILED)
+  assert.equal(typeof cjs.APPROVER_FAILED, 'string')
   assert.equal(esm.default, cjs)
   const policy = cjs.Policy.fromYaml('apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules: []\n')
   assert.ok(policy instanceof esm.Policy)

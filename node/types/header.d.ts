@@ -44,9 +44,23 @@ export interface ConnectOptions {
   mode?: 'enforce' | 'audit'
   /** How long a held request waits for the approver before it is denied; default 300. */
   approvalTimeoutSeconds?: number
+  /**
+   * Gets the details of failures the agent is given only a fixed reason or an id for: the
+   * approver's error (`kind: 'approver'`, `id` the approval id, `error` the thrown value), an
+   * upstream connection error (`'upstream'`), a kubeconfig or credential plugin failure
+   * (`'connect'`). These can quote credentials: keep them out of the agent's reach. Default: a
+   * process warning (`KUBELEASH_<KIND>_ERROR`). Whatever it throws is ignored.
+   */
+  onError?: (report: OperatorReport & { error?: unknown }) => void
   /** The `@kubernetes/client-node` module to build the `KubeConfig` with; default: imported. */
   client?: { KubeConfig: new () => KubeConfig }
 }
+
+/**
+ * The reason a denial gives the agent (and the record) when the approver throws or rejects;
+ * the error itself goes to `onError`.
+ */
+export declare const APPROVER_FAILED: 'the approver failed; the request was not approved'
 
 /** A `KubeConfig` whose requests kubeleash sends; `close()` stops its listener. */
 export type GuardedKubeConfig = KubeConfig & {

@@ -22,6 +22,14 @@ a kubeconfig that points at it.
 ``connect_aio`` does the same for the asyncio client (``kubernetes.aio``): requests wait in
 threads with the GIL released, so the event loop stays free.
 
+What the agent is told when something fails: an approver that raises (or answers something
+that is not an ``Answer`` or a bool) denies with the fixed reason "the approver failed; the
+request was not approved"; an upstream connection error is a 502 (or ``ConnectionError``) with a
+correlation id. The details of both go to the ``logging`` logger ``kubeleash`` only, never to
+the agent: an approver's exception can quote a webhook URL, an upstream error the operator's
+server. ``_request_timeout`` (a number or a ``(connect, read)`` pair) bounds each call, time
+held for approval included (``TimeoutError``).
+
 The client must speak plain HTTP to the server for now (the sandbox, a loopback proxy); the
 kubeconfig's user may have a token, a token file, or nothing. Client certificates, exec plugins
 and TLS upstreams raise ``kubeleash.ConnectError``: use ``kubeleash proxy`` for those.
@@ -78,16 +86,38 @@ def _blocking(approver: Approver, loop: Callable[[], Optional[asyncio.AbstractEv
     return approve
 
 
+def _number(v: Any) -> Optional[float]:
+    """A timeout in seconds, or None for "none given" (None, urllib3's default sentinel, a bool)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    return None
+
+
 def _timeouts(timeout: Any) -> tuple[Optional[float], Optional[float]]:
-    """(time to the response head, time between body reads) from urllib3's timeout argument."""
-    number = (int, float)
-    if isinstance(timeout, number) and not isinstance(timeout, bool):
-        return float(timeout), float(timeout)
+    """(time to the response head, time between body reads) from urllib3's timeout argument.
+
+    The official client's ``_request_timeout`` arrives as ``urllib3.Timeout(total=n)`` for a
+    number and ``urllib3.Timeout(connect=c, read=r)`` for a pair. The time to the response head
+    includes any time the request is held for approval, so an agent can bound a call that waits
+    for a person: ``total`` (or ``connect + read``) bounds it; ``read`` (or ``total``) bounds
+    each wait for more of the body. A plain number, or a ``(connect, read)`` pair, is taken the
+    same way."""
+    if isinstance(timeout, tuple) and len(timeout) == 2:
+        timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+    n = _number(timeout)
+    if n is not None:
+        return n, n
     if isinstance(timeout, urllib3.Timeout):
-        total, read = timeout.total, timeout.read_timeout
-        total = total if isinstance(total, number) else None
-        read = read if isinstance(read, number) else None
-        return (total or read), (read or total)
+        # Not `read_timeout`: with `total` set it asks for the connect duration, which raises
+        # before a connection was started (none ever is here).
+        total = _number(timeout.total)
+        connect = _number(getattr(timeout, "_connect", None))
+        read = _number(getattr(timeout, "_read", None))
+        head = (connect or 0.0) + read if read is not None else None
+        if total is not None:
+            head = total if head is None else min(head, total)
+        between = read if read is not None else total
+        return head, between
     return None, None
 
 
@@ -322,9 +352,19 @@ class _AioSession:
         self.loop = asyncio.get_running_loop()
         if data is not None and not isinstance(data, (str, bytes, bytearray)):
             raise TypeError("kubeleash's asyncio transport sends str or bytes bodies only (no form data)")
-        total = timeout if isinstance(timeout, (int, float)) else getattr(timeout, "total", None)
+        # The asyncio client passes `_request_timeout` through (default 300): a number bounds
+        # the time to the response head, held time included (not a watch's later silences, as
+        # before); a (connect, read) pair as for the synchronous client; or a ClientTimeout.
+        if isinstance(timeout, tuple):
+            head, between = _timeouts(timeout)
+        elif _number(timeout) is not None:
+            head, between = _number(timeout), None
+        else:
+            total = _number(getattr(timeout, "total", None))
+            read = _number(getattr(timeout, "sock_read", None))
+            head, between = total, read if read is not None else total
         status, reason, response_headers, body = await self._run(
-            self.transport.send, method, _target(url), list((headers or {}).items()), data, total, None
+            self.transport.send, method, _target(url), list((headers or {}).items()), data, head, between
         )
         return _AioResponse(status, reason, response_headers, body, self._run)
 

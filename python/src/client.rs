@@ -27,7 +27,7 @@ use kubeleash_core::policy::Identity;
 use kubeleash_core::record::verify;
 use kubeleash_tower::{
     Answer as CoreAnswer, ApprovalRequest as CoreApprovalRequest, Approver, Credential,
-    JsonlRecorder, Kubeleash, KubeleashBody, KubeleashLayer, Mode, RecorderOptions,
+    JsonlRecorder, Kubeleash, KubeleashBody, KubeleashLayer, MAX_WINDOW, Mode, RecorderOptions,
 };
 use pyo3::exceptions::{PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -35,8 +35,10 @@ use pyo3::types::{PyBytes, PyDict};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::convert::{bytes_arg, headers_arg, repr_str, ser_to_py};
-use crate::errors::{ConnectError, RequestError, mask_error};
+use crate::errors::{ConnectError, RequestError, header_error, mask_error};
+use crate::framing;
 use crate::kubeconfig::{self, Auth};
+use crate::operator_log::{correlation_id, report};
 use crate::policy::Policy;
 
 /// How long one GIL-free wait lasts before Python signals are checked.
@@ -98,6 +100,12 @@ struct Upstream {
     prefix: String,
 }
 
+impl Upstream {
+    fn server(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+}
+
 type UpstreamFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send>>;
 
@@ -111,20 +119,37 @@ impl Service<http::Request<Full<Bytes>>> for Upstream {
     }
 
     fn call(&mut self, mut req: http::Request<Full<Bytes>>) -> Self::Future {
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
         let uri = http::Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(format!("{}{target}", self.prefix))
             .build();
         let client = self.client.clone();
+        let (method, server) = (req.method().clone(), self.server());
         Box::pin(async move {
             *req.uri_mut() =
                 uri.map_err(|e| UpstreamError(format!("cannot build the upstream URL: {e}")))?;
-            client
+            let result = client
                 .request(req)
                 .await
-                .map_err(|e| UpstreamError(chain(&e)))
+                .map_err(|e| UpstreamError(chain(&e)));
+            if let Err(e) = &result {
+                // The layer answers the agent with a fixed 502 and a correlation id (and puts the
+                // details, masked, in the record); the operator's log gets them in full.
+                let message = format!(
+                    "kubeleash: {method} {target} to the API server at {server} failed: {}",
+                    e.0
+                );
+                drop(tokio::task::spawn_blocking(move || {
+                    Python::attach(|py| report(py, &message, None));
+                }));
+            }
+            result
         })
     }
 }
@@ -140,8 +165,10 @@ pub struct Answer {
 
 #[pymethods]
 impl Answer {
-    /// Let the held request through; `window` (seconds) also lets through later requests with
-    /// the same attributes from the same identity for that long.
+    /// Let the held request through; `window` (seconds) also lets through, for that long, later
+    /// requests from the same identity that are identical to this one as they reach the API
+    /// server (method, target with its query, content type, impersonation, body bytes). The
+    /// layer cuts a window to 24 hours.
     #[staticmethod]
     #[pyo3(signature = (*, by = "approver".to_string(), window = None))]
     fn approve(by: String, window: Option<f64>) -> PyResult<Answer> {
@@ -212,7 +239,12 @@ impl Answer {
         if self.approved {
             CoreAnswer::Approve {
                 by: self.by.clone(),
-                window: self.window.map(Duration::from_secs_f64),
+                // `from_secs_f64` would panic on a huge window; the layer cuts it to 24 h anyway.
+                window: self.window.map(|w| {
+                    Duration::try_from_secs_f64(w)
+                        .unwrap_or(MAX_WINDOW)
+                        .min(MAX_WINDOW)
+                }),
             }
         } else {
             CoreAnswer::Deny {
@@ -231,7 +263,8 @@ pub struct ApprovalRequest {
 
 #[pymethods]
 impl ApprovalRequest {
-    /// The approval's id, bound to exactly this request (identity, attributes, body).
+    /// The approval's id: random, new for every held request; an answer resolves this one
+    /// request only.
     #[getter]
     fn id(&self) -> &str {
         &self.inner.id
@@ -273,6 +306,23 @@ impl ApprovalRequest {
         self.inner.body.as_deref()
     }
 
+    /// The request's `Content-Type` as sent (how the API server reads the body), if any.
+    #[getter]
+    fn content_type(&self) -> Option<&str> {
+        self.inner.content_type.as_deref()
+    }
+
+    /// The identity the request impersonates if approved (`{"user", "groups", "uid", "extra",
+    /// "frontProxy"}`), or None.
+    #[getter]
+    fn impersonation<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .impersonation
+            .as_ref()
+            .map(|i| ser_to_py(py, i))
+            .transpose()
+    }
+
     /// The rule that asked for approval.
     #[getter]
     fn rule(&self) -> Option<&str> {
@@ -306,26 +356,51 @@ struct PyApprover {
     callable: Arc<Py<PyAny>>,
 }
 
-fn ask(py: Python<'_>, callable: &Py<PyAny>, request: CoreApprovalRequest) -> CoreAnswer {
-    let deny = |reason: String| CoreAnswer::Deny {
+/// What the agent (its 403) and the record are told when the approver fails, whatever the
+/// failure was: an approver's exception may quote a credential (a chat webhook URL, a token), so
+/// its text goes to the operator's log only.
+pub(crate) const APPROVER_FAILED: &str = "the approver failed; the request was not approved";
+
+/// The approver's failure, for the operator's log; the agent gets [`APPROVER_FAILED`].
+fn approver_failed(
+    py: Python<'_>,
+    id: &str,
+    kubectl: &str,
+    what: &str,
+    error: Option<&PyErr>,
+) -> CoreAnswer {
+    report(
+        py,
+        &format!(
+            "kubeleash: the approver failed on approval {id} ({kubectl}): {what}; the request was denied"
+        ),
+        error,
+    );
+    CoreAnswer::Deny {
         by: "kubeleash".into(),
-        reason,
-    };
+        reason: APPROVER_FAILED.into(),
+    }
+}
+
+fn ask(py: Python<'_>, callable: &Py<PyAny>, request: CoreApprovalRequest) -> CoreAnswer {
+    let (id, kubectl) = (request.id.clone(), request.kubectl.clone());
     let result =
         Py::new(py, ApprovalRequest { inner: request }).and_then(|r| callable.call1(py, (r,)));
     let value = match result {
         Ok(v) => v.into_bound(py),
-        Err(e) => {
-            let reason = format!("the approver raised {e}");
-            e.write_unraisable(py, Some(callable.bind(py)));
-            return deny(reason);
-        }
+        Err(e) => return approver_failed(py, &id, &kubectl, "it raised an exception", Some(&e)),
     };
     if let Ok(a) = value.cast::<Answer>() {
         return a.get().to_core();
     }
     if value.is_none() {
-        return deny("the approver gave no answer".into());
+        return approver_failed(
+            py,
+            &id,
+            &kubectl,
+            "it returned None, not an Answer or a bool",
+            None,
+        );
     }
     match value.extract::<bool>() {
         Ok(true) => CoreAnswer::Approve {
@@ -342,9 +417,13 @@ fn ask(py: Python<'_>, callable: &Py<PyAny>, request: CoreApprovalRequest) -> Co
                 .name()
                 .map(|n| n.to_string())
                 .unwrap_or_default();
-            deny(format!(
-                "the approver returned a {shown}, not an Answer or a bool"
-            ))
+            approver_failed(
+                py,
+                &id,
+                &kubectl,
+                &format!("it returned a {shown}, not an Answer or a bool"),
+                None,
+            )
         }
     }
 }
@@ -353,12 +432,14 @@ fn ask(py: Python<'_>, callable: &Py<PyAny>, request: CoreApprovalRequest) -> Co
 impl Approver for PyApprover {
     async fn approve(&self, request: CoreApprovalRequest) -> CoreAnswer {
         let callable = Arc::clone(&self.callable);
+        let (id, kubectl) = (request.id.clone(), request.kubectl.clone());
         let answer =
             tokio::task::spawn_blocking(move || Python::attach(|py| ask(py, &callable, request)))
                 .await;
-        answer.unwrap_or_else(|e| CoreAnswer::Deny {
-            by: "kubeleash".into(),
-            reason: format!("the approver did not finish: {e}"),
+        answer.unwrap_or_else(|e| {
+            Python::attach(|py| {
+                approver_failed(py, &id, &kubectl, &format!("it did not finish: {e}"), None)
+            })
         })
     }
 }
@@ -513,7 +594,20 @@ impl Transport {
         let uri: http::Uri = target.parse().map_err(|_| {
             RequestError::new_err(format!("request target `{target}` is not a valid URL path"))
         })?;
-        let headers = headers_arg(py, headers)?;
+        // Only a path goes out, to the kubeconfig's server: a target naming a scheme or a host
+        // (or `*`) is refused rather than resolved against anything.
+        if uri.scheme().is_some() || uri.authority().is_some() || !target.starts_with('/') {
+            return Err(RequestError::new_err(format!(
+                "request target `{target}` must be a path starting with `/`, without a scheme or host"
+            )));
+        }
+        let mut headers = headers_arg(py, headers)?;
+        framing::strip(&mut headers).map_err(|framing::Refused::Upgrade| {
+            header_error(
+                py,
+                "kubeleash's in-process client does not carry upgraded connections (exec, attach, port-forward, or any `Upgrade` header); run `kubeleash proxy` for those".into(),
+            )
+        })?;
         let body = match body.filter(|b| !b.is_none()) {
             Some(b) => Bytes::from(bytes_arg(b, "body")?.into_owned()),
             None => Bytes::new(),
@@ -545,21 +639,20 @@ impl Transport {
         let resp = match joined {
             Ok(Ok(r)) => r,
             Ok(Err(Some(e))) => {
-                return Err(PyConnectionError::new_err(format!(
-                    "cannot reach the API server at {}: {}",
-                    self.server, e.0
-                )));
+                // The upstream's error names the operator's server and may carry what its
+                // credential machinery printed: the operator's log gets it, the agent an id.
+                return Err(upstream_failed(
+                    py,
+                    &format!("cannot reach the API server at {}: {}", self.server, e.0),
+                ));
             }
             Ok(Err(None)) => {
-                return Err(PyTimeoutError::new_err(format!(
-                    "no response from {} within the timeout",
-                    self.server
-                )));
+                return Err(PyTimeoutError::new_err(
+                    "no response within the request's timeout (time held for approval counts)",
+                ));
             }
             Err(e) => {
-                return Err(PyConnectionError::new_err(format!(
-                    "the request was lost: {e}"
-                )));
+                return Err(upstream_failed(py, &format!("the request was lost: {e}")));
             }
         };
         let (parts, body) = resp.into_parts();
@@ -609,6 +702,20 @@ impl Transport {
             if self.closed() { ", closed" } else { "" }
         )
     }
+}
+
+/// A failure between kubeleash and the API server: the details to the operator's log, and to
+/// the agent a fixed message with the correlation id that finds them there.
+fn upstream_failed(py: Python<'_>, details: &str) -> PyErr {
+    let id = correlation_id();
+    report(
+        py,
+        &format!("kubeleash: request {id} failed: {details}"),
+        None,
+    );
+    PyConnectionError::new_err(format!(
+        "kubeleash could not complete the request with the API server (correlation id {id}; the operator's log has the details)"
+    ))
 }
 
 fn seconds(s: Option<f64>) -> PyResult<Option<Duration>> {
@@ -689,10 +796,9 @@ impl ResponseBody {
                 Step::Failed(e) => {
                     return Err(match e.downcast_ref::<CoreMaskError>() {
                         Some(m) => mask_error(py, m, b""),
-                        None => PyConnectionError::new_err(format!(
-                            "the response broke off: {}",
-                            chain(&*e)
-                        )),
+                        None => {
+                            upstream_failed(py, &format!("the response broke off: {}", chain(&*e)))
+                        }
                     });
                 }
                 Step::Pending => {

@@ -107,8 +107,7 @@ pub(crate) fn load(given: Option<&Path>, context: Option<&str>) -> Result<Target
             }
         };
         read_any = true;
-        let mut file: File = serde_saphyr::from_str(&text)
-            .map_err(|e| format!("kubeconfig `{}` is not valid: {e}", path.display()))?;
+        let mut file: File = serde_saphyr::from_str(&text).map_err(|e| not_valid(&path, &e))?;
         // As kubectl does, a relative token file is relative to the kubeconfig that names it.
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for u in file.users.iter_mut().filter_map(|n| n.value.as_mut()) {
@@ -134,6 +133,42 @@ pub(crate) fn load(given: Option<&Path>, context: Option<&str>) -> Result<Target
     resolve(merged, context)
 }
 
+/// `server` as it may be quoted in an error: user info and the query replaced.
+fn redacted(server: &str) -> String {
+    let (head, query) = match server.split_once('?') {
+        Some((h, _)) => (h, "?[hidden]"),
+        None => (server, ""),
+    };
+    let (scheme, rest) = head.split_once("://").unwrap_or(("", head));
+    let sep = if scheme.is_empty() { "" } else { "://" };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("[hidden]@{host}"),
+        None => authority.to_string(),
+    };
+    format!("{scheme}{sep}{authority}{path}{query}")
+}
+
+/// Why a kubeconfig does not parse, by position only: the parser's own message quotes the
+/// file's text (a token next to the error) and the values it could not read.
+fn not_valid(path: &Path, e: &serde_saphyr::Error) -> String {
+    match e.location() {
+        Some(l) => format!(
+            "kubeconfig `{}` is not valid YAML for a kubeconfig at line {}, column {} (the parser's message is not shown: it can quote credentials)",
+            path.display(),
+            l.line(),
+            l.column()
+        ),
+        None => format!(
+            "kubeconfig `{}` is not valid YAML for a kubeconfig (the parser's message is not shown: it can quote credentials)",
+            path.display()
+        ),
+    }
+}
+
 fn find<'a, T>(list: &'a [Named<T>], name: &str) -> Option<&'a T> {
     list.iter()
         .find(|n| n.name == name)
@@ -157,13 +192,22 @@ fn resolve(file: File, context: Option<&str>) -> Result<Target, String> {
             "context `{name}` names cluster `{cluster_name}`, which the kubeconfig does not have"
         )
     })?;
-    let server = cluster
+    let raw = cluster
         .server
         .as_deref()
         .ok_or_else(|| format!("cluster `{cluster_name}` has no server"))?;
-    let uri: http::Uri = server.trim_end_matches('/').parse().map_err(|_| {
+    // A server URL can carry credentials (`http://user:token@host`, a token in the query): it
+    // is quoted only with those parts hidden, and user info is refused.
+    let shown = redacted(raw);
+    let server = shown.as_str();
+    let uri: http::Uri = raw.trim_end_matches('/').parse().map_err(|_| {
         format!("cluster `{cluster_name}` has server `{server}`, which is not a URL")
     })?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "cluster `{cluster_name}` has server `{server}` with user info, which kubeleash does not send; put the credential in the context's user"
+        ));
+    }
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {

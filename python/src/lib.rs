@@ -10,8 +10,10 @@
 mod client;
 mod convert;
 mod errors;
+mod framing;
 mod kubeconfig;
 mod masker;
+mod operator_log;
 mod policy;
 
 use pyo3::prelude::*;
