@@ -25,14 +25,55 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # What is masked, and where
+//!
+//! - Built-in masks ([`BUILTIN_MASKS`], each can be turned off by name): Secret `data` and
+//!   `stringData`; TokenRequest `status.token` and TokenReview `spec.token`; `env-credentials`
+//!   (the `value` of an `env` entry whose `name` names a credential), `http-headers` (the `value`
+//!   of a probe's `httpHeaders` entry whose `name` does: `Authorization`, `Cookie`,
+//!   `X-Api-Key`), `container-args` (in `args` and `command`, the value of a flag whose name
+//!   names a credential, `--db-pass X` or `--password=X`, and `-p`/`-a`/`-u user:pass` of
+//!   programs whose short flags carry credentials: mysql, redis-cli, docker, curl, ...; with
+//!   no `command`, the image's program is unknown and short flags count; `$(VAR)` references
+//!   stay); `last-applied` (masked inside with the rules for its own kind). Names are judged
+//!   by the token rule of [`credname`]. The container shapes are recognised at any depth of any
+//!   document, so a pod template is covered wherever it is embedded (a ControllerRevision's
+//!   `data`, a CronJob's `jobTemplate`, a custom resource's `spec.template`).
+//! - Detectors run over every other string and over log text, after normalization (terminal
+//!   escapes removed; JSON escapes and percent-encoding decoded): see [`detect`].
+//! - What cannot be placed with certainty gets the strictest rules: an object whose `kind` is
+//!   not yet known gets every mask; every object in a root array, in a Status's `details`, in
+//!   a custom resource (or an object of unknown kind) gets every mask as well as the paths that
+//!   reach it; a second `kind` (or `apiVersion` group) for one object that differs from the
+//!   first, from its list's, or from a case variant (`Kind`) ends the response with an error.
+//!   A response to a request for a built-in resource is judged as that kind too (a response
+//!   to `GET .../secrets/x` gets the Secret masks whatever it says it is).
+//! - Table cells: when a policy mask rule could apply to the rows' kind (its `kinds` name the
+//!   request's built-in kind, or the kind is not certain, as for any custom resource; and its
+//!   `apiGroups` allow the request's group), every cell but the name column's (the column whose
+//!   definition has `format: name`) is masked, in Tables, watches of Tables (the column
+//!   definitions come with the first event) and without a known request. A Table's column
+//!   definitions carry no JSONPath on the wire, so a column cannot be mapped to a field with
+//!   certainty; built-in masks name built-in kinds whose cells come from the API server's own
+//!   printers, which print none of the values they cover.
+//!
+//! Replacements are stable: [`MARKER`] (`[masked]`), [`MARKER_BASE64`] where the field holds
+//! base64, `[masked:<detector>]` ([`DETECTOR_MARKER_PREFIX`]) for a detector's span, a flag's
+//! name kept before [`MARKER`] (`--password=[masked]`), `[hmac:...]` ([`HMAC_MARKER_PREFIX`])
+//! for the policy's `hmac` rules.
+//!
 //! # Untrusted input
 //!
 //! [`MaskLimits`]: `max_depth` (default 256 nested arrays and objects) and `max_held` (default
 //! 8 MiB for any one held value). gzip bodies are inflated in small steps, so a compressed bomb
 //! costs no more memory than its output chunks.
 
+mod b64;
+pub mod credname;
 pub mod detect;
+mod dupkeys;
 mod json;
+mod normalize;
 mod path;
 mod rules;
 mod strings;
@@ -42,7 +83,10 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-pub use rules::{BUILTIN_MASKS, MaskLimits, MaskSet, Replace};
+pub use rules::{
+    BUILTIN_MASKS, DETECTOR_MARKER_PREFIX, HMAC_MARKER_PREFIX, MARKER, MARKER_BASE64, MaskLimits,
+    MaskSet, Replace,
+};
 
 use crate::request::Request;
 
@@ -206,22 +250,27 @@ impl Masker {
             Some(e) if e == "gzip" => Some(flate2::write::GzDecoder::new(Vec::new())),
             Some(e) => return Err(MaskError::ContentEncoding { encoding: e }),
         };
-        Ok(Masker::with_framing(set, framing, gzip))
+        Ok(Masker::with_framing(set, framing, gzip, origin(request)))
     }
 
     /// A masker with an explicit framing and no decompression.
+    ///
+    /// Without a request, nothing is known of what the response holds: a Table's cells are
+    /// masked (all but the name column) whenever a policy mask rule exists.
     pub fn with(set: Arc<MaskSet>, framing: Framing) -> Masker {
-        Masker::with_framing(set, framing, None)
+        Masker::with_framing(set, framing, None, json::Origin::default())
     }
 
     fn with_framing(
         set: Arc<MaskSet>,
         framing: Framing,
         gzip: Option<flate2::write::GzDecoder<Vec<u8>>>,
+        origin: json::Origin,
     ) -> Masker {
+        let origin = Arc::new(origin);
         let inner = match framing {
-            Framing::Json => Inner::Json(Box::new(json::JsonMasker::new(set, false))),
-            Framing::WatchEvents => Inner::Json(Box::new(json::JsonMasker::new(set, true))),
+            Framing::Json => Inner::Json(Box::new(json::JsonMasker::new(set, false, origin))),
+            Framing::WatchEvents => Inner::Json(Box::new(json::JsonMasker::new(set, true, origin))),
             Framing::Text => Inner::Text(text::TextMasker::new(set)),
         };
         Masker {
@@ -313,6 +362,82 @@ impl Masker {
             Inner::Text(t) => t.finish(out),
         }
     }
+}
+
+/// What a response to `request` is known to hold: its API group, and the kind when the
+/// resource is a built-in one (so the kind is certain; a custom resource's plural says nothing
+/// certain about its kind).
+fn origin(request: &Request) -> json::Origin {
+    let a = &request.attributes;
+    if !a.resource_request || a.resource.is_empty() {
+        return json::Origin::default();
+    }
+    let kind = if a.subresource.is_empty() || a.subresource == "status" {
+        builtin_kind(&a.api_group, &a.resource)
+    } else {
+        None
+    };
+    json::Origin {
+        group: Some(a.api_group.clone()),
+        kind: kind.map(str::to_string),
+    }
+}
+
+/// The kind a built-in resource holds.
+fn builtin_kind(group: &str, resource: &str) -> Option<&'static str> {
+    const KINDS: &[(&str, &str, &str)] = &[
+        ("", "pods", "Pod"),
+        ("", "secrets", "Secret"),
+        ("", "configmaps", "ConfigMap"),
+        ("", "services", "Service"),
+        ("", "serviceaccounts", "ServiceAccount"),
+        ("", "namespaces", "Namespace"),
+        ("", "nodes", "Node"),
+        ("", "events", "Event"),
+        ("", "endpoints", "Endpoints"),
+        ("", "persistentvolumeclaims", "PersistentVolumeClaim"),
+        ("", "persistentvolumes", "PersistentVolume"),
+        ("", "replicationcontrollers", "ReplicationController"),
+        ("", "podtemplates", "PodTemplate"),
+        ("", "limitranges", "LimitRange"),
+        ("", "resourcequotas", "ResourceQuota"),
+        ("apps", "deployments", "Deployment"),
+        ("apps", "statefulsets", "StatefulSet"),
+        ("apps", "daemonsets", "DaemonSet"),
+        ("apps", "replicasets", "ReplicaSet"),
+        ("apps", "controllerrevisions", "ControllerRevision"),
+        ("batch", "jobs", "Job"),
+        ("batch", "cronjobs", "CronJob"),
+        ("events.k8s.io", "events", "Event"),
+        ("authentication.k8s.io", "tokenreviews", "TokenReview"),
+        ("rbac.authorization.k8s.io", "roles", "Role"),
+        ("rbac.authorization.k8s.io", "rolebindings", "RoleBinding"),
+        ("rbac.authorization.k8s.io", "clusterroles", "ClusterRole"),
+        (
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+        ),
+        ("networking.k8s.io", "ingresses", "Ingress"),
+        ("networking.k8s.io", "networkpolicies", "NetworkPolicy"),
+        ("policy", "poddisruptionbudgets", "PodDisruptionBudget"),
+        (
+            "autoscaling",
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+        ),
+        ("storage.k8s.io", "storageclasses", "StorageClass"),
+        ("coordination.k8s.io", "leases", "Lease"),
+        (
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+        ),
+    ];
+    KINDS
+        .iter()
+        .find(|(g, r, _)| *g == group && *r == resource)
+        .map(|(_, _, k)| *k)
 }
 
 fn feed_plain(inner: &mut Inner, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {

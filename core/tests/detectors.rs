@@ -867,6 +867,66 @@ fn positives() -> Vec<(&'static str, String, String)> {
         "abcdef.0123456789abcdef".to_string(),
         " --discovery-token-ca-cert-hash sha256:",
     );
+    add(
+        "cli-credential-flag",
+        "redis-server --db-pass ",
+        "Rd1sPassW0rd".to_string(),
+        " --port 6379",
+    );
+    add(
+        "cli-credential-flag",
+        "app -password ",
+        "GoFlagPw99".to_string(),
+        " -v",
+    );
+    add(
+        "cli-short-credential-flag",
+        "curl -u admin:",
+        "CurlPw123".to_string(),
+        " https://api.example.com",
+    );
+    add(
+        "cli-short-credential-flag",
+        "+ curl --user admin:",
+        "CurlPw456".to_string(),
+        " -X POST",
+    );
+    add(
+        "cli-short-credential-flag",
+        "mysql -h db -u root -p",
+        "MyR00tPw".to_string(),
+        " orders",
+    );
+    add(
+        "cli-short-credential-flag",
+        "redis-cli -h redis -a ",
+        "R3disPw77".to_string(),
+        " ping",
+    );
+    add(
+        "cli-short-credential-flag",
+        "docker login -u bot -p ",
+        "D0ckerPw55".to_string(),
+        " registry.example.com",
+    );
+    add(
+        "cli-short-credential-flag",
+        "sshpass -p ",
+        "SshPw4455".to_string(),
+        " ssh deploy@host",
+    );
+    add(
+        "prose-credential",
+        "note: the password is ",
+        "Hunter2Prose".to_string(),
+        " for now",
+    );
+    add(
+        "prose-credential",
+        "user\tbob\tpassword\t",
+        "TabPw9911".to_string(),
+        "\n",
+    );
     // Generic assignments, in every form.
     add(
         "generic-password",

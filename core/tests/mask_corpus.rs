@@ -444,6 +444,8 @@ fn is_replacement(s: &str) -> bool {
             .is_some_and(|h| h.len() == 24 && h.bytes().all(|c| c.is_ascii_hexdigit()))
     };
     s == "[masked]"
+        // A command-line flag keeps its name: `--password=[masked]`, `-p[masked]`.
+        || s.ends_with("[masked]")
         || s == "W21hc2tlZF0="
         || s.contains("[masked:")
         || hmac(s)

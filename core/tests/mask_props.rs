@@ -576,6 +576,8 @@ fn is_replacement(s: &str) -> bool {
             .is_some_and(|h| h.len() == 24 && h.bytes().all(|c| c.is_ascii_hexdigit()))
     };
     s == "[masked]"
+        // A command-line flag keeps its name: `--password=[masked]`, `-p[masked]`.
+        || s.ends_with("[masked]")
         || s == "W21hc2tlZF0="
         || s.contains("[masked:")
         || hmac(s)
@@ -1042,7 +1044,12 @@ proptest! {
             m.feed_into(p, &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
         m.finish_into(&mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(out, mask(set(false), framing, text.as_bytes()).out);
+        // The same request, not compressed (the request matters: a response to a request for
+        // Secrets is judged as Secrets too).
+        let mut plain = Masker::new(set(false), &req, Some("application/json"), None).unwrap();
+        let mut want = plain.feed(text.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        plain.finish_into(&mut want).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(out, want);
     }
 }
 

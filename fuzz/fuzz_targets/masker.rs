@@ -3,13 +3,17 @@
 //! Input layout (so that corpus files make good seeds: two bytes, then a response body):
 //! - byte 0: bits 0-1 the framing (0 JSON, 1 watch events, 2 and 3 log text); bit 2 the corpus
 //!   policy with custom rules instead of the built-in masks; bit 3 the body is a gzip stream;
+//!   bit 4 the masker knows the request (a list of `databases` in `db.example.com`, so a
+//!   Table's cells are judged against the policy's Database rule);
 //! - byte 1: seeds the chunk sizes (1 byte up to 128);
 //! - the rest: the response body.
 //!
 //! Checks: no panic; the output and the error do not depend on the chunking; and when the body
 //! is valid JSON without duplicate keys, no string value of `data` or `stringData` of a Secret (a
-//! document, a list item, a Table row's object, a watch event's object) comes out, if that value
-//! appears nowhere else in the body.
+//! document, a list item, a Table row's object, a watch event's object, any object in a root
+//! array or a Status's `details`) comes out, nor (with the custom policy) a Table cell that is
+//! not in the name column, if that value appears nowhere else in the body. Log text goes
+//! through normalization (terminal escapes, JSON escapes, percent-encoding) on the way.
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
@@ -37,12 +41,26 @@ struct Outcome {
     error: Option<&'static str>,
 }
 
-fn masker(framing: Framing, custom: bool, gzip: bool) -> Masker {
+fn masker(framing: Framing, custom: bool, gzip: bool, request: bool) -> Masker {
     let set = if custom {
         Arc::clone(CUSTOM.mask_set())
     } else {
         Arc::clone(&BUILTIN)
     };
+    if request && !gzip {
+        let target = match framing {
+            Framing::Json => "/apis/db.example.com/v1/namespaces/dev/databases",
+            Framing::WatchEvents => "/apis/db.example.com/v1/namespaces/dev/databases?watch=1",
+            Framing::Text => "/api/v1/namespaces/dev/pods/p/log",
+        };
+        let ct = if framing == Framing::Text {
+            "text/plain"
+        } else {
+            "application/json"
+        };
+        let req = classify("GET", target, &http::HeaderMap::new()).expect("a canonical target");
+        return Masker::new(set, &req, Some(ct), None).expect("JSON and logs can be masked");
+    }
     if !gzip {
         return Masker::with(set, framing);
     }
@@ -95,10 +113,10 @@ fuzz_target!(|data: &[u8]| {
         1 => Framing::WatchEvents,
         _ => Framing::Text,
     };
-    let (custom, gzip) = (flags & 4 != 0, flags & 8 != 0);
+    let (custom, gzip, request) = (flags & 4 != 0, flags & 8 != 0, flags & 16 != 0);
 
-    let whole = run(masker(framing, custom, gzip), [body]);
-    let chunked = run(masker(framing, custom, gzip), chunks(body, *seed));
+    let whole = run(masker(framing, custom, gzip, request), [body]);
+    let chunked = run(masker(framing, custom, gzip, request), chunks(body, *seed));
     assert_eq!(
         chunked,
         whole,
@@ -109,7 +127,7 @@ fuzz_target!(|data: &[u8]| {
     if gzip || framing == Framing::Text {
         return;
     }
-    for secret in secret_values(body, framing) {
+    for secret in secret_values(body, framing, custom) {
         assert!(
             !whole
                 .out
@@ -123,7 +141,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// The string values of Secret `data`/`stringData` in the body that a correct masker must hide
 /// and that can be searched for without false alarms.
-fn secret_values(body: &[u8], framing: Framing) -> Vec<String> {
+fn secret_values(body: &[u8], framing: Framing, custom: bool) -> Vec<String> {
     let docs: Vec<Value> = match framing {
         Framing::Json => match serde_json::from_slice::<NoDup>(body) {
             Ok(NoDup(v)) => vec![v],
@@ -144,13 +162,19 @@ fn secret_values(body: &[u8], framing: Framing) -> Vec<String> {
     let mut all = Vec::new();
     for d in &docs {
         all_strings(d, &mut all);
-        match framing {
-            Framing::Json => anchor(d, None, &mut found),
-            _ => {
-                if let (Some(o), true) = (d.get("object"), d.is_object()) {
-                    anchor(o, None, &mut found);
-                }
-            }
+        let doc = match framing {
+            Framing::Json => Some(d),
+            _ => d.get("object").filter(|_| d.is_object()),
+        };
+        let Some(doc) = doc else { continue };
+        if let Value::Array(elems) = doc {
+            // A root array: every object in it is one of unknown kind.
+            elems.iter().for_each(|e| loose(e, &mut found));
+        } else {
+            anchor(doc, None, &mut found);
+        }
+        if custom {
+            table_cells(doc, &mut found);
         }
     }
     found.retain(|v| {
@@ -165,6 +189,65 @@ fn secret_values(body: &[u8], framing: Framing) -> Vec<String> {
             && all.iter().filter(|s| s.contains(v.as_str())).count() == 1
     });
     found
+}
+
+/// Objects the masker cannot place: each is treated as it would be as a Secret, and so is every
+/// object below it.
+fn loose(v: &Value, found: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for field in ["data", "stringData"] {
+                if let Some(Value::Object(d)) = m.get(field) {
+                    found.extend(d.values().filter_map(Value::as_str).map(str::to_string));
+                }
+            }
+            m.values().for_each(|x| loose(x, found));
+        }
+        Value::Array(a) => a.iter().for_each(|x| loose(x, found)),
+        _ => {}
+    }
+}
+
+/// With a policy mask rule that may apply to the rows (the request is not known, or is for the
+/// rule's group), every cell but the name column's is masked.
+fn table_cells(v: &Value, found: &mut Vec<String>) {
+    if v.get("kind").and_then(Value::as_str) != Some("Table") {
+        return;
+    }
+    let name_col = v
+        .get("columnDefinitions")
+        .and_then(Value::as_array)
+        .and_then(|defs| {
+            defs.iter()
+                .position(|d| d.get("format").and_then(Value::as_str) == Some("name"))
+        });
+    // Without column definitions a watch carries the last Table's: do not guess.
+    if v.get("columnDefinitions")
+        .and_then(Value::as_array)
+        .is_none()
+    {
+        return;
+    }
+    for row in v
+        .get("rows")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for (i, cell) in row
+            .get("cells")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if Some(i) != name_col
+                && let Some(s) = cell.as_str()
+            {
+                found.push(s.to_string());
+            }
+        }
+    }
 }
 
 /// A Kubernetes object as the masker anchors it: its kind is its own or its list's.
@@ -189,6 +272,11 @@ fn anchor(v: &Value, inherited: Option<&str>, found: &mut Vec<String>) {
         for i in items {
             anchor(i, item_kind, found);
         }
+    }
+    if own == Some("Status")
+        && let Some(details) = m.get("details")
+    {
+        loose(details, found);
     }
     if let Some(Value::Array(rows)) = m.get("rows") {
         for r in rows {

@@ -31,6 +31,17 @@
 //! see [`is_placeholder`]. An unquoted value ends at whitespace, a quote, `` ` ``, `,`, `;`,
 //! `&`, `<`, `>` or `\` (an escaped `\\` continues it), and does not start with a bracket,
 //! brace or parenthesis (`"f:password":{}` is structure, not a value).
+//!
+//! Tab-separated (`password<TAB>value`) and prose (`the password is value`, not `is
+//! required`) forms are found too (`prose-credential`), as are command-line flags whose name
+//! ends in a credential word (`--db-pass X`, Go-style `-password X`) and the short flags of
+//! tools that take credentials (`curl -u user:pass`, `mysql -pPASS`, `redis-cli -a X`,
+//! `docker login -p X`, `sshpass -p X`).
+//!
+//! The masker does not call [`Detectors::find`] on raw text alone: it also runs it over a
+//! normalized copy (terminal escapes removed, JSON escapes and percent-encoding decoded) and
+//! maps the spans back, so that `\u001b[36mpassword\u001b[0m=x`, `password%3Dx` and a JWT with
+//! `\u002e` for its dots are masked whole in their original bytes.
 
 mod defs;
 mod prefilter;
@@ -237,6 +248,15 @@ impl Detectors {
         normalize(out, base);
     }
 
+    /// No match of any detector is shorter than this (`usize::MAX` when none is enabled).
+    pub(crate) fn min_len(&self) -> usize {
+        match &self.imp {
+            Imp::Compiled(i) if i.re.is_some() => i.min_len,
+            Imp::Compiled(_) => usize::MAX,
+            Imp::MaskAll => 1,
+        }
+    }
+
     /// Whether `text` holds a keyword whose guard passes, that is whether [`Detectors::find`]
     /// would run any regex on it. A superset of "find returns spans". Costs about the same as a
     /// `find` that finds nothing; `find` already starts with exactly this check.
@@ -325,6 +345,7 @@ impl Inner {
                 Post::Plain => true,
                 Post::Value { min, path_ok } => value_ok(&text[s..e], min, path_ok),
                 Post::Basic => basic_ok(&text[s..e]),
+                Post::Prose => value_ok(&text[s..e], 4, true) && !is_prose_word(&text[s..e]),
                 Post::Word => !text[s..e].iter().all(u8::is_ascii_lowercase),
                 Post::Pem => {
                     e = pem_end(text, e);
@@ -415,6 +436,70 @@ fn value_ok(v: &[u8], min: u8, path_ok: bool) -> bool {
         return false;
     }
     path_ok || !matches!(v.first(), Some(b'/' | b'~'))
+}
+
+/// Words that go on a sentence about a credential rather than being one: `the password is
+/// required`, `the token was rotated`.
+const PROSE_WORDS: &[&str] = &[
+    "not",
+    "required",
+    "invalid",
+    "incorrect",
+    "wrong",
+    "missing",
+    "expired",
+    "empty",
+    "set",
+    "unset",
+    "too",
+    "being",
+    "now",
+    "still",
+    "correct",
+    "valid",
+    "the",
+    "stored",
+    "hidden",
+    "configured",
+    "rotated",
+    "changed",
+    "updated",
+    "reset",
+    "needed",
+    "ok",
+    "fine",
+    "blank",
+    "present",
+    "absent",
+    "provided",
+    "given",
+    "used",
+    "weak",
+    "strong",
+    "long",
+    "short",
+    "read",
+    "loaded",
+    "saved",
+    "generated",
+    "revoked",
+    "accepted",
+    "rejected",
+    "denied",
+    "unknown",
+    "available",
+    "unavailable",
+    "mandatory",
+    "optional",
+    "disabled",
+    "enabled",
+];
+
+fn is_prose_word(v: &[u8]) -> bool {
+    let t = trim_bytes(v.trim_ascii(), b".,!?;:");
+    PROSE_WORDS
+        .iter()
+        .any(|w| t.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 /// Words that stand for "no value here" rather than a secret.

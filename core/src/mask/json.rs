@@ -22,6 +22,9 @@ use super::strings::{escape_into, unescape};
 struct State {
     rule: u16,
     step: u16,
+    /// Started at an object of unknown kind (see `Role::Loose`): the rule's kinds and groups
+    /// cannot be checked, so it applies.
+    free: bool,
 }
 
 /// What a container is, as far as finding Kubernetes objects in it goes.
@@ -38,12 +41,78 @@ pub(crate) enum Role {
     Row,
     /// A watch event: its `object` is an anchor.
     Event,
+    /// A Table's `columnDefinitions`: its elements are column definitions.
+    ColumnDefs,
+    /// One column definition: its `format` says whether it is the name column.
+    ColumnDef,
+    /// A Table row's `cells`.
+    Cells,
+    /// A command line (container `args` or `command`): one argument per element.
+    Argv,
+    /// An object the masker cannot place (in a root array, a Status's details, a custom
+    /// resource): every rule starts here too, whatever its kinds and groups.
+    Loose,
+}
+
+/// What is known of the program a container runs, for its short flags (`-p X`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    /// No `command` seen (the image's entrypoint, or `args` before `command`): strict.
+    Unknown,
+    /// A program whose short flags carry credentials (`mysql -pX`, `redis-cli -a X`).
+    Known,
+    /// Any other program: only long credential flags count.
+    Other,
+}
+
+/// What the next element of a command line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NextArg {
+    Plain,
+    /// The value of a credential flag: masked whole.
+    Secret,
+    /// The value of `-u`/`--user`: `user:password`, masked after the first `:`.
+    UserPass,
+}
+
+/// What the keys of an object say about its string values (the `credential-keys` mask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyScope {
+    /// Nothing: a built-in kind's schema says what each field is.
+    Plain,
+    /// An object's `metadata` (ObjectMeta, one schema for every kind) and all below it.
+    Meta,
+    /// A ConfigMap's `data`, or anything in an object of unknown kind (a custom resource):
+    /// a string under a credential-named key is masked.
+    Credentials,
+    /// A ConfigMap's `binaryData`: base64 values; one under a credential-named key is masked,
+    /// the others are decoded for the detectors.
+    Binary,
+}
+
+/// What the masker knows of the request a response answers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Origin {
+    /// The request's API group, when it is a resource request.
+    pub(crate) group: Option<String>,
+    /// The kind the request's resource holds, when it is certain (a built-in resource).
+    pub(crate) kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AnchorInfo {
     kind: Option<String>,
     group: Option<String>,
+    /// The first `kind` member read, any spelling (`kind`, `Kind`): one that differs from it
+    /// or from `kind` is refused.
+    kind_seen: Option<String>,
+    /// The same for `apiVersion`'s group.
+    group_seen: Option<String>,
+    /// `kind` is a built-in kind (computed once: it is asked for every member).
+    builtin: bool,
+    /// A Table: whether `columnDefinitions` was seen, and which column is the name.
+    columns_seen: bool,
+    name_col: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -57,6 +126,17 @@ struct Frame {
     masked: Option<Replace>,
     /// The next element's index (arrays).
     index: usize,
+    /// Every object below is a Kubernetes object of unknown kind: a root array, a Status's
+    /// `details`, an array last-applied document.
+    loose: bool,
+    /// An object holding `command`: what program it runs. An `Argv` array: the same.
+    tool: Tool,
+    /// An `Argv` array: what its next element is.
+    next_arg: NextArg,
+    /// An `Argv` array that is a `command` (its first element names the program).
+    is_command: bool,
+    /// What its keys say about its string values.
+    scope: KeyScope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +178,21 @@ enum Purpose {
     Detect,
     Kind,
     ApiVersion,
-    Hmac { base64: bool },
+    Hmac {
+        base64: bool,
+    },
     JsonString,
+    /// `Kind`, `KIND`, ...: a decoder that matches keys case-insensitively (Go's
+    /// encoding/json) reads it as the kind; exact-key decoders ignore it. It narrows nothing
+    /// and must agree with every other claim.
+    KindVariant,
+    ApiVersionVariant,
+    /// An element of a command line.
+    Arg,
+    /// A Table column definition's `format`.
+    ColumnFormat,
+    /// A ConfigMap `binaryData` value: base64, decoded for the detectors.
+    DetectBase64,
 }
 
 /// What the value about to start is to the masker.
@@ -110,6 +203,10 @@ struct Ctx {
     filters: Vec<State>,
     /// Whether it is a string that names its anchor's kind or apiVersion.
     records: Option<Purpose>,
+    loose: bool,
+    /// A `command` array (not `args`).
+    command: bool,
+    scope: KeyScope,
 }
 
 struct HoldState {
@@ -127,6 +224,8 @@ pub(crate) struct Root {
     masked: Option<Replace>,
     select: Option<Action>,
     anchor: Option<AnchorInfo>,
+    loose: bool,
+    scope: KeyScope,
 }
 
 /// The streaming JSON masker.
@@ -156,11 +255,32 @@ pub(crate) struct JsonMasker {
     consumed: u64,
     started: bool,
     pub(crate) masked_any: bool,
+    origin: Arc<Origin>,
+    /// Whether Table cells are masked (all but the name column): a policy rule could apply to
+    /// the rows' kind.
+    table_strict: bool,
+    /// The name column of the last Table in this stream (a watch of Tables sends the column
+    /// definitions with the first event only).
+    stream_name_col: Option<usize>,
 }
 
 impl JsonMasker {
-    pub(crate) fn new(set: Arc<MaskSet>, seq: bool) -> Self {
+    pub(crate) fn new(set: Arc<MaskSet>, seq: bool, origin: Arc<Origin>) -> Self {
+        let table_strict = set.rules.iter().any(|r| {
+            r.cells
+                && match (&r.kinds, &origin.kind) {
+                    (Some(want), Some(k)) => want.contains(k),
+                    _ => true,
+                }
+                && match (&r.groups, &origin.group) {
+                    (Some(want), Some(g)) => want.contains(g),
+                    _ => true,
+                }
+        });
         JsonMasker {
+            origin,
+            table_strict,
+            stream_name_col: None,
             set,
             seq,
             lex: Lex::Value,
@@ -184,8 +304,8 @@ impl JsonMasker {
         }
     }
 
-    fn nested(set: Arc<MaskSet>, root: Root) -> Self {
-        let mut m = JsonMasker::new(set, false);
+    fn nested(set: Arc<MaskSet>, origin: Arc<Origin>, root: Root) -> Self {
+        let mut m = JsonMasker::new(set, false, origin);
         m.root = Some(root);
         m
     }
@@ -357,6 +477,11 @@ impl JsonMasker {
                 };
                 let start = self.parent_end();
                 let end = self.states.len();
+                // `args` follow `command` in a container: they run the program it named.
+                let tool = match (ctx.role, ctx.command) {
+                    (Role::Argv, false) => self.frames.last().map_or(Tool::Unknown, |f| f.tool),
+                    _ => Tool::Unknown,
+                };
                 self.frames.push(Frame {
                     object: c == b'{',
                     role: ctx.role,
@@ -364,6 +489,11 @@ impl JsonMasker {
                     anchor,
                     masked: replace,
                     index: 0,
+                    loose: ctx.loose,
+                    tool,
+                    next_arg: NextArg::Plain,
+                    is_command: ctx.command,
+                    scope: ctx.scope,
                 });
                 if replace.is_some() {
                     self.masked_any = true;
@@ -386,6 +516,9 @@ impl JsonMasker {
                     (_, Some(r), _) => StrMode::Skip(r),
                     (Some(Action::JsonString), None, _) => StrMode::Keep(Purpose::JsonString),
                     (_, None, Some(p)) => StrMode::Keep(p),
+                    _ if self.set.detectors.is_some() && ctx.scope == KeyScope::Binary => {
+                        StrMode::Keep(Purpose::DetectBase64)
+                    }
                     _ if self.set.detectors.is_some() => StrMode::Keep(Purpose::Detect),
                     _ => StrMode::Pass,
                 };
@@ -442,22 +575,26 @@ impl JsonMasker {
         parent_end: usize,
         key: Option<&str>,
     ) -> Result<Ctx, MaskError> {
+        let plain = |role, masked, loose, scope| Ctx {
+            role,
+            masked,
+            select: None,
+            filters: Vec::new(),
+            records: None,
+            loose,
+            command: false,
+            scope,
+        };
         let Some(parent) = self.frames.last() else {
             if let Some(root) = self.root.take() {
                 if root.role == Role::Anchor && is_obj {
                     // A document whose kind was read ahead (the last-applied annotation).
-                    let (kind, group) = root.anchor.map(|a| (a.kind, a.group)).unwrap_or_default();
-                    self.start_anchor(kind);
+                    let info = root.anchor.unwrap_or_default();
+                    self.start_anchor(info.kind.clone());
                     if let Some(a) = self.anchors.last_mut() {
-                        a.group = group;
+                        a.group = info.group;
                     }
-                    return Ok(Ctx {
-                        role: Role::Anchor,
-                        masked: None,
-                        select: None,
-                        filters: Vec::new(),
-                        records: None,
-                    });
+                    return Ok(plain(Role::Anchor, None, root.loose, root.scope));
                 }
                 if let Some(a) = root.anchor {
                     self.anchors.push(a);
@@ -469,6 +606,9 @@ impl JsonMasker {
                     select: root.select,
                     filters: Vec::new(),
                     records: None,
+                    loose: root.loose,
+                    command: false,
+                    scope: root.scope,
                 });
             }
             let role = match (self.seq, is_obj) {
@@ -479,47 +619,135 @@ impl JsonMasker {
             if role == Role::Anchor {
                 self.start_anchor(None);
             }
-            return Ok(Ctx {
-                role,
-                masked: None,
-                select: None,
-                filters: Vec::new(),
-                records: None,
-            });
+            // A root array is no Kubernetes shape: every object in it is an object of unknown
+            // kind.
+            return Ok(plain(role, None, is_arr, KeyScope::Plain));
         };
-        if parent.role == Role::Plain && parent.states.0 == parent.states.1 {
+        let key_ref = if parent.object { key } else { None };
+        let keyed = key_ref.is_some_and(|k| self.set.starts_at(k));
+        if parent.role == Role::Plain
+            && parent.states.0 == parent.states.1
+            && !parent.loose
+            && !keyed
+        {
             // Nothing can match below here and no object starts here: the common case deep in
             // metadata, specs and statuses.
-            return Ok(Ctx {
-                role: Role::Plain,
-                masked: parent.masked,
-                select: None,
-                filters: Vec::new(),
-                records: None,
-            });
+            let scope = parent.scope;
+            let masked = parent
+                .masked
+                .or_else(|| self.credential_key_mask(c, parent.scope, key_ref));
+            return Ok(plain(Role::Plain, masked, false, scope));
         }
-        let key_ref = if parent.object { key } else { None };
-        let (parent_role, parent_states, anchor, masked, index) = (
+        let (parent_role, parent_states, anchor, masked, index, parent_loose, parent_scope) = (
             parent.role,
             parent.states,
             parent.anchor,
             parent.masked,
             parent.index,
+            parent.loose,
+            parent.scope,
         );
-        let role = match (parent_role, key_ref, is_obj, is_arr) {
+        let argv = is_arr
+            && key_ref.is_some_and(|k| {
+                self.set.keyed(k).any(|r| {
+                    self.set
+                        .rules
+                        .get(usize::from(r))
+                        .is_some_and(|r| r.action == Action::Argv)
+                })
+            });
+        let mut role = match (parent_role, key_ref, is_obj, is_arr) {
+            _ if argv => Role::Argv,
             (Role::Event, Some("object"), true, _) => Role::Anchor,
             (Role::Anchor, Some("items"), _, true) => Role::Items,
             (Role::Anchor, Some("rows"), _, true) => Role::Rows,
+            (Role::Anchor, Some("columnDefinitions"), _, true) => Role::ColumnDefs,
+            (Role::ColumnDefs, None, true, _) => Role::ColumnDef,
             (Role::Items, None, true, _) => Role::Anchor,
             (Role::Rows, None, true, _) => Role::Row,
             (Role::Row, Some("object"), true, _) => Role::Anchor,
+            // Cells of any shape (an object is no Table a server sends: nothing is the name).
+            (Role::Row, Some("cells"), _, _) if is_obj || is_arr => Role::Cells,
             _ => Role::Plain,
         };
+        // Objects the masker cannot place: every object in them is one of unknown kind (every
+        // mask applies from it, as well as the paths that reach it). A Status's `details` can
+        // carry anything; so can a custom resource, or an object whose kind is not yet known
+        // (a Kyverno or Crossplane resource embeds whole Secrets, keys sorted, `data` before
+        // `kind`). Built-in kinds have schemas the API server enforces: placed exactly.
+        let loose = parent_loose
+            || (parent_role == Role::Anchor
+                && (key_ref == Some("details")
+                    || !anchor
+                        .and_then(|a| self.anchors.get(a))
+                        .is_some_and(|a| a.builtin)));
+        let made_anchor = loose && is_obj && role == Role::Plain;
+        if made_anchor {
+            role = Role::Loose;
+        }
+        let scope = self.child_scope(parent_role, parent_scope, anchor, key_ref, loose);
+        let value_scope = if parent_scope == KeyScope::Binary {
+            KeyScope::Binary
+        } else {
+            scope
+        };
+        // Every object the masker treats as a Kubernetes object states its own kind, in a
+        // loose list (a custom or aggregated one) too: an item is judged by the strictest of
+        // its own kind, its list's item kind and the request's kind, and one that contradicts
+        // its list ends the response (as a second kind does).
+        let claims = parent_role == Role::Anchor;
         let records = match (parent_role, key_ref, c) {
-            (Role::Anchor, Some("kind"), b'"') => Some(Purpose::Kind),
-            (Role::Anchor, Some("apiVersion"), b'"') => Some(Purpose::ApiVersion),
+            (Role::Anchor, Some(k), _) if claims && k.eq_ignore_ascii_case("kind") => {
+                if c != b'"' {
+                    return Err(self.malformed(0, "an object's `kind` is not a string"));
+                }
+                Some(if k == "kind" {
+                    Purpose::Kind
+                } else {
+                    Purpose::KindVariant
+                })
+            }
+            (Role::Anchor, Some(k), _) if claims && k.eq_ignore_ascii_case("apiVersion") => {
+                if c != b'"' {
+                    return Err(self.malformed(0, "an object's `apiVersion` is not a string"));
+                }
+                Some(if k == "apiVersion" {
+                    Purpose::ApiVersion
+                } else {
+                    Purpose::ApiVersionVariant
+                })
+            }
+            (Role::ColumnDef, Some("format"), b'"') => Some(Purpose::ColumnFormat),
+            (Role::Argv, None, b'"') => Some(Purpose::Arg),
             _ => None,
         };
+        // The value after a credential flag, and the cells of a Table whose rows may be of a
+        // kind a policy rule masks (all but the name column).
+        let mut masked = masked.or_else(|| self.credential_key_mask(c, value_scope, key_ref));
+        if parent_role == Role::Argv
+            && let Some(f) = self.frames.last_mut()
+            && f.next_arg == NextArg::Secret
+            && c != b'"'
+        {
+            f.next_arg = NextArg::Plain;
+            masked = masked.or(Some(Replace::Marker));
+        }
+        if parent_role == Role::Cells && self.table_strict {
+            let info = anchor.and_then(|a| self.anchors.get(a));
+            let name_col = match info {
+                Some(i) if i.columns_seen => i.name_col,
+                _ => self.stream_name_col,
+            };
+            if name_col != Some(index) || key_ref.is_some() {
+                masked = masked.or(Some(Replace::Marker));
+            }
+        }
+        if role == Role::ColumnDefs
+            && let Some(a) = anchor.and_then(|a| self.anchors.get_mut(a))
+        {
+            a.columns_seen = true;
+            a.name_col = None;
+        }
         if role == Role::Anchor {
             let inherited = if parent_role == Role::Items {
                 anchor
@@ -538,6 +766,9 @@ impl JsonMasker {
                 select: None,
                 filters: Vec::new(),
                 records,
+                loose,
+                command: false,
+                scope: value_scope,
             });
         }
         // Disjoint field borrows: no Arc clone (an atomic increment) per value.
@@ -547,27 +778,133 @@ impl JsonMasker {
             let Some(&s) = states.get(k) else { continue };
             advance(set, states, s, key_ref, index, parent_end, &mut filters);
         }
-        let select = selection(set, &self.states, &self.anchors, parent_end, anchor);
+        if keyed && let Some(k) = key_ref {
+            for rule in set.keyed(k) {
+                if set
+                    .rules
+                    .get(usize::from(rule))
+                    .is_some_and(|r| r.action != Action::Argv)
+                {
+                    let free = true;
+                    push_state(
+                        states,
+                        State {
+                            rule,
+                            step: 0,
+                            free,
+                        },
+                        parent_end,
+                    );
+                }
+            }
+        }
+        let select = selection(
+            set,
+            &self.states,
+            &self.anchors,
+            parent_end,
+            anchor,
+            self.origin.kind.as_ref(),
+        );
+        if made_anchor {
+            for (i, r) in set.rules.iter().enumerate() {
+                if let (None, Ok(rule)) = (r.start, u16::try_from(i)) {
+                    let s = State {
+                        rule,
+                        step: 0,
+                        free: true,
+                    };
+                    push_state(&mut self.states, s, parent_end);
+                }
+            }
+        }
         Ok(Ctx {
             role,
             masked,
             select,
             filters,
             records,
+            loose,
+            command: role == Role::Argv && key_ref == Some("command"),
+            scope: value_scope,
         })
     }
 
+    /// The key scope of a value under a parent with `parent_role` and `parent_scope`, at `key`
+    /// (see [`KeyScope`]).
+    fn child_scope(
+        &self,
+        parent_role: Role,
+        parent_scope: KeyScope,
+        anchor: Option<usize>,
+        key: Option<&str>,
+        loose: bool,
+    ) -> KeyScope {
+        if parent_scope == KeyScope::Meta {
+            return KeyScope::Meta;
+        }
+        if matches!(parent_role, Role::Anchor | Role::Loose) && key == Some("metadata") {
+            return KeyScope::Meta;
+        }
+        if parent_role == Role::Anchor {
+            let info = anchor.and_then(|a| self.anchors.get(a));
+            let kind = info.and_then(|i| i.kind.as_deref());
+            let maybe_config_map = kind.is_none_or(|k| k == "ConfigMap")
+                || self.origin.kind.as_deref() == Some("ConfigMap");
+            match key {
+                Some("binaryData") if maybe_config_map => return KeyScope::Binary,
+                Some("data") if maybe_config_map => return KeyScope::Credentials,
+                _ => {}
+            }
+            if loose || !info.is_some_and(|i| i.builtin) {
+                return KeyScope::Credentials;
+            }
+            return KeyScope::Plain;
+        }
+        if parent_scope != KeyScope::Plain || loose {
+            KeyScope::Credentials
+        } else {
+            KeyScope::Plain
+        }
+    }
+
+    /// How a string value (`c` is its first byte) under `key` in an object of `scope` is
+    /// masked for its key (the `credential-keys` mask): only strings, so that structure stays.
+    fn credential_key_mask(&self, c: u8, scope: KeyScope, key: Option<&str>) -> Option<Replace> {
+        if c != b'"' || !self.set.credential_keys {
+            return None;
+        }
+        let replace = match scope {
+            KeyScope::Credentials => Replace::Marker,
+            KeyScope::Binary => Replace::Base64,
+            KeyScope::Plain | KeyScope::Meta => return None,
+        };
+        key.filter(|k| super::credname::is_credential_key(k))
+            .map(|_| replace)
+    }
+
     fn start_anchor(&mut self, kind: Option<String>) {
+        let origin = self.origin.kind.as_ref();
         for (i, r) in self.set.rules.iter().enumerate() {
-            let fits = match (&r.kinds, &kind) {
-                (Some(want), Some(k)) => want.contains(k),
-                _ => true,
-            };
-            if let (true, Ok(rule)) = (fits, u16::try_from(i)) {
-                self.states.push(State { rule, step: 0 });
+            if r.start.is_some() {
+                continue;
+            }
+            if let (true, Ok(rule)) = (
+                fits_anchor(&r.kinds, kind.as_ref(), origin),
+                u16::try_from(i),
+            ) {
+                self.states.push(State {
+                    rule,
+                    step: 0,
+                    free: false,
+                });
             }
         }
-        self.anchors.push(AnchorInfo { kind, group: None });
+        self.anchors.push(AnchorInfo {
+            builtin: kind.as_deref().is_some_and(is_builtin_kind),
+            kind,
+            ..AnchorInfo::default()
+        });
     }
 
     /// The anchor's kind just became known: drop the states of rules for other kinds, so their
@@ -585,12 +922,14 @@ impl JsonMasker {
             return;
         };
         let rules = &self.set.rules;
+        let origin = self.origin.kind.as_ref();
         let mut keep = start;
         for k in start..end.min(self.states.len()) {
             let s = self.states[k];
-            let fits = rules
-                .get(usize::from(s.rule))
-                .is_some_and(|r| r.kinds.as_ref().is_none_or(|want| want.contains(&kind)));
+            let fits = s.free
+                || rules
+                    .get(usize::from(s.rule))
+                    .is_some_and(|r| fits_anchor(&r.kinds, Some(&kind), origin));
             if fits {
                 self.states[keep] = s;
                 keep += 1;
@@ -712,35 +1051,90 @@ impl JsonMasker {
                 out.push(b'"');
             }
             StrMode::Keep(Purpose::Detect) => self.detect_string(raw, out)?,
-            StrMode::Keep(p @ (Purpose::Kind | Purpose::ApiVersion)) => {
-                out.push(b'"');
-                out.extend_from_slice(raw);
-                out.push(b'"');
+            StrMode::Keep(
+                p @ (Purpose::Kind
+                | Purpose::ApiVersion
+                | Purpose::KindVariant
+                | Purpose::ApiVersionVariant),
+            ) => {
                 let text = if self.str_has_escape {
                     String::from_utf8_lossy(&self.decoded(raw)?).into_owned()
                 } else {
                     String::from_utf8_lossy(raw).into_owned()
                 };
-                if let Some(a) = self
-                    .frames
-                    .last()
-                    .and_then(|f| f.anchor)
-                    .and_then(|a| self.anchors.get_mut(a))
-                {
-                    if p == Purpose::Kind {
-                        a.kind = Some(text);
+                let is_kind = matches!(p, Purpose::Kind | Purpose::KindVariant);
+                let exact = matches!(p, Purpose::Kind | Purpose::ApiVersion);
+                let at = self.frames.last().and_then(|f| f.anchor);
+                if let Some(a) = at.and_then(|a| self.anchors.get_mut(a)) {
+                    let value = if is_kind {
+                        text
                     } else {
-                        a.group = Some(
-                            text.rsplit_once('/')
-                                .map_or(String::new(), |(g, _)| g.to_string()),
-                        );
+                        text.rsplit_once('/')
+                            .map_or(String::new(), |(g, _)| g.to_string())
+                    };
+                    let (known, seen) = if is_kind {
+                        (&mut a.kind, &mut a.kind_seen)
+                    } else {
+                        (&mut a.group, &mut a.group_seen)
+                    };
+                    // Two kinds (or groups) for one object, or one that contradicts its list:
+                    // what came before was judged by the first; nothing can be judged by both,
+                    // so the response ends here (the strict answer; a real API server never
+                    // sends it).
+                    let earlier = known
+                        .as_deref()
+                        .filter(|k| *k != value)
+                        .or(seen.as_deref().filter(|k| *k != value))
+                        .map(str::to_string);
+                    if let Some(earlier) = earlier {
+                        let what = if is_kind { "kind" } else { "apiVersion group" };
+                        return Err(MaskError::Malformed {
+                            offset: self.consumed,
+                            what: format!(
+                                "an object names its {what} twice or contradicts its list (`{earlier}` then `{value}`); kubeleash cannot tell which masks apply"
+                            ),
+                        });
+                    }
+                    if seen.is_none() {
+                        *seen = Some(value.clone());
+                    }
+                    if exact {
+                        if is_kind {
+                            a.builtin = is_builtin_kind(&value);
+                            a.kind = Some(value);
+                        } else {
+                            a.group = Some(value);
+                        }
                     }
                 }
+                out.push(b'"');
+                out.extend_from_slice(raw);
+                out.push(b'"');
                 if p == Purpose::Kind {
                     self.states.truncate(self.parent_end());
                     self.prune_anchor_states();
                 }
             }
+            StrMode::Keep(Purpose::ColumnFormat) => {
+                out.push(b'"');
+                out.extend_from_slice(raw);
+                out.push(b'"');
+                let n = self.frames.len();
+                let column = n
+                    .checked_sub(2)
+                    .and_then(|i| self.frames.get(i))
+                    .map(|f| f.index);
+                let table = self.frames.last().and_then(|f| f.anchor);
+                if raw == b"name"
+                    && let (Some(col), Some(a)) =
+                        (column, table.and_then(|a| self.anchors.get_mut(a)))
+                {
+                    a.name_col = Some(col);
+                    self.stream_name_col = Some(col);
+                }
+            }
+            StrMode::Keep(Purpose::Arg) => self.mask_arg(raw, out)?,
+            StrMode::Keep(Purpose::DetectBase64) => self.detect_base64(raw, out)?,
             StrMode::Keep(Purpose::Hmac { base64 }) => {
                 self.masked_any = true;
                 let value = self.decoded(raw)?;
@@ -756,6 +1150,49 @@ impl JsonMasker {
         }
         self.value_done(out);
         Ok(())
+    }
+
+    /// One element of a command line (container `args` or `command`).
+    fn mask_arg(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
+        let text = if self.str_has_escape {
+            String::from_utf8_lossy(&self.decoded(raw)?).into_owned()
+        } else {
+            String::from_utf8_lossy(raw).into_owned()
+        };
+        let n = self.frames.len();
+        let Some(f) = self.frames.last_mut() else {
+            return self.detect_string(raw, out);
+        };
+        let first_of_command = f.is_command && f.index == 0;
+        if first_of_command {
+            f.tool = tool_of(&text);
+        }
+        let next = std::mem::replace(&mut f.next_arg, NextArg::Plain);
+        let rewritten = match next {
+            NextArg::Secret if is_reference(&text) => None,
+            NextArg::Secret => Some(MARKER.to_string()),
+            NextArg::UserPass => text.find(':').map(|p| format!("{}{MARKER}", &text[..=p])),
+            NextArg::Plain if first_of_command => None,
+            NextArg::Plain => {
+                let (rewritten, next) = judge_arg(&text, f.tool != Tool::Other);
+                f.next_arg = next;
+                rewritten
+            }
+        };
+        let tool = f.tool;
+        if first_of_command
+            && let Some(owner) = n.checked_sub(2).and_then(|i| self.frames.get_mut(i))
+        {
+            owner.tool = tool;
+        }
+        match rewritten {
+            Some(r) => {
+                self.masked_any = true;
+                escape_into(r.as_bytes(), out);
+                Ok(())
+            }
+            None => self.detect_string(raw, out),
+        }
     }
 
     /// Run the detectors over a string's decoded text; rewrite it only if they find something.
@@ -774,7 +1211,12 @@ impl JsonMasker {
             raw
         };
         let mut spans = Vec::new();
-        detectors.find(text, &mut spans);
+        // Without escapes, only `%` (or a raw ESC, which JSON forbids but a server may send)
+        // can need decoding.
+        // Decoding only shortens a text: one shorter than any match stays so.
+        let maybe_encoded = text.len() >= detectors.min_len()
+            && (self.str_has_escape || memchr::memchr2(b'%', 0x1b, raw).is_some());
+        super::normalize::find(detectors, text, maybe_encoded, &mut spans);
         if spans.is_empty() {
             out.push(b'"');
             out.extend_from_slice(raw);
@@ -783,6 +1225,34 @@ impl JsonMasker {
             self.masked_any = true;
             escape_into(&super::replace_spans(text, &spans), out);
         }
+        Ok(())
+    }
+
+    /// A ConfigMap `binaryData` value: base64 of bytes the detectors must read. When they find
+    /// anything in the decoded bytes, the whole value is replaced (a span of base64 does not
+    /// map to whole bytes); text that is not base64 is judged as it is.
+    fn detect_base64(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
+        let decoded_storage;
+        let text: &[u8] = if self.str_has_escape {
+            decoded_storage = self.decoded(raw)?;
+            &decoded_storage
+        } else {
+            raw
+        };
+        let (Some(detectors), Some(bytes)) =
+            (self.set.detectors.as_ref(), super::b64::decode(text))
+        else {
+            return self.detect_string(raw, out);
+        };
+        let mut spans = Vec::new();
+        super::normalize::find(detectors, &bytes, true, &mut spans);
+        if spans.is_empty() {
+            return self.detect_string(raw, out);
+        }
+        self.masked_any = true;
+        out.push(b'"');
+        out.extend_from_slice(MARKER_BASE64.as_bytes());
+        out.push(b'"');
         Ok(())
     }
 
@@ -805,15 +1275,22 @@ impl JsonMasker {
                 v.rsplit_once('/')
                     .map_or(String::new(), |(g, _)| g.to_string())
             }),
+            ..AnchorInfo::default()
         };
+        // An object is judged as its kind; anything else (an array, a string) is no shape
+        // kubectl writes, and every object in it is one of unknown kind.
+        let is_object = head.as_ref().is_some_and(serde_json::Value::is_object);
         let mut nested = JsonMasker::nested(
             Arc::clone(&self.set),
+            Arc::clone(&self.origin),
             Root {
                 states: Vec::new(),
-                role: Role::Anchor,
+                role: if is_object { Role::Anchor } else { Role::Plain },
                 masked: None,
                 select: None,
-                anchor: Some(anchor),
+                anchor: is_object.then_some(anchor),
+                loose: !is_object,
+                scope: KeyScope::Plain,
             },
         );
         let mut masked = Vec::with_capacity(inner.len());
@@ -949,31 +1426,51 @@ impl JsonMasker {
         let set = Arc::clone(&self.set);
         let child_start = self.parent_end();
         let anchor = self.frames.last().and_then(|f| f.anchor);
+        // An element with a key twice (`{"name":"API_KEY","value":"x","name":"HARMLESS"}`) is
+        // read one way here and maybe the other by its user: every filter holds for it.
+        let mut dup: Option<bool> = None;
         for f in &h.ctx.filters {
             let step = set
                 .rules
                 .get(usize::from(f.rule))
                 .and_then(|r| r.steps.get(usize::from(f.step)));
-            if matches!(step, Some(Step::Filter(filter)) if filter.holds(&value)) {
+            let holds = match step {
+                Some(Step::Filter(filter)) => {
+                    filter.holds(&value)
+                        || *dup.get_or_insert_with(|| super::dupkeys::has_duplicate_key(&bytes))
+                }
+                _ => false,
+            };
+            if holds {
                 push_state(
                     &mut self.states,
                     State {
                         rule: f.rule,
                         step: f.step.saturating_add(1),
+                        free: f.free,
                     },
                     child_start,
                 );
             }
         }
-        let select = selection(&set, &self.states, &self.anchors, child_start, anchor);
+        let select = selection(
+            &set,
+            &self.states,
+            &self.anchors,
+            child_start,
+            anchor,
+            self.origin.kind.as_ref(),
+        );
         let root = Root {
             states: self.states.get(child_start..).unwrap_or_default().to_vec(),
             role: h.ctx.role,
             masked: h.ctx.masked,
             select,
             anchor: anchor.and_then(|a| self.anchors.get(a)).cloned(),
+            loose: h.ctx.loose,
+            scope: h.ctx.scope,
         };
-        let mut nested = JsonMasker::nested(set, root);
+        let mut nested = JsonMasker::nested(set, Arc::clone(&self.origin), root);
         nested.feed(&bytes, out)?;
         nested.finish(out)?;
         self.masked_any |= nested.masked_any;
@@ -1045,6 +1542,7 @@ fn advance(
     let next = State {
         rule: s.rule,
         step: s.step.saturating_add(1),
+        free: s.free,
     };
     match step {
         Step::Descend => {
@@ -1074,6 +1572,7 @@ fn selection(
     anchors: &[AnchorInfo],
     child_start: usize,
     anchor: Option<usize>,
+    origin: Option<&String>,
 ) -> Option<Action> {
     let info = anchor.and_then(|a| anchors.get(a));
     let fits = |want: &Option<Vec<String>>, have: Option<&String>| match (want, have) {
@@ -1086,8 +1585,9 @@ fn selection(
             continue;
         };
         if usize::from(s.step) != rule.steps.len()
-            || !fits(&rule.kinds, info.and_then(|i| i.kind.as_ref()))
-            || !fits(&rule.groups, info.and_then(|i| i.group.as_ref()))
+            || !s.free
+                && (!fits_anchor(&rule.kinds, info.and_then(|i| i.kind.as_ref()), origin)
+                    || !fits(&rule.groups, info.and_then(|i| i.group.as_ref())))
         {
             continue;
         }
@@ -1096,13 +1596,222 @@ fn selection(
         let reveals = |a: Action| match a {
             Action::Mask(Replace::Marker | Replace::Base64) => 0,
             Action::Mask(Replace::Hmac { .. }) => 1,
-            Action::JsonString => 2,
+            Action::JsonString | Action::Argv => 2,
         };
         if action.is_none_or(|cur| reveals(rule.action) < reveals(cur)) {
             action = Some(rule.action);
         }
     }
     action
+}
+
+/// Kinds the API server serves with a schema it enforces (and their lists): nothing in them is
+/// an embedded object of another kind, except where the masker looks already (list items,
+/// Table rows, watch events, a Status's details, the last-applied annotation).
+const BUILTIN_KINDS: &[&str] = &[
+    "Pod",
+    "Secret",
+    "ConfigMap",
+    "Service",
+    "ServiceAccount",
+    "Namespace",
+    "Node",
+    "Event",
+    "Endpoints",
+    "EndpointSlice",
+    "PersistentVolumeClaim",
+    "PersistentVolume",
+    "ReplicationController",
+    "PodTemplate",
+    "LimitRange",
+    "ResourceQuota",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ControllerRevision",
+    "Job",
+    "CronJob",
+    "TokenReview",
+    "TokenRequest",
+    "SubjectAccessReview",
+    "SelfSubjectAccessReview",
+    "SelfSubjectRulesReview",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Ingress",
+    "IngressClass",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "HorizontalPodAutoscaler",
+    "StorageClass",
+    "Lease",
+    "CustomResourceDefinition",
+    "Status",
+    "Table",
+    "PartialObjectMetadata",
+    "List",
+    "APIResourceList",
+    "APIGroupList",
+    "APIGroup",
+    "APIVersions",
+    "Scale",
+    "Eviction",
+    "Binding",
+    "ComponentStatus",
+    "PriorityClass",
+    "RuntimeClass",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    "APIService",
+    "CertificateSigningRequest",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
+];
+
+fn is_builtin_kind(kind: &str) -> bool {
+    BUILTIN_KINDS.contains(&kind)
+        || kind
+            .strip_suffix("List")
+            .is_some_and(|k| BUILTIN_KINDS.contains(&k))
+}
+
+/// Whether a rule for kinds `want` applies to an object of kind `have` (unknown: it may), in a
+/// response to a request for kind `origin`: a response to `GET .../secrets/x` is judged as a
+/// Secret whatever it says it is, as well as what it says.
+fn fits_anchor(want: &Option<Vec<String>>, have: Option<&String>, origin: Option<&String>) -> bool {
+    match (want, have) {
+        (Some(w), Some(h)) => w.contains(h) || origin.is_some_and(|o| w.contains(o)),
+        _ => true,
+    }
+}
+
+/// Programs whose short flags carry credentials: `-p` (mysql and MariaDB clients, docker and
+/// podman `login`, sshpass, mongo), `-a` (redis-cli and its forks), `-u user:password` (curl).
+const CREDENTIAL_SHORT_FLAG_TOOLS: &[&str] = &[
+    "mysql",
+    "mysqldump",
+    "mysqladmin",
+    "mysqlimport",
+    "mysqlcheck",
+    "mysqlshow",
+    "mysqlsh",
+    "mariadb",
+    "mariadb-dump",
+    "mariadb-admin",
+    "redis-cli",
+    "valkey-cli",
+    "keydb-cli",
+    "docker",
+    "podman",
+    "nerdctl",
+    "buildah",
+    "skopeo",
+    "helm",
+    "sshpass",
+    "mongo",
+    "mongosh",
+    "mongodump",
+    "mongorestore",
+    "mongoexport",
+    "mongoimport",
+    "curl",
+    "rabbitmqadmin",
+    "influx",
+];
+
+/// What one element of a command line is: `Some(text)` when it must be rewritten (a flag with
+/// its value joined), and what the next element is.
+fn judge_arg(arg: &str, short_flags: bool) -> (Option<String>, NextArg) {
+    let Some(body) = arg.strip_prefix('-') else {
+        return (None, NextArg::Plain);
+    };
+    let double = body.starts_with('-');
+    let body = body.trim_start_matches('-');
+    if body.is_empty() {
+        return (None, NextArg::Plain);
+    }
+    let (name, value) = match body.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (body, None),
+    };
+    let prefix_len = arg.len() - body.len() + name.len();
+    let masked_after = |at: usize| Some(format!("{}{}", &arg[..at], MARKER));
+    // `--user user:password` (curl): the part after the colon.
+    if name == "user" || (!double && name == "u") {
+        return match value {
+            Some(v) => match v.find(':') {
+                Some(p) => (masked_after(prefix_len + 1 + p + 1), NextArg::Plain),
+                None => (None, NextArg::Plain),
+            },
+            None => (None, NextArg::UserPass),
+        };
+    }
+    // A credential-looking name (`--db-pass`, Go-style `-password`): its value.
+    let cred = (double || name.len() > 1) && super::credname::is_credential_name(name);
+    if cred && let Some(v) = value {
+        return if v.is_empty() || is_reference(v) {
+            (None, NextArg::Plain)
+        } else {
+            (masked_after(prefix_len + 1), NextArg::Plain)
+        };
+    }
+    let next = if cred {
+        NextArg::Secret
+    } else {
+        NextArg::Plain
+    };
+    if double || !short_flags {
+        return (None, next);
+    }
+    match body.as_bytes()[0] {
+        b'p' | b'a' if body.len() == 1 => (None, NextArg::Secret),
+        b'p' | b'a' => {
+            // `-pSECRET`, `-p=SECRET` (and, when the name reads as a credential too, the next
+            // element: `-password X` in Go's flag style).
+            let at = arg.len() - body.len() + 1;
+            let at = if body.as_bytes().get(1) == Some(&b'=') {
+                at + 1
+            } else {
+                at
+            };
+            (masked_after(at), next)
+        }
+        b'u' => match body.find(':') {
+            Some(p) => (masked_after(arg.len() - body.len() + p + 1), next),
+            None => (None, next),
+        },
+        _ => (None, next),
+    }
+}
+
+/// `$(NAME)` (expanded by the kubelet from the container's env, which is masked on its own) or
+/// `${NAME}`: a reference, not a value.
+fn is_reference(v: &str) -> bool {
+    let inner = v
+        .strip_prefix("$(")
+        .and_then(|r| r.strip_suffix(')'))
+        .or_else(|| v.strip_prefix("${").and_then(|r| r.strip_suffix('}')));
+    inner.is_some_and(|n| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
+/// The program a `command`'s first element runs, by its file name.
+fn tool_of(program: &str) -> Tool {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    if CREDENTIAL_SHORT_FLAG_TOOLS.contains(&base) {
+        Tool::Known
+    } else {
+        Tool::Other
+    }
 }
 
 /// A JSON number, `true`, `false` or `null`.

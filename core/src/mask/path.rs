@@ -43,6 +43,10 @@ pub(crate) enum Filter {
     Exists {
         path: Vec<String>,
     },
+    /// A string member that names a credential (see [`super::credname`]).
+    CredentialName {
+        path: Vec<String>,
+    },
     JsonPath(Box<JpQuery>),
 }
 
@@ -62,6 +66,9 @@ impl Filter {
                 negate,
             } => (member(v, path) == Some(value)) != *negate,
             Filter::Exists { path } => member(v, path).is_some(),
+            // A name that is not a string cannot be placed: the strict answer.
+            Filter::CredentialName { path } => member(v, path)
+                .is_none_or(|n| n.as_str().is_none_or(super::credname::is_credential_name)),
             Filter::JsonPath(query) => {
                 let wrapped = Value::Array(vec![v.clone()]);
                 js_path_process(query, &wrapped).is_ok_and(|found| !found.is_empty())

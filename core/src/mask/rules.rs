@@ -2,7 +2,7 @@
 //! policy's own `masks.rules`, and the detectors run over every other string.
 
 use super::detect::Detectors;
-use super::path::{Step, parse};
+use super::path::{Filter, Step, parse};
 
 /// How a masked value is replaced. The original's length is never revealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub(crate) enum Action {
     /// It is a JSON document in a string (the last-applied annotation): mask inside it with
     /// the rules for its own kind, and keep it valid JSON.
     JsonString,
+    /// It is a command line, one argument per element (container `args` and `command`): a
+    /// credential-looking flag's value is masked, `=`-joined or the next element.
+    Argv,
 }
 
 /// One compiled mask rule.
@@ -40,12 +43,28 @@ pub(crate) struct MaskRule {
     pub groups: Option<Vec<String>>,
     pub steps: Vec<Step>,
     pub action: Action,
+    /// Where the path starts: `None` at every Kubernetes object (`$` is the object), or at the
+    /// value of every member with this name, at any depth of any document (the built-in masks
+    /// for container shapes, which appear in pod templates wherever they are embedded).
+    pub start: Option<&'static str>,
+    /// Whether the rule reaches Table cells: policy rules do (a printer column can show any
+    /// field of a custom resource); built-in masks name built-in kinds, whose cells come from
+    /// the API server's own printers, which print none of the values they cover.
+    pub cells: bool,
 }
 
-/// The text that replaces a masked string.
-pub(crate) const MARKER: &str = "[masked]";
-/// `MARKER`, base64-encoded.
-pub(crate) const MARKER_BASE64: &str = "W21hc2tlZF0=";
+/// The text that replaces a masked string. Stable: writes that carry it back in a masked
+/// position are refused, so that a masked value never overwrites a real one.
+pub const MARKER: &str = "[masked]";
+/// [`MARKER`], base64-encoded: what replaces a value in a field that holds base64 (Secret
+/// `data`). Stable, like [`MARKER`].
+pub const MARKER_BASE64: &str = "W21hc2tlZF0=";
+/// How a detector's replacement starts: `[masked:<detector name>]` replaces the secret part of
+/// a string the detectors judged. Stable, like [`MARKER`].
+pub const DETECTOR_MARKER_PREFIX: &str = "[masked:";
+/// How an HMAC token starts: `[hmac:<24 hex digits>]` (base64-encoded where the field holds
+/// base64). Stable, like [`MARKER`].
+pub const HMAC_MARKER_PREFIX: &str = "[hmac:";
 
 /// Names of the built-in masks, in the order they are documented.
 pub const BUILTIN_MASKS: &[&str] = &[
@@ -54,23 +73,11 @@ pub const BUILTIN_MASKS: &[&str] = &[
     "token-request",
     "token-review",
     "env-credentials",
+    "http-headers",
+    "container-args",
+    "credential-keys",
     "last-applied",
 ];
-
-const POD_BEARING: &[&str] = &[
-    "Pod",
-    "PodTemplate",
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "ReplicationController",
-    "Job",
-    "CronJob",
-];
-
-/// Env var names that look like credentials.
-pub(crate) const CREDENTIAL_NAME: &str = "(?i)(password|passwd|secret|token|key|credential|auth)";
 
 fn rule(name: &str, kinds: &[&str], path: &str, action: Action) -> Result<MaskRule, String> {
     Ok(MaskRule {
@@ -79,7 +86,32 @@ fn rule(name: &str, kinds: &[&str], path: &str, action: Action) -> Result<MaskRu
         groups: None,
         steps: parse(path)?,
         action,
+        start: None,
+        cells: false,
     })
+}
+
+/// A built-in rule that starts at every member named `key`, anywhere.
+fn keyed(name: &str, key: &'static str, steps: Vec<Step>, action: Action) -> MaskRule {
+    MaskRule {
+        name: name.to_string(),
+        kinds: None,
+        groups: None,
+        steps,
+        action,
+        start: Some(key),
+        cells: false,
+    }
+}
+
+/// `[?(name looks like a credential)].value`: the elements of a list of `{name, value}` pairs.
+fn named_credential_values() -> Vec<Step> {
+    vec![
+        Step::Filter(Filter::CredentialName {
+            path: vec!["name".to_string()],
+        }),
+        Step::Child("value".to_string()),
+    ]
 }
 
 /// The built-in rules, less the ones named in `disabled`.
@@ -118,14 +150,29 @@ pub(crate) fn builtin(disabled: &[String]) -> Result<Vec<MaskRule>, String> {
             Action::Mask(Replace::Marker),
         )?);
     }
+    // Container shapes are recognised wherever they appear, in every kind: a Pod, any pod
+    // template (Deployments, Jobs, CronJobs' `jobTemplate`, a ControllerRevision's `data`, a
+    // custom resource's `spec.template`), a root array or a Status's details.
     if on("env-credentials") {
-        let path = format!("$..env[?search(@.name, '{CREDENTIAL_NAME}')].value");
-        out.push(rule(
+        out.push(keyed(
             "env-credentials",
-            POD_BEARING,
-            &path,
+            "env",
+            named_credential_values(),
             Action::Mask(Replace::Marker),
-        )?);
+        ));
+    }
+    if on("http-headers") {
+        out.push(keyed(
+            "http-headers",
+            "httpHeaders",
+            named_credential_values(),
+            Action::Mask(Replace::Marker),
+        ));
+    }
+    if on("container-args") {
+        for key in ["args", "command"] {
+            out.push(keyed("container-args", key, Vec::new(), Action::Argv));
+        }
     }
     if on("last-applied") {
         out.push(rule(
@@ -161,9 +208,17 @@ impl Default for MaskLimits {
 #[derive(Debug, Clone)]
 pub struct MaskSet {
     pub(crate) rules: Vec<MaskRule>,
+    /// The rules that start at a member name (not at an object), by that name.
+    pub(crate) keyed: Vec<(&'static str, u16)>,
+    /// Bit `n` set when some name in `keyed` is `n` bytes long: most member names are ruled
+    /// out by one test (this is asked for every member).
+    keyed_lens: u64,
     pub(crate) detectors: Option<Detectors>,
     pub(crate) hmac_key: Vec<u8>,
     pub(crate) limits: MaskLimits,
+    /// The `credential-keys` built-in mask: string values under credential-named keys in a
+    /// ConfigMap's `data`/`binaryData` and in objects of unknown kind.
+    pub(crate) credential_keys: bool,
 }
 
 impl MaskSet {
@@ -173,12 +228,35 @@ impl MaskSet {
         hmac_key: Vec<u8>,
         limits: MaskLimits,
     ) -> MaskSet {
+        let keyed = keyed_index(&rules);
         MaskSet {
+            keyed_lens: keyed
+                .iter()
+                .filter(|(k, _)| k.len() < 64)
+                .fold(0, |m, (k, _)| m | 1u64 << k.len()),
+            keyed,
             rules,
             detectors,
             hmac_key,
             limits,
+            credential_keys: true,
         }
+    }
+
+    /// The rules that start at a member with this name.
+    pub(crate) fn keyed<'a>(&'a self, key: &'a str) -> impl Iterator<Item = u16> + 'a {
+        let key_len = key.len();
+        self.keyed
+            .iter()
+            .filter(move |(k, _)| k.len() == key_len && *k == key)
+            .map(|&(_, r)| r)
+    }
+
+    /// Whether any rule starts at a member with this name.
+    #[inline]
+    pub(crate) fn starts_at(&self, key: &str) -> bool {
+        let len = key.len();
+        (len >= 64 || self.keyed_lens & (1u64 << len) != 0) && self.keyed(key).next().is_some()
     }
 
     /// Names of the mask rules, built-in and the policy's, one per path.
@@ -193,13 +271,21 @@ impl MaskSet {
 
     /// The built-in masks and every detector, with a random HMAC key and default limits.
     pub fn builtin() -> Result<MaskSet, String> {
-        Ok(MaskSet {
-            rules: builtin(&[])?,
-            detectors: Some(Detectors::new(&[])?),
-            hmac_key: random_key(),
-            limits: MaskLimits::default(),
-        })
+        Ok(MaskSet::from_parts(
+            builtin(&[])?,
+            Some(Detectors::new(&[])?),
+            random_key(),
+            MaskLimits::default(),
+        ))
     }
+}
+
+fn keyed_index(rules: &[MaskRule]) -> Vec<(&'static str, u16)> {
+    rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((r.start?, u16::try_from(i).ok()?)))
+        .collect()
 }
 
 /// A per-process key: equal values give equal tokens within a process, and tokens cannot be

@@ -89,7 +89,7 @@ impl TextMasker {
             return;
         };
         let mut spans = Vec::new();
-        detectors.find(line, &mut spans);
+        super::normalize::find(detectors, line, true, &mut spans);
         if spans.is_empty() {
             out.extend_from_slice(line);
             return;

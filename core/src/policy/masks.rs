@@ -1,9 +1,15 @@
 //! The policy's `masks:` section: which built-in masks and detectors to turn off, extra mask
 //! rules, and the HMAC key.
 //!
+//! Policy rules also reach Table cells: see [`crate::mask`].
+//!
 //! ```yaml
 //! masks:
-//!   disable: [env-credentials, jwt]      # built-in masks or detectors by name; `detectors` for all
+//!   disable: [env-credentials, jwt]      # built-in masks (secret-data, secret-string-data,
+//!                                        # token-request, token-review, env-credentials,
+//!                                        # http-headers, container-args, credential-keys,
+//!                                        # last-applied) or
+//!                                        # detectors by name; `detectors` for all
 //!   hmacKey: "a long random string"      # optional; default: random per process
 //!   rules:
 //!     - name: database-passwords
@@ -123,6 +129,8 @@ pub(crate) fn compile(doc: Option<&MasksDoc>, errors: &mut Vec<PolicyError>) -> 
                     groups: d.api_groups.clone(),
                     steps,
                     action: Action::Mask(replace),
+                    start: None,
+                    cells: true,
                 }),
                 Err(e) => errors.push(
                     PolicyError::new("mask-path", e)
@@ -157,10 +165,7 @@ pub(crate) fn compile(doc: Option<&MasksDoc>, errors: &mut Vec<PolicyError>) -> 
         .hmac_key
         .as_ref()
         .map_or_else(random_key, |k| k.as_bytes().to_vec());
-    Some(MaskSet::from_parts(
-        rules,
-        detectors,
-        hmac_key,
-        MaskLimits::default(),
-    ))
+    let mut set = MaskSet::from_parts(rules, detectors, hmac_key, MaskLimits::default());
+    set.credential_keys = !disabled_masks.iter().any(|d| d == "credential-keys");
+    Some(set)
 }

@@ -403,10 +403,7 @@ cm_plain = {"kind": "ConfigMap", "apiVersion": "v1",
                  "kind": "ConfigMap", "metadata": {"annotations": {}, "name": "nginx-conf", "namespace": "dev"}})}),
             "data": {"nginx.conf": "worker_processes 2;\nevents { worker_connections 1024; }\n"}}
 case("configmap-last-applied", doc(cm_plain), [], target="/api/v1/namespaces/dev/configmaps/nginx-conf",
-     note="nothing secret: output must equal input, including the annotation (whose data sorts before kind)",
-     known_bug="the ConfigMap's data inside its last-applied annotation gets the Secret data mask: kubectl sorts "
-               "keys, so `data` precedes `kind`, and the nested masker applies every rule while the kind is "
-               "unknown, although the annotation is held whole and its kind is knowable")
+     note="nothing secret: output must equal input, including the annotation (whose data sorts before kind)")
 
 cm_binary = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": meta("fonts"),
              "data": {"index.txt": "DejaVuSans.ttf\n"}, "binaryData": {"DejaVuSans.ttf": b64(bytes(range(256)) * 4)}}
@@ -855,10 +852,7 @@ pod_hmac = {"kind": "Pod", "apiVersion": "v1", "metadata": meta("hmac-env"),
 case("custom-rules-env-hmac", doc(pod_hmac), [DB_PASSWORD], policy="custom-rules.yaml",
      target="/api/v1/namespaces/dev/pods/hmac-env",
      note="custom rule hmacs every env value of a Pod; for DB_PASSWORD the built-in env-credentials marker, "
-          "which reveals less, must win",
-     known_bug="when two mask rules select one value, the first state on the stack wins: a plain path beats the "
-               "built-in's filter path, so the policy's hmac replaces the built-in marker (with a filter in the "
-               "policy's path the marker wins); the replacement that reveals less should win")
+          "which reveals less, must win")
 
 case("disabled-env-credentials", doc(pod("orders-7d9f8c6b5-x2x9q")), [], policy="no-env-credentials.yaml",
      target="/api/v1/namespaces/dev/pods/orders-7d9f8c6b5-x2x9q",
@@ -910,6 +904,139 @@ case("malformed-mid-list", bad, [DB_PASSWORD, DB_USER, TLS_KEY, TLS_CERT, docker
 
 deep = '{"kind":"Widget","apiVersion":"example.com/v1","spec":' + "[" * 300 + "]" * 300 + "}\n"
 case("too-deep", deep, [], target="/apis/example.com/v1/namespaces/dev/widgets/w", error="too-deep")
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 12: where credentials live that the built-in masks used to miss (items 7, 8, 20)
+
+CR_PASS = "cr-" + rnd(20)
+ARG_PASS = "arg-" + rnd(18)
+HDR_TOKEN = "hdr-" + rnd(24)
+cr_container = {"name": "redis", "image": "redis:7.2",
+                "command": ["redis-server"], "args": ["--requirepass", "$(REDIS_PASSWORD)", "--masterauth", ARG_PASS],
+                "env": [env("REDIS_PASSWORD", CR_PASS), env("PGPASS", CR_PASS + "-pg"), env("MYSQL_PWD", CR_PASS + "-my"),
+                        env("REDIS_PORT", "6379")],
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080,
+                                              "httpHeaders": [{"name": "Authorization", "value": "Token " + HDR_TOKEN},
+                                                              {"name": "Accept", "value": "application/json"}]}}}
+cr = {"kind": "ControllerRevision", "apiVersion": "apps/v1",
+      "metadata": meta("redis-7c9d5b8f4", labels={"app": "redis", "controller-revision-hash": "7c9d5b8f4"}),
+      "data": {"spec": {"template": {"$patch": "replace", "metadata": {"labels": {"app": "redis"}},
+                                     "spec": {"containers": [cr_container]}}}},
+      "revision": 3}
+case("controllerrevision-statefulset", doc(cr), [CR_PASS, ARG_PASS, HDR_TOKEN],
+     target="/apis/apps/v1/namespaces/dev/controllerrevisions/redis-7c9d5b8f4",
+     note="a StatefulSet's pod template as its ControllerRevision keeps it: env (PGPASS, MYSQL_PWD), a credential "
+          "flag's value in args ($(VAR) references stay), probe httpHeaders")
+
+TERM_PASS = "term-" + rnd(16)
+MYSQL_PASS = "my-" + rnd(16)
+pod_args = {"kind": "Pod", "apiVersion": "v1", "metadata": meta("migrate-5k2x"),
+            "spec": {"containers": [{"name": "migrate", "image": "mysql:8.4", "command": ["mysql"],
+                                     "args": ["-h", "orders-db", "-u", "root", "-p" + MYSQL_PASS, "orders"]},
+                                    {"name": "sh", "image": "busybox", "command": ["sh", "-c"],
+                                     "args": ["curl -u admin:" + ARG_PASS + " https://backup.example.com/run"]}]},
+            "status": {"containerStatuses": [{"name": "migrate", "state": {"terminated": {
+                "exitCode": 1, "reason": "Error",
+                "message": "\u001b[31mERROR\u001b[0m connect failed: \u001b[36mpassword\u001b[0m=" + TERM_PASS + "\n"}}}]}}
+case("pod-args-termination-message", doc(pod_args), [MYSQL_PASS, ARG_PASS, TERM_PASS],
+     target="/api/v1/namespaces/dev/pods/migrate-5k2x", detectors=True,
+     note="mysql -pPASS in args (a known tool), curl -u in a shell script, a coloured terminationMessage")
+
+ST_SECRET = rnd(24)
+status_obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+              "message": "Operation cannot be fulfilled on secrets \"orders-db\": the object has been modified",
+              "reason": "Conflict",
+              "details": {"name": "orders-db", "kind": "secrets",
+                          "object": {"apiVersion": "v1", "data": {"password": b64(ST_SECRET)}, "kind": "Secret",
+                                     "metadata": {"name": "orders-db"}}},
+              "code": 409}
+case("status-details-object", doc(status_obj), [b64(ST_SECRET)], method="PUT",
+     target="/api/v1/namespaces/dev/secrets/orders-db",
+     note="a Status whose details embed an object: every object there is one of unknown kind")
+
+root_array = "[" + go({"apiVersion": "v1", "data": {"token": b64(ST_SECRET + "-arr")}, "kind": "Secret",
+                       "metadata": {"name": "a"}}) + "]\n"
+case("root-array", root_array, [b64(ST_SECRET + "-arr")], target="/apis/example.com/v1/namespaces/dev/widgets",
+     note="a response whose root is an array: every object in it is one of unknown kind")
+
+TBL_PW = "tbl-" + rnd(18)
+TBL_PW2 = "tbl-" + rnd(18)
+db_columns = [{"name": "Name", "type": "string", "format": "name", "description": "Name must be unique", "priority": 0},
+              {"name": "Host", "type": "string", "format": "", "description": "", "priority": 0},
+              {"name": "Password", "type": "string", "format": "", "description": "", "priority": 0},
+              {"name": "Age", "type": "date", "format": "", "description": "", "priority": 0}]
+
+
+def db_row(name, pw):
+    return {"cells": [name, name + "-db.dev", pw, "4h"],
+            "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                       "metadata": meta(name, created="2024-05-02T09:14:27Z")}}
+
+
+db_table = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": "9102"},
+            "columnDefinitions": db_columns, "rows": [db_row("orders", TBL_PW), db_row("users", TBL_PW2)]}
+case("custom-rules-database-table", doc(db_table), [TBL_PW, TBL_PW2], policy="custom-rules.yaml",
+     target="/apis/db.example.com/v1/namespaces/dev/databases", headers=TABLE_ACCEPT,
+     note="kubectl get databases: the Database rule reaches the cells (all but the name column)")
+watch_db = (go({"type": "ADDED", "object": db_table}) + "\n"
+            + go({"type": "MODIFIED", "object": {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                                                 "metadata": {"resourceVersion": "9103"}, "columnDefinitions": None,
+                                                 "rows": [db_row("orders", TBL_PW + "-2")]}}) + "\n")
+case("custom-rules-database-watch-table", watch_db, [TBL_PW, TBL_PW2, TBL_PW + "-2"], policy="custom-rules.yaml",
+     target="/apis/db.example.com/v1/namespaces/dev/databases?watch=true", headers=TABLE_ACCEPT,
+     note="kubectl get databases -w: column definitions only in the first event")
+
+LOG_PW = rnd(14)
+log_formats = ("time=\"2024-05-02T09:14:41Z\" level=info msg=connect \u001b[36mpassword\u001b[0m=" + LOG_PW + "a\n"
+               + "+ curl -sf -u admin:" + LOG_PW + "b https://backup.example.com/run\n"
+               + "+ redis-cli -h redis -a " + LOG_PW + "c ping\n"
+               + "+ mysql -h orders-db -u root -p" + LOG_PW + "d orders\n"
+               + "GET /login?user=bob&password%3D" + LOG_PW + "e HTTP/1.1\n"
+               + '{"level":"info","cfg":{"token":"' + LOG_PW + 'f\\/x\\u002By"}}\n'
+               + "user\tbob\tpassword\t" + LOG_PW + "g\n"
+               + "bootstrap: the admin password is " + LOG_PW + "h (change it)\n"
+               + "the password is required\n")
+case("pod-log-formats", log_formats, [LOG_PW + s for s in "abcdefgh"], ct="text/plain", ext="log", detectors=True,
+     target="/api/v1/namespaces/dev/pods/orders-7d9f8c6b5-x2x9q/log?container=orders",
+     headers=[["Accept", "*/*"], ["User-Agent", KUBECTL_UA]],
+     note="log formats honest programs write: ANSI-coloured keys, curl -u, redis-cli -a, mysql -pX, percent-encoding, "
+          "JSON escapes, tab-separated and prose forms")
+
+# --------------------------------------------------------------------------------------------
+# Masker classes found after the hardening (new cases go last: the random stream above stays)
+
+CR_PW, CR_PASS = rnd(16), rnd(16)
+cr_creds = {"apiVersion": "example.com/v1", "kind": "Link", "metadata": meta("orders-link"),
+            "spec": {"connection": {"host": "orders-db", "pass": CR_PASS, "port": 5432}, "password": CR_PW,
+                     "secretName": "orders-db"}}
+case("custom-resource-credential-keys", doc(cr_creds), [CR_PW, CR_PASS],
+     target="/apis/example.com/v1/namespaces/dev/links/orders-link",
+     note="a custom resource with no mask rule: string values under credential-named keys are masked "
+          "(credential-keys); secretName only refers to a Secret and stays")
+
+CM_PW, CM_PW2 = rnd(16), rnd(16)
+GH_PAT2 = "ghp_" + rnd(36)
+cm_keys = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": meta("orders-env"),
+           "data": {"DB_PASSWORD": CM_PW, "LOG_LEVEL": "info", "password": CM_PW2},
+           "binaryData": {"gh.bin": b64(GH_PAT2 + "\n"), "logo.png": b64(bytes(range(0, 48)))}}
+case("configmap-credential-keys", doc(cm_keys), [CM_PW, CM_PW2, GH_PAT2, b64(GH_PAT2 + "\n")], detectors=True,
+     target="/api/v1/namespaces/dev/configmaps/orders-env",
+     note="ConfigMap data under credential-named keys (what envFrom makes an env var) is masked; binaryData is "
+          "decoded for the detectors and a value holding a token is replaced whole")
+
+ENV_DUP = rnd(16)
+env_dup = ('{"kind":"Pod","apiVersion":"v1","metadata":{"name":"dup","namespace":"dev"},"spec":{"containers":'
+           '[{"name":"app","image":"app:1","env":[{"name":"API_KEY","value":"' + ENV_DUP + '","name":"HARMLESS"}]}]}}\n')
+case("env-duplicate-name", env_dup, [ENV_DUP], target="/api/v1/namespaces/dev/pods/dup",
+     note="an env entry with `name` twice is judged by the strictest reading: its value is masked")
+
+AGG = rnd(16)
+agg_list = ('{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":[{"kind":"Secret",'
+            '"apiVersion":"v1","metadata":{"name":"s","namespace":"dev"},"data":{"p":"' + b64(AGG) + '"}}]}\n')
+case("aggregated-list-secret-item", agg_list, [AGG, b64(AGG)], target="/apis/metrics.k8s.io/v1beta1/namespaces/dev/pods",
+     error="malformed",
+     note="a Secret item in a PodMetricsList contradicts its list's item kind: the response ends before its data")
 
 with open(os.path.join(HERE, "cases.json"), "w", encoding="utf-8") as f:
     json.dump(cases, f, indent=1, ensure_ascii=False)

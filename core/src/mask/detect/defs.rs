@@ -25,6 +25,9 @@ pub(crate) enum Post {
     Pem,
     /// A fragment of base64: the span grows over the whole base64 run around it.
     Base64Run,
+    /// A value in prose (`the password is X`): as [`Post::Value`] with 4 bytes, and not a word
+    /// that goes on the sentence (`is required`, `was changed`).
+    Prose,
 }
 
 /// A pattern: a regex, or a key regex that takes the generic assignment and value after it.
@@ -70,7 +73,7 @@ use Class::{
     Token68, Upper32, UserInfo,
 };
 use Pat::{Assign, Re};
-use Post::{Base64Run, Basic, Pem, Plain, Value, Word};
+use Post::{Base64Run, Basic, Pem, Plain, Prose, Value, Word};
 
 const GENERIC: Post = Value {
     min: 4,
@@ -866,7 +869,7 @@ pub(crate) const DEFS: &[Def] = &[
     ),
     d(
         "cli-credential-flag",
-        "--password value, --token value and similar command-line flags",
+        "--password value, --db-pass=value, -password value, --token, --api-key, --client-secret and any flag whose name ends in a credential word",
         &[
             kw("--password").guard(Guard::Space),
             kw("--passwd").guard(Guard::Space),
@@ -876,11 +879,99 @@ pub(crate) const DEFS: &[Def] = &[
             kw("--client-secret").guard(Guard::Space).at(7),
             kw("--access-token").guard(Guard::Space),
             kw("--auth-token").guard(Guard::Space),
+            // Guarded: names such as `app-credentials` and `default-token-x` are everywhere.
+            kw("-pass").guard(Guard::Space),
+            kw("-password").guard(Guard::Space).at(2),
+            kw("-passwd").guard(Guard::Space),
+            kw("-passphrase").guard(Guard::Space).at(3),
+            kw("-pwd").next(AssignStart).guard(Guard::Space),
+            kw("-secret").guard(Guard::Space),
+            kw("-token").guard(Guard::Space),
+            kw("-apikey").guard(Guard::Space),
+            kw("-credential").guard(Guard::Space),
+            kw("-credentials").guard(Guard::Space),
         ],
         &[Re(
-            r#"--(?i:password|passwd|token|secret|api-key|client-secret|access-token|auth-token)[ \t]+(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^\s"'\-][^\s"']*))"#,
+            r#"(?:^|[\s"'=])--?[A-Za-z0-9_.-]*?(?i:password|passwd|passphrase|pass|pwd|secret|token|api-?key|apikey|credentials?)[ \t=]+(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^\s"'\-][^\s"']*))"#,
             GENERIC,
         )],
+    ),
+    d(
+        "cli-short-credential-flag",
+        "short credential flags of known tools: curl -u user:password, --user user:password, mysql -pPASSWORD, redis-cli -a X, docker login -p X, sshpass -p X, mongo -p X",
+        &[
+            // Tool names followed by a space (a command line), not `mysql-0` or `mongodb://`.
+            kw("curl").next(AssignStart).guard(Guard::Space),
+            kw("--user").guard(Guard::Space),
+            kw("mysql").guard(Guard::Space),
+            kw("mysqldump").guard(Guard::Space),
+            kw("mysqladmin").guard(Guard::Space),
+            kw("mysqlimport").guard(Guard::Space),
+            kw("mysqlcheck").guard(Guard::Space),
+            kw("mysqlshow").guard(Guard::Space),
+            kw("mysqlsh").guard(Guard::Space),
+            kw("mariadb").guard(Guard::Space),
+            kw("mariadb-dump").guard(Guard::Space),
+            kw("mariadb-admin").guard(Guard::Space),
+            kw("redis-cli").at(2).guard(Guard::Space),
+            kw("valkey-cli").at(3).guard(Guard::Space),
+            kw("keydb-cli").at(2).guard(Guard::Space),
+            kw("login").guard(Guard::Space),
+            kw("sshpass").guard(Guard::Space),
+            kw("mongo").guard(Guard::Space),
+            kw("mongosh").guard(Guard::Space),
+            kw("mongodump").guard(Guard::Space),
+            kw("mongorestore").guard(Guard::Space),
+            kw("mongoexport").guard(Guard::Space),
+            kw("mongoimport").guard(Guard::Space),
+        ],
+        &[
+            Re(
+                r#"(?:^|[\s"'])(?:-u[ \t]*|--user[ \t=]+)["']?[^\s:"'/@]{1,256}:([^\s"']{1,256})"#,
+                URL_PW,
+            ),
+            Re(
+                r#"(?i:mysql(?:dump|admin|import|check|show|sh)?|mariadb(?:-dump|-admin)?)\b[^\r\n]{0,256}?[ \t]-p([^\s"'-][^\s"']*)"#,
+                URL_PW,
+            ),
+            Re(
+                r#"(?i:redis-cli|valkey-cli|keydb-cli)\b[^\r\n]{0,256}?[ \t](?:-a|--pass)[ \t]+([^\s"']+)"#,
+                URL_PW,
+            ),
+            Re(
+                r#"(?i:login)\b[^\r\n]{0,256}?[ \t]-p[ \t]*([^\s"'-][^\s"']*)"#,
+                URL_PW,
+            ),
+            Re(r#"(?i:sshpass)[ \t]+-p[ \t]*([^\s"']+)"#, URL_PW),
+            Re(
+                r#"(?i:mongo(?:sh|dump|restore|export|import)?)\b[^\r\n]{0,256}?[ \t]-p[ \t]+([^\s"'-][^\s"']*)"#,
+                URL_PW,
+            ),
+        ],
+    ),
+    d(
+        "prose-credential",
+        "tab-separated and prose forms: password<TAB>value, \"the password is value\", token was value",
+        &[
+            kw("password").guard(ASSIGN_KW).at(2),
+            kw("passwd").guard(ASSIGN_KW).at(1),
+            kw("passphrase").guard(ASSIGN_KW).at(3),
+            kw("secret").guard(ASSIGN_KW),
+            kw("token").guard(ASSIGN_KW),
+            kw("api_key").guard(ASSIGN_KW).at(2),
+            kw("api-key").guard(ASSIGN_KW).at(2),
+            kw("apikey").guard(ASSIGN_KW).at(1),
+        ],
+        &[
+            Re(
+                r#"(?i:password|passwd|passphrase|secret|token|api[_.-]?key)(?:\\?["'])?\t+["']?([^\s"'`,;&\\<>{}\[\]()][^\s"'`,;&\\<>]*)"#,
+                GENERIC,
+            ),
+            Re(
+                r#"(?i:password|passwd|passphrase|secret|token|api[_.-]?key)(?:\\?["'])?[ \t]+(?i:is|was)[ \t]*:?[ \t]+["']?([^\s"'`,;&\\<>{}\[\]()][^\s"'`,;&\\<>]*)"#,
+                Prose,
+            ),
+        ],
     ),
     // ---- Generic assignments (last: anything more specific wins) ------------------------
     d(

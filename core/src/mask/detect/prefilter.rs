@@ -102,7 +102,8 @@ pub(crate) enum Guard {
     /// Nothing.
     None,
     /// An assignment: optional `\`, optional closing quote, spaces or tabs, then `:`, `=` or
-    /// `>` (`password=`, `"password": `, `<password>`).
+    /// `>` (`password=`, `"password": `, `<password>`); or a tab then a value
+    /// (`password<TAB>x`); or spaces then `is` or `was` (`the password is x`).
     Assign,
     /// A space or a tab (`Bearer tok`, `--password value`; `=` too, for `--password=value`).
     Space,
@@ -129,10 +130,23 @@ impl Guard {
                 if matches!(rest.get(j), Some(b'"' | b'\'')) {
                     j += 1;
                 }
+                let gap = j;
                 while matches!(rest.get(j), Some(b' ' | b'\t')) {
                     j += 1;
                 }
-                matches!(rest.get(j), Some(b':' | b'=' | b'>'))
+                if matches!(rest.get(j), Some(b':' | b'=' | b'>')) {
+                    return true;
+                }
+                // Tab-separated (`password<TAB>value`) and prose (`password is value`).
+                let word = rest.get(j..).unwrap_or_default();
+                let prose = [&b"is"[..], b"was"].iter().any(|w| {
+                    word.len() > w.len()
+                        && word[..w.len()].eq_ignore_ascii_case(w)
+                        && matches!(word[w.len()], b' ' | b'\t' | b':')
+                });
+                (rest.get(gap) == Some(&b'\t')
+                    && word.first().is_some_and(|b| !b.is_ascii_whitespace()))
+                    || (j > gap && prose)
             }
             Guard::Space => matches!(rest.first(), Some(b' ' | b'\t' | b'=')),
             Guard::Url => {
