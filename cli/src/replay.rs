@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use kubeleash_core::display::{printable, shell_word};
 use kubeleash_core::kubectl;
 use kubeleash_core::record::{Record, audit_event, verify};
 use kubeleash_core::request::classify;
@@ -68,38 +69,80 @@ pub fn command(r: &Record) -> String {
     }
     match classify(&q.method, &q.target, &headers) {
         Ok(req) => kubectl::command(&req),
-        Err(_) => format!("{} {}", q.method, q.target),
+        Err(_) => format!("{} {}", shell_word(&q.method), shell_word(&q.target)),
     }
+}
+
+/// A recorded body as the lines of a quoted here-document: each line escaped for the terminal,
+/// and a delimiter that no line of the body equals, so the body can never end the document
+/// early and run what follows as commands.
+fn heredoc(cmd: &str, body: &str) -> String {
+    let lines: Vec<String> = body
+        .split('\n')
+        .map(|l| printable(l).into_owned())
+        .collect();
+    let mut delimiter = "EOF".to_string();
+    let mut n = 0;
+    while lines.contains(&delimiter) {
+        n += 1;
+        delimiter = format!("EOF{n}");
+    }
+    format!("{cmd} <<'{delimiter}'\n{}\n{delimiter}", lines.join("\n"))
+}
+
+/// A JSON line with every character a terminal could act on (JSON escapes only those below
+/// U+0020, not C1 controls such as CSI or bidirectional overrides) written as a `\uXXXX`
+/// escape: the same JSON value, safe to print.
+fn json_for_terminal(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut buf = [0u16; 2];
+    for c in line.chars() {
+        let mut one = [0u8; 4];
+        if matches!(
+            printable(c.encode_utf8(&mut one)),
+            std::borrow::Cow::Owned(_)
+        ) && c != '\\'
+        {
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A record's decision, as the timeline says it.
 pub fn decision_text(r: &Record) -> String {
     let d = &r.body.decision;
+    // Every recorded string may carry bytes the agent chose: escape them for the terminal.
     let rule = d
         .rule
         .as_deref()
-        .map(|r| format!(" by rule {r}"))
+        .map(|r| format!(" by rule {}", printable(r)))
         .unwrap_or_default();
+    let approver = || printable(d.approver.as_deref().unwrap_or("?")).into_owned();
     match r.body.kind.as_str() {
         "held" => format!(
             "held for approval {}{rule}",
-            d.approval_id.as_deref().unwrap_or_default()
+            printable(d.approval_id.as_deref().unwrap_or_default())
         ),
-        "approval" => format!("approved by {}", d.approver.as_deref().unwrap_or("?")),
+        "approval" => format!("approved by {}", approver()),
         _ => match d.outcome.as_str() {
             "refused" => {
                 let by = d
                     .approver
                     .as_deref()
-                    .map(|a| format!(", approval denied by {a}"))
+                    .map(|a| format!(", approval denied by {}", printable(a)))
                     .unwrap_or_default();
                 format!("DENIED{rule}{by}")
             }
-            "approved" => format!(
-                "allowed after approval by {}",
-                d.approver.as_deref().unwrap_or("?")
+            "approved" => format!("allowed after approval by {}", approver()),
+            "audited" => format!(
+                "allowed in audit mode (policy: {}{rule})",
+                printable(&d.effect)
             ),
-            "audited" => format!("allowed in audit mode (policy: {}{rule})", d.effect),
             _ => format!("allowed{rule}"),
         },
     }
@@ -139,31 +182,43 @@ pub fn run(a: Args) -> ExitCode {
     };
     let v = verify(&log);
     for w in &v.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", printable(w));
     }
     for (line, p) in &v.problems {
-        eprintln!("{}:{line}: chain broken: {p}", a.file.display());
+        eprintln!(
+            "{}:{line}: chain broken: {}",
+            a.file.display(),
+            printable(p)
+        );
     }
     for r in v.records.iter().filter(|r| keep(r, &a)) {
         match a.format {
-            Format::Json => println!("{}", serde_json::to_string(r).unwrap_or_default()),
-            Format::Audit => println!("{}", audit_event(r)),
+            Format::Json => println!(
+                "{}",
+                json_for_terminal(&serde_json::to_string(r).unwrap_or_default())
+            ),
+            Format::Audit => println!("{}", json_for_terminal(&audit_event(r).to_string())),
             Format::Kubectl => {
                 let who = if r.body.identity.user.is_empty() {
                     "anonymous"
                 } else {
                     &r.body.identity.user
                 };
-                println!("{}  {who}  {}", r.body.time, decision_text(r));
+                println!(
+                    "{}  {}  {}",
+                    printable(&r.body.time),
+                    printable(who),
+                    decision_text(r)
+                );
                 let cmd = command(r);
                 match r
                     .body
                     .request
                     .body
                     .as_deref()
-                    .filter(|_| cmd.contains(" -f -") || cmd.contains("$(cat)"))
+                    .filter(|_| cmd.contains(" -f -") || cmd.contains("--patch-file=/dev/stdin"))
                 {
-                    Some(body) => println!("    {cmd} <<'EOF'\n{body}\nEOF"),
+                    Some(body) => println!("    {}", heredoc(&cmd, body)),
                     None => println!("    {cmd}"),
                 }
             }

@@ -219,8 +219,21 @@ fn eval_target_is_taken_as_sent() {
 
 #[test]
 fn eval_headers_are_used() {
+    // A stream subresource is `create` however it is asked for; a proxy is `create` only when
+    // it upgrades (then it is a raw tunnel), and keeps its method's verb otherwise.
     let plain = agent_eval(&["GET", "/api/v1/namespaces/dev/pods/web/exec?command=sh"]);
-    assert_eq!(plain["request"]["verb"], "get");
+    assert_eq!(plain["request"]["verb"], "create");
+    let proxy = agent_eval(&["GET", "/api/v1/namespaces/dev/pods/web/proxy/x"]);
+    assert_eq!(proxy["request"]["verb"], "get");
+    let tunnel = agent_eval(&[
+        "--header",
+        "Upgrade: websocket",
+        "--header",
+        "Connection: Upgrade",
+        "GET",
+        "/api/v1/namespaces/dev/pods/web/proxy/x",
+    ]);
+    assert_eq!(tunnel["request"]["verb"], "create");
     let ws = agent_eval(&[
         "--header",
         "Upgrade: websocket",
@@ -550,5 +563,87 @@ fn import_rbac_output_compiles_and_decides() {
     assert_usage_error(
         &run(bin().args(["import-rbac", "/nonexistent/roles.yaml"])),
         "cannot read `/nonexistent/roles.yaml`",
+    );
+}
+
+#[test]
+fn kubeconfig_puts_the_proxy_token_in_the_server_url_and_refuses_anything_else() {
+    let s = Scratch::new("kubeconfig");
+    let token = format!("kubeleash-{}", "0123456789abcdef".repeat(4));
+    let good = s.file("agent.token", &format!("{token}\n"));
+    let o = run(bin().args([
+        "kubeconfig",
+        "--server",
+        "http://127.0.0.1:8001/",
+        "--namespace",
+        "dev",
+        "--proxy-token-file",
+        good.to_str().unwrap(),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains(&format!("server: \"http://127.0.0.1:8001/{token}\"")),
+        "{text}"
+    );
+    for word in [
+        "client-key",
+        "client-certificate",
+        "password",
+        "exec",
+        "tokenFile",
+    ] {
+        assert!(!text.contains(word), "{word} in:\n{text}");
+    }
+    // A file that is not a proxy token (an operator's credential given by mistake) is refused
+    // and not echoed.
+    let wrong = s.file(
+        "wrong.token",
+        "eyJhbGciOiJSUzI1NiJ9.operator-credential.sig\n",
+    );
+    let o = run(bin().args([
+        "kubeconfig",
+        "--server",
+        "http://127.0.0.1:8001",
+        "--proxy-token-file",
+        wrong.to_str().unwrap(),
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    assert!(
+        stderr(&o).contains("does not hold a kubeleash proxy token")
+            && !stderr(&o).contains("operator-credential"),
+        "{}",
+        stderr(&o)
+    );
+    // --token-file (an OIDC token kubectl reads) and --proxy-token-file do not mix.
+    let o = run(bin().args([
+        "kubeconfig",
+        "--server",
+        "http://127.0.0.1:8001",
+        "--proxy-token-file",
+        good.to_str().unwrap(),
+        "--token-file",
+        good.to_str().unwrap(),
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn proxy_with_a_fixed_identity_needs_somewhere_to_put_its_token() {
+    let o = run(bin().args([
+        "proxy",
+        "--policy",
+        repo("examples/agent-policy.yaml").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        "agent-1",
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--agent-kubeconfig") && stderr(&o).contains("--agent-token-file"),
+        "{}",
+        stderr(&o)
     );
 }

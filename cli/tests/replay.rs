@@ -250,3 +250,79 @@ fn verify_finds_every_kind_of_tampering() {
         "a running recorder's log verifies with --allow-open: {err}"
     );
 }
+
+/// Whatever the agent put in a recorded string (identity, rule, target, body), the timeline
+/// prints no control character or terminal escape, every command word is quoted, and a body
+/// cannot end its here-document early.
+#[test]
+fn hostile_records_print_quoted_and_escaped() {
+    let mut chain = Chain::new("test");
+    let mut log = String::new();
+    let hostile = [
+        (
+            "POST",
+            "/api/v1/namespaces/x$(touch${IFS}PWNED)/configmaps",
+            "{\"a\":1}\nEOF\ntouch PWNED\n",
+        ),
+        ("GET", "/apis/x`id`.io/v1/foos", ""),
+        ("GET", "/api/v1/namespaces/dev/pods/a'b|id", ""),
+    ];
+    for (i, (method, target, body)) in hostile.iter().enumerate() {
+        let rec = RecordBody {
+            time: format!("2026-11-27T10:00:{i:02}.000Z"),
+            kind: "request".into(),
+            identity: Identity::new("agent\u{1b}]0;owned\u{7}\u{9b}2J", ["g\u{202e}x"]),
+            request: RecordedRequest {
+                method: method.to_string(),
+                target: target.to_string(),
+                content_type: Some("application/json".into()),
+                body: (!body.is_empty()).then(|| body.to_string()),
+                ..Default::default()
+            },
+            decision: RecordedDecision {
+                effect: "allow".into(),
+                outcome: "forwarded".into(),
+                reason: "r\u{1b}[2J".into(),
+                rule: Some("rule\u{1b}[31m".into()),
+                ..Default::default()
+            },
+            response: None,
+        };
+        log.push_str(&chain.seal(rec));
+        log.push('\n');
+    }
+    let p = write("hostile.jsonl", &log);
+    for format in ["kubectl", "json", "audit"] {
+        let (_, out, err) = replay(&[p.to_str().unwrap(), "--format", format]);
+        let bad = |c: char| c.is_control() && c != '\n' || matches!(c, '\u{202a}'..='\u{202e}');
+        assert!(
+            !out.chars().any(bad),
+            "{format}: raw control character in:\n{out:?}"
+        );
+        assert!(
+            !err.chars().any(bad),
+            "{format}: raw control character in:\n{err:?}"
+        );
+        if format != "kubectl" {
+            for line in out.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert!(v.is_object());
+            }
+        }
+    }
+    let (_, out, _) = replay(&[p.to_str().unwrap()]);
+    assert!(out.contains(r"agent\u{1b}]0;owned\u{7}\u{9b}2J"), "{out}");
+    assert!(out.contains(r"rule\u{1b}[31m"), "{out}");
+    assert!(
+        out.contains("kubectl create -n 'x$(touch${IFS}PWNED)' -f - <<'EOF1'\n"),
+        "{out}"
+    );
+    // A target refused for its invalid group is printed whole, in single quotes.
+    assert!(out.contains("GET '/apis/x`id`.io/v1/foos'"), "{out}");
+    assert!(
+        out.contains("kubectl get pod 'a'\\''b|id' -n dev -o yaml"),
+        "{out}"
+    );
+    // A body line `EOF` does not end the here-document: its delimiter is another word.
+    assert!(!out.contains("<<'EOF'\n"), "{out}");
+}

@@ -20,11 +20,13 @@
 //! ```
 
 mod decode;
+mod delete_options;
 mod error;
 mod json_patch;
 mod strict_json;
 
 pub use decode::decode;
+pub(crate) use delete_options::from_body as delete_options;
 pub use error::BodyError;
 
 /// What a decoded body is, which decides how a policy may judge it.

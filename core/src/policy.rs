@@ -60,17 +60,33 @@
 //!   slipped past with a second container. Numbers compare by value (`-0`, `0` and `0.0` are
 //!   one number, as for the API server's decoder), and a `matches` glob's `*` crosses line
 //!   breaks. Bodies are decoded as the API server decodes them, and refused where a parser
-//!   could disagree with it (see [`crate::body`]). A JSON patch cannot be judged from its text:
-//!   conditioned `deny`/`approve` rules apply to it, `allow` rules not.
-//!   Merge, strategic merge and apply patches are judged on the patch body.
+//!   could disagree with it (see [`crate::body`]). A patch whose effect depends on the stored
+//!   object cannot be judged from its text: conditioned `deny`/`approve` rules apply to it,
+//!   `allow` rules not. That is every JSON patch, and every merge, strategic merge or apply patch
+//!   that removes fields (a `null`; `$patch: delete` or `replace`, `$retainKeys`,
+//!   `$deleteFromPrimitiveList/...` or an unknown `$` directive). Other merge, strategic merge
+//!   and apply patches are judged on the patch body, except that a server-side apply also
+//!   removes the fields its manager owned and the body omits: for it a `deny`/`approve`
+//!   condition on absence or inequality (`exists: false`, `notEquals`, `notIn`, `equals: null`,
+//!   a negated filter) counts as holding.
+//! - Every write's body is checked whatever the rules say (so [`Policy::needs_body`] is true for
+//!   every create, update and patch): a body that carries a mask marker (`[masked]`, its base64
+//!   form, an `[hmac:...]` token, a detector's `[masked:<name>]`) in any string is refused, since
+//!   writing it back would overwrite the real value; a JSON patch that reads a value (`copy` or
+//!   `move` from, `test`) anywhere but a `metadata` scalar no mask covers for the resource's
+//!   kind is refused, since it would launder a masked value or guess at one.
 //! - Privileged requests (exec, attach, port-forward, ephemeral containers, every proxy, token
-//!   requests, secrets of token types, RBAC writes, CSR approval, token and access reviews,
+//!   requests, secrets of token types (which an allow rule grants only when a `when` condition
+//!   pins `$.type` to the token type: a `secrets` rule alone does not), RBAC writes, CSR approval, token and access reviews,
 //!   webhook, API service and CRD writes, impersonation) are allowed only by a rule that lists
 //!   the verb and the resource by name; a `*` never grants them. Impersonation headers are
 //!   checked as the API server checks them (`impersonate` on `users`, `groups`,
 //!   `serviceaccounts`, `uids`, `userextras/<key>`; a user name is a service account only when
 //!   the API server reads it as one). A bearer token in a WebSocket subprotocol and
 //!   front-proxy identity headers are always refused.
+//! - Streams are `create`: every request on `exec`, `attach` or `portforward`, whatever its
+//!   method or upgrade, and an upgrade on any `proxy` subresource (see
+//!   [`crate::request::classify`]), so a `get` rule never covers one.
 //! - Server-side apply (YAML or CBOR) needs `patch` and `create`, as in the API server.
 
 mod compile;
@@ -79,7 +95,10 @@ mod error;
 mod eval;
 mod glob;
 mod index;
+mod markers;
 mod masks;
+mod patch_reads;
+mod patch_shape;
 mod privileged;
 pub mod rbac;
 mod selftest;
@@ -249,7 +268,10 @@ impl Policy {
     }
 
     /// Whether [`Policy::decide`] may need this request's body, so a data path can skip reading
-    /// it when no rule looks at it.
+    /// it when nothing looks at it: always for a create, update or patch of a resource (every
+    /// write's body is checked for mask markers and masked-field reads), otherwise when a rule
+    /// with conditions could match. Deciding without a body this says is not needed gives the
+    /// same decision as with it.
     pub fn needs_body(&self, identity: &Identity, request: &Request) -> bool {
         eval::needs_body(&self.inner, identity, request)
     }

@@ -17,14 +17,21 @@
 //! ```
 
 mod classify;
+mod delete_options;
 mod error;
 mod facts;
+mod names;
+mod params;
 mod path;
 mod query;
 mod selector;
 
 pub use classify::classify;
+pub use delete_options::{DeleteOptions, OptionsSource};
+pub(crate) use delete_options::{PROPAGATION_POLICIES, QUERY_KEYS as DELETE_OPTIONS_QUERY_KEYS};
 pub use error::NonCanonical;
+pub use params::QueryParams;
+pub use query::flag_value;
 
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +125,8 @@ pub struct Impersonation {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Facts {
-    /// `dryRun=All` was given (in the query; a DeleteOptions body can also carry it).
+    /// The request is a dry run: `dryRun=All` in the query, or, for a DELETE, in the
+    /// `DeleteOptions` the API server acts on (see [`Facts::delete_options`]).
     pub dry_run: bool,
     /// The request is a watch (`watch` query truthiness or the legacy `/watch/` prefix).
     pub watch: bool,
@@ -141,6 +149,11 @@ pub struct Facts {
     pub label_selector: Option<String>,
     /// The raw first `fieldSelector`, decoded.
     pub field_selector: Option<String>,
+    /// For a `delete` or `deletecollection`, the options the API server acts on: from the
+    /// query at classification, replaced by the body's by [`Request::with_body_facts`] (the
+    /// API server ignores the query's options when the body is non-empty). `None` for other
+    /// verbs.
+    pub delete_options: Option<DeleteOptions>,
 }
 
 /// A classified request: the method, the target as sent, its attributes and facts.
@@ -155,4 +168,49 @@ pub struct Request {
     pub attributes: Attributes,
     /// Further facts for policies and the data path.
     pub facts: Facts,
+}
+
+impl Request {
+    /// Refine the facts with the request body, for the facts the API server takes from the
+    /// body rather than the target: call it once the body is read, before the facts are used
+    /// (recorded, rendered as a `kubectl` line, shown to an approver). `body` is the body as
+    /// sent; `None` and an empty body change nothing.
+    ///
+    /// Today that is a DELETE's `DeleteOptions`: a non-empty body replaces the query's options
+    /// ([`Facts::delete_options`], and [`Facts::dry_run`] with them), as in the API server. A
+    /// DELETE that carries options in both its query and a body, or whose body is not valid
+    /// `DeleteOptions`, is refused; [`crate::policy::Policy::decide`] denies the same requests,
+    /// so a caller that refuses on `Err` and one that lets `decide` refuse agree.
+    ///
+    /// ```
+    /// use kubeleash_core::request::classify;
+    ///
+    /// let target = "/api/v1/namespaces/dev/configmaps/x";
+    /// let mut req = classify("DELETE", target, &http::HeaderMap::new())?;
+    /// req.with_body_facts(Some(br#"{"dryRun":["All"]}"#))?;
+    /// assert!(req.facts.dry_run);
+    ///
+    /// let mut req = classify("DELETE", &format!("{target}?dryRun=All"), &http::HeaderMap::new())?;
+    /// assert!(req.facts.dry_run);
+    /// let both = req.with_body_facts(Some(br#"{"propagationPolicy":"Background"}"#));
+    /// assert_eq!(both.map_err(|e| e.code()), Err("delete-options-twice"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_body_facts(&mut self, body: Option<&[u8]>) -> Result<(), crate::body::BodyError> {
+        let Some(body) = body.filter(|b| !b.is_empty()) else {
+            return Ok(());
+        };
+        if self.facts.delete_options.is_none() {
+            return Ok(());
+        }
+        let options = crate::body::delete_options(self, body)?;
+        self.facts.dry_run = options.dry_run;
+        self.facts.delete_options = Some(options);
+        Ok(())
+    }
+
+    /// Every parameter of the target's query, decoded as the API server decodes it.
+    pub fn query_params(&self) -> QueryParams {
+        QueryParams::of_target(&self.target)
+    }
 }

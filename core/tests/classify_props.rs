@@ -4,7 +4,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use kubeleash_core::request::{Attributes, classify};
+use kubeleash_core::request::{Attributes, NonCanonical, classify};
 use proptest::prelude::*;
 
 /// Header names classification reads, plus a few it does not.
@@ -335,6 +335,160 @@ proptest! {
         prop_assume!(!bare_special);
         let target = parts.target();
         let result = classify(parts.method, &target, &HeaderMap::new());
+        // The generator's names may land in the resource position (`/api/v1/watch/a.0`); those
+        // are refused, and only those.
+        if let Err(NonCanonical::InvalidName { segment, part, .. }) = &result {
+            let valid = if *part == "version" { is_dns_label(segment) } else { is_resource_name(segment) };
+            prop_assert!(!valid, "{} {}: {:?}", parts.method, target, result);
+            return Ok(());
+        }
         prop_assert!(result.is_ok(), "{} {}: {:?}", parts.method, target, result);
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    s.len() <= 63
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+        && s.chars().all(|c| alnum(c) || c == '-')
+}
+
+fn is_resource_name(s: &str) -> bool {
+    let start = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    s.len() <= 253
+        && s.starts_with(start)
+        && s.ends_with(start)
+        && s.chars().all(|c| start(c) || c == '-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Upgrade header values: none, the real ones, and odd ones.
+fn upgrade_values() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(prop_oneof![
+        proptest::sample::select(vec![
+            "websocket",
+            "WebSocket",
+            "SPDY/3.1",
+            "spdy/3.1",
+            "h2c",
+            "x",
+            "",
+            "tls/1.3",
+            "h2c, websocket",
+            "SPDY/3.1+portforward.k8s.io",
+            "  websocket  ",
+        ])
+        .prop_map(String::from),
+        "[ -~]{0,16}",
+    ])
+}
+
+fn any_method() -> impl Strategy<Value = String> {
+    prop_oneof![
+        proptest::sample::select(vec![
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+            "PROPFIND", "get", "post",
+        ])
+        .prop_map(String::from),
+        "[A-Za-z]{1,10}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// Every request on an `exec`, `attach` or `portforward` subresource is `create`, whatever
+    /// its method, upgrade token, group and path form; an upgrade on a `proxy` subresource is
+    /// `create` too, and without an upgrade a proxy keeps the verb of its method. So no `get`
+    /// (or `list`, `watch`, `update`, ...) rule ever covers a stream.
+    #[test]
+    fn streams_are_always_create(
+        method in any_method(),
+        upgrade in upgrade_values(),
+        sub in proptest::sample::select(vec!["exec", "attach", "portforward", "proxy"]),
+        group in proptest::sample::select(vec!["", "apps", "x.example.com"]),
+        resource in proptest::sample::select(vec!["pods", "services", "nodes", "foos"]),
+        namespaced in any::<bool>(),
+        watch_prefix in any::<bool>(),
+        query in proptest::sample::select(vec!["", "?command=sh&stdin=true", "?watch=1", "?ports=80"]),
+        subpath in proptest::sample::select(vec!["", "/x", "/exec/ns/p/c"]),
+        extra in proptest::collection::vec((proptest::sample::select(HEADER_NAMES), "[ -~]{0,12}"), 0..3),
+    ) {
+        let prefix = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/v1") };
+        let watch = if watch_prefix { "/watch" } else { "" };
+        let ns = if namespaced { "/namespaces/dev" } else { "" };
+        let target = format!("{prefix}{watch}{ns}/{resource}/p/{sub}{subpath}{query}");
+        let mut pairs: Vec<(String, Vec<u8>)> = extra
+            .into_iter()
+            .filter(|(n, _)| *n != "upgrade")
+            .map(|(n, v)| (n.to_string(), v.into_bytes()))
+            .collect();
+        if let Some(u) = &upgrade {
+            pairs.push(("upgrade".into(), u.clone().into_bytes()));
+        }
+        let headers = header_map(&pairs);
+        let upgrading = headers.contains_key("upgrade");
+        let Ok(req) = classify(&method, &target, &headers) else {
+            // Refused (a bad header, say): nothing reaches the API server.
+            return Ok(());
+        };
+        let a = &req.attributes;
+        prop_assert_eq!(a.subresource.as_str(), sub, "{} {}", method, target);
+        if sub != "proxy" || upgrading {
+            prop_assert_eq!(a.verb.as_str(), "create", "{} {} upgrade {:?}", method, target, upgrade);
+        } else {
+            // A proxy without an upgrade keeps the API server's verb.
+            let create = method == "POST" && !watch_prefix;
+            prop_assert_eq!(a.verb == "create", create, "{} {}", method, target);
+        }
+    }
+
+    /// Group, version, resource and subresource segments are accepted exactly when they are
+    /// valid Kubernetes names, so what reaches a printed `kubectl` line in these positions is
+    /// always a plain name.
+    #[test]
+    fn only_valid_names_are_classified(
+        method in proptest::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        position in 0usize..4,
+        segment in prop_oneof![
+            "[a-z0-9.-]{1,12}",
+            "[!$&'()*+,:=@a-zA-Z0-9._~-]{1,12}",
+            "[a-z0-9_-]{1,12}",
+            Just("x$(touch${IFS}PWNED)".to_string()),
+            Just("a`id`".to_string()),
+            Just("Pods".to_string()),
+        ],
+    ) {
+        let mut parts = ["apps".to_string(), "v1".into(), "deployments".into(), "scale".into()];
+        parts[position] = segment.clone();
+        let [group, version, resource, sub] = &parts;
+        let target = format!("/apis/{group}/{version}/namespaces/dev/{resource}/web/{sub}");
+        let result = classify(method, &target, &HeaderMap::new());
+        let valid = match position {
+            0 => is_dns_subdomain(&segment),
+            1 => is_dns_label(&segment),
+            _ => is_resource_name(&segment),
+        };
+        // `watch` and `proxy` in the version's place are special verbs; skip those forms.
+        prop_assume!(!(position == 2 && matches!(segment.as_str(), "watch" | "proxy")));
+        match &result {
+            Ok(req) => {
+                prop_assert!(valid, "{} accepted: {:?}", target, req.attributes);
+                let a = &req.attributes;
+                prop_assert!(is_dns_subdomain(&a.api_group));
+                prop_assert!(is_dns_label(&a.api_version) && is_resource_name(&a.resource));
+                prop_assert!(a.subresource.is_empty() || is_resource_name(&a.subresource));
+            }
+            Err(NonCanonical::InvalidName { segment: s, .. }) => {
+                prop_assert!(!valid, "{} refused: {:?}", target, result);
+                prop_assert_eq!(s, &segment);
+            }
+            // Other refusals (a `%` in the segment, say) are fine too.
+            Err(_) => {}
+        }
     }
 }

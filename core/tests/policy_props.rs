@@ -671,3 +671,191 @@ proptest! {
         }
     }
 }
+
+// ---- DeleteOptions: the body overrides the query (kubernetes-semantics.md §6.8) ----------
+
+/// A policy that allows every delete of configmaps in `dev`, so only kubeleash's own checks
+/// can refuse one.
+static DELETES: LazyLock<Policy> = LazyLock::new(|| {
+    Policy::from_yaml(
+        "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - name: deletes\n      effect: allow\n      verbs: [delete, deletecollection]\n      apiGroups: [\"\"]\n      resources: [configmaps]\n      namespaces: [dev]\n",
+    )
+    .unwrap()
+});
+
+/// One `DeleteOptions` field, as the query or a body may carry it.
+#[derive(Debug, Clone)]
+enum Opt {
+    DryRun,
+    Propagation(&'static str),
+    Grace(i64),
+    Orphan(bool),
+}
+
+fn opt() -> impl Strategy<Value = Opt> {
+    prop_oneof![
+        Just(Opt::DryRun),
+        prop::sample::select(vec!["Orphan", "Background", "Foreground"]).prop_map(Opt::Propagation),
+        prop_oneof![Just(0i64), Just(30), Just(-1)].prop_map(Opt::Grace),
+        any::<bool>().prop_map(Opt::Orphan),
+    ]
+}
+
+/// What a DELETE's body holds.
+#[derive(Debug, Clone)]
+enum DeleteBody {
+    None,
+    Empty,
+    Whitespace,
+    /// A DeleteOptions object with these fields, and maybe an empty `dryRun` list.
+    Options(Vec<Opt>, bool),
+    /// Not DeleteOptions: an unknown (or wrongly cased) key, a wrong type, not JSON.
+    Invalid(&'static str),
+}
+
+fn delete_body() -> impl Strategy<Value = DeleteBody> {
+    prop_oneof![
+        Just(DeleteBody::None),
+        Just(DeleteBody::Empty),
+        Just(DeleteBody::Whitespace),
+        (prop::collection::vec(opt(), 0..4), any::<bool>())
+            .prop_map(|(o, empty)| DeleteBody::Options(o, empty)),
+        prop::sample::select(vec![
+            r#"{"DryRun":["All"]}"#,
+            r#"{"dryrun":["All"]}"#,
+            r#"{"dryRun":"All"}"#,
+            r#"{"dryRun":["all"]}"#,
+            r#"{"gracePeriodSeconds":"0"}"#,
+            r#"{"gracePeriodSeconds":1.5}"#,
+            r#"{"propagationPolicy":"orphan"}"#,
+            r#"{"kind":"Pod"}"#,
+            r#"{"dryRun":["All"],"dryRun":[]}"#,
+            r#"["dryRun"]"#,
+            "null",
+            "dryRun=All",
+            "{",
+        ])
+        .prop_map(DeleteBody::Invalid),
+    ]
+}
+
+impl DeleteBody {
+    fn bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            DeleteBody::None => None,
+            DeleteBody::Empty => Some(Vec::new()),
+            DeleteBody::Whitespace => Some(b" \n".to_vec()),
+            DeleteBody::Options(opts, empty_dry_run) => {
+                let mut o = serde_json::Map::new();
+                if *empty_dry_run {
+                    o.insert("dryRun".into(), json!([]));
+                }
+                for opt in opts {
+                    let (k, v) = match opt {
+                        Opt::DryRun => ("dryRun", json!(["All"])),
+                        Opt::Propagation(p) => ("propagationPolicy", json!(p)),
+                        Opt::Grace(g) => ("gracePeriodSeconds", json!(g)),
+                        Opt::Orphan(b) => ("orphanDependents", json!(b)),
+                    };
+                    o.insert(k.into(), v);
+                }
+                Some(Value::Object(o).to_string().into_bytes())
+            }
+            DeleteBody::Invalid(text) => Some(text.as_bytes().to_vec()),
+        }
+    }
+}
+
+fn query_of(opts: &[Opt]) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let pairs: Vec<String> = opts
+        .iter()
+        .filter_map(|o| {
+            let (k, v) = match o {
+                Opt::DryRun => ("dryRun", "All".to_string()),
+                Opt::Propagation(p) => ("propagationPolicy", p.to_string()),
+                Opt::Grace(g) => ("gracePeriodSeconds", g.to_string()),
+                Opt::Orphan(b) => ("orphanDependents", b.to_string()),
+            };
+            seen.insert(k).then(|| format!("{k}={v}"))
+        })
+        .collect();
+    pairs.join("&")
+}
+
+/// The API server's reading (`handlers/delete.go`), written independently of kubeleash:
+/// `Some(dry_run)` for what it does, `None` when it answers 400 instead of deleting.
+fn server_dry_run(query: &[Opt], body: Option<&[u8]>) -> Option<bool> {
+    let Some(bytes) = body.filter(|b| !b.is_empty()) else {
+        return Some(query.iter().any(|o| matches!(o, Opt::DryRun)));
+    };
+    // A non-empty body: the query is ignored, whatever it says.
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let object = v.as_object()?;
+    match object.get("dryRun") {
+        None | Some(Value::Null) => Some(false),
+        Some(Value::Array(a)) if a.iter().all(|x| x == "All") => Some(!a.is_empty()),
+        Some(_) => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Invariant (§6.8): for a DELETE, the `dry_run` fact (and so the record and the kubectl
+    /// line) is what the API server will do, or the request is refused. Refused: options in
+    /// both the query and a non-empty body, and a body that is not DeleteOptions; never a
+    /// request kubectl sends (options only in the body, or only in the query). `decide`
+    /// refuses exactly what `with_body_facts` refuses, so a data path that only decides can
+    /// never forward a real delete whose classified facts said dry run.
+    #[test]
+    fn delete_dry_run_fact_is_what_the_server_does(
+        query in prop::collection::vec(opt(), 0..4),
+        body in delete_body(),
+        collection in any::<bool>(),
+    ) {
+        let q = query_of(&query);
+        let path = if collection {
+            "/api/v1/namespaces/dev/configmaps"
+        } else {
+            "/api/v1/namespaces/dev/configmaps/x"
+        };
+        let target = if q.is_empty() { path.to_string() } else { format!("{path}?{q}") };
+        let bytes = body.bytes();
+        let mut req = classify("DELETE", &target, &HeaderMap::new()).unwrap();
+        let classified_dry_run = req.facts.dry_run;
+        let id = Identity::new("agent", ["ai"]);
+        let decision = DELETES.decide(&id, &req, bytes.as_deref());
+        let refined = req.with_body_facts(bytes.as_deref());
+        let server = server_dry_run(&query, bytes.as_deref());
+        let nonempty = bytes.as_deref().is_some_and(|b| !b.is_empty());
+
+        // decide and with_body_facts agree on what is refused.
+        prop_assert_eq!(decision.effect == Effect::Deny, refused_flag(&refined), "{:?}", decision);
+        match refined {
+            Ok(()) => {
+                let server = server.expect("kubeleash accepted what the API server refuses");
+                prop_assert_eq!(req.facts.dry_run, server, "{} body {:?}", target, body);
+                let line = kubeleash_core::kubectl::command(&req);
+                if line.starts_with("kubectl ") {
+                    prop_assert_eq!(line.contains("--dry-run=server"), server, "{}", line);
+                }
+            }
+            Err(_) => {
+                // Refused only where kubectl never goes.
+                let both = nonempty && !query.is_empty();
+                let body_only_valid = matches!(body, DeleteBody::Options(..));
+                prop_assert!(both || !body_only_valid, "refused {} {:?}", target, body);
+            }
+        }
+        // Without `with_body_facts`, a dry run the classifier saw is still never a real
+        // delete that decide lets through.
+        if classified_dry_run && decision.effect == Effect::Allow {
+            prop_assert_eq!(server, Some(true), "{} {:?}", target, body);
+        }
+    }
+}
+
+fn refused_flag<E>(r: &Result<(), E>) -> bool {
+    r.is_err()
+}

@@ -214,6 +214,31 @@ pub enum BodyError {
         /// Its byte offset in the body.
         offset: usize,
     },
+
+    /// A DELETE carries `DeleteOptions` both in its query and in a non-empty body; the API
+    /// server would act on the body and silently ignore the query.
+    #[error(
+        "request carries DeleteOptions in its query ({}) and a request body; the API server \
+         reads the options from a non-empty body and ignores the query's, so the request does \
+         not do what its query says: put every option in the body (as kubectl does), or send \
+         no body",
+        KeyList(.keys)
+    )]
+    DeleteOptionsTwice {
+        /// The `DeleteOptions` keys in the query.
+        keys: Vec<String>,
+    },
+
+    /// A DELETE's body is not the `DeleteOptions` kubectl sends.
+    #[error(
+        "request body is not valid DeleteOptions: {problem}; send a JSON DeleteOptions object \
+         (`dryRun`, `propagationPolicy`, `gracePeriodSeconds`, `orphanDependents`, \
+         `preconditions`), as kubectl does, or no body"
+    )]
+    InvalidDeleteOptions {
+        /// What is wrong, with any request text already quoted.
+        problem: String,
+    },
 }
 
 impl BodyError {
@@ -221,6 +246,8 @@ impl BodyError {
     pub fn code(&self) -> &'static str {
         match self {
             BodyError::TooLarge { .. } => "body-too-large",
+            BodyError::DeleteOptionsTwice { .. } => "delete-options-twice",
+            BodyError::InvalidDeleteOptions { .. } => "invalid-delete-options",
             BodyError::ContentEncoding(_) => "content-encoding",
             BodyError::UnsupportedContentType { .. } => "unsupported-content-type",
             BodyError::UnsupportedPatchType { .. } => "unsupported-patch-type",
@@ -238,6 +265,21 @@ impl BodyError {
             BodyError::ApplyNotJson { .. } => "apply-not-json",
             BodyError::ApplyLineBreak { .. } => "apply-line-break",
         }
+    }
+}
+
+/// Query keys for a message: `a`, `b`.
+struct KeyList<'a>(&'a [String]);
+
+impl fmt::Display for KeyList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, k) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "`{}`", Quoted(k))?;
+        }
+        Ok(())
     }
 }
 

@@ -57,6 +57,9 @@ pub(crate) struct Rule {
     /// For non-resource rules: the verbs (lowercase HTTP methods) they cover.
     pub non_resource_verbs: Option<Vec<Box<str>>>,
     pub conditions: Vec<Condition>,
+    /// A condition pins the body's `type` to a Secret type that mints a service account token,
+    /// which an allow rule needs to grant such a Secret (a `secrets` rule alone does not).
+    pub names_token_secret: bool,
 }
 
 /// A compiled policy.
@@ -368,7 +371,11 @@ impl Compiler {
                 self.non_resources.insert(url, id, effect != Effect::Allow);
             }
         }
+        let names_token_secret = conditions
+            .iter()
+            .any(|c| c.pins_secret_type(super::privileged::token_secret_type));
         self.rules.push(Rule {
+            names_token_secret,
             name: name.as_str().into(),
             effect,
             reason: r.reason.clone(),

@@ -69,6 +69,40 @@ impl Condition {
         }
     }
 
+    /// Whether the condition can come to hold because a field was removed: it tests for a
+    /// value's absence or inequality (`exists: false`, `notEquals`, `notIn`, `equals: null`), or
+    /// its path has a negated filter. Judging such a condition on a patch that can remove fields
+    /// without seeing them (server-side apply) would miss what the removal does.
+    pub(crate) fn absence_sensitive(&self) -> bool {
+        let null_test = match &self.test {
+            Test::Equals(v) => v.is_null(),
+            Test::In(vs) => vs.iter().any(Value::is_null),
+            _ => false,
+        };
+        null_test
+            || matches!(
+                self.test,
+                Test::NotEquals(_) | Test::NotIn(_) | Test::Exists(false)
+            )
+            || self.path.contains('!')
+    }
+
+    /// Whether the condition holds only for a body whose top-level `type` is a Secret type that
+    /// mints a credential: the form a rule uses to allow token-typed Secrets by name.
+    pub(crate) fn pins_secret_type(&self, token_type: impl Fn(&str) -> bool) -> bool {
+        let top_level_type = matches!(
+            self.path.replace(' ', "").as_str(),
+            "$.type" | "$['type']" | "$[\"type\"]"
+        );
+        let token = |v: &Value| v.as_str().is_some_and(&token_type);
+        top_level_type
+            && match &self.test {
+                Test::Equals(v) => token(v),
+                Test::In(vs) => !vs.is_empty() && vs.iter().all(token),
+                _ => false,
+            }
+    }
+
     fn test_one(&self, v: &Value) -> bool {
         match &self.test {
             Test::Equals(want) => json_eq(v, want),

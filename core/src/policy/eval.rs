@@ -9,10 +9,12 @@ use serde_json::Value;
 use super::compile::{Compiled, Rule};
 use super::condition::Quantifier;
 use super::index::{Candidate, Lookup, RuleId};
+use super::patch_shape::{self, Shape};
 use super::privileged::{cluster_scoped, impersonation_checks, privilege, token_secret_type};
 use super::{Decision, Effect, Identity};
+use super::{markers, patch_reads};
 use crate::body::{self, BodyError, BodyKind, BodyLimits, DecodedBody};
-use crate::request::{Attributes, PatchType, Request};
+use crate::request::{Attributes, OptionsSource, PatchType, Request};
 
 /// The request body, decoded at most once and only when a rule needs it.
 struct BodyState<'a> {
@@ -25,12 +27,33 @@ impl BodyState<'_> {
     fn get(&mut self) -> Result<Option<&DecodedBody>, &BodyError> {
         let (request, raw) = (self.request, self.raw);
         self.decoded
-            .get_or_insert_with(|| match raw {
-                None => Ok(None),
+            .get_or_insert_with(|| match raw.filter(|b| !b.is_empty()) {
+                // A DELETE's options in the query are what a condition judges when there is no
+                // body: the API server reads them from either place (§6.8).
+                None => Ok(query_delete_options(request)),
                 Some(bytes) => body::decode(request, bytes, &BodyLimits::default()),
             })
             .as_ref()
             .map(Option::as_ref)
+    }
+}
+
+/// A DELETE's query options as the `DeleteOptions` object a condition reads.
+fn query_delete_options(request: &Request) -> Option<DecodedBody> {
+    let options = request.facts.delete_options.as_ref()?;
+    (options.source == OptionsSource::Query).then(|| DecodedBody {
+        kind: BodyKind::DeleteOptions,
+        value: options.to_json(),
+    })
+}
+
+impl BodyState<'_> {
+    /// The decoded body's shape, `Plain` when there is none.
+    fn shape(&mut self) -> Result<Shape, BodyError> {
+        Ok(match self.get().map_err(Clone::clone)? {
+            Some(d) => patch_shape::shape(d),
+            None => Shape::Plain,
+        })
     }
 }
 
@@ -56,11 +79,17 @@ pub(crate) fn decide(c: &Compiled, id: &Identity, req: &Request, raw: Option<&[u
              X-Remote-Extra-*); they would let a client name its own identity, so kubeleash refuses them",
         );
     }
+    if let Some(refused) = delete_body_check(req, raw) {
+        return refused;
+    }
     let mut body = BodyState {
         request: req,
         raw,
         decoded: None,
     };
+    if let Some(refused) = write_checks(c, req, &mut body) {
+        return refused;
+    }
     let mut d = decide_attrs(c, id, &req.attributes, &mut body);
     if let Some(create) = apply_create(req) {
         let dc = decide_attrs(c, id, &create, &mut body);
@@ -77,6 +106,123 @@ pub(crate) fn decide(c: &Compiled, id: &Identity, req: &Request, raw: Option<&[u
         }
     }
     d
+}
+
+/// A DELETE with a non-empty body is refused unless the body is `DeleteOptions` and the query
+/// carries none (§6.8: the API server would act on the body and ignore the query, so the
+/// request would not do what its target says; see [`Request::with_body_facts`]).
+fn delete_body_check(req: &Request, raw: Option<&[u8]>) -> Option<Decision> {
+    let raw = raw.filter(|b| !b.is_empty())?;
+    req.facts.delete_options.as_ref()?;
+    body::delete_options(req, raw)
+        .err()
+        .map(|e| Decision::body_refused(&e))
+}
+
+/// Checks on the body of every write, whatever the rules say: mask markers written back
+/// (§6.44) and JSON patch reads of masked fields (§6.38). A body kubeleash cannot decode is
+/// left to the rules (which refuse it if they need it), after a search of its raw bytes for a
+/// marker.
+fn write_checks(c: &Compiled, req: &Request, body: &mut BodyState<'_>) -> Option<Decision> {
+    let raw = body.raw?;
+    if !is_body_write(&req.attributes) {
+        return None;
+    }
+    match body.get() {
+        Ok(None) => None,
+        Ok(Some(decoded)) => {
+            if let Some((path, marker)) = markers::find(&decoded.value) {
+                return Some(marker_refused(&format!("at `{path}`"), marker));
+            }
+            if decoded.kind == BodyKind::StrategicMergePatch {
+                return patch_reads::check_strategic(&c.masks, req, &decoded.value).map(|at| {
+                    Decision::deny(
+                        None,
+                        format!(
+                            "strategic merge directive `{}` is refused: it compares list \
+                             elements with values kubeleash masks in {}, so the result would \
+                             answer whether a guess at a hidden value was right; send the \
+                             whole list instead",
+                            printable_pointer(&at),
+                            describe_resource(&req.attributes)
+                        ),
+                    )
+                });
+            }
+            if decoded.kind != BodyKind::JsonPatch {
+                return None;
+            }
+            patch_reads::check(&c.masks, req, &decoded.value).map(|r| {
+                let what = if r.op == "test" { "test of" } else { "`from`" };
+                let why = if r.detector {
+                    "its value looks like a credential, and a `test` answers whether a guess \
+                     equals a masked value"
+                        .to_string()
+                } else {
+                    format!(
+                        "it reaches a field kubeleash masks in {} (or one it cannot place outside \
+                         every mask), and `{}` would {}",
+                        describe_resource(&req.attributes),
+                        r.op,
+                        if r.op == "test" {
+                            "answer whether a guess equals the hidden value"
+                        } else {
+                            "put the hidden value in a field no mask covers"
+                        }
+                    )
+                };
+                Decision::deny(
+                    None,
+                    format!(
+                        "JSON patch operation {} ({} `{}`) is refused: {why}; send a merge or \
+                         strategic merge patch that sets the values itself",
+                        r.index,
+                        what,
+                        printable_pointer(&r.pointer)
+                    ),
+                )
+            })
+        }
+        Err(_) => markers::in_text(raw).map(|m| marker_refused("in it", m)),
+    }
+}
+
+fn marker_refused(place: &str, marker: &str) -> Decision {
+    Decision::deny(
+        None,
+        format!(
+            "the request body carries the mask marker `{marker}` {place}: it is what kubeleash \
+             shows in place of a secret value, and writing it back would overwrite the real \
+             value; leave the masked fields out of the body (or patch only the fields you \
+             change), or write the real value"
+        ),
+    )
+}
+
+/// A JSON pointer for a message: control characters escaped, long ones cut.
+fn printable_pointer(p: &str) -> String {
+    let shown: String = crate::display::printable(p).chars().take(200).collect();
+    shown.replace('`', "\\`")
+}
+
+/// "secrets in namespace dev", for messages.
+fn describe_resource(a: &Attributes) -> String {
+    let mut s = a.combined_resource();
+    if !a.api_group.is_empty() {
+        s = format!("{s} ({})", a.api_group);
+    }
+    s
+}
+
+/// A write that carries an object or a patch the API server decodes: create, update and patch
+/// of resources, but not the streams and proxies whose bodies go to a pod or a backend.
+fn is_body_write(a: &Attributes) -> bool {
+    a.resource_request
+        && matches!(a.verb.as_str(), "create" | "update" | "patch")
+        && !matches!(
+            a.subresource.as_str(),
+            "exec" | "attach" | "portforward" | "proxy"
+        )
 }
 
 /// Server-side apply creates the object when it is absent, so the API server checks `create`
@@ -96,7 +242,11 @@ fn apply_create(req: &Request) -> Option<Attributes> {
 /// Whether deciding this request may need its body: whether any of the checks [`decide`] makes
 /// (the request itself, the create check of an apply, the impersonation checks) may.
 pub(crate) fn needs_body(c: &Compiled, id: &Identity, req: &Request) -> bool {
-    attrs_need_body(c, id, &req.attributes)
+    // Every write's body is checked for mask markers and masked-field reads, and a DELETE's
+    // body decides what the delete does (its options override the query's).
+    is_body_write(&req.attributes)
+        || req.facts.delete_options.is_some()
+        || attrs_need_body(c, id, &req.attributes)
         || apply_create(req).is_some_and(|create| attrs_need_body(c, id, &create))
         || req.facts.impersonation.as_ref().is_some_and(|imp| {
             impersonation_checks(imp)
@@ -177,20 +327,18 @@ fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
     if r.conditions.is_empty() {
         return Ok(Judged::Holds(None));
     }
-    let decoded = body.get().map_err(Clone::clone)?;
     let strict = r.effect != Effect::Allow;
-    if decoded.is_some_and(|d| d.kind == BodyKind::JsonPatch) {
-        // A JSON patch's result depends on the stored object (`move`, `copy`), so its text
-        // cannot be judged: a deny or approve rule applies, an allow rule does not.
+    let shape = body.shape()?;
+    if let Shape::Opaque(what) = shape {
+        // What the body does depends on the stored object, so its text cannot be judged: a
+        // deny or approve rule applies, an allow rule does not.
         return Ok(if strict {
-            Judged::Holds(Some(
-                "its conditions cannot be judged on a JSON patch (send a merge patch or apply instead)"
-                    .into(),
-            ))
+            Judged::Holds(Some(format!("its conditions cannot be judged on {what}")))
         } else {
             Judged::Fails
         });
     }
+    let decoded = body.get().map_err(Clone::clone)?;
     let null = Value::Null;
     let value = decoded.map_or(&null, |d| &d.value);
     let q = if strict {
@@ -198,21 +346,46 @@ fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
     } else {
         Quantifier::All
     };
-    if r.conditions.iter().all(|cond| cond.holds(value, q)) {
-        let detail = r
-            .conditions
-            .iter()
-            .map(|c| c.describe())
-            .collect::<Vec<_>>()
-            .join(" and ");
-        Ok(Judged::Holds(Some(format!("when {detail}"))))
-    } else {
-        Ok(Judged::Fails)
+    // A server-side apply also removes the fields its manager owned and the body omits, which
+    // can make a condition on absence or inequality hold on the result though it fails on the
+    // body: for a deny or approve rule such a condition counts as holding. (A removal cannot
+    // make any other condition hold, nor make an allow rule's condition that holds on the body
+    // fail: what the body sets, the result has.)
+    let removal_may_hold = strict && shape == Shape::Apply;
+    let mut by_removal = false;
+    for cond in &r.conditions {
+        if cond.holds(value, q) {
+            continue;
+        }
+        if removal_may_hold && cond.absence_sensitive() {
+            by_removal = true;
+            continue;
+        }
+        return Ok(Judged::Fails);
     }
+    let detail = r
+        .conditions
+        .iter()
+        .map(|c| c.describe())
+        .collect::<Vec<_>>()
+        .join(" and ");
+    Ok(Judged::Holds(Some(if by_removal {
+        format!(
+            "when {detail} (a server-side apply can remove the fields its manager owns and the \
+             body leaves out, so a condition on absence or inequality is taken to hold)"
+        )
+    } else {
+        format!("when {detail}")
+    })))
 }
 
 /// Whether this request mints a credential through a token-typed Secret (§6.19), which makes a
 /// secret write privileged.
+///
+/// A body that sets a token `type` mints; so does a JSON patch (what it writes depends on the
+/// stored object), and a body that names the service account a token is for (the
+/// `kubernetes.io/service-account.name` or `.uid` annotation) without a `type`, since a patch
+/// or update of an existing token Secret keeps its type.
 fn mints_token(a: &Attributes, body: &mut BodyState<'_>) -> Result<bool, BodyError> {
     if !is_secret_write(a) {
         return Ok(false);
@@ -220,24 +393,31 @@ fn mints_token(a: &Attributes, body: &mut BodyState<'_>) -> Result<bool, BodyErr
     Ok(match body.get().map_err(Clone::clone)? {
         None => false,
         Some(d) if d.kind == BodyKind::JsonPatch => true,
-        Some(d) => d
-            .value
-            .get("type")
-            .and_then(Value::as_str)
-            .is_some_and(token_secret_type),
+        Some(d) => match d.value.get("type") {
+            Some(t) => t.as_str().is_some_and(token_secret_type),
+            None => d
+                .value
+                .pointer("/metadata/annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|annotations| {
+                    annotations.contains_key("kubernetes.io/service-account.name")
+                        || annotations.contains_key("kubernetes.io/service-account.uid")
+                }),
+        },
     })
 }
 
 fn decide_attrs(c: &Compiled, id: &Identity, a: &Attributes, body: &mut BodyState<'_>) -> Decision {
     let mut privileged = privilege(a);
-    match mints_token(a, body) {
-        Ok(true) => {
-            privileged =
-                Some("a secret of a token type makes the cluster mint a service account token")
-        }
-        Ok(false) => {}
+    let minting = match mints_token(a, body) {
+        Ok(minting) => minting,
         Err(e) => return Decision::body_refused(&e),
+    };
+    if minting {
+        privileged =
+            Some("a secret of a token type makes the cluster mint a service account token");
     }
+    let mut plain_secrets_allow: Option<RuleId> = None;
     let mut cands = Vec::with_capacity(8);
     candidates(c, a, &mut cands);
     let mut best: Option<(Effect, RuleId, Option<String>)> = None;
@@ -258,6 +438,11 @@ fn decide_attrs(c: &Compiled, id: &Identity, a: &Attributes, body: &mut BodyStat
         }
         if privileged.is_some() && rule.effect == Effect::Allow && !cand.explicit {
             wildcard_allow = Some(wildcard_allow.map_or(cand.id, |w| w.min(cand.id)));
+            continue;
+        }
+        if minting && rule.effect == Effect::Allow && !rule.names_token_secret {
+            // A `secrets` rule does not grant minting a token: the rule must name the type.
+            plain_secrets_allow = Some(plain_secrets_allow.map_or(cand.id, |w| w.min(cand.id)));
             continue;
         }
         match judge(rule, body) {
@@ -306,9 +491,19 @@ fn decide_attrs(c: &Compiled, id: &Identity, a: &Attributes, body: &mut BodyStat
                             a.combined_resource()
                         );
                     }
-                    None => {
-                        let _ = write!(reason, "; {p}, so only a rule that names it can allow it");
-                    }
+                    None => match plain_secrets_allow.and_then(|w| c.rules.get(w as usize)) {
+                        Some(w) => {
+                            let _ = write!(
+                                reason,
+                                "; rule \"{}\" allows secrets but does not name token secrets, and {p}: an allow rule must also have a `when` condition on `$.type` equal to `kubernetes.io/service-account-token` (or `bootstrap.kubernetes.io/token`)",
+                                w.name
+                            );
+                        }
+                        None => {
+                            let _ =
+                                write!(reason, "; {p}, so only a rule that names it can allow it");
+                        }
+                    },
                 }
             }
             Decision::deny(None, reason)
@@ -428,12 +623,33 @@ spec:
                 "{content_type}"
             );
         }
-        assert!(!needs_body(
+        // Every write's body is read, for the mask-marker and JSON patch checks.
+        assert!(needs_body(
             "PATCH",
             target,
             &[("content-type", "application/merge-patch+json")]
         ));
         assert!(needs_body("POST", "/api/v1/namespaces/dev/pods", &[]));
+        assert!(needs_body(
+            "PUT",
+            "/api/v1/namespaces/dev/configmaps/c",
+            &[]
+        ));
+        // A DELETE's body holds the options the API server acts on (§6.8).
+        assert!(needs_body("DELETE", target, &[]));
+        assert!(needs_body("DELETE", "/api/v1/namespaces/dev/pods", &[]));
+        // Reads and streams are not writes of an object.
+        assert!(!needs_body("GET", target, &[]));
+        assert!(!needs_body(
+            "POST",
+            "/api/v1/namespaces/dev/pods/p/exec",
+            &[]
+        ));
+        assert!(!needs_body(
+            "POST",
+            "/api/v1/namespaces/dev/services/s/proxy/x",
+            &[]
+        ));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::path;
 use super::query::{Param, Query};
-use super::{Attributes, Facts, NonCanonical, Request, Upgrade, facts};
+use super::{Attributes, Facts, NonCanonical, Request, delete_options, facts, names};
 
 /// Classify a request exactly as the API server would, or refuse a non-canonical one.
 ///
@@ -16,9 +16,16 @@ use super::{Attributes, Facts, NonCanonical, Request, Upgrade, facts};
 /// repeated single-valued parameters, `dryRun` other than `All`, `watch`/`proxy` with nothing
 /// after them, and non-visible-ASCII or repeated single-valued headers that kubeleash reads.
 ///
-/// One deliberate departure from `RequestInfo`: a WebSocket `GET` on `pods/exec`, `pods/attach`
-/// or `pods/portforward` is classified as `create`, the verb newer API servers also demand
-/// (§2.3), so that `get pods/exec` never runs a command.
+/// Also refused: an API group, version, resource or subresource segment that is not a valid
+/// Kubernetes name (see [`NonCanonical::InvalidName`]); no API server serves one, and these
+/// segments are printed into the `kubectl` lines people read.
+///
+/// Deliberate departures from `RequestInfo`, so that a rule for `get` never covers a stream:
+/// every request on an `exec`, `attach` or `portforward` subresource is `create`, whatever its
+/// method and whether or not it asks to upgrade (the streaming server ignores the method, and
+/// the API server demands `create` for WebSocket streams since 1.35, §2.3, §6.36); and a request
+/// on a `proxy` subresource that asks to upgrade is `create`, since the upgraded connection is a
+/// raw tunnel to the backend (through `nodes/proxy`, the kubelet's own exec).
 pub fn classify(
     method: &str,
     target: &str,
@@ -40,10 +47,18 @@ pub fn classify(
     request_info(attributes, method, path, segments.as_slice(), &query)?;
     facts::read_headers(facts, method, headers)?;
 
-    if facts.upgrade == Some(Upgrade::WebSocket) && is_streaming_pod_subresource(attributes) {
+    if starts_a_stream(attributes, facts.upgrade.is_some()) {
         attributes.verb = "create".into();
     }
     facts.dry_run = query.dry_run();
+    if attributes.resource_request
+        && matches!(attributes.verb.as_str(), "delete" | "deletecollection")
+    {
+        // Until a body says otherwise (`Request::with_body_facts`), the query's options apply.
+        let options = delete_options::from_query(&query, raw_query)?;
+        facts.dry_run = options.dry_run;
+        facts.delete_options = Some(options);
+    }
     facts.watch = attributes.verb == "watch";
     facts.field_manager = query.get(Param::FieldManager).map(Into::into);
     facts.label_selector = query.get(Param::LabelSelector).map(Into::into);
@@ -175,7 +190,7 @@ fn request_info(
         verb = "deletecollection";
     }
     info.verb = verb.into();
-    Ok(())
+    names::check(info)
 }
 
 /// Steps 3-4: the API group (empty for the core group under `api`) and the segments after it,
@@ -201,20 +216,23 @@ fn verb_of_method(method: &str) -> &'static str {
     }
 }
 
-/// `get` on the core `pods/exec`, `pods/attach` or `pods/portforward`: a WebSocket stream that
-/// runs commands or opens ports, which the API server (≥1.35) also authorizes as `create`.
-fn is_streaming_pod_subresource(info: &Attributes) -> bool {
+/// Whether a request can start a stream that a `get` rule must not cover: any request on an
+/// `exec`, `attach` or `portforward` subresource (of any group: an aggregated API server may
+/// serve its own), and a request that asks to upgrade on a `proxy` subresource.
+fn starts_a_stream(info: &Attributes, upgrade: bool) -> bool {
     info.resource_request
-        && info.verb == "get"
-        && info.api_group.is_empty()
-        && info.resource == "pods"
-        && matches!(info.subresource.as_str(), "exec" | "attach" | "portforward")
+        && match info.subresource.as_str() {
+            "exec" | "attach" | "portforward" => true,
+            "proxy" => upgrade,
+            _ => false,
+        }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::request::Upgrade;
     use http::{HeaderMap, HeaderValue};
 
     fn ok(method: &str, target: &str) -> Attributes {
@@ -390,11 +408,12 @@ mod tests {
         assert_eq!(req.target, target);
         assert_eq!(req.method, "GET");
 
-        // Not a streaming subresource, or not the core group: unchanged.
+        // Not a streaming subresource: unchanged.
         let log = classify("GET", "/api/v1/namespaces/d/pods/p/log", &headers).unwrap();
         assert_eq!(log.attributes.verb, "get");
-        let crd = classify("GET", "/apis/x.io/v1/namespaces/d/pods/p/exec", &headers).unwrap();
-        assert_eq!(crd.attributes.verb, "get");
+        // An aggregated API's exec is a stream too.
+        let other = classify("GET", "/apis/x.io/v1/namespaces/d/pods/p/exec", &headers).unwrap();
+        assert_eq!(other.attributes.verb, "create");
         let watch = classify("GET", "/api/v1/pods?watch=1", &headers).unwrap();
         assert_eq!(watch.attributes.verb, "watch");
         assert!(watch.facts.watch);

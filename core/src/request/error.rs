@@ -178,6 +178,23 @@ pub enum NonCanonical {
         value: String,
     },
 
+    /// A `DeleteOptions` query parameter whose value the API server cannot decode (it answers
+    /// 400), such as a `gracePeriodSeconds` that is not a 64-bit integer.
+    #[error(
+        "query parameter `{}` has value `{}`, but it must be {}; kubectl never sends another value, and the API server answers 400",
+        Shown(.key),
+        Shown(.value),
+        .expected
+    )]
+    InvalidQueryValue {
+        /// The parameter.
+        key: String,
+        /// The decoded value.
+        value: String,
+        /// What the value must be, in words.
+        expected: &'static str,
+    },
+
     /// `watch` or `proxy` right after the version with nothing after it; the API server's
     /// `RequestInfoFactory` fails on it and answers 500.
     #[error(
@@ -190,6 +207,25 @@ pub enum NonCanonical {
         path: String,
         /// `watch` or `proxy`.
         verb: String,
+    },
+
+    /// The API group, version, resource or subresource segment is not a valid Kubernetes name.
+    /// No API server serves such a resource, and the segment would otherwise be printed into
+    /// the `kubectl` line a person reads and may paste into a shell.
+    #[error(
+        "request path `{}` has the {} `{}`, which is not a valid kubernetes {}; kubectl only sends valid names",
+        Shown(.path),
+        .part,
+        Shown(.segment),
+        NameRule(.part)
+    )]
+    InvalidName {
+        /// The path part of the target.
+        path: String,
+        /// Which part: `group`, `version`, `resource` or `subresource`.
+        part: &'static str,
+        /// The offending segment.
+        segment: String,
     },
 
     /// A header kubeleash reads has a value with bytes that are not visible ASCII.
@@ -219,6 +255,7 @@ impl NonCanonical {
     pub fn code(&self) -> &'static str {
         match self {
             NonCanonical::BadMethod { .. } => "bad-method",
+            NonCanonical::InvalidQueryValue { .. } => "invalid-query-value",
             NonCanonical::AbsoluteForm { .. } => "absolute-form",
             NonCanonical::NotOriginForm { .. } => "not-origin-form",
             NonCanonical::ControlOrNonAscii { .. } => "control-or-non-ascii",
@@ -235,9 +272,27 @@ impl NonCanonical {
             NonCanonical::TooManyQueryParameters { .. } => "too-many-query-parameters",
             NonCanonical::InvalidDryRun { .. } => "invalid-dry-run",
             NonCanonical::MissingAfterSpecialVerb { .. } => "missing-after-special-verb",
+            NonCanonical::InvalidName { .. } => "invalid-name",
             NonCanonical::BadHeader { .. } => "bad-header",
             NonCanonical::DuplicateHeader { .. } => "duplicate-header",
         }
+    }
+}
+
+/// What a valid name of each part is, in words.
+struct NameRule<'a>(&'a str);
+
+impl fmt::Display for NameRule<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            "group" => {
+                "api group (a dns subdomain: lowercase letters, digits, `-` and `.`, at most 253 characters)"
+            }
+            "version" => {
+                "version (a dns label: lowercase letters, digits and `-`, at most 63 characters, starting and ending with a letter or digit)"
+            }
+            _ => "resource name (lowercase letters, digits, `-` and `_`, starting and ending with a letter, digit or `_`)",
+        })
     }
 }
 

@@ -31,6 +31,7 @@ pub(super) enum Param {
     Force,
     PropagationPolicy,
     GracePeriodSeconds,
+    OrphanDependents,
     IncludeObject,
     Container,
     Follow,
@@ -60,6 +61,7 @@ impl Param {
             b"force" => Param::Force,
             b"propagationPolicy" => Param::PropagationPolicy,
             b"gracePeriodSeconds" => Param::GracePeriodSeconds,
+            b"orphanDependents" => Param::OrphanDependents,
             b"includeObject" => Param::IncludeObject,
             b"container" => Param::Container,
             b"follow" => Param::Follow,
@@ -87,6 +89,7 @@ impl Param {
             Param::Force => "force",
             Param::PropagationPolicy => "propagationPolicy",
             Param::GracePeriodSeconds => "gracePeriodSeconds",
+            Param::OrphanDependents => "orphanDependents",
             Param::IncludeObject => "includeObject",
             Param::Container => "container",
             Param::Follow => "follow",
@@ -169,8 +172,7 @@ impl<'a> Query<'a> {
     /// The watch decision: Go's `Convert_Slice_string_To_bool` on the first value. Absent is
     /// false, `0` or case-insensitive `false` is false, anything else (even empty) is true.
     pub(super) fn watch(&self) -> bool {
-        self.get(Param::Watch)
-            .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
+        self.get(Param::Watch).is_some_and(flag_value)
     }
 
     /// `dryRun=All` was given (any other value was refused in [`Query::parse`]).
@@ -209,6 +211,15 @@ impl<'a> Query<'a> {
     }
 }
 
+/// How the API server reads a boolean query parameter that is present: Go's
+/// `runtime.Convert_Slice_string_To_bool` on the first value, which every query-decoded options
+/// type uses (`watch`, `follow`, `previous`, `timestamps`, `stdin`, `tty`, `force`,
+/// `orphanDependents`, ...). Only `0` and `false` in any letter case are false; anything else,
+/// the empty value and `yes` included, is true. This is the one place that reading lives.
+pub fn flag_value(value: &str) -> bool {
+    value != "0" && !value.eq_ignore_ascii_case("false")
+}
+
 /// The syntax Go's `strconv.ParseBool` accepts.
 fn is_go_parse_bool(value: &str) -> bool {
     matches!(
@@ -224,7 +235,7 @@ fn is_valid_path_segment_name(name: &str) -> bool {
 
 /// Go's `url.QueryUnescape`: `%XX` (either case) is a byte, `+` is a space. `None` for a `%`
 /// not followed by two hex digits. Borrows when there is nothing to decode.
-fn percent_decode(raw: &str) -> Option<Cow<'_, [u8]>> {
+pub(super) fn percent_decode(raw: &str) -> Option<Cow<'_, [u8]>> {
     if !raw.contains(['%', '+']) {
         return Some(Cow::Borrowed(raw.as_bytes()));
     }
