@@ -5,7 +5,11 @@
 //! ```text
 //! proxy_load --target direct=http://127.0.0.1:A --target kubeleash=http://127.0.0.1:B ...
 //!            [--connections 32] [--seconds 4] [--rounds 3] [--sequential 2000] [--path PATH]...
+//!            [--bearer-file NAME=FILE]...
 //! ```
+//!
+//! `--bearer-file` gives the bearer token an endpoint requires (`kubeleash proxy` with a fixed
+//! identity requires the token it writes with `--agent-token-file`).
 //!
 //! The mix, in turn on every connection: GET one pod, list the pods of `dev`, GET the secret
 //! `dev/db-credentials` (masked through kubeleash); `--path` (repeatable) replaces the mix, to
@@ -25,6 +29,8 @@
     reason = "a benchmark driver: failing loudly is the point"
 )]
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,7 +56,7 @@ struct Options {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: proxy_load --target NAME=http://127.0.0.1:PORT... [--connections N] [--seconds S] [--rounds R] [--sequential N] [--path PATH]..."
+        "usage: proxy_load --target NAME=http://127.0.0.1:PORT... [--connections N] [--seconds S] [--rounds R] [--sequential N] [--path PATH]... [--bearer-file NAME=FILE]..."
     );
     std::process::exit(2)
 }
@@ -64,6 +70,7 @@ fn options() -> Options {
         sequential: 2000,
         paths: Vec::new(),
     };
+    let mut bearers: HashMap<String, String> = HashMap::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -86,9 +93,26 @@ fn options() -> Options {
             "--rounds" => o.rounds = value().parse().unwrap_or_else(|_| usage()),
             "--sequential" => o.sequential = value().parse().unwrap_or_else(|_| usage()),
             "--path" => o.paths.push(value()),
+            "--bearer-file" => {
+                let v = value();
+                let Some((name, file)) = v.split_once('=') else {
+                    usage()
+                };
+                let Ok(token) = std::fs::read_to_string(file) else {
+                    eprintln!("proxy_load: cannot read the bearer file {file}");
+                    usage()
+                };
+                bearers.insert(name.to_string(), token.trim().to_string());
+            }
             _ => usage(),
         }
     }
+    let by_authority = o
+        .targets
+        .iter()
+        .filter_map(|t| Some((t.authority.clone(), bearers.get(&t.name)?.clone())))
+        .collect();
+    let _ = BEARERS.set(by_authority);
     if o.targets.is_empty() || o.connections == 0 || o.rounds == 0 {
         usage()
     }
@@ -96,6 +120,20 @@ fn options() -> Options {
 }
 
 type Sender = SendRequest<Empty<Bytes>>;
+
+/// The bearer token each endpoint (by authority) requires, if any.
+static BEARERS: OnceLock<HashMap<String, String>> = OnceLock::new();
+
+/// A GET of `path` on `authority`, with the endpoint's bearer token if it needs one.
+fn get(authority: &str, path: &str) -> http::Request<Empty<Bytes>> {
+    let mut b = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(t) = BEARERS.get().and_then(|m| m.get(authority)) {
+        b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(Empty::new()).unwrap()
+}
 
 async fn connect(authority: &str) -> Sender {
     let stream = TcpStream::connect(authority).await.unwrap();
@@ -111,11 +149,7 @@ async fn connect(authority: &str) -> Sender {
 
 /// One request; its latency, or why it failed.
 async fn once(s: &mut Sender, authority: &str, path: &str) -> Result<Duration, String> {
-    let req = http::Request::get(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::ACCEPT, "application/json")
-        .body(Empty::new())
-        .unwrap();
+    let req = get(authority, path);
     let t = Instant::now();
     s.ready().await.map_err(|e| e.to_string())?;
     let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
@@ -240,10 +274,7 @@ async fn run(o: Options) -> i32 {
     // A pod to get, found through the first endpoint.
     let first = &o.targets[0];
     let mut s = connect(&first.authority).await;
-    let req = http::Request::get("/api/v1/namespaces/dev/pods")
-        .header(http::header::HOST, first.authority.as_str())
-        .body(Empty::new())
-        .unwrap();
+    let req = get(&first.authority, "/api/v1/namespaces/dev/pods");
     let body = s
         .send_request(req)
         .await
@@ -270,10 +301,7 @@ async fn run(o: Options) -> i32 {
     };
     for t in &o.targets {
         let mut s = connect(&t.authority).await;
-        let req = http::Request::get(secret)
-            .header(http::header::HOST, t.authority.as_str())
-            .body(Empty::new())
-            .unwrap();
+        let req = get(&t.authority, secret);
         let body = s
             .send_request(req)
             .await

@@ -64,13 +64,17 @@ users:
 EOF
 PROXY_ARGS=(proxy --policy examples/agent-policy.yaml --kubeconfig "$WORK/operator.kubeconfig"
     --listen 127.0.0.1:0 --user agent-1 --group ai-agents)
-start kubeleash 'listening on' "$BIN" "${PROXY_ARGS[@]}"
+# Each proxy writes the bearer token it requires; the load generator presents it.
+start kubeleash 'listening on' "$BIN" "${PROXY_ARGS[@]}" --agent-token-file "$WORK/kubeleash.token"
 KUBELEASH=$ADDR
-start kubeleash-record 'listening on' "$BIN" "${PROXY_ARGS[@]}" --record "$WORK/record.jsonl"
+start kubeleash-record 'listening on' "$BIN" "${PROXY_ARGS[@]}" --record "$WORK/record.jsonl" \
+    --agent-token-file "$WORK/kubeleash-record.token"
 RECORDING=$ADDR
 
 TARGETS=(--target "direct=http://$SANDBOX" --target "kubeleash=http://$KUBELEASH"
-    --target "kubeleash-record=http://$RECORDING")
+    --target "kubeleash-record=http://$RECORDING"
+    --bearer-file "kubeleash=$WORK/kubeleash.token"
+    --bearer-file "kubeleash-record=$WORK/kubeleash-record.token")
 if command -v kubectl >/dev/null; then
     mkdir -p "$WORK/home"
     start kubectl-proxy 'Starting to serve' env HOME="$WORK/home" \

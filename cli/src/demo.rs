@@ -97,6 +97,8 @@ impl Approver for Human {
 
 struct Agent {
     proxy: String,
+    /// The proxy's bearer token, as the agent's kubeconfig holds it.
+    token: String,
     http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     kubectl: Option<std::path::PathBuf>,
     home: std::path::PathBuf,
@@ -112,7 +114,8 @@ impl Agent {
         let mut b = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.proxy))
-            .header("accept", "application/json");
+            .header("accept", "application/json")
+            .header("authorization", format!("Bearer {}", self.token));
         if body.is_some() {
             b = b.header("content-type", "application/json");
         }
@@ -231,19 +234,23 @@ async fn demo(a: Args) -> Result<(), String> {
         approval_timeout: Duration::from_secs(30),
         mode: Mode::Enforce,
         upstream: Some(sandbox.url()),
+        agent_kubeconfig: None,
+        agent_token_file: None,
+        agent_namespace: "dev".into(),
     })
     .await?;
     let kubectl = if a.kubectl { which("kubectl") } else { None };
     if a.kubectl && kubectl.is_none() {
         return Err("--kubectl was given, but there is no kubectl on PATH".into());
     }
-    std::fs::write(
-        dir.join("agent.kubeconfig"),
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: kubeleash\n  cluster:\n    server: {}\ncontexts:\n- name: kubeleash\n  context: {{cluster: kubeleash, user: agent, namespace: dev}}\ncurrent-context: kubeleash\nusers:\n- name: agent\n  user: {{}}\n", proxy.url()),
-    )
-    .map_err(|e| e.to_string())?;
+    // The agent's kubeconfig: the proxy's URL and the token it requires, no cluster credential.
+    crate::proxy::write_private(
+        &dir.join("agent.kubeconfig"),
+        &proxy.agent_kubeconfig("dev"),
+    )?;
     let agent = Agent {
         proxy: proxy.url(),
+        token: proxy.agent_token().unwrap_or_default().to_string(),
         http: Client::builder(TokioExecutor::new()).build_http(),
         kubectl,
         home: dir.clone(),
@@ -251,7 +258,7 @@ async fn demo(a: Args) -> Result<(), String> {
 
     println!("{}", p.bold("kubeleash demo"));
     println!("{}", p.dim(&format!(
-        "a sandbox cluster at {}, the kubeleash proxy at {}, policy examples/agent-policy.yaml;\nthe agent (user agent-1, group ai-agents) holds no credential: only the proxy does.\n",
+        "a sandbox cluster at {}, the kubeleash proxy at {}, policy examples/agent-policy.yaml;\nthe agent (user agent-1, group ai-agents) holds no cluster credential, only the proxy's own token: the proxy holds the credential.\n",
         sandbox.url(),
         proxy.url()
     )));

@@ -34,8 +34,8 @@ enum Command {
     /// Mask a response body (standard input) as kubeleash would deliver it for a request.
     Mask(mask::Args),
     /// The gateway for agents that run kubectl: enforce, hold for approval, mask, record.
-    Proxy(proxy::Args),
-    /// Print a kubeconfig for the agent: it points at the proxy and holds no credential.
+    Proxy(Box<proxy::Args>),
+    /// Print a kubeconfig for the agent: it points at the proxy and holds no cluster credential.
     Kubeconfig(proxy::KubeconfigArgs),
     /// Answer the requests a running proxy holds for approval: list, approve, deny.
     Approvals(approvals::Args),
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         Command::Sandbox(a) => sandbox::run(a),
         Command::Mask(a) => mask::run(a),
         Command::Replay(a) => replay::run(a),
-        Command::Proxy(a) => proxy::run(a),
+        Command::Proxy(a) => proxy::run(*a),
         Command::Kubeconfig(a) => proxy::kubeconfig(a),
         Command::Approvals(a) => approvals::run(a),
     }

@@ -2,8 +2,13 @@
 //! points here and holds no credential; the proxy holds the operator's, enforces the policy,
 //! holds privileged requests for a person, masks, and records.
 
+mod access;
+mod agent_config;
+mod limits;
 mod oidc;
 mod server;
+mod tunnels;
+mod upstream_error;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +18,9 @@ use std::time::Duration;
 use kubeleash_core::policy::Identity;
 use kubeleash_tower::Mode;
 
-pub use server::{Approvals, IdentityConfig, ProxyConfig, start};
+pub use agent_config::write_private;
+pub use limits::Limits;
+pub use server::{Approvals, IdentityConfig, ProxyConfig, start, start_with};
 
 use crate::report::USAGE;
 
@@ -74,6 +81,17 @@ pub struct Args {
     /// Enforce the policy, or only record what it would do.
     #[arg(long, value_enum, default_value = "enforce")]
     mode: ModeArg,
+    /// Write the agent's kubeconfig here (0600): this proxy's URL and, with --user/--group,
+    /// the token this proxy makes at start and requires. No cluster credential.
+    #[arg(long, value_name = "FILE")]
+    agent_kubeconfig: Option<PathBuf>,
+    /// Write this proxy's token alone here (0600), for `kubeleash kubeconfig
+    /// --proxy-token-file FILE`, or for clients that send it as `Authorization: Bearer`.
+    #[arg(long, value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
+    /// The namespace the agent's kubeconfig works in.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    agent_namespace: String,
 }
 
 fn approvals(a: &Args) -> Result<Approvals, String> {
@@ -114,6 +132,15 @@ pub fn run(a: Args) -> ExitCode {
             a.groups.clone(),
         )),
     };
+    if matches!(identity, IdentityConfig::Fixed(_))
+        && a.agent_kubeconfig.is_none()
+        && a.agent_token_file.is_none()
+    {
+        eprintln!(
+            "error: with --user/--group the proxy makes a bearer token at start and requires it of every request; say where the agent gets it: --agent-kubeconfig FILE (a kubeconfig for the agent) or --agent-token-file FILE (for `kubeleash kubeconfig --proxy-token-file FILE`)"
+        );
+        return ExitCode::from(USAGE);
+    }
     let approvals = match approvals(&a) {
         Ok(x) => x,
         Err(e) => {
@@ -136,6 +163,9 @@ pub fn run(a: Args) -> ExitCode {
             Mode::Enforce
         },
         upstream: None,
+        agent_kubeconfig: a.agent_kubeconfig.clone(),
+        agent_token_file: a.agent_token_file.clone(),
+        agent_namespace: a.agent_namespace.clone(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -156,10 +186,21 @@ pub fn run(a: Args) -> ExitCode {
             }
         };
         println!("listening on {}", proxy.url());
-        eprintln!(
-            "kubeleash proxy: give the agent `kubeleash kubeconfig --server {}`",
-            proxy.url()
-        );
+        match (&a.agent_kubeconfig, &a.agent_token_file) {
+            (Some(k), _) => eprintln!(
+                "kubeleash proxy: the agent's kubeconfig is {} (it holds this proxy's token, valid until the proxy stops)",
+                k.display()
+            ),
+            (None, Some(t)) => eprintln!(
+                "kubeleash proxy: give the agent `kubeleash kubeconfig --server {} --proxy-token-file {}`",
+                proxy.url(),
+                t.display()
+            ),
+            (None, None) => eprintln!(
+                "kubeleash proxy: give the agent `kubeleash kubeconfig --server {} --token-file FILE`, FILE holding its OIDC token",
+                proxy.url()
+            ),
+        }
         proxy.serve_until_signalled().await;
         ExitCode::SUCCESS
     })
@@ -170,26 +211,56 @@ pub struct KubeconfigArgs {
     /// The proxy's URL.
     #[arg(long, value_name = "URL")]
     server: String,
-    /// A file holding the agent's own token (for a proxy that identifies agents by OIDC).
-    #[arg(long, value_name = "FILE")]
+    /// A file holding the agent's OIDC token, for a proxy that identifies agents by OIDC
+    /// (`tokenFile`; client-go, so kubectl, sends it only to an https server, while kube-rs and
+    /// the Python client send it over plain HTTP too).
+    #[arg(long, value_name = "FILE", conflicts_with = "proxy_token_file")]
     token_file: Option<PathBuf>,
+    /// The file the proxy wrote its token to (`kubeleash proxy --agent-token-file`); the token
+    /// goes into the server URL, where kubectl sends it even over plain HTTP.
+    #[arg(long, value_name = "FILE")]
+    proxy_token_file: Option<PathBuf>,
     /// The namespace the agent works in by default.
     #[arg(long, value_name = "NAME", default_value = "default")]
     namespace: String,
 }
 
 /// `kubeleash kubeconfig`: the agent's kubeconfig. It points at the proxy and holds no
-/// credential of the operator's.
+/// credential of the operator's; the agent's bearer is read from `--token-file` (the proxy's
+/// `--agent-token-file`, or the agent's OIDC token).
 pub fn kubeconfig(a: KubeconfigArgs) -> ExitCode {
-    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    let user = match &a.token_file {
-        Some(f) => format!("  user:\n    tokenFile: {}\n", q(&f.display().to_string())),
-        None => "  user: {}\n".to_string(),
+    let proxy_token = match &a.proxy_token_file {
+        None => None,
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(t) if is_proxy_token(t.trim()) => Some(t.trim().to_string()),
+            Ok(_) => {
+                eprintln!(
+                    "error: `{}` does not hold a kubeleash proxy token (kubeleash-, then 64 hex digits); pass the file `kubeleash proxy --agent-token-file` wrote",
+                    f.display()
+                );
+                return ExitCode::from(USAGE);
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read `{}`: {}",
+                    f.display(),
+                    e.to_string().to_lowercase()
+                );
+                return ExitCode::from(USAGE);
+            }
+        },
     };
-    print!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubeleash\n  cluster:\n    server: {}\ncontexts:\n- name: kubeleash\n  context:\n    cluster: kubeleash\n    user: agent\n    namespace: {}\ncurrent-context: kubeleash\nusers:\n- name: agent\n{user}",
-        q(&a.server),
-        q(&a.namespace)
-    );
+    let auth = match (&a.token_file, &proxy_token) {
+        (Some(f), _) => agent_config::AgentAuth::TokenFile(f),
+        (None, Some(t)) => agent_config::AgentAuth::ProxyToken(t),
+        (None, None) => agent_config::AgentAuth::None,
+    };
+    print!("{}", agent_config::render(&a.server, &a.namespace, auth));
     ExitCode::SUCCESS
+}
+
+/// What `kubeleash proxy` writes with `--agent-token-file`: `kubeleash-` and 64 hex digits.
+fn is_proxy_token(t: &str) -> bool {
+    t.strip_prefix("kubeleash-")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()))
 }

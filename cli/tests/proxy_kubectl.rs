@@ -76,6 +76,22 @@ struct Env {
     sandbox: String,
     proxy: String,
     home: PathBuf,
+    /// The proxy's bearer token (identity from flags), read from the kubeconfig it wrote.
+    token: Option<String>,
+}
+
+/// The proxy's token in a kubeconfig it wrote: the last segment of the server URL.
+fn token_of(kubeconfig: &str) -> Option<String> {
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .map(|t| serde_json::from_str::<String>(t).unwrap())
+        .and_then(|url| {
+            url.rsplit('/')
+                .next()
+                .filter(|t| t.starts_with("kubeleash-"))
+                .map(str::to_string)
+        })
 }
 
 /// Sandbox, then the proxy in front of it with the demo policy, and the agent's kubeconfig.
@@ -103,22 +119,38 @@ fn env(name: &str, extra: &[&str]) -> Env {
         "--record",
         record.to_str().unwrap(),
     ];
-    if extra.is_empty() {
-        args.extend(["--user", "agent-1", "--group", "ai-agents"]);
+    let agent_config = home.join("agent.kubeconfig");
+    let fixed = extra.is_empty();
+    if fixed {
+        args.extend([
+            "--user",
+            "agent-1",
+            "--group",
+            "ai-agents",
+            "--agent-kubeconfig",
+            agent_config.to_str().unwrap(),
+            "--agent-namespace",
+            "dev",
+        ]);
     }
     args.extend(extra);
     let (proxy_guard, proxy) = serve(&args);
-    let agent = Command::new(BIN)
-        .args(["kubeconfig", "--server", &proxy, "--namespace", "dev"])
-        .output()
-        .unwrap();
-    std::fs::write(home.join("agent.kubeconfig"), &agent.stdout).unwrap();
+    if !fixed {
+        let agent = Command::new(BIN)
+            .args(["kubeconfig", "--server", &proxy, "--namespace", "dev"])
+            .output()
+            .unwrap();
+        std::fs::write(&agent_config, &agent.stdout).unwrap();
+    }
+    let token = token_of(&std::fs::read_to_string(&agent_config).unwrap());
+    assert_eq!(token.is_some(), fixed);
     Env {
         _sandbox: sandbox_guard,
         _proxy: proxy_guard,
         sandbox,
         proxy,
         home,
+        token,
     }
 }
 
@@ -189,9 +221,24 @@ fn kubectl_through_the_proxy() {
     }
     let e = env("kubectl", &[]);
     let agent_config = std::fs::read_to_string(e.home.join("agent.kubeconfig")).unwrap();
-    for word in ["token", "client-key", "password", "client-certificate"] {
+    // The only credential in it is the proxy's own token.
+    let token = e.token.clone().unwrap();
+    assert!(
+        token.starts_with("kubeleash-") && token.len() == 74,
+        "{token}"
+    );
+    let without = agent_config.replace(&token, "");
+    for word in [
+        "kubeleash-",
+        "client-key",
+        "password",
+        "client-certificate",
+        "exec",
+        "auth-provider",
+        "tokenFile",
+    ] {
         assert!(
-            !agent_config.contains(word),
+            !without.contains(word),
             "the agent's kubeconfig holds a credential ({word}):\n{agent_config}"
         );
     }
@@ -327,18 +374,45 @@ fn b64url(b: &[u8]) -> String {
     s
 }
 
-fn jwt(secret: &[u8], claims: serde_json::Value) -> String {
-    let key = jsonwebtoken::EncodingKey::from_secret(secret);
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some("test".into());
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/proxy/testdata");
+
+fn testdata(name: &str) -> String {
+    std::fs::read_to_string(format!("{TESTDATA}/{name}")).unwrap()
+}
+
+/// A token signed by the key in `pem` with `alg`, under `header` (kid "test" unless it says).
+fn jwt_with(
+    header: serde_json::Value,
+    key: &jsonwebtoken::EncodingKey,
+    claims: serde_json::Value,
+) -> String {
+    let alg: jsonwebtoken::Algorithm = header["alg"].as_str().unwrap().parse().unwrap();
+    let msg = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), key, alg).unwrap();
+    format!("{msg}.{sig}")
+}
+
+fn rsa_key(name: &str) -> jsonwebtoken::EncodingKey {
+    jsonwebtoken::EncodingKey::from_rsa_pem(testdata(name).as_bytes()).unwrap()
+}
+
+fn jwt(pem: &str, claims: serde_json::Value) -> String {
+    jwt_with(
+        serde_json::json!({"alg": "RS256", "kid": "test", "typ": "JWT"}),
+        &rsa_key(pem),
+        claims,
+    )
 }
 
 #[test]
 fn oidc_tokens_good_and_bad() {
     let home = dir("oidc-keys");
-    let secret = b"a-test-signing-secret-of-32-bytes!!";
-    let jwks = serde_json::json!({"keys": [{"kty": "oct", "kid": "test", "alg": "HS256", "k": b64url(secret)}]});
+    let public: serde_json::Value = serde_json::from_str(&testdata("public.json")).unwrap();
+    let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "test", "alg": "RS256", "use": "sig", "n": public["rsa_a"]["n"], "e": public["rsa_a"]["e"]}]});
     let jwks_path = home.join("jwks.json");
     std::fs::write(&jwks_path, jwks.to_string()).unwrap();
     let e = env(
@@ -356,10 +430,8 @@ fn oidc_tokens_good_and_bad() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let good = jwt(
-        secret,
-        serde_json::json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": "agent-7", "groups": ["ai-agents"], "exp": now + 600}),
-    );
+    let claims = serde_json::json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": "agent-7", "groups": ["ai-agents"], "exp": now + 600});
+    let good = jwt("rsa_a.pem", claims.clone());
     let (status, body) = http(
         &e.proxy,
         "GET",
@@ -373,32 +445,79 @@ fn oidc_tokens_good_and_bad() {
         (
             "expired",
             jwt(
-                secret,
+                "rsa_a.pem",
                 serde_json::json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": "a", "exp": now - 600}),
             ),
         ),
         (
             "wrong audience",
             jwt(
-                secret,
+                "rsa_a.pem",
                 serde_json::json!({"iss": "https://issuer.example", "aud": "other", "sub": "a", "exp": now + 600}),
             ),
         ),
         (
             "wrong issuer",
             jwt(
-                secret,
+                "rsa_a.pem",
                 serde_json::json!({"iss": "https://evil.example", "aud": "kubeleash", "sub": "a", "exp": now + 600}),
             ),
         ),
+        ("wrong key", jwt("rsa_b.pem", claims.clone())),
+        ("not a jwt", "garbage".to_string()),
         (
-            "wrong key",
+            "future nbf",
             jwt(
-                b"another-secret-entirely-32-bytes!!!",
-                serde_json::json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": "a", "exp": now + 600}),
+                "rsa_a.pem",
+                serde_json::json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": "a", "exp": now + 7200, "nbf": now + 3600}),
             ),
         ),
-        ("not a jwt", "garbage".to_string()),
+        (
+            "future iat",
+            jwt(
+                "rsa_a.pem",
+                serde_json::json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": "a", "exp": now + 7200, "iat": now + 3600}),
+            ),
+        ),
+        (
+            "no exp",
+            jwt(
+                "rsa_a.pem",
+                serde_json::json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": "a"}),
+            ),
+        ),
+        (
+            "unknown crit header",
+            jwt_with(
+                serde_json::json!({"alg": "RS256", "kid": "test", "crit": ["x-must-understand"], "x-must-understand": 1}),
+                &rsa_key("rsa_a.pem"),
+                claims.clone(),
+            ),
+        ),
+        (
+            "PS256 with a key that says RS256",
+            jwt_with(
+                serde_json::json!({"alg": "PS256", "kid": "test"}),
+                &rsa_key("rsa_a.pem"),
+                claims.clone(),
+            ),
+        ),
+        (
+            "HS256 with the public key as the secret",
+            jwt_with(
+                serde_json::json!({"alg": "HS256", "kid": "test"}),
+                &jsonwebtoken::EncodingKey::from_secret(testdata("rsa_a.pub.pem").as_bytes()),
+                claims.clone(),
+            ),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64url(br#"{"alg":"none","kid":"test"}"#),
+                b64url(claims.to_string().as_bytes())
+            ),
+        ),
     ];
     for (what, token) in cases {
         let (status, body) = http(
@@ -472,7 +591,16 @@ fn the_demo_tells_the_whole_story() {
 fn policy_reloads_on_change_and_a_broken_one_keeps_the_old() {
     let e = env("reload", &[]);
     let policy = e.home.join("policy.yaml");
-    let pods = || http(&e.proxy, "GET", "/api/v1/namespaces/dev/pods", None, None).0;
+    let pods = || {
+        http(
+            &e.proxy,
+            "GET",
+            "/api/v1/namespaces/dev/pods",
+            None,
+            e.token.as_deref(),
+        )
+        .0
+    };
     assert_eq!(pods(), 200);
     // A policy that does not compile: the old one stays in force.
     std::thread::sleep(Duration::from_millis(1100));
@@ -504,7 +632,8 @@ fn a_watch_open_at_shutdown_is_still_recorded() {
     let mut e = env("shutdown", &[]);
     let addr = e.proxy.trim_start_matches("http://").to_string();
     let mut watch = TcpStream::connect(&addr).unwrap();
-    write!(watch, "GET /api/v1/namespaces/dev/secrets?watch=1&timeoutSeconds=60 HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n").unwrap();
+    let token = e.token.clone().unwrap();
+    write!(watch, "GET /api/v1/namespaces/dev/secrets?watch=1&timeoutSeconds=60 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\n\r\n").unwrap();
     watch
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -549,4 +678,498 @@ fn a_watch_open_at_shutdown_is_still_recorded() {
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+/// Send `head` (request line and headers, without the final blank line) as is; status and
+/// whole response.
+fn raw(base: &str, head: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "{head}Connection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn only_the_agent_gets_in_by_the_proxys_own_address() {
+    let e = env("door", &[]);
+    let token = e.token.clone().unwrap();
+    let addr = e.proxy.trim_start_matches("http://").to_string();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let path = "/api/v1/namespaces/dev/pods";
+    let get = |host: &str, extra: &str| {
+        raw(
+            &e.proxy,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n{extra}"),
+        )
+    };
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (status, body) = get(&addr, &auth);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&format!("localhost:{port}"), &auth);
+    assert_eq!(status, 200, "{body}");
+    // The token as the first path segment (how kubectl sends it, from the server URL).
+    let (status, body) = raw(
+        &e.proxy,
+        &format!("GET /{token}{path}?limit=5 HTTP/1.1\r\nHost: {addr}\r\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"kind\":\"PodList\""), "{body}");
+
+    // No token, a wrong one, another scheme: 401, and the token is never in the answer.
+    let mut wrong = token.clone().into_bytes();
+    let last = wrong.len() - 1;
+    wrong[last] = if wrong[last] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    for (prefix, extra) in [
+        (format!("/{wrong}"), String::new()),
+        (format!("/{}", &token[..token.len() - 1]), String::new()),
+        (format!("/x{token}"), String::new()),
+        (format!("/api/{token}"), String::new()),
+    ] {
+        let (status, body) = raw(
+            &e.proxy,
+            &format!("GET {prefix}{path} HTTP/1.1\r\nHost: {addr}\r\n{extra}"),
+        );
+        assert_eq!(status, 401, "{prefix}: {body}");
+    }
+    for extra in [
+        String::new(),
+        format!("Authorization: Bearer {wrong}\r\n"),
+        format!("Authorization: Basic {token}\r\n"),
+        format!("Authorization: {token}\r\n"),
+        "Authorization: Bearer \r\n".to_string(),
+    ] {
+        let (status, body) = get(&addr, &extra);
+        assert_eq!(status, 401, "{extra}: {body}");
+        assert!(
+            body.contains("\"kind\":\"Status\"") && body.contains("Unauthorized"),
+            "{body}"
+        );
+        assert!(!body.contains(&token[10..]), "{body}");
+    }
+
+    // A DNS-rebinding name, another port, no port: 403, whatever the token.
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("127.0.0.1:{}", port.parse::<u32>().unwrap() + 1),
+        "127.0.0.1".to_string(),
+        format!("127.0.0.1.nip.io:{port}"),
+    ] {
+        let (status, body) = get(&host, &auth);
+        assert_eq!(status, 403, "{host}: {body}");
+        assert!(body.contains("not this proxy's address"), "{body}");
+    }
+    // Browsers: any Origin, or Sec-Fetch-*, is a 403, even with the token and the right Host.
+    for h in [
+        "Origin: https://evil.example\r\n",
+        format!("Origin: http://{addr}\r\n").leak(),
+        "Origin: null\r\n",
+        "Sec-Fetch-Site: cross-site\r\n",
+        "Sec-Fetch-Dest: iframe\r\n",
+    ] {
+        let (status, body) = get(&addr, &format!("{auth}{h}"));
+        assert_eq!(status, 403, "{h}: {body}");
+        assert!(body.contains("browser"), "{body}");
+    }
+    // No Host (HTTP/1.0), or two of them: refused.
+    let (status, body) = raw(&e.proxy, &format!("GET {path} HTTP/1.0\r\n{auth}"));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = raw(
+        &e.proxy,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example:{port}\r\n{auth}"),
+    );
+    assert!(status == 400, "{body}");
+    // An absolute target: refused before anything else.
+    let (status, body) = raw(
+        &e.proxy,
+        &format!("GET http://evil.example{path} HTTP/1.1\r\nHost: {addr}\r\n{auth}"),
+    );
+    assert_eq!(status, 400, "{body}");
+    // A write with the right Host but no token never reaches the cluster.
+    let (status, _) = raw(
+        &e.proxy,
+        &format!(
+            "DELETE /api/v1/namespaces/dev/configmaps/app-config HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n"
+        ),
+    );
+    assert_eq!(status, 401);
+
+    // The file is the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(e.home.join("agent.kubeconfig"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    if kubectl_present() {
+        // Real kubectl with the kubeconfig the proxy wrote works (above, and here by localhost).
+        let (ok, out) = e.kubectl(&["get", "pods"]);
+        assert!(ok && out.contains("web-"), "{out}");
+        let (ok, out) = e.kubectl(&[
+            "get",
+            "pods",
+            "--server",
+            &format!("http://localhost:{port}/{token}"),
+        ]);
+        assert!(ok && out.contains("web-"), "{out}");
+
+        // Without the token, kubectl is told it is unauthorized.
+        let (ok, out) = e.kubectl(&["get", "pods", "--server", &e.proxy]);
+        assert!(!ok && out.contains("provide credentials"), "{out}");
+        let (ok, out) = e.kubectl(&["get", "pods", "--server", &format!("{}/{wrong}", e.proxy)]);
+        assert!(!ok && out.contains("provide credentials"), "{out}");
+        let bare = e.home.join("bare.kubeconfig");
+        std::fs::write(&bare, kubeconfig(&e.proxy, "{}")).unwrap();
+        let out = Command::new("kubectl")
+            .args(["get", "pods", "--kubeconfig", bare.to_str().unwrap()])
+            .env("HOME", &e.home)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("provide credentials"),
+            "{text}"
+        );
+    }
+
+    // The record: what was let in, with clean paths; never the token, nothing refused at the
+    // door (the DELETE without a token never reached the policy or the cluster).
+    let Env { _proxy, home, .. } = e;
+    drop(_proxy);
+    let log = std::fs::read_to_string(home.join("session.jsonl")).unwrap_or_default();
+    assert!(
+        log.contains("/api/v1/namespaces/dev/pods"),
+        "the admitted requests are recorded:\n{log}"
+    );
+    assert!(!log.contains(&token[10..]), "the token reached the record");
+    assert!(
+        !log.contains("app-config"),
+        "a refused request reached the record"
+    );
+    assert!(
+        !log.contains("evil.example"),
+        "a refused request reached the record"
+    );
+}
+
+#[test]
+fn the_token_file_and_kubeleash_kubeconfig_work_together() {
+    let home = dir("token-file");
+    let (_sandbox, sandbox) = serve(&["sandbox", "--listen", "127.0.0.1:0"]);
+    let op = home.join("operator.kubeconfig");
+    std::fs::write(&op, kubeconfig(&sandbox, "{}")).unwrap();
+    let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/agent-policy.yaml");
+    let base = [
+        "proxy",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--kubeconfig",
+        op.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        "agent-1",
+        "--group",
+        "ai-agents",
+    ];
+    // Without anywhere to put the token, the proxy does not start.
+    let out = Command::new(BIN).args(base).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--agent-kubeconfig"), "{err}");
+
+    let token_file = home.join("agent.token");
+    let mut args = base.to_vec();
+    args.extend(["--agent-token-file", token_file.to_str().unwrap()]);
+    let (_proxy, proxy) = serve(&args);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.starts_with("kubeleash-"), "{token}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (status, body) = http(
+        &proxy,
+        "GET",
+        "/api/v1/namespaces/dev/pods",
+        None,
+        Some(token.trim()),
+    );
+    assert_eq!(status, 200, "{body}");
+    if kubectl_present() {
+        let agent = Command::new(BIN)
+            .args([
+                "kubeconfig",
+                "--server",
+                &proxy,
+                "--namespace",
+                "dev",
+                "--proxy-token-file",
+                token_file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let config = String::from_utf8(agent.stdout).unwrap();
+        assert_eq!(token_of(&config).as_deref(), Some(token.trim()), "{config}");
+        std::fs::write(home.join("agent.kubeconfig"), &config).unwrap();
+        let out = Command::new("kubectl")
+            .args(["get", "pods"])
+            .env("KUBECONFIG", home.join("agent.kubeconfig"))
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("web-"), "{text}");
+    }
+}
+
+/// Strings planted in the operator's kubeconfig and credential plugin: none may reach the agent.
+const PLANTED: &[&str] = &[
+    "PLANTED-ENV-AKIA7QX2",
+    "PLANTED-ARG-CLIENT-SECRET-9c1f",
+    "PLANTED-STDERR-REFRESH-TOKEN-77aa",
+    "PLANTED-STDOUT-ACCESS-TOKEN-5e3d",
+    "fail-plugin.sh",
+    "credential-plugin",
+];
+
+/// An operator kubeconfig whose user runs `plugin` (with secret args and env) against `server`,
+/// with `ca` (base64 PEM) as the cluster's CA if given.
+fn exec_kubeconfig(server: &str, plugin: &std::path::Path, ca: Option<&str>) -> String {
+    let ca = ca
+        .map(|c| format!("\n    certificate-authority-data: {c}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}{ca}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: {}\n      args: [\"--client-secret=PLANTED-ARG-CLIENT-SECRET-9c1f\", \"credential-plugin\"]\n      env:\n      - {{name: AWS_SECRET_ACCESS_KEY, value: PLANTED-ENV-AKIA7QX2}}\n      interactiveMode: Never\n",
+        plugin.display()
+    )
+}
+
+/// A credential plugin that runs `body`, except the first time (when the proxy starts: kube-rs
+/// runs the plugin while it builds the client), when it gives a token that has already expired,
+/// so the next request runs it again.
+fn plugin(home: &std::path::Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = home.join("fail-plugin.sh");
+    let first = home.join("plugin-ran");
+    let _ = std::fs::remove_file(&first);
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nif [ ! -e {first} ]; then touch {first}; echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"first\",\"expirationTimestamp\":\"2000-01-01T00:00:00Z\"}}}}'; exit 0; fi\n{body}\n",
+            first = first.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A proxy whose operator kubeconfig is `config`, its stderr captured in a file.
+fn proxy_with(home: &std::path::Path, config: &str) -> (Guard, String, String, PathBuf) {
+    let op = home.join("operator.kubeconfig");
+    std::fs::write(&op, config).unwrap();
+    let agent = home.join("agent.kubeconfig");
+    let stderr = home.join("proxy.stderr");
+    let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/agent-policy.yaml");
+    let mut child = Command::new(BIN)
+        .args([
+            "proxy",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--kubeconfig",
+            op.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "agent-1",
+            "--group",
+            "ai-agents",
+            "--agent-kubeconfig",
+            agent.to_str().unwrap(),
+            "--agent-namespace",
+            "dev",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "the proxy did not start: {line}\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            )
+        })
+        .to_string();
+    let token = token_of(&std::fs::read_to_string(&agent).unwrap()).unwrap();
+    (Guard(child), url, token, stderr)
+}
+
+/// What the agent sees of each failure: raw answers and real kubectl's output. None of it may
+/// hold anything of the operator's; each says to ask the operator, with an id the log has.
+fn assert_nothing_leaks(what: &str, home: &std::path::Path, config: &str, also: &[&str]) {
+    let (proxy, url, token, stderr) = proxy_with(home, config);
+    let mut seen = String::new();
+    let mut failed = 0;
+    for (method, path, body) in [
+        ("GET", "/api/v1/namespaces/dev/pods", None),
+        ("GET", "/api/v1/namespaces/dev/secrets?watch=1", None),
+        (
+            "POST",
+            "/api/v1/namespaces/dev/configmaps",
+            Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#),
+        ),
+        ("GET", "/version", None),
+        ("GET", "/apis", None),
+    ] {
+        let (status, text) = http(&url, method, path, body, Some(&token));
+        assert!(
+            status == 502 || status == 403,
+            "{what}: {method} {path}: {status} {text}"
+        );
+        if status == 502 {
+            failed += 1;
+            assert!(
+                text.contains("\"kind\":\"Status\"")
+                    && text.contains("could not get an answer from the API server")
+                    && text.contains("correlation id"),
+                "{what}: {text}"
+            );
+            let id = text
+                .split("correlation id ")
+                .nth(1)
+                .map(|t| t.chars().take(16).collect::<String>())
+                .unwrap();
+            let log = std::fs::read_to_string(&stderr).unwrap();
+            assert!(log.contains(&id), "{what}: the log has the id {id}:\n{log}");
+        }
+        seen.push_str(&text);
+    }
+    assert!(
+        failed >= 3,
+        "{what}: the failures reached the agent as 502s: {seen}"
+    );
+    if kubectl_present() {
+        for args in [
+            &["get", "pods"][..],
+            &["get", "secret", "db-credentials", "-o", "yaml"],
+            &["version"],
+            &["api-resources"],
+            &["auth", "can-i", "get", "pods"],
+        ] {
+            let out = Command::new("kubectl")
+                .args(args)
+                .args(["--request-timeout", "20s", "-v", "9"])
+                .env("KUBECONFIG", home.join("agent.kubeconfig"))
+                .env("HOME", home)
+                .output()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&out.stdout));
+            seen.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(seen.contains("correlation id"), "{what}: {seen}");
+    }
+    for s in PLANTED.iter().chain(also) {
+        assert!(
+            !seen.contains(s),
+            "{what}: `{s}` reached the agent:\n{seen}"
+        );
+    }
+    drop(proxy);
+}
+
+#[test]
+fn upstream_errors_tell_the_agent_nothing_of_the_operators() {
+    let home = dir("upstream-errors");
+    let (_sandbox, sandbox) = serve(&["sandbox", "--listen", "127.0.0.1:0"]);
+    let sandbox_port = sandbox.rsplit(':').next().unwrap().to_string();
+
+    // An exec plugin that fails, printing secrets on both streams.
+    let p = plugin(
+        &home,
+        "echo 'PLANTED-STDOUT-ACCESS-TOKEN-5e3d'\necho \"refresh_token=PLANTED-STDERR-REFRESH-TOKEN-77aa $AWS_SECRET_ACCESS_KEY $*\" >&2\nexit 3",
+    );
+    assert_nothing_leaks(
+        "failing exec plugin",
+        &home,
+        &exec_kubeconfig(&sandbox, &p, None),
+        &[],
+    );
+    let log = std::fs::read_to_string(home.join("proxy.stderr")).unwrap();
+    assert!(
+        log.contains("upstream error") && log.contains("correlation id"),
+        "the operator's log has the details:\n{log}"
+    );
+
+    // An exec plugin that "succeeds" with output that is not an ExecCredential.
+    let p = plugin(
+        &home,
+        "echo '{\"kind\":\"ExecCredential\",\"status\":{\"token\":PLANTED-STDOUT-ACCESS-TOKEN-5e3d}}'\necho PLANTED-STDERR-REFRESH-TOKEN-77aa >&2",
+    );
+    assert_nothing_leaks(
+        "plugin with bad output",
+        &home,
+        &exec_kubeconfig(&sandbox, &p, None),
+        &[],
+    );
+
+    // A working plugin, but a server that is not there.
+    let p = plugin(
+        &home,
+        "echo '{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{\"token\":\"PLANTED-STDOUT-ACCESS-TOKEN-5e3d\"}}'",
+    );
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let unreachable = format!("127.0.0.1:{closed}");
+    assert_nothing_leaks(
+        "unreachable server",
+        &home,
+        &exec_kubeconfig(&format!("http://{unreachable}"), &p, None),
+        &[&unreachable],
+    );
+
+    // TLS to a server whose certificate no CA vouches for (the sandbox speaks plain HTTP): the
+    // handshake fails.
+    let ca = b64(testdata("ca.pem").as_bytes());
+    let tls = format!("https://127.0.0.1:{sandbox_port}");
+    assert_nothing_leaks(
+        "bad CA / TLS failure",
+        &home,
+        &exec_kubeconfig(&tls, &p, Some(&ca)),
+        &[
+            &tls,
+            &format!("127.0.0.1:{sandbox_port}"),
+            "InvalidContentType",
+            "kubeleash-test-ca",
+        ],
+    );
+}
+
+fn b64(b: &[u8]) -> String {
+    b64url(b).replace('-', "+").replace('_', "/")
+        + match b.len() % 3 {
+            1 => "==",
+            2 => "=",
+            _ => "",
+        }
 }

@@ -893,6 +893,7 @@ async fn ten_thousand_mixed_requests_none_lost_none_crossed_all_recorded() {
     let kubeconfig = scratch.path("operator.kubeconfig");
     write_operator_kubeconfig(&kubeconfig, &sandbox);
     let record = scratch.path("record.jsonl");
+    let token_file = scratch.path("agent.token");
     let (mut proxy, proxy_url) = Proc::start(
         "proxy",
         &[
@@ -909,12 +910,17 @@ async fn ten_thousand_mixed_requests_none_lost_none_crossed_all_recorded() {
             "ai-agents",
             "--record",
             record.to_str().unwrap(),
+            "--agent-token-file",
+            token_file.to_str().unwrap(),
         ],
         scratch.path("proxy.err"),
     );
     let setup = started.elapsed();
 
-    let base: Arc<str> = proxy_url.as_str().into();
+    // The proxy's token as the first path segment, as the agent kubeconfig's server URL has it
+    // (the proxy takes it off before the request is decided and recorded).
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let base: Arc<str> = format!("{proxy_url}/{}", token.trim()).into();
     let pods = Arc::new(pods);
     let secrets = Arc::new(Secrets::new(secret_values));
     let load_started = Instant::now();

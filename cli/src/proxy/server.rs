@@ -13,16 +13,21 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use kube::client::ClientBuilder;
-use kubeleash_core::policy::{Identity, Policy};
+use kubeleash_core::policy::{Decision, Effect, Identity, Policy};
 use kubeleash_tower::{
     BoxError, JsonlRecorder, KubeleashLayer, Mode, PolicyHandle, RecorderOptions,
 };
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use super::access::{Access, AgentToken};
+use super::agent_config::{AgentAuth, render, write_private};
+use super::limits::{BusyLog, Limits, busy_response};
 use super::oidc::Oidc;
+use super::tunnels::{Admitted, Tunnels};
+use super::upstream_error;
 use crate::approvals::{SocketApprover, TerminalApprover, WebhookApprover};
 
 /// Who the agent is.
@@ -70,6 +75,14 @@ pub struct ProxyConfig {
     /// A plain-HTTP upstream with no credential instead of a kubeconfig (the sandbox, in the
     /// demo and tests).
     pub upstream: Option<String>,
+    /// Where to write the agent's kubeconfig (0600): the proxy's URL and, with a fixed
+    /// identity, the proxy's bearer token.
+    pub agent_kubeconfig: Option<PathBuf>,
+    /// Where to write the proxy's token alone (0600), for `kubeleash kubeconfig
+    /// --proxy-token-file`.
+    pub agent_token_file: Option<PathBuf>,
+    /// The namespace the agent's kubeconfig works in.
+    pub agent_namespace: String,
 }
 
 /// A running proxy.
@@ -83,9 +96,46 @@ pub struct RunningProxy {
     socket: Option<Arc<SocketApprover>>,
     /// Every open connection holds a clone; none left but this one means all have finished.
     connections: Arc<()>,
-    /// The connection tasks, to cut streams (watches, followed logs) still open after the grace
-    /// period: dropping their bodies writes their records before the recorder closes.
-    open_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// The bearer token agents must present (fixed identity only).
+    token: Option<AgentToken>,
+    /// The connection and tunnel tasks, to cut streams (watches, followed logs, exec) still
+    /// open after the grace period: dropping their bodies writes their records before the
+    /// recorder closes.
+    open_tasks: OpenTasks,
+    /// The upgraded connections, decided again on every reload.
+    tunnels: Arc<Tunnels>,
+    limits: Limits,
+}
+
+type OpenTasks = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
+
+/// Keep `task` with the others, so shutdown can cut it; forget the ones that finished.
+fn track(tasks: &OpenTasks, task: tokio::task::AbortHandle) {
+    let mut open = tasks.lock().unwrap_or_else(|p| p.into_inner());
+    open.retain(|t| !t.is_finished());
+    open.push(task);
+}
+
+/// The identity the proxy verified before reading the body (OIDC), handed to the layer in the
+/// request's extensions so the token is not verified twice. Only the proxy puts it there: an
+/// extension is not something a client can send.
+#[derive(Clone)]
+struct Verified(Identity);
+
+/// What every request on every connection shares.
+struct Front {
+    client: kube::Client,
+    access: Arc<Access>,
+    /// The agent's identity when it comes from flags.
+    fixed: Option<Identity>,
+    /// The token verifier when identities come from OIDC.
+    oidc: Option<Arc<Oidc>>,
+    policy: PolicyHandle,
+    tunnels: Arc<Tunnels>,
+    limits: Limits,
+    /// Held by every connection and tunnel (see [`RunningProxy::connections`]).
+    connections: Arc<()>,
+    open_tasks: OpenTasks,
 }
 
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -126,8 +176,17 @@ fn load_policy(path: &PathBuf) -> Result<Policy, String> {
     })
 }
 
-/// Start the proxy: compile the policy, connect the upstream, listen.
+/// Start the proxy with the default [`Limits`]: compile the policy, connect the upstream,
+/// listen.
 pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
+    start_with(cfg, Limits::default()).await
+}
+
+/// Start the proxy with the given limits.
+pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy, String> {
+    if limits.max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
     if !cfg.listen.ip().is_loopback() {
         return Err(format!(
             "--listen `{}` is not a loopback address; kubeleash proxy listens on loopback only",
@@ -138,8 +197,11 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
     let mut layer = KubeleashLayer::new(policy)
         .mode(cfg.mode)
         .approval_timeout(cfg.approval_timeout);
-    layer = match &cfg.identity {
-        IdentityConfig::Fixed(id) => layer.identity(id.clone()),
+    let (fixed, oidc) = match &cfg.identity {
+        IdentityConfig::Fixed(id) => {
+            layer = layer.identity(id.clone());
+            (Some(id.clone()), None)
+        }
         IdentityConfig::Oidc {
             issuer,
             audience,
@@ -147,14 +209,21 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
             user_claim,
             groups_claim,
         } => {
-            let oidc = Oidc::new(
+            let oidc = Arc::new(Oidc::new(
                 jwks,
                 issuer.clone(),
                 audience.clone(),
                 user_claim.clone(),
                 groups_claim.clone(),
-            )?;
-            layer.identity_from(move |parts| oidc.identity(parts))
+            )?);
+            let verifier = Arc::clone(&oidc);
+            // The proxy verifies the token before it reads the body and hands the identity
+            // over; a request that comes without one is verified here.
+            layer = layer.identity_from(move |parts| match parts.extensions.get::<Verified>() {
+                Some(Verified(id)) => Ok(id.clone()),
+                None => verifier.identity(parts),
+            });
+            (None, Some(oidc))
         }
     };
     let recorder = match &cfg.record {
@@ -214,7 +283,13 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
     };
     let policy_handle = layer.policy_handle();
     let client = ClientBuilder::try_from(config)
-        .map_err(|e| format!("cannot build the upstream client: {e}"))?
+        .map_err(|e| {
+            format!(
+                "cannot build the upstream client: {}",
+                upstream_error::mask(&e.to_string())
+            )
+        })?
+        .with_layer(&upstream_error::NoteErrors)
         .with_layer(&layer)
         .build();
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
@@ -225,28 +300,68 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
         )
     })?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // With identity from flags, anyone who can reach the port would be the agent: the agent
+    // proves itself with a token only the proxy and its kubeconfig know. With OIDC the bearer
+    // is the agent's own token, which the layer verifies.
+    let token = match cfg.identity {
+        IdentityConfig::Fixed(_) => Some(AgentToken::generate()?),
+        IdentityConfig::Oidc { .. } => None,
+    };
+    write_agent_files(&cfg, addr, token.as_ref())?;
+    let access = Arc::new(Access::new(addr, token.clone()));
     let (stop, mut stopped) = watch::channel(false);
     let connections = Arc::new(());
-    let conns = Arc::clone(&connections);
-    let open_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-    let tasks = Arc::clone(&open_tasks);
+    let open_tasks: OpenTasks = Arc::default();
+    let tunnels = Arc::new(Tunnels::default());
+    let front = Arc::new(Front {
+        client,
+        access,
+        fixed,
+        oidc,
+        policy: policy_handle.clone(),
+        tunnels: Arc::clone(&tunnels),
+        limits,
+        connections: Arc::clone(&connections),
+        open_tasks: Arc::clone(&open_tasks),
+    });
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    // The timer makes hyper close a connection whose headers do not arrive in time, idle
+    // kept-alive ones included (slowloris).
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
     let accept = tokio::spawn(async move {
+        let mut busy = BusyLog::default();
         loop {
             let (stream, _) = tokio::select! {
                 r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
                 _ = stopped.changed() => break,
             };
+            // One slot per connection, held by an upgraded one's tunnel too. Beyond the cap the
+            // client gets a 503 it can read (the socket's send buffer is empty, so the write
+            // does not block), and the connection closes without a byte of it being read.
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                let _ = stream.try_write(&busy_response(limits.max_connections));
+                if let Some(line) = busy.turned_away(limits.max_connections) {
+                    eprintln!("{line}");
+                }
+                continue;
+            };
             // Masked responses go out in more than one write: without this the second waits
             // for the client's delayed ACK (about 40 ms).
             let _ = stream.set_nodelay(true);
-            let client = client.clone();
-            let service = hyper::service::service_fn(move |req| forward(client.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
+            let slot = Arc::new(slot);
+            let (f, s) = (Arc::clone(&front), Arc::clone(&slot));
+            let service = hyper::service::service_fn(move |req| {
+                forward(Arc::clone(&f), Arc::clone(&s), req)
+            });
+            let conn = http1
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            let (token, mut stop) = (Arc::clone(&conns), stopped.clone());
+            let (token, mut stop) = (Arc::clone(&front.connections), stopped.clone());
             let task = tokio::spawn(async move {
-                let _token = token;
+                let (_token, _slot) = (token, slot);
                 let mut conn = std::pin::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => {}
@@ -257,9 +372,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
                     }
                 }
             });
-            let mut open = tasks.lock().unwrap_or_else(|p| p.into_inner());
-            open.retain(|t: &tokio::task::AbortHandle| !t.is_finished());
-            open.push(task.abort_handle());
+            track(&front.open_tasks, task.abort_handle());
         }
     });
     Ok(RunningProxy {
@@ -271,18 +384,73 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
         recorder,
         socket,
         connections,
+        token,
         open_tasks,
+        tunnels,
+        limits,
     })
 }
 
-/// One request: buffered (the API server takes at most 3 MiB), sent through the layer and the
-/// upstream client; the response streams back. Upgrades (exec, attach, port-forward) that the
-/// policy allowed are joined end to end.
+/// The agent's kubeconfig and token file, if asked for.
+fn write_agent_files(
+    cfg: &ProxyConfig,
+    addr: SocketAddr,
+    token: Option<&AgentToken>,
+) -> Result<(), String> {
+    let url = format!("http://{addr}");
+    if let Some(path) = &cfg.agent_kubeconfig {
+        let auth = token.map_or(AgentAuth::None, |t| AgentAuth::ProxyToken(t.secret()));
+        write_private(path, &render(&url, &cfg.agent_namespace, auth))?;
+    }
+    if let Some(path) = &cfg.agent_token_file {
+        let Some(t) = token else {
+            return Err(
+                "--agent-token-file is for a proxy with --user/--group; with --oidc-issuer the agent presents its own OIDC token"
+                    .into(),
+            );
+        };
+        write_private(path, t.secret())?;
+    }
+    Ok(())
+}
+
+/// One request: the door checked on its headers (Host, Origin, the proxy's token, an OIDC
+/// token), then its body buffered (the API server takes at most 3 MiB, within the body
+/// deadline), sent through the layer and the upstream client; the response streams back.
+/// Upgrades (exec, attach, port-forward) that the policy allowed are joined end to end, and
+/// kept on the list a reload decides again.
 async fn forward(
-    client: kube::Client,
+    front: Arc<Front>,
+    slot: Arc<OwnedSemaphorePermit>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (mut parts, body) = req.into_parts();
+    if let Err(r) = front.access.admit(&mut parts) {
+        front.access.log_refusal(&r, parts.method.as_str());
+        let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::FORBIDDEN);
+        return Ok(status(code, r.reason, &r.message));
+    }
+    // Who is asking, before a byte of the body is read: a caller without a valid token makes
+    // the proxy buffer nothing.
+    let identity = match (&front.fixed, &front.oidc) {
+        (Some(id), _) => id.clone(),
+        (None, Some(oidc)) => match oidc.identity(&parts) {
+            Ok(id) => {
+                parts.extensions.insert(Verified(id.clone()));
+                id
+            }
+            Err(why) => {
+                return Ok(status(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    &format!(
+                        "kubeleash: the request carries no identity kubeleash can verify: {why}"
+                    ),
+                ));
+            }
+        },
+        (None, None) => Identity::default(),
+    };
     let wants_upgrade = parts.headers.contains_key(UPGRADE);
     let server_upgrade = if wants_upgrade {
         let mut r = Request::from_parts(parts, ());
@@ -292,9 +460,13 @@ async fn forward(
     } else {
         None
     };
-    let bytes = match Limited::new(body, 3 * 1024 * 1024).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
+    let read = tokio::time::timeout(
+        front.limits.body_timeout,
+        Limited::new(body, 3 * 1024 * 1024).collect(),
+    );
+    let bytes = match read.await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
             return Ok(status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
@@ -303,34 +475,134 @@ async fn forward(
                 ),
             ));
         }
+        Err(_) => {
+            return Ok(status(
+                StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                &format!(
+                    "kubeleash: the request body did not arrive within {} s; send it at once",
+                    front.limits.body_timeout.as_secs_f64()
+                ),
+            ));
+        }
     };
     // The upstream connection sets its own Host and framing.
     parts.headers.remove(HOST);
     parts.headers.remove(TRANSFER_ENCODING);
+    let (method, path) = (parts.method.clone(), parts.uri.to_string());
+    // A tunnel is decided again on reload: keep what the layer decides it on.
+    let admitted = server_upgrade.is_some().then(|| Admitted {
+        identity,
+        method: method.as_str().to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        headers: parts.headers.clone(),
+        body: bytes.clone(),
+        approved: false,
+    });
+    let note = upstream_error::Note::default();
+    parts.extensions.insert(note.clone());
     let upstream = Request::from_parts(parts, kube::client::Body::from(bytes));
-    match client.send(upstream).await {
+    match front.client.send(upstream).await {
+        Ok(resp) if note.is_set() => {
+            // The connection stack under the layer failed: the layer answered the agent with a
+            // fixed Status and an id; the details go to the operator's log under that id.
+            let detail = note.take().unwrap_or_default();
+            let (mut rparts, body) = resp.into_parts();
+            rparts.headers.remove(http::header::CONTENT_LENGTH);
+            let bytes = Limited::new(body, 64 * 1024)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let id = upstream_error::id_in(&bytes).unwrap_or_else(|| "unknown".into());
+            eprintln!(
+                "{}",
+                upstream_error::log_text(&id, method.as_str(), &path, &detail)
+            );
+            Ok(Response::from_parts(
+                rparts,
+                Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
+            ))
+        }
         Ok(mut resp) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(server_upgrade) = server_upgrade
+                && let (Some(server_upgrade), Some(mut admitted)) = (server_upgrade, admitted)
             {
-                {
-                    let client_upgrade = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(async move {
-                        if let (Ok(a), Ok(b)) = (server_upgrade.await, client_upgrade.await) {
-                            let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                        }
-                    });
+                admitted.approved = resp
+                    .extensions()
+                    .get::<Decision>()
+                    .is_some_and(|d| d.effect == Effect::Approve);
+                if let Err(d) = open_tunnel(&front, slot, admitted, server_upgrade, &mut resp) {
+                    // Decided again under a policy reloaded since the layer let it through.
+                    eprintln!(
+                        "kubeleash proxy: refused to open a tunnel for {method} {}: the policy was reloaded and {}",
+                        serde_json::Value::from(path.as_str()),
+                        d.reason
+                    );
+                    return Ok(status(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        &format!(
+                            "kubeleash: the policy was reloaded and no longer allows this: {}",
+                            d.reason
+                        ),
+                    ));
                 }
             }
             Ok(resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
         }
-        Err(e) => Ok(status(
-            StatusCode::BAD_GATEWAY,
-            "ServiceUnavailable",
-            &format!("kubeleash could not reach the API server: {e}"),
-        )),
+        Err(e) => {
+            // The error is made of the operator's kubeconfig and credential machinery: it goes
+            // to the operator's log only; the agent gets a fixed message and the id to quote.
+            let id = upstream_error::correlation_id();
+            eprintln!(
+                "{}",
+                upstream_error::log_line(&id, method.as_str(), &path, &e)
+            );
+            Ok(status(
+                StatusCode::BAD_GATEWAY,
+                "ServiceUnavailable",
+                &upstream_error::agent_message(&id),
+            ))
+        }
     }
+}
+
+/// Join the agent's connection to the API server's once both have switched, as a task kept
+/// with the connections (shutdown cuts it after the grace period) and on the tunnel list (a
+/// reload that no longer allows it cuts it). It holds the connection's slot while it runs.
+fn open_tunnel<B>(
+    front: &Arc<Front>,
+    slot: Arc<OwnedSemaphorePermit>,
+    admitted: Admitted,
+    server_upgrade: hyper::upgrade::OnUpgrade,
+    resp: &mut Response<B>,
+) -> Result<(), Decision> {
+    let mut ticket = front
+        .tunnels
+        .register(admitted, || front.policy.get())?;
+    let client_upgrade = hyper::upgrade::on(resp);
+    let token = Arc::clone(&front.connections);
+    let task = tokio::spawn(async move {
+        let (_token, _slot) = (token, slot);
+        let joined = async {
+            if let (Ok(a), Ok(b)) = (server_upgrade.await, client_upgrade.await) {
+                let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+            }
+        };
+        tokio::select! {
+            _ = joined => {}
+            // Dropping both ends closes both connections.
+            _ = ticket.cut.wait_for(|cut| *cut) => {}
+        }
+    });
+    track(&front.open_tasks, task.abort_handle());
+    Ok(())
 }
 
 impl RunningProxy {
@@ -339,12 +611,37 @@ impl RunningProxy {
         format!("http://{}", self.addr)
     }
 
+    /// The bearer token agents must present (with a fixed identity; none with OIDC).
+    pub fn agent_token(&self) -> Option<&str> {
+        self.token.as_ref().map(AgentToken::secret)
+    }
+
+    /// A kubeconfig for the agent: this proxy's URL and its token, no cluster credential.
+    pub fn agent_kubeconfig(&self, namespace: &str) -> String {
+        let auth = match self.agent_token() {
+            Some(t) => AgentAuth::ProxyToken(t),
+            None => AgentAuth::None,
+        };
+        render(&self.url(), namespace, auth)
+    }
+
     /// Compile the policy file again; on success it is in force for new requests, on failure the
     /// old one stays and the error says why.
+    ///
+    /// Open tunnels (exec, attach, port-forward, proxy) are decided again under the new policy,
+    /// and those it no longer lets through are cut; each cut is logged to stderr.
     pub fn reload(&self) -> Result<(), String> {
         let p = load_policy(&self.policy_path)?;
         self.policy.set(p);
+        for cut in self.tunnels.reloaded(&self.policy.get()) {
+            eprintln!("kubeleash proxy: the reloaded policy no longer allows an open tunnel; cut {cut}");
+        }
         Ok(())
+    }
+
+    /// How many upgraded connections (exec, attach, port-forward, proxy) are open.
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.len()
     }
 
     /// Stop accepting, deny held approvals, let in-flight requests finish (up to `grace`),
@@ -408,7 +705,8 @@ impl RunningProxy {
             }
         }
         eprintln!("kubeleash proxy: shutting down");
-        self.shutdown(Duration::from_secs(10)).await;
+        let grace = self.limits.shutdown_grace;
+        self.shutdown(grace).await;
     }
 
     fn report_reload(&self) {
