@@ -1,6 +1,12 @@
 //! `kubeleash proxy`: the gateway for agents that run kubectl. The agent gets a kubeconfig that
 //! points here and holds no credential; the proxy holds the operator's, enforces the policy,
 //! holds privileged requests for a person, masks, and records.
+//!
+//! A reload reaches open exec, attach, port-forward and proxy streams too: each is decided
+//! again and cut if the new policy no longer lets it through. What a client may cost is bounded
+//! ([`limits::Limits`]): connections at once, time to send headers and body, and the door
+//! (Host, Origin, the proxy's token or the OIDC token's signature) is checked before a byte of
+//! the body is read.
 
 mod access;
 mod agent_config;
@@ -17,10 +23,10 @@ use std::time::Duration;
 
 use kubeleash_core::policy::Identity;
 use kubeleash_tower::Mode;
+use limits::Limits;
 
 pub use agent_config::write_private;
-pub use limits::Limits;
-pub use server::{Approvals, IdentityConfig, ProxyConfig, start, start_with};
+pub use server::{Approvals, IdentityConfig, ProxyConfig, start};
 
 use crate::report::USAGE;
 
@@ -32,7 +38,8 @@ enum ModeArg {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy file; reloaded on SIGHUP or when it changes.
+    /// The policy file; reloaded on SIGHUP or when it changes (open exec, attach and
+    /// port-forward streams it no longer allows are cut).
     #[arg(long, value_name = "FILE")]
     policy: PathBuf,
     /// The operator's kubeconfig (default: $KUBECONFIG, then ~/.kube/config).
@@ -92,6 +99,21 @@ pub struct Args {
     /// The namespace the agent's kubeconfig works in.
     #[arg(long, value_name = "NAME", default_value = "default")]
     agent_namespace: String,
+    /// Connections open at once (exec and port-forward streams included); more are answered
+    /// 503 and closed.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers (and the longest an idle kept-alive
+    /// connection stays open).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    header_timeout: u64,
+    /// Seconds a client has to send a request's body once its headers are in.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    body_timeout: u64,
+    /// On SIGTERM, seconds that requests still running (watches, exec) may go on before they
+    /// are cut.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    shutdown_grace: u64,
 }
 
 fn approvals(a: &Args) -> Result<Approvals, String> {
@@ -167,6 +189,18 @@ pub fn run(a: Args) -> ExitCode {
         agent_token_file: a.agent_token_file.clone(),
         agent_namespace: a.agent_namespace.clone(),
     };
+    if a.max_connections == 0 || a.header_timeout == 0 || a.body_timeout == 0 {
+        eprintln!(
+            "error: --max-connections, --header-timeout and --body-timeout must be at least 1"
+        );
+        return ExitCode::from(USAGE);
+    }
+    let limits = Limits {
+        max_connections: a.max_connections,
+        header_timeout: Duration::from_secs(a.header_timeout),
+        body_timeout: Duration::from_secs(a.body_timeout),
+        shutdown_grace: Duration::from_secs(a.shutdown_grace),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -178,7 +212,7 @@ pub fn run(a: Args) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let proxy = match start(config).await {
+        let proxy = match server::start_with(config, limits).await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -88,7 +88,10 @@ mod tests {
         let r = String::from_utf8(busy_response(7)).unwrap();
         let (head, body) = r.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["code"], 503);
         assert!(v["message"].as_str().unwrap().contains("7 connections"));

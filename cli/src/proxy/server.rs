@@ -1,5 +1,7 @@
 //! The proxy server: hyper on loopback in front, the kubeleash layer in the middle, kube-rs's
-//! client stack (TLS, the operator's credential, refresh) behind.
+//! client stack (TLS, the operator's credential, refresh) behind. Connections are capped, slow
+//! clients cut at deadlines ([`Limits`]), and upgraded connections kept on a list each reload
+//! decides again ([`Tunnels`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -335,7 +337,15 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
         let mut busy = BusyLog::default();
         loop {
             let (stream, _) = tokio::select! {
-                r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Out of file descriptors (or another passing error): accept fails
+                        // again at once, so wait a little instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
                 _ = stopped.changed() => break,
             };
             // One slot per connection, held by an upgraded one's tunnel too. Beyond the cap the
@@ -353,9 +363,8 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
             let _ = stream.set_nodelay(true);
             let slot = Arc::new(slot);
             let (f, s) = (Arc::clone(&front), Arc::clone(&slot));
-            let service = hyper::service::service_fn(move |req| {
-                forward(Arc::clone(&f), Arc::clone(&s), req)
-            });
+            let service =
+                hyper::service::service_fn(move |req| forward(Arc::clone(&f), Arc::clone(&s), req));
             let conn = http1
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
@@ -432,12 +441,12 @@ async fn forward(
     }
     // Who is asking, before a byte of the body is read: a caller without a valid token makes
     // the proxy buffer nothing.
-    let identity = match (&front.fixed, &front.oidc) {
-        (Some(id), _) => id.clone(),
-        (None, Some(oidc)) => match oidc.identity(&parts) {
+    let verified = match &front.oidc {
+        None => None,
+        Some(oidc) => match oidc.identity(&parts) {
             Ok(id) => {
                 parts.extensions.insert(Verified(id.clone()));
-                id
+                Some(id)
             }
             Err(why) => {
                 return Ok(status(
@@ -449,7 +458,6 @@ async fn forward(
                 ));
             }
         },
-        (None, None) => Identity::default(),
     };
     let wants_upgrade = parts.headers.contains_key(UPGRADE);
     let server_upgrade = if wants_upgrade {
@@ -492,7 +500,7 @@ async fn forward(
     let (method, path) = (parts.method.clone(), parts.uri.to_string());
     // A tunnel is decided again on reload: keep what the layer decides it on.
     let admitted = server_upgrade.is_some().then(|| Admitted {
-        identity,
+        identity: verified.or_else(|| front.fixed.clone()).unwrap_or_default(),
         method: method.as_str().to_string(),
         target: parts
             .uri
@@ -582,9 +590,7 @@ fn open_tunnel<B>(
     server_upgrade: hyper::upgrade::OnUpgrade,
     resp: &mut Response<B>,
 ) -> Result<(), Decision> {
-    let mut ticket = front
-        .tunnels
-        .register(admitted, || front.policy.get())?;
+    let mut ticket = front.tunnels.register(admitted, || front.policy.get())?;
     let client_upgrade = hyper::upgrade::on(resp);
     let token = Arc::clone(&front.connections);
     let task = tokio::spawn(async move {
@@ -634,14 +640,11 @@ impl RunningProxy {
         let p = load_policy(&self.policy_path)?;
         self.policy.set(p);
         for cut in self.tunnels.reloaded(&self.policy.get()) {
-            eprintln!("kubeleash proxy: the reloaded policy no longer allows an open tunnel; cut {cut}");
+            eprintln!(
+                "kubeleash proxy: the reloaded policy no longer allows an open tunnel; cut {cut}"
+            );
         }
         Ok(())
-    }
-
-    /// How many upgraded connections (exec, attach, port-forward, proxy) are open.
-    pub fn open_tunnels(&self) -> usize {
-        self.tunnels.len()
     }
 
     /// Stop accepting, deny held approvals, let in-flight requests finish (up to `grace`),

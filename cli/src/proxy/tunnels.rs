@@ -10,8 +10,8 @@
 //! approved it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -142,6 +142,7 @@ impl Tunnels {
     }
 
     /// How many tunnels are open.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }
