@@ -35,7 +35,10 @@ pub use error::BodyError;
 pub enum BodyKind {
     /// A whole object (create, update).
     Object,
-    /// `DeleteOptions` on a DELETE.
+    /// `DeleteOptions` on a DELETE. When the body is non-empty the API server acts on these
+    /// and ignores the query's options entirely (`kubernetes-semantics.md` §6.8); see
+    /// [`Request::with_body_facts`](crate::request::Request::with_body_facts), which refuses a
+    /// DELETE carrying options in both places and a body that is not `DeleteOptions`.
     DeleteOptions,
     /// An RFC 6902 JSON patch: a list of operations whose result depends on the stored object.
     JsonPatch,

@@ -1,6 +1,14 @@
 //! The kubectl command a request amounts to, for people: approval prompts show it, and replay
-//! prints a recorded session as a list of them. Where no kubectl command fits, the raw method and
-//! target are given.
+//! prints a recorded session as a list of them. Where no kubectl command fits, or the request
+//! carries a query parameter no kubectl flag sends, the raw method and target are given: a line
+//! never leaves out something that changes what the request does.
+//!
+//! Query parameters are read as the API server reads them, through the request's own decoding
+//! ([`Request::query_params`]): any boolean spelling it takes as true (`follow=1`, `True`, `t`,
+//! even `yes` or an empty value; only `0` and `false` in any case are false) shows the flag.
+//! A DELETE's options come from [`Facts::delete_options`](crate::request::Facts::delete_options),
+//! which holds the body's options once [`Request::with_body_facts`] has run: call it before
+//! rendering a DELETE whose body was read.
 //!
 //! ```
 //! use kubeleash_core::{kubectl, request::classify};
@@ -92,9 +100,9 @@ pub fn words(request: &Request) -> Vec<String> {
     }
 }
 
-/// Parameters that never change what a request does to the cluster or what it returns:
-/// output formatting and the client's own timeout.
-const HARMLESS: &[&str] = &["pretty", "timeout"];
+/// Parameters that never change what a request does to the cluster or which objects it
+/// returns: output formatting (`includeObject` shapes a Table) and the client's own timeout.
+const HARMLESS: &[&str] = &["pretty", "timeout", "includeObject"];
 
 /// Parameters of a list or watch that only page, resume or bound it (kubectl sends them on its
 /// own); the selectors are rendered.
@@ -236,11 +244,14 @@ impl Line<'_> {
         Some(())
     }
 
-    /// An integer parameter as `--flag=N`; `None` if it is not an integer (the API server
-    /// answers 400, and no kubectl flag sends it).
-    fn int_flag(&mut self, key: &'static str, flag: &str) -> Option<()> {
+    /// An integer parameter as `--flag=N`; `None` if it is not an integer of at least `min`
+    /// (the API server answers 400 or 422, and kubectl treats a lower value as unset, so no
+    /// line sends it).
+    fn int_flag(&mut self, key: &'static str, flag: &str, min: i64) -> Option<()> {
         if let Some(v) = self.value(key) {
-            v.parse::<i64>().ok()?;
+            if v.parse::<i64>().ok()? < min {
+                return None;
+            }
             self.words.push(format!("--{flag}={v}"));
         }
         Some(())
@@ -304,14 +315,16 @@ impl Line<'_> {
                 }
                 if let Some(t) = self.value("sinceSeconds") {
                     // `--since` takes a duration, so the seconds need their unit.
-                    t.parse::<i64>().ok()?;
+                    if t.parse::<i64>().ok()? < 1 {
+                        return None;
+                    }
                     self.words.push(format!("--since={t}s"));
                 }
                 if let Some(t) = self.value("sinceTime") {
                     self.words.push(format!("--since-time={t}"));
                 }
-                self.int_flag("tailLines", "tail")?;
-                self.int_flag("limitBytes", "limit-bytes")?;
+                self.int_flag("tailLines", "tail", 0)?;
+                self.int_flag("limitBytes", "limit-bytes", 1)?;
                 if self.flag("insecureSkipTLSVerifyBackend") {
                     self.push(&["--insecure-skip-tls-verify-backend"]);
                 }
@@ -454,6 +467,7 @@ fn words_of(parts: &[&str]) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::request::classify;

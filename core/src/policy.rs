@@ -269,7 +269,9 @@ impl Policy {
 
     /// Whether [`Policy::decide`] may need this request's body, so a data path can skip reading
     /// it when nothing looks at it: always for a create, update or patch of a resource (every
-    /// write's body is checked for mask markers and masked-field reads), otherwise when a rule
+    /// write's body is checked for mask markers and masked-field reads) and for every delete
+    /// (its body's DeleteOptions override the query's; options in both, or a body that is not
+    /// DeleteOptions, are refused), otherwise when a rule
     /// with conditions could match. Deciding without a body this says is not needed gives the
     /// same decision as with it.
     pub fn needs_body(&self, identity: &Identity, request: &Request) -> bool {
@@ -287,7 +289,11 @@ impl Policy {
         body: Option<&[u8]>,
     ) -> Evaluation {
         match request::classify(method, target, headers) {
-            Ok(req) => {
+            Ok(mut req) => {
+                // A DELETE's body overrides its query's options: the facts shown with the
+                // decision follow the body. A body that cannot be read that way is denied by
+                // `decide` below, so the error here adds nothing.
+                let _ = req.with_body_facts(body);
                 let decision = self.decide(identity, &req, body);
                 Evaluation {
                     request: Some(req),

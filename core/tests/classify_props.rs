@@ -492,3 +492,60 @@ proptest! {
         }
     }
 }
+
+// ---- one reading of the query -------------------------------------------------------------
+
+/// A query parameter as an agent may spell it: known keys, percent-encoded keys, boolean
+/// spellings, repeats.
+fn spelled_param() -> impl Strategy<Value = String> {
+    let key = proptest::sample::select(vec![
+        "watch",
+        "w%61tch",
+        "fieldManager",
+        "fieldM%61nager",
+        "labelSelector",
+        "fieldSelector",
+        "dryRun",
+        "follow",
+        "previous",
+        "orphanDependents",
+        "x",
+    ]);
+    let value = proptest::sample::select(vec![
+        "", "1", "0", "t", "f", "TRUE", "False", "yes", "All", "a%3Db", "kubectl",
+    ]);
+    (key, value, any::<bool>()).prop_map(|(k, v, bare)| {
+        if bare && v.is_empty() {
+            k.to_string()
+        } else {
+            format!("{k}={v}")
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Invariant: the query as `Request::query_params` reads it (what the kubectl line
+    /// renders) is the query classification judged: same decoded values for the facts, and
+    /// the same boolean reading (`watch` decides list or watch).
+    #[test]
+    fn query_params_agree_with_classification(
+        params in prop::collection::vec(spelled_param(), 0..5),
+        named in any::<bool>(),
+    ) {
+        let path = if named { "/api/v1/namespaces/d/pods/p" } else { "/api/v1/namespaces/d/pods" };
+        let target = format!("{path}?{}", params.join("&"));
+        let Ok(req) = classify("GET", &target, &HeaderMap::new()) else {
+            return Ok(());
+        };
+        let q = req.query_params();
+        prop_assert_eq!(q.first("fieldManager"), req.facts.field_manager.as_deref());
+        prop_assert_eq!(q.first("labelSelector"), req.facts.label_selector.as_deref());
+        prop_assert_eq!(q.first("fieldSelector"), req.facts.field_selector.as_deref());
+        prop_assert_eq!(q.first("dryRun").is_some(), req.facts.dry_run);
+        if !named {
+            prop_assert_eq!(q.flag("watch"), req.attributes.verb == "watch", "{}", target);
+        }
+    }
+}

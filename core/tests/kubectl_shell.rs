@@ -309,7 +309,7 @@ fn a_real_shell_reads_the_same_words() {
 /// How the API server reads a boolean query parameter (`Convert_Slice_string_To_bool`), written
 /// here independently: only `0` and `false` in any case are false.
 fn server_flag(v: &str) -> bool {
-    v != "0" && v.to_ascii_lowercase() != "false"
+    !matches!(v.to_ascii_lowercase().as_str(), "0" | "false")
 }
 
 /// Spellings of booleans an agent may use: Go's `strconv.ParseBool` set and more.

@@ -677,4 +677,67 @@ spec:
         let d = policy.decide(&id, &req, Some(body));
         assert_eq!(d.rule.as_deref(), Some("no-privileged-creates"));
     }
+
+    #[test]
+    fn delete_conditions_judge_the_options_the_server_uses_wherever_they_are() {
+        let policy = Policy::from_yaml(
+            "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: deletes, effect: allow, verbs: [delete], resources: [configmaps]}\n    - name: no-orphans\n      effect: deny\n      verbs: [delete]\n      resources: [configmaps]\n      when: [{path: \"$.propagationPolicy\", equals: Orphan}]\n",
+        )
+        .unwrap();
+        let id = Identity::new("agent", ["ai"]);
+        let cm = "/api/v1/namespaces/dev/configmaps/x";
+        let decide = |target: &str, body: Option<&[u8]>| {
+            let req = classify("DELETE", target, &HeaderMap::new()).unwrap();
+            let d = policy.decide(&id, &req, body);
+            (d.effect, d.rule.as_deref().map(str::to_string))
+        };
+        use crate::policy::Effect;
+        let no_orphans = (Effect::Deny, Some("no-orphans".to_string()));
+        let allowed = (Effect::Allow, Some("deletes".to_string()));
+        assert_eq!(
+            decide(&format!("{cm}?propagationPolicy=Orphan"), None),
+            no_orphans
+        );
+        assert_eq!(
+            decide(cm, Some(br#"{"propagationPolicy":"Orphan"}"#)),
+            no_orphans
+        );
+        assert_eq!(
+            decide(&format!("{cm}?propagationPolicy=Background"), None),
+            allowed
+        );
+        assert_eq!(decide(cm, None), allowed);
+        // Options in both places: refused before any rule.
+        let both = decide(
+            &format!("{cm}?propagationPolicy=Background"),
+            Some(br#"{"propagationPolicy":"Orphan"}"#),
+        );
+        assert_eq!(both, (Effect::Deny, None));
+    }
+
+    #[test]
+    fn a_delete_without_options_is_decided_on_its_attributes() {
+        let policy = Policy::from_yaml(
+            "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: write, effect: allow, verbs: [delete, deletecollection], apiGroups: [\"\"], resources: [configmaps], namespaces: [dev]}\n",
+        )
+        .unwrap();
+        let id = Identity::new("agent", ["agents"]);
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        for target in [
+            "/api/v1/namespaces/dev/configmaps/x",
+            "/api/v1/namespaces/dev/configmaps",
+        ] {
+            let req = classify("DELETE", target, &headers).unwrap();
+            for body in [None, Some(&b""[..]), Some(&b"{}"[..])] {
+                let d = policy.decide(&id, &req, body);
+                assert_eq!(
+                    d.rule.as_deref(),
+                    Some("write"),
+                    "{target} {body:?}: {}",
+                    d.reason
+                );
+            }
+        }
+    }
 }

@@ -53,8 +53,10 @@ pub fn classify(
     facts.dry_run = query.dry_run();
     if attributes.resource_request
         && matches!(attributes.verb.as_str(), "delete" | "deletecollection")
+        && attributes.subresource != "proxy"
     {
         // Until a body says otherwise (`Request::with_body_facts`), the query's options apply.
+        // A DELETE through a proxy subresource goes to the backend: no DeleteOptions there.
         let options = delete_options::from_query(&query, raw_query)?;
         facts.dry_run = options.dry_run;
         facts.delete_options = Some(options);
@@ -442,5 +444,44 @@ mod tests {
         );
         assert!(!req.facts.watch);
         assert!(!req.facts.dry_run);
+    }
+
+    #[test]
+    fn delete_options_from_the_query() {
+        let req = classify(
+            "DELETE",
+            "/api/v1/namespaces/d/pods/p?dryRun=All&propagationPolicy=Orphan&gracePeriodSeconds=0&orphanDependents=FALSE",
+            &HeaderMap::new(),
+        )
+        .unwrap();
+        let o = req.facts.delete_options.unwrap();
+        assert_eq!(o.source, crate::request::OptionsSource::Query);
+        assert!(o.dry_run && req.facts.dry_run);
+        assert_eq!(o.propagation_policy.as_deref(), Some("Orphan"));
+        assert_eq!(o.grace_period_seconds, Some(0));
+        assert_eq!(o.orphan_dependents, Some(false));
+        let none = classify("DELETE", "/api/v1/namespaces/d/pods/p", &HeaderMap::new()).unwrap();
+        assert_eq!(
+            none.facts.delete_options.map(|o| o.source),
+            Some(crate::request::OptionsSource::None)
+        );
+        // Not a delete, or a delete the API server proxies: no DeleteOptions.
+        for (method, target) in [
+            ("GET", "/api/v1/namespaces/d/pods?gracePeriodSeconds=x"),
+            (
+                "DELETE",
+                "/api/v1/namespaces/d/pods/p/proxy/x?gracePeriodSeconds=x",
+            ),
+        ] {
+            let req = classify(method, target, &HeaderMap::new()).unwrap();
+            assert_eq!(req.facts.delete_options, None, "{target}");
+        }
+        assert_eq!(
+            refused(
+                "DELETE",
+                "/api/v1/namespaces/d/pods/p?gracePeriodSeconds=9223372036854775808"
+            ),
+            "invalid-query-value"
+        );
     }
 }

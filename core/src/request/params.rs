@@ -67,11 +67,11 @@ impl QueryParams {
 
     /// Every distinct key, in order of first appearance.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
+        let mut seen = std::collections::HashSet::new();
         self.pairs
             .iter()
-            .enumerate()
-            .filter(|(i, (k, _))| !self.pairs[..*i].iter().any(|(seen, _)| seen == k))
-            .map(|(_, (k, _))| k.as_str())
+            .map(|(k, _)| k.as_str())
+            .filter(move |k| seen.insert(*k))
     }
 }
 
