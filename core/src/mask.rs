@@ -35,17 +35,26 @@
 //!   names a credential, `--db-pass X` or `--password=X`, and `-p`/`-a`/`-u user:pass` of
 //!   programs whose short flags carry credentials: mysql, redis-cli, docker, curl, ...; with
 //!   no `command`, the image's program is unknown and short flags count; `$(VAR)` references
-//!   stay); `last-applied` (masked inside with the rules for its own kind). Names are judged
-//!   by the token rule of [`credname`]. The container shapes are recognised at any depth of any
+//!   stay); `credential-keys` (string values under credential-named keys, [`credname::is_credential_key`],
+//!   in a ConfigMap's `data` and `binaryData` and at any depth of an object of unknown kind,
+//!   outside `metadata`; `binaryData` values are base64-decoded for the detectors and replaced
+//!   whole when they find anything); `last-applied` (masked inside with the rules for its own
+//!   kind). Names are judged by the token rule of [`credname`]. The container shapes are recognised at any depth of any
 //!   document, so a pod template is covered wherever it is embedded (a ControllerRevision's
 //!   `data`, a CronJob's `jobTemplate`, a custom resource's `spec.template`).
 //! - Detectors run over every other string and over log text, after normalization (terminal
-//!   escapes removed; JSON escapes and percent-encoding decoded): see [`detect`].
+//!   escapes removed; JSON escapes and percent-encoding decoded): see [`detect`]. A log that
+//!   ends inside a credential (a `limitBytes` the agent picked) has its last line's trailing
+//!   run masked when it holds a known token prefix or is the value of a credential assignment.
 //! - What cannot be placed with certainty gets the strictest rules: an object whose `kind` is
 //!   not yet known gets every mask; every object in a root array, in a Status's `details`, in
 //!   a custom resource (or an object of unknown kind) gets every mask as well as the paths that
 //!   reach it; a second `kind` (or `apiVersion` group) for one object that differs from the
 //!   first, from its list's, or from a case variant (`Kind`) ends the response with an error.
+//!   A list item states its own kind in any list (custom and aggregated lists too): it is judged
+//!   by the strictest of its own kind, its list's item kind and the request's kind. An element
+//!   judged by a sibling key (an env entry by its `name`, anything a filter tests) that has a
+//!   key twice (after unescaping, in any ASCII case) gets every filter's strict answer: masked.
 //!   A response to a request for a built-in resource is judged as that kind too (a response
 //!   to `GET .../secrets/x` gets the Secret masks whatever it says it is).
 //! - Table cells: when a policy mask rule could apply to the rows' kind (its `kinds` name the
@@ -78,6 +87,7 @@ mod path;
 mod rules;
 mod strings;
 mod text;
+mod truncated;
 
 use std::sync::Arc;
 

@@ -12,6 +12,13 @@
 //!   Tables, lists and watches of Tables.
 //! - Log text and strings are normalized before the detectors (terminal escapes, JSON escapes,
 //!   percent-encoding); output bytes outside masked spans are the input's.
+//! - Every list item is judged by the strictest of its own kind, its list's item kind and the
+//!   request's kind, in custom and aggregated lists too; one that contradicts its list ends the
+//!   response.
+//! - `credential-keys`: string values under credential-named keys in a ConfigMap's data and
+//!   binaryData (decoded for the detectors) and anywhere in an object of unknown kind.
+//! - An element judged by a sibling key that has a key twice gets the strictest reading.
+//! - A credential cut short at the end of a log stream shows nothing beyond its prefix.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, LazyLock};
@@ -1045,4 +1052,166 @@ fn kubeleash_core_b64(b: &[u8]) -> String {
         }
     }
     s
+}
+
+/// The known-format prefix a sample secret starts with (shown in the output is no leak), or
+/// nothing.
+fn format_prefix(secret: &str) -> usize {
+    [
+        "-----BEGIN RSA PRIVATE KEY-----\n",
+        "-----BEGIN EC PRIVATE KEY-----\n",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\n",
+        "sk_live_",
+        "ghp_",
+        "glpat-",
+        "AKIA",
+        "eyJ",
+    ]
+    .iter()
+    .find(|p| secret.starts_with(*p))
+    .map_or(0, |p| p.len())
+}
+
+/// Every detector sample of `tests/testdata/detectors`, with the log stream cut at every byte
+/// inside the secret (a `limitBytes` the agent picked): no cut shows any of the secret beyond
+/// its format's prefix, right where it was (the bytes before it, then the part of it that
+/// arrived).
+#[test]
+fn a_credential_cut_short_at_the_end_of_a_log_shows_nothing() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/testdata/detectors");
+    let log = std::fs::read_to_string(format!("{dir}/log.txt")).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/log.json")).unwrap()).unwrap();
+    let secrets = manifest["secrets"].as_array().unwrap();
+    assert!(secrets.len() >= 10);
+    let mut tried = 0;
+    for s in secrets {
+        let secret = s["secret"].as_str().unwrap();
+        let line = usize::try_from(s["line"].as_u64().unwrap()).unwrap();
+        let line_start: usize = log.split_inclusive('\n').take(line - 1).map(str::len).sum();
+        let at = line_start + log[line_start..].find(secret).unwrap();
+        let before_start = log[..at].char_indices().rev().nth(9).map_or(0, |(i, _)| i);
+        let before = &log[before_start..at];
+        for k in (format_prefix(secret) + 1)..=secret.len() {
+            if !secret.is_char_boundary(k) {
+                continue;
+            }
+            let stream = &log[..at + k];
+            let out = mask_log(stream);
+            let shown = format!("{before}{}", &secret[..k]);
+            assert!(
+                !out.contains(&shown),
+                "{} cut after {k} bytes shows `{shown}`: …{}",
+                s["detector"],
+                &out[out.len().saturating_sub(120)..]
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > 300, "{tried}");
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// A credential of a known format or in an assignment, cut anywhere after its prefix or key
+    /// at the end of a log stream, in any chunking: nothing of it beyond the prefix comes out.
+    #[test]
+    fn truncated_credentials_at_the_end_never_come_out(
+        form in 0usize..8,
+        secret in "[A-Za-z0-9]{40}",
+        keep in 1usize..40,
+        lead in "[a-z =]{0,16}",
+        cuts in prop::collection::vec(any::<Index>(), 0..5),
+    ) {
+        let (head, secret) = match form {
+            0 => ("export AWS_SECRET_ACCESS_KEY=".to_string(), secret),
+            1 => ("token ".to_string(), format!("ghp_{}", &secret[..36])),
+            2 => ("using ".to_string(), format!("github_pat_{secret}")),
+            3 => ("key=".to_string(), format!("AKIA{}", secret[..16].to_ascii_uppercase())),
+            4 => ("slack ".to_string(), format!("xoxb-1234-{secret}")),
+            5 => (r#"{"password":""#.to_string(), secret),
+            6 => ("Authorization: Bearer ".to_string(), secret),
+            _ => ("push to https://bot:".to_string(), secret),
+        };
+        let prefix = ["ghp_", "github_pat_", "AKIA", "xoxb-"]
+            .iter()
+            .find(|p| secret.starts_with(*p))
+            .map_or(0, |p| p.len());
+        let k = (prefix + keep).min(secret.len());
+        let stream = format!("{lead}\n{head}{}", &secret[..k]);
+        let whole = run(&BUILTIN, Framing::Text, &[stream.as_bytes()]);
+        let chunked = run(&BUILTIN, Framing::Text, &split(stream.as_bytes(), &cuts));
+        prop_assert_eq!(&whole, &chunked);
+        let out = String::from_utf8_lossy(&whole.0).into_owned();
+        let shown = format!("{head}{}", &secret[..k]);
+        prop_assert!(k <= prefix || !out.contains(&shown), "{:?} -> {:?}", stream, out);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(384))]
+
+    /// A string under a credential-named key (any spelling the token rule names, JSON-escaped
+    /// or not) in a ConfigMap's data or anywhere in an object of unknown kind (a custom
+    /// resource at the root, in a list, in a watch event, a Status's details; kind before or
+    /// after) never comes out, in any chunking; a `binaryData` value holding a token neither.
+    #[test]
+    fn credential_keyed_strings_never_come_out(
+        key in prop::sample::select(vec![
+            "password", "DB_PASSWORD", "pass", "apiKey", "client_secret", "token", "PGPASS",
+            "MYSQL_PWD", "x-api-key", r"pass\u0077ord", "dbPassword", "TLS_PRIVATE_KEY",
+        ]),
+        context in 0usize..9,
+        secret in "[A-Za-z0-9]{12,24}",
+        cuts in prop::collection::vec(any::<Index>(), 0..5),
+    ) {
+        let pair = format!(r#""{key}":"{secret}""#);
+        let (framing, doc) = match context {
+            0 => (Framing::Json, format!(r#"{{"kind":"ConfigMap","apiVersion":"v1","data":{{{pair}}}}}"#)),
+            1 => (Framing::Json, format!(r#"{{"kind":"ConfigMapList","apiVersion":"v1","items":[{{"metadata":{{"name":"c"}},"data":{{{pair}}}}}]}}"#)),
+            2 => (Framing::Json, format!(r#"{{"apiVersion":"x.io/v1","kind":"Thing","spec":{{"a":{{"b":{{{pair}}}}}}}}}"#)),
+            3 => (Framing::Json, format!(r#"{{"kind":"ThingList","apiVersion":"x.io/v1","items":[{{"spec":{{{pair}}}}}]}}"#)),
+            4 => (Framing::WatchEvents, format!(r#"{{"type":"ADDED","object":{{"apiVersion":"x.io/v1","kind":"Thing","spec":{{{pair}}}}}}}"#)),
+            5 => (Framing::Json, format!(r#"{{"kind":"Thing","spec":{{"list":[{{{pair}}},{{"x":[{{{pair}}}]}}]}}}}"#)),
+            6 => (Framing::Json, format!(r#"{{"kind":"Status","apiVersion":"v1","details":{{"causes":[{{{pair}}}]}}}}"#)),
+            7 => (Framing::Json, format!(r#"{{"data":{{{pair}}},"kind":"ConfigMap"}}"#)),
+            _ => (Framing::Json, format!(r#"{{"apiVersion":"x.io/v1","status":{{{pair}}},"kind":"Thing"}}"#)),
+        };
+        let whole = run(&BUILTIN, framing, &[doc.as_bytes()]);
+        let chunked = run(&BUILTIN, framing, &split(doc.as_bytes(), &cuts));
+        prop_assert_eq!(&whole, &chunked);
+        prop_assert_eq!(&whole.1, &None);
+        let out = String::from_utf8_lossy(&whole.0);
+        prop_assert!(!out.contains(&secret), "{} -> {}", doc, out);
+        // Structure stays valid JSON.
+        if framing == Framing::Json {
+            prop_assert!(serde_json::from_slice::<serde_json::Value>(&whole.0).is_ok(), "{}", out);
+        }
+    }
+
+    /// A ConfigMap `binaryData` value that is base64 of text holding a known token: replaced
+    /// whole, in any chunking, with padding or not, JSON-escaped slashes or not.
+    #[test]
+    fn binary_data_tokens_never_come_out(
+        token in "[A-Za-z0-9]{36}",
+        lead in "[a-z :=\n]{0,12}",
+        pad in any::<bool>(),
+        escape_slash in any::<bool>(),
+        cuts in prop::collection::vec(any::<Index>(), 0..5),
+    ) {
+        let token = format!("ghp_{token}");
+        let mut enc = kubeleash_core_b64(format!("{lead}{token}").as_bytes());
+        if !pad {
+            enc = enc.trim_end_matches('=').to_string();
+        }
+        let value = if escape_slash { enc.replace('/', "\\/") } else { enc.clone() };
+        let doc = format!(r#"{{"kind":"ConfigMap","apiVersion":"v1","binaryData":{{"blob":"{value}"}}}}"#);
+        let whole = run(&BUILTIN, Framing::Json, &[doc.as_bytes()]);
+        let chunked = run(&BUILTIN, Framing::Json, &split(doc.as_bytes(), &cuts));
+        prop_assert_eq!(&whole, &chunked);
+        let out = String::from_utf8_lossy(&whole.0);
+        prop_assert!(out.contains(r#""blob":"W21hc2tlZF0=""#), "{} -> {}", doc, out);
+    }
 }

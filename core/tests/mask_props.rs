@@ -187,6 +187,11 @@ fn safe_key() -> impl Strategy<Value = String> {
         "x[a-z]{0,3}".prop_map(|k| format!("{k}\\u00e9")),
         "x[a-z]{0,3}".prop_map(|k| format!("{k}.example.com/a-b")),
     ]
+    // A key the credential-name rule names (`xpw`, `xKey`) is masked by `credential-keys`
+    // wherever a ConfigMap or an object of unknown kind holds it: not a safe key.
+    .prop_filter("a credential-looking key", |k| {
+        !kubeleash_core::mask::credname::is_credential_key(k)
+    })
 }
 
 fn literal() -> impl Strategy<Value = String> {

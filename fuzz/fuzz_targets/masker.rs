@@ -11,14 +11,15 @@
 //! Checks: no panic; the output and the error do not depend on the chunking; and when the body
 //! is valid JSON without duplicate keys, no string value of `data` or `stringData` of a Secret (a
 //! document, a list item, a Table row's object, a watch event's object, any object in a root
-//! array or a Status's `details`) comes out, nor (with the custom policy) a Table cell that is
-//! not in the name column, if that value appears nowhere else in the body. Log text goes
+//! array or a Status's `details`) comes out, nor (with the built-in masks) a ConfigMap `data`
+//! value under a credential-named key, nor (with the custom policy) a Table cell that is not in
+//! the name column, if that value appears nowhere else in the body. Log text goes
 //! through normalization (terminal escapes, JSON escapes, percent-encoding) on the way.
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
 
-use kubeleash_core::mask::{Framing, MaskSet, Masker};
+use kubeleash_core::mask::{Framing, MaskSet, Masker, credname};
 use kubeleash_core::policy::Policy;
 use kubeleash_core::request::classify;
 use libfuzzer_sys::fuzz_target;
@@ -171,7 +172,7 @@ fn secret_values(body: &[u8], framing: Framing, custom: bool) -> Vec<String> {
             // A root array: every object in it is one of unknown kind.
             elems.iter().for_each(|e| loose(e, &mut found));
         } else {
-            anchor(doc, None, &mut found);
+            anchor(doc, None, custom, &mut found);
         }
         if custom {
             table_cells(doc, &mut found);
@@ -251,7 +252,7 @@ fn table_cells(v: &Value, found: &mut Vec<String>) {
 }
 
 /// A Kubernetes object as the masker anchors it: its kind is its own or its list's.
-fn anchor(v: &Value, inherited: Option<&str>, found: &mut Vec<String>) {
+fn anchor(v: &Value, inherited: Option<&str>, custom: bool, found: &mut Vec<String>) {
     let Value::Object(m) = v else { return };
     let own = m.get("kind").and_then(Value::as_str);
     let is_secret = matches!(
@@ -265,12 +266,29 @@ fn anchor(v: &Value, inherited: Option<&str>, found: &mut Vec<String>) {
             }
         }
     }
+    // `credential-keys` (on with the built-in masks): a ConfigMap's data under a
+    // credential-named key.
+    let is_config_map = matches!(
+        (own, inherited),
+        (Some("ConfigMap"), None | Some("ConfigMap")) | (None, Some("ConfigMap"))
+    );
+    if is_config_map
+        && !custom
+        && let Some(Value::Object(d)) = m.get("data")
+    {
+        found.extend(
+            d.iter()
+                .filter(|(k, _)| credname::is_credential_key(k))
+                .filter_map(|(_, v)| v.as_str())
+                .map(str::to_string),
+        );
+    }
     if let Some(Value::Array(items)) = m.get("items") {
         let item_kind = own
             .and_then(|k| k.strip_suffix("List"))
             .filter(|k| !k.is_empty());
         for i in items {
-            anchor(i, item_kind, found);
+            anchor(i, item_kind, custom, found);
         }
     }
     if own == Some("Status")
@@ -281,7 +299,7 @@ fn anchor(v: &Value, inherited: Option<&str>, found: &mut Vec<String>) {
     if let Some(Value::Array(rows)) = m.get("rows") {
         for r in rows {
             if let (Some(o), true) = (r.get("object"), r.is_object()) {
-                anchor(o, None, found);
+                anchor(o, None, custom, found);
             }
         }
     }

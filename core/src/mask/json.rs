@@ -4,8 +4,10 @@
 //!
 //! Masks apply relative to a Kubernetes object ("anchor"): the document itself, each `items[*]`
 //! of a list, each `rows[*].object` of a Table, each watch event's `object`. An anchor's kind
-//! comes from its own `kind` member, or from its list's kind (`SecretList` items are Secrets);
-//! while it is unknown, every rule applies, so a late or missing `kind` can only mask more.
+//! comes from its own `kind` member, or from its list's kind (`SecretList` items are Secrets),
+//! and a response to a request for a built-in resource is judged as that kind as well; while it
+//! is unknown, every rule applies, so a late or missing `kind` can only mask more. An item's own
+//! kind that contradicts its list's ends the response, in any list.
 
 use std::sync::Arc;
 

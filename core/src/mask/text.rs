@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::detect::{MASK_ALL, Span};
 use super::rules::MaskSet;
 use super::{MaskError, replace_spans};
 
@@ -61,13 +62,25 @@ impl TextMasker {
     pub(crate) fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), MaskError> {
         let line = std::mem::take(&mut self.line);
         if !line.is_empty() {
-            self.judge(&line, out);
+            // The stream ends inside this line: a credential may have been cut short (a
+            // `limitBytes` the agent chose), which the detectors would not recognise.
+            let cut = if self.in_key_block {
+                None
+            } else {
+                super::truncated::partial_tail(&line)
+            };
+            self.judge_with(&line, cut, out);
         }
         Ok(())
     }
 
     /// One complete line (with its newline, unless it is the last).
     fn judge(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        self.judge_with(line, None, out);
+    }
+
+    /// One line; with `cut`, everything from there to its end is masked too.
+    fn judge_with(&mut self, line: &[u8], cut: Option<usize>, out: &mut Vec<u8>) {
         if self.in_key_block {
             // Inside a private key block: nothing of it is shown, down to and including END.
             if let Some(end) = find(line, END) {
@@ -90,6 +103,24 @@ impl TextMasker {
         };
         let mut spans = Vec::new();
         super::normalize::find(detectors, line, true, &mut spans);
+        if let Some(start) = cut.filter(|&c| c < line.len()) {
+            // Everything from the cut on is one span: drop what it covers, trim what overlaps.
+            spans.retain(|s| s.start < start);
+            let start = match spans.last_mut() {
+                Some(last) if last.end >= start => {
+                    last.end = line.len();
+                    None
+                }
+                _ => Some(start),
+            };
+            if let Some(start) = start {
+                spans.push(Span {
+                    start,
+                    end: line.len(),
+                    detector: MASK_ALL,
+                });
+            }
+        }
         if spans.is_empty() {
             out.extend_from_slice(line);
             return;
