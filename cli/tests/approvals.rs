@@ -509,8 +509,14 @@ async fn shutdown_denies_what_is_held() {
     assert!(!path.exists());
 }
 
-/// A webhook that answers by path and keeps what it was sent.
+/// The shared secret of the signed webhook paths.
+const SECRET: &[u8] = b"0123456789abcdef-shared-secret";
+
+/// A webhook that answers by path and keeps what it was sent. It answers with the request's
+/// `id` (except where a path says otherwise); paths under `/signed` check the request's
+/// signature and sign the answer with [`SECRET`].
 async fn webhook_server() -> (String, Arc<Mutex<Vec<Value>>>) {
+    use kubeleash_tower::signature::{SIGNATURE_HEADER, sign_answer, verify_request};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -528,30 +534,77 @@ async fn webhook_server() -> (String, Arc<Mutex<Vec<Value>>>) {
                             .headers()
                             .get(http::header::CONTENT_TYPE)
                             .map(|v| v.to_str().unwrap().to_string());
+                        let signed = req
+                            .headers()
+                            .get(SIGNATURE_HEADER)
+                            .map(|v| v.to_str().unwrap().to_string());
                         assert_eq!(req.method(), http::Method::POST);
                         assert_eq!(ct.as_deref(), Some("application/json"));
                         let body = req.into_body().collect().await.unwrap().to_bytes();
-                        seen.lock()
-                            .unwrap()
-                            .push(serde_json::from_slice::<Value>(&body).unwrap());
+                        let sent: Value = serde_json::from_slice(&body).unwrap();
+                        let id = sent["id"].as_str().unwrap().to_string();
+                        seen.lock().unwrap().push(sent);
+                        let with_id = |rest: &str| format!(r#"{{"id":"{id}",{rest}}}"#);
                         let (status, answer) = match path.as_str() {
-                            "/approve" => (200, r#"{"approve":true,"by":"bot","forSeconds":600}"#),
-                            "/approve-once" => (200, r#"{"approve":true}"#),
-                            "/deny" => (200, r#"{"approve":false,"by":"bot","reason":"not now"}"#),
-                            "/other" => (200, r#"{"approve":true,"id":"zzzz"}"#),
-                            "/forever" => {
-                                (200, r#"{"approve":true,"forSeconds":18446744073709551615}"#)
-                            }
-                            "/garbage" => (200, "yes please"),
-                            _ => (500, "boom"),
+                            "/approve" | "/signed/approve" | "/signed/unsigned"
+                            | "/signed/wrong-key" => (
+                                200,
+                                with_id(r#""approve":true,"by":"bot","forSeconds":600"#),
+                            ),
+                            "/approve-once" => (200, with_id(r#""approve":true"#)),
+                            "/deny" | "/signed/deny" => (
+                                200,
+                                with_id(r#""approve":false,"by":"bot","reason":"not now""#),
+                            ),
+                            "/other" => (200, r#"{"approve":true,"id":"zzzz"}"#.to_string()),
+                            "/no-id" => (200, r#"{"approve":true}"#.to_string()),
+                            "/forever" => (
+                                200,
+                                with_id(r#""approve":true,"forSeconds":18446744073709551615"#),
+                            ),
+                            "/garbage" => (200, "yes please".to_string()),
+                            _ => (500, "boom".to_string()),
                         };
-                        Ok::<_, Infallible>(
-                            http::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(answer)))
-                                .unwrap(),
-                        )
+                        let mut r = http::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json");
+                        if let Some(rest) = path.strip_prefix("/signed/") {
+                            // A signed request, or no answer at all.
+                            let ok = signed
+                                .as_deref()
+                                .is_some_and(|s| verify_request(SECRET, &body, s));
+                            if !ok {
+                                return Ok::<_, Infallible>(
+                                    http::Response::builder()
+                                        .status(401)
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                );
+                            }
+                            match rest {
+                                "unsigned" => {}
+                                "wrong-key" => {
+                                    r = r.header(
+                                        SIGNATURE_HEADER,
+                                        sign_answer(
+                                            b"another-secret-of-enough-bytes",
+                                            answer.as_bytes(),
+                                        ),
+                                    );
+                                }
+                                _ => {
+                                    r = r.header(
+                                        SIGNATURE_HEADER,
+                                        sign_answer(SECRET, answer.as_bytes()),
+                                    )
+                                }
+                            }
+                        } else if path == "/approve" {
+                            // A signature a webhook without a secret configured would not send:
+                            // harmless when kubeleash has no secret either.
+                            r = r.header(SIGNATURE_HEADER, sign_answer(SECRET, answer.as_bytes()));
+                        }
+                        Ok::<_, Infallible>(r.body(Full::new(Bytes::from(answer))).unwrap())
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -563,11 +616,21 @@ async fn webhook_server() -> (String, Arc<Mutex<Vec<Value>>>) {
     (base, seen)
 }
 
+fn denied(a: Answer, why: &str) {
+    match a {
+        Answer::Deny { reason, .. } => {
+            assert!(reason.contains(why), "{reason}");
+            assert!(!reason.contains("s3cret"), "the URL leaked: {reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_answers() {
     let (base, seen) = webhook_server().await;
     let ask = |path: &str| {
-        let w = WebhookApprover::new(&format!("{base}{path}?token=s3cret")).unwrap();
+        let w = WebhookApprover::with_secret(&format!("{base}{path}?token=s3cret"), None).unwrap();
         async move { w.approve(held("0123456789abcdef")).await }
     };
 
@@ -602,16 +665,11 @@ async fn webhook_answers() {
             reason: "not now".into(),
         }
     );
-    let denied = |a: Answer, why: &str| match a {
-        Answer::Deny { reason, .. } => {
-            assert!(reason.contains(why), "{reason}");
-            assert!(!reason.contains("s3cret"), "the URL leaked: {reason}");
-        }
-        other => panic!("{other:?}"),
-    };
     denied(ask("/fail").await, "500");
     denied(ask("/garbage").await, "not understood");
     denied(ask("/other").await, "another request");
+    // An answer must name the request it answers.
+    denied(ask("/no-id").await, "not understood");
     // A window past the limit would overflow the grant's deadline: denied, not clamped.
     denied(ask("/forever").await, "window longer than 24h");
 
@@ -620,11 +678,55 @@ async fn webhook_answers() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let w = WebhookApprover::new(&format!("http://127.0.0.1:{port}/hook?token=s3cret")).unwrap();
+    let w =
+        WebhookApprover::with_secret(&format!("http://127.0.0.1:{port}/hook?token=s3cret"), None)
+            .unwrap();
     denied(
         w.approve(held("0123456789abcdef")).await,
         "could not be reached",
     );
+}
+
+/// With a shared secret, requests are signed and only answers signed with it are believed:
+/// an unsigned answer, one signed with another key, and one for another request all deny.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_with_a_secret_believes_only_signed_answers() {
+    let (base, _seen) = webhook_server().await;
+    let ask = |path: &str, secret: &[u8]| {
+        let w =
+            WebhookApprover::with_secret(&format!("{base}{path}"), Some(secret.to_vec())).unwrap();
+        async move { w.approve(held("0123456789abcdef0123456789abcdef")).await }
+    };
+    assert_eq!(
+        ask("/signed/approve", SECRET).await,
+        Answer::Approve {
+            by: "bot".into(),
+            window: Some(Duration::from_secs(600)),
+        }
+    );
+    assert_eq!(
+        ask("/signed/deny", SECRET).await,
+        Answer::Deny {
+            by: "bot".into(),
+            reason: "not now".into(),
+        }
+    );
+    denied(ask("/signed/unsigned", SECRET).await, "not signed");
+    denied(ask("/signed/wrong-key", SECRET).await, "not signed");
+    // Answers that would approve without a secret: unsigned, so not believed.
+    denied(ask("/approve-once", SECRET).await, "not signed");
+    denied(ask("/other", SECRET).await, "not signed");
+    // kubeleash signs with another key: the webhook refuses to answer.
+    denied(
+        ask("/signed/approve", b"a-different-secret-of-32-bytes!!").await,
+        "401",
+    );
+    // A weak secret is refused at start.
+    let err = WebhookApprover::with_secret(&format!("{base}/x"), Some(b"short".to_vec()))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("at least 16"), "{err}");
+    assert!(!err.to_string().contains("short"), "{err}");
 }
 
 #[test]

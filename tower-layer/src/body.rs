@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use kubeleash_core::mask::{MaskError, MaskSet, Masker};
 use pin_project_lite::pin_project;
@@ -170,8 +169,10 @@ enum Kind {
     /// Frames go through the masker; the masker's refusal ends the body with an error.
     Masked {
         masker: Box<Masker>,
-        trailers: Option<HeaderMap>,
         done: bool,
+        /// Bytes of masked output left to send (a pod log's `limitBytes`, applied after
+        /// masking); the body ends when none are left.
+        left: Option<u64>,
         /// For streams (watches, followed logs): end at a boundary when the policy changes.
         reload: Option<Reload>,
     },
@@ -189,12 +190,20 @@ impl<B> KubeleashBody<B> {
             inner: Some(inner),
             kind: Kind::Masked {
                 masker: Box::new(masker),
-                trailers: None,
                 done: false,
+                left: None,
                 reload,
             },
             completion: None,
         }
+    }
+
+    /// Send at most `limit` bytes of the masked output, then end.
+    pub(crate) fn limited(mut self, limit: Option<u64>) -> Self {
+        if let Kind::Masked { left, .. } = &mut self.kind {
+            *left = limit;
+        }
+        self
     }
 
     pub(crate) fn passthrough(inner: B) -> Self {
@@ -288,7 +297,7 @@ where
             Kind::Full(d) => d.is_none(),
             Kind::Refused(e) => e.is_none(),
             Kind::Passthrough => self.inner.as_ref().is_none_or(Body::is_end_stream),
-            Kind::Masked { done, trailers, .. } => *done && trailers.is_none(),
+            Kind::Masked { done, .. } => *done,
         }
     }
 
@@ -319,12 +328,12 @@ where
         },
         Kind::Masked {
             masker,
-            trailers,
             done,
+            left,
             reload,
         } => loop {
             if *done {
-                return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
+                return Poll::Ready(None);
             }
             if let Some(r) = reload.as_mut()
                 && r.changed()
@@ -348,11 +357,11 @@ where
                         }
                     }
                     Err(frame) => {
-                        if let Ok(t) = frame.into_trailers() {
-                            *trailers = Some(t);
+                        // Trailers are dropped: the masker never reads them, and an upstream
+                        // could put there what the body's masks would have covered.
+                        if frame.is_trailers() {
                             *done = true;
                             if let Err(e) = masker.finish_into(&mut out) {
-                                *trailers = None;
                                 return Poll::Ready(Some(Err(e.into())));
                             }
                         }
@@ -381,9 +390,18 @@ where
                     }
                     r.ended = true;
                     *done = true;
-                    *trailers = None;
                 }
                 r.at_boundary = out.last() == Some(&b'\n');
+            }
+            if let Some(n) = left.as_mut() {
+                let room = usize::try_from(*n).unwrap_or(usize::MAX);
+                if out.len() >= room {
+                    // The limit is reached: cut the masked output, and stop reading upstream.
+                    out.truncate(room);
+                    *done = true;
+                    inner.set(None);
+                }
+                *n -= out.len() as u64;
             }
             // An empty data frame is not the end: keep reading.
             if !out.is_empty() {

@@ -18,12 +18,31 @@
 //!   port-forward or proxy request that the policy allowed (or a person approved). A request
 //!   that asks to upgrade anywhere else (any `Upgrade` header, or `Connection: upgrade`) is
 //!   refused with 400 before it leaves, and a 101 the server sends unasked is refused.
+//!   Response headers are allowlisted (`Content-Type`, `Date`, `Audit-Id`, `Cache-Control`,
+//!   `X-Kubernetes-PF-FlowSchema-UID`/`-PriorityLevel-UID`, `Retry-After`, `Warning`; and the
+//!   handshake headers of an allowed 101), each checked against the shape it must have;
+//!   `Warning` texts go through the detectors, and one that names a credential in prose is
+//!   withheld. Everything else (`Set-Cookie`, `Location`, any `X-` header) and every trailer
+//!   is dropped. A pod log's `limitBytes` is taken out of the request and applied to the
+//!   masked output, so the agent cannot cut a credential short of what the detectors know.
 //! - **Only a path leaves.** A target with a scheme or host is refused (400): the caller never
 //!   chooses where the credential goes. Put the layer outside anything that makes targets
 //!   absolute (kube's base-URI layer). The caller's `Host`, `Content-Length`,
 //!   `Transfer-Encoding`, `Connection` and the headers it names, `Keep-Alive`,
 //!   `Proxy-Connection`, `TE`, `Trailer` and `Upgrade` are dropped; a body the layer read goes
-//!   out with its own length, so the bytes decided and recorded are the bytes sent.
+//!   out with its own length, so the bytes decided and recorded are the bytes sent. Request
+//!   headers are allowlisted too: `Accept` (rewritten to JSON), `Content-Type`,
+//!   `Kubectl-Command`, `Kubectl-Session`, `Impersonate-*` when allowed, and for an allowed
+//!   protocol switch `Upgrade`, `Sec-WebSocket-Key`/`-Version`/`-Protocol` (bearer tokens
+//!   removed)/`-Extensions` and `X-Stream-Protocol-Version`. `User-Agent` becomes
+//!   `kubeleash/<version> agent/<user> (<the caller's>)`; everything else (`Audit-ID`,
+//!   `X-Forwarded-For`, `Forwarded`, `X-Real-IP`, `Cookie`, ...) is dropped, so the caller
+//!   cannot write the API server's audit trail.
+//! - **An approver sees what is sent.** A request is held only if its body decodes strictly as
+//!   the API server will read it (JSON, no duplicate keys at any depth): YAML, protobuf, CBOR
+//!   and other types are refused with 415, duplicate keys and malformed JSON with 400, before
+//!   an approver is asked. Exec, attach, port-forward and proxy bodies (which go to a pod or a
+//!   backend) are shown, and recorded, by length, SHA-256 and content type.
 //! - **An approval covers one request.** Each held request gets a random 128-bit id; an answer
 //!   resolves it alone; a window ([`Answer::Approve`]) lets through only identical requests
 //!   (method, whole target, content type, impersonation headers, body bytes) for at most
@@ -31,7 +50,12 @@
 //!   approver was shown. At most 8 requests per identity and 64 in all wait at once
 //!   ([`KubeleashLayer::max_held`]); more are refused with 429.
 //! - **Recorded or not sent.** Once a record cannot be written, every request is refused with
-//!   503 until a record is written again; recording never blocks the async runtime.
+//!   503 until a record is written again; recording never blocks the async runtime. A write
+//!   (create, update, patch, delete, deletecollection) or a protocol switch is recorded
+//!   durably (kind `forwarded`) before it is sent, and again when its response ends, so a
+//!   process that dies in between still leaves a record of what it sent.
+//! - **Decided under the policy in force once the body is in**: the policy snapshot is taken
+//!   after a streamed body is read.
 //! - **Reloads reach what is in flight** (see [`PolicyHandle`]).
 //! - **Upstream errors stay with the operator.** The caller gets a fixed `Status` with a
 //!   correlation id; the record keeps the error text, masked.
@@ -46,9 +70,11 @@ mod credential;
 mod headers;
 mod holds;
 mod layer;
+mod log_limit;
 mod record;
 mod scrub;
 mod service;
+pub mod signature;
 mod status;
 
 pub use approval::{Answer, ApprovalRequest, Approver, MAX_SHOWN_BODY, MAX_WINDOW};

@@ -1,10 +1,12 @@
 //! `Kubeleash<S>`: the service. In the data path, in order: admit (the recorder must be able to
 //! record); refuse targets with a scheme or host and upgrades outside exec, attach,
 //! port-forward and proxy; classify; read the body when a rule or an approval needs it (bounded
-//! at the API server's 3 MiB, then handed on unchanged); decide; deny, hold for approval, or
-//! forward with the client's credentials, framing and hop-by-hop headers replaced; mask the
-//! response as it streams. Only the 101 answer to an allowed protocol switch is passed through
-//! unmasked.
+//! at the API server's 3 MiB, then handed on unchanged); take the policy snapshot once the body
+//! is in; decide; deny, hold for approval (only a body that decodes strictly), or forward with
+//! only allowlisted headers and the layer's credential, a write recorded before it leaves; mask
+//! the response as it streams, its headers allowlisted and its trailers dropped, a pod log's
+//! `limitBytes` applied after masking. Only the body of the 101 answer to an allowed protocol
+//! switch is passed through unmasked.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +30,7 @@ use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, Reco
 use crate::approval::{Answer, ApprovalRequest, RequestKey, new_id, random_hex, shown_body};
 use crate::body::{BoxError, Completion, KubeleashBody, Reload};
 use crate::headers::{
-    asks_upgrade, force_json, is_connect, strip_client_credentials, strip_hop_by_hop,
+    allow_request_headers, allow_response_headers, asks_upgrade, force_json, is_connect,
 };
 use crate::holds::Full;
 use crate::layer::{IdentitySource, Mode, Shared};
@@ -433,21 +435,41 @@ where
             .refuse(Some(&request), None, 400, "BadRequest", d, refused())
             .await);
     }
-    let (mut policy, mut generation) = shared.policy.current();
-
+    // A pod log is cut after masking, never by the API server (see `log_limit`).
+    let a = &request.attributes;
+    let log_limit = if a.resource_request && a.resource == "pods" && a.subresource == "log" {
+        match crate::log_limit::take(&ctx.target) {
+            Ok(l) => l,
+            Err(why) => {
+                let d = deny(why);
+                return Ok(ctx
+                    .refuse(Some(&request), None, 400, "BadRequest", d, refused())
+                    .await);
+            }
+        }
+    } else {
+        None
+    };
     // The body is read only when a rule, or an approval, needs it.
     let mut bytes: Option<Bytes> = None;
     let mut body = Some(body);
     // A recorder records every write's body (masked), so it reads those too.
     let writes = matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") && !asks_switch;
-    if (policy.needs_body(&ctx.identity, &request) || ctx.recording() && writes)
-        && let Some(b) = body.take()
-    {
-        match read_body(&ctx, &request, b, shared.max_body).await {
-            Ok(b) => bytes = Some(b),
-            Err(refusal) => return Ok(refusal),
+    // The policy is the one in force once the body is in: a slow body is not decided under a
+    // policy revoked while it streamed (the snapshot is taken again after reading it).
+    let (mut policy, mut generation) = loop {
+        let (policy, generation) = shared.policy.current();
+        if (policy.needs_body(&ctx.identity, &request) || ctx.recording() && writes)
+            && let Some(b) = body.take()
+        {
+            match read_body(&ctx, &request, b, shared.max_body).await {
+                Ok(b) => bytes = Some(b),
+                Err(refusal) => return Ok(refusal),
+            }
+            continue;
         }
-    }
+        break (policy, generation);
+    };
     let mut decision = policy.decide(
         &ctx.identity,
         &request,
@@ -463,7 +485,7 @@ where
         (Mode::Audit, Effect::Allow) | (Mode::Enforce, Effect::Allow) => {}
         (Mode::Audit, _) => resolution.outcome = "audited",
         (Mode::Enforce, Effect::Deny) => {
-            let body = recorded_body(&ctx, &policy, bytes.as_deref());
+            let body = recorded_body(&ctx, &policy, &request, bytes.as_deref());
             return Ok(ctx
                 .refuse(
                     Some(&request),
@@ -484,6 +506,14 @@ where
                     Ok(b) => bytes = Some(b),
                     Err(refusal) => return Ok(refusal),
                 }
+            }
+            // A person approves only what they can read as the API server will: a body
+            // kubeleash cannot decode strictly is refused before it is held.
+            if let Some((code, reason, why)) = undecodable(&request, connect, bytes.as_deref()) {
+                let d = deny(why);
+                return Ok(ctx
+                    .refuse(Some(&request), None, code, reason, d, refused())
+                    .await);
             }
             let key = RequestKey::new(
                 &ctx.identity,
@@ -599,19 +629,56 @@ where
         resolution,
         asks_switch,
         connect,
+        log_limit,
     )
     .await
+}
+
+/// Why a body cannot be shown to an approver as the API server will read it: `(status, reason,
+/// message)`. Bodies of exec, attach, port-forward and proxy requests go to a pod or a
+/// backend, not to the API server's decoder: they are shown by length and digest instead.
+fn undecodable(
+    request: &Classified,
+    connect: bool,
+    bytes: Option<&[u8]>,
+) -> Option<(u16, &'static str, String)> {
+    use kubeleash_core::body::{self, BodyError, BodyLimits};
+    let b = bytes.filter(|b| !b.is_empty())?;
+    if connect {
+        return None;
+    }
+    let e = body::decode(request, b, &BodyLimits::default()).err()?;
+    let (code, reason) = match e {
+        BodyError::UnsupportedContentType { .. }
+        | BodyError::UnsupportedPatchType { .. }
+        | BodyError::Yaml
+        | BodyError::Protobuf
+        | BodyError::Cbor { .. }
+        | BodyError::ContentEncoding(_)
+        | BodyError::ApplyNotJson { .. } => (415, "UnsupportedMediaType"),
+        BodyError::TooLarge { .. } => (413, "RequestEntityTooLarge"),
+        _ => (400, "BadRequest"),
+    };
+    Some((
+        code,
+        reason,
+        format!(
+            "this request needs approval, and a person can approve only a body kubeleash decodes \
+             exactly as the API server will (strict JSON), so it was not held: {e}"
+        ),
+    ))
 }
 
 /// The record's (and approver's) view of a request body: masked, when there is one.
 fn recorded_body(
     ctx: &Ctx<'_>,
     policy: &kubeleash_core::policy::Policy,
+    request: &Classified,
     bytes: Option<&[u8]>,
 ) -> Option<String> {
     bytes
         .filter(|b| !b.is_empty() && ctx.recording())
-        .map(|b| masked_body(policy, b))
+        .map(|b| masked_body(policy, b, request.facts.content_type.as_deref()))
 }
 
 /// An approval: its id, who gave it, its window, and the body as recorded.
@@ -631,7 +698,7 @@ async fn hold<B>(
     let shared = ctx.shared;
     let masked = bytes
         .filter(|b| !b.is_empty())
-        .map(|b| masked_body(policy, b));
+        .map(|b| masked_body(policy, b, request.facts.content_type.as_deref()));
     // The approver is shown at most MAX_SHOWN_BODY of it; the record keeps it whole.
     let shown = masked.as_deref().map(shown_body);
     let kept = masked.filter(|_| ctx.recording());
@@ -788,6 +855,7 @@ async fn forward<S, ReqB, ResB>(
     resolution: Resolution,
     asks_switch: bool,
     connect: bool,
+    log_limit: Option<(String, u64)>,
 ) -> Result<Response<KubeleashBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -818,7 +886,15 @@ where
     // Only the layer's credential leaves; impersonation only if the policy allowed it (by name)
     // or a person approved this very request, impersonation headers included.
     let keep_impersonation = allowed && request.facts.impersonation.is_some();
-    strip_client_credentials(&mut parts.headers, keep_impersonation);
+    // Only allowlisted headers leave (the rest could forge the audit trail or carry a
+    // credential); the inner client frames the request from the bytes it is handed, never
+    // from the caller's headers: what was decided and recorded is what is sent.
+    allow_request_headers(
+        &mut parts.headers,
+        switch,
+        keep_impersonation,
+        &ctx.identity.user,
+    );
     match shared.credential.header() {
         Ok(Some(v)) => {
             parts.headers.insert(AUTHORIZATION, v);
@@ -834,12 +910,27 @@ where
             .await);
         }
     }
-    // The inner client frames the request from the bytes it is handed, never from the caller's
-    // headers: what was decided and recorded is what is sent.
-    strip_hop_by_hop(&mut parts.headers, switch);
     if !switch {
         force_json(&mut parts.headers);
     }
+    // The log is asked for whole; the agent's limit is applied to the masked output.
+    let limit = match log_limit {
+        Some((target, n)) => match target.parse::<http::Uri>() {
+            Ok(uri) => {
+                parts.uri = uri;
+                Some(n)
+            }
+            Err(e) => {
+                let d = deny(format!(
+                    "the log target could not be rebuilt without limitBytes: {e}"
+                ));
+                return Ok(ctx
+                    .refuse(Some(&request), None, 400, "BadRequest", d, refused())
+                    .await);
+            }
+        },
+        None => None,
+    };
     if let Some(b) = &bytes
         && (!b.is_empty() || matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH"))
     {
@@ -853,6 +944,20 @@ where
         (None, Some(b)) => b,
         (None, None) => ReqB::from(Bytes::new()),
     };
+    // Boxed: it waits across the upstream call in every request's future.
+    let recorded = ctx.recording().then(|| {
+        let body = recorded_body(ctx, &policy, &request, bytes_for_record.as_deref());
+        Box::new(ctx.record_for(Some(&request), body.as_deref(), &decision, &resolution))
+    });
+    // A write (or a protocol switch) is on disk before it leaves: if the process dies before
+    // the response ends, the record still says it was sent. Reads keep the one record written
+    // when they complete.
+    if let Some(rec) = &recorded
+        && (switch || mutating(&request.attributes.verb))
+        && let Err(refusal) = Box::pin(record_forwarded(ctx, &request, rec)).await
+    {
+        return Ok(refusal);
+    }
     let call = {
         let mut guard = inner.lock().await;
         match guard.ready().await {
@@ -868,11 +973,6 @@ where
             }
         }
     };
-    // Boxed: it waits across the upstream call in every request's future.
-    let recorded = ctx.recording().then(|| {
-        let body = recorded_body(ctx, &policy, bytes_for_record.as_deref());
-        Box::new(ctx.record_for(Some(&request), body.as_deref(), &decision, &resolution))
-    });
     let resp = match call.await {
         Ok(r) => r,
         Err(e) => {
@@ -900,6 +1000,14 @@ where
             )
         })
     };
+    // No response byte reaches the client unmasked, headers included: only allowlisted
+    // headers of the shape they must have go on, `Warning` texts masked.
+    let masks = Arc::clone(policy.mask_set());
+    allow_response_headers(
+        &mut rparts.headers,
+        switch && rparts.status == StatusCode::SWITCHING_PROTOCOLS,
+        |text| mask_text(&masks, text),
+    );
     if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
         if switch {
             // The one unmasked path: a protocol switch the policy allowed, on a subresource
@@ -938,11 +1046,49 @@ where
             // new policy and its masks.
             let reload = matches!(m.framing(), Framing::WatchEvents | Framing::Text)
                 .then(|| Reload::new(Arc::clone(shared.policy.generation()), generation));
-            KubeleashBody::masked(rbody, m, reload).completing(completion("masked"))
+            // The record keeps the target the agent sent (with its limitBytes) and says the
+            // limit was applied after masking.
+            let stream = if limit.is_some() {
+                "masked, limitBytes applied after masking"
+            } else {
+                "masked"
+            };
+            KubeleashBody::masked(rbody, m, reload)
+                .limited(limit)
+                .completing(completion(stream))
         }
         Err(e) => KubeleashBody::refused(e).completing(completion("refused")),
     };
     Ok(Response::from_parts(rparts, body))
+}
+
+/// The verbs that change the cluster.
+fn mutating(verb: &str) -> bool {
+    matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
+}
+
+/// Write, and wait for, the record that a write is being sent (kind `forwarded`); the
+/// completion record follows when its response ends. If it cannot be written, the write is
+/// not sent.
+async fn record_forwarded<B>(
+    ctx: &Ctx<'_>,
+    request: &Classified,
+    rec: &RecordBody,
+) -> Result<(), Response<KubeleashBody<B>>> {
+    let mut before = rec.clone();
+    before.kind = "forwarded".into();
+    let r = ctx.shared.recorder.record_durable(before).await;
+    ctx.recorded(&r);
+    if r.is_err() {
+        let d = deny("the request could not be recorded, so it was not sent".into());
+        return Err(ctx
+            .refuse(Some(request), None, 503, "ServiceUnavailable", d, refused())
+            .await);
+    }
+    Ok(())
 }
 
 /// The masker for a response. The answer to exec, attach or port-forward that did not switch
@@ -969,8 +1115,28 @@ fn response_masker(
     policy.masker(request, content_type, content_encoding)
 }
 
+/// A header text with every secret the detectors find masked; `None` if it cannot be masked.
+fn mask_text(masks: &Arc<kubeleash_core::mask::MaskSet>, text: &str) -> Option<String> {
+    let mut m = Masker::with(Arc::clone(masks), Framing::Text);
+    let mut out = Vec::with_capacity(text.len() + 16);
+    // Lines are what the text detectors judge: end the one line a header value is.
+    let mut input = String::with_capacity(text.len() + 1);
+    input.push_str(text);
+    input.push('\n');
+    m.feed_into(input.as_bytes(), &mut out)
+        .and_then(|()| m.finish_into(&mut out))
+        .ok()?;
+    String::from_utf8(out)
+        .ok()
+        .map(|t| t.trim_end_matches('\n').to_string())
+}
+
 /// A request body as an approver sees it: masked with the response rules, as text.
-fn masked_body(policy: &kubeleash_core::policy::Policy, body: &[u8]) -> String {
+fn masked_body(
+    policy: &kubeleash_core::policy::Policy,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> String {
     let mut m = Masker::with(Arc::clone(policy.mask_set()), Framing::Json);
     let mut out = Vec::new();
     match m
@@ -978,7 +1144,31 @@ fn masked_body(policy: &kubeleash_core::policy::Policy, body: &[u8]) -> String {
         .and_then(|()| m.finish_into(&mut out))
     {
         Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-        Err(_) => "[body not shown: it is not JSON kubeleash can mask]".to_string(),
+        // What it was, without its bytes: enough to match it against another copy.
+        Err(_) => {
+            use sha2::{Digest, Sha256};
+            let digest: String = Sha256::digest(body)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let ct: String = content_type
+                .unwrap_or("none")
+                .chars()
+                .take(100)
+                .map(|c| {
+                    if c.is_ascii_graphic() || c == ' ' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+            format!(
+                "[body not shown: it is not JSON kubeleash can mask; {} bytes, sha256 {digest}, \
+                 content type {ct}]",
+                body.len()
+            )
+        }
     }
 }
 

@@ -109,10 +109,21 @@ async fn a_session_is_recorded_verifiably_with_no_secret_in_it() {
     let kinds: Vec<&str> = v.records.iter().map(|r| r.body.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["request", "held", "approval", "request", "request", "end"],
+        // A write's `forwarded` record is on disk before it is sent.
+        [
+            "request",
+            "held",
+            "approval",
+            "forwarded",
+            "request",
+            "request",
+            "end"
+        ],
         "{log}"
     );
-    let create = &v.records[3];
+    assert_eq!(v.records[3].body.request, v.records[4].body.request);
+    assert!(v.records[3].body.response.is_none());
+    let create = &v.records[4];
     assert_eq!(create.body.decision.outcome, "approved");
     assert_eq!(create.body.decision.approver.as_deref(), Some("alice"));
     assert!(
@@ -124,7 +135,7 @@ async fn a_session_is_recorded_verifiably_with_no_secret_in_it() {
             .unwrap_or_default()
             .contains("made-by-agent")
     );
-    let refused = &v.records[4];
+    let refused = &v.records[5];
     assert_eq!(refused.body.decision.outcome, "refused");
     assert_eq!(refused.body.response.as_ref().map(|r| r.status), Some(403));
     let list = &v.records[0];

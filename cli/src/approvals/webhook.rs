@@ -1,4 +1,21 @@
 //! Held requests POSTed as JSON to a webhook, which answers.
+//!
+//! Whoever can answer the URL could approve, so answers are authenticated:
+//!
+//! - every answer must carry the exact `id` of the request it answers (an answer without one,
+//!   or with another, denies);
+//! - with a shared secret (`KUBELEASH_WEBHOOK_SECRET_FILE` naming a file that holds it, or
+//!   `KUBELEASH_WEBHOOK_SECRET`; at least 16 bytes), each request carries
+//!   `X-Kubeleash-Signature: sha256=<hex>`, the HMAC-SHA256 of `kubeleash-approval-request\n`
+//!   followed by the exact body bytes, and an answer is believed only if it carries the same
+//!   header over `kubeleash-approval-answer\n` followed by the exact bytes of its body (which
+//!   holds the `id`, the decision and the window), checked in constant time; see
+//!   [`kubeleash_tower::signature`]. A webhook in Python answers with
+//!   `"sha256=" + hmac.new(secret, b"kubeleash-approval-answer\n" + body, "sha256").hexdigest()`.
+//!
+//! Only `http://` URLs are supported (the rustls client in Cargo.lock is not a dependency of
+//! this crate): run the webhook on the loopback interface or behind a local TLS relay, and use a
+//! secret whenever the path to it is not trusted.
 
 use std::io;
 use std::time::Duration;
@@ -10,6 +27,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use kubeleash_tower::signature::{SIGNATURE_HEADER, sign_request, verify_answer};
 use kubeleash_tower::{Answer, ApprovalRequest, Approver};
 use serde::Deserialize;
 
@@ -18,16 +36,26 @@ use super::{MAX_WINDOW, clean_name, clean_reason, format_duration};
 /// The largest answer read from a webhook.
 const MAX_ANSWER: usize = 64 * 1024;
 
+/// The environment variable naming a file that holds the webhook's shared secret.
+pub const SECRET_FILE_ENV: &str = "KUBELEASH_WEBHOOK_SECRET_FILE";
+/// The environment variable holding the webhook's shared secret (the file is preferred: the
+/// environment of a process is readable by more than its owner on some systems).
+pub const SECRET_ENV: &str = "KUBELEASH_WEBHOOK_SECRET";
+/// The shortest shared secret accepted.
+const MIN_SECRET: usize = 16;
+
 /// POSTs each held request (the layer's `ApprovalRequest` as JSON, body masked) to an
 /// `http://` URL and reads the answer:
-/// `{"approve": true|false, "by": "…", "reason": "…", "forSeconds": 900}` (`approve` required;
-/// an `id`, if present, must be the request's). Any error, a non-2xx status or an answer not
-/// understood denies. The agent is told why in general terms, never the URL (it may carry a
-/// token); the details go to standard error.
+/// `{"id": "…", "approve": true|false, "by": "…", "reason": "…", "forSeconds": 900}` (`id` and
+/// `approve` required; `id` must be the request's). With a shared secret, requests and answers
+/// are signed (see the module documentation). Any error, a non-2xx status, a missing or wrong
+/// `id` or signature, or an answer not understood denies. The agent is told why in general
+/// terms, never the URL (it may carry a token); the details go to standard error.
 #[derive(Clone)]
 pub struct WebhookApprover {
     uri: Uri,
     client: Client<HttpConnector, Full<Bytes>>,
+    secret: Option<std::sync::Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for WebhookApprover {
@@ -41,8 +69,7 @@ impl std::fmt::Debug for WebhookApprover {
 #[serde(rename_all = "camelCase")]
 struct WebhookAnswer {
     approve: bool,
-    #[serde(default)]
-    id: Option<String>,
+    id: String,
     #[serde(default)]
     by: Option<String>,
     #[serde(default)]
@@ -52,8 +79,34 @@ struct WebhookAnswer {
 }
 
 impl WebhookApprover {
-    /// A webhook at an `http://` URL (`https://` is not supported yet).
+    /// A webhook at an `http://` URL (`https://` is not supported yet), with the shared
+    /// secret from [`SECRET_FILE_ENV`] or [`SECRET_ENV`] if either is set.
     pub fn new(url: &str) -> io::Result<WebhookApprover> {
+        let secret = secret_from_env()?;
+        if secret.is_none() {
+            eprintln!(
+                "kubeleash: the approval webhook has no shared secret, so anyone who can \
+                 answer its URL with a request's id can approve it; set {SECRET_FILE_ENV} \
+                 (or {SECRET_ENV}) to sign requests and require signed answers"
+            );
+        }
+        WebhookApprover::with_secret(url, secret)
+    }
+
+    /// A webhook at an `http://` URL; with `secret`, requests are signed and only answers
+    /// signed with it are believed. A secret shorter than 16 bytes is refused.
+    pub fn with_secret(url: &str, secret: Option<Vec<u8>>) -> io::Result<WebhookApprover> {
+        let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+        if let Some(s) = &secret
+            && s.len() < MIN_SECRET
+        {
+            return Err(invalid(format!(
+                "the approval webhook's shared secret is {} bytes; use at least {MIN_SECRET} \
+                 random bytes (for example `openssl rand -hex 32`)",
+                s.len()
+            )));
+        }
+        let secret = secret.map(std::sync::Arc::from);
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
         let uri: Uri = url
             .parse()
@@ -80,7 +133,11 @@ impl WebhookApprover {
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(WebhookApprover { uri, client })
+        Ok(WebhookApprover {
+            uri,
+            client,
+            secret,
+        })
     }
 
     async fn ask(&self, request: &ApprovalRequest) -> Result<Answer, (String, String)> {
@@ -90,7 +147,11 @@ impl WebhookApprover {
                 e.to_string(),
             )
         })?;
-        let post = Request::post(self.uri.clone())
+        let mut post = Request::post(self.uri.clone());
+        if let Some(secret) = &self.secret {
+            post = post.header(SIGNATURE_HEADER, sign_request(secret, &body));
+        }
+        let post = post
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, concat!("kubeleash/", env!("CARGO_PKG_VERSION")))
@@ -114,6 +175,10 @@ impl WebhookApprover {
                 format!("status {status}"),
             ));
         }
+        let signature = response
+            .headers()
+            .get(SIGNATURE_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let bytes = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
@@ -124,18 +189,41 @@ impl WebhookApprover {
                 )
             })?
             .to_bytes();
+        // The signature is checked before a byte of the answer is believed.
+        if let Some(secret) = &self.secret
+            && !signature
+                .as_deref()
+                .is_some_and(|s| verify_answer(secret, &bytes, s))
+        {
+            return Err((
+                "the approval webhook's answer was not signed with the shared secret".to_string(),
+                format!(
+                    "{} header {}",
+                    SIGNATURE_HEADER,
+                    if signature.is_some() {
+                        "does not match"
+                    } else {
+                        "missing"
+                    }
+                ),
+            ));
+        }
         let a: WebhookAnswer = serde_json::from_slice(&bytes).map_err(|e| {
             (
                 "the approval webhook's answer was not understood".to_string(),
-                format!("{e} (expected {{\"approve\": true|false, \"by\": ..., \"reason\": ..., \"forSeconds\": ...}})"),
+                format!("{e} (expected {{\"id\": \"<the request's id>\", \"approve\": true|false, \"by\": ..., \"reason\": ..., \"forSeconds\": ...}})"),
             )
         })?;
-        if let Some(id) = &a.id
-            && *id != request.id
-        {
+        // The answer names the one request it answers: a copy of another answer, or a blind
+        // `{"approve": true}`, approves nothing.
+        if a.id != request.id {
             return Err((
                 "the approval webhook answered for another request".to_string(),
-                format!("answer for id {id:?}, asked {}", request.id),
+                format!(
+                    "answer for id {:?}, asked {}",
+                    clean_name(&a.id),
+                    request.id
+                ),
             ));
         }
         let by =
@@ -189,6 +277,29 @@ impl Approver for WebhookApprover {
             }
         }
     }
+}
+
+/// The shared secret from [`SECRET_FILE_ENV`] (trailing whitespace removed) or [`SECRET_ENV`];
+/// errors never carry it.
+fn secret_from_env() -> io::Result<Option<Vec<u8>>> {
+    if let Some(path) = std::env::var_os(SECRET_FILE_ENV).filter(|p| !p.is_empty()) {
+        let mut s = std::fs::read(&path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot read the approval webhook secret file {} named by {SECRET_FILE_ENV}: {e}",
+                    std::path::Path::new(&path).display()
+                ),
+            )
+        })?;
+        while s.last().is_some_and(u8::is_ascii_whitespace) {
+            s.pop();
+        }
+        return Ok(Some(s));
+    }
+    Ok(std::env::var_os(SECRET_ENV)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.into_encoded_bytes()))
 }
 
 /// An error with its causes, which is where hyper-util keeps the useful part.
