@@ -129,6 +129,9 @@ pub fn decision_text(r: &Record) -> String {
             printable(d.approval_id.as_deref().unwrap_or_default())
         ),
         "approval" => format!("approved by {}", approver()),
+        // Written before a write is sent; the record of its answer follows (if it is missing,
+        // the write may have reached the server unanswered: the process stopped first).
+        "forwarded" => format!("sent{rule}, its answer recorded separately"),
         _ => match d.outcome.as_str() {
             "refused" => {
                 let by = d

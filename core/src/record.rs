@@ -332,7 +332,15 @@ pub fn audit_event(r: &Record) -> serde_json::Value {
         "apiVersion": "audit.k8s.io/v1",
         "level": if body.is_some() { "Request" } else { "Metadata" },
         "auditID": format!("{}-{}", r.session, r.seq),
-        "stage": if r.body.response.is_some() { "ResponseComplete" } else { "ResponseStarted" },
+        // A `forwarded` record is written before the request is sent (writes are recorded
+        // before they reach the server); its completion follows as a record of its own.
+        "stage": if r.body.response.is_some() {
+            "ResponseComplete"
+        } else if r.body.kind == "forwarded" {
+            "RequestReceived"
+        } else {
+            "ResponseStarted"
+        },
         "requestURI": r.body.request.target,
         "verb": a.verb,
         "user": {"username": r.body.identity.user, "groups": r.body.identity.groups},

@@ -501,3 +501,52 @@ proptest! {
         prop_assert_eq!(effect == Effect::Deny, expect_deny, "{}", reason);
     }
 }
+
+/// A write body that does not decode strictly is refused whatever the rules, since every check
+/// above reads the decoded body: a JSON patch whose `from` is named twice would be checked on
+/// one value and applied by the API server with the other (its decoder keeps the last).
+#[test]
+fn a_write_body_that_does_not_decode_strictly_is_refused() {
+    let policy = compiled(POLICY);
+    let patch = r#"[{"op":"copy","from":"/metadata/name","from":"/data/password","path":"/metadata/annotations/x"}]"#;
+    for (method, target, ct, body) in [
+        (
+            "PATCH",
+            "/api/v1/namespaces/dev/secrets/db",
+            "application/json-patch+json",
+            patch,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/dev/configmaps",
+            "application/json",
+            r#"{"kind":"ConfigMap","metadata":{"name":"a","name":"b"}}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/dev/configmaps",
+            "application/yaml",
+            "kind: ConfigMap\nmetadata: {name: a}\n",
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/dev/configmaps/a",
+            "application/json",
+            r#"{"kind":"ConfigMap""#,
+        ),
+    ] {
+        let (effect, reason) = decide(&policy, "admin", method, target, ct, body);
+        assert_eq!(effect, Effect::Deny, "{method} {target} {body}: {reason}");
+        assert!(reason.starts_with("request body refused"), "{reason}");
+    }
+    // Protobuf (kubectl's typed creates) is not decoded, and not refused for that alone.
+    let (effect, reason) = decide(
+        &policy,
+        "admin",
+        "POST",
+        "/api/v1/namespaces/dev/configmaps",
+        "application/vnd.kubernetes.protobuf",
+        "k8s\0\n\x0f\n\x02v1\x12\tConfigMap",
+    );
+    assert_eq!(effect, Effect::Allow, "{reason}");
+}

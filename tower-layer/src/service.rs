@@ -411,7 +411,7 @@ where
             .refuse(None, None, 400, "BadRequest", d, refused())
             .await);
     }
-    let request = match classify::classify(&ctx.method, &ctx.target, &parts.headers) {
+    let mut request = match classify::classify(&ctx.method, &ctx.target, &parts.headers) {
         Ok(r) => r,
         Err(e) => {
             let d = deny(e.to_string());
@@ -470,6 +470,15 @@ where
         }
         break (policy, generation);
     };
+    // A DELETE's body options replace its query's, as the API server reads them: the record,
+    // the approval prompt and the kubectl line follow the body (`decide` refuses the same
+    // requests this does).
+    if let Err(e) = request.with_body_facts(bytes.as_deref()) {
+        let d = deny(format!("request body refused: {e}"));
+        return Ok(ctx
+            .refuse(Some(&request), None, 400, "BadRequest", d, refused())
+            .await);
+    }
     let mut decision = policy.decide(
         &ctx.identity,
         &request,

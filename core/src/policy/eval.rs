@@ -183,7 +183,19 @@ fn write_checks(c: &Compiled, req: &Request, body: &mut BodyState<'_>) -> Option
                 )
             })
         }
-        Err(_) => markers::in_text(raw).map(|m| marker_refused("in it", m)),
+        // kubectl's typed `create` commands send protobuf, which kubeleash does not decode: a
+        // marker is still found in its raw bytes, where protobuf keeps strings as they are.
+        Err(BodyError::Protobuf) => markers::in_text(raw).map(|m| marker_refused("in it", m)),
+        // Anything else that does not decode strictly (a duplicated key the API server would
+        // read as its last value, YAML, CBOR, malformed JSON) would be judged here, and checked
+        // for masked-field reads and markers, differently from how the API server reads it.
+        Err(e) => Some(Decision::deny(
+            None,
+            format!(
+                "request body refused: {e}; kubeleash checks every write's body and forwards only \
+                 what it reads as the API server will: send it as plain JSON"
+            ),
+        )),
     }
 }
 
