@@ -28,7 +28,9 @@ mod selector;
 
 pub use classify::classify;
 pub use delete_options::{DeleteOptions, OptionsSource};
-pub(crate) use delete_options::{PROPAGATION_POLICIES, QUERY_KEYS as DELETE_OPTIONS_QUERY_KEYS};
+pub(crate) use delete_options::{
+    PROPAGATION_POLICIES, QUERY_KEYS as DELETE_OPTIONS_QUERY_KEYS, effective_propagation,
+};
 pub use error::NonCanonical;
 pub use params::QueryParams;
 pub use query::flag_value;

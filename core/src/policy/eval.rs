@@ -31,7 +31,16 @@ impl BodyState<'_> {
                 // A DELETE's options in the query are what a condition judges when there is no
                 // body: the API server reads them from either place (§6.8).
                 None => Ok(query_delete_options(request)),
-                Some(bytes) => body::decode(request, bytes, &BodyLimits::default()),
+                Some(bytes) => body::decode(request, bytes, &BodyLimits::default()).map(|d| {
+                    d.map(|mut d| {
+                        if d.kind == BodyKind::DeleteOptions
+                            && let Value::Object(o) = &mut d.value
+                        {
+                            crate::request::effective_propagation(o);
+                        }
+                        d
+                    })
+                }),
             })
             .as_ref()
             .map(Option::as_ref)
@@ -719,6 +728,22 @@ spec:
             allowed
         );
         assert_eq!(decide(cm, None), allowed);
+        // The deprecated spelling of the same policy is judged as the policy it means.
+        for target in [
+            format!("{cm}?orphanDependents=true"),
+            format!("{cm}?orphanDependents=1"),
+            format!("{cm}?orphanDependents="),
+        ] {
+            assert_eq!(decide(&target, None), no_orphans, "{target}");
+        }
+        assert_eq!(
+            decide(cm, Some(br#"{"orphanDependents":true}"#)),
+            no_orphans
+        );
+        assert_eq!(
+            decide(&format!("{cm}?orphanDependents=false"), None),
+            allowed
+        );
         // Options in both places: refused before any rule.
         let both = decide(
             &format!("{cm}?propagationPolicy=Background"),

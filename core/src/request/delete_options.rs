@@ -74,6 +74,7 @@ impl DeleteOptions {
         if let Some(b) = self.orphan_dependents {
             o.insert("orphanDependents".into(), b.into());
         }
+        effective_propagation(&mut o);
         if let Some(p) = &self.preconditions {
             o.insert("preconditions".into(), p.clone());
         }
@@ -85,6 +86,22 @@ impl DeleteOptions {
         }
         serde_json::Value::Object(o)
     }
+}
+
+/// `orphanDependents: true` is `propagationPolicy: Orphan` to the API server (and `false`,
+/// `Background`); it refuses the two together. A condition on `propagationPolicy` must see the
+/// policy the server will use, however it was spelled, so the deprecated field is also written
+/// as the policy it means.
+pub(crate) fn effective_propagation(o: &mut serde_json::Map<String, serde_json::Value>) {
+    if o.contains_key("propagationPolicy") {
+        return;
+    }
+    let policy = match o.get("orphanDependents") {
+        Some(serde_json::Value::Bool(true)) => "Orphan",
+        Some(serde_json::Value::Bool(false)) => "Background",
+        _ => return,
+    };
+    o.insert("propagationPolicy".into(), policy.into());
 }
 
 /// The options the query carries, decoded as the API server's parameter codec decodes them;
