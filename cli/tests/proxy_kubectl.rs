@@ -780,6 +780,21 @@ fn only_the_agent_gets_in_by_the_proxys_own_address() {
         assert_eq!(status, 403, "{h}: {body}");
         assert!(body.contains("browser"), "{body}");
     }
+    // A refusal at the door closes the connection, even one the client would keep alive: a
+    // caller without the token cannot hold connection slots with refused requests.
+    {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: https://evil.example\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let closed = s.read_to_string(&mut out);
+        assert!(closed.is_ok(), "the connection stayed open after: {out}");
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    }
     // No Host (HTTP/1.0), or two of them: refused.
     let (status, body) = raw(&e.proxy, &format!("GET {path} HTTP/1.0\r\n{auth}"));
     assert_eq!(status, 400, "{body}");

@@ -206,6 +206,16 @@ fn strip_token_prefix(parts: &mut Parts, token: &AgentToken) -> Result<bool, Ref
     if !token.matches(first.as_bytes()) {
         return Ok(false);
     }
+    // The token anywhere else in the target (`/TOKEN/TOKEN/...`, a query value) would be
+    // decided, recorded and echoed in a refusal: no honest client sends it twice.
+    if pq.as_str()[1 + first.len()..].contains(token.secret()) {
+        return Err(refuse(
+            400,
+            "BadRequest",
+            "kubeleash: the request target carries the proxy's token more than once; send it \
+             only as the first path segment, as the agent kubeconfig does",
+        ));
+    }
     let tail = if tail.is_empty() { "/" } else { tail };
     let new = match pq.query() {
         Some(q) => format!("{tail}?{q}"),

@@ -437,7 +437,14 @@ async fn forward(
     if let Err(r) = front.access.admit(&mut parts) {
         front.access.log_refusal(&r, parts.method.as_str());
         let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::FORBIDDEN);
-        return Ok(status(code, r.reason, &r.message));
+        // A caller turned away at the door gives its connection slot back at once: otherwise
+        // anyone could hold every slot with requests the door refuses.
+        let mut refused = status(code, r.reason, &r.message);
+        refused.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Ok(refused);
     }
     // Who is asking, before a byte of the body is read: a caller without a valid token makes
     // the proxy buffer nothing.

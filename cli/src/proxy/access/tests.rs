@@ -295,6 +295,21 @@ fn the_token_as_the_first_path_segment_gets_in_and_is_taken_off() {
     }
 }
 
+#[test]
+fn the_token_sent_twice_is_refused_never_passed_on() {
+    let (a, t) = v4();
+    let s = t.secret();
+    for sent in [
+        format!("/{s}/{s}/api"),
+        format!("/{s}/api/v1/namespaces/{s}/pods"),
+        format!("/{s}/api?x={s}"),
+    ] {
+        let r = a.admit(&mut at(&sent)).unwrap_err();
+        assert_eq!(r.code, 400, "{sent}");
+        assert!(!r.message.contains(s));
+    }
+}
+
 proptest! {
     /// A path whose first segment is not the token is refused, whatever follows.
     #[test]
