@@ -131,7 +131,9 @@ pub fn decision_text(r: &Record) -> String {
         "approval" => format!("approved by {}", approver()),
         // Written before a write is sent; the record of its answer follows (if it is missing,
         // the write may have reached the server unanswered: the process stopped first).
-        "forwarded" => format!("sent{rule}, its answer recorded separately"),
+        "forwarded" => format!(
+            "write allowed{rule} and sent to the API server; its answer is the next record for it"
+        ),
         _ => match d.outcome.as_str() {
             "refused" => {
                 let by = d

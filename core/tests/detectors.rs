@@ -927,6 +927,48 @@ fn positives() -> Vec<(&'static str, String, String)> {
         "TabPw9911".to_string(),
         "\n",
     );
+    add(
+        "config-directive-credential",
+        "bind 0.0.0.0\nrequirepass ",
+        "R3disPass991".to_string(),
+        "\nmaxmemory 2gb",
+    );
+    add(
+        "config-directive-credential",
+        "masterauth \"",
+        "Repl1caPass".to_string(),
+        "\"",
+    );
+    add(
+        "config-directive-credential",
+        "  authentication {\n    auth_type PASS\n    auth_pass ",
+        "KeepAl1ve".to_string(),
+        "\n  }",
+    );
+    add(
+        "config-directive-credential",
+        "userlist admins\n  user admin insecure-password ",
+        "HaPr0xyPw".to_string(),
+        "\n",
+    );
+    add(
+        "config-directive-credential",
+        "machine api.example.com login bob password ",
+        "N3trcPass".to_string(),
+        "\n",
+    );
+    add(
+        "config-directive-credential",
+        "machine api.example.com\n  login bob\n  password ",
+        "N3trcMulti".to_string(),
+        "\n",
+    );
+    add(
+        "config-directive-credential",
+        "<match es.**>\n  user elastic\n  password ",
+        "Flu3ntdPw".to_string(),
+        "\n</match>",
+    );
     // Generic assignments, in every form.
     add(
         "generic-password",
@@ -1278,6 +1320,10 @@ const LOG_LINES: &[&str] = &[
     "GOCSPX is the prefix of Google OAuth client secrets; ghp_ is GitHub's; nothing here is one",
     "message=\"Scaled up replica set web-7d4b9c8f6 to 3\" reason=ScalingReplicaSet",
     "cache key-value store ready (keys=128)",
+    "password reset requested for user bob",
+    "Password must be at least 12 characters",
+    "password policy updated\npasswd file loaded",
+    "requirepass \"\"",
 ];
 
 #[test]

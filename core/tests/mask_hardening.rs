@@ -969,7 +969,7 @@ fn an_element_with_a_key_twice_gets_the_strictest_reading() {
 #[test]
 fn credential_named_keys_outside_env_are_masked() {
     // A ConfigMap's data: the same key that becomes a masked env var through `envFrom`.
-    let cm = r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c","labels":{"password":"keep-label-1"}},"data":{"password":"hunter2hunter2","DB_PASSWORD":"Cm-s3cret-22","LOG_LEVEL":"debug","secretName":"keep-ref-1"}}"#;
+    let cm = r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c","labels":{"password":"Lbl-s3cret-1","app":"keep-label-1"}},"data":{"password":"hunter2hunter2","DB_PASSWORD":"Cm-s3cret-22","LOG_LEVEL":"debug","secretName":"keep-ref-1"}}"#;
     for (target, body) in [
         ("/api/v1/namespaces/dev/configmaps/c", cm.to_string()),
         (
@@ -982,7 +982,7 @@ fn credential_named_keys_outside_env_are_masked() {
     ] {
         let (out, err) = mask_for(&DEFAULT, target, &body, &[]);
         assert_eq!(err, None);
-        for secret in ["hunter2hunter2", "Cm-s3cret-22"] {
+        for secret in ["hunter2hunter2", "Cm-s3cret-22", "Lbl-s3cret-1"] {
             assert!(!out.contains(secret), "{out}");
         }
         for kept in ["debug", "keep-label-1", "keep-ref-1"] {
@@ -991,7 +991,7 @@ fn credential_named_keys_outside_env_are_masked() {
     }
     // A custom resource with no mask rule: string values under credential-named keys, at any
     // depth; structure and other values stay.
-    let cr = r#"{"apiVersion":"example.com/v1","kind":"Thing","metadata":{"name":"t","annotations":{"token":"keep-annotation"}},"spec":{"password":"Cr-s3cret-1","connection":{"pass":"Cr-s3cret-2","host":"db"},"users":[{"name":"u","apiKey":"Cr-s3cret-3"}],"secretRef":{"name":"keep-name"},"tokenTTL":3600}}"#;
+    let cr = r#"{"apiVersion":"example.com/v1","kind":"Thing","metadata":{"name":"t","annotations":{"token":"Ann-s3cret-1","note":"keep-annotation","vault.example.com/db-password":"Ann-s3cret-2","cert-manager.io/issuer":"keep-issuer"}},"spec":{"password":"Cr-s3cret-1","connection":{"pass":"Cr-s3cret-2","host":"db"},"users":[{"name":"u","apiKey":"Cr-s3cret-3"}],"secretRef":{"name":"keep-name"},"tokenTTL":3600}}"#;
     let (out, err) = mask_for(
         &DEFAULT,
         "/apis/example.com/v1/namespaces/dev/things/t",
@@ -999,10 +999,23 @@ fn credential_named_keys_outside_env_are_masked() {
         &[],
     );
     assert_eq!(err, None);
-    for secret in ["Cr-s3cret-1", "Cr-s3cret-2", "Cr-s3cret-3"] {
+    for secret in [
+        "Cr-s3cret-1",
+        "Cr-s3cret-2",
+        "Cr-s3cret-3",
+        "Ann-s3cret-1",
+        "Ann-s3cret-2",
+    ] {
         assert!(!out.contains(secret), "{out}");
     }
-    for kept in [r#""host":"db""#, "keep-name", "keep-annotation", "3600"] {
+    // An annotation key's domain prefix says nothing: `cert-manager.io/issuer` stays.
+    for kept in [
+        r#""host":"db""#,
+        "keep-name",
+        "keep-annotation",
+        "keep-issuer",
+        "3600",
+    ] {
         assert!(out.contains(kept), "{kept}: {out}");
     }
     // A policy can turn it off.
@@ -1163,7 +1176,7 @@ proptest! {
             "password", "DB_PASSWORD", "pass", "apiKey", "client_secret", "token", "PGPASS",
             "MYSQL_PWD", "x-api-key", r"pass\u0077ord", "dbPassword", "TLS_PRIVATE_KEY",
         ]),
-        context in 0usize..9,
+        context in 0usize..12,
         secret in "[A-Za-z0-9]{12,24}",
         cuts in prop::collection::vec(any::<Index>(), 0..5),
     ) {
@@ -1177,6 +1190,10 @@ proptest! {
             5 => (Framing::Json, format!(r#"{{"kind":"Thing","spec":{{"list":[{{{pair}}},{{"x":[{{{pair}}}]}}]}}}}"#)),
             6 => (Framing::Json, format!(r#"{{"kind":"Status","apiVersion":"v1","details":{{"causes":[{{{pair}}}]}}}}"#)),
             7 => (Framing::Json, format!(r#"{{"data":{{{pair}}},"kind":"ConfigMap"}}"#)),
+            // Annotations and labels of any kind, built-in ones included.
+            9 => (Framing::Json, format!(r#"{{"kind":"Deployment","apiVersion":"apps/v1","metadata":{{"name":"d","annotations":{{{pair}}}}}}}"#)),
+            10 => (Framing::Json, format!(r#"{{"kind":"PodList","apiVersion":"v1","items":[{{"metadata":{{"labels":{{{pair}}}}},"spec":{{"template":{{"metadata":{{"annotations":{{{pair}}}}}}}}}}}]}}"#)),
+            11 => (Framing::WatchEvents, format!(r#"{{"type":"MODIFIED","object":{{"kind":"Service","apiVersion":"v1","metadata":{{"annotations":{{{pair}}}}}}}}}"#)),
             _ => (Framing::Json, format!(r#"{{"apiVersion":"x.io/v1","status":{{{pair}}},"kind":"Thing"}}"#)),
         };
         let whole = run(&BUILTIN, framing, &[doc.as_bytes()]);

@@ -87,6 +87,10 @@ pub(crate) struct Shared {
     pub mode: Mode,
     pub approval_timeout: Duration,
     pub max_body: usize,
+    /// Request bodies in memory at once, in bytes, over every request in flight (held ones
+    /// included): each body read takes its bytes from here until its request is answered.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    pub body_budget_bytes: usize,
     pub grants: Grants,
     pub hold_limits: HoldLimits,
     pub holds: Holds,
@@ -132,6 +136,8 @@ impl KubeleashLayer {
                 mode: Mode::Enforce,
                 approval_timeout: Duration::from_secs(300),
                 max_body: 3 * 1024 * 1024,
+                body_budget: Arc::new(tokio::sync::Semaphore::new(DEFAULT_BODY_BUDGET)),
+                body_budget_bytes: DEFAULT_BODY_BUDGET,
                 grants: Grants::default(),
                 hold_limits: HoldLimits {
                     per_identity: 8,
@@ -204,6 +210,34 @@ impl KubeleashLayer {
         })
     }
 }
+
+impl KubeleashLayer {
+    /// How many bytes of request bodies the layer keeps in memory at once, over every request
+    /// in flight and every held one (default 64 MiB). A body that would go past it is refused
+    /// with 429 (retry shortly), so clients sending many large bodies at once cannot make the
+    /// process buffer without bound; one body is still capped at the API server's 3 MiB.
+    ///
+    /// ```
+    /// use kubeleash_core::policy::Policy;
+    /// use kubeleash_tower::KubeleashLayer;
+    ///
+    /// let policy = Policy::from_yaml(include_str!("../../examples/agents.yaml")).map_err(|e| e.to_string())?;
+    /// let layer = KubeleashLayer::new(policy).max_buffered(16 * 1024 * 1024);
+    /// # let _ = layer;
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn max_buffered(self, bytes: usize) -> Self {
+        // One semaphore permit per byte; tokio caps a semaphore at `usize::MAX >> 3` permits.
+        let bytes = bytes.min(tokio::sync::Semaphore::MAX_PERMITS);
+        self.with(|s| {
+            s.body_budget = Arc::new(tokio::sync::Semaphore::new(bytes));
+            s.body_budget_bytes = bytes;
+        })
+    }
+}
+
+/// The default of [`KubeleashLayer::max_buffered`]: about 21 bodies of the API server's maximum.
+const DEFAULT_BODY_BUDGET: usize = 64 * 1024 * 1024;
 
 impl<S> tower::Layer<S> for KubeleashLayer {
     type Service = Kubeleash<S>;

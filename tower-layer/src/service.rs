@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use kubeleash_core::kubectl;
 use kubeleash_core::mask::{Framing, MaskError, Masker};
 use kubeleash_core::policy::{Decision, Effect, Identity};
@@ -250,24 +250,38 @@ fn refused() -> Resolution {
     }
 }
 
-/// Read a request body, bounded; a larger one is refused (and recorded) with 413.
+/// Read a request body, bounded; a larger one is refused (and recorded) with 413. Its bytes are
+/// taken from the layer's buffer budget (`budget`, held until the request is answered); a body
+/// the budget cannot take is refused with 429.
 async fn read_body<ReqB, B>(
     ctx: &Ctx<'_>,
     request: &Classified,
     body: ReqB,
-    max: usize,
+    shared: &Shared,
+    budget: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Bytes, Response<KubeleashBody<B>>>
 where
     ReqB: Body<Data = Bytes>,
     ReqB::Error: Into<BoxError>,
 {
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
+    let max = shared.max_body;
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    let failure = loop {
+        let chunk = match body.frame().await {
+            None => return Ok(buf.freeze()),
+            Some(Err(e)) => break format!("request body refused: {}", e.into()),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) => d,
+                // Trailers are not forwarded; they are no part of the body.
+                Err(_) => continue,
+            },
+        };
+        if buf.len() + chunk.len() > max {
             let d = deny(format!(
-                "request body refused: {e} (the API server accepts at most 3 MiB)"
+                "request body refused: larger than {max} bytes (the API server accepts at most 3 MiB)"
             ));
-            Err(ctx
+            return Err(ctx
                 .refuse(
                     Some(request),
                     None,
@@ -276,9 +290,32 @@ where
                     d,
                     refused(),
                 )
-                .await)
+                .await);
         }
-    }
+        let taken = u32::try_from(chunk.len()).ok().and_then(|n| {
+            Arc::clone(&shared.body_budget)
+                .try_acquire_many_owned(n)
+                .ok()
+        });
+        let Some(taken) = taken else {
+            let d = deny(format!(
+                "request body refused: kubeleash already holds {} MiB of request bodies in memory, its limit; retry shortly",
+                shared.body_budget_bytes / (1024 * 1024)
+            ));
+            return Err(ctx
+                .refuse(Some(request), None, 429, "TooManyRequests", d, refused())
+                .await);
+        };
+        match budget {
+            Some(held) => held.merge(taken),
+            None => *budget = Some(taken),
+        }
+        buf.extend_from_slice(&chunk);
+    };
+    let d = deny(failure);
+    Err(ctx
+        .refuse(Some(request), None, 400, "BadRequest", d, refused())
+        .await)
 }
 
 fn deny(reason: String) -> Decision {
@@ -453,6 +490,8 @@ where
     // The body is read only when a rule, or an approval, needs it.
     let mut bytes: Option<Bytes> = None;
     let mut body = Some(body);
+    // The body's share of the buffer budget, given back when this call answers.
+    let mut budget = None;
     // A recorder records every write's body (masked), so it reads those too.
     let writes = matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") && !asks_switch;
     // The policy is the one in force once the body is in: a slow body is not decided under a
@@ -462,7 +501,7 @@ where
         if (policy.needs_body(&ctx.identity, &request) || ctx.recording() && writes)
             && let Some(b) = body.take()
         {
-            match read_body(&ctx, &request, b, shared.max_body).await {
+            match read_body(&ctx, &request, b, &shared, &mut budget).await {
                 Ok(b) => bytes = Some(b),
                 Err(refusal) => return Ok(refusal),
             }
@@ -511,7 +550,7 @@ where
             if bytes.is_none()
                 && let Some(b) = body.take()
             {
-                match read_body(&ctx, &request, b, shared.max_body).await {
+                match read_body(&ctx, &request, b, &shared, &mut budget).await {
                     Ok(b) => bytes = Some(b),
                     Err(refusal) => return Ok(refusal),
                 }

@@ -811,6 +811,63 @@ async fn holds_are_bounded_per_identity_and_in_all() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
+/// Request bodies in memory are bounded over every request in flight, not only per request:
+/// held bodies count until their hold ends, a body past the budget is refused with 429 before
+/// it reaches the upstream, and the budget comes back when a request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_bodies_are_bounded_in_all() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    let l = KubeleashLayer::new(Policy::from_yaml(POLICY).unwrap())
+        .identity(Identity::new("a", ["agents"]))
+        .approver(Never(Arc::clone(&asked), Arc::clone(&shown)))
+        .max_held(64, 64)
+        .max_buffered(3 * 1024 * 1024);
+    let seen: Seen = Arc::default();
+    let svc = ServiceBuilder::new()
+        .layer(l)
+        .service(server(Arc::clone(&seen), Upstream::Honest));
+    let body = |n: usize| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"big","annotations":{{"note":"{}"}}}}}}"#,
+            "x".repeat(n)
+        )
+    };
+    let send = |b: String| {
+        let mut svc = svc.clone();
+        let req = post(SECRETS, "application/json", &b);
+        tokio::spawn(async move { call(&mut svc, req).await })
+    };
+    // Two held bodies of 1 MiB each stay in memory.
+    let mut waiting = vec![send(body(1024 * 1024)), send(body(1024 * 1024))];
+    while asked.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A third that would pass 3 MiB in all is refused, though it is under 3 MiB itself.
+    let (status, _, text) = send(body(1024 * 1024 + 512 * 1024)).await.unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("retry shortly"), "{text}");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        2,
+        "the refused body was never held"
+    );
+    // A hold that ends gives its bytes back.
+    let gone = waiting.pop().unwrap();
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    let again = send(body(1024 * 1024 + 512 * 1024));
+    while asked.load(Ordering::SeqCst) < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    again.abort();
+    for w in waiting {
+        w.abort();
+    }
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn upstream_errors_never_reach_the_agent() {
     const SECRET_TEXT: &str = "exec plugin `aws eks get-token --profile prod` failed: env AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY stderr: refresh_token=1//0gSECRETREFRESHTOKEN";

@@ -493,6 +493,44 @@ const PROSE_WORDS: &[&str] = &[
     "optional",
     "disabled",
     "enabled",
+    // Words that go on a sentence that starts with `password` (a line-start directive is
+    // judged as prose).
+    "must",
+    "should",
+    "will",
+    "cannot",
+    "could",
+    "would",
+    "does",
+    "policy",
+    "authentication",
+    "requested",
+    "request",
+    "length",
+    "hash",
+    "hashes",
+    "file",
+    "change",
+    "expires",
+    "expiry",
+    "manager",
+    "field",
+    "prompt",
+    "protected",
+    "mismatch",
+    "matches",
+    "match",
+    "from",
+    "with",
+    "when",
+    "into",
+    "that",
+    "this",
+    "after",
+    "before",
+    "failed",
+    "succeeded",
+    "authenticated",
 ];
 
 fn is_prose_word(v: &[u8]) -> bool {
@@ -576,30 +614,12 @@ fn trim_bytes<'a>(mut t: &'a [u8], set: &[u8]) -> &'a [u8] {
     t
 }
 
-/// Whether base64 text decodes to something holding a `:` (a `user:password`).
+/// Whether base64 text decodes to something holding a `:` (a `user:password`). Padding and
+/// whatever follows it are ignored, and so is a last digit that encodes no whole byte.
 fn basic_ok(v: &[u8]) -> bool {
-    let mut acc: u32 = 0;
-    let mut nbits = 0;
-    for &c in v {
-        let x = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => return false,
-        };
-        acc = (acc << 6) | u32::from(x);
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            if (acc >> nbits) & 0xff == u32::from(b':') {
-                return true;
-            }
-        }
-    }
-    false
+    let body = v.split(|&c| c == b'=').next().unwrap_or_default();
+    let whole = &body[..body.len() - usize::from(body.len() % 4 == 1)];
+    super::b64::decode(whole).is_some_and(|d| d.contains(&b':'))
 }
 
 fn expand(p: &Pat) -> (String, Post) {

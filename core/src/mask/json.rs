@@ -82,8 +82,14 @@ enum NextArg {
 pub(crate) enum KeyScope {
     /// Nothing: a built-in kind's schema says what each field is.
     Plain,
-    /// An object's `metadata` (ObjectMeta, one schema for every kind) and all below it.
+    /// An object's `metadata` (ObjectMeta, one schema for every kind) and all below it, except
+    /// its string maps.
     Meta,
+    /// The `metadata` object itself: its `annotations` and `labels` are [`KeyScope::MetaMap`].
+    MetaRoot,
+    /// `metadata.annotations` and `metadata.labels`: free-form maps any kind carries, where a
+    /// value under a credential-named key (`db-password`) is masked like a ConfigMap's.
+    MetaMap,
     /// A ConfigMap's `data`, or anything in an object of unknown kind (a custom resource):
     /// a string under a credential-named key is masked.
     Credentials,
@@ -634,7 +640,15 @@ impl JsonMasker {
         {
             // Nothing can match below here and no object starts here: the common case deep in
             // metadata, specs and statuses.
-            let scope = parent.scope;
+            let scope = match parent.scope {
+                KeyScope::MetaRoot if matches!(key_ref, Some("annotations" | "labels")) => {
+                    KeyScope::MetaMap
+                }
+                KeyScope::MetaRoot => KeyScope::Meta,
+                // An embedded ObjectMeta (a pod template's, a volume claim template's).
+                KeyScope::Plain if key_ref == Some("metadata") => KeyScope::MetaRoot,
+                other => other,
+            };
             let masked = parent
                 .masked
                 .or_else(|| self.credential_key_mask(c, parent.scope, key_ref));
@@ -842,11 +856,24 @@ impl JsonMasker {
         key: Option<&str>,
         loose: bool,
     ) -> KeyScope {
-        if parent_scope == KeyScope::Meta {
-            return KeyScope::Meta;
+        match parent_scope {
+            // A value in `annotations` or `labels` keeps the map's scope: it is judged by its
+            // key (the API server allows only strings there).
+            KeyScope::Meta | KeyScope::MetaMap => return parent_scope,
+            KeyScope::MetaRoot => {
+                return match key {
+                    Some("annotations" | "labels") => KeyScope::MetaMap,
+                    _ => KeyScope::Meta,
+                };
+            }
+            _ => {}
         }
-        if matches!(parent_role, Role::Anchor | Role::Loose) && key == Some("metadata") {
-            return KeyScope::Meta;
+        // An object's metadata, or an embedded ObjectMeta of a built-in kind (a pod template's).
+        if key == Some("metadata")
+            && (matches!(parent_role, Role::Anchor | Role::Loose)
+                || parent_scope == KeyScope::Plain)
+        {
+            return KeyScope::MetaRoot;
         }
         if parent_role == Role::Anchor {
             let info = anchor.and_then(|a| self.anchors.get(a));
@@ -877,9 +904,15 @@ impl JsonMasker {
             return None;
         }
         let replace = match scope {
-            KeyScope::Credentials => Replace::Marker,
+            KeyScope::Credentials | KeyScope::MetaMap => Replace::Marker,
             KeyScope::Binary => Replace::Base64,
-            KeyScope::Plain | KeyScope::Meta => return None,
+            KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot => return None,
+        };
+        // An annotation or label key's prefix is its owner's DNS domain (`cert-manager.io/`):
+        // only the name after it says what the value is.
+        let key = match scope {
+            KeyScope::MetaMap => key.map(|k| k.rsplit('/').next().unwrap_or(k)),
+            _ => key,
         };
         key.filter(|k| super::credname::is_credential_key(k))
             .map(|_| replace)

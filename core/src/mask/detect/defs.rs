@@ -973,6 +973,35 @@ pub(crate) const DEFS: &[Def] = &[
             ),
         ],
     ),
+    d(
+        "config-directive-credential",
+        "space-separated credentials of config files: redis requirepass/masterauth X, keepalived auth_pass X, haproxy insecure-password X, netrc login u password X, a line that starts with password X (netrc, fluentd)",
+        &[
+            kw("requirepass").at(3).guard(Guard::Space),
+            kw("masterauth").at(3).guard(Guard::Space),
+            kw("auth_pass").at(2).guard(Guard::Space),
+            kw("insecure-password").at(5).guard(Guard::Space),
+            kw("password").at(2).guard(Guard::Space),
+            kw("passwd").at(1).guard(Guard::Space),
+        ],
+        &[
+            Re(
+                r#"(?i:requirepass|masterauth|auth_pass|insecure-password)[ \t]+["']?([^\s"'`,;&\\<>{}\[\]()][^\s"'`,;&\\<>]*)"#,
+                GENERIC,
+            ),
+            // netrc on one line: `machine h login u password p`.
+            Re(
+                r#"(?i:\blogin)[ \t]+[^\s]+[ \t]+(?i:password|passwd)[ \t]+["']?([^\s"'`,;&\\<>{}\[\]()][^\s"'`,;&\\<>]*)"#,
+                GENERIC,
+            ),
+            // A directive at the start of a line (netrc over several lines, fluentd, many
+            // daemons): judged as prose, so `password is required` stays.
+            Re(
+                r#"(?m:^)[ \t]*(?i:password|passwd)[ \t]+["']?([^\s"'`,;&\\<>{}\[\]()=:][^\s"'`,;&\\<>]*)"#,
+                Prose,
+            ),
+        ],
+    ),
     // ---- Generic assignments (last: anything more specific wins) ------------------------
     d(
         "generic-password",
