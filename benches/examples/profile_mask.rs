@@ -1,4 +1,5 @@
-//! A loop masking one workload, for profilers: `profile_mask pods|secrets|events|watch ROUNDS`.
+//! A loop masking one workload, for profilers:
+//! `profile_mask pods|secrets|events|watch|configmap ROUNDS`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "secrets" => (Framing::Json, secret_list(10_000)),
         "events" => (Framing::Json, event_list(5_000)),
         "watch" => (Framing::WatchEvents, pod_watch(2_000)),
+        "configmap" => (Framing::Json, configmap(1024 * 1024)),
         _ => (Framing::Json, pod_list(2_000)),
     };
     let set = Arc::new(MaskSet::builtin()?);
@@ -30,4 +32,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         black_box(&out);
     }
     Ok(())
+}
+
+/// A ConfigMap of about `bytes` of ordinary entries (the layer bench's shape, larger).
+fn configmap(bytes: usize) -> Vec<u8> {
+    let mut data = String::new();
+    let mut i = 0;
+    while data.len() < bytes {
+        data.push_str(&format!(
+            r#""key-{i}":"value number {i} of an ordinary configuration map entry","#
+        ));
+        i += 1;
+    }
+    data.pop();
+    format!(
+        r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"app","namespace":"dev"}},"data":{{{data}}}}}"#
+    )
+    .into_bytes()
 }

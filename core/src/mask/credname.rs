@@ -76,50 +76,78 @@ const INSIDE: &[&str] = &[
 /// Words that name a credential at the end of a token.
 const SUFFIX: &[&str] = &["pass", "pwd", "pw", "key", "auth"];
 
-/// Split a name into lowercase tokens (see the module docs).
-pub(crate) fn tokens(name: &str) -> Vec<String> {
-    let b = name.as_bytes();
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for (i, &c) in b.iter().enumerate() {
-        if !c.is_ascii_alphanumeric() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            continue;
+/// The tokens of a name (see the module docs), as slices of it, in their original case:
+/// compared ignoring ASCII case, so judging a key allocates nothing (the masker judges every
+/// key of a ConfigMap and of every custom resource).
+struct Tokens<'a> {
+    name: &'a str,
+    at: usize,
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let b = self.name.as_bytes();
+        while b.get(self.at).is_some_and(|c| !c.is_ascii_alphanumeric()) {
+            self.at += 1;
         }
-        if let Some(&p) = i.checked_sub(1).and_then(|j| b.get(j)) {
+        let start = self.at;
+        let mut p = *b.get(start)?;
+        let mut i = start + 1;
+        while let Some(&c) = b.get(i) {
             let next_lower = b.get(i + 1).is_some_and(u8::is_ascii_lowercase);
-            let boundary = (p.is_ascii_lowercase() && c.is_ascii_uppercase())
+            let boundary = !c.is_ascii_alphanumeric()
+                || (p.is_ascii_lowercase() && c.is_ascii_uppercase())
                 || (p.is_ascii_uppercase() && c.is_ascii_uppercase() && next_lower)
-                || (p.is_ascii_digit() != c.is_ascii_digit() && p.is_ascii_alphanumeric());
-            if boundary && !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+                || p.is_ascii_digit() != c.is_ascii_digit();
+            if boundary {
+                break;
             }
+            p = c;
+            i += 1;
         }
-        cur.push(char::from(c.to_ascii_lowercase()));
+        self.at = i;
+        // Tokens are ASCII, so both ends are character boundaries.
+        self.name.get(start..i)
     }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+}
+
+fn tokens(name: &str) -> Tokens<'_> {
+    Tokens { name, at: 0 }
+}
+
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+fn ends_with_ignore_case(hay: &str, suffix: &str) -> bool {
+    hay.len()
+        .checked_sub(suffix.len())
+        .and_then(|start| hay.as_bytes().get(start..))
+        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix.as_bytes()))
 }
 
 /// Whether `name` names a credential (see the module docs for the rule).
 pub fn is_credential_name(name: &str) -> bool {
-    let toks = tokens(name);
     let word = |t: &str| {
-        WORDS.contains(&t)
-            || INSIDE.iter().any(|w| t.contains(w))
-            || SUFFIX.iter().any(|w| t.ends_with(w))
+        WORDS.iter().any(|w| t.eq_ignore_ascii_case(w))
+            || INSIDE.iter().any(|w| contains_ignore_case(t, w))
+            || SUFFIX.iter().any(|w| ends_with_ignore_case(t, w))
     };
-    toks.iter().any(|t| word(t))
-        || toks.windows(2).any(|w| {
-            matches!(
-                (w[0].as_str(), w[1].as_str()),
-                ("connection" | "conn", "string" | "str")
-            )
-        })
+    let is = |t: &str, words: &[&str]| words.iter().any(|w| t.eq_ignore_ascii_case(w));
+    let mut prev: Option<&str> = None;
+    for t in tokens(name) {
+        if word(t)
+            || prev.is_some_and(|p| is(p, &["connection", "conn"]) && is(t, &["string", "str"]))
+        {
+            return true;
+        }
+        prev = Some(t);
+    }
+    false
 }
 
 /// Last tokens that make a credential-looking key name a reference to a credential, not the
@@ -147,22 +175,26 @@ pub fn is_credential_key(name: &str) -> bool {
     is_credential_name(name)
         && !tokens(name)
             .last()
-            .is_some_and(|t| REFERENCES.contains(&t.as_str()))
+            .is_some_and(|t| REFERENCES.iter().any(|r| t.eq_ignore_ascii_case(r)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn lower_tokens(name: &str) -> Vec<String> {
+        tokens(name).map(str::to_ascii_lowercase).collect()
+    }
+
     #[test]
     fn splits_on_separators_case_and_digits() {
-        assert_eq!(tokens("DB_PASS"), ["db", "pass"]);
-        assert_eq!(tokens("dbPassword"), ["db", "password"]);
-        assert_eq!(tokens("DBPassword"), ["db", "password"]);
-        assert_eq!(tokens("x-api.key"), ["x", "api", "key"]);
-        assert_eq!(tokens("PASSWORD2"), ["password", "2"]);
-        assert_eq!(tokens("--db-pass"), ["db", "pass"]);
-        assert_eq!(tokens(""), Vec::<String>::new());
+        assert_eq!(lower_tokens("DB_PASS"), ["db", "pass"]);
+        assert_eq!(lower_tokens("dbPassword"), ["db", "password"]);
+        assert_eq!(lower_tokens("DBPassword"), ["db", "password"]);
+        assert_eq!(lower_tokens("x-api.key"), ["x", "api", "key"]);
+        assert_eq!(lower_tokens("PASSWORD2"), ["password", "2"]);
+        assert_eq!(lower_tokens("--db-pass"), ["db", "pass"]);
+        assert_eq!(lower_tokens(""), Vec::<String>::new());
     }
 
     #[test]
