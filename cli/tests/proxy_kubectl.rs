@@ -1578,6 +1578,73 @@ fn slow_and_idle_clients_are_cut_at_the_deadlines() {
     assert!(out.contains("did not arrive within"), "{out}");
 }
 
+/// An agent with the token cannot make the proxy hold `--max-connections` × 3 MiB: bodies
+/// being read share one budget (64 MiB), and a body past it is answered 429 while the others
+/// are still arriving.
+#[test]
+fn bodies_being_read_share_one_budget() {
+    let p = bounded(
+        "budget",
+        "http://127.0.0.1:9",
+        EXEC_POLICY,
+        &["--body-timeout", "30"],
+    );
+    let chunk = vec![b' '; 3 * 1024 * 1024 - 16];
+    let mut open = Vec::new();
+    let mut refused = None;
+    // 64 MiB holds 21 bodies of nearly 3 MiB; the 22nd cannot fit.
+    for i in 0..24 {
+        let mut s = p.connect();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        write!(
+            s,
+            "{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            request_head(&p, "POST /api/v1/namespaces/dev/configmaps", true),
+            chunk.len() + 1
+        )
+        .unwrap();
+        // All but the last byte: the proxy holds what came and waits for the rest.
+        if s.write_all(&chunk).is_err() {
+            refused = Some((i, String::new()));
+            break;
+        }
+        let mut out = [0u8; 12];
+        if s.read_exact(&mut out).is_ok() {
+            refused = Some((i, String::from_utf8_lossy(&out).into_owned()));
+            break;
+        }
+        open.push(s);
+    }
+    let (at, answer) = refused.expect("every body was held: the proxy's buffering is unbounded");
+    assert_eq!(at, 21, "refused after {at} bodies");
+    assert_eq!(answer, "HTTP/1.1 429", "{answer}");
+    // The budget comes back when a body is done: finish one (it is then decided and answered).
+    let mut first = open.remove(0);
+    first.write_all(b"x").unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut out = [0u8; 9];
+    first.read_exact(&mut out).unwrap();
+    drop(first);
+    drop(open);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = p.connect();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        request_head(&p, "POST /api/v1/namespaces/dev/configmaps", true),
+        chunk.len()
+    )
+    .unwrap();
+    s.write_all(&chunk).unwrap();
+    let mut out = [0u8; 12];
+    s.read_exact(&mut out).unwrap();
+    assert_ne!(&out, b"HTTP/1.1 429", "the budget did not come back");
+}
+
 #[test]
 fn a_large_body_without_the_token_is_refused_unread() {
     let p = bounded("unread", "http://127.0.0.1:9", EXEC_POLICY, &[]);

@@ -32,6 +32,13 @@ impl Default for Limits {
     }
 }
 
+/// Request bodies the proxy holds in memory at once, over all connections, while it reads them
+/// (each is at most the API server's 3 MiB): one more is answered 429 (retry shortly), so an
+/// agent that opens every connection with a large body cannot make the proxy hold
+/// `--max-connections` × 3 MiB. The layer behind keeps its own budget of the same size for
+/// bodies it holds (held requests among them).
+pub const MAX_BUFFERED: usize = 64 * 1024 * 1024;
+
 /// The answer to a connection beyond [`Limits::max_connections`], written without reading the
 /// request: a Kubernetes `Status` that tells the client to retry, then the connection closes.
 pub fn busy_response(max: usize) -> Vec<u8> {

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::access::{Access, AgentToken};
 use super::agent_config::{AgentAuth, render, write_private};
-use super::limits::{BusyLog, Limits, busy_response};
+use super::limits::{BusyLog, Limits, MAX_BUFFERED, busy_response};
 use super::oidc::Oidc;
 use super::tunnels::{Admitted, Tunnels};
 use super::upstream_error;
@@ -135,6 +135,8 @@ struct Front {
     policy: PolicyHandle,
     tunnels: Arc<Tunnels>,
     limits: Limits,
+    /// Bytes of request bodies being read, over all connections ([`MAX_BUFFERED`]).
+    body_budget: Arc<Semaphore>,
     /// Held by every connection and tunnel (see [`RunningProxy::connections`]).
     connections: Arc<()>,
     open_tasks: OpenTasks,
@@ -323,6 +325,7 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
         policy: policy_handle.clone(),
         tunnels: Arc::clone(&tunnels),
         limits,
+        body_budget: Arc::new(Semaphore::new(MAX_BUFFERED)),
         connections: Arc::clone(&connections),
         open_tasks: Arc::clone(&open_tasks),
     });
@@ -475,31 +478,10 @@ async fn forward(
     } else {
         None
     };
-    let read = tokio::time::timeout(
-        front.limits.body_timeout,
-        Limited::new(body, 3 * 1024 * 1024).collect(),
-    );
-    let bytes = match read.await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            return Ok(status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                &format!(
-                    "kubeleash: request body refused: {e} (the API server accepts at most 3 MiB)"
-                ),
-            ));
-        }
-        Err(_) => {
-            return Ok(status(
-                StatusCode::REQUEST_TIMEOUT,
-                "Timeout",
-                &format!(
-                    "kubeleash: the request body did not arrive within {} s; send it at once",
-                    front.limits.body_timeout.as_secs_f64()
-                ),
-            ));
-        }
+    // Its share of the body budget is held until the response's head is back.
+    let (bytes, _budget) = match read_body(&front, body).await {
+        Ok(read) => read,
+        Err(refused) => return Ok(refused),
     };
     // The upstream connection sets its own Host and framing.
     parts.headers.remove(HOST);
@@ -584,6 +566,71 @@ async fn forward(
                 &upstream_error::agent_message(&id),
             ))
         }
+    }
+}
+
+/// Read a request body within the body deadline, at most the API server's 3 MiB, its bytes
+/// taken from the proxy's body budget as they arrive (see [`MAX_BUFFERED`]).
+async fn read_body(
+    front: &Front,
+    body: Incoming,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Response<ProxyBody>> {
+    const MAX: usize = 3 * 1024 * 1024;
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut buf = bytes::BytesMut::new();
+        let mut budget: Option<OwnedSemaphorePermit> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("kubeleash: the request body could not be read: {e}"),
+                )
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            if buf.len() + chunk.len() > MAX {
+                return Err(status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    "kubeleash: request body refused: larger than 3 MiB (the API server accepts at most 3 MiB)",
+                ));
+            }
+            let taken = u32::try_from(chunk.len()).ok().and_then(|n| {
+                Arc::clone(&front.body_budget)
+                    .try_acquire_many_owned(n)
+                    .ok()
+            });
+            let Some(taken) = taken else {
+                return Err(status(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    &format!(
+                        "kubeleash: the proxy already holds {} MiB of request bodies in memory, its limit; retry shortly",
+                        MAX_BUFFERED / (1024 * 1024)
+                    ),
+                ));
+            };
+            match budget.as_mut() {
+                Some(held) => held.merge(taken),
+                None => budget = Some(taken),
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok((buf.freeze(), budget))
+    };
+    match tokio::time::timeout(front.limits.body_timeout, read).await {
+        Ok(read) => read,
+        Err(_) => Err(status(
+            StatusCode::REQUEST_TIMEOUT,
+            "Timeout",
+            &format!(
+                "kubeleash: the request body did not arrive within {} s; send it at once",
+                front.limits.body_timeout.as_secs_f64()
+            ),
+        )),
     }
 }
 
