@@ -40,9 +40,13 @@ pub enum RecordError {
 
 /// The current time as records carry it.
 pub fn now() -> String {
+    rfc3339_at(SystemTime::now())
+}
+
+/// `at` as an RFC 3339 UTC timestamp with milliseconds.
+pub fn rfc3339_at(at: SystemTime) -> String {
     rfc3339(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
+        at.duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default(),
     )
 }

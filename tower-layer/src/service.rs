@@ -34,7 +34,7 @@ use crate::headers::{
 };
 use crate::holds::Full;
 use crate::layer::{IdentitySource, Mode, Shared};
-use crate::record::{RecordError, now};
+use crate::record::{RecordError, rfc3339_at};
 use crate::scrub::scrub;
 use crate::status;
 
@@ -127,7 +127,8 @@ struct Ctx<'a> {
     method: String,
     target: String,
     started: std::time::Instant,
-    time: String,
+    /// When the request arrived; formatted only when a record is written.
+    time: std::time::SystemTime,
 }
 
 /// How a held request was resolved, as a record says it.
@@ -151,7 +152,7 @@ impl Ctx<'_> {
         r: &Resolution,
     ) -> RecordBody {
         RecordBody {
-            time: self.time.clone(),
+            time: rfc3339_at(self.time),
             kind: "request".into(),
             identity: self.identity.clone(),
             request: RecordedRequest {
@@ -409,7 +410,7 @@ where
         method,
         target,
         started: std::time::Instant::now(),
-        time: now(),
+        time: std::time::SystemTime::now(),
     };
 
     // Nothing goes out unrecorded: after a failed write every request is refused until a

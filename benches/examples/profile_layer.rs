@@ -1,0 +1,47 @@
+//! A loop of allowed requests through the tower layer with no response body, for profilers
+//! (`valgrind --tool=callgrind`): `profile_layer ROUNDS`. The same request, policy and inner
+//! service as the `layer` bench's "no body" case.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use kubeleash_core::policy::{Identity, Policy};
+use kubeleash_tower::KubeleashLayer;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let policy =
+        Policy::from_yaml(include_str!("../../examples/agents.yaml")).map_err(|e| e.to_string())?;
+    let layer = KubeleashLayer::new(policy).identity(Identity::new("agent-1", ["ai-agents"]));
+    let inner = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        Ok::<_, Infallible>(r)
+    });
+    let mut svc = ServiceBuilder::new().layer(layer).service(inner);
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    rt.block_on(async {
+        for _ in 0..rounds {
+            let req = Request::builder()
+                .uri("/api/v1/namespaces/dev/configmaps/app")
+                .header("accept", "application/json")
+                .body(Full::new(Bytes::new()))?;
+            let r = svc.ready().await?.call(req).await?;
+            black_box(r.into_body().collect().await?.to_bytes().len());
+        }
+        Ok::<_, BoxError>(())
+    })?;
+    Ok(())
+}
