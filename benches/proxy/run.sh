@@ -8,7 +8,9 @@
 #
 # Endpoints: `direct` (the sandbox), `kubeleash` (examples/agent-policy.yaml, enforcing and
 # masking), `kubeleash-record` (the same, recording every request), `kubectl-proxy` (skipped,
-# with a note, when kubectl is not installed).
+# with a note, when kubectl is not installed), and with KUBELEASH_BASELINE_BIN=/path/to/kubeleash
+# (an older build, say) `baseline`: that binary's proxy with the same flags, measured in the
+# same rounds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -70,11 +72,24 @@ KUBELEASH=$ADDR
 start kubeleash-record 'listening on' "$BIN" "${PROXY_ARGS[@]}" --record "$WORK/record.jsonl" \
     --agent-token-file "$WORK/kubeleash-record.token"
 RECORDING=$ADDR
+BASELINE_TARGETS=()
+if [ -n "${KUBELEASH_BASELINE_BIN:-}" ]; then
+    # Builds from before the proxy token (issue 12) take no --agent-token-file and need none.
+    if "$KUBELEASH_BASELINE_BIN" proxy --help | grep -q -- --agent-token-file; then
+        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}" \
+            --agent-token-file "$WORK/baseline.token"
+        BASELINE_TARGETS=(--target "baseline=http://$ADDR"
+            --bearer-file "baseline=$WORK/baseline.token")
+    else
+        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}"
+        BASELINE_TARGETS=(--target "baseline=http://$ADDR")
+    fi
+fi
 
 TARGETS=(--target "direct=http://$SANDBOX" --target "kubeleash=http://$KUBELEASH"
     --target "kubeleash-record=http://$RECORDING"
     --bearer-file "kubeleash=$WORK/kubeleash.token"
-    --bearer-file "kubeleash-record=$WORK/kubeleash-record.token")
+    --bearer-file "kubeleash-record=$WORK/kubeleash-record.token" "${BASELINE_TARGETS[@]}")
 if command -v kubectl >/dev/null; then
     mkdir -p "$WORK/home"
     start kubectl-proxy 'Starting to serve' env HOME="$WORK/home" \
