@@ -5,6 +5,12 @@
 # (benches/examples/proxy_load.rs), prints the table, and stops everything it started.
 #
 #   benches/proxy/run.sh [proxy_load options: --connections N --seconds S --rounds R --sequential N]
+#   KUBELEASH_BENCH_SERVER=real benches/proxy/run.sh ...
+#
+# With KUBELEASH_BENCH_SERVER=real the upstream is a real kube-apiserver (tests/cluster/start.sh:
+# HTTPS, the operator's client certificate, RBAC) instead of the sandbox; there is no plain-HTTP
+# `direct` endpoint then, so `kubectl proxy` (same kubeconfig, same TLS) is the baseline for
+# added latency as well as for throughput.
 #
 # Endpoints: `direct` (the sandbox), `kubeleash` (examples/agent-policy.yaml, enforcing and
 # masking), `kubeleash-record` (the same, recording every request), `kubectl-proxy` (skipped,
@@ -24,9 +30,12 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -f "$WORK/cluster/env" ]; then tests/cluster/stop.sh "$WORK/cluster" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+REAL=
+[ "${KUBELEASH_BENCH_SERVER:-sandbox}" = real ] && REAL=1
 
 # start NAME PATTERN COMMAND...: run COMMAND in the background, wait (up to 30 s) for a line of
 # its standard output matching PATTERN, and set ADDR to the 127.0.0.1:PORT it names.
@@ -47,6 +56,12 @@ start() {
     exit 1
 }
 
+if [ -n "$REAL" ]; then
+    mkdir -p "$WORK/cluster"
+    KUBELEASH_CLUSTER_OWNER_PID=$$ tests/cluster/start.sh "$WORK/cluster" >"$WORK/cluster.out" 2>&1 \
+        || { cat "$WORK/cluster.out" >&2; exit 1; }
+    cp "$WORK/cluster/operator-cert.kubeconfig" "$WORK/operator.kubeconfig"
+else
 start sandbox 'listening on' "$BIN" sandbox --listen 127.0.0.1:0
 SANDBOX=$ADDR
 cat >"$WORK/operator.kubeconfig" <<EOF
@@ -64,6 +79,7 @@ users:
 - name: operator
   user: {}
 EOF
+fi
 PROXY_ARGS=(proxy --policy examples/agent-policy.yaml --kubeconfig "$WORK/operator.kubeconfig"
     --listen 127.0.0.1:0 --user agent-1 --group ai-agents)
 # Each proxy writes the bearer token it requires; the load generator presents it.
@@ -86,17 +102,27 @@ if [ -n "${KUBELEASH_BASELINE_BIN:-}" ]; then
     fi
 fi
 
-TARGETS=(--target "direct=http://$SANDBOX" --target "kubeleash=http://$KUBELEASH"
+TARGETS=(--target "kubeleash=http://$KUBELEASH"
     --target "kubeleash-record=http://$RECORDING"
     --bearer-file "kubeleash=$WORK/kubeleash.token"
     --bearer-file "kubeleash-record=$WORK/kubeleash-record.token" "${BASELINE_TARGETS[@]}")
+KUBECTL_PROXY=()
 if command -v kubectl >/dev/null; then
     mkdir -p "$WORK/home"
     start kubectl-proxy 'Starting to serve' env HOME="$WORK/home" \
         kubectl --kubeconfig "$WORK/operator.kubeconfig" --cache-dir "$WORK/kube-cache" proxy --port=0
-    TARGETS+=(--target "kubectl-proxy=http://$ADDR")
+    KUBECTL_PROXY=(--target "kubectl-proxy=http://$ADDR")
+elif [ -n "$REAL" ]; then
+    echo "kubectl is needed against the real API server: it is the baseline there" >&2
+    exit 1
 else
     echo "kubectl is not installed: no kubectl proxy column" >&2
+fi
+# The first target is the baseline for added latency.
+if [ -n "$REAL" ]; then
+    TARGETS=("${KUBECTL_PROXY[@]}" "${TARGETS[@]}")
+else
+    TARGETS=(--target "direct=http://$SANDBOX" "${TARGETS[@]}" "${KUBECTL_PROXY[@]}")
 fi
 
 echo "$(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ)" >&2
