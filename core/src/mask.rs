@@ -181,11 +181,21 @@ pub enum Framing {
     WatchEvents,
     /// Log text: detectors only.
     Text,
+    /// `text/plain` that is not a log: JSON (masked as [`Framing::Json`]) when its first
+    /// non-blank byte opens an object or an array (the API server serves its OpenAPI v3
+    /// discovery as `text/plain`), text ([`Framing::Text`]) otherwise (`404 page not found`).
+    PlainText,
 }
 
 enum Inner {
     Json(Box<json::JsonMasker>),
     Text(text::TextMasker),
+    /// [`Framing::PlainText`] before its first non-blank byte: the blanks seen so far.
+    Sniff {
+        set: Arc<MaskSet>,
+        origin: Arc<json::Origin>,
+        blanks: Vec<u8>,
+    },
 }
 
 /// Per-response masking state. Not `Sync`; one per response.
@@ -229,6 +239,7 @@ pub fn framing(request: &Request, content_type: Option<&str>) -> Result<Framing,
         "application/json" if a.verb == "watch" => Ok(Framing::WatchEvents),
         "application/json" => Ok(Framing::Json),
         "text/plain" if is_log => Ok(Framing::Text),
+        "text/plain" => Ok(Framing::PlainText),
         // An empty body has no content type; anything with one must say what it is.
         "" => Ok(if is_log {
             Framing::Text
@@ -282,6 +293,11 @@ impl Masker {
             Framing::Json => Inner::Json(Box::new(json::JsonMasker::new(set, false, origin))),
             Framing::WatchEvents => Inner::Json(Box::new(json::JsonMasker::new(set, true, origin))),
             Framing::Text => Inner::Text(text::TextMasker::new(set)),
+            Framing::PlainText => Inner::Sniff {
+                set,
+                origin,
+                blanks: Vec::new(),
+            },
         };
         Masker {
             inner,
@@ -301,6 +317,7 @@ impl Masker {
         match &self.inner {
             Inner::Json(j) => j.masked_any,
             Inner::Text(t) => t.masked_any,
+            Inner::Sniff { .. } => false,
         }
     }
 
@@ -370,6 +387,11 @@ impl Masker {
         match &mut self.inner {
             Inner::Json(j) => j.finish(out),
             Inner::Text(t) => t.finish(out),
+            // Nothing but blanks: they say nothing.
+            Inner::Sniff { blanks, .. } => {
+                out.append(blanks);
+                Ok(())
+            }
         }
     }
 }
@@ -450,10 +472,39 @@ fn builtin_kind(group: &str, resource: &str) -> Option<&'static str> {
         .map(|(_, _, k)| *k)
 }
 
+/// Most leading blanks [`Framing::PlainText`] holds before deciding its framing.
+const MAX_SNIFF_BLANKS: usize = 64 * 1024;
+
 fn feed_plain(inner: &mut Inner, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
     match inner {
         Inner::Json(j) => j.feed(chunk, out),
         Inner::Text(t) => t.feed(chunk, out),
+        Inner::Sniff {
+            set,
+            origin,
+            blanks,
+        } => {
+            let first = chunk.iter().position(|b| !b.is_ascii_whitespace());
+            if first.is_none() && blanks.len() + chunk.len() <= MAX_SNIFF_BLANKS {
+                blanks.extend_from_slice(chunk);
+                return Ok(());
+            }
+            // Past the bound, blanks are text: what is held stays bounded.
+            let json = first.is_some_and(|i| matches!(chunk.get(i), Some(b'{' | b'[')));
+            let mut next = if json {
+                Inner::Json(Box::new(json::JsonMasker::new(
+                    Arc::clone(set),
+                    false,
+                    Arc::clone(origin),
+                )))
+            } else {
+                Inner::Text(text::TextMasker::new(Arc::clone(set)))
+            };
+            let held = std::mem::take(blanks);
+            feed_plain(&mut next, &held, out)?;
+            *inner = next;
+            feed_plain(inner, chunk, out)
+        }
     }
 }
 

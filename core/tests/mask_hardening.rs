@@ -1232,3 +1232,44 @@ proptest! {
         prop_assert!(out.contains(r#""blob":"W21hc2tlZF0=""#), "{} -> {}", doc, out);
     }
 }
+
+/// `text/plain` that is not a log (the API server's OpenAPI v3 discovery, its `404 page not
+/// found`) is masked, never refused: as JSON when its first non-blank byte opens an object or
+/// an array, so a JSON document labelled as text gets every structural mask; as text (the
+/// detectors) otherwise. Chunk boundaries, the blank lead among them, change nothing.
+#[test]
+fn plain_text_is_masked_as_what_it_holds() {
+    let masked = |target: &str, body: &str, cut: usize| {
+        let req = classify("GET", target, &http::HeaderMap::new()).unwrap();
+        let mut m = DEFAULT
+            .masker(&req, Some("text/plain; charset=utf-8"), None)
+            .unwrap();
+        assert_eq!(m.framing(), kubeleash_core::mask::Framing::PlainText);
+        let mut out = Vec::new();
+        let (a, b) = body.as_bytes().split_at(cut.min(body.len()));
+        m.feed_into(a, &mut out).unwrap();
+        m.feed_into(b, &mut out).unwrap();
+        m.finish_into(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let secret = "  \n{\"kind\":\"Secret\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":\"s\"},\"data\":{\"k\":\"c2VjcmV0LXZhbHVlLTE=\"}}";
+    let discovery = r#"{"paths":{"api/v1":{"serverRelativeURL":"/openapi/v3/api/v1?hash=AB12"}}}"#;
+    let text = "404 page not found\npassword=Pl41n-s3cret\n";
+    for cut in 0..secret.len() {
+        let out = masked("/api/v1/namespaces/dev/secrets/s", secret, cut);
+        assert!(!out.contains("c2VjcmV0LXZhbHVlLTE="), "{cut}: {out}");
+        assert!(out.starts_with("  \n{\"kind\":\"Secret\""), "{out}");
+    }
+    for cut in [0, 1, 7, discovery.len()] {
+        assert_eq!(masked("/openapi/v3", discovery, cut), discovery);
+    }
+    for cut in [0, 3, 20, text.len()] {
+        let out = masked("/does/not/exist", text, cut);
+        assert!(out.starts_with("404 page not found\npassword="), "{out}");
+        assert!(!out.contains("Pl41n-s3cret"), "{out}");
+    }
+    // Blanks alone stay what they are; an endless run of them is text past a bound.
+    assert_eq!(masked("/x", " \n\n ", 2), " \n\n ");
+    let long = " ".repeat(200 * 1024);
+    assert_eq!(masked("/x", &long, 100 * 1024).len(), long.len());
+}

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use kubeleash_core::mask::{MaskError, MaskSet, Masker};
+use kubeleash_core::mask::{MaskSet, Masker};
 use pin_project_lite::pin_project;
 
 /// The error type of [`KubeleashBody`].
@@ -180,8 +180,6 @@ enum Kind {
     Passthrough,
     /// A body the layer made (a refusal).
     Full(Option<Bytes>),
-    /// The masker refused the response before a byte of it was sent.
-    Refused(Option<MaskError>),
 }
 
 impl<B> KubeleashBody<B> {
@@ -218,14 +216,6 @@ impl<B> KubeleashBody<B> {
         KubeleashBody {
             inner: None,
             kind: Kind::Full(Some(data)),
-            completion: None,
-        }
-    }
-
-    pub(crate) fn refused(error: MaskError) -> Self {
-        KubeleashBody {
-            inner: None,
-            kind: Kind::Refused(Some(error)),
             completion: None,
         }
     }
@@ -295,7 +285,6 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(d) => d.is_none(),
-            Kind::Refused(e) => e.is_none(),
             Kind::Passthrough => self.inner.as_ref().is_none_or(Body::is_end_stream),
             Kind::Masked { done, .. } => *done,
         }
@@ -321,7 +310,6 @@ where
 {
     match kind {
         Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        Kind::Refused(e) => Poll::Ready(e.take().map(|e| Err(e.into()))),
         Kind::Passthrough => match inner.as_mut().as_pin_mut() {
             Some(b) => b.poll_frame(cx).map_err(upstream),
             None => Poll::Ready(None),

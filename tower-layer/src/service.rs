@@ -1106,7 +1106,22 @@ where
                 .limited(limit)
                 .completing(completion(stream))
         }
-        Err(e) => KubeleashBody::refused(e).completing(completion("refused")),
+        Err(e) => {
+            // Nothing of it has left yet: the client gets a Status in its place, not a
+            // connection cut short.
+            drop(rbody);
+            let message = format!(
+                "kubeleash: the API server's response cannot be masked, so it was not passed on: {e}"
+            );
+            rparts.status = StatusCode::BAD_GATEWAY;
+            rparts.headers.clear();
+            rparts.headers.insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            KubeleashBody::full(status::body(502, "InternalError", &message))
+                .completing(completion("refused"))
+        }
     };
     Ok(Response::from_parts(rparts, body))
 }
