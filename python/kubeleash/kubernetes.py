@@ -30,9 +30,15 @@ the agent: an approver's exception can quote a webhook URL, an upstream error th
 server. ``_request_timeout`` (a number or a ``(connect, read)`` pair) bounds each call, time
 held for approval included (``TimeoutError``).
 
-The client must speak plain HTTP to the server for now (the sandbox, a loopback proxy); the
-kubeconfig's user may have a token, a token file, or nothing. Client certificates, exec plugins
-and TLS upstreams raise ``kubeleash.ConnectError``: use ``kubeleash proxy`` for those.
+The kubeconfig is read in Rust (``kubeleash-connect``, kube-rs), as the ``kubeleash proxy``
+reads it: HTTPS with the kubeconfig's certificate authority, client certificates, tokens and
+token files (re-read as they rotate), exec credential plugins (run again before their
+credential expires), ``proxy-url`` and ``tls-server-name``; ``insecure-skip-tls-verify`` only
+when the kubeconfig says so, with a warning on stderr. An exec plugin runs when ``connect`` is
+called. A kubeconfig that cannot work (basic authentication, an unreadable token file, a plugin
+that fails, a server URL with user info) raises ``kubeleash.ConnectError``, whose message says
+what to fix without quoting a credential or what a plugin printed; those details go to the
+``kubeleash`` logger under the correlation id the message names.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-//! The guarded client's data path: the same `KubeleashLayer` Rust agents use, over a hyper
-//! client, on a Tokio runtime the binding owns. Python hands each request to [`Transport::send`]
+//! The guarded client's data path: the same `KubeleashLayer` Rust agents use, over the upstream
+//! stack `kubeleash-connect` builds from the operator's kubeconfig (kube-rs: HTTPS, client
+//! certificates, tokens, exec plugins and their refresh), on a Tokio runtime the binding owns. Python hands each request to [`Transport::send`]
 //! and reads the masked response from a [`ResponseBody`]; the credential, the policy and the
 //! record never leave Rust.
 //!
@@ -13,31 +14,26 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
+use kubeleash_connect::{Body, DynBody, Note, Upstream, UpstreamService, chain, id_in};
 use kubeleash_core::mask::MaskError as CoreMaskError;
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::verify;
 use kubeleash_tower::{
-    Answer as CoreAnswer, ApprovalRequest as CoreApprovalRequest, Approver, Credential,
-    JsonlRecorder, Kubeleash, KubeleashBody, KubeleashLayer, MAX_WINDOW, Mode, RecorderOptions,
+    Answer as CoreAnswer, ApprovalRequest as CoreApprovalRequest, Approver, JsonlRecorder,
+    Kubeleash, KubeleashBody, KubeleashLayer, MAX_WINDOW, Mode, RecorderOptions,
 };
 use pyo3::exceptions::{PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 use crate::convert::{bytes_arg, headers_arg, repr_str, ser_to_py};
 use crate::errors::{ConnectError, RequestError, header_error, mask_error};
 use crate::framing;
-use crate::kubeconfig::{self, Auth};
 use crate::operator_log::{correlation_id, report};
 use crate::policy::Policy;
 
@@ -74,84 +70,13 @@ where
     }
 }
 
-/// Why the upstream call failed, with the whole cause chain (hyper's top-level message alone
-/// says only "client error").
-#[derive(Debug)]
-struct UpstreamError(String);
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+/// A `kubeleash-connect` failure: its message (which names a correlation id when there are
+/// details) to Python, the details to the operator's log.
+fn connect_failed(py: Python<'_>, e: &kubeleash_connect::ConnectError) -> PyErr {
+    if let Some(detail) = e.operator_detail() {
+        report(py, detail, None);
     }
-    s
-}
-
-/// The API server: a hyper client that puts the kubeconfig's scheme, host and path prefix in
-/// front of the path-only targets the layer passes on.
-#[derive(Clone)]
-struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    prefix: String,
-}
-
-impl Upstream {
-    fn server(&self) -> String {
-        format!("{}://{}{}", self.scheme, self.authority, self.prefix)
-    }
-}
-
-type UpstreamFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send>>;
-
-impl Service<http::Request<Full<Bytes>>> for Upstream {
-    type Response = http::Response<Incoming>;
-    type Error = UpstreamError;
-    type Future = UpstreamFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: http::Request<Full<Bytes>>) -> Self::Future {
-        let target = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let uri = http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{target}", self.prefix))
-            .build();
-        let client = self.client.clone();
-        let (method, server) = (req.method().clone(), self.server());
-        Box::pin(async move {
-            *req.uri_mut() =
-                uri.map_err(|e| UpstreamError(format!("cannot build the upstream URL: {e}")))?;
-            let result = client
-                .request(req)
-                .await
-                .map_err(|e| UpstreamError(chain(&e)));
-            if let Err(e) = &result {
-                // The layer answers the agent with a fixed 502 and a correlation id (and puts the
-                // details, masked, in the record); the operator's log gets them in full.
-                let message = format!(
-                    "kubeleash: {method} {target} to the API server at {server} failed: {}",
-                    e.0
-                );
-                drop(tokio::task::spawn_blocking(move || {
-                    Python::attach(|py| report(py, &message, None));
-                }));
-            }
-            result
-        })
-    }
+    ConnectError::new_err(e.to_string())
 }
 
 /// An approver's answer: `Answer.approve(...)` or `Answer.deny(...)`.
@@ -451,9 +376,9 @@ type Sent = (u16, String, Vec<(String, String)>, ResponseBody);
 /// record and the operator's credential, all held here.
 #[pyclass(frozen, module = "kubeleash")]
 pub struct Transport {
-    svc: Kubeleash<Upstream>,
+    svc: Kubeleash<UpstreamService>,
     server: String,
-    namespace: Option<String>,
+    namespace: String,
     recorder: Option<Arc<JsonlRecorder>>,
     closed: AtomicBool,
 }
@@ -492,39 +417,23 @@ impl Transport {
                 "approval_timeout must be a positive number of seconds",
             ));
         }
-        let target = py
-            .detach(|| kubeconfig::load(kubeconfig.as_deref(), context.as_deref()))
-            .map_err(ConnectError::new_err)?;
-        let credential = match &target.auth {
-            Auth::None => Ok(Credential::inner()),
-            Auth::Token(t) => Credential::token(t),
-            Auth::TokenFile(f) => Credential::token_file(f),
-        }
-        .map_err(|e| ConnectError::new_err(e.to_string()))?;
-        let (scheme, authority) = match (target.server.scheme(), target.server.authority()) {
-            (Some(s), Some(a)) => (s.clone(), a.clone()),
-            _ => {
-                return Err(ConnectError::new_err(format!(
-                    "server `{}` has no host",
-                    target.server
-                )));
-            }
-        };
-        let prefix = target.server.path().trim_end_matches('/').to_string();
-        let server = format!("{scheme}://{authority}{prefix}");
         let rt = runtime()?;
-        // The connector and the client's pool need the runtime's context to be built.
-        let _guard = rt.enter();
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let upstream = Upstream {
-            client,
-            scheme,
-            authority,
-            prefix,
-        };
+        let read = std::pin::pin!(Upstream::from_kubeconfig(
+            kubeconfig.as_deref(),
+            context.as_deref()
+        ));
+        let upstream = wait(py, read)?.map_err(|e| connect_failed(py, &e))?;
+        // Building the stack runs an exec plugin (for the first credential), and the client's
+        // pool needs the runtime's context.
+        let upstream_svc = py
+            .detach(|| {
+                let _guard = rt.enter();
+                upstream.service()
+            })
+            .map_err(|e| connect_failed(py, &e))?;
+        // The credential is the upstream stack's (kube-rs's): the layer's default, `inner`.
         let mut layer = KubeleashLayer::new(policy.inner.clone())
             .identity(Identity::new(user, groups))
-            .credential(credential)
             .mode(mode)
             .approval_timeout(Duration::from_secs_f64(approval_timeout));
         if let Some(a) = approver.filter(|a| !a.is_none(py)) {
@@ -550,9 +459,9 @@ impl Transport {
             layer = layer.recorder(Arc::clone(r));
         }
         Ok(Transport {
-            svc: layer.layer(upstream),
-            server,
-            namespace: target.namespace,
+            svc: layer.layer(upstream_svc),
+            server: upstream.server().to_string(),
+            namespace: upstream.default_namespace().to_string(),
             recorder,
             closed: AtomicBool::new(false),
         })
@@ -564,10 +473,10 @@ impl Transport {
         &self.server
     }
 
-    /// The kubeconfig context's namespace, if it names one.
+    /// The kubeconfig context's namespace (`default` if it names none).
     #[getter]
-    fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
+    fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Send one request through the layer. Returns `(status, reason, headers, body)`.
@@ -612,10 +521,14 @@ impl Transport {
             Some(b) => Bytes::from(bytes_arg(b, "body")?.into_owned()),
             None => Bytes::new(),
         };
-        let mut req = http::Request::new(Full::new(body));
+        let shown = format!("{method} {}", uri.path());
+        let mut req = http::Request::new(Body::from(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
+        // Where the upstream stack leaves its error's details, for the operator's log.
+        let note = Note::default();
+        req.extensions_mut().insert(note.clone());
         let timeout = seconds(timeout)?;
         let svc = self.svc.clone();
         let rt = runtime()?;
@@ -643,7 +556,11 @@ impl Transport {
                 // credential machinery printed: the operator's log gets it, the agent an id.
                 return Err(upstream_failed(
                     py,
-                    &format!("cannot reach the API server at {}: {}", self.server, e.0),
+                    &format!(
+                        "cannot reach the API server at {}: {}",
+                        self.server,
+                        chain(&*e)
+                    ),
                 ));
             }
             Ok(Err(None)) => {
@@ -656,6 +573,27 @@ impl Transport {
             }
         };
         let (parts, body) = resp.into_parts();
+        let mut state = BodyState {
+            body: Some(Box::pin(body)),
+            leftover: Bytes::new(),
+        };
+        if let Some(detail) = note.take() {
+            // The upstream failed and the layer answered with a Status naming a correlation id
+            // (a short body, already whole): the operator's log gets the details under it.
+            let whole = match state.body.take() {
+                Some(b) => wait(py, std::pin::pin!(b.collect()))?
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default(),
+                None => Bytes::new(),
+            };
+            let id = id_in(&whole).unwrap_or_else(correlation_id);
+            report(
+                py,
+                &format!("kubeleash: request {id} ({shown}) failed: {detail}"),
+                None,
+            );
+            state.leftover = whole;
+        }
         let headers = parts
             .headers
             .iter()
@@ -672,10 +610,7 @@ impl Transport {
             .unwrap_or_default()
             .to_string();
         let body = ResponseBody {
-            state: Mutex::new(BodyState {
-                body: Some(Box::pin(body)),
-                leftover: Bytes::new(),
-            }),
+            state: Mutex::new(state),
             read_timeout: seconds(read_timeout)?,
         };
         Ok((parts.status.as_u16(), reason, headers, body))
@@ -729,7 +664,7 @@ fn seconds(s: Option<f64>) -> PyResult<Option<Duration>> {
 }
 
 struct BodyState {
-    body: Option<Pin<Box<KubeleashBody<Incoming>>>>,
+    body: Option<Pin<Box<KubeleashBody<Box<DynBody>>>>>,
     leftover: Bytes,
 }
 

@@ -11,7 +11,6 @@ mod client;
 mod convert;
 mod errors;
 mod framing;
-mod kubeconfig;
 mod masker;
 mod operator_log;
 mod policy;

@@ -310,13 +310,15 @@ def test_token_files_and_no_user(upstream, tmp_path):
 @pytest.mark.parametrize(
     "server,user,needle",
     [
-        ("https://127.0.0.1:6443", None, "https"),
-        ("http://127.0.0.1:1", {"client-certificate-data": "eA=="}, "client certificates"),
-        ("http://127.0.0.1:1", {"exec": {"command": "x"}}, "exec"),
+        ("http://127.0.0.1:1", {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/no/such/plugin"}}, "exec plugin"),
         ("http://127.0.0.1:1", {"tokenFile": "/no/such/file"}, "token file"),
+        ("http://127.0.0.1:1", {"username": "u", "password": "p"}, "basic authentication"),
+        ("http://127.0.0.1:1", {"client-certificate-data": "eA==", "client-key-data": "eA=="}, "TLS"),
+        ("ftp://127.0.0.1:1", None, "https://"),
     ],
+    ids=["exec-plugin-missing", "token-file-missing", "basic-auth", "not-a-certificate", "not-http"],
 )
-def test_unsupported_kubeconfigs_are_refused_plainly(tmp_path, server, user, needle):
+def test_kubeconfigs_that_cannot_work_are_refused_plainly(tmp_path, server, user, needle):
     kc = write_kubeconfig(tmp_path / "kc", server, user=user)
     with pytest.raises(kubeleash.ConnectError, match=needle):
         connect(ALL, user="agent-1", kubeconfig=kc)
