@@ -16,7 +16,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use kube::client::ClientBuilder;
+use kubeleash_connect::{MAX_BODY, Upstream};
 use kubeleash_core::policy::{Decision, Effect, Identity, Policy};
 use kubeleash_tower::{
     BoxError, JsonlRecorder, KubeleashLayer, Mode, PolicyHandle, RecorderOptions,
@@ -145,15 +145,8 @@ struct Front {
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code.as_u16(),
-    });
-    let mut r = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
+    let body = kubeleash_connect::status_body(code.as_u16(), reason, message);
+    let mut r = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
     *r.status_mut() = code;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -265,35 +258,24 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
         }
         Approvals::Custom(a) => layer.approver(Arc::clone(a)),
     };
-    let config = match (&cfg.upstream, &cfg.kubeconfig) {
-        (Some(url), _) => kube::Config::new(
-            url.parse()
-                .map_err(|e| format!("upstream `{url}` is not a URL: {e}"))?,
-        ),
-        (None, Some(path)) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("cannot read kubeconfig `{}`: {e}", path.display()))?;
-            let opts = kube::config::KubeConfigOptions {
-                context: cfg.context.clone(),
-                ..Default::default()
-            };
-            kube::Config::from_custom_kubeconfig(kc, &opts)
-                .await
-                .map_err(|e| format!("kubeconfig `{}` cannot be used: {e}", path.display()))?
-        }
-        (None, None) => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no kubeconfig found ({e}); pass --kubeconfig"))?,
+    // One way to connect (kubeleash-connect): the same upstream stack as the bindings. Its
+    // errors say what to fix in the kubeconfig; what only the operator may see (a plugin's
+    // output) goes to standard error.
+    let upstream = match &cfg.upstream {
+        Some(url) => Upstream::from_url(url),
+        None => Upstream::from_kubeconfig(cfg.kubeconfig.as_deref(), cfg.context.as_deref()).await,
     };
+    let connect_failed = |e: kubeleash_connect::ConnectError| {
+        if let Some(detail) = e.operator_detail() {
+            eprintln!("kubeleash proxy: {detail}");
+        }
+        e.to_string()
+    };
+    let upstream = upstream.map_err(connect_failed)?;
     let policy_handle = layer.policy_handle();
-    let client = ClientBuilder::try_from(config)
-        .map_err(|e| {
-            format!(
-                "cannot build the upstream client: {}",
-                upstream_error::mask(&e.to_string())
-            )
-        })?
-        .with_layer(&upstream_error::NoteErrors)
+    let client = upstream
+        .client_builder()
+        .map_err(connect_failed)?
         .with_layer(&layer)
         .build();
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
@@ -500,7 +482,7 @@ async fn forward(
         body: bytes.clone(),
         approved: false,
     });
-    let note = upstream_error::Note::default();
+    let note = kubeleash_connect::Note::default();
     parts.extensions.insert(note.clone());
     let upstream = Request::from_parts(parts, kube::client::Body::from(bytes));
     match front.client.send(upstream).await {
@@ -515,7 +497,7 @@ async fn forward(
                 .await
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            let id = upstream_error::id_in(&bytes).unwrap_or_else(|| "unknown".into());
+            let id = kubeleash_connect::id_in(&bytes).unwrap_or_else(|| "unknown".into());
             eprintln!(
                 "{}",
                 upstream_error::log_text(&id, method.as_str(), &path, &detail)
@@ -555,7 +537,7 @@ async fn forward(
         Err(e) => {
             // The error is made of the operator's kubeconfig and credential machinery: it goes
             // to the operator's log only; the agent gets a fixed message and the id to quote.
-            let id = upstream_error::correlation_id();
+            let id = kubeleash_connect::correlation_id();
             eprintln!(
                 "{}",
                 upstream_error::log_line(&id, method.as_str(), &path, &e)
@@ -563,7 +545,7 @@ async fn forward(
             Ok(status(
                 StatusCode::BAD_GATEWAY,
                 "ServiceUnavailable",
-                &upstream_error::agent_message(&id),
+                &kubeleash_connect::agent_message(&id),
             ))
         }
     }
@@ -575,7 +557,7 @@ async fn read_body(
     front: &Front,
     body: Incoming,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Response<ProxyBody>> {
-    const MAX: usize = 3 * 1024 * 1024;
+    const MAX: usize = MAX_BODY;
     let read = async {
         let mut body = std::pin::pin!(body);
         let mut buf = bytes::BytesMut::new();
