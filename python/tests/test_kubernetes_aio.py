@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-pytest.importorskip("kubernetes.aio")
+# Installed by python/test.sh (the kubernetes client ships `kubernetes.aio`): a missing client
+# fails, never skips.
 from kubernetes.aio import client, watch  # noqa: E402
 from kubernetes.aio.client.exceptions import ApiException  # noqa: E402
 
