@@ -11,7 +11,7 @@ echo "== node: npm dependencies (npm ci)"
 # The package's install script would build the addon; it is built once, below, by napi.
 KUBELEASH_SKIP_BUILD=1 npm ci --no-audit --no-fund --loglevel=error
 
-echo "== node: the addon (napi build --release --features tls)"
+echo "== node: the addon (napi build --release)"
 npm run --silent build
 
 echo "== node: generated native.js and index.d.ts are the committed ones"

@@ -1,6 +1,6 @@
 // Builds the native addon with cargo when the package is installed (`npm install ./node`):
-// a release build of the `kubeleash-node` crate with HTTPS support (`--features tls`), copied
-// to the file name `native.js` loads.
+// a release build of the `kubeleash-node` crate (HTTPS to the cluster comes with
+// kubeleash-connect), copied to the file name `native.js` loads.
 // It needs only Rust; `npm run build` (the napi CLI) also regenerates `native.js` and
 // `index.d.ts`. KUBELEASH_SKIP_BUILD=1 skips it (the addon is built some other way).
 'use strict'
@@ -42,7 +42,7 @@ try {
   // With an explicit --target, as `napi build` passes it, so both share one build directory.
   const host = /^host: (.+)$/m.exec(runTool('rustc', ['-vV']))?.[1]
   if (!host) throw new Error('kubeleash: cannot tell the host triple from `rustc -vV`')
-  runTool('cargo', ['build', '--release', '-p', 'kubeleash-node', '--features', 'tls', '--target', host])
+  runTool('cargo', ['build', '--release', '-p', 'kubeleash-node', '--target', host])
   const metadata = runTool('cargo', ['metadata', '--format-version', '1', '--no-deps'])
   const built = path.join(JSON.parse(metadata).target_directory, host, 'release', libraryName())
   copyFileSync(built, path.join(root, `kubeleash.${platform()}.node`))

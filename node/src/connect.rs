@@ -5,11 +5,14 @@
 //! the listener itself as its `Host` and carry no `Origin` (so a web page, even one whose name
 //! was rebound to 127.0.0.1, cannot use it); it is then sent by the Rust stack: the kubeleash
 //! tower layer (classify, decide, hold for approval, record, mask) around kube-rs's client built
-//! from the operator's kubeconfig, which holds the operator's credential. The credential never
-//! crosses into JavaScript, and nothing derived from it, from the kubeconfig or from a failed
-//! connection upstream reaches the agent: those details go to the operator (`onError`).
+//! from the operator's kubeconfig by `kubeleash-connect` (HTTPS with the kubeconfig's CA, client
+//! certificates, tokens and token files, exec plugins and their refresh), which holds the
+//! operator's credential. The credential never crosses into JavaScript, and nothing derived
+//! from it, from the kubeconfig or from a failed connection upstream reaches the agent: those
+//! details go to the operator (`onError`).
 
 use std::convert::Infallible;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +23,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kubeleash_connect::{MAX_BODY, Note, correlation_id, id_in, sanitize, status_body};
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::{Verification, verify};
 use kubeleash_tower::{
@@ -37,9 +40,6 @@ use tokio::sync::watch;
 
 use crate::errors;
 use crate::policy::{Attributes, Policy};
-
-/// The most a request body may hold, as for the API server.
-const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// A request held for approval, as the approver is shown it. Its body is masked.
 #[napi(object, use_nullable = true)]
@@ -149,18 +149,6 @@ impl Operator {
             ),
         }
     }
-}
-
-/// A correlation id: 64 random bits as hex (a counter if the system's generator fails).
-fn correlation_id() -> String {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        b = NEXT
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .to_be_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Options of `listen` (and of `connect`, which passes them on).
@@ -346,12 +334,8 @@ type Out = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A Kubernetes `Status` failure, as the API server phrases errors.
 fn status(code: u16, reason: &str, message: &str) -> Response<Out> {
-    let body = serde_json::json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code,
-    });
     let mut r = Response::new(
-        Full::new(Bytes::from(body.to_string()))
+        Full::new(status_body(code, reason, message))
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
@@ -477,34 +461,64 @@ async fn handle(up: Arc<Upstream>, req: Request<Incoming>) -> Result<Response<Ou
             ));
         }
     };
-    let req = Request::from_parts(parts, kube::client::Body::from(bytes));
+    let what = format!("{} {}", parts.method, parts.uri.path());
+    // Where the upstream stack leaves its error's details (the layer answers the agent with a
+    // Status naming a correlation id), for the operator's `onError`.
+    let note = Note::default();
+    parts.extensions.insert(note.clone());
+    let req = Request::from_parts(parts, kubeleash_connect::Body::from(bytes));
     match up.client.send(req).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             for h in HOP_BY_HOP {
                 parts.headers.remove(h);
             }
-            let body = body.map_err(BoxError::from).boxed_unsync();
-            Ok(Response::from_parts(parts, body))
+            let Some(detail) = note.take() else {
+                let body = body.map_err(BoxError::from).boxed_unsync();
+                return Ok(Response::from_parts(parts, body));
+            };
+            // The upstream failed and the layer answered with its Status (short, already
+            // whole): the operator gets the details under the id the agent was given.
+            match Limited::new(body, MAX_BODY).collect().await {
+                Ok(c) => {
+                    let whole = c.to_bytes();
+                    let id = id_in(&whole).unwrap_or_else(correlation_id);
+                    up.operator.report(
+                        "upstream",
+                        &id,
+                        format!("request {id} ({what}) failed: {detail}"),
+                    );
+                    let body = Full::new(whole)
+                        .map_err(|never| match never {})
+                        .boxed_unsync();
+                    Ok(Response::from_parts(parts, body))
+                }
+                Err(e) => Ok(upstream_failed(&up, &what, &*e)),
+            }
         }
-        Err(e) => {
-            // kube's error can name the operator's server, or carry what its credential
-            // machinery printed: the operator gets it, the agent an id.
-            let id = correlation_id();
-            up.operator.report(
-                "upstream",
-                &id,
-                format!("the request could not be sent to the API server: {e}"),
-            );
-            Ok(status(
-                502,
-                "ServiceUnavailable",
-                &format!(
-                    "kubeleash: the request could not be sent to the API server (correlation id {id}; the operator has the details)"
-                ),
-            ))
-        }
+        // kube's error can name the operator's server, or carry what its credential machinery
+        // printed: the operator gets it, the agent an id.
+        Err(e) => Ok(upstream_failed(&up, &what, &e)),
     }
+}
+
+/// The crate's operator text without its leading `kubeleash: ` (the `onError` default, a process
+/// warning, adds its own).
+fn unprefixed(text: &str) -> String {
+    text.strip_prefix("kubeleash: ").unwrap_or(text).to_string()
+}
+
+/// The answer when the upstream side fails outside the layer: the details to the operator's
+/// `onError`, to the agent a fixed 502 naming the correlation id.
+fn upstream_failed(
+    up: &Upstream,
+    what: &str,
+    e: &(dyn std::error::Error + 'static),
+) -> Response<Out> {
+    let s = sanitize(what, e);
+    up.operator
+        .report("upstream", &s.id, unprefixed(&s.operator));
+    status(502, "ServiceUnavailable", &s.agent)
 }
 
 async fn serve(listener: TcpListener, up: Arc<Upstream>, mut stop: watch::Receiver<bool>) {
@@ -548,52 +562,31 @@ struct Plan {
 type Failure = (&'static str, String);
 
 async fn start(plan: Plan) -> Result<Connection, Failure> {
-    let options = KubeConfigOptions {
-        context: plan.context,
-        ..Default::default()
-    };
     // A kubeconfig error can quote the file (a token in it) and a client error what a credential
-    // plugin was run with and printed: the operator's `onError` gets them, the caller an id.
+    // plugin was run with and printed: the message names a correlation id, the operator's
+    // `onError` gets the details under it.
     let operator = plan.operator.clone();
-    let hidden = |what: &str, detail: String| {
-        let id = correlation_id();
-        operator.report("connect", &id, format!("{what}: {detail}"));
-        (
-            "kubeconfig",
-            format!(
-                "{what} (correlation id {id}; the details went to onError, by default a process warning)"
-            ),
-        )
-    };
-    let kubeconfig =
-        |e: kube::config::KubeconfigError| hidden("cannot load the kubeconfig", e.to_string());
-    let mut config = match (plan.kubeconfig_text, plan.kubeconfig) {
-        (Some(text), _) => {
-            let kc = Kubeconfig::from_yaml(&text).map_err(kubeconfig)?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(kubeconfig)?
+    let failed = |e: kubeleash_connect::ConnectError| {
+        if let Some(detail) = e.operator_detail() {
+            let id = id_in(detail.as_bytes()).unwrap_or_else(correlation_id);
+            operator.report("connect", &id, unprefixed(detail));
         }
-        (None, Some(path)) => {
-            let kc = Kubeconfig::read_from(&path).map_err(kubeconfig)?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(kubeconfig)?
-        }
-        (None, None) => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(kubeconfig)?,
+        ("kubeconfig", e.to_string())
     };
-    // Followed logs and watches stay open as long as they have something to say.
-    config.read_timeout = None;
-    let namespace = config.default_namespace.clone();
-    let client = kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| {
-            hidden(
-                "cannot build a client from the kubeconfig (or obtain its credential)",
-                e.to_string(),
-            )
-        })?
+    let context = plan.context.as_deref();
+    let upstream = match (plan.kubeconfig_text, plan.kubeconfig) {
+        (Some(text), _) => kubeleash_connect::Upstream::from_kubeconfig_yaml(&text, context).await,
+        (None, path) => {
+            kubeleash_connect::Upstream::from_kubeconfig(path.as_deref().map(Path::new), context)
+                .await
+        }
+    }
+    .map_err(failed)?;
+    let namespace = upstream.default_namespace().to_string();
+    // Runs an exec plugin now, for the first credential.
+    let client = upstream
+        .client_builder()
+        .map_err(failed)?
         .with_layer(&plan.layer)
         .build();
     let listener = TcpListener::bind(("127.0.0.1", 0))
