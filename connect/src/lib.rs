@@ -194,6 +194,31 @@ impl Upstream {
         })
     }
 
+    /// The pod's own service account, for a front door running in the cluster: the API server
+    /// from `KUBERNETES_SERVICE_HOST`/`_PORT`, its CA and the projected token mounted under
+    /// `/var/run/secrets/kubernetes.io/serviceaccount` (kube-rs reads the token again as the
+    /// kubelet rotates it). The cluster is named `in-cluster`.
+    pub fn in_cluster() -> Result<Upstream, ConnectError> {
+        let cluster = "in-cluster";
+        let mut config = kube::Config::incluster().map_err(|e| {
+            ConnectError::plain(format!(
+                "not in a cluster with a service account to use ({}); give a kubeconfig",
+                escape(&e.to_string())
+            ))
+        })?;
+        config.read_timeout = None;
+        config.default_retry = false;
+        let server = check_server(&config.cluster_url, cluster)?;
+        Ok(Upstream {
+            config,
+            cluster: cluster.into(),
+            server: server.into(),
+            scrub: Arc::new(Scrub::default()),
+            auth: "service account token",
+            token_file: None,
+        })
+    }
+
     async fn from_parsed(
         mut kc: Kubeconfig,
         shown: &str,

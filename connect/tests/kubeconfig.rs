@@ -102,3 +102,14 @@ async fn a_good_kubeconfig_says_where_it_goes() {
     assert_eq!(up.default_namespace(), "dev");
     assert!(!format!("{up:?}").contains(SECRET));
 }
+
+#[test]
+fn in_cluster_outside_a_cluster_says_to_give_a_kubeconfig() {
+    // The test process is no pod: no KUBERNETES_SERVICE_HOST, no mounted token.
+    assert!(std::env::var_os("KUBERNETES_SERVICE_HOST").is_none());
+    let e = Upstream::in_cluster().unwrap_err().to_string();
+    assert!(
+        e.contains("not in a cluster") && e.contains("give a kubeconfig"),
+        "{e}"
+    );
+}

@@ -263,7 +263,18 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
     // output) goes to standard error.
     let upstream = match &cfg.upstream {
         Some(url) => Upstream::from_url(url),
-        None => Upstream::from_kubeconfig(cfg.kubeconfig.as_deref(), cfg.context.as_deref()).await,
+        None => match Upstream::from_kubeconfig(cfg.kubeconfig.as_deref(), cfg.context.as_deref())
+            .await
+        {
+            // No kubeconfig given or found, in a pod: the pod's service account.
+            Err(_)
+                if cfg.kubeconfig.is_none()
+                    && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
+            {
+                Upstream::in_cluster()
+            }
+            other => other,
+        },
     };
     let connect_failed = |e: kubeleash_connect::ConnectError| {
         if let Some(detail) = e.operator_detail() {
