@@ -53,8 +53,10 @@ fn masker(framing: Framing, custom: bool, gzip: bool, request: bool) -> Masker {
             Framing::Json => "/apis/db.example.com/v1/namespaces/dev/databases",
             Framing::WatchEvents => "/apis/db.example.com/v1/namespaces/dev/databases?watch=1",
             Framing::Text => "/api/v1/namespaces/dev/pods/p/log",
+            // `text/plain` that is not a log: masked as the JSON or text it holds.
+            Framing::PlainText => "/apis/db.example.com/v1/namespaces/dev/databases",
         };
-        let ct = if framing == Framing::Text {
+        let ct = if matches!(framing, Framing::Text | Framing::PlainText) {
             "text/plain"
         } else {
             "application/json"
@@ -69,6 +71,7 @@ fn masker(framing: Framing, custom: bool, gzip: bool, request: bool) -> Masker {
         Framing::Json => ("/api/v1/namespaces/dev/secrets", "application/json"),
         Framing::WatchEvents => ("/api/v1/namespaces/dev/secrets?watch=1", "application/json"),
         Framing::Text => ("/api/v1/namespaces/dev/pods/p/log", "text/plain"),
+        Framing::PlainText => ("/api/v1/namespaces/dev/secrets", "text/plain"),
     };
     let req = classify("GET", target, &http::HeaderMap::new()).expect("a canonical target");
     Masker::new(set, &req, Some(content_type), Some("gzip")).expect("gzip JSON can be masked")
@@ -112,7 +115,8 @@ fuzz_target!(|data: &[u8]| {
     let framing = match flags & 3 {
         0 => Framing::Json,
         1 => Framing::WatchEvents,
-        _ => Framing::Text,
+        2 => Framing::Text,
+        _ => Framing::PlainText,
     };
     let (custom, gzip, request) = (flags & 4 != 0, flags & 8 != 0, flags & 16 != 0);
 
@@ -144,7 +148,9 @@ fuzz_target!(|data: &[u8]| {
 /// and that can be searched for without false alarms.
 fn secret_values(body: &[u8], framing: Framing, custom: bool) -> Vec<String> {
     let docs: Vec<Value> = match framing {
-        Framing::Json => match serde_json::from_slice::<NoDup>(body) {
+        // Text that opens with `{` or `[` is masked as JSON; JSON that opens otherwise (a
+        // string, a number) holds no object.
+        Framing::Json | Framing::PlainText => match serde_json::from_slice::<NoDup>(body) {
             Ok(NoDup(v)) => vec![v],
             Err(_) => return Vec::new(),
         },
@@ -164,7 +170,7 @@ fn secret_values(body: &[u8], framing: Framing, custom: bool) -> Vec<String> {
     for d in &docs {
         all_strings(d, &mut all);
         let doc = match framing {
-            Framing::Json => Some(d),
+            Framing::Json | Framing::PlainText => Some(d),
             _ => d.get("object").filter(|_| d.is_object()),
         };
         let Some(doc) = doc else { continue };
