@@ -43,11 +43,13 @@ enum Backend {
 }
 
 /// Which of the operator's kubeconfigs the proxy uses on the real cluster.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Credential {
     Cert,
     Token,
     Exec,
+    /// A kubeconfig the test wrote (a wrong CA, an exec plugin of its own).
+    File(PathBuf),
 }
 
 /// The test policy: what an agent (user agent-1, group ai-agents) may do. It differs from
@@ -189,6 +191,7 @@ fn world_with(name: &str, backend: Backend, policy: &str, credential: Credential
                 Credential::Cert => c.operator_cert_kubeconfig(),
                 Credential::Token => c.operator_token_kubeconfig(),
                 Credential::Exec => c.operator_exec_kubeconfig(),
+                Credential::File(f) => f,
             };
             (None, operator, c.admin_kubeconfig())
         }
@@ -1280,21 +1283,144 @@ fn raw_requests_lose_the_token_path(b: Backend) {
 #[test]
 fn operator_token_and_exec_kubeconfigs_work() {
     for credential in [Credential::Token, Credential::Exec] {
-        let w = world_with(
-            &format!("{credential:?}"),
-            Backend::Real,
-            POLICY,
-            credential,
-        );
+        let credential_name = format!("{credential:?}");
+        let w = world_with(&credential_name, Backend::Real, POLICY, credential);
         let out = w.ok(&["get", "pods"]);
-        assert!(out.contains("web-7d4b9c8f6-"), "{credential:?}: {out}");
+        assert!(out.contains("web-7d4b9c8f6-"), "{credential_name}: {out}");
         // The server sees the operator, whichever credential carried it.
         let out = w.fails(&["create", "configmap", "who-am-i", "-n", "default"]);
         assert!(
             out.contains("User \"kubeleash-operator\" cannot create"),
-            "{credential:?}: {out}"
+            "{credential_name}: {out}"
         );
     }
+}
+
+/// The proxy's front door on the real server: a cluster CA that does not match the server's
+/// certificate gives the agent a 502 with a correlation id and nothing else (the operator's log
+/// names the cluster and the untrusted certificate); an exec credential that is already expired
+/// is fetched again for each request, and every request succeeds.
+#[test]
+fn a_wrong_ca_and_an_expired_exec_credential() {
+    let c = cluster::cluster();
+    let dir = home("front-door", Backend::Real);
+    let other_ca = dir.join("other-ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=not-the-cluster-ca", "-keyout"])
+        .arg(dir.join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = c.var("KUBELEASH_CLUSTER_OPERATOR_TOKEN").to_string();
+    let kubeconfig = |user: &str, ca: &Path| {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: wrong-ca-cluster\n  cluster:\n    server: {}\n    certificate-authority: {}\ncontexts:\n- name: c\n  context: {{cluster: wrong-ca-cluster, user: u, namespace: dev}}\ncurrent-context: c\nusers:\n- name: u\n  user:\n{user}",
+            c.server(),
+            ca.display()
+        )
+    };
+    let wrong = dir.join("wrong-ca.kubeconfig");
+    std::fs::write(
+        &wrong,
+        kubeconfig(&format!("    token: {token}\n"), &other_ca),
+    )
+    .unwrap();
+    let w = world_with("wrong-ca", Backend::Real, POLICY, Credential::File(wrong));
+    // kubectl shows only the status of a failed discovery; the Status itself says more.
+    let out = w.fails(&["get", "configmaps"]);
+    assert!(
+        out.contains("InternalError") || out.contains("error on the server"),
+        "{out}"
+    );
+    let raw = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .arg(format!(
+            "{}/api/v1/namespaces/dev/configmaps",
+            w.agent_server
+        ))
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw.stdout).into_owned();
+    assert!(
+        raw.ends_with("\n502") && raw.contains("correlation id"),
+        "{raw}"
+    );
+    let out = format!("{out}{raw}");
+    for leak in [
+        token.as_str(),
+        "127.0.0.1",
+        "wrong-ca-cluster",
+        "certificate",
+        "not-the-cluster-ca",
+    ] {
+        assert!(!out.contains(leak), "the agent saw `{leak}`: {out}");
+    }
+    let log = std::fs::read_to_string(w.home.join("proxy.stderr")).unwrap();
+    assert!(
+        log.contains("correlation id") && log.contains("wrong-ca-cluster"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&token),
+        "the operator's log shows the token: {log}"
+    );
+
+    // An exec plugin whose credential has already expired: run again for every request.
+    let calls = dir.join("calls");
+    let plugin = dir.join("expired-plugin.sh");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho call >> '{}'\nprintf '%s' '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{token}\",\"expirationTimestamp\":\"2020-01-01T00:00:00Z\"}}}}'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let exec = dir.join("expired-exec.kubeconfig");
+    std::fs::write(
+        &exec,
+        kubeconfig(
+            &format!(
+                "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      interactiveMode: Never\n",
+                plugin.display()
+            ),
+            Path::new(c.var("KUBELEASH_CLUSTER_CA")),
+        ),
+    )
+    .unwrap();
+    let w = world_with(
+        "expired-exec",
+        Backend::Real,
+        POLICY,
+        Credential::File(exec),
+    );
+    let before = std::fs::read_to_string(&calls)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    for _ in 0..3 {
+        let out = w.ok(&["get", "configmaps"]);
+        assert!(out.contains("kube-root-ca.crt"), "{out}");
+    }
+    let after = std::fs::read_to_string(&calls)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(
+        after >= before + 3,
+        "the plugin ran {before} then {after} times"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
