@@ -7,6 +7,7 @@ use std::time::Duration;
 use kubeleash_core::policy::{Identity, Policy};
 
 use crate::approval::{Approver, Grants};
+use crate::bounded::BodyBudget;
 use crate::credential::Credential;
 use crate::holds::Holds;
 use crate::record::{NoRecorder, Recorder};
@@ -87,10 +88,9 @@ pub(crate) struct Shared {
     pub mode: Mode,
     pub approval_timeout: Duration,
     pub max_body: usize,
-    /// Request bodies in memory at once, in bytes, over every request in flight (held ones
-    /// included): each body read takes its bytes from here until its request is answered.
-    pub body_budget: Arc<tokio::sync::Semaphore>,
-    pub body_budget_bytes: usize,
+    /// Request bodies in memory at once, over every request in flight (held ones included):
+    /// each body read takes its bytes from here until its request is answered.
+    pub body_budget: BodyBudget,
     pub grants: Grants,
     pub hold_limits: HoldLimits,
     pub holds: Holds,
@@ -136,8 +136,7 @@ impl KubeleashLayer {
                 mode: Mode::Enforce,
                 approval_timeout: Duration::from_secs(300),
                 max_body: 3 * 1024 * 1024,
-                body_budget: Arc::new(tokio::sync::Semaphore::new(DEFAULT_BODY_BUDGET)),
-                body_budget_bytes: DEFAULT_BODY_BUDGET,
+                body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
                 grants: Grants::default(),
                 hold_limits: HoldLimits {
                     per_identity: 8,
@@ -227,12 +226,7 @@ impl KubeleashLayer {
     /// # Ok::<(), String>(())
     /// ```
     pub fn max_buffered(self, bytes: usize) -> Self {
-        // One semaphore permit per byte; tokio caps a semaphore at `usize::MAX >> 3` permits.
-        let bytes = bytes.min(tokio::sync::Semaphore::MAX_PERMITS);
-        self.with(|s| {
-            s.body_budget = Arc::new(tokio::sync::Semaphore::new(bytes));
-            s.body_budget_bytes = bytes;
-        })
+        self.with(|s| s.body_budget = BodyBudget::new(bytes))
     }
 }
 

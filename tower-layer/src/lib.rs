@@ -66,6 +66,7 @@
 
 mod approval;
 mod body;
+mod bounded;
 mod credential;
 mod headers;
 mod holds;
@@ -79,6 +80,7 @@ mod status;
 
 pub use approval::{Answer, ApprovalRequest, Approver, MAX_SHOWN_BODY, MAX_WINDOW};
 pub use body::{BoxError, KubeleashBody};
+pub use bounded::{BodyBudget, BoundedReadError, BudgetShare};
 pub use credential::{Credential, CredentialError};
 pub use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
 pub use layer::{KubeleashLayer, Mode, PolicyHandle};

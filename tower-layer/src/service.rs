@@ -18,7 +18,6 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::BodyExt;
 use kubeleash_core::kubectl;
 use kubeleash_core::mask::{Framing, MaskError, Masker};
 use kubeleash_core::policy::{Decision, Effect, Identity};
@@ -29,6 +28,7 @@ use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, Reco
 
 use crate::approval::{Answer, ApprovalRequest, RequestKey, new_id, random_hex, shown_body};
 use crate::body::{BoxError, Completion, KubeleashBody, Reload};
+use crate::bounded::{BoundedReadError, BudgetShare};
 use crate::headers::{
     allow_request_headers, allow_response_headers, asks_upgrade, force_json, is_connect,
 };
@@ -251,71 +251,41 @@ fn refused() -> Resolution {
     }
 }
 
-/// Read a request body, bounded; a larger one is refused (and recorded) with 413. Its bytes are
-/// taken from the layer's buffer budget (`budget`, held until the request is answered); a body
-/// the budget cannot take is refused with 429.
+/// Read a request body, bounded ([`crate::BodyBudget`]); a refusal is recorded: 413 for a body
+/// past the limit, 429 past the layer's buffer budget (its share is held in `budget` until the
+/// request is answered), 400 for one that cannot be read.
 async fn read_body<ReqB, B>(
     ctx: &Ctx<'_>,
     request: &Classified,
     body: ReqB,
     shared: &Shared,
-    budget: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    budget: &mut BudgetShare,
 ) -> Result<Bytes, Response<KubeleashBody<B>>>
 where
     ReqB: Body<Data = Bytes>,
     ReqB::Error: Into<BoxError>,
 {
-    let max = shared.max_body;
-    let mut body = std::pin::pin!(body);
-    let mut buf = bytes::BytesMut::new();
-    let failure = loop {
-        let chunk = match body.frame().await {
-            None => return Ok(buf.freeze()),
-            Some(Err(e)) => break format!("request body refused: {}", e.into()),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(d) => d,
-                // Trailers are not forwarded; they are no part of the body.
-                Err(_) => continue,
-            },
-        };
-        if buf.len() + chunk.len() > max {
-            let d = deny(format!(
-                "request body refused: larger than {max} bytes (the API server accepts at most 3 MiB)"
-            ));
-            return Err(ctx
-                .refuse(
-                    Some(request),
-                    None,
-                    413,
-                    "RequestEntityTooLarge",
-                    d,
-                    refused(),
-                )
-                .await);
+    let e = match shared.body_budget.read(body, shared.max_body).await {
+        Ok((bytes, share)) => {
+            *budget = share;
+            return Ok(bytes);
         }
-        let taken = u32::try_from(chunk.len()).ok().and_then(|n| {
-            Arc::clone(&shared.body_budget)
-                .try_acquire_many_owned(n)
-                .ok()
-        });
-        let Some(taken) = taken else {
-            let d = deny(format!(
-                "request body refused: kubeleash already holds {} MiB of request bodies in memory, its limit; retry shortly",
-                shared.body_budget_bytes / (1024 * 1024)
-            ));
-            return Err(ctx
-                .refuse(Some(request), None, 429, "TooManyRequests", d, refused())
-                .await);
-        };
-        match budget {
-            Some(held) => held.merge(taken),
-            None => *budget = Some(taken),
-        }
-        buf.extend_from_slice(&chunk);
+        Err(e) => e,
     };
-    let d = deny(failure);
+    let (code, reason) = match e {
+        BoundedReadError::TooLarge { .. } => (413, "RequestEntityTooLarge"),
+        BoundedReadError::OverBudget { .. } => (429, "TooManyRequests"),
+        BoundedReadError::Body(_) => (400, "BadRequest"),
+    };
     Err(ctx
-        .refuse(Some(request), None, 400, "BadRequest", d, refused())
+        .refuse(
+            Some(request),
+            None,
+            code,
+            reason,
+            deny(e.to_string()),
+            refused(),
+        )
         .await)
 }
 
@@ -492,7 +462,7 @@ where
     let mut bytes: Option<Bytes> = None;
     let mut body = Some(body);
     // The body's share of the buffer budget, given back when this call answers.
-    let mut budget = None;
+    let mut budget = BudgetShare::default();
     // A recorder records every write's body (masked), so it reads those too.
     let writes = matches!(ctx.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") && !asks_switch;
     // The policy is the one in force once the body is in: a slow body is not decided under a

@@ -19,7 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use kubeleash_connect::{MAX_BODY, Upstream};
 use kubeleash_core::policy::{Decision, Effect, Identity, Policy};
 use kubeleash_tower::{
-    BoxError, JsonlRecorder, KubeleashLayer, Mode, PolicyHandle, RecorderOptions,
+    BodyBudget, BoundedReadError, BoxError, BudgetShare, JsonlRecorder, KubeleashLayer, Mode,
+    PolicyHandle, RecorderOptions,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -136,7 +137,7 @@ struct Front {
     tunnels: Arc<Tunnels>,
     limits: Limits,
     /// Bytes of request bodies being read, over all connections ([`MAX_BUFFERED`]).
-    body_budget: Arc<Semaphore>,
+    body_budget: BodyBudget,
     /// Held by every connection and tunnel (see [`RunningProxy::connections`]).
     connections: Arc<()>,
     open_tasks: OpenTasks,
@@ -318,7 +319,7 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
         policy: policy_handle.clone(),
         tunnels: Arc::clone(&tunnels),
         limits,
-        body_budget: Arc::new(Semaphore::new(MAX_BUFFERED)),
+        body_budget: BodyBudget::new(MAX_BUFFERED),
         connections: Arc::clone(&connections),
         open_tasks: Arc::clone(&open_tasks),
     });
@@ -567,55 +568,26 @@ async fn forward(
 async fn read_body(
     front: &Front,
     body: Incoming,
-) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Response<ProxyBody>> {
-    const MAX: usize = MAX_BODY;
-    let read = async {
-        let mut body = std::pin::pin!(body);
-        let mut buf = bytes::BytesMut::new();
-        let mut budget: Option<OwnedSemaphorePermit> = None;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("kubeleash: the request body could not be read: {e}"),
-                )
-            })?;
-            let Ok(chunk) = frame.into_data() else {
-                continue;
+) -> Result<(Bytes, BudgetShare), Response<ProxyBody>> {
+    match tokio::time::timeout(
+        front.limits.body_timeout,
+        front.body_budget.read(body, MAX_BODY),
+    )
+    .await
+    {
+        Ok(Ok(read)) => Ok(read),
+        Ok(Err(e)) => {
+            let (code, reason) = match e {
+                BoundedReadError::TooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge")
+                }
+                BoundedReadError::OverBudget { .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
+                }
+                BoundedReadError::Body(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             };
-            if buf.len() + chunk.len() > MAX {
-                return Err(status(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    "kubeleash: request body refused: larger than 3 MiB (the API server accepts at most 3 MiB)",
-                ));
-            }
-            let taken = u32::try_from(chunk.len()).ok().and_then(|n| {
-                Arc::clone(&front.body_budget)
-                    .try_acquire_many_owned(n)
-                    .ok()
-            });
-            let Some(taken) = taken else {
-                return Err(status(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TooManyRequests",
-                    &format!(
-                        "kubeleash: the proxy already holds {} MiB of request bodies in memory, its limit; retry shortly",
-                        MAX_BUFFERED / (1024 * 1024)
-                    ),
-                ));
-            };
-            match budget.as_mut() {
-                Some(held) => held.merge(taken),
-                None => budget = Some(taken),
-            }
-            buf.extend_from_slice(&chunk);
+            Err(status(code, reason, &format!("kubeleash: {e}")))
         }
-        Ok((buf.freeze(), budget))
-    };
-    match tokio::time::timeout(front.limits.body_timeout, read).await {
-        Ok(read) => read,
         Err(_) => Err(status(
             StatusCode::REQUEST_TIMEOUT,
             "Timeout",

@@ -225,6 +225,29 @@ struct HoldState {
     ctx: Ctx,
 }
 
+/// The scope of a value under `key` where ObjectMeta decides it: everything in an object's
+/// `metadata` (or an embedded ObjectMeta of a built-in kind, a pod template's), its
+/// `annotations` and `labels` judged by key; `None` elsewhere. The fast path and
+/// [`JsonMasker::child_scope`] both go through here.
+fn meta_scope(parent_role: Role, parent_scope: KeyScope, key: Option<&str>) -> Option<KeyScope> {
+    match parent_scope {
+        // A value in `annotations` or `labels` keeps the map's scope: it is judged by its key
+        // (the API server allows only strings there).
+        KeyScope::Meta | KeyScope::MetaMap => Some(parent_scope),
+        KeyScope::MetaRoot if matches!(key, Some("annotations" | "labels")) => {
+            Some(KeyScope::MetaMap)
+        }
+        KeyScope::MetaRoot => Some(KeyScope::Meta),
+        _ if key == Some("metadata")
+            && (matches!(parent_role, Role::Anchor | Role::Loose)
+                || parent_scope == KeyScope::Plain) =>
+        {
+            Some(KeyScope::MetaRoot)
+        }
+        _ => None,
+    }
+}
+
 /// How a nested masker's root value starts (a held element, the inside of an annotation).
 pub(crate) struct Root {
     states: Vec<State>,
@@ -640,15 +663,7 @@ impl JsonMasker {
         {
             // Nothing can match below here and no object starts here: the common case deep in
             // metadata, specs and statuses.
-            let scope = match parent.scope {
-                KeyScope::MetaRoot if matches!(key_ref, Some("annotations" | "labels")) => {
-                    KeyScope::MetaMap
-                }
-                KeyScope::MetaRoot => KeyScope::Meta,
-                // An embedded ObjectMeta (a pod template's, a volume claim template's).
-                KeyScope::Plain if key_ref == Some("metadata") => KeyScope::MetaRoot,
-                other => other,
-            };
+            let scope = meta_scope(Role::Plain, parent.scope, key_ref).unwrap_or(parent.scope);
             let masked = parent
                 .masked
                 .or_else(|| self.credential_key_mask(c, parent.scope, key_ref));
@@ -856,24 +871,8 @@ impl JsonMasker {
         key: Option<&str>,
         loose: bool,
     ) -> KeyScope {
-        match parent_scope {
-            // A value in `annotations` or `labels` keeps the map's scope: it is judged by its
-            // key (the API server allows only strings there).
-            KeyScope::Meta | KeyScope::MetaMap => return parent_scope,
-            KeyScope::MetaRoot => {
-                return match key {
-                    Some("annotations" | "labels") => KeyScope::MetaMap,
-                    _ => KeyScope::Meta,
-                };
-            }
-            _ => {}
-        }
-        // An object's metadata, or an embedded ObjectMeta of a built-in kind (a pod template's).
-        if key == Some("metadata")
-            && (matches!(parent_role, Role::Anchor | Role::Loose)
-                || parent_scope == KeyScope::Plain)
-        {
-            return KeyScope::MetaRoot;
+        if let Some(scope) = meta_scope(parent_role, parent_scope, key) {
+            return scope;
         }
         if parent_role == Role::Anchor {
             let info = anchor.and_then(|a| self.anchors.get(a));
