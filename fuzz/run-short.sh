@@ -48,6 +48,14 @@ seed_classify() {
     local dir=corpus/classify
     mkdir -p "$dir"
     cp seeds/classify/* "$dir/"
+    # kubectl's protobuf bodies (tests/testdata/protobuf), as text-layout requests.
+    local pb
+    for pb in ../tests/testdata/protobuf/*.pb; do
+        {
+            printf 'POST /api/v1/namespaces/dev/secrets\ncontent-type: application/vnd.kubernetes.protobuf\n\n'
+            cat "$pb"
+        } >"$dir/seed-protobuf-$(basename "$pb" .pb)"
+    done
     if command -v jq >/dev/null 2>&1; then
         local file
         for file in ../tests/testdata/classify.json ../tests/testdata/decide.json; do

@@ -2,8 +2,10 @@
 //!
 //! A policy condition is only as good as the parser under it: wherever a parser could read a
 //! body differently from the API server (duplicate keys, YAML 1.1 booleans and merge keys,
-//! several YAML documents, protobuf, CBOR, an unknown content type, a `Content-Encoding`), the
-//! body is refused rather than guessed (`kubernetes-semantics.md` §4.3).
+//! several YAML documents, CBOR, an unknown content type, a `Content-Encoding`), the body is
+//! refused rather than guessed (`kubernetes-semantics.md` §4.3). Kubernetes protobuf, which
+//! kubectl's typed `create` commands send, is decoded to the JSON the API server's own types
+//! write for it.
 //!
 //! ```
 //! use kubeleash_core::{body, request::classify};
@@ -23,9 +25,31 @@ mod decode;
 mod delete_options;
 mod error;
 mod json_patch;
+mod protobuf;
 mod strict_json;
 
 pub use decode::decode;
+
+/// A Kubernetes protobuf body (`application/vnd.kubernetes.protobuf`: the `k8s\0` magic, then a
+/// `runtime.Unknown` envelope) as the JSON object the API server's own types write for it,
+/// `apiVersion` and `kind` included. [`decode`] uses it for protobuf requests; this is for a
+/// body with no request around it (an API server's own reading, a record).
+///
+/// Refused, never guessed: a kind with no protobuf message in Kubernetes (custom resources are
+/// JSON only), an envelope with a content encoding, malformed protobuf, a string that is not
+/// UTF-8, nesting deeper than [`BodyLimits::max_depth`].
+///
+/// ```
+/// // The `k8s\0` magic; typeMeta {v1, Namespace}; raw Namespace {metadata {name: pbtest}}.
+/// let body = b"k8s\0\n\x0f\n\x02v1\x12\tNamespace\x12\n\n\x08\n\x06pbtest";
+/// let ns = kubeleash_core::body::protobuf_to_json(body)?;
+/// assert_eq!(ns["metadata"]["name"], "pbtest");
+/// assert_eq!(ns["kind"], "Namespace");
+/// # Ok::<(), kubeleash_core::body::BodyError>(())
+/// ```
+pub fn protobuf_to_json(body: &[u8]) -> Result<serde_json::Value, BodyError> {
+    protobuf::decode(body, BodyLimits::default().max_depth)
+}
 pub(crate) use delete_options::from_body as delete_options;
 pub use error::BodyError;
 

@@ -21,6 +21,9 @@ struct Case {
     headers: Vec<(String, String)>,
     #[serde(default)]
     body: Option<String>,
+    /// A binary body (protobuf), as a path under tests/testdata.
+    #[serde(default, rename = "bodyFile")]
+    body_file: Option<String>,
     expect: Expect,
 }
 
@@ -62,14 +65,12 @@ fn decision_corpus() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         let id = Identity::new(c.user.clone(), c.groups.clone());
+        let body = match &c.body_file {
+            Some(f) => Some(std::fs::read(testdata().join(f))?),
+            None => c.body.as_ref().map(|b| b.as_bytes().to_vec()),
+        };
         let d = policy
-            .evaluate(
-                &id,
-                &c.method,
-                &c.target,
-                &headers,
-                c.body.as_deref().map(str::as_bytes),
-            )
+            .evaluate(&id, &c.method, &c.target, &headers, body.as_deref())
             .decision;
         let reason_ok = c
             .expect

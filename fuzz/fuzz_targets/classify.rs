@@ -3,7 +3,7 @@
 //! Two input layouts. Text (so seeds can be written by hand): `METHOD TARGET` on the first line,
 //! then `Name: value` header lines up to an empty line, then the request body. Structured, when
 //! the first byte is `0x00`–`0x1f`: bytes 1–4 pick a method, a target, a content type (every
-//! patch type, JSON, YAML, none) and an `Upgrade` value (none, `websocket`, `SPDY/3.1`, `h2c`,
+//! patch type, JSON, YAML, Kubernetes protobuf, none) and an `Upgrade` value (none, `websocket`, `SPDY/3.1`, `h2c`,
 //! empty, odd), and the rest is the body; so the fuzzer reaches body decoding, patch shapes,
 //! mask-marker checks, JSON patch reads and stream classification without having to find the
 //! header spellings itself.
@@ -62,7 +62,7 @@ const TARGETS: [&str; 10] = [
     "/api/v1/namespaces/dev/secrets",
     "/api/v1/namespaces/dev/pods?watch=1",
 ];
-const CONTENT_TYPES: [Option<&str>; 8] = [
+const CONTENT_TYPES: [Option<&str>; 9] = [
     Some("application/json-patch+json"),
     Some("application/merge-patch+json"),
     Some("application/strategic-merge-patch+json"),
@@ -70,6 +70,7 @@ const CONTENT_TYPES: [Option<&str>; 8] = [
     Some("application/json"),
     Some("application/yaml"),
     Some("application/apply-patch+cbor"),
+    Some("application/vnd.kubernetes.protobuf"),
     None,
 ];
 const UPGRADES: [Option<&[u8]>; 7] = [

@@ -48,7 +48,7 @@ describe('decide.json', () => {
         user: c.user ?? '',
         groups: c.groups ?? [],
         headers: c.headers ?? [],
-        body: c.body ?? undefined,
+        body: c.bodyFile ? readFileSync(join(testdata, c.bodyFile)) : (c.body ?? undefined),
       })
       assert.equal(d.effect, c.expect.effect, d.reason)
       assert.equal(d.rule, c.expect.rule ?? null, d.reason)

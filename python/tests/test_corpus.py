@@ -66,7 +66,7 @@ def test_decide(case):
         user=case.get("user") or None,
         groups=case.get("groups", []),
         headers=[tuple(h) for h in case.get("headers", [])],
-        body=case.get("body"),
+        body=(TESTDATA / case["bodyFile"]).read_bytes() if "bodyFile" in case else case.get("body"),
     )
     expect = case["expect"]
     assert (d.effect, d.rule) == (expect["effect"], expect.get("rule")), d.reason

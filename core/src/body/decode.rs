@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use super::{BodyError, BodyKind, BodyLimits, DecodedBody, json_patch, strict_json};
+use super::{BodyError, BodyKind, BodyLimits, DecodedBody, json_patch, protobuf, strict_json};
 use crate::request::{PatchType, Request};
 
 /// Decode a request body as the API server would; `Ok(None)` for an empty body.
@@ -33,7 +33,13 @@ pub fn decode(
     if let Some(encoding) = &request.facts.content_encoding {
         return Err(BodyError::ContentEncoding(encoding.clone()));
     }
-    let kind = body_kind(request)?;
+    let (kind, encoding) = body_kind(request)?;
+    if encoding == Encoding::Protobuf {
+        return Ok((!body.is_empty())
+            .then(|| protobuf::decode(body, limits.max_depth))
+            .transpose()?
+            .map(|value| DecodedBody { kind, value }));
+    }
     if body
         .iter()
         .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
@@ -56,14 +62,23 @@ pub fn decode(
     Ok(Some(DecodedBody { kind, value }))
 }
 
-/// What the body of `request` is, or why kubeleash does not read it.
-fn body_kind(request: &Request) -> Result<BodyKind, BodyError> {
+/// How a body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    /// Kubernetes protobuf, which only objects and `DeleteOptions` come in (never a patch).
+    Protobuf,
+}
+
+/// What the body of `request` is and how it is written, or why kubeleash does not read it.
+fn body_kind(request: &Request) -> Result<(BodyKind, Encoding), BodyError> {
+    let json = |kind| Ok((kind, Encoding::Json));
     match request.attributes.verb.as_str() {
         "patch" => match request.facts.patch_type {
-            Some(PatchType::Json) => Ok(BodyKind::JsonPatch),
-            Some(PatchType::Merge) => Ok(BodyKind::MergePatch),
-            Some(PatchType::StrategicMerge) => Ok(BodyKind::StrategicMergePatch),
-            Some(PatchType::Apply) => Ok(BodyKind::ApplyPatch),
+            Some(PatchType::Json) => json(BodyKind::JsonPatch),
+            Some(PatchType::Merge) => json(BodyKind::MergePatch),
+            Some(PatchType::StrategicMerge) => json(BodyKind::StrategicMergePatch),
+            Some(PatchType::Apply) => json(BodyKind::ApplyPatch),
             Some(PatchType::ApplyCbor) => Err(BodyError::Cbor {
                 content_type: "application/apply-patch+cbor".to_string(),
             }),
@@ -71,25 +86,25 @@ fn body_kind(request: &Request) -> Result<BodyKind, BodyError> {
                 content_type: request.facts.content_type.clone(),
             }),
         },
-        "delete" | "deletecollection" => json_only(request, BodyKind::DeleteOptions),
-        _ => json_only(request, BodyKind::Object),
+        "delete" | "deletecollection" => object_body(request, BodyKind::DeleteOptions),
+        _ => object_body(request, BodyKind::Object),
     }
 }
 
-/// `kind` if the request's content type is JSON (or absent, which the API server reads as
-/// JSON), else the refusal for its content type.
-fn json_only(request: &Request, kind: BodyKind) -> Result<BodyKind, BodyError> {
+/// `kind` and its encoding if the request's content type is JSON (or absent, which the API
+/// server reads as JSON) or Kubernetes protobuf, else the refusal for its content type.
+fn object_body(request: &Request, kind: BodyKind) -> Result<(BodyKind, Encoding), BodyError> {
     let Some(content_type) = request.facts.content_type.as_deref() else {
-        return Ok(kind);
+        return Ok((kind, Encoding::Json));
     };
     let media_type = content_type.trim();
     let is = |expected: &str| media_type.eq_ignore_ascii_case(expected);
     if media_type.is_empty() || is("application/json") {
-        Ok(kind)
+        Ok((kind, Encoding::Json))
     } else if is("application/yaml") {
         Err(BodyError::Yaml)
     } else if is("application/vnd.kubernetes.protobuf") {
-        Err(BodyError::Protobuf)
+        Ok((kind, Encoding::Protobuf))
     } else if is("application/cbor") {
         Err(BodyError::Cbor {
             content_type: content_type.to_string(),

@@ -66,13 +66,17 @@ pub enum BodyError {
     )]
     Yaml,
 
-    /// A Kubernetes protobuf body, which kubeleash does not decode.
+    /// A Kubernetes protobuf body kubeleash cannot read exactly as the API server would.
     #[error(
-        "request body is Kubernetes protobuf (`application/vnd.kubernetes.protobuf`), which \
-         kubeleash does not decode; send the body as JSON (`application/json`), as kubectl does, \
-         or set `ContentType: \"application/json\"` in the client-go rest config"
+        "request body is Kubernetes protobuf (`application/vnd.kubernetes.protobuf`) that \
+         kubeleash cannot read as the API server would: {reason}; send the body as JSON \
+         (`application/json`), or set `ContentType: \"application/json\"` in the client-go rest \
+         config"
     )]
-    Protobuf,
+    Protobuf {
+        /// What in the body could not be read.
+        reason: String,
+    },
 
     /// A CBOR body (`application/cbor`, `application/apply-patch+cbor`), which kubeleash does
     /// not decode.
@@ -252,7 +256,7 @@ impl BodyError {
             BodyError::UnsupportedContentType { .. } => "unsupported-content-type",
             BodyError::UnsupportedPatchType { .. } => "unsupported-patch-type",
             BodyError::Yaml => "yaml-body",
-            BodyError::Protobuf => "protobuf-body",
+            BodyError::Protobuf { .. } => "protobuf-body",
             BodyError::Cbor { .. } => "cbor-body",
             BodyError::InvalidUtf8 { .. } => "invalid-utf8",
             BodyError::DuplicateKey { .. } => "duplicate-key",
@@ -421,7 +425,9 @@ mod tests {
                 content_type: Some("application/json".into()),
             },
             BodyError::Yaml,
-            BodyError::Protobuf,
+            BodyError::Protobuf {
+                reason: "its envelope names no apiVersion and kind".into(),
+            },
             BodyError::Cbor {
                 content_type: "application/cbor".into(),
             },
