@@ -1,8 +1,13 @@
 //! The resource kinds the sandbox serves: one table that discovery, routing, validation and Tables
-//! all read, so a kind is added in one place.
+//! all read, so a kind is added in one place; and [`Served`], that table plus the resources
+//! CustomResourceDefinitions add while the sandbox runs.
+
+use std::sync::Arc;
+
+use serde_json::Value;
 
 /// A served resource (`pods`, `deployments`, ...).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ResourceDef {
     pub group: &'static str,
     pub version: &'static str,
@@ -22,7 +27,7 @@ pub struct ResourceDef {
 }
 
 /// A subresource as discovery describes it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct SubresourceDef {
     pub name: &'static str,
     pub group: &'static str,
@@ -57,6 +62,12 @@ impl ResourceDef {
 
     pub fn subresource(&self, name: &str) -> Option<&'static SubresourceDef> {
         self.subresources.iter().find(|s| s.name == name)
+    }
+
+    /// Whether a CustomResourceDefinition defines this resource (its kind may then be any name,
+    /// `Pod` included, so kind-specific behaviour checks this first).
+    pub fn is_custom(&self) -> bool {
+        !RESOURCES.iter().any(|r| std::ptr::eq(r, self))
     }
 }
 
@@ -286,33 +297,85 @@ pub static RESOURCES: &[ResourceDef] = &[
         returns_deleted_object: false,
         has_status: false,
     },
+    ResourceDef {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        verbs: ALL_VERBS,
+        short_names: &["crd", "crds"],
+        categories: &["api-extensions"],
+        subresources: &[sub(
+            "status",
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            STATUS_VERBS,
+        )],
+        returns_deleted_object: true,
+        has_status: true,
+    },
+    review(
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    review(
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    review(
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    review(
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false,
+    ),
 ];
 
-/// The served groups with their one version each, core first, as `/apis` lists them.
-pub fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES {
-        if !out.iter().any(|(g, _)| *g == r.group) {
-            out.push((r.group, r.version));
-        }
+/// The authorization.k8s.io reviews: create-only, never stored.
+const fn review(
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> ResourceDef {
+    ResourceDef {
+        group: AUTHORIZATION,
+        version: "v1",
+        plural,
+        singular,
+        kind,
+        namespaced,
+        verbs: &["create"],
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        returns_deleted_object: false,
+        has_status: false,
     }
-    out
 }
 
-/// The resource served at `group/version/plural`, with its index (the store's key).
+/// The group of the access reviews, answered by `routes::authz` rather than stored.
+pub const AUTHORIZATION: &str = "authorization.k8s.io";
+
+/// The built-in resource served at `group/version/plural`, with its index (the store's key).
+#[cfg(test)]
 pub fn find(group: &str, version: &str, plural: &str) -> Option<(usize, &'static ResourceDef)> {
     RESOURCES
         .iter()
         .enumerate()
         .find(|(_, r)| r.group == group && r.version == version && r.plural == plural)
-}
-
-/// Whether `group/version` is served at all (for the difference between an unknown group and an
-/// unknown resource in a known group).
-pub fn serves_group_version(group: &str, version: &str) -> bool {
-    RESOURCES
-        .iter()
-        .any(|r| r.group == group && r.version == version)
 }
 
 pub fn index_of(kind: &str) -> Option<usize> {
@@ -321,4 +384,114 @@ pub fn index_of(kind: &str) -> Option<usize> {
 
 pub fn by_index(index: usize) -> Option<&'static ResourceDef> {
     RESOURCES.get(index)
+}
+
+/// A resource a CustomResourceDefinition serves, at one version.
+#[derive(Debug, Clone)]
+pub struct Custom {
+    /// The store index, shared by every version of the CRD (objects are the same whatever the
+    /// version they are read at).
+    pub index: usize,
+    pub def: &'static ResourceDef,
+    /// `openAPIV3Schema` of this version, if it has one.
+    pub schema: Option<Value>,
+}
+
+/// Kubernetes' version order (`version.CompareKubeAwareVersionStrings`): GA before beta before
+/// alpha, higher numbers first, anything else last, alphabetically.
+pub fn version_rank(v: &str) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, String) {
+    let parsed = v.strip_prefix('v').and_then(|rest| {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let major: u64 = rest[..split].parse().ok()?;
+        let tail = &rest[split..];
+        if tail.is_empty() {
+            return Some((0, major, 0));
+        }
+        for (rank, word) in [(1, "beta"), (2, "alpha")] {
+            if let Some(n) = tail.strip_prefix(word) {
+                return Some((rank, major, n.parse().ok()?));
+            }
+        }
+        None
+    });
+    match parsed {
+        Some((rank, major, minor)) => (
+            rank,
+            std::cmp::Reverse(major),
+            std::cmp::Reverse(minor),
+            String::new(),
+        ),
+        None => (3, std::cmp::Reverse(0), std::cmp::Reverse(0), v.to_owned()),
+    }
+}
+
+/// What is served right now: the built-in resources, then those the CustomResourceDefinitions in
+/// the store define.
+#[derive(Debug, Clone, Default)]
+pub struct Served {
+    pub custom: Arc<Vec<Custom>>,
+}
+
+impl Served {
+    /// Every served resource with its store index, in discovery order.
+    pub fn all(&self) -> Vec<(usize, &'static ResourceDef)> {
+        RESOURCES
+            .iter()
+            .enumerate()
+            .chain(self.custom.iter().map(|c| (c.index, c.def)))
+            .collect()
+    }
+
+    pub fn find(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<(usize, &'static ResourceDef)> {
+        self.all()
+            .into_iter()
+            .find(|(_, r)| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    /// The custom resource behind a definition, if it is one.
+    pub fn custom(&self, def: &ResourceDef) -> Option<&Custom> {
+        self.custom.iter().find(|c| std::ptr::eq(c.def, def))
+    }
+
+    /// Whether `group/version` is served at all (for the difference between an unknown group
+    /// and an unknown resource in a known group).
+    pub fn serves_group_version(&self, group: &str, version: &str) -> bool {
+        self.all()
+            .iter()
+            .any(|(_, r)| r.group == group && r.version == version)
+    }
+
+    /// The served groups, core first, each with its versions, preferred first.
+    pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for (_, r) in self.all() {
+            match out.iter_mut().find(|(g, _)| *g == r.group) {
+                Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+                Some(_) => {}
+                None => out.push((r.group, vec![r.version])),
+            }
+        }
+        for (_, versions) in &mut out {
+            versions.sort_by_key(|v| version_rank(v));
+        }
+        out
+    }
+
+    /// Whether the resource stored under `index` is namespaced.
+    pub fn namespaced(&self, index: usize) -> bool {
+        match by_index(index) {
+            Some(d) => d.namespaced,
+            None => self
+                .custom
+                .iter()
+                .any(|c| c.index == index && c.def.namespaced),
+        }
+    }
 }

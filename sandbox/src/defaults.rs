@@ -294,7 +294,15 @@ fn service_defaults(o: &mut Value, old: Option<&Value>, ids: &Ids) {
 /// Defaults for a new object of `def`'s kind, after validation of what the client sent.
 pub fn on_create(def: &ResourceDef, o: &mut Value, ids: &Ids, now: &str) {
     new_metadata(o, ids, now);
+    if def.is_custom() {
+        set_generation(o, 1);
+        return;
+    }
     match def.kind {
+        "CustomResourceDefinition" => {
+            set_generation(o, 1);
+            crate::crd::on_create(o);
+        }
         "Namespace" => {
             let name = o.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
             if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -338,6 +346,34 @@ pub fn on_create(def: &ResourceDef, o: &mut Value, ids: &Ids, now: &str) {
     }
 }
 
+fn set_generation(o: &mut Value, generation: i64) {
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("generation".to_owned(), json!(generation));
+    }
+}
+
+/// `metadata.generation` goes up when what it covers changes: the spec (everything but
+/// metadata and status) for kinds with a status subresource, everything but metadata otherwise.
+fn bump_generation(def: &ResourceDef, old: &Value, o: &mut Value) {
+    let covered = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            if def.has_status {
+                m.remove("status");
+            }
+        }
+        v
+    };
+    if covered(old) != covered(o) {
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        set_generation(o, generation + 1);
+    }
+}
+
 fn deployment_defaults(o: &mut Value) {
     if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
         set_default(spec, "replicas", json!(1));
@@ -371,7 +407,12 @@ pub fn on_update(def: &ResourceDef, old: &Value, o: &mut Value, ids: &Ids, now: 
             };
         }
     }
+    if def.is_custom() {
+        bump_generation(def, old, o);
+        return;
+    }
     match def.kind {
+        "CustomResourceDefinition" => bump_generation(def, old, o),
         "Secret" => {
             fold_string_data(o);
             if let Some(m) = obj(o) {

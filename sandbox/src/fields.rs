@@ -19,7 +19,7 @@ fn is_user_map(field: &str, value: &Map<String, Value>) -> bool {
     }
 }
 
-fn list_key(field: &str) -> Option<&'static str> {
+pub(crate) fn list_key(field: &str) -> Option<&'static str> {
     match field {
         "containers"
         | "initContainers"
@@ -49,7 +49,7 @@ const SYSTEM_META: &[&str] = &[
     "selfLink",
 ];
 
-fn item_key(key: &str, item: &Value) -> Option<String> {
+pub(crate) fn item_key(key: &str, item: &Value) -> Option<String> {
     let id = item.get(key)?;
     let mut m = Map::new();
     m.insert(key.to_owned(), id.clone());
@@ -107,24 +107,26 @@ fn diff(field: &str, old: Option<&Value>, new: &Value) -> Option<Value> {
     }
 }
 
+/// `v` without the fields no manager owns.
+pub(crate) fn strip(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.retain(|k, _| !SYSTEM.contains(&k.as_str()));
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.retain(|k, _| !SYSTEM_META.contains(&k.as_str()));
+        }
+        if m.get("metadata")
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
+        {
+            m.remove("metadata");
+        }
+    }
+    v
+}
+
 /// The field set a write from `old` to `new` gives its manager.
 pub fn changed_fields(old: Option<&Value>, new: &Value) -> Value {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.retain(|k, _| !SYSTEM.contains(&k.as_str()));
-            if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.retain(|k, _| !SYSTEM_META.contains(&k.as_str()));
-            }
-            if m.get("metadata")
-                .and_then(Value::as_object)
-                .is_some_and(Map::is_empty)
-            {
-                m.remove("metadata");
-            }
-        }
-        v
-    };
     let new = strip(new);
     let old = old.map(strip);
     diff("", old.as_ref(), &new).unwrap_or_else(|| json!({}))

@@ -19,14 +19,20 @@
 //! It speaks plain HTTP/1.1 on a loopback address only: it has no authentication, so it refuses to
 //! listen anywhere else.
 //!
+//! Beyond the core verbs it copies what tests against a real kube-apiserver (`tests/cluster/`)
+//! showed: server-side apply with per-manager `managedFields` and 409 conflicts (`force` takes
+//! ownership), CustomResourceDefinitions that make their resources served until deleted, the
+//! authorization.k8s.io reviews (every request is allowed: the sandbox has no authorization), and
+//! OpenAPI v2/v3 schemas for `kubectl explain` and client-side apply.
+//!
 //! What it does not do, on purpose: no controllers (a Deployment's status mirrors its spec at once,
 //! and no ReplicaSets or Pods are created for it), no admission, no RBAC enforcement, no protobuf
-//! responses; protobuf request bodies are decoded only for the kinds kubectl's typed `create`
-//! commands send (Secret, ConfigMap, Namespace, ServiceAccount, TokenRequest). Server-side apply
-//! merges the applied configuration but neither detects conflicts nor removes fields a manager
-//! stopped applying.
+//! responses. Field ownership approximates the OpenAPI schema by field names (which lists are
+//! keyed, which maps hold user keys), so `managedFields` of keyed lists may differ in detail from
+//! the API server's.
 
 mod catalog;
+mod crd;
 mod defaults;
 mod fields;
 mod ids;
@@ -46,6 +52,7 @@ mod validate;
 mod watch;
 
 mod seed;
+mod ssa;
 
 use std::net::SocketAddr;
 use std::str::FromStr;

@@ -38,6 +38,8 @@ const GZIP_THRESHOLD: usize = 128 * 1024;
 #[derive(Debug)]
 pub struct State {
     pub store: Store,
+    /// The resources CustomResourceDefinitions add.
+    pub crds: crate::crd::Registry,
     pub ids: Ids,
     pub log_requests: bool,
     pub bookmark_interval: Duration,
@@ -52,6 +54,7 @@ impl State {
         seed::load(options.seed, &store, &ids);
         State {
             store,
+            crds: crate::crd::Registry::default(),
             ids,
             log_requests: options.log_requests,
             bookmark_interval: options.bookmark_interval,

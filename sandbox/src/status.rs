@@ -52,6 +52,8 @@ pub enum FieldErrorKind {
     Invalid(Value),
     Forbidden,
     NotSupported(Value),
+    /// A value of the wrong JSON type; holds the type it had.
+    TypeInvalid(Value),
 }
 
 impl FieldError {
@@ -94,6 +96,7 @@ impl FieldError {
             FieldErrorKind::Invalid(_) => "FieldValueInvalid",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::NotSupported(_) => "FieldValueNotSupported",
+            FieldErrorKind::TypeInvalid(_) => "FieldValueTypeInvalid",
         }
     }
 
@@ -102,7 +105,9 @@ impl FieldError {
         let head = match &self.kind {
             FieldErrorKind::Required => "Required value".to_owned(),
             FieldErrorKind::Forbidden => "Forbidden".to_owned(),
-            FieldErrorKind::Invalid(v) => format!("Invalid value: {}", go_value(v)),
+            FieldErrorKind::Invalid(v) | FieldErrorKind::TypeInvalid(v) => {
+                format!("Invalid value: {}", go_value(v))
+            }
             FieldErrorKind::NotSupported(v) => format!("Unsupported value: {}", go_value(v)),
         };
         if self.detail.is_empty() {
@@ -186,6 +191,22 @@ impl ApiError {
         .with_details(ApiError::resource_details(def, name))
     }
 
+    /// An apply that would change fields other managers own (`NewApplyConflict`): each cause is
+    /// (message, field path).
+    pub fn apply_conflict(message: String, causes: Vec<(String, String)>) -> Self {
+        ApiError::new(409, "Conflict", message).with_details(Details {
+            causes: causes
+                .into_iter()
+                .map(|(message, field)| Cause {
+                    reason: "FieldManagerConflict",
+                    message,
+                    field,
+                })
+                .collect(),
+            ..Details::default()
+        })
+    }
+
     /// The optimistic-concurrency failure of an update with a stale `resourceVersion`.
     pub fn stale(def: &ResourceDef, name: &str) -> Self {
         ApiError::conflict(
@@ -239,9 +260,9 @@ impl ApiError {
             format!("{qualified} {name:?} is invalid: {joined}"),
         )
         .with_details(Details {
-            name: Some(name.to_owned()),
+            name: (!name.is_empty()).then(|| name.to_owned()),
             group: (!group.is_empty()).then(|| group.to_owned()),
-            kind: Some(kind.to_owned()),
+            kind: (!kind.is_empty()).then(|| kind.to_owned()),
             causes,
             ..Details::default()
         })

@@ -618,6 +618,20 @@ pub fn table(
     list_meta: Map<String, Value>,
     version: &str,
 ) -> Value {
+    let custom = crate::crd::printer_columns(def).filter(|c| !c.is_empty());
+    let row_cells = |o: &Value| match custom {
+        Some(cols) => std::iter::once(json!(s(o, "/metadata/name")))
+            .chain(cols.iter().map(|c| crate::crd::cell(o, c)))
+            .collect(),
+        None if def.is_custom() => vec![
+            json!(s(o, "/metadata/name")),
+            json!(time::age(
+                o.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str)
+            )),
+        ],
+        None => cells(def.kind, o),
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
@@ -626,13 +640,23 @@ pub fn table(
                 Include::Metadata => partial(o, "v1"),
                 Include::Object => o.clone(),
             };
-            json!({"cells": cells(def.kind, o), "object": object})
+            json!({"cells": row_cells(o), "object": object})
         })
         .collect();
-    let column_definitions = if headers {
-        serde_json::to_value(columns(def.kind)).unwrap_or(Value::Null)
-    } else {
-        Value::Null
+    let column_definitions = match (headers, custom) {
+        (false, _) => Value::Null,
+        (true, Some(cols)) => {
+            let mut defs = vec![serde_json::to_value(name_col()).unwrap_or(Value::Null)];
+            for c in cols {
+                defs.push(json!({"name": c.name, "type": c.type_, "format": c.format,
+                    "description": c.description, "priority": c.priority}));
+            }
+            Value::Array(defs)
+        }
+        (true, None) if def.is_custom() => {
+            serde_json::to_value(vec![name_col(), age_col()]).unwrap_or(Value::Null)
+        }
+        (true, None) => serde_json::to_value(columns(def.kind)).unwrap_or(Value::Null),
     };
     json!({
         "kind": "Table",

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use k8s_openapi::api::{apps, authentication, autoscaling, core, rbac};
+use k8s_openapi::api::{apps, authentication, authorization, autoscaling, core, rbac};
 
 use crate::catalog::ResourceDef;
 use crate::status::{ApiError, FieldError};
@@ -32,6 +32,17 @@ fn typed(kind: &str, v: &Value) -> Result<Value, String> {
         "RoleBinding" => round_trip::<rbac::v1::RoleBinding>(v),
         "TokenRequest" => round_trip::<authentication::v1::TokenRequest>(v),
         "Scale" => round_trip::<autoscaling::v1::Scale>(v),
+        "CustomResourceDefinition" => round_trip::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(v),
+        "SelfSubjectAccessReview" => {
+            round_trip::<authorization::v1::SelfSubjectAccessReview>(v)
+        }
+        "SelfSubjectRulesReview" => round_trip::<authorization::v1::SelfSubjectRulesReview>(v),
+        "SubjectAccessReview" => round_trip::<authorization::v1::SubjectAccessReview>(v),
+        "LocalSubjectAccessReview" => {
+            round_trip::<authorization::v1::LocalSubjectAccessReview>(v)
+        }
         _ => Ok(v.clone()),
     }
 }
@@ -62,9 +73,10 @@ fn unknown_paths(input: &Value, known: &Value, path: &str, out: &mut Vec<String>
     }
 }
 
-fn remove_path(v: &mut Value, path: &str) {
-    // Paths come from `unknown_paths`: keys joined by `.`, indexes as `[n]`. Keys holding `.`
-    // (annotation keys) are never unknown, since maps accept any key.
+/// Remove what `path` names from `v`. Paths come from `unknown_paths` here and from the CRD
+/// schema walk (`crd.rs`): keys joined by `.`, indexes as `[n]`. Keys holding `.` (annotation
+/// keys) are never unknown, since maps accept any key.
+pub(crate) fn remove_path(v: &mut Value, path: &str) {
     let mut cur = v;
     let segments: Vec<&str> = path.split('.').collect();
     for (i, seg) in segments.iter().enumerate() {
@@ -88,6 +100,17 @@ fn remove_path(v: &mut Value, path: &str) {
             let Some(next) = cur.get_mut(n) else { return };
             cur = next;
         }
+    }
+}
+
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
     }
 }
 
@@ -120,6 +143,9 @@ pub fn decode(
     object: &mut Value,
     mode: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
+    // Go's decoder reads `null` as the field's zero value: an unset field. Protobuf bodies
+    // decoded to JSON carry such nulls for every unset timestamp and list.
+    drop_nulls(object);
     let known = typed(kind, object).map_err(|e| {
         ApiError::bad_request(format!(
             "{kind} in version {:?} cannot be handled as a {kind}: {e}",
@@ -171,7 +197,8 @@ fn is_subdomain(s: &str) -> bool {
 /// The name rule of a kind (`ValidateObjectMeta` with the kind's name validator).
 pub fn name_errors(def: &ResourceDef, name: &str) -> Vec<FieldError> {
     let bad = |msg: &str| vec![FieldError::invalid("metadata.name", json!(name), msg)];
-    match def.kind {
+    let kind = if def.is_custom() { "" } else { def.kind };
+    match kind {
         "Namespace" if !is_label(name) => bad(LABEL_MSG),
         "Service" if !(is_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase())) => {
             bad(DNS1035_MSG)
@@ -257,7 +284,11 @@ fn containers_errors(spec: &Value, prefix: &str, out: &mut Vec<FieldError>) {
 /// Per-kind validation of the object about to be stored; `old` is set on update.
 pub fn object_errors(def: &ResourceDef, o: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut out = Vec::new();
+    if def.is_custom() {
+        return out;
+    }
     match def.kind {
+        "CustomResourceDefinition" => out.extend(crate::crd::errors(o)),
         "Pod" => containers_errors(o.get("spec").unwrap_or(&Value::Null), "spec", &mut out),
         "Deployment" => {
             let template = o.pointer("/spec/template/spec").unwrap_or(&Value::Null);

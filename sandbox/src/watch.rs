@@ -39,6 +39,8 @@ struct Encoder {
 
 impl Encoder {
     fn object(&mut self, object: &Value) -> Value {
+        let converted = crate::routes::read::at_version(self.def, object);
+        let object = converted.as_ref().unwrap_or(object);
         match self.output {
             Output::Table(v) => {
                 let mut meta = Map::new();

@@ -169,7 +169,7 @@ add({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition"
                                     "duration": {"type": "string"}, "renewBefore": {"type": "string"},
                                     "issuerRef": {"type": "object", "properties": {"name": {"type": "string"}, "kind": {"type": "string"}, "group": {"type": "string"}}}}},
                                 "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}},
-    "kubectl-create", "not in the sandbox (which serves no CRDs): a CRD, after which start.sh waits for it to be Established")
+    "kubectl-create", "not in the sandbox's default seed (cli/tests/real_cluster.rs creates it there): a CRD; start.sh waits for it to be Established")
 for n, name, sec, dns in [("prod", "web-tls", "web-tls", ["shop.example.com", "www.shop.example.com"]), ("dev", "web-tls", "web-tls-dev", ["dev.shop.example.com"])]:
     add({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": name, "namespace": n, "labels": {"app": "web"}},
          "spec": {"secretName": sec, "commonName": dns[0], "dnsNames": dns, "duration": "2160h", "renewBefore": "360h",

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::catalog::{self, RESOURCES, ResourceDef};
+use crate::catalog::{ResourceDef, Served};
 use crate::negotiate::parse_accept;
 use crate::server::Reply;
 
@@ -94,19 +94,27 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
 }
 
 /// `APIGroupDiscoveryList` for `/api` (`core == true`) or `/apis`.
-pub fn aggregated(core: bool, version: &str) -> Value {
-    let items: Vec<Value> = catalog::groups()
+pub fn aggregated(served: &Served, core: bool, version: &str) -> Value {
+    let all = served.all();
+    let items: Vec<Value> = served
+        .groups()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
-        .map(|(group, ver)| {
-            let resources: Vec<Value> = RESOURCES
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
                 .iter()
-                .filter(|r| r.group == group)
-                .map(aggregated_resource)
+                .map(|ver| {
+                    let resources: Vec<Value> = all
+                        .iter()
+                        .filter(|(_, r)| r.group == group && r.version == *ver)
+                        .map(|(_, r)| aggregated_resource(r))
+                        .collect();
+                    json!({"version": ver, "resources": resources, "freshness": "Current"})
+                })
                 .collect();
             json!({
                 "metadata": {"name": group, "creationTimestamp": null},
-                "versions": [{"version": ver, "resources": resources, "freshness": "Current"}],
+                "versions": versions,
             })
         })
         .collect();
@@ -126,25 +134,29 @@ pub fn api_versions(server: &str) -> Value {
     })
 }
 
-fn group_doc(group: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+fn group_doc(group: &str, versions: &[&str]) -> Value {
+    let gv = |v: &&str| json!({"groupVersion": format!("{group}/{v}"), "version": v});
+    let list: Vec<Value> = versions.iter().map(gv).collect();
+    let preferred = list.first().cloned().unwrap_or(Value::Null);
+    json!({"name": group, "versions": list, "preferredVersion": preferred})
 }
 
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = catalog::groups()
+pub fn api_group_list(served: &Served) -> Value {
+    let groups: Vec<Value> = served
+        .groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
-        .map(|(g, v)| group_doc(g, v))
+        .map(|(g, v)| group_doc(g, &v))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-pub fn api_group(group: &str) -> Option<Value> {
-    let (g, v) = catalog::groups()
+pub fn api_group(served: &Served, group: &str) -> Option<Value> {
+    let (g, v) = served
+        .groups()
         .into_iter()
         .find(|(g, _)| *g == group && !g.is_empty())?;
-    let mut doc = group_doc(g, v);
+    let mut doc = group_doc(g, &v);
     if let Some(m) = doc.as_object_mut() {
         m.insert("kind".to_owned(), json!("APIGroup"));
         m.insert("apiVersion".to_owned(), json!("v1"));
@@ -153,14 +165,15 @@ pub fn api_group(group: &str) -> Option<Value> {
 }
 
 /// `APIResourceList` for one group version, subresources listed as `pods/log`.
-pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
-    if !catalog::serves_group_version(group, version) {
+pub fn api_resource_list(served: &Served, group: &str, version: &str) -> Option<Value> {
+    if !served.serves_group_version(group, version) {
         return None;
     }
     let mut resources = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
+    for (_, r) in served
+        .all()
+        .into_iter()
+        .filter(|(_, r)| r.group == group && r.version == version)
     {
         let mut v = json!({
             "name": r.plural,
@@ -204,95 +217,16 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
 }
 
 /// `GET /`: the paths the server serves.
-pub fn root() -> Reply {
+pub fn root(served: &Served) -> Reply {
     let mut paths = vec!["/api".to_owned(), "/api/v1".to_owned(), "/apis".to_owned()];
-    for (g, v) in catalog::groups().into_iter().filter(|(g, _)| !g.is_empty()) {
+    for (g, versions) in served.groups().into_iter().filter(|(g, _)| !g.is_empty()) {
         paths.push(format!("/apis/{g}"));
-        paths.push(format!("/apis/{g}/{v}"));
+        for v in versions {
+            paths.push(format!("/apis/{g}/{v}"));
+        }
     }
     paths.extend(["/healthz", "/livez", "/readyz", "/version"].map(str::to_owned));
     Reply::json(200, &json!({ "paths": paths }))
-}
-
-/// OpenAPI v3, reduced to what kubectl reads: the root lists one document per group version, and
-/// each document has a PATCH operation per kind that declares `fieldValidation`, so `kubectl
-/// apply` leaves validation to the server instead of demanding full schemas. No schemas are
-/// served: kubectl then builds strategic merge patches from its compiled-in types, which covers
-/// every kind here. OpenAPI v2 is not served.
-pub fn openapi(segments: &[&str]) -> Reply {
-    let not_found = || Reply::text(404, "404 page not found\n");
-    match segments {
-        ["openapi", "v3"] => {
-            let mut paths = serde_json::Map::new();
-            for (g, v) in catalog::groups() {
-                let rel = if g.is_empty() {
-                    format!("api/{v}")
-                } else {
-                    format!("apis/{g}/{v}")
-                };
-                paths.insert(
-                    rel.clone(),
-                    json!({"serverRelativeURL": format!("/openapi/v3/{rel}?hash={}", openapi_hash(g))}),
-                );
-            }
-            Reply::json(200, &json!({ "paths": paths }))
-        }
-        ["openapi", "v3", "api", v] => {
-            openapi_group_version("", v).map_or_else(not_found, |d| Reply::json(200, &d))
-        }
-        ["openapi", "v3", "apis", g, v] => {
-            openapi_group_version(g, v).map_or_else(not_found, |d| Reply::json(200, &d))
-        }
-        _ => not_found(),
-    }
-}
-
-fn openapi_hash(group: &str) -> String {
-    // Any stable string: clients use it only as a cache key.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in group.bytes().chain(MINOR.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016X}{h:016X}")
-}
-
-fn openapi_group_version(group: &str, version: &str) -> Option<Value> {
-    if !catalog::serves_group_version(group, version) {
-        return None;
-    }
-    let prefix = if group.is_empty() {
-        format!("/api/{version}")
-    } else {
-        format!("/apis/{group}/{version}")
-    };
-    let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    let mut paths = serde_json::Map::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
-        let path = if r.namespaced {
-            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-        } else {
-            format!("{prefix}/{}/{{name}}", r.plural)
-        };
-        paths.insert(
-            path,
-            json!({"patch": {
-                "operationId": format!("patch{}", r.kind),
-                "x-kubernetes-action": "patch",
-                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
-                "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation"), param("force")],
-                "responses": {"200": {"description": "OK"}},
-            }}),
-        );
-    }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": format!("v1.{MINOR}.1")},
-        "paths": paths,
-        "components": {"schemas": {}},
-    }))
 }
 
 fn aggregated_or(ctx: &Ctx<'_>, core: bool, legacy: Value) -> Reply {
@@ -300,7 +234,7 @@ fn aggregated_or(ctx: &Ctx<'_>, core: bool, legacy: Value) -> Reply {
         Some(v) => Reply::bytes(
             200,
             aggregated_content_type(v),
-            crate::json::ordered(&aggregated(core, v)),
+            crate::json::ordered(&aggregated(&ctx.served, core, v)),
         ),
         None => Reply::json(200, &legacy),
     }
@@ -314,20 +248,20 @@ pub fn core_groups(ctx: &Ctx<'_>) -> Reply {
 
 /// `GET /apis`.
 pub fn named_groups(ctx: &Ctx<'_>) -> Reply {
-    aggregated_or(ctx, false, api_group_list())
+    aggregated_or(ctx, false, api_group_list(&ctx.served))
 }
 
 /// `GET /apis/<group>`.
-pub fn group(group: &str) -> Reply {
-    match api_group(group) {
+pub fn group(served: &Served, group: &str) -> Reply {
+    match api_group(served, group) {
         Some(doc) => Reply::json(200, &doc),
         None => Reply::text(404, "404 page not found\n"),
     }
 }
 
 /// `GET /api/v1`, `GET /apis/<group>/<version>`.
-pub fn resources(group: &str, version: &str) -> Reply {
-    match api_resource_list(group, version) {
+pub fn resources(served: &Served, group: &str, version: &str) -> Reply {
+    match api_resource_list(served, group, version) {
         Some(doc) => Reply::json(200, &doc),
         None => Reply::text(404, "404 page not found\n"),
     }
@@ -342,9 +276,24 @@ mod tests {
         let a = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
         assert_eq!(aggregated_version(Some(a)), Some("v2"));
         assert_eq!(aggregated_version(Some("application/json, */*")), None);
-        let core = aggregated(true, "v2");
+        let served = Served::default();
+        let core = aggregated(&served, true, "v2");
         assert_eq!(core["items"].as_array().map(Vec::len), Some(1));
-        let apis = aggregated(false, "v2");
-        assert_eq!(apis["items"].as_array().map(Vec::len), Some(2));
+        let apis = aggregated(&served, false, "v2");
+        let names: Vec<&str> = apis["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "apps",
+                "rbac.authorization.k8s.io",
+                "apiextensions.k8s.io",
+                "authorization.k8s.io"
+            ]
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Routing: the request target is decoded and split as the API server's RequestInfoFactory does,
 //! then dispatched to discovery, a resource verb, or a subresource.
 
+mod authz;
 mod discovery;
+mod openapi;
 pub(crate) mod read;
 mod subresources;
 mod write;
@@ -12,7 +14,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method};
 
-use crate::catalog::{self, ResourceDef};
+use crate::catalog::{self, ResourceDef, Served};
 use crate::query::{Query, percent_decode};
 use crate::server::{Reply, State};
 use crate::status::ApiError;
@@ -24,6 +26,8 @@ pub struct Ctx<'a> {
     pub headers: &'a HeaderMap,
     pub query: Query,
     pub body: Bytes,
+    /// The resources served at the time of the request, custom ones included.
+    pub served: Served,
 }
 
 impl Ctx<'_> {
@@ -64,28 +68,33 @@ pub async fn dispatch(state: &Arc<State>, parts: &Parts, body: Bytes) -> Reply {
     let Some(path) = percent_decode(parts.uri.path(), false) else {
         return Reply::text(400, "400 Bad Request");
     };
+    let served = {
+        let store = state.store.lock();
+        state.crds.served(&store)
+    };
     let ctx = Ctx {
         state,
         method: &parts.method,
         headers: &parts.headers,
         query: Query::parse(parts.uri.query()),
         body,
+        served,
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let segs: &[&str] = if segs == [""] { &[] } else { &segs };
     let result = match segs {
-        [] => Ok(discovery::root()),
+        [] => Ok(discovery::root(&ctx.served)),
         ["version"] => Ok(Reply::json(200, &discovery::version())),
         [probe, ..] if ["healthz", "livez", "readyz"].contains(probe) => Ok(Reply::text(200, "ok")),
-        ["openapi", ..] => Ok(discovery::openapi(segs)),
+        ["openapi", ..] => Ok(openapi::serve(&ctx, segs)),
         ["api"] => Ok(discovery::core_groups(&ctx)),
         ["apis"] => Ok(discovery::named_groups(&ctx)),
-        ["apis", group] => Ok(discovery::group(group)),
-        ["api", "v1"] => Ok(discovery::resources("", "v1")),
-        ["apis", group, version] => Ok(discovery::resources(group, version)),
+        ["apis", group] => Ok(discovery::group(&ctx.served, group)),
+        ["api", "v1"] => Ok(discovery::resources(&ctx.served, "", "v1")),
+        ["apis", group, version] => Ok(discovery::resources(&ctx.served, group, version)),
         ["api", "v1", rest @ ..] => resource(&ctx, "", "v1", rest).await,
         ["apis", group, version, rest @ ..] => {
-            if catalog::serves_group_version(group, version) {
+            if ctx.served.serves_group_version(group, version) {
                 resource(&ctx, group, version, rest).await
             } else {
                 Ok(not_found_page())
@@ -98,7 +107,7 @@ pub async fn dispatch(state: &Arc<State>, parts: &Parts, body: Bytes) -> Reply {
 
 /// Split the path after `/api/v1` or `/apis/<g>/<v>` into a [`Target`] (steps 6 to 8 of
 /// RequestInfoFactory), or the 404 the API server's router gives.
-fn target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+fn target(served: &Served, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
     let (watch_prefix, rest) = match rest {
         ["watch", more @ ..] if !more.is_empty() => (true, more),
         other => (false, other),
@@ -128,7 +137,9 @@ fn target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError>
         ),
         [] => return Err(ApiError::no_route()),
     };
-    let (index, def) = catalog::find(group, version, resource).ok_or_else(ApiError::no_route)?;
+    let (index, def) = served
+        .find(group, version, resource)
+        .ok_or_else(ApiError::no_route)?;
     let scoped_wrong = if def.namespaced {
         namespace.is_none() && name.is_some()
     } else {
@@ -156,7 +167,10 @@ async fn resource(
     version: &str,
     rest: &[&str],
 ) -> Result<Reply, ApiError> {
-    let t = target(group, version, rest)?;
+    let t = target(&ctx.served, group, version, rest)?;
+    if t.def.group == catalog::AUTHORIZATION {
+        return authz::handle(ctx, &t);
+    }
     if t.subresource.is_some() {
         return subresources::handle(ctx, &t).await;
     }
@@ -188,7 +202,14 @@ mod tests {
 
     #[test]
     fn targets_as_request_info_splits_them() {
-        let t = target("", "v1", &["namespaces", "dev", "pods", "web", "log"]).ok();
+        let served = Served::default();
+        let t = target(
+            &served,
+            "",
+            "v1",
+            &["namespaces", "dev", "pods", "web", "log"],
+        )
+        .ok();
         let t = t.map(|t| (t.def.plural, t.namespace, t.name, t.subresource));
         assert_eq!(
             t,
@@ -199,17 +220,25 @@ mod tests {
                 Some("log".into())
             ))
         );
-        let ns = target("", "v1", &["namespaces", "dev"]).ok();
+        let ns = target(&served, "", "v1", &["namespaces", "dev"]).ok();
         assert_eq!(
             ns.map(|t| (t.def.plural, t.namespace, t.name)),
             Some(("namespaces", None, Some("dev".into())))
         );
-        let st = target("", "v1", &["namespaces", "dev", "status"]).ok();
+        let st = target(&served, "", "v1", &["namespaces", "dev", "status"]).ok();
         assert_eq!(st.and_then(|t| t.subresource), Some("status".into()));
-        assert!(target("", "v1", &["pods", "web"]).is_err());
-        assert!(target("", "v1", &["namespaces", "dev", "namespaces", "x"]).is_err());
-        assert!(target("", "v1", &["namespaces", "dev", "pods", "web", "bogus"]).is_err());
-        let w = target("", "v1", &["watch", "namespaces", "dev", "pods"]).ok();
+        assert!(target(&served, "", "v1", &["pods", "web"]).is_err());
+        assert!(target(&served, "", "v1", &["namespaces", "dev", "namespaces", "x"]).is_err());
+        assert!(
+            target(
+                &served,
+                "",
+                "v1",
+                &["namespaces", "dev", "pods", "web", "bogus"]
+            )
+            .is_err()
+        );
+        let w = target(&served, "", "v1", &["watch", "namespaces", "dev", "pods"]).ok();
         assert_eq!(w.map(|t| t.watch_prefix), Some(true));
     }
 }

@@ -24,6 +24,18 @@ fn yaml(value: &Value) -> Result<Reply, ApiError> {
     Ok(Reply::bytes(200, "application/yaml", text.into_bytes()))
 }
 
+/// A custom object read at another served version than it was written at: the same object, with
+/// that version's `apiVersion` (CRDs' `None` conversion).
+pub fn at_version(def: &ResourceDef, object: &Value) -> Option<Value> {
+    let av = def.api_version();
+    if !def.is_custom() || object.get("apiVersion").and_then(Value::as_str) == Some(av.as_str()) {
+        return None;
+    }
+    let mut o = object.clone();
+    o["apiVersion"] = json!(av);
+    Some(o)
+}
+
 /// One object in the representation asked for.
 pub fn render_one(
     output: Output,
@@ -31,6 +43,8 @@ pub fn render_one(
     object: &Value,
     include: Include,
 ) -> Result<Reply, ApiError> {
+    let converted = at_version(def, object);
+    let object = converted.as_ref().unwrap_or(object);
     let body = match output {
         Output::Json => return Ok(Reply::json(200, object)),
         Output::Yaml => return yaml(object),

@@ -149,7 +149,7 @@ fn status(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         (None, None) => old.clone(),
     };
     check_type(&mut source, t.def.kind, &av)?;
-    validate::decode(t.def.kind, &av, &mut source, opts.validation)?;
+    write::decode_for(ctx, t, &mut source, opts.validation)?;
     let mut new = old.clone();
     if let Some(m) = new.as_object_mut() {
         match source.get("status") {
@@ -171,7 +171,7 @@ fn status(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         &opts,
         "Update",
         Some("status"),
-        None,
+        write::Fields::Changed,
     )?;
     Ok(Reply::json(200, &updated))
 }
@@ -271,7 +271,7 @@ fn scale_write(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         &opts,
         "Update",
         Some("scale"),
-        None,
+        write::Fields::Changed,
     )?;
     Ok(Reply::json(200, &scale_of(&updated)))
 }
@@ -282,6 +282,10 @@ fn token(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let opts = write_opts(ctx)?;
     let av = "authentication.k8s.io/v1";
     let mut req = body_object(ctx, "TokenRequest", av)?;
+    // The request's status is the server's to fill (protobuf bodies carry an empty one).
+    if let Some(m) = req.as_object_mut() {
+        m.remove("status");
+    }
     validate::decode("TokenRequest", av, &mut req, opts.validation)?;
     let sa = object(ctx, t)?;
     let name = t.name.as_deref().unwrap_or("");

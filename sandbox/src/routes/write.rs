@@ -8,12 +8,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::catalog::{self, ResourceDef};
+use crate::crd;
 use crate::defaults;
 use crate::fields;
 use crate::negotiate::{self, BodyFormat, PatchType};
 use crate::patch::{self, PatchError};
 use crate::protobuf;
 use crate::server::{Reply, State};
+use crate::ssa;
 use crate::status::{self, ApiError, FieldError};
 use crate::store::{Inner, Key};
 use crate::time;
@@ -235,6 +237,14 @@ fn create_object(
     Ok(store.put(key, obj))
 }
 
+/// Who gets which fields on an update-like write.
+pub enum Fields {
+    /// The writer gets the fields it changed, taking them from other managers (`Update`).
+    Changed,
+    /// `managedFields` on the new object were already worked out by server-side apply.
+    Applied,
+}
+
 /// The second half of every update-like write: concurrency check, server-owned fields,
 /// defaults, validation, no-op detection, managed fields, finalizers, storage.
 #[allow(clippy::too_many_arguments)]
@@ -247,7 +257,7 @@ pub fn commit_update(
     opts: &WriteOpts,
     operation: &str,
     subresource: Option<&str>,
-    fields_override: Option<Value>,
+    fields_mode: Fields,
 ) -> Result<Value, ApiError> {
     let name = meta_str(old, "name").unwrap_or("").to_owned();
     let old_rv = meta_str(old, "resourceVersion").unwrap_or("").to_owned();
@@ -288,16 +298,19 @@ pub fn commit_update(
         // A no-op write changes nothing, not even the resourceVersion.
         return Ok(old.clone());
     }
-    let set = fields_override.unwrap_or_else(|| fields::changed_fields(Some(old), &new));
-    fields::record(
-        &mut new,
-        &opts.manager,
-        operation,
-        &t.def.api_version(),
-        subresource,
-        set,
-        &now,
-    );
+    if let Fields::Changed = fields_mode {
+        let set = fields::changed_fields(Some(old), &new);
+        ssa::take_over(&mut new, old, &opts.manager, subresource);
+        fields::record(
+            &mut new,
+            &opts.manager,
+            operation,
+            &t.def.api_version(),
+            subresource,
+            set,
+            &now,
+        );
+    }
     set_meta(&mut new, "resourceVersion", json!(old_rv));
     if opts.dry_run {
         return Ok(new);
@@ -308,7 +321,7 @@ pub fn commit_update(
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    if deleting && !finalizers_left && t.def.kind != "Namespace" {
+    if deleting && !finalizers_left && !is(t.def, "Namespace") {
         // The last finalizer is gone: the pending deletion completes.
         store.put(key.clone(), new);
         return Ok(store.remove(&key).unwrap_or(Value::Null));
@@ -316,21 +329,76 @@ pub fn commit_update(
     Ok(store.put(key, new))
 }
 
+/// Whether `def` is the built-in `kind` (a custom resource may reuse a built-in kind's name).
+fn is(def: &ResourceDef, kind: &str) -> bool {
+    def.kind == kind && !def.is_custom()
+}
+
+/// Decode a body as the endpoint's kind: built-in kinds through their typed structs, custom
+/// resources through their CRD version's schema (unknown fields pruned with a warning, or a 400
+/// under `Strict`; wrong types a 422).
+pub fn decode_for(
+    ctx: &Ctx<'_>,
+    t: &Target,
+    obj: &mut Value,
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let Some(custom) = ctx.served.custom(t.def) else {
+        return validate::decode(t.def.kind, &t.def.api_version(), obj, mode);
+    };
+    let Some(schema) = &custom.schema else {
+        return Ok(Vec::new());
+    };
+    let (unknown, wrong) = crd::check(obj, schema);
+    if !wrong.is_empty() {
+        let name = meta_str(obj, "name").or(t.name.as_deref()).unwrap_or("");
+        return Err(ApiError::invalid(t.def, name, wrong));
+    }
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field {p:?}"))
+        .collect();
+    match mode {
+        _ if messages.is_empty() => Ok(Vec::new()),
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{kind} in version {:?} cannot be handled as a {kind}: strict decoding error: {}",
+            t.def.version,
+            messages.join(", "),
+            kind = t.def.kind
+        ))),
+        FieldValidation::Warn => Ok(messages),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// What follows a create: a new CRD is soon established, as the API server's controllers do.
+fn created_hook(ctx: &Ctx<'_>, t: &Target, opts: &WriteOpts, created: &Value) {
+    if is(t.def, "CustomResourceDefinition") && !opts.dry_run {
+        crd::establish(
+            ctx.state.clone(),
+            meta_str(created, "name").unwrap_or("").to_owned(),
+            meta_str(created, "uid").unwrap_or("").to_owned(),
+        );
+    }
+}
+
 /// Kinds whose PUT creates a missing object (`AllowCreateOnUpdate` in their registries).
 fn creates_on_update(def: &ResourceDef) -> bool {
-    matches!(
-        def.kind,
-        "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" | "Event"
-    )
+    !def.is_custom()
+        && matches!(
+            def.kind,
+            "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" | "Event"
+        )
 }
 
 pub fn create(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let opts = write_opts(ctx)?;
     let av = t.def.api_version();
     let mut obj = body_object(ctx, t.def.kind, &av)?;
-    let warnings = validate::decode(t.def.kind, &av, &mut obj, opts.validation)?;
+    let warnings = decode_for(ctx, t, &mut obj, opts.validation)?;
     let mut store = ctx.state.store.lock();
     let created = create_object(ctx.state, &mut store, t, obj, &opts, "Update", None)?;
+    created_hook(ctx, t, &opts, &created);
     Ok(Reply::json(201, &created).with_warnings(&warnings))
 }
 
@@ -339,7 +407,7 @@ pub fn update(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let av = t.def.api_version();
     let name = t.name.clone().unwrap_or_default();
     let mut obj = body_object(ctx, t.def.kind, &av)?;
-    let warnings = validate::decode(t.def.kind, &av, &mut obj, opts.validation)?;
+    let warnings = decode_for(ctx, t, &mut obj, opts.validation)?;
     if meta_str(&obj, "name").is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -357,7 +425,15 @@ pub fn update(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         None => Err(ApiError::not_found(t.def, &name)),
         Some(old) => {
             let updated = commit_update(
-                ctx.state, &mut store, t, &old, obj, &opts, "Update", None, None,
+                ctx.state,
+                &mut store,
+                t,
+                &old,
+                obj,
+                &opts,
+                "Update",
+                None,
+                Fields::Changed,
             )?;
             Ok(Reply::json(200, &updated).with_warnings(&warnings))
         }
@@ -411,6 +487,18 @@ pub fn patch(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
     let name = t.name.clone().unwrap_or_default();
     let av = t.def.api_version();
     let mut applied_fields = None;
+    let force = ctx.query.flag("force");
+    if force && ptype != PatchType::Apply {
+        return Err(ApiError::invalid_kind(
+            "PatchOptions",
+            "meta.k8s.io",
+            "",
+            vec![FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )],
+        ));
+    }
     if ptype == PatchType::Apply {
         if !opts.explicit_manager {
             return Err(ApiError::invalid_kind(
@@ -435,7 +523,7 @@ pub fn patch(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
             }
         }
         check_type(&mut doc, t.def.kind, &av)?;
-        validate::decode(t.def.kind, &av, &mut doc, opts.validation)?;
+        decode_for(ctx, t, &mut doc, opts.validation)?;
         if meta_str(&doc, "name").is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -443,7 +531,7 @@ pub fn patch(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
             )));
         }
         set_meta(&mut doc, "name", json!(name));
-        applied_fields = Some(fields::changed_fields(None, &doc));
+        applied_fields = Some(ssa::to_v1(&ssa::applied_set(&doc)));
     }
     let mut store = ctx.state.store.lock();
     let Some(old) = store.get(&t.key(&name)).cloned() else {
@@ -457,6 +545,7 @@ pub fn patch(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
                 "Apply",
                 applied_fields,
             )?;
+            created_hook(ctx, t, &opts, &created);
             return Ok(Reply::json(201, &created));
         }
         return Err(ApiError::not_found(t.def, &name));
@@ -471,22 +560,18 @@ pub fn patch(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         apply_patch(ptype, &old, &doc)?
     };
     check_type(&mut patched, t.def.kind, &av)?;
-    let warnings = validate::decode(t.def.kind, &av, &mut patched, opts.validation)?;
-    let operation = if ptype == PatchType::Apply {
-        "Apply"
+    let warnings = decode_for(ctx, t, &mut patched, opts.validation)?;
+    let (operation, mode) = if ptype == PatchType::Apply {
+        let set = ssa::applied_set(&doc);
+        let now = time::rfc3339(time::now());
+        let managed = ssa::apply(&old, &patched, &opts.manager, &av, &set, force, &now)?;
+        set_meta(&mut patched, "managedFields", managed);
+        ("Apply", Fields::Applied)
     } else {
-        "Update"
+        ("Update", Fields::Changed)
     };
     let updated = commit_update(
-        ctx.state,
-        &mut store,
-        t,
-        &old,
-        patched,
-        &opts,
-        operation,
-        None,
-        applied_fields,
+        ctx.state, &mut store, t, &old, patched, &opts, operation, None, mode,
     )?;
     Ok(Reply::json(200, &updated).with_warnings(&warnings))
 }
@@ -562,8 +647,8 @@ fn finalize_namespace(state: Arc<State>, ns: String) {
     tokio::spawn(async move {
         tokio::time::sleep(NAMESPACE_FINALIZE_DELAY).await;
         let mut store = state.store.lock();
-        let contents =
-            store.keys_where(|k| k.1 == ns && catalog::by_index(k.0).is_some_and(|d| d.namespaced));
+        let served = state.crds.served(&store);
+        let contents = store.keys_where(|k| k.1 == ns && served.namespaced(k.0));
         for key in contents {
             store.remove(&key);
         }
@@ -581,7 +666,7 @@ fn delete_one(
     opts: &DeleteOpts,
 ) -> Value {
     let now = time::rfc3339(time::now());
-    if t.def.kind == "Namespace" {
+    if is(t.def, "Namespace") {
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             return old.clone();
         }
@@ -595,6 +680,26 @@ fn delete_one(
         }
         let stored = store.put(key.clone(), marked);
         finalize_namespace(state.clone(), key.2.clone());
+        return stored;
+    }
+    if is(t.def, "CustomResourceDefinition") {
+        // Its objects go first (the cleanup finalizer), then the CRD itself.
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return old.clone();
+        }
+        let mut marked = old.clone();
+        set_meta(&mut marked, "deletionTimestamp", json!(now));
+        set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
+        crd::mark_deleted(&mut marked, &now);
+        if opts.dry_run {
+            return marked;
+        }
+        let stored = store.put(key.clone(), marked);
+        crd::clean_up(
+            state.clone(),
+            key.2.clone(),
+            meta_str(&stored, "uid").unwrap_or("").to_owned(),
+        );
         return stored;
     }
     let has_finalizers = old
@@ -618,7 +723,7 @@ fn delete_one(
         return old.clone();
     }
     let removed = store.remove(key).unwrap_or_else(|| old.clone());
-    if t.def.kind == "Deployment" && !opts.orphan {
+    if is(t.def, "Deployment") && !opts.orphan {
         cascade_deployment(store, &removed);
     }
     removed
@@ -664,7 +769,7 @@ pub fn delete(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         .cloned()
         .ok_or_else(|| ApiError::not_found(t.def, &name))?;
     check_preconditions(t, &old, &opts)?;
-    let pending = t.def.kind == "Namespace"
+    let pending = is(t.def, "Namespace")
         || old
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
