@@ -222,6 +222,17 @@ export interface ApprovalRequest {
   rule: string | null
   /** The policy's reason. */
   reason: string
+  /**
+   * The agent's own reason for the request (its `X-Kubeleash-Reason` header: printable, at
+   * most 500 characters, masked). The agent wrote it: it explains, it proves nothing.
+   */
+  agentReason: string | null
+  /**
+   * What the API server says the write would do: the same request sent with `dryRun=All`,
+   * compared with the live object, both masked. `null` for a request that changes no object
+   * (reads, subresources such as `token`, exec) and when the API server could not be asked.
+   */
+  dryRun: DryRun | null
 }
 
 /**
@@ -256,6 +267,39 @@ export interface Attributes {
  * is not canonical.
  */
 export declare function classify(method: string, target: string, headers?: Record<string, string | string[]> | Array<[string, string]> | null): Attributes
+
+/** The API server's own account of a held write, asked before the approver is. */
+export interface DryRun {
+  /** The dry run's HTTP status. */
+  status: number
+  /**
+   * Why the API server would refuse the write (its `Status` message, masked); absent when
+   * it would accept it.
+   */
+  rejected?: string
+  /**
+   * Each difference from the live object (none for a create) to the result (none for a
+   * delete), as the masker shows them.
+   */
+  changes: Array<DryRunChange>
+  /**
+   * The same changes as lines to read: `~ data.k: v -> w`, `+ path: value`, `- path: value`,
+   * `~ path: changed (masked)`.
+   */
+  diff: string
+}
+
+/** One difference a held write makes, as the masker shows it. */
+export interface DryRunChange {
+  /** Where: keys joined by `.`, list items as `[n]` (`data.k`, `spec.containers[0].image`). */
+  path: string
+  /** The value before; absent when the write adds the field. */
+  before?: any
+  /** The value after; absent when the write removes the field. */
+  after?: any
+  /** The value is masked on a side: what is shown says only that it changed. */
+  masked: boolean
+}
 
 /** A request to decide. */
 export interface EvaluateInput {

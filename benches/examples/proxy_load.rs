@@ -3,13 +3,16 @@
 //! `kubectl proxy`), interleaved in rounds so that the machine's noise falls on all of them alike.
 //!
 //! ```text
-//! proxy_load --target direct=http://127.0.0.1:A --target kubeleash=http://127.0.0.1:B ...
+//! proxy_load --target direct=http://127.0.0.1:A --target kubeleash=https://127.0.0.1:B ...
 //!            [--connections 32] [--seconds 4] [--rounds 3] [--sequential 2000] [--path PATH]...
-//!            [--bearer-file NAME=FILE]...
+//!            [--bearer-file NAME=FILE]... [--ca-file NAME=FILE]...
 //! ```
 //!
 //! `--bearer-file` gives the bearer token an endpoint requires (`kubeleash proxy` with a fixed
-//! identity requires the token it writes with `--agent-token-file`).
+//! identity requires the token it writes with `--agent-token-file`). An `https://` endpoint is
+//! reached over TLS (rustls, ring) trusting only the CA in its `--ca-file` (`kubeleash proxy`
+//! writes the CA it makes at start with `--agent-ca-file`); each connection does one handshake and
+//! is then kept alive, as kubectl's are.
 //!
 //! The mix, in turn on every connection: GET one pod, list the pods of `dev`, GET the secret
 //! `dev/db-credentials` (masked through kubeleash); `--path` (repeatable) replaces the mix, to
@@ -37,11 +40,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 struct Target {
     name: String,
     authority: String,
+    https: bool,
 }
 
 struct Options {
@@ -56,7 +63,7 @@ struct Options {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: proxy_load --target NAME=http://127.0.0.1:PORT... [--connections N] [--seconds S] [--rounds R] [--sequential N] [--path PATH]... [--bearer-file NAME=FILE]..."
+        "usage: proxy_load --target NAME=http[s]://127.0.0.1:PORT... [--connections N] [--seconds S] [--rounds R] [--sequential N] [--path PATH]... [--bearer-file NAME=FILE]... [--ca-file NAME=FILE]..."
     );
     std::process::exit(2)
 }
@@ -71,6 +78,7 @@ fn options() -> Options {
         paths: Vec::new(),
     };
     let mut bearers: HashMap<String, String> = HashMap::new();
+    let mut cas: HashMap<String, String> = HashMap::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -80,12 +88,17 @@ fn options() -> Options {
                 let Some((name, url)) = v.split_once('=') else {
                     usage()
                 };
-                let Some(authority) = url.strip_prefix("http://") else {
-                    usage()
+                let (authority, https) = match url.strip_prefix("https://") {
+                    Some(a) => (a, true),
+                    None => (
+                        url.strip_prefix("http://").unwrap_or_else(|| usage()),
+                        false,
+                    ),
                 };
                 o.targets.push(Target {
                     name: name.to_string(),
                     authority: authority.trim_end_matches('/').to_string(),
+                    https,
                 });
             }
             "--connections" => o.connections = value().parse().unwrap_or_else(|_| usage()),
@@ -104,6 +117,17 @@ fn options() -> Options {
                 };
                 bearers.insert(name.to_string(), token.trim().to_string());
             }
+            "--ca-file" => {
+                let v = value();
+                let Some((name, file)) = v.split_once('=') else {
+                    usage()
+                };
+                let Ok(pem) = std::fs::read_to_string(file) else {
+                    eprintln!("proxy_load: cannot read the CA file {file}");
+                    usage()
+                };
+                cas.insert(name.to_string(), pem);
+            }
             _ => usage(),
         }
     }
@@ -113,6 +137,18 @@ fn options() -> Options {
         .filter_map(|t| Some((t.authority.clone(), bearers.get(&t.name)?.clone())))
         .collect();
     let _ = BEARERS.set(by_authority);
+    let mut tls = HashMap::new();
+    for t in o.targets.iter().filter(|t| t.https) {
+        let Some(pem) = cas.get(&t.name) else {
+            eprintln!(
+                "proxy_load: {} is https: give its CA with --ca-file {}=FILE",
+                t.name, t.name
+            );
+            usage()
+        };
+        tls.insert(t.authority.clone(), tls_connector(pem));
+    }
+    let _ = TLS.set(tls);
     if o.targets.is_empty() || o.connections == 0 || o.rounds == 0 {
         usage()
     }
@@ -123,6 +159,25 @@ type Sender = SendRequest<Empty<Bytes>>;
 
 /// The bearer token each endpoint (by authority) requires, if any.
 static BEARERS: OnceLock<HashMap<String, String>> = OnceLock::new();
+
+/// The TLS client of each https endpoint (by authority).
+static TLS: OnceLock<HashMap<String, TlsConnector>> = OnceLock::new();
+
+/// A TLS client that trusts the CA in `pem` alone, HTTP/1.1 by ALPN.
+fn tls_connector(pem: &str) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(std::sync::Arc::new(config))
+}
 
 /// A GET of `path` on `authority`, with the endpoint's bearer token if it needs one.
 fn get(authority: &str, path: &str) -> http::Request<Empty<Bytes>> {
@@ -138,6 +193,18 @@ fn get(authority: &str, path: &str) -> http::Request<Empty<Bytes>> {
 async fn connect(authority: &str) -> Sender {
     let stream = TcpStream::connect(authority).await.unwrap();
     stream.set_nodelay(true).unwrap();
+    if let Some(tls) = TLS.get().and_then(|m| m.get(authority)) {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        let name = ServerName::try_from(host.to_string()).unwrap();
+        let stream = tls.connect(name, stream).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return sender;
+    }
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();

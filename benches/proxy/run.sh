@@ -13,10 +13,15 @@
 # added latency as well as for throughput.
 #
 # Endpoints: `direct` (the sandbox), `kubeleash` (examples/agent-policy.yaml, enforcing and
-# masking), `kubeleash-record` (the same, recording every request), `kubectl-proxy` (skipped,
-# with a note, when kubectl is not installed), and with KUBELEASH_BASELINE_BIN=/path/to/kubeleash
-# (an older build, say) `baseline`: that binary's proxy with the same flags, measured in the
-# same rounds.
+# masking, over HTTPS: its default, with the CA it makes at start, which the load generator
+# trusts alone, and its token as a bearer header), `kubeleash-record` (the same, recording every
+# request), `kubeleash-plain` (the first with --plain-http: what TLS costs), `kubectl-proxy`
+# (plain HTTP, as kubectl proxy serves; skipped, with a note, when kubectl is not installed), and
+# with KUBELEASH_BASELINE_BIN=/path/to/kubeleash (an older build, say) `baseline`: that binary's
+# proxy with the same flags, measured in the same rounds (HTTPS if it serves HTTPS).
+#
+# The load generator keeps its connections alive, as kubectl does: a TLS handshake per
+# connection, not per request.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -82,30 +87,47 @@ EOF
 fi
 PROXY_ARGS=(proxy --policy examples/agent-policy.yaml --kubeconfig "$WORK/operator.kubeconfig"
     --listen 127.0.0.1:0 --user agent-1 --group ai-agents)
-# Each proxy writes the bearer token it requires; the load generator presents it.
-start kubeleash 'listening on' "$BIN" "${PROXY_ARGS[@]}" --agent-token-file "$WORK/kubeleash.token"
+# Each proxy writes the bearer token it requires, and (HTTPS) the CA it made; the load generator
+# presents the one and trusts the other.
+start kubeleash 'listening on https://' "$BIN" "${PROXY_ARGS[@]}" \
+    --agent-token-file "$WORK/kubeleash.token" --agent-ca-file "$WORK/kubeleash.ca"
 KUBELEASH=$ADDR
-start kubeleash-record 'listening on' "$BIN" "${PROXY_ARGS[@]}" --record "$WORK/record.jsonl" \
-    --agent-token-file "$WORK/kubeleash-record.token"
+start kubeleash-record 'listening on https://' "$BIN" "${PROXY_ARGS[@]}" --record "$WORK/record.jsonl" \
+    --agent-token-file "$WORK/kubeleash-record.token" --agent-ca-file "$WORK/kubeleash-record.ca"
 RECORDING=$ADDR
+start kubeleash-plain 'listening on http://' "$BIN" "${PROXY_ARGS[@]}" --plain-http \
+    --agent-token-file "$WORK/kubeleash-plain.token"
+PLAIN=$ADDR
 BASELINE_TARGETS=()
 if [ -n "${KUBELEASH_BASELINE_BIN:-}" ]; then
-    # Builds from before the proxy token (issue 12) take no --agent-token-file and need none.
-    if "$KUBELEASH_BASELINE_BIN" proxy --help | grep -q -- --agent-token-file; then
+    BASELINE_HELP=$("$KUBELEASH_BASELINE_BIN" proxy --help)
+    if grep -q -- --plain-http <<<"$BASELINE_HELP"; then
+        # Builds that serve HTTPS by default.
+        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}" \
+            --agent-token-file "$WORK/baseline.token" --agent-ca-file "$WORK/baseline.ca"
+        BASELINE_TARGETS=(--target "baseline=https://$ADDR"
+            --bearer-file "baseline=$WORK/baseline.token" --ca-file "baseline=$WORK/baseline.ca")
+    elif grep -q -- --agent-token-file <<<"$BASELINE_HELP"; then
+        # Plain HTTP, with the proxy token (issue 12).
         start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}" \
             --agent-token-file "$WORK/baseline.token"
         BASELINE_TARGETS=(--target "baseline=http://$ADDR"
             --bearer-file "baseline=$WORK/baseline.token")
     else
+        # Builds from before the proxy token take no --agent-token-file and need none.
         start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}"
         BASELINE_TARGETS=(--target "baseline=http://$ADDR")
     fi
 fi
 
-TARGETS=(--target "kubeleash=http://$KUBELEASH"
-    --target "kubeleash-record=http://$RECORDING"
+TARGETS=(--target "kubeleash=https://$KUBELEASH"
+    --target "kubeleash-record=https://$RECORDING"
+    --target "kubeleash-plain=http://$PLAIN"
     --bearer-file "kubeleash=$WORK/kubeleash.token"
-    --bearer-file "kubeleash-record=$WORK/kubeleash-record.token" "${BASELINE_TARGETS[@]}")
+    --bearer-file "kubeleash-record=$WORK/kubeleash-record.token"
+    --bearer-file "kubeleash-plain=$WORK/kubeleash-plain.token"
+    --ca-file "kubeleash=$WORK/kubeleash.ca"
+    --ca-file "kubeleash-record=$WORK/kubeleash-record.ca" "${BASELINE_TARGETS[@]}")
 KUBECTL_PROXY=()
 if command -v kubectl >/dev/null; then
     mkdir -p "$WORK/home"

@@ -1,6 +1,7 @@
 //! `kubeleash proxy`: the gateway for agents that run kubectl. The agent gets a kubeconfig that
-//! points here and holds no credential; the proxy holds the operator's, enforces the policy,
-//! holds privileged requests for a person, masks, and records.
+//! points here and holds no credential of the operator's, only the proxy's own token and the CA
+//! the proxy made at start for its HTTPS; the proxy holds the operator's credential, enforces the
+//! policy, holds privileged requests for a person, masks, and records.
 //!
 //! A reload reaches open exec, attach, port-forward and proxy streams too: each is decided
 //! again and cut if the new policy no longer lets it through. What a client may cost is bounded
@@ -13,6 +14,7 @@ mod agent_config;
 mod limits;
 mod oidc;
 mod server;
+mod tls;
 mod tunnels;
 mod upstream_error;
 
@@ -22,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use kubeleash_core::policy::Identity;
-use kubeleash_tower::Mode;
+use kubeleash_tower::{ApprovalMode, Mode};
 use limits::Limits;
 
 pub use agent_config::write_private;
@@ -48,9 +50,15 @@ pub struct Args {
     /// The kubeconfig context to use.
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
-    /// Where to listen; loopback only.
+    /// Where to listen; loopback only. The proxy serves HTTPS there, with a CA and certificate
+    /// it makes at start (in memory; the agent's kubeconfig holds the CA), unless --plain-http.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8001")]
     listen: SocketAddr,
+    /// Serve plain HTTP instead of HTTPS, for clients that cannot do TLS. The agent's token then
+    /// crosses loopback in clear, and the agent's kubeconfig carries it in the server URL's path
+    /// (kubectl sends no credential to a plain-HTTP server), where `kubectl get --raw` drops it.
+    #[arg(long)]
+    plain_http: bool,
     /// Record every request to this file (hash-chained JSON Lines).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
@@ -75,16 +83,38 @@ pub struct Args {
     /// The claim holding the groups.
     #[arg(long, value_name = "NAME", default_value = "groups")]
     groups_claim: String,
-    /// Who approves held requests: `socket` (`kubeleash approvals ...`), `terminal`, or
-    /// `webhook=URL`. Without it, requests the policy holds are denied.
+    /// Who approves held requests: `socket` (`kubeleash approvals ...`), `terminal`,
+    /// `webhook=URL` (the answer is the webhook's response), or `chat=URL` (a Slack message is
+    /// posted to URL; the answer comes back as a signed callback, see --approvals-callback).
+    /// Without it, requests the policy holds are denied.
     #[arg(long, value_name = "HOW")]
     approvals: Option<String>,
+    /// With --approvals chat=URL: where to serve the signed answer callbacks, a loopback
+    /// address (127.0.0.1:PORT; port 0 picks one). Its URL is printed to stderr at start. The
+    /// shared secret comes from KUBELEASH_WEBHOOK_SECRET_FILE (or KUBELEASH_WEBHOOK_SECRET).
+    #[arg(long, value_name = "ADDR")]
+    approvals_callback: Option<SocketAddr>,
     /// The approvals socket (with --approvals socket).
     #[arg(long, value_name = "PATH")]
     approvals_socket: Option<PathBuf>,
     /// How long a held request waits for an answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     approval_timeout: u64,
+    /// Answer a held request at once instead of keeping it open, for agents whose HTTP clients
+    /// time out: 403 Forbidden naming its approval id (in the message, the Status details and
+    /// the X-Kubeleash-Approval-Id header) with Retry-After: SECONDS (default 10). The approver
+    /// is asked meanwhile; the identical request sent again gets the same answer until a person
+    /// answers, then goes through once if approved (an approval unused within
+    /// --approval-timeout expires), or is told the refusal and its reason.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "10",
+        requires = "approvals"
+    )]
+    approvals_nonblocking: Option<u64>,
     /// Enforce the policy, or only record what it would do.
     #[arg(long, value_enum, default_value = "enforce")]
     mode: ModeArg,
@@ -96,6 +126,11 @@ pub struct Args {
     /// --proxy-token-file FILE`, or for clients that send it as `Authorization: Bearer`.
     #[arg(long, value_name = "FILE")]
     agent_token_file: Option<PathBuf>,
+    /// Write the CA certificate that vouches for this proxy's HTTPS here (PEM; public), for
+    /// `kubeleash kubeconfig --certificate-authority FILE` or any client that takes a CA file.
+    /// The CA's private key is never written anywhere.
+    #[arg(long, value_name = "FILE", conflicts_with = "plain_http")]
+    agent_ca_file: Option<PathBuf>,
     /// The namespace the agent's kubeconfig works in.
     #[arg(long, value_name = "NAME", default_value = "default")]
     agent_namespace: String,
@@ -116,7 +151,40 @@ pub struct Args {
     shutdown_grace: u64,
 }
 
-fn approvals(a: &Args) -> Result<Approvals, String> {
+/// Who approves, as the flags say; the chat channel is started in the runtime.
+enum Chosen {
+    Ready(Approvals),
+    Chat { url: String, callback: SocketAddr },
+}
+
+fn approvals(a: &Args) -> Result<Chosen, String> {
+    let chat = a.approvals.as_deref().and_then(|w| w.strip_prefix("chat="));
+    match (chat, a.approvals_callback) {
+        (Some(url), Some(callback)) => {
+            return Ok(Chosen::Chat {
+                url: url.to_string(),
+                callback,
+            });
+        }
+        (Some(_), None) => {
+            return Err(
+                "--approvals chat=URL needs --approvals-callback 127.0.0.1:PORT, where the \
+                 signed answers come back"
+                    .into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err(
+                "--approvals-callback is for --approvals chat=URL; give that too, or drop it"
+                    .into(),
+            );
+        }
+        (None, None) => {}
+    }
+    approvals_ready(a).map(Chosen::Ready)
+}
+
+fn approvals_ready(a: &Args) -> Result<Approvals, String> {
     match a.approvals.as_deref() {
         None => Ok(Approvals::None),
         Some("socket") => Ok(Approvals::Socket(
@@ -129,7 +197,7 @@ fn approvals(a: &Args) -> Result<Approvals, String> {
             w.trim_start_matches("webhook=").to_string(),
         )),
         Some(other) => Err(format!(
-            "--approvals `{other}` is not socket, terminal or webhook=URL"
+            "--approvals `{other}` is not socket, terminal, webhook=URL or chat=URL"
         )),
     }
 }
@@ -163,6 +231,12 @@ pub fn run(a: Args) -> ExitCode {
         );
         return ExitCode::from(USAGE);
     }
+    if !a.plain_http && a.agent_kubeconfig.is_none() && a.agent_ca_file.is_none() {
+        eprintln!(
+            "error: the proxy serves HTTPS with a CA it makes at start, and the agent needs that CA to trust it; say where the agent gets it: --agent-kubeconfig FILE (a kubeconfig with the CA) or --agent-ca-file FILE (for `kubeleash kubeconfig --certificate-authority FILE`), or serve plain HTTP with --plain-http (for clients that cannot do TLS)"
+        );
+        return ExitCode::from(USAGE);
+    }
     let approvals = match approvals(&a) {
         Ok(x) => x,
         Err(e) => {
@@ -170,14 +244,17 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let config = ProxyConfig {
+    let mut config = ProxyConfig {
         policy: a.policy.clone(),
         kubeconfig: a.kubeconfig.clone(),
         context: a.context.clone(),
         listen: a.listen,
         record: a.record.clone(),
         identity,
-        approvals,
+        approvals: match &approvals {
+            Chosen::Ready(x) => x.clone(),
+            Chosen::Chat { .. } => Approvals::None,
+        },
         approval_timeout: Duration::from_secs(a.approval_timeout),
         mode: if a.mode == ModeArg::Audit {
             Mode::Audit
@@ -188,6 +265,18 @@ pub fn run(a: Args) -> ExitCode {
         agent_kubeconfig: a.agent_kubeconfig.clone(),
         agent_token_file: a.agent_token_file.clone(),
         agent_namespace: a.agent_namespace.clone(),
+        plain_http: a.plain_http,
+        agent_ca_file: a.agent_ca_file.clone(),
+    };
+    let approval_mode = match a.approvals_nonblocking {
+        None => ApprovalMode::Blocking,
+        Some(0) => {
+            eprintln!("error: --approvals-nonblocking=SECONDS must be at least 1");
+            return ExitCode::from(USAGE);
+        }
+        Some(n) => ApprovalMode::NonBlocking {
+            retry_after: Duration::from_secs(n),
+        },
     };
     if a.max_connections == 0 || a.header_timeout == 0 || a.body_timeout == 0 {
         eprintln!(
@@ -212,7 +301,22 @@ pub fn run(a: Args) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let proxy = match server::start_with(config, limits).await {
+        if let Chosen::Chat { url, callback } = &approvals {
+            match crate::approvals::ChatApprover::start(url, *callback).await {
+                Ok(chat) => {
+                    eprintln!(
+                        "kubeleash proxy: approval callbacks at {} (signed POSTs; see `kubeleash proxy --help`)",
+                        chat.callback_url()
+                    );
+                    config.approvals = Approvals::Custom(std::sync::Arc::new(chat));
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(USAGE);
+                }
+            }
+        }
+        let proxy = match server::start_with(config, limits, approval_mode).await {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -220,18 +324,30 @@ pub fn run(a: Args) -> ExitCode {
             }
         };
         println!("listening on {}", proxy.url());
+        let ca = a
+            .agent_ca_file
+            .as_ref()
+            .map(|f| format!(" --certificate-authority {}", f.display()))
+            .unwrap_or_default();
+        let oidc = a.oidc_issuer.is_some();
         match (&a.agent_kubeconfig, &a.agent_token_file) {
+            (Some(k), _) if oidc => eprintln!(
+                "kubeleash proxy: the agent's kubeconfig is {} (this proxy's URL and CA; add the agent's OIDC token as its user's tokenFile, or use `kubeleash kubeconfig --server {}{ca} --token-file FILE`)",
+                k.display(),
+                proxy.url()
+            ),
             (Some(k), _) => eprintln!(
-                "kubeleash proxy: the agent's kubeconfig is {} (it holds this proxy's token, valid until the proxy stops)",
-                k.display()
+                "kubeleash proxy: the agent's kubeconfig is {} (it holds this proxy's token{}, valid until the proxy stops)",
+                k.display(),
+                if a.plain_http { "" } else { " and CA" }
             ),
             (None, Some(t)) => eprintln!(
-                "kubeleash proxy: give the agent `kubeleash kubeconfig --server {} --proxy-token-file {}`",
+                "kubeleash proxy: give the agent `kubeleash kubeconfig --server {}{ca} --proxy-token-file {}`",
                 proxy.url(),
                 t.display()
             ),
             (None, None) => eprintln!(
-                "kubeleash proxy: give the agent `kubeleash kubeconfig --server {} --token-file FILE`, FILE holding its OIDC token",
+                "kubeleash proxy: give the agent `kubeleash kubeconfig --server {}{ca} --token-file FILE`, FILE holding its OIDC token",
                 proxy.url()
             ),
         }
@@ -250,47 +366,85 @@ pub struct KubeconfigArgs {
     /// the Python client send it over plain HTTP too).
     #[arg(long, value_name = "FILE", conflicts_with = "proxy_token_file")]
     token_file: Option<PathBuf>,
-    /// The file the proxy wrote its token to (`kubeleash proxy --agent-token-file`); the token
-    /// goes into the server URL, where kubectl sends it even over plain HTTP.
+    /// The file the proxy wrote its token to (`kubeleash proxy --agent-token-file`). For an
+    /// https server it is the user's token; for a plain-HTTP one (`--plain-http`) it goes into
+    /// the server URL, where kubectl sends it even over plain HTTP.
     #[arg(long, value_name = "FILE")]
     proxy_token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that vouches for the proxy's HTTPS: the file `kubeleash proxy
+    /// --agent-ca-file` wrote. It goes into the kubeconfig as `certificate-authority-data`.
+    #[arg(long, value_name = "FILE")]
+    certificate_authority: Option<PathBuf>,
     /// The namespace the agent works in by default.
     #[arg(long, value_name = "NAME", default_value = "default")]
     namespace: String,
+}
+
+/// The text of the file at `path`, if one is given, when `valid` accepts it; otherwise the
+/// error printed (`not_valid` says what is wrong with it) and the usage exit code.
+fn read_checked(
+    path: Option<&std::path::Path>,
+    valid: impl Fn(&str) -> bool,
+    not_valid: &str,
+) -> Result<Option<String>, ExitCode> {
+    let Some(f) = path else {
+        return Ok(None);
+    };
+    match std::fs::read_to_string(f) {
+        Ok(t) if valid(&t) => Ok(Some(t)),
+        Ok(_) => {
+            eprintln!("error: `{}` {not_valid}", f.display());
+            Err(ExitCode::from(USAGE))
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot read `{}`: {}",
+                f.display(),
+                e.to_string().to_lowercase()
+            );
+            Err(ExitCode::from(USAGE))
+        }
+    }
 }
 
 /// `kubeleash kubeconfig`: the agent's kubeconfig. It points at the proxy and holds no
 /// credential of the operator's; the agent's bearer is read from `--token-file` (the proxy's
 /// `--agent-token-file`, or the agent's OIDC token).
 pub fn kubeconfig(a: KubeconfigArgs) -> ExitCode {
-    let proxy_token = match &a.proxy_token_file {
-        None => None,
-        Some(f) => match std::fs::read_to_string(f) {
-            Ok(t) if is_proxy_token(t.trim()) => Some(t.trim().to_string()),
-            Ok(_) => {
-                eprintln!(
-                    "error: `{}` does not hold a kubeleash proxy token (kubeleash-, then 64 hex digits); pass the file `kubeleash proxy --agent-token-file` wrote",
-                    f.display()
-                );
-                return ExitCode::from(USAGE);
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: cannot read `{}`: {}",
-                    f.display(),
-                    e.to_string().to_lowercase()
-                );
-                return ExitCode::from(USAGE);
-            }
-        },
+    let proxy_token = match read_checked(
+        a.proxy_token_file.as_deref(),
+        |t| is_proxy_token(t.trim()),
+        "does not hold a kubeleash proxy token (kubeleash-, then 64 hex digits); pass the file `kubeleash proxy --agent-token-file` wrote",
+    ) {
+        Ok(t) => t.map(|t| t.trim().to_string()),
+        Err(code) => return code,
+    };
+    let ca = match read_checked(
+        a.certificate_authority.as_deref(),
+        is_certificate_pem,
+        "is not a PEM certificate (and only certificates, no private key); pass the file `kubeleash proxy --agent-ca-file` wrote",
+    ) {
+        Ok(pem) => pem,
+        Err(code) => return code,
     };
     let auth = match (&a.token_file, &proxy_token) {
         (Some(f), _) => agent_config::AgentAuth::TokenFile(f),
         (None, Some(t)) => agent_config::AgentAuth::ProxyToken(t),
         (None, None) => agent_config::AgentAuth::None,
     };
-    print!("{}", agent_config::render(&a.server, &a.namespace, auth));
+    print!(
+        "{}",
+        agent_config::render(&a.server, &a.namespace, ca.as_deref(), auth)
+    );
     ExitCode::SUCCESS
+}
+
+/// Whether `pem` holds one or more PEM certificates and nothing secret (a private key given by
+/// mistake is refused, not copied into a kubeconfig).
+fn is_certificate_pem(pem: &str) -> bool {
+    pem.contains("-----BEGIN CERTIFICATE-----")
+        && pem.contains("-----END CERTIFICATE-----")
+        && !pem.contains("PRIVATE KEY")
 }
 
 /// What `kubeleash proxy` writes with `--agent-token-file`: `kubeleash-` and 64 hex digits.

@@ -647,3 +647,88 @@ fn proxy_with_a_fixed_identity_needs_somewhere_to_put_its_token() {
         stderr(&o)
     );
 }
+
+#[test]
+fn kubeconfig_for_an_https_proxy_has_its_ca_and_the_token_as_the_users() {
+    let s = Scratch::new("kubeconfig-https");
+    let token = format!("kubeleash-{}", "0123456789abcdef".repeat(4));
+    let good = s.file("agent.token", &format!("{token}\n"));
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBkzCCATmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+    let ca = s.file("ca.pem", pem);
+    let o = run(bin().args([
+        "kubeconfig",
+        "--server",
+        "https://127.0.0.1:8001/",
+        "--namespace",
+        "dev",
+        "--proxy-token-file",
+        good.to_str().unwrap(),
+        "--certificate-authority",
+        ca.to_str().unwrap(),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("server: \"https://127.0.0.1:8001\"\n"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("token: \"{token}\"")), "{text}");
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(pem);
+    assert!(
+        text.contains(&format!("certificate-authority-data: \"{data}\"")),
+        "{text}"
+    );
+    // A private key given as the CA (by mistake) is refused, and not echoed.
+    let key = s.file(
+        "key.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nSECRETKEYBYTES\n-----END PRIVATE KEY-----\n",
+    );
+    let o = run(bin().args([
+        "kubeconfig",
+        "--server",
+        "https://127.0.0.1:8001",
+        "--certificate-authority",
+        key.to_str().unwrap(),
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert!(
+        stderr(&o).contains("not a PEM certificate") && !stderr(&o).contains("SECRETKEYBYTES"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_https_proxy_needs_somewhere_to_put_its_ca() {
+    let s = Scratch::new("proxy-ca");
+    let jwks = s.file("jwks.json", r#"{"keys": []}"#);
+    for extra in [
+        &["--user", "agent-1", "--agent-token-file", "/nonexistent/t"][..],
+        &[
+            "--oidc-issuer",
+            "https://issuer.example",
+            "--oidc-audience",
+            "kubeleash",
+            "--oidc-jwks",
+            jwks.to_str().unwrap(),
+        ],
+    ] {
+        let o = run(bin()
+            .args([
+                "proxy",
+                "--policy",
+                repo("examples/agent-policy.yaml").to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra));
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--agent-ca-file") && stderr(&o).contains("--plain-http"),
+            "{extra:?}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -1,4 +1,6 @@
-//! The proxy end to end: real kubectl, through `kubeleash proxy`, to `kubeleash sandbox`.
+//! The proxy end to end: real kubectl, through `kubeleash proxy`, to `kubeleash sandbox`. The
+//! proxy serves HTTPS (a CA made at start, in the agent's kubeconfig) unless `--plain-http`;
+//! hand-made requests go through `support/wire.rs`.
 
 #![allow(
     clippy::unwrap_used,
@@ -7,43 +9,21 @@
     reason = "tests"
 )]
 
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/wire.rs"]
+mod wire;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+
+use process::{Guard, serve};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wire::{Conn, addr_of, connect};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubeleash");
-
-/// A child process killed when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start `kubeleash ARGS` and read the URL from its first line.
-fn serve(args: &[&str]) -> (Guard, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    (Guard(child), url)
-}
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kubeleash-e2e-{name}-{}", std::process::id()));
@@ -82,32 +62,44 @@ struct Env {
     token: Option<String>,
 }
 
-/// The proxy's token in a kubeconfig it wrote: the last segment of the server URL.
+/// The proxy's token in a kubeconfig it wrote: the user's token (HTTPS) or the last segment
+/// of the server URL (plain HTTP).
 fn token_of(kubeconfig: &str) -> Option<String> {
-    kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .map(|t| serde_json::from_str::<String>(t).unwrap())
-        .and_then(|url| {
-            url.rsplit('/')
-                .next()
-                .filter(|t| t.starts_with("kubeleash-"))
-                .map(str::to_string)
-        })
+    wire::token_of_kubeconfig(kubeconfig)
+}
+
+/// A proxy's URL from its first line, with the CA in `kubeconfig` (the agent's, as the proxy
+/// wrote it) trusted for it; the URL is https.
+fn trust_from(url: &str, kubeconfig: &std::path::Path) {
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let ca = wire::ca_of_kubeconfig(&text)
+        .unwrap_or_else(|| panic!("the agent's kubeconfig has no CA:\n{text}"));
+    wire::trust(url, &ca);
 }
 
 /// Sandbox, then the proxy in front of it with the demo policy, and the agent's kubeconfig.
 fn env(name: &str, extra: &[&str]) -> Env {
+    env_with(name, extra, None)
+}
+
+/// [`env`] with `policy` (text) instead of the demo policy.
+fn env_with(name: &str, extra: &[&str], policy_text: Option<&str>) -> Env {
     let home = dir(name);
-    let (sandbox_guard, sandbox) = serve(&["sandbox", "--listen", "127.0.0.1:0"]);
+    let (sandbox_guard, sandbox) = serve(&["sandbox", "--listen", "127.0.0.1:0"], None);
     std::fs::write(home.join("operator.kubeconfig"), kubeconfig(&sandbox, "{}")).unwrap();
     // A copy, so a test can rewrite it while the proxy runs.
     let policy = home.join("policy.yaml");
-    std::fs::copy(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/agent-policy.yaml"),
-        &policy,
-    )
-    .unwrap();
+    match policy_text {
+        Some(text) => std::fs::write(&policy, text).unwrap(),
+        None => {
+            std::fs::copy(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/agent-policy.yaml"),
+                &policy,
+            )
+            .unwrap();
+        }
+    }
     let op = home.join("operator.kubeconfig");
     let record = home.join("session.jsonl");
     let mut args = vec![
@@ -122,7 +114,8 @@ fn env(name: &str, extra: &[&str]) -> Env {
         record.to_str().unwrap(),
     ];
     let agent_config = home.join("agent.kubeconfig");
-    let fixed = extra.is_empty();
+    let ca_file = home.join("proxy-ca.pem");
+    let fixed = !extra.contains(&"--oidc-issuer");
     if fixed {
         args.extend([
             "--user",
@@ -135,14 +128,32 @@ fn env(name: &str, extra: &[&str]) -> Env {
             "dev",
         ]);
     }
+    if !fixed {
+        // With OIDC the agent brings its own token; it gets the proxy's CA from this file.
+        args.extend(["--agent-ca-file", ca_file.to_str().unwrap()]);
+    }
     args.extend(extra);
-    let (proxy_guard, proxy) = serve(&args);
+    let (proxy_guard, proxy) = serve(&args, None);
     if !fixed {
         let agent = Command::new(BIN)
-            .args(["kubeconfig", "--server", &proxy, "--namespace", "dev"])
+            .args([
+                "kubeconfig",
+                "--server",
+                &proxy,
+                "--namespace",
+                "dev",
+                "--certificate-authority",
+                ca_file.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
+        assert!(agent.status.success(), "{agent:?}");
         std::fs::write(&agent_config, &agent.stdout).unwrap();
+    }
+    if extra.contains(&"--plain-http") {
+        assert!(proxy.starts_with("http://127.0.0.1:"), "{proxy}");
+    } else {
+        trust_from(&proxy, &agent_config);
     }
     let token = token_of(&std::fs::read_to_string(&agent_config).unwrap());
     assert_eq!(token.is_some(), fixed);
@@ -344,8 +355,8 @@ fn http(
     body: Option<&str>,
     bearer: Option<&str>,
 ) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).unwrap();
+    let addr = addr_of(base);
+    let mut s = connect(base);
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let body = body.unwrap_or_default();
     let auth = bearer
@@ -548,6 +559,49 @@ fn oidc_tokens_good_and_bad() {
         status, 403,
         "a valid token still answers to the policy: {body}"
     );
+
+    // kubectl reading the token from a file (`tokenFile`): client-go sends it because the
+    // proxy is https, with the CA `kubeleash kubeconfig --certificate-authority` put in.
+    if kubectl_present() {
+        let token_file = e.home.join("agent.jwt");
+        std::fs::write(&token_file, &good).unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "kubeconfig",
+                "--server",
+                &e.proxy,
+                "--namespace",
+                "dev",
+                "--certificate-authority",
+                e.home.join("proxy-ca.pem").to_str().unwrap(),
+                "--token-file",
+                token_file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        std::fs::write(e.home.join("agent.kubeconfig"), &out.stdout).unwrap();
+        let (ok, out) = e.kubectl(&["get", "pods"]);
+        assert!(ok && out.contains("web-"), "{out}");
+        let (ok, out) = e.kubectl(&["get", "--raw", "/api/v1/namespaces/dev/pods"]);
+        assert!(ok && out.contains("\"kind\":\"PodList\""), "{out}");
+        let (ok, out) = e.kubectl(&["get", "pods", "-n", "prod"]);
+        assert!(!ok && out.contains("Forbidden"), "{out}");
+        // An expired token in the file: 401, whatever the transport.
+        std::fs::write(&token_file, cases_expired(now)).unwrap();
+        let (ok, out) = e.kubectl(&["get", "pods"]);
+        assert!(
+            !ok && out.contains("You must be logged in") && out.contains("expired"),
+            "{out}"
+        );
+    }
+}
+
+fn cases_expired(now: u64) -> String {
+    jwt(
+        "rsa_a.pem",
+        serde_json::json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": "a", "groups": ["ai-agents"], "exp": now - 600}),
+    )
 }
 
 #[test]
@@ -632,8 +686,8 @@ fn policy_reloads_on_change_and_a_broken_one_keeps_the_old() {
 #[test]
 fn a_watch_open_at_shutdown_is_still_recorded() {
     let mut e = env("shutdown", &[]);
-    let addr = e.proxy.trim_start_matches("http://").to_string();
-    let mut watch = TcpStream::connect(&addr).unwrap();
+    let addr = addr_of(&e.proxy).to_string();
+    let mut watch = connect(&e.proxy);
     let token = e.token.clone().unwrap();
     write!(watch, "GET /api/v1/namespaces/dev/secrets?watch=1&timeoutSeconds=60 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\n\r\n").unwrap();
     watch
@@ -685,8 +739,7 @@ fn a_watch_open_at_shutdown_is_still_recorded() {
 /// Send `head` (request line and headers, without the final blank line) as is; status and
 /// whole response.
 fn raw(base: &str, head: &str) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = connect(base);
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(s, "{head}Connection: close\r\n\r\n").unwrap();
     let mut out = String::new();
@@ -703,7 +756,7 @@ fn raw(base: &str, head: &str) -> (u16, String) {
 fn only_the_agent_gets_in_by_the_proxys_own_address() {
     let e = env("door", &[]);
     let token = e.token.clone().unwrap();
-    let addr = e.proxy.trim_start_matches("http://").to_string();
+    let addr = addr_of(&e.proxy).to_string();
     let port = addr.rsplit(':').next().unwrap().to_string();
     let path = "/api/v1/namespaces/dev/pods";
     let get = |host: &str, extra: &str| {
@@ -785,7 +838,7 @@ fn only_the_agent_gets_in_by_the_proxys_own_address() {
     // A refusal at the door closes the connection, even one the client would keep alive: a
     // caller without the token cannot hold connection slots with refused requests.
     {
-        let mut s = TcpStream::connect(&addr).unwrap();
+        let mut s = connect(&e.proxy);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
@@ -829,34 +882,26 @@ fn only_the_agent_gets_in_by_the_proxys_own_address() {
     assert_eq!(mode & 0o777, 0o600);
 
     if kubectl_present() {
-        // Real kubectl with the kubeconfig the proxy wrote works (above, and here by localhost).
+        // Real kubectl with the kubeconfig the proxy wrote works (above, and here by localhost,
+        // a name the proxy's certificate holds too).
         let (ok, out) = e.kubectl(&["get", "pods"]);
         assert!(ok && out.contains("web-"), "{out}");
         let (ok, out) = e.kubectl(&[
             "get",
             "pods",
             "--server",
-            &format!("http://localhost:{port}/{token}"),
+            &format!("https://localhost:{port}"),
         ]);
         assert!(ok && out.contains("web-"), "{out}");
 
-        // Without the token, kubectl is told it is unauthorized.
-        let (ok, out) = e.kubectl(&["get", "pods", "--server", &e.proxy]);
-        assert!(!ok && out.contains("provide credentials"), "{out}");
-        let (ok, out) = e.kubectl(&["get", "pods", "--server", &format!("{}/{wrong}", e.proxy)]);
-        assert!(!ok && out.contains("provide credentials"), "{out}");
-        let bare = e.home.join("bare.kubeconfig");
-        std::fs::write(&bare, kubeconfig(&e.proxy, "{}")).unwrap();
-        let out = Command::new("kubectl")
-            .args(["get", "pods", "--kubeconfig", bare.to_str().unwrap()])
-            .env("HOME", &e.home)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr);
+        // Without the token, or with a wrong one, kubectl is told it is unauthorized.
+        let (ok, out) = e.kubectl(&["get", "pods", "--token", &wrong]);
         assert!(
-            !out.status.success() && text.contains("provide credentials"),
-            "{text}"
+            !ok && out.contains("You must be logged in") && out.contains("needs its token"),
+            "{out}"
         );
+        // (A kubeconfig with no credential at all makes kubectl prompt for a user name over
+        // HTTPS; the raw requests above cover a request without the token.)
     }
 
     // The record: what was let in, with clean paths; never the token, nothing refused at the
@@ -882,7 +927,7 @@ fn only_the_agent_gets_in_by_the_proxys_own_address() {
 #[test]
 fn the_token_file_and_kubeleash_kubeconfig_work_together() {
     let home = dir("token-file");
-    let (_sandbox, sandbox) = serve(&["sandbox", "--listen", "127.0.0.1:0"]);
+    let (_sandbox, sandbox) = serve(&["sandbox", "--listen", "127.0.0.1:0"], None);
     let op = home.join("operator.kubeconfig");
     std::fs::write(&op, kubeconfig(&sandbox, "{}")).unwrap();
     let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/agent-policy.yaml");
@@ -906,9 +951,25 @@ fn the_token_file_and_kubeleash_kubeconfig_work_together() {
     assert!(err.contains("--agent-kubeconfig"), "{err}");
 
     let token_file = home.join("agent.token");
+    let ca_file = home.join("proxy-ca.pem");
     let mut args = base.to_vec();
     args.extend(["--agent-token-file", token_file.to_str().unwrap()]);
-    let (_proxy, proxy) = serve(&args);
+    // The token alone is not enough over HTTPS: the agent needs the proxy's CA too.
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--agent-ca-file") && err.contains("--plain-http"),
+        "{err}"
+    );
+    args.extend(["--agent-ca-file", ca_file.to_str().unwrap()]);
+    let (_proxy, proxy) = serve(&args, None);
+    let ca = std::fs::read_to_string(&ca_file).unwrap();
+    assert!(
+        ca.starts_with("-----BEGIN CERTIFICATE-----") && !ca.contains("PRIVATE"),
+        "{ca}"
+    );
+    wire::trust(&proxy, &ca);
     let token = std::fs::read_to_string(&token_file).unwrap();
     assert!(token.starts_with("kubeleash-"), "{token}");
     use std::os::unix::fs::PermissionsExt;
@@ -934,20 +995,40 @@ fn the_token_file_and_kubeleash_kubeconfig_work_together() {
                 "dev",
                 "--proxy-token-file",
                 token_file.to_str().unwrap(),
+                "--certificate-authority",
+                ca_file.to_str().unwrap(),
             ])
             .output()
             .unwrap();
         let config = String::from_utf8(agent.stdout).unwrap();
         assert_eq!(token_of(&config).as_deref(), Some(token.trim()), "{config}");
+        assert_eq!(
+            wire::server_of_kubeconfig(&config),
+            proxy,
+            "no token in the URL"
+        );
+        assert_eq!(
+            wire::ca_of_kubeconfig(&config).as_deref(),
+            Some(ca.as_str())
+        );
         std::fs::write(home.join("agent.kubeconfig"), &config).unwrap();
-        let out = Command::new("kubectl")
-            .args(["get", "pods"])
-            .env("KUBECONFIG", home.join("agent.kubeconfig"))
-            .env("HOME", &home)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("web-"), "{text}");
+        for args in [
+            &["get", "pods"][..],
+            &["get", "--raw", "/api/v1/namespaces/dev/pods"],
+        ] {
+            let out = Command::new("kubectl")
+                .args(args)
+                .env("KUBECONFIG", home.join("agent.kubeconfig"))
+                .env("HOME", &home)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("web-"),
+                "{args:?}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
 
@@ -1036,6 +1117,7 @@ fn proxy_with(home: &std::path::Path, config: &str) -> (Guard, String, String, P
             )
         })
         .to_string();
+    trust_from(&url, &agent);
     let token = token_of(&std::fs::read_to_string(&agent).unwrap()).unwrap();
     (Guard(child), url, token, stderr)
 }
@@ -1116,7 +1198,7 @@ fn assert_nothing_leaks(what: &str, home: &std::path::Path, config: &str, also: 
 #[test]
 fn upstream_errors_tell_the_agent_nothing_of_the_operators() {
     let home = dir("upstream-errors");
-    let (_sandbox, sandbox) = serve(&["sandbox", "--listen", "127.0.0.1:0"]);
+    let (_sandbox, sandbox) = serve(&["sandbox", "--listen", "127.0.0.1:0"], None);
     let sandbox_port = sandbox.rsplit(':').next().unwrap().to_string();
 
     // An exec plugin that fails, printing secrets on both streams.
@@ -1198,6 +1280,8 @@ fn b64(b: &[u8]) -> String {
 /// flags, stderr in a file.
 struct Bounded {
     proxy: Guard,
+    /// `https://127.0.0.1:PORT`.
+    url: String,
     addr: String,
     token: String,
     policy: PathBuf,
@@ -1232,12 +1316,12 @@ fn bounded(name: &str, upstream: &str, policy: &str, extra: &[&str]) -> Bounded 
             "agent-1",
             "--group",
             "ai-agents",
-            "--agent-kubeconfig",
-            agent.to_str().unwrap(),
             "--agent-namespace",
             "dev",
         ]);
     }
+    // The kubeconfig holds the CA (and, with a fixed identity, the token).
+    args.extend(["--agent-kubeconfig", agent.to_str().unwrap()]);
     args.extend(extra);
     let mut child = Command::new(BIN)
         .args(&args)
@@ -1259,6 +1343,7 @@ fn bounded(name: &str, upstream: &str, policy: &str, extra: &[&str]) -> Bounded 
             )
         })
         .to_string();
+    trust_from(&url, &agent);
     let token = if oidc {
         String::new()
     } else {
@@ -1266,7 +1351,8 @@ fn bounded(name: &str, upstream: &str, policy: &str, extra: &[&str]) -> Bounded 
     };
     Bounded {
         proxy: Guard(child),
-        addr: url.trim_start_matches("http://").to_string(),
+        addr: addr_of(&url).to_string(),
+        url,
         token,
         policy: policy_path,
         stderr,
@@ -1290,7 +1376,13 @@ impl Bounded {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    fn connect(&self) -> TcpStream {
+    /// A TLS connection to the proxy (the handshake happens at the first read or write).
+    fn connect(&self) -> Conn {
+        connect(&self.url)
+    }
+
+    /// A bare TCP connection, which never starts the TLS handshake.
+    fn connect_tcp(&self) -> TcpStream {
         TcpStream::connect(&self.addr).unwrap()
     }
 }
@@ -1334,7 +1426,7 @@ fn ticking_upstream() -> (String, std::sync::mpsc::Receiver<()>) {
 }
 
 /// Open an exec stream through the proxy; the connection, after the 101 answer.
-fn open_exec(p: &Bounded) -> TcpStream {
+fn open_exec(p: &Bounded) -> Conn {
     open_stream(
         p,
         "POST",
@@ -1344,7 +1436,7 @@ fn open_exec(p: &Bounded) -> TcpStream {
 }
 
 /// Open a stream on a pod's subresource through the proxy; the connection, after the 101.
-fn open_stream(p: &Bounded, method: &str, sub: &str, upgrade: &str) -> TcpStream {
+fn open_stream(p: &Bounded, method: &str, sub: &str, upgrade: &str) -> Conn {
     let mut s = p.connect();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -1369,7 +1461,7 @@ fn open_stream(p: &Bounded, method: &str, sub: &str, upgrade: &str) -> TcpStream
 }
 
 /// Read from `s` until `n` ticks came (true) or it closed (false).
-fn ticks(s: &mut TcpStream, n: usize) -> bool {
+fn ticks(s: &mut impl Read, n: usize) -> bool {
     let mut seen = 0;
     let mut buf = [0u8; 256];
     while seen < n {
@@ -1382,7 +1474,7 @@ fn ticks(s: &mut TcpStream, n: usize) -> bool {
 }
 
 /// Whether `s` closes (EOF or reset) within `within`, reading and dropping what comes.
-fn closes_within(s: &mut TcpStream, within: Duration) -> bool {
+fn closes_within(s: &mut Conn, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let mut buf = [0u8; 4096];
     s.set_read_timeout(Some(Duration::from_millis(100)))
@@ -1559,8 +1651,21 @@ fn slow_and_idle_clients_are_cut_at_the_deadlines() {
         "a connection dribbling headers stayed open for {:?}",
         started.elapsed()
     );
-    // A connection that sends nothing: cut too.
+    // A connection that sends nothing: cut too, whether it never starts the TLS handshake
+    // or finishes it and then sends no request.
+    let mut idle = Conn::Plain(p.connect_tcp());
+    let started = Instant::now();
+    assert!(
+        closes_within(&mut idle, Duration::from_secs(5)),
+        "a connection that never starts its TLS handshake stays open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
     let mut idle = p.connect();
+    idle.handshake().unwrap();
     assert!(
         closes_within(&mut idle, Duration::from_secs(5)),
         "an idle connection stays open"
@@ -1606,9 +1711,15 @@ fn bodies_being_read_share_one_budget() {
             chunk.len() + 1
         )
         .unwrap();
-        // All but the last byte: the proxy holds what came and waits for the rest.
+        // All but the last byte: the proxy holds what came and waits for the rest. A proxy that
+        // answers early and closes can make the write fail: its answer is read all the same.
         if s.write_all(&chunk).is_err() {
-            refused = Some((i, String::new()));
+            let mut out = [0u8; 12];
+            let answer = s
+                .read_exact_received(&mut out)
+                .map(|()| String::from_utf8_lossy(&out).into_owned())
+                .unwrap_or_default();
+            refused = Some((i, answer));
             break;
         }
         let mut out = [0u8; 12];
@@ -1764,7 +1875,7 @@ fn connections_beyond_the_cap_are_turned_away_and_slots_come_back() {
     );
     // The kernel queues connections in the order they are made; the proxy accepts in that
     // order, so the third is the one turned away.
-    let held: Vec<TcpStream> = (0..2).map(|_| p.connect()).collect();
+    let held: Vec<TcpStream> = (0..2).map(|_| p.connect_tcp()).collect();
     let mut third = p.connect();
     third
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -1778,7 +1889,7 @@ fn connections_beyond_the_cap_are_turned_away_and_slots_come_back() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = raw(
-            &format!("http://{}", p.addr),
+            &p.url,
             &format!(
                 "{}Authorization: Bearer {}\r\n",
                 request_head(&p, "GET /version", false),
@@ -1815,4 +1926,323 @@ fn a_tunnel_holds_its_connection_slot() {
     let mut out = String::new();
     let _ = third.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+}
+
+// ---- HTTPS at the front door, `kubectl get --raw`, and --plain-http ----
+
+/// What agents reach with `kubectl get --raw`: reads in dev, namespaces, discovery and health.
+const RAW_POLICY: &str = r#"apiVersion: kubeleash.dev/v1alpha1
+kind: Policy
+spec:
+  rules:
+    - {name: read-dev, effect: allow, subjects: {groups: [ai-agents]}, verbs: [get, list, watch], apiGroups: [""], resources: [pods, pods/log, secrets, configmaps], namespaces: [dev]}
+    - {name: namespaces, effect: allow, subjects: {groups: [ai-agents]}, verbs: [get, list], apiGroups: [""], resources: [namespaces]}
+    - {name: exec, effect: allow, subjects: {groups: [ai-agents]}, verbs: [create, get], apiGroups: [""], resources: [pods/exec, pods/attach, pods/portforward], namespaces: [dev]}
+    - {name: discovery, effect: allow, verbs: [get], nonResourceURLs: [/api, "/api/*", /apis, "/apis/*", /version, /healthz, /readyz, /livez, "/openapi/*", /metrics]}
+"#;
+
+/// Every Secret data value in dev, straight from the sandbox (base64 as stored, and decoded).
+fn dev_secret_values(sandbox: &str) -> Vec<String> {
+    let (status, body) = http(sandbox, "GET", "/api/v1/namespaces/dev/secrets", None, None);
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value =
+        serde_json::from_str(body.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let mut out = Vec::new();
+    for item in list["items"].as_array().unwrap() {
+        for (_, v) in item["data"].as_object().into_iter().flatten() {
+            let v = v.as_str().unwrap().to_string();
+            use base64::Engine;
+            let plain = base64::engine::general_purpose::STANDARD
+                .decode(&v)
+                .unwrap();
+            let plain = String::from_utf8_lossy(&plain).into_owned();
+            if plain.len() >= 6 {
+                out.push(plain);
+                out.push(v);
+            }
+        }
+    }
+    assert!(out.len() >= 4, "the seed has secrets in dev: {out:?}");
+    out
+}
+
+#[test]
+fn kubectl_get_raw_works_over_https() {
+    if !kubectl_present() {
+        return;
+    }
+    let e = env_with("raw", &[], Some(RAW_POLICY));
+    // The kubeconfig: the https URL with nothing after it, the CA, the token as the user's.
+    let config = std::fs::read_to_string(e.home.join("agent.kubeconfig")).unwrap();
+    assert_eq!(wire::server_of_kubeconfig(&config), e.proxy, "{config}");
+    let token = e.token.clone().unwrap();
+    assert!(config.contains(&format!("token: \"{token}\"")), "{config}");
+    assert!(wire::ca_of_kubeconfig(&config).is_some(), "{config}");
+
+    for (path, want) in [
+        ("/api/v1/namespaces", "\"kind\":\"NamespaceList\""),
+        ("/api/v1/namespaces/dev/pods", "\"kind\":\"PodList\""),
+        ("/api/v1/namespaces/dev/pods?limit=1", "\"continue\""),
+        ("/healthz", "ok"),
+        ("/readyz", "ok"),
+        ("/version", "\"gitVersion\""),
+        ("/api", "\"kind\":\"APIVersions\""),
+        ("/apis", "\"kind\":\"APIGroupList\""),
+        ("/openapi/v3", "\"paths\""),
+    ] {
+        let (ok, out) = e.kubectl(&["get", "--raw", path]);
+        assert!(ok && out.contains(want), "get --raw {path}: {out}");
+    }
+    // OpenAPI v2: the sandbox's own answer (the document, or a 404 from a sandbox that does not
+    // serve it), never the proxy's 401.
+    let (ok, out) = e.kubectl(&["get", "--raw", "/openapi/v2"]);
+    assert!(
+        (ok && out.contains("\"swagger\":\"2.0\"")) || (!ok && out.contains("NotFound")),
+        "{}",
+        out.chars().take(500).collect::<String>()
+    );
+    // Secrets through --raw are masked like any other read.
+    let (ok, out) = e.kubectl(&["get", "--raw", "/api/v1/namespaces/dev/secrets"]);
+    assert!(ok && out.contains("\"kind\":\"SecretList\""), "{out}");
+    assert!(out.contains("W21hc2tlZF0="), "{out}");
+    for v in dev_secret_values(&e.sandbox) {
+        assert!(!out.contains(&v), "`{v}` came through --raw:\n{out}");
+    }
+    // And the policy still decides: a 403 with its reason, not a 401.
+    let (ok, out) = e.kubectl(&["get", "--raw", "/api/v1/namespaces/prod/secrets"]);
+    assert!(!ok && out.contains("Forbidden"), "{out}");
+
+    // An upgrade (exec) goes through the TLS front door to the API server: the sandbox runs no
+    // containers and says so.
+    let (_, pods) = e.kubectl(&["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let pod = pods.split_whitespace().next().unwrap().to_string();
+    let (ok, out) = e.kubectl(&["exec", &pod, "--", "true"]);
+    assert!(
+        !ok && out.contains("exec is not supported by the kubeleash sandbox"),
+        "{out}"
+    );
+
+    // HTTP/1.1 keep-alive over TLS: several requests on one connection.
+    let mut s = connect(&e.proxy);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let addr = addr_of(&e.proxy).to_string();
+    for i in 0..3 {
+        write!(
+            s,
+            "GET /api/v1/namespaces/dev/configmaps?limit={} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\n\r\n",
+            i + 1
+        )
+        .unwrap();
+        let mut r = BufReader::new(&mut s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "request {i}: {line}");
+        let mut length = None;
+        let mut chunked = false;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap();
+            let l = h.to_ascii_lowercase();
+            if let Some(v) = l.strip_prefix("content-length:") {
+                length = Some(v.trim().parse::<usize>().unwrap());
+            }
+            chunked |= l.starts_with("transfer-encoding:") && l.contains("chunked");
+            assert!(!l.starts_with("connection: close"), "request {i}: {h}");
+            if h == "\r\n" {
+                break;
+            }
+        }
+        if let Some(n) = length {
+            let mut body = vec![0u8; n];
+            r.read_exact(&mut body).unwrap();
+            assert!(String::from_utf8_lossy(&body).contains("ConfigMapList"));
+        } else {
+            assert!(chunked, "request {i}: neither length nor chunked");
+            let mut body = String::new();
+            loop {
+                let mut size = String::new();
+                r.read_line(&mut size).unwrap();
+                let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                let mut chunk = vec![0u8; n + 2];
+                r.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+            assert!(body.contains("ConfigMapList"), "{body}");
+        }
+    }
+
+    // The record: the raw reads with their paths as sent, never the token.
+    let Env { _proxy, home, .. } = e;
+    drop(_proxy);
+    let log = std::fs::read_to_string(home.join("session.jsonl")).unwrap_or_default();
+    for path in ["/api/v1/namespaces", "/healthz", "/openapi/v3"] {
+        assert!(
+            log.contains(&format!("\"{path}\"")),
+            "{path} is recorded:\n{log}"
+        );
+    }
+    assert!(!log.contains(&token[10..]), "the token reached the record");
+}
+
+/// A client that does not trust the proxy's CA (its own roots, another CA, another name) fails
+/// the handshake: it never sends a request, so never the token. Plain HTTP to the HTTPS port is
+/// told what to do.
+#[test]
+fn a_client_that_does_not_trust_the_proxys_ca_is_refused() {
+    let e = env("untrusted", &[]);
+    let addr = addr_of(&e.proxy).to_string();
+    let ca =
+        wire::ca_of_kubeconfig(&std::fs::read_to_string(e.home.join("agent.kubeconfig")).unwrap())
+            .unwrap();
+    let request = |mut s: Conn| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /version HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .and_then(|()| s.flush())
+        .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok::<String, String>(out)
+    };
+    // Trusting the proxy's CA: the handshake and the request go through (401: no token).
+    let out = request(wire::connect_tls(&addr, "127.0.0.1", &ca)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    // Another CA (the test one; a second proxy's would do the same).
+    let err = request(wire::connect_tls(&addr, "127.0.0.1", &testdata("ca.pem"))).unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // The right CA for a name the certificate does not hold.
+    let err = request(wire::connect_tls(&addr, "evil.example", &ca)).unwrap_err();
+    assert!(err.contains("not valid for name"), "{err}");
+
+    // Plain HTTP to the HTTPS port: a Status that says what to do, then the connection closes.
+    let (status, body) = raw(
+        &format!("http://{addr}"),
+        &format!("GET /version HTTP/1.1\r\nHost: {addr}\r\n"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("this proxy serves HTTPS") && body.contains("--plain-http"),
+        "{body}"
+    );
+
+    if kubectl_present() {
+        let token = e.token.clone().unwrap();
+        // kubectl with its system roots, and with another CA: the certificate is not trusted.
+        let other = e.home.join("other-ca.pem");
+        std::fs::write(&other, testdata("ca.pem")).unwrap();
+        for (what, cluster) in [
+            ("system roots", e.proxy.clone()),
+            (
+                "another CA",
+                format!(
+                    "{}\n    certificate-authority: {}",
+                    e.proxy,
+                    other.display()
+                ),
+            ),
+        ] {
+            let config = e.home.join("untrusting.kubeconfig");
+            std::fs::write(
+                &config,
+                kubeconfig(&cluster, &format!("{{token: {token}}}")),
+            )
+            .unwrap();
+            let out = Command::new("kubectl")
+                .args([
+                    "get",
+                    "--raw",
+                    "/api/v1/namespaces/dev/configmaps?limit=7",
+                    "--request-timeout",
+                    "20s",
+                ])
+                .env("KUBECONFIG", &config)
+                .env("HOME", &e.home)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && text.contains("certificate signed by unknown authority"),
+                "{what}: {text}"
+            );
+        }
+        // The proxy itself is fine, and with its CA kubectl gets in.
+        let (ok, out) = e.kubectl(&["get", "pods"]);
+        assert!(ok && out.contains("web-"), "{out}");
+    }
+    // None of the refused clients reached the policy or the record.
+    let Env { _proxy, home, .. } = e;
+    drop(_proxy);
+    let log = std::fs::read_to_string(home.join("session.jsonl")).unwrap_or_default();
+    assert!(
+        log.contains("/api/v1/namespaces/dev/pods") && !log.contains("limit=7"),
+        "a request from an untrusting client was recorded:\n{log}"
+    );
+}
+
+/// `--plain-http`, for clients that cannot do TLS: the URL is http, the kubeconfig carries the
+/// token in the server URL's path (kubectl sends no credential over plain HTTP), and that form
+/// still works; `kubectl get --raw` drops the path and with it the token (a 401 that says so).
+#[test]
+fn plain_http_still_works_with_the_token_in_the_path() {
+    let e = env("plain", &["--plain-http"]);
+    assert!(e.proxy.starts_with("http://127.0.0.1:"), "{}", e.proxy);
+    let config = std::fs::read_to_string(e.home.join("agent.kubeconfig")).unwrap();
+    let token = e.token.clone().unwrap();
+    assert_eq!(
+        wire::server_of_kubeconfig(&config),
+        format!("{}/{token}", e.proxy),
+        "{config}"
+    );
+    assert!(!config.contains("certificate-authority"), "{config}");
+    assert!(!config.contains("token: "), "{config}");
+    let path = "/api/v1/namespaces/dev/pods";
+    let addr = addr_of(&e.proxy).to_string();
+    let (status, body) = raw(
+        &e.proxy,
+        &format!("GET /{token}{path} HTTP/1.1\r\nHost: {addr}\r\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(&e.proxy, "GET", path, None, Some(&token));
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http(&e.proxy, "GET", path, None, None);
+    assert_eq!(status, 401);
+    if kubectl_present() {
+        let (ok, out) = e.kubectl(&["get", "pods"]);
+        assert!(ok && out.contains("web-"), "{out}");
+        let (ok, out) = e.kubectl(&["get", "secret", "db-credentials", "-o", "yaml"]);
+        assert!(ok && out.contains("password: W21hc2tlZF0="), "{out}");
+        let (ok, out) = e.kubectl(&["get", "--raw", path]);
+        assert!(!ok && out.contains("this proxy needs its token"), "{out}");
+    }
+    // No CA to hand out with plain HTTP.
+    let out = Command::new(BIN)
+        .args([
+            "proxy",
+            "--policy",
+            "x.yaml",
+            "--plain-http",
+            "--agent-ca-file",
+            "ca.pem",
+            "--user",
+            "a",
+            "--agent-token-file",
+            "t",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let help = Command::new(BIN)
+        .args(["proxy", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--plain-http") && help.contains("cannot do TLS"),
+        "{help}"
+    );
 }

@@ -1,5 +1,6 @@
 //! `kubeleash proxy` under load, as separate processes of the built binary: the sandbox, and the
-//! proxy in front of it recording to a file. 64 clients on keep-alive connections send 9,984
+//! proxy in front of it recording to a file, reached over HTTPS (its default: the CA it made at
+//! start, its token as a bearer header). 64 clients on keep-alive connections send 9,984
 //! requests (allowed gets and lists of config maps, pods and logs, masked secrets, requests denied
 //! in `prod` and by default), and 8 watches each see a secret created through the proxy while
 //! they run: 10,000 requests in all.
@@ -26,15 +27,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 64;
@@ -149,7 +153,7 @@ impl Proc {
             );
         };
         assert!(
-            url.starts_with("http://127.0.0.1:"),
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
             "{name} listens on {url}"
         );
         let url = url.to_string();
@@ -198,14 +202,45 @@ impl Drop for Proc {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+type Http = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The proxy once it runs: its URL, its token, and TLS that trusts its CA alone.
+struct Proxy {
+    base: String,
+    token: String,
+    tls: rustls::ClientConfig,
+}
+
+static PROXY: OnceLock<Proxy> = OnceLock::new();
+
+/// A TLS client configuration that trusts `ca_pem` alone.
+fn tls_trusting(ca_pem: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
 
 /// One client: its own pool, so its requests go one after another over one keep-alive
-/// connection.
+/// connection (a TLS one to the proxy, plain HTTP to the sandbox).
 fn http() -> Http {
+    let tls = PROXY
+        .get()
+        .map(|p| p.tls.clone())
+        .unwrap_or_else(|| tls_trusting(""));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1)
-        .build_http()
+        .build(connector)
 }
 
 fn request(
@@ -218,6 +253,10 @@ fn request(
         .method(method)
         .uri(format!("{base}{path}"))
         .header("accept", "application/json");
+    // To the proxy, the agent's token as a bearer, as kubectl sends it over HTTPS.
+    if let Some(p) = PROXY.get().filter(|p| p.base == base) {
+        b = b.header("authorization", format!("Bearer {}", p.token));
+    }
     let body = match body {
         Some(v) => {
             b = b.header("content-type", "application/json");
@@ -894,6 +933,7 @@ async fn ten_thousand_mixed_requests_none_lost_none_crossed_all_recorded() {
     write_operator_kubeconfig(&kubeconfig, &sandbox);
     let record = scratch.path("record.jsonl");
     let token_file = scratch.path("agent.token");
+    let ca_file = scratch.path("proxy-ca.pem");
     let (mut proxy, proxy_url) = Proc::start(
         "proxy",
         &[
@@ -912,15 +952,27 @@ async fn ten_thousand_mixed_requests_none_lost_none_crossed_all_recorded() {
             record.to_str().unwrap(),
             "--agent-token-file",
             token_file.to_str().unwrap(),
+            "--agent-ca-file",
+            ca_file.to_str().unwrap(),
         ],
         scratch.path("proxy.err"),
     );
     let setup = started.elapsed();
 
-    // The proxy's token as the first path segment, as the agent kubeconfig's server URL has it
-    // (the proxy takes it off before the request is decided and recorded).
+    // HTTPS with the CA the proxy made at start; its token as a bearer header.
+    assert!(proxy_url.starts_with("https://"), "{proxy_url}");
     let token = std::fs::read_to_string(&token_file).unwrap();
-    let base: Arc<str> = format!("{proxy_url}/{}", token.trim()).into();
+    let ca = std::fs::read_to_string(&ca_file).unwrap();
+    assert!(
+        PROXY
+            .set(Proxy {
+                base: proxy_url.clone(),
+                token: token.trim().to_string(),
+                tls: tls_trusting(&ca),
+            })
+            .is_ok()
+    );
+    let base: Arc<str> = proxy_url.as_str().into();
     let pods = Arc::new(pods);
     let secrets = Arc::new(Secrets::new(secret_values));
     let load_started = Instant::now();

@@ -401,7 +401,13 @@ impl Masker {
 /// certain about its kind).
 fn origin(request: &Request) -> json::Origin {
     let a = &request.attributes;
-    if !a.resource_request || a.resource.is_empty() {
+    if !a.resource_request {
+        return json::Origin {
+            schema: is_openapi(&a.path),
+            ..json::Origin::default()
+        };
+    }
+    if a.resource.is_empty() {
         return json::Origin::default();
     }
     let kind = if a.subresource.is_empty() || a.subresource == "status" {
@@ -412,7 +418,18 @@ fn origin(request: &Request) -> json::Origin {
     json::Origin {
         group: Some(a.api_group.clone()),
         kind: kind.map(str::to_string),
+        schema: false,
     }
+}
+
+/// The API server's OpenAPI documents: `/openapi/v2`, and `/openapi/v3` with its per-group
+/// documents (the path is the classifier's, already cleaned).
+fn is_openapi(path: &str) -> bool {
+    path == "/openapi/v2"
+        || path == "/openapi/v3"
+        || path
+            .strip_prefix("/openapi/v3/")
+            .is_some_and(|rest| !rest.is_empty())
 }
 
 /// The kind a built-in resource holds.

@@ -1324,6 +1324,12 @@ const LOG_LINES: &[&str] = &[
     "Password must be at least 12 characters",
     "password policy updated\npasswd file loaded",
     "requirepass \"\"",
+    // The API server's own OpenAPI descriptions, which kubectl explain prints.
+    "BoundObjectReference is a reference to an object that a token is bound to.",
+    "The kubelet will start trying to rotate the token if the token is older than 80 percent of its time to live",
+    "Authenticated indicates that the token was associated with a known user.",
+    "token authenticators will verify that the token was intended for at least one of the audiences",
+    "serviceAccountToken is information about the serviceAccountToken data to project",
 ];
 
 #[test]

@@ -65,6 +65,66 @@ pub struct ApprovalRequest {
     pub rule: Option<String>,
     /// The policy's reason.
     pub reason: String,
+    /// The agent's own reason for the request (its `X-Kubeleash-Reason` header: printable, at
+    /// most 500 characters, masked). The agent wrote it: it explains, it proves nothing.
+    pub agent_reason: Option<String>,
+    /// What the API server says the write would do: the same request sent with `dryRun=All`,
+    /// compared with the live object, both masked. `null` for a request that changes no object
+    /// (reads, subresources such as `token`, exec) and when the API server could not be asked.
+    pub dry_run: Option<DryRun>,
+}
+
+/// The API server's own account of a held write, asked before the approver is.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// The dry run's HTTP status.
+    pub status: u32,
+    /// Why the API server would refuse the write (its `Status` message, masked); absent when
+    /// it would accept it.
+    pub rejected: Option<String>,
+    /// Each difference from the live object (none for a create) to the result (none for a
+    /// delete), as the masker shows them.
+    pub changes: Vec<DryRunChange>,
+    /// The same changes as lines to read: `~ data.k: v -> w`, `+ path: value`, `- path: value`,
+    /// `~ path: changed (masked)`.
+    pub diff: String,
+}
+
+/// One difference a held write makes, as the masker shows it.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct DryRunChange {
+    /// Where: keys joined by `.`, list items as `[n]` (`data.k`, `spec.containers[0].image`).
+    pub path: String,
+    /// The value before; absent when the write adds the field.
+    #[napi(ts_type = "any")]
+    pub before: Option<Value>,
+    /// The value after; absent when the write removes the field.
+    #[napi(ts_type = "any")]
+    pub after: Option<Value>,
+    /// The value is masked on a side: what is shown says only that it changed.
+    pub masked: bool,
+}
+
+impl From<&kubeleash_tower::DryRun> for DryRun {
+    fn from(d: &kubeleash_tower::DryRun) -> Self {
+        DryRun {
+            status: u32::from(d.status),
+            rejected: d.rejected.clone(),
+            changes: d
+                .changes
+                .iter()
+                .map(|c| DryRunChange {
+                    path: c.path.clone(),
+                    before: c.before.clone(),
+                    after: c.after.clone(),
+                    masked: c.masked,
+                })
+                .collect(),
+            diff: d.diff.clone(),
+        }
+    }
 }
 
 impl From<&kubeleash_tower::ApprovalRequest> for ApprovalRequest {
@@ -80,6 +140,8 @@ impl From<&kubeleash_tower::ApprovalRequest> for ApprovalRequest {
             body: r.body.clone(),
             rule: r.rule.clone(),
             reason: r.reason.clone(),
+            agent_reason: r.agent_reason.clone(),
+            dry_run: r.dry_run.as_ref().map(DryRun::from),
         }
     }
 }

@@ -1,9 +1,11 @@
-// `kubeleash sandbox` as a subprocess, and an operator kubeconfig pointing at it.
-import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
+// The API servers the end-to-end tests run against: `kubeleash sandbox` as a subprocess (and an
+// operator kubeconfig pointing at it), and a real etcd + kube-apiserver (tests/cluster/start.sh).
+import { execFile, spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { promisify } from 'node:util'
 
 import { repo } from './helpers.mjs'
 
@@ -61,4 +63,54 @@ export function operatorKubeconfig(server, token, namespace = 'dev') {
     }),
   )
   return { dir, path }
+}
+
+const run = promisify(execFile)
+const CLUSTER = join(repo, 'tests', 'cluster')
+
+/** start.sh's variables (DIR/env, `KEY=value` lines quoted for the shell), read by the shell. */
+async function readEnv(file) {
+  const keys = readFileSync(file, 'utf8')
+    .split('\n')
+    .map((l) => /^([A-Z_][A-Z0-9_]*)=/.exec(l)?.[1])
+    .filter(Boolean)
+  const { stdout } = await run('bash', ['-c', 'set -a; . "$1"; env -0', 'read-env', file])
+  const all = new Map(stdout.split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
+  return Object.fromEntries(keys.map((k) => [k, all.get(k)]))
+}
+
+/**
+ * Start a real etcd + kube-apiserver seeded like the sandbox (tests/cluster/start.sh, ~11 s; the
+ * binaries are built once, then cached). Resolves to start.sh's variables (`env`: the server's
+ * URL, the admin's and the operator's kubeconfigs...) and `stop`; rejects, saying why, if it
+ * does not start. If this process dies first, start.sh's watcher stops the servers.
+ */
+export async function startCluster() {
+  const dir = mkdtempSync(join(tmpdir(), 'kubeleash-node-cluster-'))
+  const started = performance.now()
+  const stop = async () => {
+    try {
+      await run(join(CLUSTER, 'stop.sh'), [dir], { timeout: 120_000 })
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+  try {
+    await run(join(CLUSTER, 'start.sh'), [dir], {
+      env: { ...process.env, KUBELEASH_CLUSTER_OWNER_PID: String(process.pid) },
+      maxBuffer: 16 * 1024 * 1024,
+      timeout: 900_000,
+    })
+  } catch (e) {
+    throw new Error(`tests/cluster/start.sh failed (${e.code ?? e.signal}); a real API server is required (logs in ${dir}):\n${String(e.stderr ?? e.message).slice(-4000)}`)
+  }
+  const env = await readEnv(join(dir, 'env'))
+  for (const k of ['KUBELEASH_CLUSTER_SERVER', 'KUBELEASH_CLUSTER_CA', 'KUBECONFIG_ADMIN', 'KUBECONFIG_OPERATOR_CERT', 'KUBECONFIG_OPERATOR_TOKEN', 'KUBECONFIG_OPERATOR_EXEC']) {
+    if (!env[k]) {
+      await stop()
+      throw new Error(`tests/cluster/start.sh wrote no ${k} in ${dir}/env`)
+    }
+  }
+  console.log(`# real API server started in ${((performance.now() - started) / 1000).toFixed(1)} s at ${env.KUBELEASH_CLUSTER_SERVER}`)
+  return { dir, env, stop }
 }

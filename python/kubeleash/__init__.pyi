@@ -4,6 +4,8 @@ from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from typing import Literal, TypedDict
 
+from typing_extensions import NotRequired
+
 __version__: str
 
 _Bytes = Union[bytes, bytearray, memoryview, str]
@@ -148,6 +150,31 @@ class Identity(TypedDict):
     user: str
     groups: list[str]
 
+class Change(TypedDict):
+    """One difference a held write makes, as the masker shows it."""
+
+    path: str
+    """Where: keys joined by `.`, list items as `[n]` (`data.k`, `spec.containers[0].image`)."""
+    before: NotRequired[object]
+    """The value before; absent when the write adds the field."""
+    after: NotRequired[object]
+    """The value after; absent when the write removes the field."""
+    masked: bool
+    """The value is masked on a side: what is shown says only that it changed."""
+
+class DryRun(TypedDict):
+    """What the API server says a held write would do: the request sent with `dryRun=All`,
+    compared with the live object (none for a create), both masked."""
+
+    status: int
+    rejected: Optional[str]
+    """Why the API server would refuse the write (its Status message, masked); None if it
+    would accept it."""
+    changes: list[Change]
+    diff: str
+    """The changes as lines: `~ data.k: v -> w`, `+ path: value`, `- path: value`,
+    `~ path: changed (masked)`."""
+
 class ApprovalRequest:
     """One held request, as an approver sees it."""
 
@@ -173,6 +200,10 @@ class ApprovalRequest:
     def rule(self) -> Optional[str]: ...
     @property
     def reason(self) -> str: ...
+    @property
+    def agent_reason(self) -> Optional[str]: ...
+    @property
+    def dry_run(self) -> Optional[DryRun]: ...
     def to_dict(self) -> dict[str, object]: ...
 
 class Answer:

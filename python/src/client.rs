@@ -23,7 +23,7 @@ use kubeleash_core::mask::MaskError as CoreMaskError;
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::verify;
 use kubeleash_tower::{
-    Answer as CoreAnswer, ApprovalRequest as CoreApprovalRequest, Approver, JsonlRecorder,
+    Answer as CoreAnswer, ApprovalRequest as CoreApprovalRequest, Approver, DryRun, JsonlRecorder,
     Kubeleash, KubeleashBody, KubeleashLayer, MAX_WINDOW, Mode, RecorderOptions,
 };
 use pyo3::exceptions::{PyConnectionError, PyTimeoutError, PyValueError};
@@ -260,9 +260,35 @@ impl ApprovalRequest {
         &self.inner.reason
     }
 
-    /// Everything above as a dict.
+    /// The agent's own reason for the request (its `X-Kubeleash-Reason` header: printable, at
+    /// most 500 characters, masked), or None. The agent wrote it: it explains, it proves nothing.
+    #[getter]
+    fn agent_reason(&self) -> Option<&str> {
+        self.inner.agent_reason.as_deref()
+    }
+
+    /// What the API server says a held write would do (the same request sent with
+    /// `dryRun=All`, compared with the live object, both masked): `{"status": int, "rejected":
+    /// str | None, "changes": [{"path", "before"?, "after"?, "masked"}], "diff": str}`. None for
+    /// a request that changes no object (reads, subresources such as `token`, exec) and when the
+    /// API server could not be asked.
+    #[getter]
+    fn dry_run<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .dry_run
+            .as_ref()
+            .map(|d| dry_run_to_py(py, d))
+            .transpose()
+    }
+
+    /// Everything above as a dict (keys without a value left out; `dry_run` as the `dry_run`
+    /// property has it).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        ser_to_py(py, &self.inner)
+        let dict = ser_to_py(py, &self.inner)?;
+        if let Some(d) = &self.inner.dry_run {
+            dict.set_item("dry_run", dry_run_to_py(py, d)?)?;
+        }
+        Ok(dict)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -273,6 +299,17 @@ impl ApprovalRequest {
             repr_str(py, self.inner.rule.as_deref())
         )
     }
+}
+
+/// A dry run as a dict: its serde form, with `rejected` always there (None when the API server
+/// would accept the write). A change's `before` (`after`) is left out when the field is added
+/// (removed), so it stays apart from a JSON `null`.
+fn dry_run_to_py<'py>(py: Python<'py>, d: &DryRun) -> PyResult<Bound<'py, PyAny>> {
+    let dict = ser_to_py(py, d)?;
+    if d.rejected.is_none() {
+        dict.set_item("rejected", py.None())?;
+    }
+    Ok(dict)
 }
 
 /// A Python callable as the layer's approver. It runs on a blocking thread of the runtime, with

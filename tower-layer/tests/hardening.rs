@@ -83,6 +83,22 @@ fn server(
             let (parts, body) = req.into_parts();
             let body = body.collect().await.unwrap().to_bytes();
             let upgrade = parts.headers.contains_key("upgrade");
+            // A held write's dry run changes nothing: `seen` is what was really sent
+            // (`tests/dry_run.rs` tests what dry runs show).
+            let query = parts.uri.query().unwrap_or_default();
+            if query.split('&').any(|p| p == "dryRun=All") {
+                return Ok::<_, BoxError>(
+                    Response::builder()
+                        .status(if parts.method == http::Method::GET {
+                            404
+                        } else {
+                            201
+                        })
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(b"{\"kind\":\"Status\"}")))
+                        .unwrap(),
+                );
+            }
             seen.lock().unwrap().push(Got {
                 uri: parts.uri.to_string(),
                 headers: parts.headers,
@@ -1093,4 +1109,84 @@ async fn a_followed_log_without_line_ends_still_ends_on_reload() {
         frames += 1;
     }
     assert!(frames <= 1, "{frames} chunks after the reload");
+}
+
+/// A protobuf body (kubectl's typed creates) is held like JSON: the approver sees the JSON it
+/// decodes to, masked, and what reaches the server after approval is the exact bytes held.
+#[tokio::test]
+async fn a_held_protobuf_body_is_shown_decoded_and_forwarded_exactly() {
+    let pb = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/testdata/protobuf/secret-generic.pb"),
+    )
+    .unwrap();
+    let (tx, mut rx) = mpsc::channel(8);
+    let seen: Seen = Arc::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer().approver(Channel(tx)))
+        .service(server(Arc::clone(&seen), Upstream::Honest));
+    let req = Request::builder()
+        .method("POST")
+        .uri(SECRETS)
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(Full::new(Bytes::from(pb.clone())))
+        .unwrap();
+    let t = tokio::spawn(async move { call(&mut svc, req).await });
+    let (shown, answer) = rx.recv().await.unwrap();
+    let body = shown.body.clone().unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["kind"], "Secret", "{body}");
+    assert_eq!(json["metadata"]["name"], "s1", "{body}");
+    // kubectl create secret generic s1 --from-literal=password=hunter2: never shown.
+    assert!(
+        !body.contains("aHVudGVyMg==") && !body.contains("hunter2"),
+        "{body}"
+    );
+    assert!(json["data"]["password"].is_string(), "{body}");
+    answer
+        .send(Answer::Approve {
+            by: "alice".into(),
+            window: None,
+        })
+        .unwrap();
+    assert_eq!(t.await.unwrap().0, 200);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body.as_ref(),
+        pb.as_slice(),
+        "forwarded byte for byte"
+    );
+}
+
+/// The approver is never the agent: an approval given in the requester's own name (however
+/// spelled) is refused, and nothing is sent.
+#[tokio::test]
+async fn a_request_cannot_approve_itself() {
+    for by in ["agent", " Agent ", "AGENT\u{7}"] {
+        let (tx, mut rx) = mpsc::channel(8);
+        let seen: Seen = Arc::default();
+        let mut svc = ServiceBuilder::new()
+            .layer(layer().approver(Channel(tx)))
+            .service(server(Arc::clone(&seen), Upstream::Honest));
+        let t =
+            tokio::spawn(
+                async move { call(&mut svc, post(SECRETS, "application/json", BODY)).await },
+            );
+        let (_, answer) = rx.recv().await.unwrap();
+        answer
+            .send(Answer::Approve {
+                by: by.into(),
+                window: None,
+            })
+            .unwrap();
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, 403, "{by:?}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("cannot approve itself"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(seen.lock().unwrap().is_empty(), "{by:?}: nothing is sent");
+    }
 }

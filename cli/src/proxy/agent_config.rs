@@ -1,28 +1,44 @@
-//! The agent's kubeconfig: the proxy's URL and the agent's own bearer (the proxy's token, or a
-//! file holding its OIDC token), never a credential of the operator's.
+//! The agent's kubeconfig: the proxy's URL, the CA that vouches for it (HTTPS), and the agent's
+//! own bearer (the proxy's token, or a file holding its OIDC token), never a credential of the
+//! operator's.
 
 use std::io::Write;
 use std::path::Path;
+
+use base64::Engine;
 
 /// How the agent proves itself to the proxy.
 pub enum AgentAuth<'a> {
     /// Nothing (the caller adds a credential of its own).
     None,
-    /// The proxy's token, as the last segment of the server URL: kubectl sends no credential
-    /// over plain HTTP (client-go reads a kubeconfig's user only for an `https` server), but
-    /// every client puts the server URL's path in front of each request's.
+    /// The proxy's token. For an `https` server it is the user's `token`, which client-go sends
+    /// as `Authorization: Bearer` on every request. For a plain `http` one (`--plain-http`) it
+    /// is the last segment of the server URL: client-go reads a kubeconfig's user only for an
+    /// `https` server, but puts the server URL's path in front of each request's path (all but
+    /// `kubectl get --raw`, which replaces the path whole).
     ProxyToken(&'a str),
     /// A file kubectl reads a bearer token from (`tokenFile`): an OIDC token.
     TokenFile(&'a Path),
 }
 
-/// The kubeconfig text. Every value is written as a JSON string, which YAML reads back
-/// verbatim, so no value can add keys.
-pub fn render(server: &str, namespace: &str, auth: AgentAuth<'_>) -> String {
+/// Whether `server` is an `https` URL, where client-go sends the user's credential.
+pub fn is_https(server: &str) -> bool {
+    server
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
+/// The kubeconfig text; `ca_pem`, when given, is the CA (PEM) the server's certificate must
+/// chain to. Every value is written as a JSON string, which YAML reads back verbatim, so no
+/// value can add keys.
+pub fn render(server: &str, namespace: &str, ca_pem: Option<&str>, auth: AgentAuth<'_>) -> String {
     let q = |s: &str| serde_json::Value::from(s).to_string();
     let mut server = server.trim_end_matches('/').to_string();
     let user = match auth {
         AgentAuth::None => "  user: {}\n".to_string(),
+        AgentAuth::ProxyToken(t) if is_https(&server) => {
+            format!("  user:\n    token: {}\n", q(t))
+        }
         AgentAuth::ProxyToken(t) => {
             server = format!("{server}/{t}");
             "  user: {}\n".to_string()
@@ -31,8 +47,16 @@ pub fn render(server: &str, namespace: &str, auth: AgentAuth<'_>) -> String {
             format!("  user:\n    tokenFile: {}\n", q(&f.display().to_string()))
         }
     };
+    let ca = ca_pem
+        .map(|pem| {
+            format!(
+                "    certificate-authority-data: {}\n",
+                q(&base64::engine::general_purpose::STANDARD.encode(pem))
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubeleash\n  cluster:\n    server: {}\ncontexts:\n- name: kubeleash\n  context:\n    cluster: kubeleash\n    user: agent\n    namespace: {}\ncurrent-context: kubeleash\nusers:\n- name: agent\n{user}",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubeleash\n  cluster:\n    server: {}\n{ca}contexts:\n- name: kubeleash\n  context:\n    cluster: kubeleash\n    user: agent\n    namespace: {}\ncurrent-context: kubeleash\nusers:\n- name: agent\n{user}",
         q(&server),
         q(namespace)
     )
@@ -89,6 +113,7 @@ mod tests {
         let text = render(
             "http://127.0.0.1:1\n    token: x/",
             "dev\"\nx: y",
+            None,
             AgentAuth::ProxyToken("kubeleash-ab"),
         );
         let v: serde_json::Value = parse(&text);
@@ -119,6 +144,46 @@ mod tests {
             "no temp file left"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn over_https_the_token_is_the_users_and_the_ca_is_in_the_cluster() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let text = render(
+            "https://127.0.0.1:1/",
+            "dev",
+            Some(pem),
+            AgentAuth::ProxyToken("kubeleash-ab\"\n  x: y"),
+        );
+        let v = parse(&text);
+        assert_eq!(v["clusters"][0]["cluster"]["server"], "https://127.0.0.1:1");
+        let ca = v["clusters"][0]["cluster"]["certificate-authority-data"]
+            .as_str()
+            .unwrap();
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(ca)
+            .unwrap();
+        assert_eq!(ca, pem.as_bytes());
+        assert_eq!(v["users"][0]["user"]["token"], "kubeleash-ab\"\n  x: y");
+        assert!(v["users"][0]["user"].get("x").is_none_or(|x| x.is_null()));
+        // HTTPS is recognised whatever its case; plain HTTP keeps the token in the path.
+        assert!(is_https("HTTPS://127.0.0.1:1") && !is_https("http://127.0.0.1:1"));
+        let v = parse(&render(
+            "http://127.0.0.1:1",
+            "dev",
+            None,
+            AgentAuth::ProxyToken("kubeleash-ab"),
+        ));
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "http://127.0.0.1:1/kubeleash-ab"
+        );
+        assert!(
+            v["users"][0]["user"]
+                .get("token")
+                .is_none_or(|t| t.is_null())
+        );
     }
 
     /// The kubeconfig is YAML of JSON scalars: read it back with kube's own parser.

@@ -1,7 +1,8 @@
-//! The proxy server: hyper on loopback in front, the kubeleash layer in the middle, kube-rs's
-//! client stack (TLS, the operator's credential, refresh) behind. Connections are capped, slow
-//! clients cut at deadlines ([`Limits`]), and upgraded connections kept on a list each reload
-//! decides again ([`Tunnels`]).
+//! The proxy server: hyper on loopback in front (HTTPS with a certificate made at start, see
+//! [`super::tls`], or plain HTTP with `--plain-http`), the kubeleash layer in the middle,
+//! kube-rs's client stack (TLS, the operator's credential, refresh) behind. Connections are
+//! capped, slow clients cut at deadlines ([`Limits`]; the TLS handshake is within the header
+//! deadline), and upgraded connections kept on a list each reload decides again ([`Tunnels`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,16 +20,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use kubeleash_connect::{MAX_BODY, Upstream};
 use kubeleash_core::policy::{Decision, Effect, Identity, Policy};
 use kubeleash_tower::{
-    BodyBudget, BoundedReadError, BoxError, BudgetShare, JsonlRecorder, KubeleashLayer, Mode,
-    PolicyHandle, RecorderOptions,
+    ApprovalMode, BodyBudget, BoundedReadError, BoxError, BudgetShare, JsonlRecorder,
+    KubeleashLayer, Mode, PolicyHandle, RecorderOptions,
 };
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::access::{Access, AgentToken};
 use super::agent_config::{AgentAuth, render, write_private};
 use super::limits::{BusyLog, Limits, MAX_BUFFERED, busy_response};
 use super::oidc::Oidc;
+use super::tls::{self, ServingTls};
 use super::tunnels::{Admitted, Tunnels};
 use super::upstream_error;
 use crate::approvals::{SocketApprover, TerminalApprover, WebhookApprover};
@@ -86,6 +89,10 @@ pub struct ProxyConfig {
     pub agent_token_file: Option<PathBuf>,
     /// The namespace the agent's kubeconfig works in.
     pub agent_namespace: String,
+    /// Serve plain HTTP instead of HTTPS (for clients that cannot do TLS).
+    pub plain_http: bool,
+    /// Where to write the CA certificate (PEM) that vouches for this proxy's HTTPS.
+    pub agent_ca_file: Option<PathBuf>,
 }
 
 /// A running proxy.
@@ -108,6 +115,8 @@ pub struct RunningProxy {
     /// The upgraded connections, decided again on every reload.
     tunnels: Arc<Tunnels>,
     limits: Limits,
+    /// The CA that vouches for this proxy's HTTPS (PEM); none with plain HTTP.
+    ca_pem: Option<String>,
 }
 
 type OpenTasks = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
@@ -177,11 +186,16 @@ fn load_policy(path: &PathBuf) -> Result<Policy, String> {
 /// Start the proxy with the default [`Limits`]: compile the policy, connect the upstream,
 /// listen.
 pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, String> {
-    start_with(cfg, Limits::default()).await
+    start_with(cfg, Limits::default(), ApprovalMode::Blocking).await
 }
 
-/// Start the proxy with the given limits.
-pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy, String> {
+/// Start the proxy with the given limits, held requests waiting as `approval_mode` says
+/// (`--approvals-nonblocking`).
+pub async fn start_with(
+    cfg: ProxyConfig,
+    limits: Limits,
+    approval_mode: ApprovalMode,
+) -> Result<RunningProxy, String> {
     if limits.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
@@ -194,7 +208,8 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
     let policy = load_policy(&cfg.policy)?;
     let mut layer = KubeleashLayer::new(policy)
         .mode(cfg.mode)
-        .approval_timeout(cfg.approval_timeout);
+        .approval_timeout(cfg.approval_timeout)
+        .approval_mode(approval_mode);
     let (fixed, oidc) = match &cfg.identity {
         IdentityConfig::Fixed(id) => {
             layer = layer.identity(id.clone());
@@ -298,6 +313,11 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
         )
     })?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let tls = if cfg.plain_http {
+        None
+    } else {
+        Some(tls::generate(addr)?)
+    };
     // With identity from flags, anyone who can reach the port would be the agent: the agent
     // proves itself with a token only the proxy and its kubeconfig know. With OIDC the bearer
     // is the agent's own token, which the layer verifies.
@@ -305,7 +325,7 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
         IdentityConfig::Fixed(_) => Some(AgentToken::generate()?),
         IdentityConfig::Oidc { .. } => None,
     };
-    write_agent_files(&cfg, addr, token.as_ref())?;
+    write_agent_files(&cfg, addr, token.as_ref(), tls.as_ref())?;
     let access = Arc::new(Access::new(addr, token.clone()));
     let (stop, mut stopped) = watch::channel(false);
     let connections = Arc::new(());
@@ -324,12 +344,16 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
         open_tasks: Arc::clone(&open_tasks),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Connections beyond the cap that are told so over TLS: the handshake costs the proxy a
+    // little, so only this many at once; past that they are closed unanswered.
+    let busy_slots = Arc::new(Semaphore::new(BUSY_ANSWERS));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // The timer makes hyper close a connection whose headers do not arrive in time, idle
     // kept-alive ones included (slowloris).
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
     let accept = tokio::spawn(async move {
         let mut busy = BusyLog::default();
         loop {
@@ -345,36 +369,56 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
                 },
                 _ = stopped.changed() => break,
             };
+            // Masked responses go out in more than one write: without this the second waits
+            // for the client's delayed ACK (about 40 ms).
+            let _ = stream.set_nodelay(true);
             // One slot per connection, held by an upgraded one's tunnel too. Beyond the cap the
-            // client gets a 503 it can read (the socket's send buffer is empty, so the write
-            // does not block), and the connection closes without a byte of it being read.
+            // client gets a 503 it can read, and the connection closes without a byte of its
+            // request being used. Over plain HTTP the answer is written at once (the socket's
+            // send buffer is empty, so the write does not block); over HTTPS it needs the
+            // handshake first, done in a task of its own, within the header deadline.
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                let _ = stream.try_write(&busy_response(limits.max_connections));
+                let answer = busy_response(limits.max_connections);
+                match &acceptor {
+                    None => {
+                        let _ = stream.try_write(&answer);
+                    }
+                    Some(acceptor) => {
+                        if let Ok(permit) = Arc::clone(&busy_slots).try_acquire_owned() {
+                            let acceptor = acceptor.clone();
+                            tokio::spawn(async move {
+                                let _permit = permit;
+                                let handshake = tokio::time::timeout(
+                                    limits.header_timeout.min(BUSY_HANDSHAKE),
+                                    acceptor.accept(stream),
+                                );
+                                if let Ok(Ok(tls)) = handshake.await {
+                                    answer_and_close(tls, &answer).await;
+                                }
+                            });
+                        }
+                    }
+                }
                 if let Some(line) = busy.turned_away(limits.max_connections) {
                     eprintln!("{line}");
                 }
                 continue;
             };
-            // Masked responses go out in more than one write: without this the second waits
-            // for the client's delayed ACK (about 40 ms).
-            let _ = stream.set_nodelay(true);
-            let slot = Arc::new(slot);
-            let (f, s) = (Arc::clone(&front), Arc::clone(&slot));
-            let service =
-                hyper::service::service_fn(move |req| forward(Arc::clone(&f), Arc::clone(&s), req));
-            let conn = http1
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let (token, mut stop) = (Arc::clone(&front.connections), stopped.clone());
+            let (token, stop) = (Arc::clone(&front.connections), stopped.clone());
+            let (front_c, acceptor, http1) = (Arc::clone(&front), acceptor.clone(), http1.clone());
             let task = tokio::spawn(async move {
-                let (_token, _slot) = (token, slot);
-                let mut conn = std::pin::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = stop.changed() => {
-                        // Finish the request in flight, take no new one on this connection.
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
+                let (_token, slot) = (token, Arc::new(slot));
+                match acceptor {
+                    None => {
+                        serve_connection(&http1, TokioIo::new(stream), front_c, slot, stop).await
+                    }
+                    Some(acceptor) => {
+                        let Some(tls) =
+                            handshake(&acceptor, stream, limits.header_timeout, stop.clone()).await
+                        else {
+                            return;
+                        };
+                        serve_connection(&http1, TokioIo::new(tls), front_c, slot, stop).await;
                     }
                 }
             });
@@ -394,19 +438,122 @@ pub async fn start_with(cfg: ProxyConfig, limits: Limits) -> Result<RunningProxy
         open_tasks,
         tunnels,
         limits,
+        ca_pem: tls.map(|t| t.ca_pem),
     })
 }
 
-/// The agent's kubeconfig and token file, if asked for.
+/// How many connections beyond the cap may be in their TLS handshake at once, to be told 503.
+const BUSY_ANSWERS: usize = 32;
+/// The longest the handshake of a connection beyond the cap may take.
+const BUSY_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// The first byte of a TLS handshake record: anything else on an HTTPS port is a client speaking
+/// another protocol, most likely plain HTTP from an `http://` URL.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The TLS handshake of a new connection, within the header deadline (a client that connects
+/// and sends nothing, or dribbles its hello, holds a slot no longer than one that dribbles its
+/// headers). A client that speaks plain HTTP to the HTTPS port is told so in plain HTTP.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    within: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = async {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) if first[0] != TLS_HANDSHAKE_RECORD => {
+                answer_and_close(stream, &plain_http_refusal()).await;
+                None
+            }
+            Ok(1) => acceptor.accept(stream).await.ok(),
+            _ => None,
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(within, accept) => r.ok().flatten(),
+        _ = stop.changed() => None,
+    }
+}
+
+/// The answer to a plain-HTTP request on the HTTPS port.
+fn plain_http_refusal() -> Vec<u8> {
+    let body = kubeleash_connect::status_body(
+        400,
+        "BadRequest",
+        "kubeleash: this proxy serves HTTPS: use https:// and the CA in the kubeconfig it wrote (--agent-kubeconfig), or start it with --plain-http for clients that cannot do TLS",
+    );
+    let mut out = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Write `answer`, close the writing side, and read (and drop) what the client still sends for
+/// a moment: closing a socket with unread bytes resets it, and the reset can reach the client
+/// before it read the answer.
+async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, answer: &[u8]) {
+    let done = async {
+        if s.write_all(answer).await.is_err() || s.shutdown().await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 4096];
+        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+}
+
+/// Serve the requests of one connection (HTTP/1.1, upgrades too) until it closes; when the
+/// proxy stops, finish the request in flight and take no new one.
+async fn serve_connection<I>(
+    http1: &hyper::server::conn::http1::Builder,
+    io: I,
+    front: Arc<Front>,
+    slot: Arc<OwnedSemaphorePermit>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |req| forward(Arc::clone(&front), Arc::clone(&slot), req));
+    let conn = http1.serve_connection(io, service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            // Finish the request in flight, take no new one on this connection.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// The agent's kubeconfig, token file and CA file, if asked for.
 fn write_agent_files(
     cfg: &ProxyConfig,
     addr: SocketAddr,
     token: Option<&AgentToken>,
+    tls: Option<&ServingTls>,
 ) -> Result<(), String> {
-    let url = format!("http://{addr}");
+    let url = base_url(addr, tls.is_some());
+    let ca = tls.map(|t| t.ca_pem.as_str());
+    if let Some(path) = &cfg.agent_ca_file {
+        let Some(ca) = ca else {
+            return Err(
+                "--agent-ca-file is for a proxy that serves HTTPS; with --plain-http there is no CA"
+                    .into(),
+            );
+        };
+        // Public (a certificate); written privately all the same, like the other agent files.
+        write_private(path, ca)?;
+    }
     if let Some(path) = &cfg.agent_kubeconfig {
         let auth = token.map_or(AgentAuth::None, |t| AgentAuth::ProxyToken(t.secret()));
-        write_private(path, &render(&url, &cfg.agent_namespace, auth))?;
+        write_private(path, &render(&url, &cfg.agent_namespace, ca, auth))?;
     }
     if let Some(path) = &cfg.agent_token_file {
         let Some(t) = token else {
@@ -418,6 +565,11 @@ fn write_agent_files(
         write_private(path, t.secret())?;
     }
     Ok(())
+}
+
+/// The proxy's URL on `addr`.
+fn base_url(addr: SocketAddr, https: bool) -> String {
+    format!("{}://{addr}", if https { "https" } else { "http" })
 }
 
 /// One request: the door checked on its headers (Host, Origin, the proxy's token, an OIDC
@@ -631,9 +783,14 @@ fn open_tunnel<B>(
 }
 
 impl RunningProxy {
-    /// The URL agents use.
+    /// The URL agents use: `https://ADDR`, or `http://ADDR` with plain HTTP.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        base_url(self.addr, self.ca_pem.is_some())
+    }
+
+    /// The CA that vouches for this proxy's HTTPS (PEM); none with plain HTTP.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The bearer token agents must present (with a fixed identity; none with OIDC).
@@ -641,13 +798,14 @@ impl RunningProxy {
         self.token.as_ref().map(AgentToken::secret)
     }
 
-    /// A kubeconfig for the agent: this proxy's URL and its token, no cluster credential.
+    /// A kubeconfig for the agent: this proxy's URL, the CA that vouches for it, and its token;
+    /// no cluster credential.
     pub fn agent_kubeconfig(&self, namespace: &str) -> String {
         let auth = match self.agent_token() {
             Some(t) => AgentAuth::ProxyToken(t),
             None => AgentAuth::None,
         };
-        render(&self.url(), namespace, auth)
+        render(&self.url(), namespace, self.ca_pem(), auth)
     }
 
     /// Compile the policy file again; on success it is in force for new requests, on failure the

@@ -531,6 +531,26 @@ const PROSE_WORDS: &[&str] = &[
     "failed",
     "succeeded",
     "authenticated",
+    // What API documentation says of a token (the OpenAPI descriptions kubectl explain shows:
+    // "the token is bound to", "was intended for", "is older than").
+    "bound",
+    "older",
+    "newer",
+    "intended",
+    "associated",
+    "information",
+    "valid",
+    "invalid",
+    "used",
+    "issued",
+    "stored",
+    "missing",
+    "expired",
+    "present",
+    "provided",
+    "generated",
+    "rotated",
+    "signed",
 ];
 
 fn is_prose_word(v: &[u8]) -> bool {

@@ -105,6 +105,12 @@ pub(crate) struct Origin {
     pub(crate) group: Option<String>,
     /// The kind the request's resource holds, when it is certain (a built-in resource).
     pub(crate) kind: Option<String>,
+    /// The response is the API server's OpenAPI document (`/openapi/v2`, `/openapi/v3/...`):
+    /// schemas, not objects. Its keys are schema words (`x-kubernetes-patch-merge-key`,
+    /// `properties.data`), which the object rules would take for a ConfigMap's or a Secret's
+    /// and mask, breaking the strategic merge patches kubectl computes from it; its strings
+    /// are still judged by the detectors.
+    pub(crate) schema: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -643,6 +649,7 @@ impl JsonMasker {
                 });
             }
             let role = match (self.seq, is_obj) {
+                _ if self.origin.schema => Role::Plain,
                 (true, true) => Role::Event,
                 (false, true) => Role::Anchor,
                 _ => Role::Plain,
@@ -652,7 +659,12 @@ impl JsonMasker {
             }
             // A root array is no Kubernetes shape: every object in it is an object of unknown
             // kind.
-            return Ok(plain(role, None, is_arr, KeyScope::Plain));
+            return Ok(plain(
+                role,
+                None,
+                is_arr && !self.origin.schema,
+                KeyScope::Plain,
+            ));
         };
         let key_ref = if parent.object { key } else { None };
         let keyed = key_ref.is_some_and(|k| self.set.starts_at(k));
