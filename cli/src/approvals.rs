@@ -4,6 +4,8 @@
 //!   `kubeleash approvals list|approve|deny` (this module's [`run`]) answers them.
 //! - [`TerminalApprover`]: a prompt on the proxy's controlling terminal, one at a time.
 //! - [`WebhookApprover`]: POST the request as JSON to an `http://` URL and read the answer.
+//! - [`ChatApprover`]: POST a Slack message for the request to an `http://` URL; the answer
+//!   comes back later as a signed callback to an endpoint on loopback.
 //!
 //! The socket protocol is JSON lines, one request and one answer per line:
 //!
@@ -21,6 +23,8 @@
 
 // Submodule paths are spelled out so that `cli/tests/approvals.rs` can include this module with
 // `#[path]` (the binary has no library target) and still find them.
+#[path = "approvals/chat.rs"]
+mod chat;
 #[path = "approvals/client.rs"]
 mod client;
 #[path = "approvals/socket.rs"]
@@ -38,6 +42,7 @@ use kubeleash_core::display::printable;
 use kubeleash_tower::ApprovalRequest;
 use serde::Deserialize;
 
+pub use chat::ChatApprover;
 pub use client::{Args, run};
 pub use socket::SocketApprover;
 pub use terminal::TerminalApprover;
@@ -221,6 +226,29 @@ pub(crate) struct Shown {
     pub waiting_seconds: Option<u64>,
 }
 
+/// Who a request impersonates, for an approver: `user bob; groups a, b; uid 1; extra k=v`.
+pub(crate) fn impersonated(
+    user: Option<&str>,
+    groups: &[String],
+    uid: Option<&str>,
+    extra: &[String],
+) -> String {
+    let mut who = Vec::new();
+    if let Some(u) = user {
+        who.push(format!("user {u}"));
+    }
+    if !groups.is_empty() {
+        who.push(format!("groups {}", groups.join(", ")));
+    }
+    if let Some(u) = uid {
+        who.push(format!("uid {u}"));
+    }
+    if !extra.is_empty() {
+        who.push(format!("extra {}", extra.join(", ")));
+    }
+    who.join("; ")
+}
+
 /// The identity a held request impersonates, when approving it forwards its headers.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -294,24 +322,8 @@ impl Shown {
             &format!("{} {}", one_line(&self.method), one_line(&self.target)),
         );
         if let Some(i) = &self.impersonation {
-            let mut who = Vec::new();
-            if let Some(u) = &i.user {
-                who.push(format!("user {u}"));
-            }
-            if !i.groups.is_empty() {
-                who.push(format!("groups {}", i.groups.join(", ")));
-            }
-            if let Some(u) = &i.uid {
-                who.push(format!("uid {u}"));
-            }
-            if !i.extra.is_empty() {
-                who.push(format!("extra {}", i.extra.join(", ")));
-            }
-            field(
-                &mut out,
-                "as",
-                &format!("IMPERSONATING {}", one_line(&who.join("; "))),
-            );
+            let who = impersonated(i.user.as_deref(), &i.groups, i.uid.as_deref(), &i.extra);
+            field(&mut out, "as", &format!("IMPERSONATING {}", one_line(&who)));
         }
         if let Some(ct) = &self.content_type {
             field(&mut out, "type", &one_line(ct));

@@ -6,11 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::verify;
 use kubeleash_sandbox::{Sandbox, Seed};
@@ -96,10 +93,9 @@ impl Approver for Human {
 }
 
 struct Agent {
-    proxy: String,
-    /// The proxy's bearer token, as the agent's kubeconfig holds it.
-    token: String,
-    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// A Kubernetes client made from the agent's kubeconfig alone: the proxy's https URL, the CA
+    /// the proxy made at start, and the proxy's token.
+    client: kube::Client,
     kubectl: Option<std::path::PathBuf>,
     home: std::path::PathBuf,
 }
@@ -113,18 +109,19 @@ impl Agent {
     async fn http(&self, method: Method, path: &str, body: Option<&str>) -> Result<Reply, String> {
         let mut b = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.proxy))
-            .header("accept", "application/json")
-            .header("authorization", format!("Bearer {}", self.token));
+            .uri(path)
+            .header("accept", "application/json");
         if body.is_some() {
             b = b.header("content-type", "application/json");
         }
         let req = b
-            .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
+            .body(kube::client::Body::from(
+                body.unwrap_or_default().as_bytes().to_vec(),
+            ))
             .map_err(|e| e.to_string())?;
         let resp = self
-            .http
-            .request(req)
+            .client
+            .send(req)
             .await
             .map_err(|e| format!("the proxy did not answer: {e}"))?;
         let status = resp.status().as_u16();
@@ -177,6 +174,17 @@ impl Agent {
         .await
         .map_err(|e| e.to_string())?
     }
+}
+
+/// kube-rs's client from the agent's kubeconfig text.
+async fn agent_client(kubeconfig: &str) -> Result<kube::Client, String> {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)
+        .map_err(|e| format!("the agent's kubeconfig does not read back: {e}"))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("the agent's kubeconfig does not load: {e}"))?;
+    kube::Client::try_from(config).map_err(|e| format!("cannot make the agent's client: {e}"))
 }
 
 fn message(body: &str) -> String {
@@ -237,21 +245,20 @@ async fn demo(a: Args) -> Result<(), String> {
         agent_kubeconfig: None,
         agent_token_file: None,
         agent_namespace: "dev".into(),
+        plain_http: false,
+        agent_ca_file: None,
     })
     .await?;
     let kubectl = if a.kubectl { which("kubectl") } else { None };
     if a.kubectl && kubectl.is_none() {
         return Err("--kubectl was given, but there is no kubectl on PATH".into());
     }
-    // The agent's kubeconfig: the proxy's URL and the token it requires, no cluster credential.
-    crate::proxy::write_private(
-        &dir.join("agent.kubeconfig"),
-        &proxy.agent_kubeconfig("dev"),
-    )?;
+    // The agent's kubeconfig: the proxy's URL and CA and the token it requires, no cluster
+    // credential. The agent's client is made from it alone, as kubectl's is.
+    let agent_kubeconfig = proxy.agent_kubeconfig("dev");
+    crate::proxy::write_private(&dir.join("agent.kubeconfig"), &agent_kubeconfig)?;
     let agent = Agent {
-        proxy: proxy.url(),
-        token: proxy.agent_token().unwrap_or_default().to_string(),
-        http: Client::builder(TokioExecutor::new()).build_http(),
+        client: agent_client(&agent_kubeconfig).await?,
         kubectl,
         home: dir.clone(),
     };

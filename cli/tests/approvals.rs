@@ -75,6 +75,8 @@ fn held(id: &str) -> ApprovalRequest {
         impersonation: None,
         rule: Some("hold-rbac-writes".into()),
         reason: "rule \"hold-rbac-writes\" holds create on clusterrolebindings for approval".into(),
+        agent_reason: None,
+        dry_run: None,
     }
 }
 

@@ -2,6 +2,8 @@
 #![deny(missing_docs)]
 
 pub mod body;
+mod civil_date;
+pub mod diff;
 pub mod display;
 pub mod kubectl;
 pub mod mask;

@@ -127,8 +127,13 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// deny > approve > allow.
-    fn strictness(self) -> u8 {
+    /// How strict an effect is: deny (2) > approve (1) > allow (0).
+    ///
+    /// ```
+    /// use kubeleash_core::policy::Effect;
+    /// assert!(Effect::Deny.strictness() > Effect::Approve.strictness());
+    /// ```
+    pub fn strictness(self) -> u8 {
         match self {
             Effect::Allow => 0,
             Effect::Approve => 1,
@@ -265,6 +270,57 @@ impl Policy {
     /// decoded only when a rule needs it.
     pub fn decide(&self, identity: &Identity, request: &Request, body: Option<&[u8]>) -> Decision {
         eval::decide(&self.inner, identity, request, body)
+    }
+
+    /// [`Policy::decide`], with rule conditions judged on `result`: the object the API server's
+    /// dry run (`dryRun=All`) of this very request produced. A patch's effect depends on the
+    /// stored object (a strategic `$patch: delete`, a merge `null`, a JSON patch, fields a
+    /// server-side apply removes), so its text can only be judged conservatively; the result is
+    /// what the write does. Every check on the body itself (mask markers, masked-field reads)
+    /// still applies. Use it when [`Policy::judges_on_result`] says so.
+    ///
+    /// ```
+    /// use kubeleash_core::policy::{Effect, Identity, Policy};
+    /// use kubeleash_core::request::classify;
+    ///
+    /// let policy = Policy::from_yaml(r#"
+    /// apiVersion: kubeleash.dev/v1alpha1
+    /// kind: Policy
+    /// spec:
+    ///   rules:
+    ///     - {name: edit, effect: allow, verbs: [patch], apiGroups: [apps], resources: [deployments]}
+    ///     - {name: no-host-pid, effect: deny, verbs: [patch], apiGroups: [apps], resources: [deployments],
+    ///        when: [{path: "$.spec.template.spec.hostPID", equals: true}]}
+    /// "#)?;
+    /// let mut h = http::HeaderMap::new();
+    /// h.insert("content-type", "application/json-patch+json".parse()?);
+    /// let req = classify("PATCH", "/apis/apps/v1/namespaces/dev/deployments/web", &h)?;
+    /// let id = Identity::new("agent", ["agents"]);
+    /// let body = br#"[{"op":"replace","path":"/spec/replicas","value":3}]"#;
+    /// assert!(policy.judges_on_result(&id, &req));
+    /// // On its text a JSON patch's effect is unknown: the deny rule applies.
+    /// assert_eq!(policy.decide(&id, &req, Some(body)).effect, Effect::Deny);
+    /// // On the result, it does not.
+    /// let result = serde_json::json!({"spec": {"replicas": 3, "template": {"spec": {"hostPID": false}}}});
+    /// assert_eq!(policy.decide_on_result(&id, &req, Some(body), &result).effect, Effect::Allow);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decide_on_result(
+        &self,
+        identity: &Identity,
+        request: &Request,
+        body: Option<&[u8]>,
+        result: &serde_json::Value,
+    ) -> Decision {
+        eval::decide_on_result(&self.inner, identity, request, body, result)
+    }
+
+    /// Whether [`Policy::decide_on_result`] judges this request better than its text: an update
+    /// or patch (server-side apply included) of an object, its status or scale, not itself a
+    /// dry run, that a conditioned rule could match (or a Secret write, whose stored type says
+    /// whether it mints a token). Costs a data path one dry-run round trip for such writes.
+    pub fn judges_on_result(&self, identity: &Identity, request: &Request) -> bool {
+        eval::judges_on_result(&self.inner, identity, request)
     }
 
     /// Whether [`Policy::decide`] may need this request's body, so a data path can skip reading

@@ -56,6 +56,10 @@ pub struct RecordedRequest {
     /// The request body, masked with the same rules as responses.
     #[serde(default)]
     pub body: Option<String>,
+    /// The agent's own reason for the request (its `X-Kubeleash-Reason` header), masked by
+    /// the detectors. Written only when there is one, so records without it hash as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_reason: Option<String>,
 }
 
 /// The decision as recorded.
@@ -364,16 +368,7 @@ pub fn audit_event(r: &Record) -> serde_json::Value {
 pub fn rfc3339(since_epoch: std::time::Duration) -> String {
     let secs = since_epoch.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::civil_date::from_days(days as i64);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,

@@ -54,6 +54,33 @@ pub struct ApprovalRequest {
     pub rule: Option<String>,
     /// The policy's reason.
     pub reason: String,
+    /// The agent's own reason for the request, from its `X-Kubeleash-Reason` header (printable,
+    /// at most 500 characters, masked by the detectors). The agent wrote it: it explains, it
+    /// proves nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_reason: Option<String>,
+    /// What the API server says the request would do: the same request with `dryRun=All` and
+    /// the live object, both masked. `None` for requests that change no object (reads,
+    /// exec, attach, port-forward, proxy) and when the layer has no upstream to ask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRun>,
+}
+
+/// The API server's own account of a held write, asked before a person is: the request sent
+/// with `dryRun=All` (and the operator's credential), and the object as it is now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DryRun {
+    /// The dry run's HTTP status.
+    pub status: u16,
+    /// Why the API server would refuse the request (validation, an admission webhook, a
+    /// conflict), from its `Status` message, masked; `None` when it would succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// Each difference from the live object (none for a create) to the result (none for a
+    /// delete), as the masker shows them: a masked value is shown only as changed.
+    pub changes: Vec<kubeleash_core::diff::Change>,
+    /// The same changes as lines to read (see [`kubeleash_core::diff::render`]).
+    pub diff: String,
 }
 
 /// An approver's answer.

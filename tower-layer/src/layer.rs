@@ -10,6 +10,7 @@ use crate::approval::{Approver, Grants};
 use crate::bounded::BodyBudget;
 use crate::credential::Credential;
 use crate::holds::Holds;
+use crate::nonblocking::{ApprovalMode, Waiting};
 use crate::record::{NoRecorder, Recorder};
 use crate::service::Kubeleash;
 
@@ -92,8 +93,14 @@ pub(crate) struct Shared {
     /// each body read takes its bytes from here until its request is answered.
     pub body_budget: BodyBudget,
     pub grants: Grants,
+    /// One write at a time per object judged on its dry run (see `object_lock`).
+    pub object_locks: crate::object_lock::ObjectLocks,
     pub hold_limits: HoldLimits,
     pub holds: Holds,
+    /// Whether a held request waits for its answer or is answered at once.
+    pub approval_mode: ApprovalMode,
+    /// Non-blocking mode: the held requests, their approvals and refusals, by request key.
+    pub waiting: Waiting,
     /// Set when a record could not be written: every request is refused (503) until the
     /// record of a refusal is written again.
     pub record_failed: Arc<AtomicBool>,
@@ -138,11 +145,14 @@ impl KubeleashLayer {
                 max_body: 3 * 1024 * 1024,
                 body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
                 grants: Grants::default(),
+                object_locks: Default::default(),
                 hold_limits: HoldLimits {
                     per_identity: 8,
                     total: 64,
                 },
                 holds: Holds::default(),
+                approval_mode: ApprovalMode::Blocking,
+                waiting: Waiting::default(),
                 record_failed: Arc::new(AtomicBool::new(false)),
             }),
         }
@@ -195,6 +205,25 @@ impl KubeleashLayer {
     /// How long a held request waits for an answer before it is denied (default 5 minutes).
     pub fn approval_timeout(self, timeout: Duration) -> Self {
         self.with(|s| s.approval_timeout = timeout)
+    }
+
+    /// Whether a held request stays open until it is answered ([`ApprovalMode::Blocking`], the
+    /// default) or is answered at once with a 403 naming its approval, to be sent again
+    /// ([`ApprovalMode::NonBlocking`]), for agents whose HTTP clients time out.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kubeleash_core::policy::Policy;
+    /// use kubeleash_tower::{ApprovalMode, KubeleashLayer};
+    ///
+    /// let policy = Policy::from_yaml(include_str!("../../examples/agents.yaml")).map_err(|e| e.to_string())?;
+    /// let layer = KubeleashLayer::new(policy)
+    ///     .approval_mode(ApprovalMode::NonBlocking { retry_after: Duration::from_secs(10) });
+    /// # let _ = layer;
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn approval_mode(self, mode: ApprovalMode) -> Self {
+        self.with(|s| s.approval_mode = mode)
     }
 
     /// How many requests may wait for approval at once: from one identity (user name), and in

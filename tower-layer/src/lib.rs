@@ -48,7 +48,9 @@
 //!   (method, whole target, content type, impersonation headers, body bytes) for at most
 //!   [`MAX_WINDOW`]. An approved impersonating request goes out with the impersonation the
 //!   approver was shown. At most 8 requests per identity and 64 in all wait at once
-//!   ([`KubeleashLayer::max_held`]); more are refused with 429.
+//!   ([`KubeleashLayer::max_held`]); more are refused with 429. In non-blocking mode
+//!   ([`ApprovalMode::NonBlocking`]) the held request is answered at once with 403 and its
+//!   approval id; the approval, once given, lets the identical request through once.
 //! - **Recorded or not sent.** Once a record cannot be written, every request is refused with
 //!   503 until a record is written again; recording never blocks the async runtime. A write
 //!   (create, update, patch, delete, deletecollection) or a protocol switch is recorded
@@ -68,22 +70,26 @@ mod approval;
 mod body;
 mod bounded;
 mod credential;
+mod dry_run;
 mod headers;
 mod holds;
 mod layer;
 mod log_limit;
+mod nonblocking;
+mod object_lock;
 mod record;
 mod scrub;
 mod service;
 pub mod signature;
 mod status;
 
-pub use approval::{Answer, ApprovalRequest, Approver, MAX_SHOWN_BODY, MAX_WINDOW};
+pub use approval::{Answer, ApprovalRequest, Approver, DryRun, MAX_SHOWN_BODY, MAX_WINDOW};
 pub use body::{BoxError, KubeleashBody};
 pub use bounded::{BodyBudget, BoundedReadError, BudgetShare};
 pub use credential::{Credential, CredentialError};
 pub use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
 pub use layer::{KubeleashLayer, Mode, PolicyHandle};
+pub use nonblocking::ApprovalMode;
 pub use record::{
     Durable, Format, JsonlRecorder, NoRecorder, RecordError, Recorder, RecorderOptions, WhenFull,
     now,

@@ -26,14 +26,17 @@ use tower::{Service, ServiceExt};
 
 use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
 
-use crate::approval::{Answer, ApprovalRequest, RequestKey, new_id, random_hex, shown_body};
+use crate::approval::{
+    Answer, ApprovalRequest, Approver, RequestKey, new_id, random_hex, shown_body,
+};
 use crate::body::{BoxError, Completion, KubeleashBody, Reload};
 use crate::bounded::{BoundedReadError, BudgetShare};
 use crate::headers::{
     allow_request_headers, allow_response_headers, asks_upgrade, force_json, is_connect,
 };
-use crate::holds::Full;
+use crate::holds::{Full, Hold};
 use crate::layer::{IdentitySource, Mode, Shared};
+use crate::nonblocking::{ApprovalMode, Found, Refused};
 use crate::record::{RecordError, rfc3339_at};
 use crate::scrub::scrub;
 use crate::status;
@@ -122,16 +125,19 @@ fn refusal<B>(
 }
 
 struct Ctx<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     identity: Identity,
     method: String,
     target: String,
     started: std::time::Instant,
     /// When the request arrived; formatted only when a record is written.
     time: std::time::SystemTime,
+    /// The agent's own reason (`X-Kubeleash-Reason`), masked: recorded and shown to approvers.
+    agent_reason: Option<String>,
 }
 
 /// How a held request was resolved, as a record says it.
+#[derive(Clone)]
 struct Resolution {
     outcome: &'static str,
     id: Option<String>,
@@ -166,6 +172,7 @@ impl Ctx<'_> {
                     .and_then(|r| r.facts.upgrade)
                     .map(|u| format!("{u:?}").to_lowercase()),
                 body: body.map(str::to_string),
+                agent_reason: self.agent_reason.clone(),
             },
             decision: RecordedDecision {
                 effect: decision.effect.as_str().into(),
@@ -219,22 +226,98 @@ impl Ctx<'_> {
     ) -> Refusal<'a, B> {
         Box::pin(async move {
             let message = format!("kubeleash: {}", decision.reason);
-            if self.recording() {
-                let mut rec = self.record_for(req, body, &decision, &resolution);
-                rec.response = Some(RecordedResponse {
-                    status: code,
-                    bytes: status::body(code, reason, &message).len() as u64,
-                    duration_ms: self.started.elapsed().as_millis() as u64,
-                    stream: "refused".into(),
-                    body: None,
-                    error: detail.map(|d| scrub(self.shared.policy.get().mask_set(), &d)),
-                });
-                // Refused either way; a refusal whose record is written shows the recorder
-                // works.
-                let r = self.shared.recorder.record_durable(rec).await;
-                self.recorded(&r);
-            }
+            let bytes = status::body(code, reason, &message).len();
+            self.record_refusal(req, body, code, bytes, &decision, &resolution, detail)
+                .await;
             refusal(code, reason, &message, Some(decision))
+        })
+    }
+
+    /// Write the record of a refusal (`bytes` long), durably.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one private helper of the refusals"
+    )]
+    async fn record_refusal(
+        &self,
+        req: Option<&Classified>,
+        body: Option<&str>,
+        code: u16,
+        bytes: usize,
+        decision: &Decision,
+        resolution: &Resolution,
+        detail: Option<String>,
+    ) {
+        if !self.recording() {
+            return;
+        }
+        let mut rec = self.record_for(req, body, decision, resolution);
+        rec.response = Some(RecordedResponse {
+            status: code,
+            bytes: bytes as u64,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            stream: "refused".into(),
+            body: None,
+            error: detail.map(|d| scrub(self.shared.policy.get().mask_set(), &d)),
+        });
+        // Refused either way; a refusal whose record is written shows the recorder works.
+        let r = self.shared.recorder.record_durable(rec).await;
+        self.recorded(&r);
+    }
+
+    /// Non-blocking mode: answer a held request at once with 403 and its approval id, after the
+    /// record of the answer. `retry_after` while it waits for a person; `None` once refused.
+    fn answer_held<'a, B: 'a>(
+        &'a self,
+        req: &'a Classified,
+        body: Option<&'a str>,
+        decision: Decision,
+        resolution: Resolution,
+        id: &'a str,
+        retry_after: Option<std::time::Duration>,
+    ) -> Refusal<'a, B> {
+        Box::pin(async move {
+            let seconds = retry_after.map(crate::nonblocking::retry_seconds);
+            let message = match seconds {
+                Some(n) => format!(
+                    "kubeleash: {}; held for approval {id} and not sent: a person must approve \
+                     it (`kubeleash approvals approve {id}`); send the identical request again \
+                     (retry after {n}s): once approved, it goes through",
+                    decision.reason
+                ),
+                None => format!("kubeleash: {}", decision.reason),
+            };
+            let bytes = crate::nonblocking::status_body(
+                &message,
+                id,
+                seconds.is_some(),
+                seconds.unwrap_or(0),
+            );
+            self.record_refusal(
+                Some(req),
+                body,
+                403,
+                bytes.len(),
+                &decision,
+                &resolution,
+                None,
+            )
+            .await;
+            let mut r = Response::new(KubeleashBody::full(bytes));
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            let h = r.headers_mut();
+            h.insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(id) {
+                h.insert(crate::nonblocking::APPROVAL_ID_HEADER, v);
+            }
+            if let Some(n) = seconds {
+                h.insert(http::header::RETRY_AFTER, http::HeaderValue::from(n));
+            }
+            r.extensions_mut().insert(decision);
+            r
         })
     }
 }
@@ -338,11 +421,12 @@ async fn handle<S, ReqB, ResB>(
     req: Request<ReqB>,
 ) -> Result<Response<KubeleashBody<ResB>>, S::Error>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send,
     S::Error: std::fmt::Debug,
-    ReqB: Body<Data = Bytes> + From<Bytes>,
+    ReqB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
     ReqB::Error: Into<BoxError>,
-    ResB: Body<Data = Bytes>,
+    ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
@@ -381,6 +465,11 @@ where
         target,
         started: std::time::Instant::now(),
         time: std::time::SystemTime::now(),
+        agent_reason: parts
+            .headers
+            .contains_key(REASON_HEADER)
+            .then(|| agent_reason(&parts.headers, shared.policy.current().0.mask_set()))
+            .flatten(),
     };
 
     // Nothing goes out unrecorded: after a failed write every request is refused until a
@@ -494,6 +583,47 @@ where
         &request,
         bytes.as_deref().filter(|b| !b.is_empty()),
     );
+    // An update or patch that a conditioned rule looks at is judged by what it does too: the
+    // API server's dry run of it gives the object it would store (one round trip more, for
+    // these writes only). Not when no rule matched at all: nothing on the result could allow it.
+    let mut dry: Option<(u16, serde_json::Value)> = None;
+    // Held from before the dry run until the write is answered when the result allows what the
+    // text alone would not (see `object_lock`).
+    let mut object_lock: Option<crate::object_lock::Held> = None;
+    if policy.judges_on_result(&ctx.identity, &request)
+        && !(decision.effect == Effect::Deny && decision.rule.is_none())
+        && let Some(b) = bytes.as_deref()
+    {
+        let lock = shared.object_locks.lock(&request.attributes).await;
+        let held = crate::dry_run::Held {
+            request: &request,
+            method: &ctx.method,
+            target: &ctx.target,
+            headers: &parts.headers,
+            user: &ctx.identity.user,
+            body: b,
+        };
+        dry = tokio::time::timeout(
+            DRY_RUN_TIMEOUT,
+            crate::dry_run::result(&inner, &shared.credential, &held),
+        )
+        .await
+        .ok()
+        .flatten();
+        if let Some((200..=299, result)) = &dry {
+            let on_result = policy.decide_on_result(
+                &ctx.identity,
+                &request,
+                Some(b).filter(|b| !b.is_empty()),
+                result,
+            );
+            let loosens = on_result.effect.strictness() < decision.effect.strictness();
+            decision = on_result;
+            if loosens && decision.effect == Effect::Allow {
+                object_lock = Some(lock);
+            }
+        }
+    }
     let mut resolution = Resolution {
         outcome: "forwarded",
         id: None,
@@ -549,24 +679,53 @@ where
                     reason: None,
                 };
             } else {
+                let nonblocking = match (shared.approval_mode, &shared.approver) {
+                    (ApprovalMode::NonBlocking { retry_after }, Some(a)) => {
+                        Some((retry_after, Arc::clone(a)))
+                    }
+                    _ => None,
+                };
                 // Boxed: the approval path's state stays out of every request's future.
-                let held = Box::pin(hold(
-                    &ctx,
-                    &request,
-                    &parts.headers,
-                    &policy,
-                    bytes.as_deref(),
-                    &decision,
-                ))
-                .await;
-                let (id, by, window, shown) = match held {
+                let held = match nonblocking {
+                    Some((retry_after, approver)) => {
+                        Box::pin(hold_nonblocking(
+                            &ctx,
+                            &inner,
+                            &request,
+                            &parts.headers,
+                            &policy,
+                            generation,
+                            bytes.as_ref(),
+                            &decision,
+                            dry.take(),
+                            key,
+                            approver,
+                            retry_after,
+                            &mut budget,
+                        ))
+                        .await
+                    }
+                    None => Box::pin(hold(
+                        &ctx,
+                        &inner,
+                        &request,
+                        &parts.headers,
+                        &policy,
+                        bytes.as_deref(),
+                        &decision,
+                        dry.take(),
+                    ))
+                    .await
+                    .map(|approved| (approved, generation)),
+                };
+                let ((id, by, window, shown), asked_under) = match held {
                     Ok(h) => h,
                     Err(refusal) => return Ok(refusal),
                 };
                 // The person approved under the policy of the moment they were asked; what
                 // goes out must still pass the policy in force now.
                 let (now_policy, now_generation) = shared.policy.current();
-                if now_generation != generation {
+                if now_generation != asked_under {
                     let again = now_policy.decide(
                         &ctx.identity,
                         &request,
@@ -635,7 +794,7 @@ where
             }
         }
     }
-    forward(
+    let answered = forward(
         &ctx,
         inner,
         parts,
@@ -650,7 +809,10 @@ where
         connect,
         log_limit,
     )
-    .await
+    .await;
+    // The write has its answer: the object may change again.
+    drop(object_lock);
+    answered
 }
 
 /// Why a body cannot be shown to an approver as the API server will read it: `(status, reason,
@@ -671,7 +833,7 @@ fn undecodable(
         BodyError::UnsupportedContentType { .. }
         | BodyError::UnsupportedPatchType { .. }
         | BodyError::Yaml
-        | BodyError::Protobuf
+        | BodyError::Protobuf { .. }
         | BodyError::Cbor { .. }
         | BodyError::ContentEncoding(_)
         | BodyError::ApplyNotJson { .. } => (415, "UnsupportedMediaType"),
@@ -688,6 +850,43 @@ fn undecodable(
     ))
 }
 
+/// Whether an approver named `by` is the requesting `user`: compared without case, surrounding
+/// blanks or control characters, so a look-alike spelling does not pass.
+fn same_identity(by: &str, user: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>()
+            .trim()
+            .to_lowercase()
+    };
+    !user.trim().is_empty() && norm(by) == norm(user)
+}
+
+/// How long a held write's dry run may take before the person is asked without it.
+const DRY_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The header an agent explains a request in, shown to the approver and recorded.
+const REASON_HEADER: &str = "x-kubeleash-reason";
+
+/// The agent's reason for a request (its `X-Kubeleash-Reason` header): printable, at most 500
+/// characters, with what the detectors find masked. The agent wrote it; it proves nothing.
+fn agent_reason(
+    headers: &http::HeaderMap,
+    masks: &Arc<kubeleash_core::mask::MaskSet>,
+) -> Option<String> {
+    let v = headers.get(REASON_HEADER)?;
+    let text = String::from_utf8_lossy(v.as_bytes());
+    let printable: String = kubeleash_core::display::printable(text.trim())
+        .chars()
+        .take(500)
+        .collect();
+    if printable.is_empty() {
+        return None;
+    }
+    mask_text(masks, &printable)
+}
+
 /// The record's (and approver's) view of a request body: masked, when there is one.
 fn recorded_body(
     ctx: &Ctx<'_>,
@@ -697,49 +896,53 @@ fn recorded_body(
 ) -> Option<String> {
     bytes
         .filter(|b| !b.is_empty() && ctx.recording())
-        .map(|b| masked_body(policy, b, request.facts.content_type.as_deref()))
+        .map(|b| masked_body(policy, request, b))
 }
 
 /// An approval: its id, who gave it, its window, and the body as recorded.
 type Approved = (String, String, Option<std::time::Duration>, Option<String>);
 
-/// Hold a request for an approver: counted against the hold limits, recorded as held, asked
-/// under a fresh random id. `Ok((id, by, window, recorded body))` when approved; every other
-/// outcome is the refusal to send.
-async fn hold<B>(
+/// A held request's body as the approver is shown it (cut to `MAX_SHOWN_BODY`) and as the
+/// record keeps it (whole, and only when recording), both masked.
+fn held_bodies(
     ctx: &Ctx<'_>,
-    request: &Classified,
-    headers: &http::HeaderMap,
     policy: &kubeleash_core::policy::Policy,
+    request: &Classified,
     bytes: Option<&[u8]>,
-    decision: &Decision,
-) -> Result<Approved, Response<KubeleashBody<B>>> {
-    let shared = ctx.shared;
+) -> (Option<String>, Option<String>) {
     let masked = bytes
         .filter(|b| !b.is_empty())
-        .map(|b| masked_body(policy, b, request.facts.content_type.as_deref()));
-    // The approver is shown at most MAX_SHOWN_BODY of it; the record keeps it whole.
+        .map(|b| masked_body(policy, request, b));
     let shown = masked.as_deref().map(shown_body);
-    let kept = masked.filter(|_| ctx.recording());
-    let recorded = kept.as_deref();
-    let Some(approver) = shared.approver.clone() else {
-        let d = Decision {
-            reason: format!(
-                "{}; approval was needed and no approver is configured",
-                decision.reason
-            ),
-            ..decision.clone()
-        };
-        return Err(ctx
-            .refuse(Some(request), recorded, 403, "Forbidden", d, refused())
-            .await);
-    };
-    let _counted = match shared
+    (shown, masked.filter(|_| ctx.recording()))
+}
+
+/// Why a request could not be held.
+enum NotHeld {
+    Full(Full),
+    NoId,
+}
+
+/// A held request's place: counted against the hold limits, under a fresh random id.
+fn reserve(shared: &Shared, who: &str) -> Result<(Hold, String), NotHeld> {
+    let counted = shared
         .holds
-        .try_hold(&ctx.identity.user, shared.hold_limits)
-    {
-        Ok(h) => h,
-        Err(full) => {
+        .try_hold(who, shared.hold_limits)
+        .map_err(NotHeld::Full)?;
+    let id = new_id().ok_or(NotHeld::NoId)?;
+    Ok((counted, id))
+}
+
+/// The refusal of a request that could not be held.
+async fn not_held<B>(
+    ctx: &Ctx<'_>,
+    request: &Classified,
+    recorded: Option<&str>,
+    decision: &Decision,
+    why: NotHeld,
+) -> Response<KubeleashBody<B>> {
+    match why {
+        NotHeld::Full(full) => {
             let why = match full {
                 Full::Identity(n) => format!("{n} requests from this identity already wait"),
                 Full::Total(n) => format!("{n} requests already wait"),
@@ -751,22 +954,19 @@ async fn hold<B>(
                 ),
                 ..decision.clone()
             };
-            return Err(ctx
-                .refuse(
-                    Some(request),
-                    recorded,
-                    429,
-                    "TooManyRequests",
-                    d,
-                    refused(),
-                )
-                .await);
+            ctx.refuse(
+                Some(request),
+                recorded,
+                429,
+                "TooManyRequests",
+                d,
+                refused(),
+            )
+            .await
         }
-    };
-    let Some(id) = new_id() else {
-        let d = deny("kubeleash could not make an approval id (no randomness)".into());
-        return Err(ctx
-            .refuse(
+        NotHeld::NoId => {
+            let d = deny("kubeleash could not make an approval id (no randomness)".into());
+            ctx.refuse(
                 Some(request),
                 recorded,
                 503,
@@ -774,12 +974,31 @@ async fn hold<B>(
                 d,
                 refused(),
             )
-            .await);
-    };
+            .await
+        }
+    }
+}
+
+/// Record a request as held under `id`, and make the approver's prompt (its dry run is asked
+/// with it).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the approval half of the data path, with the state of the first"
+)]
+async fn prompt<B>(
+    ctx: &Ctx<'_>,
+    request: &Classified,
+    headers: &http::HeaderMap,
+    decision: &Decision,
+    recorded: Option<&str>,
+    shown: Option<String>,
+    id: &str,
+) -> Result<ApprovalRequest, Response<KubeleashBody<B>>> {
+    let shared = ctx.shared;
     if ctx.recording() {
         let held = Resolution {
             outcome: "held",
-            id: Some(id.clone()),
+            id: Some(id.to_string()),
             by: None,
             reason: None,
         };
@@ -801,8 +1020,8 @@ async fn hold<B>(
                 .await);
         }
     }
-    let ask = ApprovalRequest {
-        id: id.clone(),
+    Ok(ApprovalRequest {
+        id: id.to_string(),
         identity: ctx.identity.clone(),
         method: ctx.method.clone(),
         target: ctx.target.clone(),
@@ -815,43 +1034,452 @@ async fn hold<B>(
         impersonation: request.facts.impersonation.clone(),
         rule: decision.rule.as_deref().map(str::to_string),
         reason: decision.reason.clone(),
+        agent_reason: ctx.agent_reason.clone(),
+        dry_run: None,
+    })
+}
+
+/// What came of asking a person.
+enum Asked {
+    Approved {
+        by: String,
+        window: Option<std::time::Duration>,
+    },
+    /// Refused: the decision and resolution to record and answer with; `timed_out` when
+    /// nobody answered.
+    Refused {
+        decision: Decision,
+        resolution: Resolution,
+        timed_out: bool,
+    },
+}
+
+/// Ask the approver about a held request: the API server's dry run first, then the person,
+/// within the approval timeout. The approver is never the requester.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the approval half of the data path, with the state of the first"
+)]
+async fn ask<S, ReqB, B>(
+    ctx: &Ctx<'_>,
+    inner: &Arc<tokio::sync::Mutex<S>>,
+    request: &Classified,
+    headers: &http::HeaderMap,
+    policy: &kubeleash_core::policy::Policy,
+    bytes: Option<&[u8]>,
+    decision: &Decision,
+    dry: Option<(u16, serde_json::Value)>,
+    approver: &dyn Approver,
+    mut ask: ApprovalRequest,
+) -> Asked
+where
+    S: Service<Request<ReqB>, Response = Response<B>>,
+    ReqB: Body<Data = Bytes> + From<Bytes>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let shared = ctx.shared;
+    let id = ask.id.clone();
+    // What the API server says the write would do, asked before a person is (bounded: a slow
+    // or failing dry run leaves the prompt without one, and forwards nothing).
+    let held = crate::dry_run::Held {
+        request,
+        method: &ctx.method,
+        target: &ctx.target,
+        headers,
+        user: &ctx.identity.user,
+        body: bytes.unwrap_or_default(),
     };
+    ask.dry_run = tokio::time::timeout(
+        DRY_RUN_TIMEOUT,
+        crate::dry_run::ask(inner, &shared.credential, policy, &held, dry),
+    )
+    .await
+    .ok()
+    .flatten();
     match tokio::time::timeout(shared.approval_timeout, approver.approve(ask)).await {
-        Ok(Answer::Approve { by, window }) => Ok((id, by, window, kept)),
-        Ok(Answer::Deny { by, reason }) => {
-            let d = Decision {
+        // The approver is never the agent: an approval in the requester's own name, on any
+        // channel, is refused.
+        Ok(Answer::Approve { by, .. }) if same_identity(&by, &ctx.identity.user) => {
+            Asked::Refused {
+                decision: Decision {
+                    reason: format!(
+                        "{}; approval {id} came from the identity that made the request, and a \
+                         request cannot approve itself",
+                        decision.reason
+                    ),
+                    ..decision.clone()
+                },
+                resolution: Resolution {
+                    outcome: "refused",
+                    id: Some(id),
+                    by: Some(by),
+                    reason: Some("self-approval".into()),
+                },
+                timed_out: false,
+            }
+        }
+        Ok(Answer::Approve { by, window }) => Asked::Approved { by, window },
+        Ok(Answer::Deny { by, reason }) => Asked::Refused {
+            decision: Decision {
                 reason: format!("{}; {by} denied approval {id}: {reason}", decision.reason),
                 ..decision.clone()
-            };
-            let r = Resolution {
+            },
+            resolution: Resolution {
                 outcome: "refused",
                 id: Some(id),
                 by: Some(by),
                 reason: Some(reason),
-            };
-            Err(ctx
-                .refuse(Some(request), recorded, 403, "Forbidden", d, r)
-                .await)
-        }
-        Err(_) => {
-            let d = Decision {
+            },
+            timed_out: false,
+        },
+        Err(_) => Asked::Refused {
+            decision: Decision {
                 reason: format!(
                     "{}; nobody answered approval {id} within {}s",
                     decision.reason,
                     shared.approval_timeout.as_secs()
                 ),
                 ..decision.clone()
-            };
-            let r = Resolution {
+            },
+            resolution: Resolution {
                 outcome: "refused",
                 id: Some(id),
                 by: None,
                 reason: Some("timed out".into()),
-            };
-            Err(ctx
-                .refuse(Some(request), recorded, 403, "Forbidden", d, r)
-                .await)
+            },
+            timed_out: true,
+        },
+    }
+}
+
+/// Hold a request for an approver: counted against the hold limits, recorded as held, asked
+/// under a fresh random id. `Ok((id, by, window, recorded body))` when approved; every other
+/// outcome is the refusal to send.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the approval half of the data path, with the state of the first"
+)]
+async fn hold<S, ReqB, B>(
+    ctx: &Ctx<'_>,
+    inner: &Arc<tokio::sync::Mutex<S>>,
+    request: &Classified,
+    headers: &http::HeaderMap,
+    policy: &kubeleash_core::policy::Policy,
+    bytes: Option<&[u8]>,
+    decision: &Decision,
+    dry: Option<(u16, serde_json::Value)>,
+) -> Result<Approved, Response<KubeleashBody<B>>>
+where
+    S: Service<Request<ReqB>, Response = Response<B>>,
+    ReqB: Body<Data = Bytes> + From<Bytes>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let shared = ctx.shared;
+    // The approver is shown at most MAX_SHOWN_BODY of the body; the record keeps it whole.
+    let (shown, kept) = held_bodies(ctx, policy, request, bytes);
+    let recorded = kept.as_deref();
+    let Some(approver) = shared.approver.clone() else {
+        let d = Decision {
+            reason: format!(
+                "{}; approval was needed and no approver is configured",
+                decision.reason
+            ),
+            ..decision.clone()
+        };
+        return Err(ctx
+            .refuse(Some(request), recorded, 403, "Forbidden", d, refused())
+            .await);
+    };
+    let (_counted, id) = match reserve(shared, &ctx.identity.user) {
+        Ok(r) => r,
+        Err(why) => return Err(not_held(ctx, request, recorded, decision, why).await),
+    };
+    let ask_for = prompt(ctx, request, headers, decision, recorded, shown, &id).await?;
+    match ask(
+        ctx, inner, request, headers, policy, bytes, decision, dry, &*approver, ask_for,
+    )
+    .await
+    {
+        Asked::Approved { by, window } => Ok((id, by, window, kept)),
+        Asked::Refused {
+            decision,
+            resolution,
+            ..
+        } => Err(ctx
+            .refuse(
+                Some(request),
+                recorded,
+                403,
+                "Forbidden",
+                decision,
+                resolution,
+            )
+            .await),
+    }
+}
+
+/// Non-blocking mode ([`ApprovalMode::NonBlocking`]): what is known of this exact request
+/// answers it at once. An approval waiting for it is used up (`Ok`, with the policy generation
+/// it was asked under); a request not held yet is held (counted, recorded, under a new id) and
+/// its approver asked in the background; the rest is answered 403 with the approval's id.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the approval half of the data path, with the state of the first"
+)]
+async fn hold_nonblocking<S, ReqB, B>(
+    ctx: &Ctx<'_>,
+    inner: &Arc<tokio::sync::Mutex<S>>,
+    request: &Classified,
+    headers: &http::HeaderMap,
+    policy: &kubeleash_core::policy::Policy,
+    generation: u64,
+    bytes: Option<&Bytes>,
+    decision: &Decision,
+    dry: Option<(u16, serde_json::Value)>,
+    key: RequestKey,
+    approver: Arc<dyn Approver>,
+    retry_after: std::time::Duration,
+    budget: &mut BudgetShare,
+) -> Result<(Approved, u64), Response<KubeleashBody<B>>>
+where
+    S: Service<Request<ReqB>, Response = Response<B>> + Send + 'static,
+    S::Future: Send,
+    ReqB: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let shared = ctx.shared;
+    let found = shared
+        .waiting
+        .find_or_reserve(key, generation, || reserve(shared, &ctx.identity.user));
+    let pending = |id: &str| Resolution {
+        outcome: "refused",
+        id: Some(id.to_string()),
+        by: None,
+        reason: Some("approval pending; answered at once (non-blocking approvals)".into()),
+    };
+    let id = match found {
+        Found::Approved {
+            id,
+            by,
+            window,
+            generation,
+        } => {
+            let recorded = recorded_body(ctx, policy, request, bytes.map(|b| &b[..]));
+            return Ok(((id, by, window, recorded), generation));
         }
+        Found::Asking(id) => {
+            let recorded = recorded_body(ctx, policy, request, bytes.map(|b| &b[..]));
+            let r = pending(&id);
+            return Err(ctx
+                .answer_held(
+                    request,
+                    recorded.as_deref(),
+                    decision.clone(),
+                    r,
+                    &id,
+                    Some(retry_after),
+                )
+                .await);
+        }
+        Found::Refused(id, was) => {
+            let recorded = recorded_body(ctx, policy, request, bytes.map(|b| &b[..]));
+            let r = Resolution {
+                outcome: "refused",
+                id: Some(id.clone()),
+                by: was.by,
+                reason: was.reason,
+            };
+            return Err(ctx
+                .answer_held(request, recorded.as_deref(), was.decision, r, &id, None)
+                .await);
+        }
+        Found::NotHeld(why) => {
+            let recorded = recorded_body(ctx, policy, request, bytes.map(|b| &b[..]));
+            return Err(not_held(ctx, request, recorded.as_deref(), decision, why).await);
+        }
+        Found::Reserved(id) => id,
+    };
+    let (shown, kept) = held_bodies(ctx, policy, request, bytes.map(|b| &b[..]));
+    let ask_for = match prompt(ctx, request, headers, decision, kept.as_deref(), shown, &id).await {
+        Ok(p) => p,
+        Err(refusal) => {
+            shared.waiting.forget(key, &id);
+            return Err(refusal);
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        shared.waiting.forget(key, &id);
+        let d = deny(
+            "kubeleash cannot ask for approval in the background outside a tokio runtime; \
+             use blocking approvals there"
+                .into(),
+        );
+        return Err(ctx
+            .refuse(
+                Some(request),
+                kept.as_deref(),
+                503,
+                "ServiceUnavailable",
+                d,
+                refused(),
+            )
+            .await);
+    };
+    let answer = ctx.answer_held(
+        request,
+        kept.as_deref(),
+        decision.clone(),
+        pending(&id),
+        &id,
+        Some(retry_after),
+    );
+    // The question outlives this call: what it needs is its own, the body's share of the
+    // buffer budget included (given back once the person has answered).
+    let background = Background {
+        shared: Arc::clone(shared),
+        identity: ctx.identity.clone(),
+        method: ctx.method.clone(),
+        target: ctx.target.clone(),
+        started: ctx.started,
+        time: ctx.time,
+        agent_reason: ctx.agent_reason.clone(),
+        request: request.clone(),
+        headers: headers.clone(),
+        policy: policy.clone(),
+        bytes: bytes.cloned(),
+        decision: decision.clone(),
+        dry,
+        approver,
+        ask: ask_for,
+        key,
+        kept: kept.clone(),
+        budget: std::mem::take(budget),
+    };
+    runtime.spawn(background.run::<S, ReqB, B>(Arc::clone(inner)));
+    Err(answer.await)
+}
+
+/// A held request's question, asked after the request was answered (non-blocking mode).
+struct Background {
+    shared: Arc<Shared>,
+    identity: Identity,
+    method: String,
+    target: String,
+    started: std::time::Instant,
+    time: std::time::SystemTime,
+    agent_reason: Option<String>,
+    request: Classified,
+    headers: http::HeaderMap,
+    policy: kubeleash_core::policy::Policy,
+    bytes: Option<Bytes>,
+    decision: Decision,
+    dry: Option<(u16, serde_json::Value)>,
+    approver: Arc<dyn Approver>,
+    ask: ApprovalRequest,
+    key: RequestKey,
+    kept: Option<String>,
+    budget: BudgetShare,
+}
+
+impl Background {
+    /// Ask; keep the answer for the identical request (for the approval timeout), and record a
+    /// refusal as blocking mode does. Nobody answering forgets the request: sent again, it is
+    /// held again.
+    async fn run<S, ReqB, B>(self, inner: Arc<tokio::sync::Mutex<S>>)
+    where
+        S: Service<Request<ReqB>, Response = Response<B>>,
+        ReqB: Body<Data = Bytes> + From<Bytes>,
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let Background {
+            shared,
+            identity,
+            method,
+            target,
+            started,
+            time,
+            agent_reason,
+            request,
+            headers,
+            policy,
+            bytes,
+            decision,
+            dry,
+            approver,
+            ask: ask_for,
+            key,
+            kept,
+            budget,
+        } = self;
+        let ctx = Ctx {
+            shared: &shared,
+            identity,
+            method,
+            target,
+            started,
+            time,
+            agent_reason,
+        };
+        let id = ask_for.id.clone();
+        let asked = ask::<S, ReqB, B>(
+            &ctx,
+            &inner,
+            &request,
+            &headers,
+            &policy,
+            bytes.as_deref(),
+            &decision,
+            dry,
+            &*approver,
+            ask_for,
+        )
+        .await;
+        drop((bytes, budget));
+        let now = std::time::Instant::now();
+        let until = now
+            .checked_add(shared.approval_timeout)
+            .or_else(|| now.checked_add(crate::MAX_WINDOW))
+            .unwrap_or(now);
+        match asked {
+            Asked::Approved { by, window } => {
+                shared.waiting.approved(key, &id, by, window, until);
+            }
+            Asked::Refused {
+                decision,
+                resolution,
+                timed_out,
+            } => {
+                let was = Refused {
+                    decision: decision.clone(),
+                    by: resolution.by.clone(),
+                    reason: resolution.reason.clone(),
+                };
+                // Recorded when it is refused, as in blocking mode.
+                let _told: Response<KubeleashBody<B>> = ctx
+                    .refuse(
+                        Some(&request),
+                        kept.as_deref(),
+                        403,
+                        "Forbidden",
+                        decision,
+                        resolution,
+                    )
+                    .await;
+                if timed_out {
+                    shared.waiting.forget(key, &id);
+                    return;
+                }
+                shared
+                    .waiting
+                    .refused(key, &id, was, until, shared.hold_limits.total);
+            }
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+        shared.waiting.forget(key, &id);
     }
 }
 
@@ -1168,13 +1796,28 @@ fn mask_text(masks: &Arc<kubeleash_core::mask::MaskSet>, text: &str) -> Option<S
 /// A request body as an approver sees it: masked with the response rules, as text.
 fn masked_body(
     policy: &kubeleash_core::policy::Policy,
+    request: &Classified,
     body: &[u8],
-    content_type: Option<&str>,
 ) -> String {
+    let content_type = request.facts.content_type.as_deref();
+    // A protobuf body is shown as the JSON it decodes to: what the API server will act on.
+    let protobuf = content_type.is_some_and(|ct| {
+        ct.trim()
+            .eq_ignore_ascii_case("application/vnd.kubernetes.protobuf")
+    });
+    let decoded = protobuf
+        .then(|| {
+            kubeleash_core::body::decode(request, body, &Default::default())
+                .ok()
+                .flatten()
+                .and_then(|d| crate::dry_run::kind_first(&d.value))
+        })
+        .flatten();
+    let json = decoded.as_deref().unwrap_or(body);
     let mut m = Masker::with(Arc::clone(policy.mask_set()), Framing::Json);
     let mut out = Vec::new();
     match m
-        .feed_into(body, &mut out)
+        .feed_into(json, &mut out)
         .and_then(|()| m.finish_into(&mut out))
     {
         Ok(()) => String::from_utf8_lossy(&out).into_owned(),

@@ -295,6 +295,8 @@ mod tests {
             impersonation: None,
             rule: Some("hold-rbac".into()),
             reason: "RBAC writes need a person".into(),
+            agent_reason: None,
+            dry_run: None,
         }
     }
 

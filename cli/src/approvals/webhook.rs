@@ -41,8 +41,8 @@ pub const SECRET_FILE_ENV: &str = "KUBELEASH_WEBHOOK_SECRET_FILE";
 /// The environment variable holding the webhook's shared secret (the file is preferred: the
 /// environment of a process is readable by more than its owner on some systems).
 pub const SECRET_ENV: &str = "KUBELEASH_WEBHOOK_SECRET";
-/// The shortest shared secret accepted.
-const MIN_SECRET: usize = 16;
+/// The shortest shared secret accepted (the chat channel's too).
+pub(crate) const MIN_SECRET: usize = 16;
 
 /// POSTs each held request (the layer's `ApprovalRequest` as JSON, body masked) to an
 /// `http://` URL and reads the answer:
@@ -279,15 +279,15 @@ impl Approver for WebhookApprover {
     }
 }
 
-/// The shared secret from [`SECRET_FILE_ENV`] (trailing whitespace removed) or [`SECRET_ENV`];
-/// errors never carry it.
-fn secret_from_env() -> io::Result<Option<Vec<u8>>> {
+/// The shared secret from [`SECRET_FILE_ENV`] (trailing whitespace removed) or [`SECRET_ENV`],
+/// for the webhook and the chat channel; errors never carry it.
+pub(crate) fn secret_from_env() -> io::Result<Option<Vec<u8>>> {
     if let Some(path) = std::env::var_os(SECRET_FILE_ENV).filter(|p| !p.is_empty()) {
         let mut s = std::fs::read(&path).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
-                    "cannot read the approval webhook secret file {} named by {SECRET_FILE_ENV}: {e}",
+                    "cannot read the approval secret file {} named by {SECRET_FILE_ENV}: {e}",
                     std::path::Path::new(&path).display()
                 ),
             )
@@ -303,7 +303,7 @@ fn secret_from_env() -> io::Result<Option<Vec<u8>>> {
 }
 
 /// An error with its causes, which is where hyper-util keeps the useful part.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

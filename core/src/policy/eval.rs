@@ -21,6 +21,9 @@ struct BodyState<'a> {
     request: &'a Request,
     raw: Option<&'a [u8]>,
     decoded: Option<Result<Option<DecodedBody>, BodyError>>,
+    /// The object the API server says the write would produce (a dry run): conditions are
+    /// judged on it instead of on the body's text.
+    result: Option<&'a Value>,
 }
 
 impl BodyState<'_> {
@@ -73,6 +76,41 @@ enum Judged {
 }
 
 pub(crate) fn decide(c: &Compiled, id: &Identity, req: &Request, raw: Option<&[u8]>) -> Decision {
+    decide_with(c, id, req, raw, None)
+}
+
+/// [`decide`], with rule conditions judged on `result`, the object the API server's dry run of
+/// this very request produced, instead of on the body's text.
+pub(crate) fn decide_on_result(
+    c: &Compiled,
+    id: &Identity,
+    req: &Request,
+    raw: Option<&[u8]>,
+    result: &Value,
+) -> Decision {
+    decide_with(c, id, req, raw, Some(result))
+}
+
+/// Whether [`decide_on_result`] can judge this request better than its text: an update or patch
+/// (server-side apply included) of an object, its status or scale, not itself a dry run, that
+/// a conditioned rule (or the token-Secret check) looks at.
+pub(crate) fn judges_on_result(c: &Compiled, id: &Identity, req: &Request) -> bool {
+    let a = &req.attributes;
+    a.resource_request
+        && matches!(a.verb.as_str(), "update" | "patch")
+        && matches!(a.subresource.as_str(), "" | "status" | "scale")
+        && !req.facts.dry_run
+        && (attrs_need_body(c, id, a)
+            || apply_create(req).is_some_and(|create| attrs_need_body(c, id, &create)))
+}
+
+fn decide_with(
+    c: &Compiled,
+    id: &Identity,
+    req: &Request,
+    raw: Option<&[u8]>,
+    result: Option<&Value>,
+) -> Decision {
     let f = &req.facts;
     if f.websocket_bearer_token {
         return Decision::deny(
@@ -95,6 +133,7 @@ pub(crate) fn decide(c: &Compiled, id: &Identity, req: &Request, raw: Option<&[u
         request: req,
         raw,
         decoded: None,
+        result,
     };
     if let Some(refused) = write_checks(c, req, &mut body) {
         return refused;
@@ -133,7 +172,7 @@ fn delete_body_check(req: &Request, raw: Option<&[u8]>) -> Option<Decision> {
 /// left to the rules (which refuse it if they need it), after a search of its raw bytes for a
 /// marker.
 fn write_checks(c: &Compiled, req: &Request, body: &mut BodyState<'_>) -> Option<Decision> {
-    let raw = body.raw?;
+    body.raw?;
     if !is_body_write(&req.attributes) {
         return None;
     }
@@ -192,9 +231,6 @@ fn write_checks(c: &Compiled, req: &Request, body: &mut BodyState<'_>) -> Option
                 )
             })
         }
-        // kubectl's typed `create` commands send protobuf, which kubeleash does not decode: a
-        // marker is still found in its raw bytes, where protobuf keeps strings as they are.
-        Err(BodyError::Protobuf) => markers::in_text(raw).map(|m| marker_refused("in it", m)),
         // Anything else that does not decode strictly (a duplicated key the API server would
         // read as its last value, YAML, CBOR, malformed JSON) would be judged here, and checked
         // for masked-field reads and markers, differently from how the API server reads it.
@@ -349,6 +385,21 @@ fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
         return Ok(Judged::Holds(None));
     }
     let strict = r.effect != Effect::Allow;
+    let q = if strict {
+        Quantifier::Any
+    } else {
+        Quantifier::All
+    };
+    // The API server's own result of this write: what it does, whatever its text's shape.
+    if let Some(result) = body.result {
+        if r.conditions.iter().all(|cond| cond.holds(result, q)) {
+            let detail = describe_conditions(r);
+            return Ok(Judged::Holds(Some(format!(
+                "when {detail} (on the object the API server's dry run of this request produced)"
+            ))));
+        }
+        return Ok(Judged::Fails);
+    }
     let shape = body.shape()?;
     if let Shape::Opaque(what) = shape {
         // What the body does depends on the stored object, so its text cannot be judged: a
@@ -362,11 +413,6 @@ fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
     let decoded = body.get().map_err(Clone::clone)?;
     let null = Value::Null;
     let value = decoded.map_or(&null, |d| &d.value);
-    let q = if strict {
-        Quantifier::Any
-    } else {
-        Quantifier::All
-    };
     // A server-side apply also removes the fields its manager owned and the body omits, which
     // can make a condition on absence or inequality hold on the result though it fails on the
     // body: for a deny or approve rule such a condition counts as holding. (A removal cannot
@@ -384,12 +430,7 @@ fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
         }
         return Ok(Judged::Fails);
     }
-    let detail = r
-        .conditions
-        .iter()
-        .map(|c| c.describe())
-        .collect::<Vec<_>>()
-        .join(" and ");
+    let detail = describe_conditions(r);
     Ok(Judged::Holds(Some(if by_removal {
         format!(
             "when {detail} (a server-side apply can remove the fields its manager owns and the \
@@ -398,6 +439,15 @@ fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
     } else {
         format!("when {detail}")
     })))
+}
+
+/// A rule's conditions as a person reads them: `$.a equals 1 and $.b exists`.
+fn describe_conditions(r: &Rule) -> String {
+    r.conditions
+        .iter()
+        .map(|c| c.describe())
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Whether this request mints a credential through a token-typed Secret (§6.19), which makes a
@@ -410,6 +460,13 @@ fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
 fn mints_token(a: &Attributes, body: &mut BodyState<'_>) -> Result<bool, BodyError> {
     if !is_secret_write(a) {
         return Ok(false);
+    }
+    // What the write stores: a token type there mints, whatever the body's text.
+    if let Some(result) = body.result {
+        return Ok(result
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(token_secret_type));
     }
     Ok(match body.get().map_err(Clone::clone)? {
         None => false,
