@@ -77,6 +77,7 @@ fn held(id: &str) -> ApprovalRequest {
         reason: "rule \"hold-rbac-writes\" holds create on clusterrolebindings for approval".into(),
         agent_reason: None,
         dry_run: None,
+        widen: Default::default(),
     }
 }
 

@@ -93,7 +93,9 @@ mod compile;
 mod condition;
 mod error;
 mod eval;
+mod floor;
 mod glob;
+pub mod grant;
 mod index;
 mod markers;
 mod masks;
@@ -332,6 +334,27 @@ impl Policy {
     /// same decision as with it.
     pub fn needs_body(&self, identity: &Identity, request: &Request) -> bool {
         eval::needs_body(&self.inner, identity, request)
+    }
+
+    /// Why an approval of this request may not be widened (`spec.approvals.neverWiden`, or the
+    /// default floor when the policy names none: deletes, exec, attach, port-forward, proxy,
+    /// Secrets, RBAC, impersonation, token requests, admission and CRD configuration); `None`
+    /// when an approver may widen it.
+    ///
+    /// ```
+    /// use kubeleash_core::policy::Policy;
+    /// use kubeleash_core::request::classify;
+    ///
+    /// let policy = Policy::from_yaml("apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec: {}\n")?;
+    /// let h = http::HeaderMap::new();
+    /// let delete = classify("DELETE", "/api/v1/namespaces/dev/pods/web", &h)?;
+    /// assert!(policy.never_widen(&delete.attributes).is_some());
+    /// let scale = classify("PATCH", "/apis/apps/v1/namespaces/dev/deployments/web/scale", &h)?;
+    /// assert!(policy.never_widen(&scale.attributes).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn never_widen(&self, attributes: &crate::request::Attributes) -> Option<String> {
+        floor::never_widen(&self.inner.floor, attributes)
     }
 
     /// Classify a request from its method, target (as sent, percent-encoding kept) and headers,

@@ -73,7 +73,8 @@ pub struct RecordedDecision {
     pub rule: Option<String>,
     /// Why.
     pub reason: String,
-    /// What kubeleash did: `forwarded`, `refused`, `audited`, `held`, `approved`.
+    /// What kubeleash did: `forwarded`, `refused`, `audited`, `held`, `approved`, or `expired`
+    /// (a held request nobody answered in time, or an approval nobody came back for).
     pub outcome: String,
     /// The approval id, for held requests.
     #[serde(default)]
@@ -84,6 +85,22 @@ pub struct RecordedDecision {
     /// The approver's reason.
     #[serde(default)]
     pub approver_reason: Option<String>,
+    /// On the answer to a held request (approved, denied by a person, or `expired`): how long
+    /// the request waited for it, in milliseconds, from its `held` record. The figure approval
+    /// fatigue is read from (`kubeleash replay --approvals`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
+    /// The request was resolved without asking anyone again: by the answer to an identical
+    /// request already held (a retry in non-blocking mode, or an identical request while the
+    /// first waited) or by a grant an earlier approval left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coalesced: bool,
+    /// On an approval that the approver widened: the grant it left, as a policy fragment
+    /// (`rule`, a policy rule that would allow the same requests) with its limits (`uses`,
+    /// `expires`) and what the rule cannot say (`pinned`). Recorded in the chain before any
+    /// request it covers goes out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<serde_json::Value>,
 }
 
 /// The response as recorded.

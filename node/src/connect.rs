@@ -27,8 +27,8 @@ use kubeleash_connect::{MAX_BODY, Note, correlation_id, id_in, sanitize, status_
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::{Verification, verify};
 use kubeleash_tower::{
-    Answer, Approver, BoxError, Durable, Format, JsonlRecorder, KubeleashLayer, MAX_WINDOW, Mode,
-    RecordBody, RecordError, Recorder, RecorderOptions,
+    Answer, ApprovalMode, Approver, BoxError, Durable, Format, JsonlRecorder, KubeleashLayer,
+    MAX_WINDOW, Mode, RecordBody, RecordError, Recorder, RecorderOptions,
 };
 use napi::bindgen_prelude::{Either, Env, PromiseRaw};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -45,7 +45,9 @@ use crate::policy::{Attributes, Policy};
 #[napi(object, use_nullable = true)]
 #[derive(Debug, Clone)]
 pub struct ApprovalRequest {
-    /// The approval's id: bound to exactly this request (identity, attributes, body).
+    /// The approval's id: bound to exactly this request (identity, attributes, body). With
+    /// `approvals: 'nonblocking'`, the id the agent's 403 names (`x-kubeleash-approval-id`,
+    /// `details.uid`).
     pub id: String,
     /// Who sent it.
     pub user: String,
@@ -235,8 +237,26 @@ pub struct ListenOptions {
     /// `enforce` (the default) or `audit` (decide and record, but let everything through).
     #[napi(ts_type = "'enforce' | 'audit'")]
     pub mode: Option<String>,
-    /// How long a held request waits for the approver before it is denied; default 300.
+    /// How long a held request waits for the approver before it is denied; default 300. With
+    /// `approvals: 'nonblocking'`, also how long an approval waits to be used and a refusal is
+    /// repeated.
     pub approval_timeout_seconds: Option<f64>,
+    /// `blocking` (the default): a held request stays open until the approver answers.
+    /// `nonblocking`, for agents whose calls cannot wait for a person: a held request is answered
+    /// at once with a 403 `Status` naming its approval (`details.uid`, a cause
+    /// `ApprovalPending`, the message) and the headers `x-kubeleash-approval-id` and
+    /// `retry-after`; the approver is asked in the background, once. The identical request sent
+    /// again gets the same answer until the approver answers; then it goes through once if
+    /// approved, or gets a 403 with the approver's reason if denied.
+    ///
+    /// ```js
+    /// const kc = await connect(policy, { user: 'agent-1', approver, approvals: 'nonblocking', retryAfterSeconds: 5 })
+    /// ```
+    #[napi(ts_type = "'blocking' | 'nonblocking'")]
+    pub approvals: Option<String>,
+    /// With `approvals: 'nonblocking'`: what `retry-after` tells the agent, in seconds (whole
+    /// seconds, rounded up); default 10.
+    pub retry_after_seconds: Option<f64>,
     /// Gets the details of failures the agent is only given an id for (an approver's error, an
     /// upstream connection error, a kubeconfig or credential plugin failure). Default (the
     /// `index.js` wrapper): a process warning; without one, standard error.
@@ -702,15 +722,24 @@ pub fn listen<'env>(
         ))
         .mode(mode);
     if let Some(t) = o.approval_timeout_seconds {
-        if !(t.is_finite() && t > 0.0) {
+        // Not `from_secs_f64`, which panics on a value too large for a `Duration`.
+        let Some(timeout) = Duration::try_from_secs_f64(t).ok().filter(|d| !d.is_zero()) else {
             return Err(errors::type_error(
                 env,
                 "invalid-timeout",
-                "approvalTimeoutSeconds must be a positive number",
+                &format!(
+                    "approvalTimeoutSeconds must be a positive number, not `{}`",
+                    js_number(t)
+                ),
             ));
-        }
-        layer = layer.approval_timeout(Duration::from_secs_f64(t));
+        };
+        layer = layer.approval_timeout(timeout);
     }
+    layer = layer.approval_mode(approval_mode(
+        env,
+        o.approvals.as_deref(),
+        o.retry_after_seconds,
+    )?);
     let operator = Operator(o.on_error.map(Arc::new));
     if let Some(f) = o.approver {
         layer = layer.approver(JsApprover(f, operator.clone()));
@@ -771,6 +800,61 @@ pub fn listen<'env>(
         Ok(c) => Ok(c),
         Err((code, message)) => Err(errors::plain(env, code, &message)),
     })
+}
+
+/// What `retry-after` says in non-blocking mode when `retryAfterSeconds` is not given (as the
+/// proxy's `--approvals-nonblocking`).
+const DEFAULT_RETRY_AFTER: f64 = 10.0;
+
+/// `approvals` and `retryAfterSeconds` as the layer's [`ApprovalMode`].
+fn approval_mode(
+    env: &Env,
+    approvals: Option<&str>,
+    retry_after: Option<f64>,
+) -> napi::Result<ApprovalMode> {
+    match approvals {
+        None | Some("blocking") => match retry_after {
+            None => Ok(ApprovalMode::Blocking),
+            Some(_) => Err(errors::type_error(
+                env,
+                "invalid-retry-after",
+                "retryAfterSeconds applies only to `approvals: 'nonblocking'`: drop it, or set `approvals: 'nonblocking'`",
+            )),
+        },
+        Some("nonblocking") => {
+            let s = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+            // Not `from_secs_f64`, which panics on NaN, infinities and huge values.
+            match Duration::try_from_secs_f64(s) {
+                Ok(d) if !d.is_zero() => Ok(ApprovalMode::NonBlocking { retry_after: d }),
+                _ => Err(errors::type_error(
+                    env,
+                    "invalid-retry-after",
+                    &format!(
+                        "retryAfterSeconds must be a positive number of seconds, not `{}`",
+                        js_number(s)
+                    ),
+                )),
+            }
+        }
+        Some(other) => Err(errors::type_error(
+            env,
+            "invalid-approvals",
+            &format!("approvals `{other}` is neither `blocking` nor `nonblocking`"),
+        )),
+    }
+}
+
+/// A number as JavaScript would print it (near enough), to quote it back.
+fn js_number(n: f64) -> String {
+    if n.is_nan() {
+        "NaN".into()
+    } else if n.is_infinite() {
+        if n > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else if n.abs() >= 1e21 {
+        format!("{n:e}")
+    } else {
+        n.to_string()
+    }
 }
 
 /// One problem found in a record log.

@@ -42,8 +42,30 @@ export interface ConnectOptions {
   record?: string | RecordOptions
   /** `enforce` (the default) or `audit` (decide and record, let everything through). */
   mode?: 'enforce' | 'audit'
-  /** How long a held request waits for the approver before it is denied; default 300. */
+  /**
+   * How long a held request waits for the approver before it is denied; default 300. With
+   * `approvals: 'nonblocking'`, also how long an approval waits to be used.
+   */
   approvalTimeoutSeconds?: number
+  /**
+   * `'blocking'` (the default): a held request stays open until the approver answers.
+   * `'nonblocking'`, for agents whose calls cannot wait for a person: a held request fails at
+   * once with `ApiException` 403, whose `body` is a `Status` naming the approval
+   * (`details.uid`, a cause `ApprovalPending`) and whose `headers` carry
+   * `x-kubeleash-approval-id` and `retry-after`; the approver is asked in the background, once.
+   * The identical request sent again gets the same answer until the approver answers; then it
+   * goes through once if approved, or fails with the approver's reason if denied.
+   *
+   * ```js
+   * const kc = await connect(policy, { user: 'agent-1', approver, approvals: 'nonblocking', retryAfterSeconds: 5 })
+   * ```
+   */
+  approvals?: 'blocking' | 'nonblocking'
+  /**
+   * With `approvals: 'nonblocking'`: what `retry-after` tells the agent, in seconds (whole
+   * seconds, rounded up); default 10.
+   */
+  retryAfterSeconds?: number
   /**
    * Gets the details of failures the agent is given only a fixed reason or an id for: the
    * approver's error (`kind: 'approver'`, `id` the approval id, `error` the thrown value), an

@@ -176,7 +176,8 @@ class DryRun(TypedDict):
     `~ path: changed (masked)`."""
 
 class ApprovalRequest:
-    """One held request, as an approver sees it."""
+    """One held request, as an approver sees it. With `approvals="nonblocking"` its `id` is the
+    one the agent's 403 names (`X-Kubeleash-Approval-Id`, `details.uid`)."""
 
     @property
     def id(self) -> str: ...
@@ -221,6 +222,37 @@ class Answer:
     def reason(self) -> str: ...
     @property
     def window(self) -> Optional[float]: ...
+
+class ApprovalCause(TypedDict):
+    """The cause a held request's 403 gives: its approval id, pending or refused."""
+
+    reason: Literal["ApprovalPending", "ApprovalRefused"]
+    message: str
+    field: Literal["kubeleash.dev/approval-id"]
+
+class ApprovalStatusDetails(TypedDict):
+    uid: str
+    """The approval id, as the `X-Kubeleash-Approval-Id` response header has it."""
+    causes: list[ApprovalCause]
+    retryAfterSeconds: NotRequired[int]
+    """While no one has answered: the `Retry-After` header's seconds. Absent once refused."""
+
+class ApprovalStatus(TypedDict):
+    """The body of the 403 (`json.loads(ApiException.body)`) a request held for approval gets
+    with `kubeleash.kubernetes.connect(..., approvals="nonblocking", retry_after=S)`, for type
+    checkers only. The response headers carry `X-Kubeleash-Approval-Id` and, while it waits,
+    `Retry-After: S`. Send the identical request again: once approved it goes through (once);
+    once denied, `message` has the approver's reason and `causes` say `ApprovalRefused`."""
+
+    kind: Literal["Status"]
+    apiVersion: Literal["v1"]
+    metadata: dict[str, object]
+    status: Literal["Failure"]
+    message: str
+    """Names the approval id and the policy's reason (the approver's, once denied)."""
+    reason: Literal["Forbidden"]
+    details: ApprovalStatusDetails
+    code: Literal[403]
 
 class Verification(TypedDict):
     ok: bool

@@ -28,7 +28,9 @@ request was not approved"; an upstream connection error is a 502 (or ``Connectio
 correlation id. The details of both go to the ``logging`` logger ``kubeleash`` only, never to
 the agent: an approver's exception can quote a webhook URL, an upstream error the operator's
 server. ``_request_timeout`` (a number or a ``(connect, read)`` pair) bounds each call, time
-held for approval included (``TimeoutError``).
+held for approval included (``TimeoutError``). With ``approvals="nonblocking"`` a held call is
+not kept open: it fails at once with a 403 naming its approval and ``Retry-After``, and the
+identical call sent again goes through once a person has approved it.
 
 The kubeconfig is read in Rust (``kubeleash-connect``, kube-rs), as the ``kubeleash proxy``
 reads it: HTTPS with the kubeconfig's certificate authority, client certificates, tokens and
@@ -47,7 +49,7 @@ import asyncio
 import inspect
 import os
 import weakref
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import urllib3
 from urllib3._collections import HTTPHeaderDict
@@ -186,6 +188,8 @@ def connect(
     record: Union[str, os.PathLike[str], None] = None,
     mode: str = "enforce",
     approval_timeout: float = 300.0,
+    approvals: Literal["blocking", "nonblocking"] = "blocking",
+    retry_after: Optional[float] = None,
 ) -> _k8s.ApiClient:
     """An official ``kubernetes`` ApiClient held to ``policy`` for the agent ``user`` in
     ``groups``.
@@ -197,6 +201,23 @@ def connect(
     hash-chained JSON line per request (check it with ``kubeleash.verify_record``); it is closed
     with its ``end`` record when the client is closed. ``mode="audit"`` decides and records but
     lets everything through (masking still applies).
+
+    ``approvals="nonblocking"`` is for agents that cannot keep a call open while a person
+    decides: a held request is answered at once with ``ApiException`` 403 whose ``Status`` names
+    the approval (``details.uid``, a cause ``ApprovalPending``, the message) and whose headers
+    carry ``X-Kubeleash-Approval-Id`` and ``Retry-After: retry_after`` (whole seconds, rounded
+    up; default 10). The approver is asked in the background, once. The identical request sent
+    again gets the same answer until the approver answers; then, if approved, it goes through
+    once (an approval unused within ``approval_timeout`` expires); if denied, it gets a 403 with
+    the approver's reason. ``approvals="blocking"`` (the default) keeps the call open until the
+    approver answers. For example::
+
+        api = connect(policy, user="agent-1", approver=approver, approvals="nonblocking", retry_after=5)
+        try:
+            core.create_namespaced_config_map("dev", body)
+        except ApiException as e:
+            if e.status == 403 and "Retry-After" in (e.headers or {}):
+                ...  # held: send the identical request again after e.headers["Retry-After"] s
     """
     if isinstance(groups, str):
         raise TypeError("groups must be a sequence of group names, not a str")
@@ -210,6 +231,8 @@ def connect(
         record=os.fspath(record) if record is not None else None,
         mode=mode,
         approval_timeout=approval_timeout,
+        approvals=approvals,
+        retry_after=retry_after,
     )
     configuration = _k8s.Configuration(host=SENTINEL_HOST)
     api_client = _k8s.ApiClient(configuration)
@@ -394,10 +417,15 @@ def connect_aio(
     record: Union[str, os.PathLike[str], None] = None,
     mode: str = "enforce",
     approval_timeout: float = 300.0,
+    approvals: Literal["blocking", "nonblocking"] = "blocking",
+    retry_after: Optional[float] = None,
 ) -> Any:
     """``connect`` for the asyncio client: a ``kubernetes.aio.client.ApiClient`` held the same
     way, through the same Rust layer. A coroutine approver runs on the event loop that awaits
-    the requests. Close it with ``await api.close()`` to end the record."""
+    the requests. Close it with ``await api.close()`` to end the record. ``approvals`` and
+    ``retry_after`` as for ``connect``: with ``approvals="nonblocking"`` a coroutine approver
+    runs on that loop after the held call has already been answered, so keep the loop running
+    until it answers."""
     import kubernetes.aio.client as aio
 
     if isinstance(groups, str):
@@ -413,6 +441,8 @@ def connect_aio(
         record=os.fspath(record) if record is not None else None,
         mode=mode,
         approval_timeout=approval_timeout,
+        approvals=approvals,
+        retry_after=retry_after,
     )
     configuration = aio.Configuration(host=SENTINEL_HOST)
     # Retries would wrap the session in aiohttp_retry's client, which kubeleash does not stand in for.

@@ -23,8 +23,8 @@ use kubeleash_core::mask::MaskError as CoreMaskError;
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::verify;
 use kubeleash_tower::{
-    Answer as CoreAnswer, ApprovalRequest as CoreApprovalRequest, Approver, DryRun, JsonlRecorder,
-    Kubeleash, KubeleashBody, KubeleashLayer, MAX_WINDOW, Mode, RecorderOptions,
+    Answer as CoreAnswer, ApprovalMode, ApprovalRequest as CoreApprovalRequest, Approver, DryRun,
+    JsonlRecorder, Kubeleash, KubeleashBody, KubeleashLayer, MAX_WINDOW, Mode, RecorderOptions,
 };
 use pyo3::exceptions::{PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -423,7 +423,7 @@ pub struct Transport {
 #[pymethods]
 impl Transport {
     #[new]
-    #[pyo3(signature = (policy, *, user, groups = Vec::new(), kubeconfig = None, context = None, approver = None, record = None, mode = "enforce", approval_timeout = 300.0))]
+    #[pyo3(signature = (policy, *, user, groups = Vec::new(), kubeconfig = None, context = None, approver = None, record = None, mode = "enforce", approval_timeout = 300.0, approvals = "blocking", retry_after = None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "mirrors the keyword arguments of kubeleash.kubernetes.connect"
@@ -439,6 +439,8 @@ impl Transport {
         record: Option<PathBuf>,
         mode: &str,
         approval_timeout: f64,
+        approvals: &str,
+        retry_after: Option<f64>,
     ) -> PyResult<Transport> {
         let mode = match mode {
             "enforce" => Mode::Enforce,
@@ -449,11 +451,16 @@ impl Transport {
                 )));
             }
         };
-        if !approval_timeout.is_finite() || approval_timeout <= 0.0 {
-            return Err(PyValueError::new_err(
-                "approval_timeout must be a positive number of seconds",
-            ));
-        }
+        // Not `from_secs_f64`, which panics on a value too large for a `Duration`.
+        let Some(approval_timeout) = Duration::try_from_secs_f64(approval_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+        else {
+            return Err(PyValueError::new_err(format!(
+                "approval_timeout must be a positive number of seconds, not {approval_timeout:?}"
+            )));
+        };
+        let approval_mode = approval_mode(approvals, retry_after)?;
         let rt = runtime()?;
         let read = std::pin::pin!(Upstream::from_kubeconfig(
             kubeconfig.as_deref(),
@@ -472,7 +479,8 @@ impl Transport {
         let mut layer = KubeleashLayer::new(policy.inner.clone())
             .identity(Identity::new(user, groups))
             .mode(mode)
-            .approval_timeout(Duration::from_secs_f64(approval_timeout));
+            .approval_timeout(approval_timeout)
+            .approval_mode(approval_mode);
         if let Some(a) = approver.filter(|a| !a.is_none(py)) {
             layer = layer.approver(PyApprover {
                 callable: Arc::new(a),
@@ -676,6 +684,37 @@ impl Transport {
     }
 }
 
+/// What `Retry-After` says in non-blocking mode when `retry_after` is not given (as the proxy's
+/// `--approvals-nonblocking`).
+const DEFAULT_RETRY_AFTER: f64 = 10.0;
+
+/// `approvals` and `retry_after` as the layer's [`ApprovalMode`]: `"blocking"` (the default) keeps
+/// a held request open until it is answered; `"nonblocking"` answers it at once with a 403 naming
+/// its approval and `Retry-After: retry_after` (default 10 seconds).
+fn approval_mode(approvals: &str, retry_after: Option<f64>) -> PyResult<ApprovalMode> {
+    match approvals {
+        "blocking" => match retry_after {
+            None => Ok(ApprovalMode::Blocking),
+            Some(_) => Err(PyValueError::new_err(
+                "retry_after applies only to approvals=\"nonblocking\": drop it, or set approvals=\"nonblocking\"",
+            )),
+        },
+        "nonblocking" => {
+            let s = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+            // Not `from_secs_f64`, which panics on NaN, infinities and huge values.
+            match Duration::try_from_secs_f64(s) {
+                Ok(d) if !d.is_zero() => Ok(ApprovalMode::NonBlocking { retry_after: d }),
+                _ => Err(PyValueError::new_err(format!(
+                    "retry_after must be a positive number of seconds, not {s:?}"
+                ))),
+            }
+        }
+        other => Err(PyValueError::new_err(format!(
+            "approvals must be \"blocking\" or \"nonblocking\", not {other:?}"
+        ))),
+    }
+}
+
 /// A failure between kubeleash and the API server: the details to the operator's log, and to
 /// the agent a fixed message with the correlation id that finds them there.
 fn upstream_failed(py: Python<'_>, details: &str) -> PyErr {
@@ -693,10 +732,13 @@ fn upstream_failed(py: Python<'_>, details: &str) -> PyErr {
 fn seconds(s: Option<f64>) -> PyResult<Option<Duration>> {
     match s {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(PyValueError::new_err(format!(
-            "a timeout must be a positive number of seconds, not {s}"
-        ))),
+        // Not `from_secs_f64`, which panics on a value too large for a `Duration`.
+        Some(s) => match Duration::try_from_secs_f64(s) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            _ => Err(PyValueError::new_err(format!(
+                "a timeout must be a positive number of seconds, not {s}"
+            ))),
+        },
     }
 }
 

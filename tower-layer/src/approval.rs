@@ -6,13 +6,13 @@
 //! impersonation headers forwarded and the SHA-256 of the body bytes forwarded. Anything else
 //! is another request, held again.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use kubeleash_core::policy::Identity;
-use kubeleash_core::request::{Attributes, Impersonation};
+use kubeleash_core::policy::grant::{Axes, Grant, Widening};
+use kubeleash_core::request::{Attributes, Impersonation, Request};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -64,6 +64,9 @@ pub struct ApprovalRequest {
     /// exec, attach, port-forward, proxy) and when the layer has no upstream to ask.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<DryRun>,
+    /// What an approver may widen the approval along ([`Answer::Widen`]): offer these axes and
+    /// no others. `widen.never` says why the request may only be approved exactly.
+    pub widen: Axes,
 }
 
 /// The API server's own account of a held write, asked before a person is: the request sent
@@ -84,7 +87,7 @@ pub struct DryRun {
 }
 
 /// An approver's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// Let it through.
     Approve {
@@ -95,6 +98,19 @@ pub enum Answer {
         /// content type, impersonation headers and the exact body bytes). The layer cuts a
         /// window to [`MAX_WINDOW`] (24 hours), and a policy reload ends every window.
         window: Option<Duration>,
+    },
+    /// Let it through, and leave a grant widened along the axes the prompt offered
+    /// ([`ApprovalRequest::widen`]): names matching a glob, fields within ranges, a number of
+    /// further uses, a time (cut to [`MAX_WINDOW`]; 15 minutes when neither uses nor time is
+    /// given). The grant covers requests from the same identity that differ from this one only
+    /// along those axes, and is recorded, as a policy fragment, before anything it covers goes
+    /// out. A request under the policy's floor (`approvals.neverWiden`), or a widening that does
+    /// not fit the request, is approved exactly and leaves no grant (the record says why).
+    Widen {
+        /// Who approved.
+        by: String,
+        /// How far the approval reaches.
+        widening: Widening,
     },
     /// Refuse it.
     Deny {
@@ -181,44 +197,152 @@ impl RequestKey {
     }
 }
 
-/// Time-windowed grants: approval of one request extended to later identical requests (same
-/// [`RequestKey`]), under the policy in force when it was given.
+/// A person's approval as the layer acts on it: who, how far it reaches, and how long the
+/// request waited for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Approval {
+    pub by: String,
+    pub widening: Widening,
+    pub waited: Duration,
+}
+
+impl Answer {
+    /// The approval this answer gives, if any: [`Answer::Approve`]'s window is a widening in
+    /// time alone.
+    pub(crate) fn approval(self, waited: Duration) -> Result<Approval, (String, String)> {
+        match self {
+            Answer::Approve { by, window } => Ok(Approval {
+                by,
+                widening: Widening {
+                    seconds: window.map(|w| w.as_secs().max(1)),
+                    ..Widening::default()
+                },
+                waited,
+            }),
+            Answer::Widen { by, widening } => Ok(Approval {
+                by,
+                widening,
+                waited,
+            }),
+            Answer::Deny { by, reason } => Err((by, reason)),
+        }
+    }
+
+    /// Who answered.
+    pub(crate) fn by(&self) -> &str {
+        match self {
+            Answer::Approve { by, .. } | Answer::Widen { by, .. } | Answer::Deny { by, .. } => by,
+        }
+    }
+}
+
+/// The most grants kept at once; past it the one closest to expiry goes first. Each request
+/// that needs approval is compared with every grant, so this bounds the cost too.
+pub const MAX_GRANTS: usize = 256;
+
+/// One grant an approval left: the request's identity, method and headers (a [`RequestKey`]
+/// over the grant's target key and no body), what it widened, and how much of it is left.
+#[derive(Debug)]
+struct Held {
+    key: RequestKey,
+    grant: Grant,
+    until: Instant,
+    uses_left: Option<u32>,
+    generation: u64,
+    id: String,
+    by: String,
+}
+
+/// What a grant said about a request it covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Covered {
+    /// The approval that left the grant.
+    pub id: String,
+    /// Who gave it.
+    pub by: String,
+}
+
+/// Grants: approvals extended, on purpose, to later requests (see [`Answer::Widen`]), under the
+/// policy in force when they were given.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Grants {
-    inner: Arc<Mutex<HashMap<RequestKey, (Instant, u64)>>>,
+    inner: Arc<Mutex<Vec<Held>>>,
+}
+
+/// A request as a grant compares it.
+pub(crate) struct Query<'a> {
+    pub identity: &'a Identity,
+    pub method: &'a str,
+    pub headers: &'a HeaderMap,
+    pub request: &'a Request,
+    pub body: &'a [u8],
 }
 
 impl Grants {
-    /// Whether a grant given under policy generation `generation` covers this request now.
-    pub(crate) fn covers(&self, key: &RequestKey, generation: u64) -> bool {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match g.get(key) {
-            Some((until, made)) if *until > Instant::now() && *made == generation => true,
-            Some(_) => {
-                g.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Grant `window`, cut to [`MAX_WINDOW`].
-    pub(crate) fn add(&self, key: RequestKey, window: Duration, generation: u64) {
+    /// The grant, given under policy generation `generation`, that covers this request now, if
+    /// any; a use is taken from it.
+    pub(crate) fn covers(&self, asked: &Query<'_>, generation: u64) -> Option<Covered> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        g.retain(|_, (until, made)| *until > now && *made == generation);
-        if let Some(until) = now.checked_add(window.min(MAX_WINDOW)) {
-            g.insert(key, (until, generation));
+        g.retain(|h| h.until > now && h.generation == generation && h.uses_left != Some(0));
+        let found = g.iter_mut().find(|h| {
+            let key = RequestKey::new(
+                asked.identity,
+                asked.method,
+                &h.grant.target_key_of(asked.request),
+                asked.headers,
+                b"",
+            );
+            key == h.key && h.grant.covers(asked.request, asked.body)
+        })?;
+        if let Some(n) = &mut found.uses_left {
+            *n -= 1;
         }
+        Some(Covered {
+            id: found.id.clone(),
+            by: found.by.clone(),
+        })
+    }
+
+    /// Keep the grant `grant` made of the approved request `asked` (approval `id` by `by`), for
+    /// its time cut to [`MAX_WINDOW`].
+    pub(crate) fn add(&self, asked: &Query<'_>, grant: Grant, generation: u64, id: &str, by: &str) {
+        let key = RequestKey::new(
+            asked.identity,
+            asked.method,
+            grant.target_key(),
+            asked.headers,
+            b"",
+        );
+        let now = Instant::now();
+        let Some(until) = now.checked_add(grant.widening().window().min(MAX_WINDOW)) else {
+            return;
+        };
+        let uses_left = grant.widening().uses;
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|h| h.until > now && h.generation == generation && h.uses_left != Some(0));
+        if g.len() >= MAX_GRANTS {
+            g.sort_unstable_by_key(|h| std::cmp::Reverse(h.until));
+            g.truncate(MAX_GRANTS - 1);
+        }
+        g.push(Held {
+            key,
+            grant,
+            until,
+            uses_left,
+            generation,
+            id: id.to_string(),
+            by: by.to_string(),
+        });
     }
 
     #[cfg(test)]
-    fn until(&self, key: &RequestKey) -> Option<Instant> {
+    fn until(&self) -> Option<Instant> {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .map(|(u, _)| *u)
+            .first()
+            .map(|h| h.until)
     }
 }
 
@@ -279,13 +403,35 @@ mod tests {
     #[test]
     fn a_window_is_cut_to_a_day_and_ends_with_the_policy() {
         let g = Grants::default();
-        let k = key("POST", "/api/v1/namespaces/dev/configmaps", &[], b"{}");
-        g.add(k, Duration::from_secs(10 * 24 * 3600), 1);
-        let until = g.until(&k).unwrap();
+        let id = Identity::new("agent", ["g"]);
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        let req =
+            kubeleash_core::request::classify("POST", "/api/v1/namespaces/dev/configmaps", &h)
+                .unwrap();
+        let asked = Query {
+            identity: &id,
+            method: "POST",
+            headers: &h,
+            request: &req,
+            body: b"{}",
+        };
+        let w = Widening {
+            seconds: Some(10 * 24 * 3600),
+            ..Widening::default()
+        };
+        g.add(
+            &asked,
+            Grant::new(&req, b"{}", &w).unwrap(),
+            1,
+            "id",
+            "alice",
+        );
+        let until = g.until().unwrap();
         assert!(until <= Instant::now() + MAX_WINDOW);
-        assert!(g.covers(&k, 1));
-        assert!(!g.covers(&k, 2), "a reload ends the window");
-        assert!(!g.covers(&k, 1), "and it does not come back");
+        assert!(g.covers(&asked, 1).is_some());
+        assert!(g.covers(&asked, 2).is_none(), "a reload ends the window");
+        assert!(g.covers(&asked, 1).is_none(), "and it does not come back");
     }
 
     #[test]

@@ -46,7 +46,11 @@
 //! - **An approval covers one request.** Each held request gets a random 128-bit id; an answer
 //!   resolves it alone; a window ([`Answer::Approve`]) lets through only identical requests
 //!   (method, whole target, content type, impersonation headers, body bytes) for at most
-//!   [`MAX_WINDOW`]. An approved impersonating request goes out with the impersonation the
+//!   [`MAX_WINDOW`]. An approver may widen an approval ([`Answer::Widen`]) only along the axes
+//!   the prompt offers ([`ApprovalRequest::widen`]: a name glob, body fields within ranges,
+//!   a number of uses, a time), never for what the policy's floor (`approvals.neverWiden`)
+//!   names; the grant is recorded as a policy fragment before anything it covers is sent, and
+//!   at most [`MAX_GRANTS`] are kept. An approved impersonating request goes out with the impersonation the
 //!   approver was shown. At most 8 requests per identity and 64 in all wait at once
 //!   ([`KubeleashLayer::max_held`]); more are refused with 429. In non-blocking mode
 //!   ([`ApprovalMode::NonBlocking`]) the held request is answered at once with 403 and its
@@ -83,10 +87,13 @@ mod service;
 pub mod signature;
 mod status;
 
-pub use approval::{Answer, ApprovalRequest, Approver, DryRun, MAX_SHOWN_BODY, MAX_WINDOW};
+pub use approval::{
+    Answer, ApprovalRequest, Approver, DryRun, MAX_GRANTS, MAX_SHOWN_BODY, MAX_WINDOW,
+};
 pub use body::{BoxError, KubeleashBody};
 pub use bounded::{BodyBudget, BoundedReadError, BudgetShare};
 pub use credential::{Credential, CredentialError};
+pub use kubeleash_core::policy::grant::{Axes, FieldRange, Widening};
 pub use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
 pub use layer::{KubeleashLayer, Mode, PolicyHandle};
 pub use nonblocking::ApprovalMode;

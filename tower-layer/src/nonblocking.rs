@@ -16,7 +16,7 @@ use bytes::Bytes;
 use kubeleash_core::policy::Decision;
 use serde_json::json;
 
-use crate::approval::RequestKey;
+use crate::approval::{Approval, RequestKey};
 use crate::holds::Hold;
 
 /// How a request the policy holds for approval waits for its answer.
@@ -70,10 +70,7 @@ struct Entry {
 #[derive(Debug, Clone)]
 enum State {
     Asking,
-    Approved {
-        by: String,
-        window: Option<Duration>,
-    },
+    Approved(Approval),
     Refused(Refused),
 }
 
@@ -94,8 +91,7 @@ pub(crate) enum Found<E> {
     /// Approved: forward it, this once. The approval is used up.
     Approved {
         id: String,
-        by: String,
-        window: Option<Duration>,
+        approval: Approval,
         generation: u64,
     },
     /// Refused by the approver (or because it approved itself).
@@ -124,19 +120,18 @@ impl Waiting {
             match &e.state {
                 State::Asking => return Found::Asking(e.id.clone()),
                 State::Refused(r) => return Found::Refused(e.id.clone(), r.clone()),
-                State::Approved { .. } => {}
+                State::Approved(_) => {}
             }
             if let Some(Entry {
                 id,
                 generation,
-                state: State::Approved { by, window },
+                state: State::Approved(approval),
                 ..
             }) = w.remove(&key)
             {
                 return Found::Approved {
                     id,
-                    by,
-                    window,
+                    approval,
                     generation,
                 };
             }
@@ -160,15 +155,8 @@ impl Waiting {
     }
 
     /// The approver approved `id`: the identical request may go through once until `until`.
-    pub(crate) fn approved(
-        &self,
-        key: RequestKey,
-        id: &str,
-        by: String,
-        window: Option<Duration>,
-        until: Instant,
-    ) {
-        self.answer(key, id, State::Approved { by, window }, until);
+    pub(crate) fn approved(&self, key: RequestKey, id: &str, approval: Approval, until: Instant) {
+        self.answer(key, id, State::Approved(approval), until);
     }
 
     /// `id` was refused: the identical request is told so until `until`. It no longer counts
@@ -216,7 +204,7 @@ impl Waiting {
         if w.get(&key).is_some_and(|e| e.id == id) {
             return w
                 .remove(&key)
-                .is_some_and(|e| matches!(e.state, State::Approved { .. }));
+                .is_some_and(|e| matches!(e.state, State::Approved(_)));
         }
         false
     }
@@ -306,6 +294,14 @@ mod tests {
         }
     }
 
+    fn bob() -> Approval {
+        Approval {
+            by: "bob".into(),
+            widening: Default::default(),
+            waited: Duration::ZERO,
+        }
+    }
+
     #[test]
     fn a_key_is_held_once_and_its_approval_used_once() {
         let holds = Holds::default();
@@ -321,15 +317,15 @@ mod tests {
         let again = || -> Result<(Hold, String), ()> { panic!("reserved twice") };
         assert!(matches!(w.find_or_reserve(key("a"), 1, again), Found::Asking(id) if id == "id1"));
         let far = Instant::now() + Duration::from_secs(60);
-        w.approved(key("a"), "other", "bob".into(), None, far);
+        w.approved(key("a"), "other", bob(), far);
         assert!(
             matches!(w.find_or_reserve(key("a"), 1, again), Found::Asking(_)),
             "another id answers nothing"
         );
-        w.approved(key("a"), "id1", "bob".into(), None, far);
+        w.approved(key("a"), "id1", bob(), far);
         assert!(matches!(
             w.find_or_reserve(key("a"), 2, again),
-            Found::Approved { id, by, generation: 1, .. } if id == "id1" && by == "bob"
+            Found::Approved { id, approval, generation: 1 } if id == "id1" && approval.by == "bob"
         ));
         // Used: the hold no longer counts, and the next identical request is held anew.
         let reserve = || {
@@ -392,7 +388,7 @@ mod tests {
             w.find_or_reserve(key("a"), 1, reserve("a1")),
             Found::Reserved(_)
         ));
-        w.approved(key("a"), "a1", "bob".into(), None, past);
+        w.approved(key("a"), "a1", bob(), past);
         assert!(
             matches!(w.find_or_reserve(key("a"), 1, reserve("a2")), Found::Reserved(id) if id == "a2"),
             "an expired approval is not used"

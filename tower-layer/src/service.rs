@@ -137,12 +137,18 @@ struct Ctx<'a> {
 }
 
 /// How a held request was resolved, as a record says it.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Resolution {
     outcome: &'static str,
     id: Option<String>,
     by: Option<String>,
     reason: Option<String>,
+    /// How long the request waited for the person's answer (on the answer's record).
+    waited: Option<std::time::Duration>,
+    /// Resolved by an answer or grant given before, without asking again.
+    coalesced: bool,
+    /// The grant an approval left, as a policy fragment.
+    grant: Option<serde_json::Value>,
 }
 
 impl Ctx<'_> {
@@ -182,6 +188,11 @@ impl Ctx<'_> {
                 approval_id: r.id.clone(),
                 approver: r.by.clone(),
                 approver_reason: r.reason.clone(),
+                waited_ms: r
+                    .waited
+                    .map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
+                coalesced: r.coalesced,
+                grant: r.grant.clone(),
             },
             response: None,
         }
@@ -331,6 +342,7 @@ fn refused() -> Resolution {
         id: None,
         by: None,
         reason: None,
+        ..Resolution::default()
     }
 }
 
@@ -629,6 +641,7 @@ where
         id: None,
         by: None,
         reason: None,
+        ..Resolution::default()
     };
     match (shared.mode, decision.effect) {
         (Mode::Audit, Effect::Allow) | (Mode::Enforce, Effect::Allow) => {}
@@ -671,12 +684,21 @@ where
                 &parts.headers,
                 bytes.as_deref().unwrap_or_default(),
             );
-            if shared.grants.covers(&key, generation) {
+            let query = crate::approval::Query {
+                identity: &ctx.identity,
+                method: &ctx.method,
+                headers: &parts.headers,
+                request: &request,
+                body: bytes.as_deref().unwrap_or_default(),
+            };
+            if let Some(covered) = shared.grants.covers(&query, generation) {
                 resolution = Resolution {
                     outcome: "approved",
-                    id: None,
-                    by: Some("a time-windowed grant".into()),
-                    reason: None,
+                    id: Some(covered.id),
+                    by: Some(covered.by),
+                    reason: Some("covered by the grant this approval left".into()),
+                    coalesced: true,
+                    ..Resolution::default()
                 };
             } else {
                 let nonblocking = match (shared.approval_mode, &shared.approver) {
@@ -718,7 +740,7 @@ where
                     .await
                     .map(|approved| (approved, generation)),
                 };
-                let ((id, by, window, shown), asked_under) = match held {
+                let ((id, approval, shown), asked_under) = match held {
                     Ok(h) => h,
                     Err(refusal) => return Ok(refusal),
                 };
@@ -742,30 +764,53 @@ where
                     if let Recheck::Denied(again) = recheck {
                         let d = Decision {
                             reason: format!(
-                                "{by} approved {id}, but the policy was reloaded while the request was held and now denies it: {}",
-                                again.reason
+                                "{} approved {id}, but the policy was reloaded while the request was held and now denies it: {}",
+                                approval.by, again.reason
                             ),
                             ..again
                         };
                         let r = Resolution {
                             outcome: "refused",
                             id: Some(id),
-                            by: Some(by),
+                            by: Some(approval.by),
                             reason: Some("the reloaded policy denies it".into()),
+                            waited: Some(approval.waited),
+                            ..Resolution::default()
                         };
                         return Ok(ctx
                             .refuse(Some(&request), shown.as_deref(), 403, "Forbidden", d, r)
                             .await);
                     }
                 }
-                if let Some(w) = window {
-                    shared.grants.add(key, w, generation);
-                }
+                // What the approval leaves behind: nothing for an exact one; for a widened one
+                // a grant, unless the floor or the request's shape says no (then the record says
+                // why, and this one request still goes).
+                let (grant, widen_note) = if approval.widening.is_exact() {
+                    (None, None)
+                } else if let Some(never) = policy.never_widen(&request.attributes) {
+                    (
+                        None,
+                        Some(format!("approved exactly, not widened: {never}")),
+                    )
+                } else {
+                    match kubeleash_core::policy::grant::Grant::new(
+                        &request,
+                        bytes.as_deref().unwrap_or_default(),
+                        &approval.widening,
+                    ) {
+                        Ok(g) => (Some(g), None),
+                        Err(e) => (None, Some(format!("approved exactly, not widened: {e}"))),
+                    }
+                };
+                let by = approval.by;
                 resolution = Resolution {
                     outcome: "approved",
+                    grant: grant.as_ref().map(|g| g.rule(&ctx.identity.user, &id, &by)),
                     id: Some(id),
                     by: Some(by),
-                    reason: None,
+                    reason: widen_note,
+                    waited: Some(approval.waited),
+                    coalesced: false,
                 };
                 if ctx.recording() {
                     // The approval is on disk before the request goes out.
@@ -790,6 +835,22 @@ where
                             )
                             .await);
                     }
+                }
+                if let Some(g) = grant {
+                    let query = crate::approval::Query {
+                        identity: &ctx.identity,
+                        method: &ctx.method,
+                        headers: &parts.headers,
+                        request: &request,
+                        body: bytes.as_deref().unwrap_or_default(),
+                    };
+                    shared.grants.add(
+                        &query,
+                        g,
+                        generation,
+                        resolution.id.as_deref().unwrap_or_default(),
+                        resolution.by.as_deref().unwrap_or_default(),
+                    );
                 }
             }
         }
@@ -899,8 +960,8 @@ fn recorded_body(
         .map(|b| masked_body(policy, request, b))
 }
 
-/// An approval: its id, who gave it, its window, and the body as recorded.
-type Approved = (String, String, Option<std::time::Duration>, Option<String>);
+/// An approval: its id, the approval, and the body as recorded.
+type Approved = (String, crate::approval::Approval, Option<String>);
 
 /// A held request's body as the approver is shown it (cut to `MAX_SHOWN_BODY`) and as the
 /// record keeps it (whole, and only when recording), both masked.
@@ -993,6 +1054,7 @@ async fn prompt<B>(
     recorded: Option<&str>,
     shown: Option<String>,
     id: &str,
+    widen: kubeleash_core::policy::grant::Axes,
 ) -> Result<ApprovalRequest, Response<KubeleashBody<B>>> {
     let shared = ctx.shared;
     if ctx.recording() {
@@ -1001,6 +1063,7 @@ async fn prompt<B>(
             id: Some(id.to_string()),
             by: None,
             reason: None,
+            ..Resolution::default()
         };
         let mut rec = ctx.record_for(Some(request), recorded, decision, &held);
         rec.kind = "held".into();
@@ -1036,15 +1099,23 @@ async fn prompt<B>(
         reason: decision.reason.clone(),
         agent_reason: ctx.agent_reason.clone(),
         dry_run: None,
+        widen,
     })
+}
+
+/// The axes an approver may widen this request's approval along (none under the floor).
+fn widen_axes(
+    policy: &kubeleash_core::policy::Policy,
+    request: &Classified,
+    body: &[u8],
+) -> kubeleash_core::policy::grant::Axes {
+    let never = policy.never_widen(&request.attributes);
+    kubeleash_core::policy::grant::axes(request, body, never)
 }
 
 /// What came of asking a person.
 enum Asked {
-    Approved {
-        by: String,
-        window: Option<std::time::Duration>,
-    },
+    Approved(crate::approval::Approval),
     /// Refused: the decision and resolution to record and answer with; `timed_out` when
     /// nobody answered.
     Refused {
@@ -1097,10 +1168,15 @@ where
     .await
     .ok()
     .flatten();
-    match tokio::time::timeout(shared.approval_timeout, approver.approve(ask)).await {
+    let asked_at = std::time::Instant::now();
+    let answer = tokio::time::timeout(shared.approval_timeout, approver.approve(ask)).await;
+    let waited = asked_at.elapsed();
+    match answer {
         // The approver is never the agent: an approval in the requester's own name, on any
         // channel, is refused.
-        Ok(Answer::Approve { by, .. }) if same_identity(&by, &ctx.identity.user) => {
+        Ok(a @ (Answer::Approve { .. } | Answer::Widen { .. }))
+            if same_identity(a.by(), &ctx.identity.user) =>
+        {
             Asked::Refused {
                 decision: Decision {
                     reason: format!(
@@ -1113,25 +1189,31 @@ where
                 resolution: Resolution {
                     outcome: "refused",
                     id: Some(id),
-                    by: Some(by),
+                    by: Some(a.by().to_string()),
                     reason: Some("self-approval".into()),
+                    waited: Some(waited),
+                    ..Resolution::default()
                 },
                 timed_out: false,
             }
         }
-        Ok(Answer::Approve { by, window }) => Asked::Approved { by, window },
-        Ok(Answer::Deny { by, reason }) => Asked::Refused {
-            decision: Decision {
-                reason: format!("{}; {by} denied approval {id}: {reason}", decision.reason),
-                ..decision.clone()
+        Ok(a) => match a.approval(waited) {
+            Ok(approval) => Asked::Approved(approval),
+            Err((by, reason)) => Asked::Refused {
+                decision: Decision {
+                    reason: format!("{}; {by} denied approval {id}: {reason}", decision.reason),
+                    ..decision.clone()
+                },
+                resolution: Resolution {
+                    outcome: "refused",
+                    id: Some(id),
+                    by: Some(by),
+                    reason: Some(reason),
+                    waited: Some(waited),
+                    ..Resolution::default()
+                },
+                timed_out: false,
             },
-            resolution: Resolution {
-                outcome: "refused",
-                id: Some(id),
-                by: Some(by),
-                reason: Some(reason),
-            },
-            timed_out: false,
         },
         Err(_) => Asked::Refused {
             decision: Decision {
@@ -1143,10 +1225,12 @@ where
                 ..decision.clone()
             },
             resolution: Resolution {
-                outcome: "refused",
+                outcome: "expired",
                 id: Some(id),
                 by: None,
                 reason: Some("timed out".into()),
+                waited: Some(waited),
+                ..Resolution::default()
             },
             timed_out: true,
         },
@@ -1154,7 +1238,7 @@ where
 }
 
 /// Hold a request for an approver: counted against the hold limits, recorded as held, asked
-/// under a fresh random id. `Ok((id, by, window, recorded body))` when approved; every other
+/// under a fresh random id. `Ok((id, approval, recorded body))` when approved; every other
 /// outcome is the refusal to send.
 #[allow(
     clippy::too_many_arguments,
@@ -1196,13 +1280,14 @@ where
         Ok(r) => r,
         Err(why) => return Err(not_held(ctx, request, recorded, decision, why).await),
     };
-    let ask_for = prompt(ctx, request, headers, decision, recorded, shown, &id).await?;
+    let axes = widen_axes(policy, request, bytes.unwrap_or_default());
+    let ask_for = prompt(ctx, request, headers, decision, recorded, shown, &id, axes).await?;
     match ask(
         ctx, inner, request, headers, policy, bytes, decision, dry, &*approver, ask_for,
     )
     .await
     {
-        Asked::Approved { by, window } => Ok((id, by, window, kept)),
+        Asked::Approved(approval) => Ok((id, approval, kept)),
         Asked::Refused {
             decision,
             resolution,
@@ -1259,20 +1344,23 @@ where
         id: Some(id.to_string()),
         by: None,
         reason: Some("approval pending; answered at once (non-blocking approvals)".into()),
+        ..Resolution::default()
     };
     let id = match found {
         Found::Approved {
             id,
-            by,
-            window,
+            approval,
             generation,
         } => {
             let recorded = recorded_body(ctx, policy, request, bytes.map(|b| &b[..]));
-            return Ok(((id, by, window, recorded), generation));
+            return Ok(((id, approval, recorded), generation));
         }
         Found::Asking(id) => {
             let recorded = recorded_body(ctx, policy, request, bytes.map(|b| &b[..]));
-            let r = pending(&id);
+            let r = Resolution {
+                coalesced: true,
+                ..pending(&id)
+            };
             return Err(ctx
                 .answer_held(
                     request,
@@ -1291,6 +1379,8 @@ where
                 id: Some(id.clone()),
                 by: was.by,
                 reason: was.reason,
+                coalesced: true,
+                ..Resolution::default()
             };
             return Err(ctx
                 .answer_held(request, recorded.as_deref(), was.decision, r, &id, None)
@@ -1303,7 +1393,19 @@ where
         Found::Reserved(id) => id,
     };
     let (shown, kept) = held_bodies(ctx, policy, request, bytes.map(|b| &b[..]));
-    let ask_for = match prompt(ctx, request, headers, decision, kept.as_deref(), shown, &id).await {
+    let axes = widen_axes(policy, request, bytes.map(|b| &b[..]).unwrap_or_default());
+    let ask_for = match prompt(
+        ctx,
+        request,
+        headers,
+        decision,
+        kept.as_deref(),
+        shown,
+        &id,
+        axes,
+    )
+    .await
+    {
         Ok(p) => p,
         Err(refusal) => {
             shared.waiting.forget(key, &id);
@@ -1445,8 +1547,28 @@ impl Background {
             .or_else(|| now.checked_add(crate::MAX_WINDOW))
             .unwrap_or(now);
         match asked {
-            Asked::Approved { by, window } => {
-                shared.waiting.approved(key, &id, by, window, until);
+            Asked::Approved(approval) => {
+                let by = approval.by.clone();
+                shared.waiting.approved(key, &id, approval, until);
+                tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+                // An approval nobody came back for: the fatigue figures count it as expired.
+                if shared.waiting.forget(key, &id) && ctx.recording() {
+                    let r = Resolution {
+                        outcome: "expired",
+                        id: Some(id.clone()),
+                        by: Some(by),
+                        reason: Some(format!(
+                            "approved, but the identical request was not sent again within {}s",
+                            shared.approval_timeout.as_secs()
+                        )),
+                        ..Resolution::default()
+                    };
+                    let mut rec = ctx.record_for(Some(&request), kept.as_deref(), &decision, &r);
+                    rec.kind = "expired".into();
+                    let written = shared.recorder.record(rec);
+                    ctx.recorded(&written);
+                }
+                return;
             }
             Asked::Refused {
                 decision,

@@ -754,6 +754,7 @@ mod tests {
             reason: "configmaps change what runs".into(),
             agent_reason: None,
             dry_run: None,
+            widen: Default::default(),
         }
     }
 

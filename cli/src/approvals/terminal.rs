@@ -164,7 +164,7 @@ impl<W: Write> Prompter<W> {
                     "approved {id} (and identical requests for {})",
                     format_duration(*w)
                 ),
-                Answer::Approve { .. } => format!("approved {id}"),
+                Answer::Approve { .. } | Answer::Widen { .. } => format!("approved {id}"),
                 Answer::Deny { .. } => format!("denied {id}"),
             };
             if job.reply.send(answer).is_err() {
@@ -297,6 +297,7 @@ mod tests {
             reason: "RBAC writes need a person".into(),
             agent_reason: None,
             dry_run: None,
+            widen: Default::default(),
         }
     }
 

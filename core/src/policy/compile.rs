@@ -72,6 +72,8 @@ pub(crate) struct Compiled {
     pub tests: Vec<PolicyTest>,
     pub has_conditions: bool,
     pub masks: Arc<crate::mask::MaskSet>,
+    /// `spec.approvals.neverWiden` (or the default floor).
+    pub floor: Vec<super::floor::FloorEntry>,
 }
 
 pub(crate) fn compile(text: &str) -> Result<Compiled, PolicyErrors> {
@@ -136,6 +138,7 @@ pub(crate) fn compile(text: &str) -> Result<Compiled, PolicyErrors> {
         })
         .collect();
     let masks = super::masks::compile(doc.spec.masks.as_ref(), &mut c.errors);
+    let floor = super::floor::compile(doc.spec.approvals.as_ref(), &mut c.errors);
     let resources = c
         .resources
         .build()
@@ -152,6 +155,7 @@ pub(crate) fn compile(text: &str) -> Result<Compiled, PolicyErrors> {
         tests,
         has_conditions,
         masks: Arc::new(masks),
+        floor,
     })
 }
 
@@ -574,6 +578,24 @@ impl Compiler {
         if let Some(b) = d.exists {
             tests.push(Test::Exists(b));
         }
+        if let Some(range) = &d.between {
+            match range.value.as_slice() {
+                [min, max] if min.is_finite() && max.is_finite() && min <= max => {
+                    tests.push(Test::Between(*min, *max));
+                }
+                _ => self.err(
+                    PolicyError::new(
+                        "condition",
+                        format!(
+                            "rule `{rule}`: `between` on `{}` needs two finite numbers, the smaller first",
+                            d.path.value
+                        ),
+                    )
+                    .at(&range.referenced)
+                    .help("e.g. `between: [1, 5]` (both ends included)"),
+                ),
+            }
+        }
         if tests.len() != 1 {
             self.err(
                 PolicyError::new(
@@ -584,7 +606,7 @@ impl Compiler {
                     ),
                 )
                 .at(&c.referenced)
-                .help("use one of equals, notEquals, in, notIn, matches, exists"),
+                .help("use one of equals, notEquals, in, notIn, matches, exists, between"),
             );
             return None;
         }

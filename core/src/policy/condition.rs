@@ -30,6 +30,8 @@ pub(crate) enum Test {
     NotIn(Vec<Value>),
     Matches(GlobList, String),
     Exists(bool),
+    /// A number within `[min, max]`, both included.
+    Between(f64, f64),
 }
 
 /// A compiled condition.
@@ -111,6 +113,9 @@ impl Condition {
             Test::NotIn(set) => !set.iter().any(|w| json_eq(v, w)),
             Test::Matches(globs, _) => v.as_str().is_some_and(|s| globs.is_match(s)),
             Test::Exists(_) => true,
+            Test::Between(min, max) => v
+                .as_f64()
+                .is_some_and(|n| *min <= n && n <= *max),
         }
     }
 
@@ -126,6 +131,7 @@ impl Condition {
             Test::Matches(_, g) => format!("{} matches `{}`", self.path, g),
             Test::Exists(true) => format!("{} is set", self.path),
             Test::Exists(false) => format!("{} is not set", self.path),
+            Test::Between(min, max) => format!("{} is between {min} and {max}", self.path),
         }
     }
 }

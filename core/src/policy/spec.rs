@@ -32,6 +32,8 @@ pub(crate) struct SpecDoc {
     pub tests: Vec<S<TestDoc>>,
     #[serde(default)]
     pub masks: Option<super::masks::MasksDoc>,
+    #[serde(default)]
+    pub approvals: Option<super::floor::ApprovalsDoc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +86,9 @@ pub(crate) struct ConditionDoc {
     pub matches: Option<S<String>>,
     #[serde(default)]
     pub exists: Option<bool>,
+    /// `[min, max]`, both inclusive: a number within them (a widened approval's field range).
+    #[serde(default)]
+    pub between: Option<S<Vec<f64>>>,
 }
 
 #[derive(Debug, Deserialize)]
