@@ -142,7 +142,37 @@ where
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| format!("HTTP {status}"));
-        let rejected = mask_message(policy, &message);
+        // The message may quote a value from the request or the live object (a validation
+        // or admission message often does): every value the masker hides in either is taken
+        // out of it, in the forms a message can carry it, before the detectors run.
+        let mut hidden = Vec::new();
+        if let Ok(Some(body)) = kubeleash_core::body::decode(
+            held.request,
+            held.body,
+            &kubeleash_core::body::BodyLimits::default(),
+        ) {
+            match shown(&body.value) {
+                Some(masked) if body.value.is_object() => {
+                    hidden_values(&body.value, &masked, &mut hidden);
+                }
+                // A JSON patch (or a body that cannot be shown) is placed by no kind: every
+                // value in it is treated as hidden.
+                _ => every_value(&body.value, &mut hidden),
+            }
+        }
+        if let Some(live) = &live {
+            match shown(live) {
+                Some(masked) => hidden_values(live, &masked, &mut hidden),
+                None => every_value(live, &mut hidden),
+            }
+        }
+        let rejected = match redact(&message, hidden) {
+            Some(m) => mask_message(policy, &m),
+            None => format!(
+                "the API server refused the dry run with HTTP {status}; its message quotes a \
+                 value kubeleash masks, so it is not shown"
+            ),
+        };
         return Some(DryRun {
             status,
             rejected: Some(rejected),
@@ -260,6 +290,83 @@ pub(crate) fn kind_first(v: &Value) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The values in `raw` that `shown` (the same object, masked) does not show as they are.
+fn hidden_values(raw: &Value, shown: &Value, out: &mut Vec<String>) {
+    match (raw, shown) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                match b.get(k) {
+                    Some(w) => hidden_values(v, w, out),
+                    None => every_value(v, out),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (v, w) in a.iter().zip(b) {
+                hidden_values(v, w, out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, _) => every_value(a, out),
+    }
+}
+
+/// Every string and number in `v`, and what a string decodes to as base64 (Secret data).
+fn every_value(v: &Value, out: &mut Vec<String>) {
+    use base64::Engine as _;
+    match v {
+        Value::String(s) => {
+            if let Ok(plain) = base64::engine::general_purpose::STANDARD.decode(s)
+                && let Ok(plain) = String::from_utf8(plain)
+            {
+                out.push(plain);
+            }
+            out.push(s.clone());
+        }
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(a) => a.iter().for_each(|v| every_value(v, out)),
+        Value::Object(m) => m.values().for_each(|v| every_value(v, out)),
+        Value::Null | Value::Bool(_) => {}
+    }
+}
+
+/// The shortest hidden value taken out of a message where it appears; a shorter one that
+/// appears withholds the whole message (taking it out would garble the message, leaving it
+/// would show it).
+const MIN_REDACTED: usize = 4;
+
+/// `message` with every form of every hidden value (as is, JSON-escaped, base64, base64url)
+/// replaced by `[masked]`; `None` when a hidden value too short to take out appears in it.
+fn redact(message: &str, mut hidden: Vec<String>) -> Option<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+    hidden.retain(|v| !v.is_empty());
+    hidden.sort_unstable_by_key(|v| std::cmp::Reverse(v.len()));
+    hidden.dedup();
+    let mut out = message.to_string();
+    for v in &hidden {
+        let escaped = serde_json::to_string(v).unwrap_or_default();
+        let escaped = escaped.trim_matches('"').to_string();
+        let forms = [
+            v.clone(),
+            escaped,
+            STANDARD.encode(v),
+            URL_SAFE.encode(v),
+            URL_SAFE_NO_PAD.encode(v),
+        ];
+        for f in forms.iter().filter(|f| !f.is_empty()) {
+            if !out.contains(f.as_str()) {
+                continue;
+            }
+            if f.len() < MIN_REDACTED {
+                return None;
+            }
+            out = out.replace(f.as_str(), "[masked]");
+        }
+    }
+    Some(out)
+}
+
 /// An API server's message about a refused dry run, with what the detectors find masked (a
 /// validation message can quote a value from the body).
 fn mask_message(policy: &Policy, message: &str) -> String {
@@ -282,6 +389,34 @@ fn mask_message(policy: &Policy, message: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_never_quotes_a_hidden_value_in_any_form() {
+        use base64::Engine as _;
+        let raw = serde_json::json!({"kind": "Secret", "data": {"password": "aHVudGVyMi1zZWNyZXQ="}, "stringData": {"x": "ab"}});
+        let masked = serde_json::json!({"kind": "Secret", "data": {"password": "[masked]"}, "stringData": {"x": "[masked]"}});
+        let mut hidden = Vec::new();
+        hidden_values(&raw, &masked, &mut hidden);
+        assert!(hidden.contains(&"hunter2-secret".to_string()), "{hidden:?}");
+        let msg = "denied: password aHVudGVyMi1zZWNyZXQ= decodes to hunter2-secret";
+        let out = redact(msg, hidden.clone()).unwrap();
+        assert!(
+            !out.contains("hunter2") && !out.contains("aHVudGVy"),
+            "{out}"
+        );
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("hunter2-secret");
+        let out = redact(&format!("saw {url}"), hidden.clone()).unwrap();
+        assert!(!out.contains(&url), "{out}");
+        assert_eq!(
+            redact("quotes ab here", hidden.clone()),
+            None,
+            "too short to cut: withheld"
+        );
+        assert_eq!(
+            redact("nothing here", hidden).as_deref(),
+            Some("nothing here")
+        );
+    }
 
     #[test]
     fn a_configmap_is_shown_as_a_get_of_it_would_be() {

@@ -911,17 +911,23 @@ fn undecodable(
     ))
 }
 
-/// Whether an approver named `by` is the requesting `user`: compared without case, surrounding
-/// blanks or control characters, so a look-alike spelling does not pass.
+/// Whether an approver named `by` is the requesting `user`: compared by a folded form (case,
+/// blanks, punctuation, control and format characters such as zero-width spaces dropped,
+/// full-width letters read as ASCII), so a look-alike spelling does not pass as another person.
 fn same_identity(by: &str, user: &str) -> bool {
-    let norm = |s: &str| -> String {
+    let fold = |s: &str| -> String {
         s.chars()
-            .filter(|c| !c.is_control())
-            .collect::<String>()
-            .trim()
-            .to_lowercase()
+            .map(|c| match u32::from(c) {
+                // Full-width ASCII forms (U+FF01..U+FF5E) are ASCII shifted by 0xFEE0.
+                n @ 0xFF01..=0xFF5E => char::from_u32(n - 0xFEE0).unwrap_or(c),
+                _ => c,
+            })
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
     };
-    !user.trim().is_empty() && norm(by) == norm(user)
+    let user = fold(user);
+    !user.is_empty() && fold(by) == user
 }
 
 /// How long a held write's dry run may take before the person is asked without it.
@@ -1992,5 +1998,22 @@ mod size {
         let f = tower::Service::call(&mut k, http::Request::new(Full::new(Bytes::new())));
         let size = std::mem::size_of_val(&*f.inner);
         assert!(size < 8 * 1024, "a request's future is {size} bytes");
+    }
+
+    #[test]
+    fn look_alike_approvers_are_the_requester() {
+        for by in [
+            "agent-1",
+            " AGENT-1 ",
+            "agent\u{200b}-1",
+            "\u{ff41}\u{ff47}\u{ff45}\u{ff4e}\u{ff54}-1",
+            "agent_1",
+            "Agent\t1",
+        ] {
+            assert!(super::same_identity(by, "agent-1"), "{by:?}");
+        }
+        assert!(!super::same_identity("alice", "agent-1"));
+        assert!(!super::same_identity("agent-12", "agent-1"));
+        assert!(!super::same_identity("", ""), "no user, nobody to be");
     }
 }

@@ -40,6 +40,9 @@ const POLICY: &str = r#"
 apiVersion: kubeleash.dev/v1alpha1
 kind: Policy
 spec:
+  # Windows on held Secret writes are what these tests check; the default floor would refuse
+  # to widen them (tests/widening.rs tests the floor).
+  approvals: {neverWiden: [{resources: [pods/exec]}]}
   rules:
     - {name: read, effect: allow, verbs: [get, list, watch], apiGroups: [""], resources: [configmaps, secrets, pods], namespaces: [dev]}
     - {name: write, effect: allow, verbs: [create, update, patch, delete], apiGroups: [""], resources: [configmaps], namespaces: [dev]}

@@ -36,9 +36,16 @@ pub(crate) struct ApprovalsDoc {
     pub never_widen: Option<Vec<S<FloorDoc>>>,
 }
 
+/// One entry of [`DEFAULT_FLOOR`]: `(verbs, apiGroups, resources)`, `None` for any.
+pub type FloorRow = (
+    Option<&'static [&'static str]>,
+    Option<&'static [&'static str]>,
+    Option<&'static [&'static str]>,
+);
+
 /// The floor a policy gets when it names none, as `(verbs, apiGroups, resources)` (`None` is
 /// any): what an agent could turn into more power or data than the one request a person read.
-pub const DEFAULT_FLOOR: &[(Option<&[&str]>, Option<&[&str]>, Option<&[&str]>)] = &[
+pub const DEFAULT_FLOOR: &[FloorRow] = &[
     (Some(&["delete", "deletecollection"]), None, None),
     (
         Some(&["impersonate", "escalate", "bind", "approve", "sign"]),
