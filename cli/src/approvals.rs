@@ -12,9 +12,18 @@
 //! ```text
 //! {"op":"list","offset":0}                  → {"pending":[ApprovalRequest…],"total":n,"offset":0}
 //! {"op":"approve","id":"…","by":"…","for_seconds":900,"reason":"…"} → {"ok":true}
+//! {"op":"approve","id":"…","by":"…","widen":{"names":"web-*","fields":[{"path":"spec.replicas","min":1,"max":5}],"uses":2,"seconds":1800}}
+//!                                      → {"ok":true,"widened":true}
+//!                                        or, under the policy's floor, {"ok":true,"exactly":"<why>"}
 //! {"op":"deny","id":"…","by":"…","reason":"…"}                 → {"ok":true}
 //!                                      an unknown id → {"ok":false,"error":"no pending approval `x`"}
+//!                  a widening the request does not offer → {"ok":false,"error":"…","still_held":true}
 //! ```
+//!
+//! A widening ([`Widening`]) is checked against the axes the held request offers
+//! (`ApprovalRequest::widen`) by [`fit`], on every channel alike: an axis not offered is refused
+//! and nothing is approved; a request under the policy's floor (`approvals.neverWiden`) is
+//! approved exactly, once, and the layer records why it was not widened.
 //!
 //! Each listed request is the layer's `ApprovalRequest` plus `waiting_seconds`, its body cut to
 //! what the layer shows an approver (64 KiB); a list answer carries at most 32 of them, from
@@ -39,8 +48,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kubeleash_core::display::printable;
-use kubeleash_tower::ApprovalRequest;
+use kubeleash_tower::{ApprovalRequest, FieldRange, Widening};
 use serde::Deserialize;
+use serde_json::Value;
 
 pub use chat::ChatApprover;
 pub use client::{Args, run};
@@ -224,6 +234,48 @@ pub(crate) struct Shown {
     pub rule: Option<String>,
     pub reason: String,
     pub waiting_seconds: Option<u64>,
+    /// What the approval may be widened along (absent from a layer that offers nothing).
+    pub widen: ShownAxes,
+}
+
+/// The axes a held request's approval may be widened along, as the socket lists them (the
+/// layer's `Axes`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct ShownAxes {
+    /// Why it may be approved only exactly (the policy's floor).
+    pub never: Option<String>,
+    pub names: bool,
+    pub fields: Vec<String>,
+    pub uses_and_time: bool,
+}
+
+impl ShownAxes {
+    /// Whether nothing may be widened.
+    pub(crate) fn exact_only(&self) -> bool {
+        self.never.is_some() || !(self.names || self.uses_and_time || !self.fields.is_empty())
+    }
+
+    /// The axes in words, for a person (field paths come from the agent's body: escaped).
+    pub(crate) fn describe(&self) -> String {
+        if let Some(never) = &self.never {
+            return format!("no: it can only be approved exactly ({})", one_line(never));
+        }
+        if self.exact_only() {
+            return "no: it can only be approved exactly".into();
+        }
+        let mut parts = Vec::new();
+        if self.names {
+            parts.push("names (a glob)".to_string());
+        }
+        if !self.fields.is_empty() {
+            parts.push(format!("fields {}", one_line(&self.fields.join(", "))));
+        }
+        if self.uses_and_time {
+            parts.push("uses, time".into());
+        }
+        parts.join("; ")
+    }
 }
 
 /// Who a request impersonates, for an approver: `user bob; groups a, b; uid 1; extra k=v`.
@@ -288,6 +340,12 @@ impl From<&ApprovalRequest> for Shown {
             rule: r.rule.clone(),
             reason: r.reason.clone(),
             waiting_seconds: None,
+            widen: ShownAxes {
+                never: r.widen.never.clone(),
+                names: r.widen.names,
+                fields: r.widen.fields.clone(),
+                uses_and_time: r.widen.uses_and_time,
+            },
         }
     }
 }
@@ -337,6 +395,7 @@ impl Shown {
                 .map_or_else(|| "(none)".to_string(), one_line),
         );
         field(&mut out, "reason", &one_line(&self.reason));
+        field(&mut out, "widen", &self.widen.describe());
         match self.body.as_deref() {
             None | Some("") => field(&mut out, "body", "(none)"),
             Some(body) => {
@@ -416,6 +475,290 @@ pub(crate) fn pretty_json(text: &str) -> String {
         }
     }
     out
+}
+
+/// What becomes of a widening an approver asked for, once [`fit`] has checked it against the
+/// held request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fit {
+    /// Offered: the layer keeps a grant widened as asked (it still refuses one that does not
+    /// fit the exact bytes it holds, and records why).
+    Widened,
+    /// The request is under the policy's floor: approved exactly, once, for this reason.
+    Exactly(String),
+}
+
+/// Check the widening `w` an approver asked for against the held request `r` and the axes it
+/// offers (`r.widen`), on every channel alike:
+///
+/// - a malformed widening ([`check_widening`]) or an axis `r` does not offer is an error, and
+///   nothing is approved;
+/// - so is one the request itself contradicts, as far as what the approver was shown tells (a
+///   name glob the request's name does not match, a range its value is outside);
+/// - a request under the floor is approved exactly ([`Fit::Exactly`]), whatever was asked.
+pub(crate) fn fit(r: &ApprovalRequest, w: &Widening) -> Result<Fit, String> {
+    check_widening(w)?;
+    if let Some(never) = &r.widen.never {
+        return Ok(Fit::Exactly(never.clone()));
+    }
+    let id = one_line(&r.id);
+    let axes = &r.widen;
+    if let Some(glob) = &w.names {
+        if !axes.names {
+            return Err(format!(
+                "approval {id} cannot be widened by name (`{}`): the request names no single \
+                 object; widen it along what it offers, or approve it exactly",
+                one_line(glob)
+            ));
+        }
+        if let Some(name) = held_name(r)
+            && !glob_match(glob, &name)
+        {
+            return Err(format!(
+                "the name glob `{}` does not match the held request's own name `{}`; give a \
+                 glob that matches it",
+                one_line(glob),
+                one_line(&name)
+            ));
+        }
+    }
+    let shown_body = r
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<Value>(b).ok());
+    for f in &w.fields {
+        let path = bare_path(&f.path);
+        if !axes.fields.iter().any(|o| bare_path(o) == path) {
+            let offered = if axes.fields.is_empty() {
+                "it offers no fields".to_string()
+            } else {
+                format!("it offers {}", one_line(&axes.fields.join(", ")))
+            };
+            return Err(format!(
+                "approval {id} does not offer the field `{}` to widen ({offered})",
+                one_line(&f.path)
+            ));
+        }
+        if let Some(v) = shown_body.as_ref().and_then(|b| lookup(b, path)) {
+            check_value(f, v)?;
+        }
+    }
+    if (w.uses.is_some() || w.seconds.is_some()) && !axes.uses_and_time {
+        return Err(format!(
+            "approval {id} does not offer uses or time to widen; approve it exactly"
+        ));
+    }
+    Ok(Fit::Widened)
+}
+
+/// What can be told of a widening without the request: a name glob that is a glob, field
+/// ranges of one form each (finite `min <= max`, or a glob), no field twice, at least one use,
+/// a time of at least a second and at most [`MAX_WINDOW`].
+pub(crate) fn check_widening(w: &Widening) -> Result<(), String> {
+    if let Some(glob) = &w.names
+        && (glob.trim().is_empty() || glob.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "the name glob `{}` is empty or not one line; write one like `web-*`",
+            one_line(glob)
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &w.fields {
+        check_range(f)?;
+        if !seen.insert(bare_path(&f.path)) {
+            return Err(format!(
+                "the field `{}` is given twice; give one range for it",
+                one_line(&f.path)
+            ));
+        }
+    }
+    if w.uses == Some(0) {
+        return Err("uses must be at least 1 (the approved request is not counted)".into());
+    }
+    match w.seconds {
+        Some(0) => Err("a widened approval's time must be at least one second".into()),
+        Some(s) if Duration::from_secs(s) > MAX_WINDOW => Err(format!(
+            "a widened approval can last at most {}; for longer, allow the requests in the policy",
+            format_duration(MAX_WINDOW)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// One field range of one form, as a channel's JSON may carry it: `min` and `max` (finite,
+/// `min <= max`) or `matches`, and a path kubeleash reads.
+fn check_range(f: &FieldRange) -> Result<(), String> {
+    // The core's own parser judges the path, with a range that is always valid.
+    if let Err(e) = format!("{}=0..0", f.path).parse::<FieldRange>() {
+        let e = e.to_string();
+        return Err(if e.starts_with("field path") {
+            e
+        } else {
+            format!(
+                "field path `{}` is not a path like `spec.replicas`, `a.b[0].c` or \
+                 `metadata.labels['x.y/z']`",
+                one_line(&f.path)
+            )
+        });
+    }
+    match (f.min, f.max, &f.matches) {
+        (Some(min), Some(max), None) if min.is_finite() && max.is_finite() && min <= max => Ok(()),
+        (None, None, Some(g)) if !g.is_empty() && !g.chars().any(char::is_control) => Ok(()),
+        _ => Err(format!(
+            "field `{}` needs either `min` and `max` (numbers, min <= max) or `matches` (a glob)",
+            one_line(&f.path)
+        )),
+    }
+}
+
+/// Whether the value the approver was shown at a widened field fits the range asked for: a
+/// number within it, a string matching its glob. A masked string is not judged (the layer,
+/// which has the real bytes, does).
+fn check_value(f: &FieldRange, v: &Value) -> Result<(), String> {
+    let path = one_line(&f.path);
+    match (f.min, f.max, &f.matches, v) {
+        (Some(min), Some(max), _, Value::Number(n)) => match n.as_f64() {
+            Some(x) if min <= x && x <= max => Ok(()),
+            _ => Err(format!(
+                "the held request's `{path}` is {n}, outside {min}..{max}; give a range that \
+                 includes it"
+            )),
+        },
+        (Some(_), Some(_), _, other) => Err(format!(
+            "the held request's `{path}` is not a number ({}); give a glob for it, not a range",
+            one_line(&other.to_string())
+        )),
+        (_, _, Some(_), Value::String(s)) if s.contains("[masked") => Ok(()),
+        (_, _, Some(g), Value::String(s)) if glob_match(g, s) => Ok(()),
+        (_, _, Some(g), Value::String(s)) => Err(format!(
+            "the held request's `{path}` is `{}`, which the glob `{}` does not match; give a \
+             glob that matches it",
+            one_line(s),
+            one_line(g)
+        )),
+        (_, _, Some(_), other) => Err(format!(
+            "the held request's `{path}` is not a string ({}); give a range MIN..MAX for it, \
+             not a glob",
+            one_line(&other.to_string())
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The name of the one object a held request names: in its path, or a create's
+/// `metadata.name`, as the approver was shown it.
+fn held_name(r: &ApprovalRequest) -> Option<String> {
+    let a = &r.attributes;
+    if !a.name.is_empty() {
+        return Some(a.name.clone());
+    }
+    if a.verb != "create" || !a.subresource.is_empty() {
+        return None;
+    }
+    let body: Value = serde_json::from_str(r.body.as_deref()?).ok()?;
+    body.get("metadata")?
+        .get("name")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// A field path without the optional `$.` the policy's JSONPath spelling starts with.
+fn bare_path(p: &str) -> &str {
+    p.strip_prefix("$.")
+        .or_else(|| p.strip_prefix('$'))
+        .unwrap_or(p)
+}
+
+/// The value at a field path (`a.b[0].c`, `metadata.labels['x.y/z']`) in `v`; `None` when it
+/// is not there or the path is not one.
+fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    let mut rest = bare_path(path);
+    let mut first = true;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("['") {
+            let end = r.find("']")?;
+            cur = cur.as_object()?.get(&r[..end])?;
+            rest = &r[end + 2..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            cur = cur.as_array()?.get(r[..end].parse::<usize>().ok()?)?;
+            rest = &r[end + 1..];
+        } else {
+            let r = if first { rest } else { rest.strip_prefix('.')? };
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            cur = cur.as_object()?.get(&r[..end])?;
+            rest = &r[end..];
+        }
+        first = false;
+    }
+    Some(cur)
+}
+
+/// Whether `text` matches `glob`, as the policy reads globs: `*` is any run of characters,
+/// everything else is literal.
+pub(crate) fn glob_match(glob: &str, text: &str) -> bool {
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    let (mut gi, mut ti) = (0, 0);
+    // Where the last `*` was, and how much of the text it has taken so far.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if gi < g.len() && g[gi] == '*' {
+            star = Some((gi, ti));
+            gi += 1;
+        } else if gi < g.len() && g[gi] == t[ti] {
+            gi += 1;
+            ti += 1;
+        } else if let Some((sg, st)) = star {
+            gi = sg + 1;
+            ti = st + 1;
+            star = Some((sg, st + 1));
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|c| *c == '*')
+}
+
+/// A widening in words, for the approver's confirmation: `names matching `web-*`,
+/// spec.replicas within 1..5, 2 more uses, for 15m`.
+pub(crate) fn describe_widening(w: &Widening) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = &w.names {
+        parts.push(format!("names matching `{}`", one_line(n)));
+    }
+    for f in &w.fields {
+        let path = one_line(&f.path);
+        match (f.min, f.max, &f.matches) {
+            (Some(min), Some(max), _) => parts.push(format!("{path} within {min}..{max}")),
+            (_, _, Some(g)) => parts.push(format!("{path} matching `{}`", one_line(g))),
+            _ => parts.push(path),
+        }
+    }
+    if let Some(u) = w.uses {
+        parts.push(format!("{u} more use{}", if u == 1 { "" } else { "s" }));
+    }
+    let window = format_duration(w.window());
+    parts.push(if w.seconds.is_some() {
+        format!("for {window}")
+    } else {
+        format!("for {window} (the default)")
+    });
+    parts.join(", ")
+}
+
+/// Whether the approver named `by` is the user whose request it is (the layer's comparison:
+/// case and control characters aside).
+pub(crate) fn same_user(by: &str, user: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>()
+            .trim()
+            .to_lowercase()
+    };
+    !user.trim().is_empty() && norm(by) == norm(user)
 }
 
 #[cfg(test)]

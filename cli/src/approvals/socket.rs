@@ -17,7 +17,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{MAX_WINDOW, clean_name, clean_reason, format_duration, one_line};
+use super::{
+    Fit, MAX_WINDOW, Widening, clean_name, clean_reason, fit, format_duration, one_line, same_user,
+};
 
 /// The longest request line the socket reads.
 const MAX_LINE: usize = 64 * 1024;
@@ -101,20 +103,30 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Answer the one held request with this id: `None` when none is held under it, else
+    /// Answer the one held request with this id with what `answer` makes of it: `None` when
+    /// none is held under it, `Some(Err)` when `answer` refuses (the request stays held), else
     /// whether it was still waiting for the answer (a caller may have timed out an instant
-    /// before).
-    fn resolve(&self, id: &str, answer: &Answer) -> Option<bool> {
-        let held = {
+    /// before) and what `answer` said besides.
+    fn resolve<T>(
+        &self,
+        id: &str,
+        answer: impl FnOnce(&ApprovalRequest) -> Result<(Answer, T), String>,
+    ) -> Option<Result<(bool, T), String>> {
+        let (held, answer, said) = {
             let mut s = self.lock();
             let key = s
                 .pending
                 .iter()
                 .find(|(_, h)| h.request.id == id)
                 .map(|(k, _)| *k)?;
-            s.pending.remove(&key)?
+            let made = s.pending.get(&key).map(|h| answer(&h.request))?;
+            let (answer, said) = match made {
+                Ok(a) => a,
+                Err(e) => return Some(Err(e)),
+            };
+            (s.pending.remove(&key)?, answer, said)
         };
-        Some(held.reply.send(answer.clone()).is_ok())
+        Some(Ok((held.reply.send(answer).is_ok(), said)))
     }
 
     fn deny_all(&self, reason: &str, close: bool) -> usize {
@@ -514,6 +526,9 @@ enum Op {
         by: Option<String>,
         for_seconds: Option<u64>,
         reason: Option<String>,
+        /// How far the approval reaches besides the one request.
+        #[serde(default)]
+        widen: Option<Widening>,
     },
     Deny {
         id: String,
@@ -532,20 +547,17 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| format!("uid {peer}"))
     };
-    let (id, answer) = match op {
+    let (id, resolved) = match op {
         Op::List { offset } => return inner.list(offset),
         Op::Approve {
             id,
             by: who,
             for_seconds,
             reason,
+            widen,
         } => {
-            let mut by = by(who);
-            // `Answer::Approve` has no reason; keep the operator's in the approver's name so it
-            // reaches the record.
-            if let Some(r) = reason.map(|r| clean_reason(&r)).filter(|r| !r.is_empty()) {
-                by = format!("{by} (reason: {r})");
-            }
+            let name = by(who);
+            let reason = reason.map(|r| clean_reason(&r)).filter(|r| !r.is_empty());
             let window = for_seconds.filter(|s| *s > 0).map(Duration::from_secs);
             if window.is_some_and(|w| w > MAX_WINDOW) {
                 return json!({"ok": false, "error": format!(
@@ -553,7 +565,14 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
                     format_duration(MAX_WINDOW)
                 )});
             }
-            (id, Answer::Approve { by, window })
+            let widen = match widening(widen, window) {
+                Ok(w) => w,
+                Err(e) => return json!({"ok": false, "error": e}),
+            };
+            let resolved = inner.resolve(&id, |request| {
+                approve(request, name, reason.as_deref(), window, widen)
+            });
+            (id, resolved)
         }
         Op::Deny {
             id,
@@ -565,15 +584,60 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
                 .map(|r| clean_reason(&r))
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| "no reason given".into());
-            (id, Answer::Deny { by, reason })
+            let resolved = inner.resolve(&id, |_| Ok((Answer::Deny { by, reason }, None)));
+            (id, resolved)
         }
     };
-    match inner.resolve(&id, &answer) {
+    match resolved {
         None => json!({"ok": false, "error": format!("no pending approval `{}`", one_line(&id))}),
-        Some(false) => json!({"ok": false, "error": format!(
+        Some(Err(e)) => json!({"ok": false, "error": e, "still_held": true}),
+        Some(Ok((false, _))) => json!({"ok": false, "error": format!(
             "approval `{}` stopped waiting (it timed out and was denied) before the answer",
             one_line(&id)
         )}),
-        Some(true) => json!({"ok": true}),
+        Some(Ok((true, None))) => json!({"ok": true}),
+        Some(Ok((true, Some(Fit::Widened)))) => json!({"ok": true, "widened": true}),
+        Some(Ok((true, Some(Fit::Exactly(why))))) => json!({"ok": true, "exactly": why}),
+    }
+}
+
+/// The widening an approve line asks for, if any, with `for_seconds` as its time when it gives
+/// none of its own; giving the time twice is refused.
+fn widening(widen: Option<Widening>, window: Option<Duration>) -> Result<Option<Widening>, String> {
+    let Some(mut w) = widen.filter(|w| !w.is_exact()) else {
+        return Ok(None);
+    };
+    if let Some(window) = window {
+        if w.seconds.is_some() {
+            return Err(
+                "the time is given twice (`for_seconds` and `widen.seconds`); give it once".into(),
+            );
+        }
+        w.seconds = Some(window.as_secs());
+    }
+    Ok(Some(w))
+}
+
+/// The answer an approval of `request` by `name` gives: a window, or a widening once [`fit`]
+/// accepts it (and what it said, for the approver).
+fn approve(
+    request: &ApprovalRequest,
+    name: String,
+    reason: Option<&str>,
+    window: Option<Duration>,
+    widen: Option<Widening>,
+) -> Result<(Answer, Option<Fit>), String> {
+    // `Answer::Approve` has no reason; keep the operator's in the approver's name so it reaches
+    // the record. Not for the requester's own name, which the layer must recognize to refuse.
+    let by = match reason {
+        Some(r) if !same_user(&name, &request.identity.user) => format!("{name} (reason: {r})"),
+        _ => name,
+    };
+    match widen {
+        None => Ok((Answer::Approve { by, window }, None)),
+        Some(widening) => {
+            let fitted = fit(request, &widening)?;
+            Ok((Answer::Widen { by, widening }, Some(fitted)))
+        }
     }
 }
