@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use kubeleash_tower::{FieldRange, Widening};
 use serde_json::{Value, json};
 
-use super::{Shown, default_socket_path, format_duration, one_line, operator_name};
+use super::{
+    Shown, check_widening, default_socket_path, describe_widening, format_duration, one_line,
+    operator_name,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,15 +35,33 @@ enum Command {
         #[arg(long, default_value_t = 0, value_name = "N")]
         offset: usize,
     },
-    /// Let one held request through.
+    /// Let one held request through, and, on purpose, more like it: only along the axes
+    /// `kubeleash approvals list` shows under `widen`.
+    ///
+    /// With --names, --field or --uses, the approval is widened: later requests from the same
+    /// identity that differ from this one only along those axes go through without a prompt,
+    /// for --for (15m when not given) and at most --uses more times. A request the policy never
+    /// widens (`approvals.neverWiden`) is approved exactly, once, and you are told so.
     Approve {
         /// The approval's id, from `kubeleash approvals list`.
         id: String,
         /// Also let through, for this long, requests from the same identity identical to this
-        /// one (same method, target and query, content type, impersonation and body): 30s, 15m,
-        /// 2h (at most 24h).
+        /// one (same method, target and query, content type, impersonation and body), or, with
+        /// the widening flags, the widened ones: 30s, 15m, 2h (at most 24h).
         #[arg(long = "for", value_name = "DURATION", value_parser = super::parse_window)]
         window: Option<Duration>,
+        /// Widen to any object name matching this glob (`*` is any run of characters), e.g.
+        /// 'web-*'.
+        #[arg(long, value_name = "GLOB")]
+        names: Option<String>,
+        /// Widen one body field: a number within a range (`spec.replicas=1..5`) or a string
+        /// matching a glob (`spec.template.spec.containers[0].image=registry.example/*`).
+        /// Repeat for more fields.
+        #[arg(long = "field", value_name = "PATH=MIN..MAX|PATH=GLOB", value_parser = parse_field)]
+        fields: Vec<FieldRange>,
+        /// Widen to at most this many more requests (the approved one not counted).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        uses: Option<u32>,
         /// Why (kept in the record with the approval).
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
@@ -60,11 +82,27 @@ pub fn run(args: Args) -> ExitCode {
     let socket = args.socket.unwrap_or_else(default_socket_path);
     let request = match &args.command {
         Command::List { offset, .. } => json!({"op": "list", "offset": offset}),
-        Command::Approve { id, window, reason } => {
+        Command::Approve {
+            id,
+            window,
+            names,
+            fields,
+            uses,
+            reason,
+        } => {
             // Without a name, the proxy answers in the name of the connecting uid.
             let mut r = json!({"op": "approve", "id": id, "by": operator_name()});
-            if let Some(w) = window {
-                r["for_seconds"] = json!(w.as_secs());
+            match widening(names, fields, *uses, *window) {
+                Err(e) => {
+                    eprintln!("kubeleash approvals: {e}; nothing was approved");
+                    return ExitCode::from(2);
+                }
+                Ok(Some(w)) => r["widen"] = json!(w),
+                Ok(None) => {
+                    if let Some(w) = window {
+                        r["for_seconds"] = json!(w.as_secs());
+                    }
+                }
             }
             if let Some(reason) = reason {
                 r["reason"] = json!(reason);
@@ -88,19 +126,63 @@ pub fn run(args: Args) -> ExitCode {
     };
     match args.command {
         Command::List { json, offset } => list(&answer, json, offset),
-        Command::Approve { id, window, .. } => {
-            let done = match window {
-                Some(w) => format!(
-                    "approved {} (and identical requests from the same identity for {})",
-                    one_line(&id),
-                    format_duration(w)
+        Command::Approve {
+            id,
+            window,
+            names,
+            fields,
+            uses,
+            ..
+        } => {
+            let id = one_line(&id);
+            let done = match (widening(&names, &fields, uses, window), answer.get("exactly")) {
+                (_, Some(why)) => format!(
+                    "approved {id} exactly, once; not widened: {}",
+                    one_line(why.as_str().unwrap_or("the policy never widens it"))
                 ),
-                None => format!("approved {}", one_line(&id)),
+                (Ok(Some(w)), None) => format!(
+                    "approved {id}, widened to requests from the same identity that differ only \
+                     in: {}",
+                    describe_widening(&w)
+                ),
+                _ => match window {
+                    Some(w) => format!(
+                        "approved {id} (and identical requests from the same identity for {})",
+                        format_duration(w)
+                    ),
+                    None => format!("approved {id}"),
+                },
             };
             answered(&answer, &done)
         }
         Command::Deny { id, .. } => answered(&answer, &format!("denied {}", one_line(&id))),
     }
+}
+
+/// `PATH=MIN..MAX` or `PATH=GLOB`, as `--field` takes it.
+fn parse_field(text: &str) -> Result<FieldRange, String> {
+    text.parse::<FieldRange>().map_err(|e| one_line(&e.to_string()))
+}
+
+/// The widening the approve flags ask for (`--for` its time), `None` when none of --names,
+/// --field or --uses is given; checked as far as it can be without the request.
+fn widening(
+    names: &Option<String>,
+    fields: &[FieldRange],
+    uses: Option<u32>,
+    window: Option<Duration>,
+) -> Result<Option<Widening>, String> {
+    if names.is_none() && fields.is_empty() && uses.is_none() {
+        return Ok(None);
+    }
+    let w = Widening {
+        names: names.clone(),
+        fields: fields.to_vec(),
+        uses,
+        seconds: window.map(|w| w.as_secs()),
+    };
+    check_widening(&w)?;
+    Ok(Some(w))
 }
 
 fn list(answer: &Value, as_json: bool, offset: usize) -> ExitCode {
@@ -147,7 +229,10 @@ fn list(answer: &Value, as_json: bool, offset: usize) -> ExitCode {
     }
     out.push_str(
         "answer with: kubeleash approvals approve ID [--for 15m] [--reason TEXT]\n         \
-         or: kubeleash approvals deny ID --reason TEXT\n",
+         or: kubeleash approvals deny ID --reason TEXT\n  \
+         widen: kubeleash approvals approve ID [--names GLOB] [--field PATH=MIN..MAX|PATH=GLOB]... \
+         [--uses N] [--for 15m]\n         \
+         (only along what its `widen` line offers)\n",
     );
     print!("{out}");
     ExitCode::SUCCESS
@@ -165,9 +250,15 @@ fn answered(answer: &Value, done: &str) -> ExitCode {
                 .and_then(Value::as_str)
                 .unwrap_or("the proxy refused");
             eprintln!("kubeleash approvals: {}", one_line(error));
-            eprintln!(
-                "  (`kubeleash approvals list` shows what is held; a request that waited too long was denied)"
-            );
+            if answer.get("still_held").and_then(Value::as_bool) == Some(true) {
+                eprintln!(
+                    "  nothing was answered: the request is still held (`kubeleash approvals list` shows what it offers)"
+                );
+            } else {
+                eprintln!(
+                    "  (`kubeleash approvals list` shows what is held; a request that waited too long was denied)"
+                );
+            }
             ExitCode::from(1)
         }
         None => unexpected(answer),

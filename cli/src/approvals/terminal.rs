@@ -10,9 +10,16 @@ use std::time::{Duration, Instant};
 use kubeleash_tower::{Answer, ApprovalRequest, Approver};
 use tokio::sync::oneshot;
 
-use super::{Shown, clean_reason, format_duration, one_line, operator_name, parse_window};
+use super::{
+    Fit, Shown, Widening, clean_reason, describe_widening, fit, format_duration, one_line,
+    operator_name, parse_window,
+};
 
 const PROMPT: &str = "approve? [y/N/for 15m] ";
+
+/// How to widen an approval at the prompt, shown when the request offers any axis.
+const WIDEN_HINT: &str = "widen with: y [names=GLOB] [PATH=MIN..MAX|PATH=GLOB]... [uses=N] [for=15m] \
+                          (only along what `widen` offers)";
 
 /// An answer typed sooner than this after a prompt appeared was typed before it: ignored.
 const READ_GUARD: Duration = Duration::from_millis(500);
@@ -20,9 +27,12 @@ const READ_GUARD: Duration = Duration::from_millis(500);
 /// How often a waiting prompt checks whether its request is still held.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Prompts on `/dev/tty` for each held request: the kubectl command, identity, rule, reason and
-/// masked body, then `approve? [y/N/for 15m]`. One prompt at a time; the others queue. A request
-/// that times out while prompted is dropped from the prompt. Answers are given in `$USER`'s name.
+/// Prompts on `/dev/tty` for each held request: the kubectl command, identity, rule, reason,
+/// the axes its approval may be widened along, and the masked body, then
+/// `approve? [y/N/for 15m]`. An answer may widen the approval along the offered axes:
+/// `y names=web-* spec.replicas=1..5 uses=3 for=30m` (see [`parse_answer`]). One prompt at a
+/// time; the others queue. A request that times out while prompted is dropped from the prompt.
+/// Answers are given in `$USER`'s name.
 #[derive(Clone)]
 pub struct TerminalApprover {
     jobs: Sender<Job>,
@@ -151,21 +161,28 @@ impl<W: Write> Prompter<W> {
                 continue;
             }
             let answer = if self.closed {
-                Some(closed())
+                Some((closed(), None))
             } else {
                 self.ask(&job)
             };
-            let Some(answer) = answer else { continue };
+            let Some((answer, fitted)) = answer else {
+                continue;
+            };
             let id = one_line(&job.request.id);
-            let said = match &answer {
-                Answer::Approve {
-                    window: Some(w), ..
-                } => format!(
+            let said = match (&answer, fitted) {
+                (Answer::Approve { window: Some(w), .. }, _) => format!(
                     "approved {id} (and identical requests for {})",
                     format_duration(*w)
                 ),
-                Answer::Approve { .. } | Answer::Widen { .. } => format!("approved {id}"),
-                Answer::Deny { .. } => format!("denied {id}"),
+                (Answer::Widen { .. }, Some(Fit::Exactly(why))) => format!(
+                    "approved {id} exactly, once; not widened: {}",
+                    one_line(&why)
+                ),
+                (Answer::Widen { widening, .. }, _) => {
+                    format!("approved {id}, widened: {}", describe_widening(widening))
+                }
+                (Answer::Approve { .. }, _) => format!("approved {id}"),
+                (Answer::Deny { .. }, _) => format!("denied {id}"),
             };
             if job.reply.send(answer).is_err() {
                 self.say(&format!(
@@ -183,7 +200,7 @@ impl<W: Write> Prompter<W> {
     }
 
     /// Prompt for one request; `None` when it stopped waiting before an answer.
-    fn ask(&mut self, job: &Job) -> Option<Answer> {
+    fn ask(&mut self, job: &Job) -> Option<(Answer, Option<Fit>)> {
         // Whatever was typed before this prompt was not an answer to it.
         while self.lines.try_recv().is_ok() {}
         let waiting = self.queued.load(Ordering::Relaxed);
@@ -193,8 +210,13 @@ impl<W: Write> Prompter<W> {
             String::new()
         };
         let shown = Shown::from(&job.request);
+        let hint = if shown.widen.exact_only() {
+            String::new()
+        } else {
+            format!("{WIDEN_HINT}\n")
+        };
         self.say(&format!(
-            "\nkubeleash: a request is held for approval\n{}{more}{PROMPT}",
+            "\nkubeleash: a request is held for approval\n{}{more}{hint}{PROMPT}",
             shown.render()
         ));
         let mut shown_at = Instant::now();
@@ -208,10 +230,11 @@ impl<W: Write> Prompter<W> {
                         shown_at = Instant::now();
                         continue;
                     }
-                    match parse_answer(&line, &self.by) {
-                        Some(answer) => return Some(answer),
-                        None => self.say(&format!(
-                            "answer y (approve), n (deny; `n REASON` to say why) or `for 15m` (approve for a while, at most 24h)\n{PROMPT}"
+                    match parse_answer(&line, &self.by, &job.request) {
+                        Ok(answer) => return Some(answer),
+                        Err(why) => self.say(&format!(
+                            "{why}\nanswer y (approve), n (deny; `n REASON` to say why) or `for 15m` (approve for a while, at most 24h){}\n{PROMPT}",
+                            if hint.is_empty() { "" } else { "; or widen: y names=GLOB PATH=MIN..MAX uses=N for=15m" }
                         )),
                     }
                 }
@@ -226,47 +249,103 @@ impl<W: Write> Prompter<W> {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.closed = true;
-                    return Some(closed());
+                    return Some((closed(), None));
                 }
             }
         }
     }
 }
 
-/// `y`/`yes`; `n`/`no`/empty (the default), optionally followed by a reason; `for 15m` or
-/// `y for 15m`. Anything else is asked again.
-fn parse_answer(line: &str, by: &str) -> Option<Answer> {
+/// An answer typed at the prompt, for the held request `request`:
+///
+/// - `n`, `no`, `deny` or nothing (the default), optionally followed by a reason: deny;
+/// - `y`, `yes` or `approve`: approve this one request;
+/// - `for 15m`, or `y for 15m`: approve, and identical requests for a while (at most 24h);
+/// - `y` (or `approve`) followed by widening words, in any order: `names=GLOB`,
+///   `PATH=MIN..MAX` or `PATH=GLOB` (a body field; `$.names=...` for a top-level field named
+///   `names`, `uses` or `for`), `uses=N`, and `for 15m` or `for=15m`; checked against the axes
+///   the request offers ([`fit`]).
+///
+/// `Err` says what was not understood or not offered; the prompt asks again.
+fn parse_answer(
+    line: &str,
+    by: &str,
+    request: &ApprovalRequest,
+) -> Result<(Answer, Option<Fit>), String> {
     let line = line.trim();
     let (word, rest) = match line.split_once(char::is_whitespace) {
         Some((w, r)) => (w, r.trim()),
         None => (line, ""),
     };
-    let approve = |window| {
-        Some(Answer::Approve {
-            by: by.to_string(),
-            window,
-        })
-    };
     match word.to_ascii_lowercase().as_str() {
-        "" | "n" | "no" => {
+        "" | "n" | "no" | "deny" => {
             let reason = clean_reason(rest);
-            Some(Answer::Deny {
-                by: by.to_string(),
-                reason: if reason.is_empty() {
-                    "denied at the proxy's terminal".into()
-                } else {
-                    reason
+            Ok((
+                Answer::Deny {
+                    by: by.to_string(),
+                    reason: if reason.is_empty() {
+                        "denied at the proxy's terminal".into()
+                    } else {
+                        reason
+                    },
                 },
-            })
+                None,
+            ))
         }
-        "y" | "yes" if rest.is_empty() => approve(None),
-        "y" | "yes" => {
-            let d = rest.strip_prefix("for")?;
-            approve(Some(parse_window(d).ok()?))
-        }
-        "for" => approve(Some(parse_window(rest).ok()?)),
-        _ => None,
+        "y" | "yes" | "approve" => approval(rest, by, request),
+        "for" => approval(line, by, request),
+        _ => Err(format!("`{}` is not an answer", one_line(word))),
     }
+}
+
+/// The approval the words after `y` give: a window, a widening, or neither.
+fn approval(
+    words: &str,
+    by: &str,
+    request: &ApprovalRequest,
+) -> Result<(Answer, Option<Fit>), String> {
+    let mut w = Widening::default();
+    let mut window = None;
+    let mut words = words.split_whitespace();
+    while let Some(word) = words.next() {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        match (key, value) {
+            ("for", v) => {
+                let d = v.or_else(|| words.next()).unwrap_or_default();
+                if window.replace(parse_window(d)?).is_some() {
+                    return Err("the time is given twice; give `for` once".into());
+                }
+            }
+            ("names", Some(glob)) => {
+                if w.names.replace(glob.to_string()).is_some() {
+                    return Err("`names=` is given twice; give one glob".into());
+                }
+            }
+            ("uses", Some(n)) => {
+                let n = n.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!(
+                        "`uses={}` is not a number of uses; write uses=3",
+                        one_line(n)
+                    )
+                })?;
+                if w.uses.replace(n).is_some() {
+                    return Err("`uses=` is given twice; give it once".into());
+                }
+            }
+            (_, Some(_)) => w.fields.push(word.parse().map_err(|e| one_line(&format!("{e}")))?),
+            (_, None) => return Err(format!("`{}` is not understood", one_line(word))),
+        }
+    }
+    let by = by.to_string();
+    if w.is_exact() {
+        return Ok((Answer::Approve { by, window }, None));
+    }
+    w.seconds = window.map(|d| d.as_secs());
+    let fitted = fit(request, &w)?;
+    Ok((Answer::Widen { by, widening: w }, Some(fitted)))
 }
 
 #[cfg(test)]
