@@ -42,8 +42,30 @@ export interface ConnectOptions {
   record?: string | RecordOptions
   /** `enforce` (the default) or `audit` (decide and record, let everything through). */
   mode?: 'enforce' | 'audit'
-  /** How long a held request waits for the approver before it is denied; default 300. */
+  /**
+   * How long a held request waits for the approver before it is denied; default 300. With
+   * `approvals: 'nonblocking'`, also how long an approval waits to be used.
+   */
   approvalTimeoutSeconds?: number
+  /**
+   * `'blocking'` (the default): a held request stays open until the approver answers.
+   * `'nonblocking'`, for agents whose calls cannot wait for a person: a held request fails at
+   * once with `ApiException` 403, whose `body` is a `Status` naming the approval
+   * (`details.uid`, a cause `ApprovalPending`) and whose `headers` carry
+   * `x-kubeleash-approval-id` and `retry-after`; the approver is asked in the background, once.
+   * The identical request sent again gets the same answer until the approver answers; then it
+   * goes through once if approved, or fails with the approver's reason if denied.
+   *
+   * ```js
+   * const kc = await connect(policy, { user: 'agent-1', approver, approvals: 'nonblocking', retryAfterSeconds: 5 })
+   * ```
+   */
+  approvals?: 'blocking' | 'nonblocking'
+  /**
+   * With `approvals: 'nonblocking'`: what `retry-after` tells the agent, in seconds (whole
+   * seconds, rounded up); default 10.
+   */
+  retryAfterSeconds?: number
   /**
    * Gets the details of failures the agent is given only a fixed reason or an id for: the
    * approver's error (`kind: 'approver'`, `id` the approval id, `error` the thrown value), an
@@ -202,7 +224,11 @@ export declare class Policy {
 
 /** A request held for approval, as the approver is shown it. Its body is masked. */
 export interface ApprovalRequest {
-  /** The approval's id: bound to exactly this request (identity, attributes, body). */
+  /**
+   * The approval's id: bound to exactly this request (identity, attributes, body). With
+   * `approvals: 'nonblocking'`, the id the agent's 403 names (`x-kubeleash-approval-id`,
+   * `details.uid`).
+   */
   id: string
   /** Who sent it. */
   user: string
@@ -358,8 +384,31 @@ export interface ListenOptions {
   record?: string | RecordOptions
   /** `enforce` (the default) or `audit` (decide and record, but let everything through). */
   mode?: 'enforce' | 'audit'
-  /** How long a held request waits for the approver before it is denied; default 300. */
+  /**
+   * How long a held request waits for the approver before it is denied; default 300. With
+   * `approvals: 'nonblocking'`, also how long an approval waits to be used and a refusal is
+   * repeated.
+   */
   approvalTimeoutSeconds?: number
+  /**
+   * `blocking` (the default): a held request stays open until the approver answers.
+   * `nonblocking`, for agents whose calls cannot wait for a person: a held request is answered
+   * at once with a 403 `Status` naming its approval (`details.uid`, a cause
+   * `ApprovalPending`, the message) and the headers `x-kubeleash-approval-id` and
+   * `retry-after`; the approver is asked in the background, once. The identical request sent
+   * again gets the same answer until the approver answers; then it goes through once if
+   * approved, or gets a 403 with the approver's reason if denied.
+   *
+   * ```js
+   * const kc = await connect(policy, { user: 'agent-1', approver, approvals: 'nonblocking', retryAfterSeconds: 5 })
+   * ```
+   */
+  approvals?: 'blocking' | 'nonblocking'
+  /**
+   * With `approvals: 'nonblocking'`: what `retry-after` tells the agent, in seconds (whole
+   * seconds, rounded up); default 10.
+   */
+  retryAfterSeconds?: number
   /**
    * Gets the details of failures the agent is only given an id for (an approver's error, an
    * upstream connection error, a kubeconfig or credential plugin failure). Default (the

@@ -663,6 +663,18 @@ fn held_name(r: &ApprovalRequest) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `PATH=MIN..MAX` or `PATH=GLOB`, as an approver types a field range; the error quotes it.
+pub(crate) fn parse_field(text: &str) -> Result<FieldRange, String> {
+    text.parse::<FieldRange>().map_err(|e| {
+        let e = e.to_string();
+        if e.contains(text) {
+            one_line(&e)
+        } else {
+            format!("`{}`: {}", one_line(text), one_line(&e))
+        }
+    })
+}
+
 /// A field path without the optional `$.` the policy's JSONPath spelling starts with.
 fn bare_path(p: &str) -> &str {
     p.strip_prefix("$.")
@@ -819,6 +831,203 @@ mod tests {
         assert!(!text.contains('\u{202e}'), "{text}");
         assert!(text.contains("\\u{1b}[2K\\u{d}kubectl get pods"), "{text}");
         assert!(text.contains("r\\u{a}fake: line"), "{text}");
+    }
+
+    /// A held `kubectl scale deployment web-1 --replicas=5` (a merge patch of the scale
+    /// subresource), offering what the layer offers for it; with `never`, under the floor.
+    pub(crate) fn held_scale(never: Option<&str>) -> ApprovalRequest {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "content-type",
+            "application/merge-patch+json".parse().unwrap(),
+        );
+        let target = "/apis/apps/v1/namespaces/dev/deployments/web-1/scale";
+        let body = r#"{"spec":{"replicas":5}}"#;
+        let request = kubeleash_core::request::classify("PATCH", target, &h).unwrap();
+        ApprovalRequest {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            identity: kubeleash_core::policy::Identity::new("agent-1", ["ai-agents"]),
+            method: "PATCH".into(),
+            target: target.into(),
+            attributes: request.attributes.clone(),
+            kubectl: "kubectl scale deployment web-1 --replicas=5 -n dev".into(),
+            body: Some(body.into()),
+            content_type: Some("application/merge-patch+json".into()),
+            impersonation: None,
+            rule: Some("scaling-needs-a-human".into()),
+            reason: "scaling changes what runs".into(),
+            agent_reason: None,
+            dry_run: None,
+            widen: kubeleash_core::policy::grant::axes(
+                &request,
+                body.as_bytes(),
+                never.map(str::to_string),
+            ),
+        }
+    }
+
+    fn widening(names: Option<&str>, fields: &[&str], uses: Option<u32>) -> Widening {
+        Widening {
+            names: names.map(str::to_string),
+            fields: fields.iter().map(|f| f.parse().unwrap()).collect(),
+            uses,
+            seconds: None,
+        }
+    }
+
+    #[test]
+    fn a_widening_fits_only_what_the_request_offers() {
+        let r = held_scale(None);
+        assert!(r.widen.names && r.widen.uses_and_time, "{:?}", r.widen);
+        assert_eq!(r.widen.fields, ["spec.replicas"]);
+        let ok = widening(Some("web-*"), &["spec.replicas=1..5"], Some(2));
+        assert_eq!(fit(&r, &ok), Ok(Fit::Widened));
+        assert_eq!(
+            fit(&r, &widening(None, &["$.spec.replicas=5..9"], None)),
+            Ok(Fit::Widened)
+        );
+        let refused = |w: Widening, says: &str| {
+            let e = fit(&r, &w).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(
+            widening(None, &["spec.paused=1..2"], None),
+            "does not offer the field `spec.paused` to widen (it offers spec.replicas)",
+        );
+        refused(
+            widening(Some("db-*"), &[], None),
+            "the name glob `db-*` does not match the held request's own name `web-1`",
+        );
+        refused(
+            widening(None, &["spec.replicas=1..3"], None),
+            "`spec.replicas` is 5, outside 1..3",
+        );
+        refused(
+            widening(None, &["spec.replicas=web*"], None),
+            "is not a string (5); give a range",
+        );
+        refused(widening(None, &[], Some(0)), "at least 1");
+        refused(widening(Some(" "), &[], None), "empty");
+        refused(
+            widening(None, &["spec.replicas=1..2", "$.spec.replicas=3..4"], None),
+            "given twice",
+        );
+        refused(
+            Widening {
+                seconds: Some(25 * 3600),
+                ..Widening::default()
+            },
+            "at most 24h",
+        );
+        refused(
+            Widening {
+                fields: vec![FieldRange {
+                    path: "spec.replicas".into(),
+                    min: Some(1.0),
+                    max: None,
+                    matches: None,
+                }],
+                ..Widening::default()
+            },
+            "needs either `min` and `max`",
+        );
+        refused(
+            Widening {
+                fields: vec![FieldRange {
+                    path: "spec..replicas".into(),
+                    min: Some(1.0),
+                    max: Some(2.0),
+                    matches: None,
+                }],
+                ..Widening::default()
+            },
+            "field path `spec..replicas`",
+        );
+        // A request that names no object, offers no fields and no uses: nothing fits.
+        let mut bare = held_scale(None);
+        bare.widen = Default::default();
+        let e = fit(&bare, &widening(Some("web-*"), &[], None)).unwrap_err();
+        assert!(e.contains("cannot be widened by name"), "{e}");
+        let e = fit(&bare, &widening(None, &[], Some(3))).unwrap_err();
+        assert!(e.contains("does not offer uses or time"), "{e}");
+        // Under the floor: approved exactly, whatever was asked.
+        let floored = held_scale(Some("the policy never widens approvals of verbs [patch]"));
+        assert_eq!(
+            fit(&floored, &ok),
+            Ok(Fit::Exactly(
+                "the policy never widens approvals of verbs [patch]".into()
+            ))
+        );
+        // But a malformed widening is refused there too.
+        assert!(fit(&floored, &widening(None, &[], Some(0))).is_err());
+    }
+
+    #[test]
+    fn the_axes_are_listed_in_words() {
+        let shown = Shown::from(&held_scale(None));
+        let text = shown.render();
+        assert!(
+            text.contains("widen     names (a glob); fields spec.replicas; uses, time"),
+            "{text}"
+        );
+        let shown = Shown::from(&held_scale(Some("the policy never widens approvals of secrets")));
+        assert!(shown.widen.exact_only());
+        assert!(
+            shown.render().contains(
+                "widen     no: it can only be approved exactly (the policy never widens approvals of secrets)"
+            ),
+            "{}",
+            shown.render()
+        );
+        // The listed JSON reads back the same.
+        let listed: Shown =
+            serde_json::from_value(serde_json::to_value(held_scale(None)).unwrap()).unwrap();
+        assert_eq!(listed.widen.fields, ["spec.replicas"]);
+        assert!(listed.widen.names && listed.widen.uses_and_time);
+    }
+
+    #[test]
+    fn globs_and_paths_read_as_the_policy_reads_them() {
+        for (g, t, m) in [
+            ("web-*", "web-1", true),
+            ("web-*", "web-", true),
+            ("web-*", "db", false),
+            ("*-1", "web-1", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("*", "", true),
+        ] {
+            assert_eq!(glob_match(g, t), m, "{g} {t}");
+        }
+        let v: Value = serde_json::json!({"spec": {"containers": [{"image": "a"}]},
+            "metadata": {"labels": {"x.y/z": "v"}}});
+        assert_eq!(
+            lookup(&v, "spec.containers[0].image"),
+            Some(&serde_json::json!("a"))
+        );
+        assert_eq!(
+            lookup(&v, "$.metadata.labels['x.y/z']"),
+            Some(&serde_json::json!("v"))
+        );
+        assert_eq!(lookup(&v, "spec.containers[1].image"), None);
+        assert_eq!(lookup(&v, "spec..containers"), None);
+    }
+
+    #[test]
+    fn a_widening_is_described_as_given() {
+        let w = widening(Some("web-*"), &["spec.replicas=1..5"], Some(2));
+        assert_eq!(
+            describe_widening(&w),
+            "names matching `web-*`, spec.replicas within 1..5, 2 more uses, for 15m (the default)"
+        );
+        let w = Widening {
+            uses: Some(1),
+            seconds: Some(90),
+            ..Widening::default()
+        };
+        assert_eq!(describe_widening(&w), "1 more use, for 1m30s");
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! `kubeleash replay`: a recorded session as a timeline of the kubectl commands it amounts to,
-//! with the chain of hashes checked.
+//! with the chain of hashes checked; or, read from the same record, approval-fatigue figures
+//! (`--approvals`, [`approvals`]) and the widened grants as a reviewable policy change
+//! (`--grants`, [`grants`]).
+
+mod approvals;
+mod diff;
+mod grants;
+mod yaml;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,8 +47,22 @@ pub struct Args {
     identity: Option<String>,
     /// Only these decisions: an effect (allow, deny, approve) or an outcome (forwarded, refused,
     /// held, approved, audited).
-    #[arg(long, value_name = "DECISION")]
+    #[arg(long, value_name = "DECISION", conflicts_with_all = ["approvals", "grants"])]
     decision: Option<String>,
+    /// Approval-fatigue figures instead of the timeline: prompts asked, answers by a person
+    /// (approved, denied, self-approvals refused), expiries, time to answer (median, p90, max),
+    /// requests resolved without a new prompt (retries, grant uses) and grants left; in total,
+    /// per identity and per rule. With --format json: one JSON object.
+    #[arg(long, conflicts_with = "grants")]
+    approvals: bool,
+    /// Every widened grant in the record as a policy fragment (YAML) to review: the rule each
+    /// grant amounts to, with who approved it, when, its limits and what it pinned as comments.
+    #[arg(long)]
+    grants: bool,
+    /// With --grants: print a unified diff that appends the grants to this policy's spec.rules
+    /// instead, once the result compiles.
+    #[arg(long, value_name = "POLICY", requires = "grants")]
+    policy: Option<PathBuf>,
     /// Only records at or after this time (RFC 3339, e.g. 2026-11-27T10:00:00Z).
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
@@ -196,7 +217,12 @@ pub fn run(a: Args) -> ExitCode {
             printable(p)
         );
     }
-    for r in v.records.iter().filter(|r| keep(r, &a)) {
+    let kept: Vec<&Record> = v.records.iter().filter(|r| keep(r, &a)).collect();
+    if a.approvals || a.grants {
+        let code = summary(&a, &v, &kept);
+        return verdict(&a, &v, code);
+    }
+    for r in kept {
         match a.format {
             Format::Json => println!(
                 "{}",
@@ -229,6 +255,54 @@ pub fn run(a: Args) -> ExitCode {
             }
         }
     }
+    verdict(&a, &v, ExitCode::SUCCESS)
+}
+
+/// `--approvals` or `--grants`, from the records kept.
+fn summary(a: &Args, v: &kubeleash_core::record::Verification, kept: &[&Record]) -> ExitCode {
+    if a.approvals {
+        let report = approvals::figures(kept);
+        match a.format {
+            Format::Json => println!(
+                "{}",
+                json_for_terminal(&approvals::json(&report).to_string())
+            ),
+            Format::Kubectl => print!("{}", approvals::text(&report)),
+            Format::Audit => {
+                eprintln!(
+                    "error: --approvals prints text or JSON (--format json), not audit events"
+                );
+                return ExitCode::from(USAGE);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if a.format != Format::Kubectl {
+        eprintln!("error: --grants prints YAML (or a diff with --policy); leave out --format");
+        return ExitCode::from(USAGE);
+    }
+    // A grant in a record whose chain is broken may have been written by anyone: it does not
+    // become policy.
+    if !v.problems.is_empty() {
+        eprintln!(
+            "error: the chain of hashes of `{}` is broken (see above), so its grants cannot be trusted; export them from an intact record",
+            a.file.display()
+        );
+        return ExitCode::from(1);
+    }
+    let (found, warnings) = grants::found(kept);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    match &a.policy {
+        Some(p) => grants::onto_policy(p, &found),
+        None => grants::fragment(&a.file, &found),
+    }
+}
+
+/// The exit code once the chain is judged: `code` unless --verify finds the log broken or cut
+/// short.
+fn verdict(a: &Args, v: &kubeleash_core::record::Verification, code: ExitCode) -> ExitCode {
     if a.verify {
         let cut_short = v
             .warnings
@@ -245,5 +319,5 @@ pub fn run(a: Args) -> ExitCode {
     } else if !v.problems.is_empty() {
         eprintln!("warning: the chain of hashes is broken (run with --verify for the exit code)");
     }
-    ExitCode::SUCCESS
+    code
 }

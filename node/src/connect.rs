@@ -250,7 +250,7 @@ pub struct ListenOptions {
     /// approved, or gets a 403 with the approver's reason if denied.
     ///
     /// ```js
-    /// const kc = await connect(policy, { user: 'agent-1', approver, approvals: 'nonblocking', retryAfterSeconds: 5 })
+    /// const connection = await listen(policy, { user: 'agent-1', approver, approvals: 'nonblocking', retryAfterSeconds: 5 })
     /// ```
     #[napi(ts_type = "'blocking' | 'nonblocking'")]
     pub approvals: Option<String>,

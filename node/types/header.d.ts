@@ -44,7 +44,8 @@ export interface ConnectOptions {
   mode?: 'enforce' | 'audit'
   /**
    * How long a held request waits for the approver before it is denied; default 300. With
-   * `approvals: 'nonblocking'`, also how long an approval waits to be used.
+   * `approvals: 'nonblocking'`, also how long an approval waits to be used and a refusal is
+   * repeated.
    */
   approvalTimeoutSeconds?: number
   /**

@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     pub approval_mode: ApprovalMode,
     /// Non-blocking mode: the held requests, their approvals and refusals, by request key.
     pub waiting: Waiting,
+    /// Blocking mode: the held requests being asked about, which identical ones wait on.
+    pub asking: crate::coalesce::Asking,
     /// Set when a record could not be written: every request is refused (503) until the
     /// record of a refusal is written again.
     pub record_failed: Arc<AtomicBool>,
@@ -153,6 +155,7 @@ impl KubeleashLayer {
                 holds: Holds::default(),
                 approval_mode: ApprovalMode::Blocking,
                 waiting: Waiting::default(),
+                asking: crate::coalesce::Asking::default(),
                 record_failed: Arc::new(AtomicBool::new(false)),
             }),
         }

@@ -73,6 +73,7 @@
 mod approval;
 mod body;
 mod bounded;
+mod coalesce;
 mod credential;
 mod dry_run;
 mod headers;

@@ -31,6 +31,7 @@ use crate::approval::{
 };
 use crate::body::{BoxError, Completion, KubeleashBody, Reload};
 use crate::bounded::{BoundedReadError, BudgetShare};
+use crate::coalesce::Role;
 use crate::headers::{
     allow_request_headers, allow_response_headers, asks_upgrade, force_json, is_connect,
 };
@@ -691,7 +692,40 @@ where
                 request: &request,
                 body: bytes.as_deref().unwrap_or_default(),
             };
-            if let Some(covered) = shared.grants.covers(&query, generation) {
+            // Blocking mode: an identical request already waiting for a person is not asked
+            // about again; this one waits for that answer (see `coalesce`).
+            let coalescing =
+                shared.approval_mode == ApprovalMode::Blocking && shared.approver.is_some();
+            let mut lead = None;
+            let covered = loop {
+                if let Some(c) = shared.grants.covers(&query, generation) {
+                    break Some(c);
+                }
+                if !coalescing {
+                    break None;
+                }
+                match shared.asking.lead_or_wait(key) {
+                    Role::Lead(l) => {
+                        lead = Some(l);
+                        break None;
+                    }
+                    Role::Wait(rx) => {
+                        if let Some(refusal) = Box::pin(wait_for_identical(
+                            &ctx,
+                            &request,
+                            &policy,
+                            bytes.as_deref(),
+                            &decision,
+                            rx,
+                        ))
+                        .await
+                        {
+                            return Ok(refusal);
+                        }
+                    }
+                }
+            };
+            if let Some(covered) = covered {
                 resolution = Resolution {
                     outcome: "approved",
                     id: Some(covered.id),
@@ -736,6 +770,7 @@ where
                         bytes.as_deref(),
                         &decision,
                         dry.take(),
+                        lead.as_ref(),
                     ))
                     .await
                     .map(|approved| (approved, generation)),
@@ -852,6 +887,9 @@ where
                         resolution.by.as_deref().unwrap_or_default(),
                     );
                 }
+                // Identical requests that waited look again: at the grant just left, or to be
+                // asked themselves.
+                drop(lead);
             }
         }
     }
@@ -1259,6 +1297,7 @@ async fn hold<S, ReqB, B>(
     bytes: Option<&[u8]>,
     decision: &Decision,
     dry: Option<(u16, serde_json::Value)>,
+    lead: Option<&crate::coalesce::Lead>,
 ) -> Result<Approved, Response<KubeleashBody<B>>>
 where
     S: Service<Request<ReqB>, Response = Response<B>>,
@@ -1297,9 +1336,18 @@ where
         Asked::Refused {
             decision,
             resolution,
-            ..
-        } => Err(ctx
-            .refuse(
+            timed_out,
+        } => Err({
+            if let Some(lead) = lead {
+                lead.refused(crate::coalesce::Refusal {
+                    id: id.clone(),
+                    decision: decision.clone(),
+                    by: resolution.by.clone(),
+                    reason: resolution.reason.clone(),
+                    expired: timed_out,
+                });
+            }
+            ctx.refuse(
                 Some(request),
                 recorded,
                 403,
@@ -1307,8 +1355,99 @@ where
                 decision,
                 resolution,
             )
-            .await),
+            .await
+        }),
     }
+}
+
+/// A request identical to one waiting for a person waits for that answer, counted against the
+/// hold limits: `Some(refusal)` to answer it with (the first was refused, nobody answered, or
+/// it could not wait), `None` to look again (the first was approved or went away).
+async fn wait_for_identical<B>(
+    ctx: &Ctx<'_>,
+    request: &Classified,
+    policy: &kubeleash_core::policy::Policy,
+    bytes: Option<&[u8]>,
+    decision: &Decision,
+    rx: tokio::sync::watch::Receiver<Option<crate::coalesce::Refusal>>,
+) -> Option<Response<KubeleashBody<B>>> {
+    let shared = ctx.shared;
+    let _counted = match shared
+        .holds
+        .try_hold(&ctx.identity.user, shared.hold_limits)
+    {
+        Ok(h) => h,
+        Err(full) => {
+            let recorded = recorded_body(ctx, policy, request, bytes);
+            return Some(
+                not_held(
+                    ctx,
+                    request,
+                    recorded.as_deref(),
+                    decision,
+                    NotHeld::Full(full),
+                )
+                .await,
+            );
+        }
+    };
+    if ctx.recording() {
+        // The record shows it waiting, as it shows a prompted request held.
+        let r = Resolution {
+            outcome: "held",
+            reason: Some("waits for the answer to an identical request held before it".into()),
+            coalesced: true,
+            ..Resolution::default()
+        };
+        let recorded = recorded_body(ctx, policy, request, bytes);
+        let mut rec = ctx.record_for(Some(request), recorded.as_deref(), decision, &r);
+        rec.kind = "held".into();
+        let written = shared.recorder.record(rec);
+        ctx.recorded(&written);
+    }
+    let (decision, resolution) =
+        match tokio::time::timeout(shared.approval_timeout, crate::coalesce::wait(rx)).await {
+            Ok(None) => return None,
+            Ok(Some(r)) => (
+                r.decision,
+                Resolution {
+                    outcome: if r.expired { "expired" } else { "refused" },
+                    id: Some(r.id),
+                    by: r.by,
+                    reason: r.reason,
+                    coalesced: true,
+                    ..Resolution::default()
+                },
+            ),
+            Err(_) => (
+                Decision {
+                    reason: format!(
+                        "{}; an identical request was held first and nobody answered it within {}s",
+                        decision.reason,
+                        shared.approval_timeout.as_secs()
+                    ),
+                    ..decision.clone()
+                },
+                Resolution {
+                    outcome: "expired",
+                    reason: Some("timed out".into()),
+                    coalesced: true,
+                    ..Resolution::default()
+                },
+            ),
+        };
+    let recorded = recorded_body(ctx, policy, request, bytes);
+    Some(
+        ctx.refuse(
+            Some(request),
+            recorded.as_deref(),
+            403,
+            "Forbidden",
+            decision,
+            resolution,
+        )
+        .await,
+    )
 }
 
 /// Non-blocking mode ([`ApprovalMode::NonBlocking`]): what is known of this exact request

@@ -6,7 +6,9 @@
 //! - the policy's floor (`approvals.neverWiden`, or the default one) turns a widening into an
 //!   exact approval, and the record says so;
 //! - the grant is in the chain, as a policy fragment, before a request it covers goes out;
-//! - a grant ends with its time, and a widened answer from the requester is still refused.
+//! - a grant ends with its time, and a widened answer from the requester is still refused;
+//! - identical held requests are asked once: a refusal answers both, an exact approval covers
+//!   one (the other is asked itself), a widened one covers the one that waited.
 
 #![allow(
     clippy::unwrap_used,
@@ -508,4 +510,116 @@ async fn a_widened_answer_from_the_requester_is_refused() {
     assert!(seen.lock().unwrap().is_empty());
     assert_eq!(call(&mut svc, scale("web-2", 3, false)).await, 403);
     assert_eq!(person.asked.load(Ordering::SeqCst), 2, "no grant was left");
+}
+
+/// An approver the test answers by hand.
+struct Hand(
+    tokio::sync::mpsc::UnboundedSender<(ApprovalRequest, tokio::sync::oneshot::Sender<Answer>)>,
+);
+
+#[async_trait::async_trait]
+impl Approver for Hand {
+    async fn approve(&self, request: ApprovalRequest) -> Answer {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.0.send((request, tx));
+        rx.await.unwrap_or(Answer::Deny {
+            by: "test".into(),
+            reason: "gone".into(),
+        })
+    }
+}
+
+/// Send the same request twice; answer the first prompt with `answer` once the second is
+/// recorded as waiting on it; what each got, how many prompts there were, and the records.
+async fn identical_pair(answer: Answer) -> (u16, u16, usize, Vec<RecordBody>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let keep = Keep::default();
+    let seen: Seen = Arc::default();
+    let svc = ServiceBuilder::new()
+        .layer(
+            KubeleashLayer::new(default_policy())
+                .identity(Identity::new("agent", ["agents"]))
+                .credential(Credential::token("operator-token").unwrap())
+                .approver(Hand(tx))
+                .recorder(keep.clone()),
+        )
+        .service(server(Arc::clone(&seen)));
+    let send = |svc: &_| {
+        let mut svc = Clone::clone(svc);
+        tokio::spawn(async move { call(&mut svc, scale("web-1", 4, false)).await })
+    };
+    let first = send(&svc);
+    let (_, reply) = rx.recv().await.unwrap();
+    let second = send(&svc);
+    // Event, not time: the second is recorded as waiting before the first is answered.
+    let waiting = || {
+        keep.0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.kind == "held" && r.decision.coalesced)
+    };
+    for _ in 0..10_000 {
+        if waiting() {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(waiting(), "the identical request waits on the first");
+    reply.send(answer).unwrap();
+    let a = first.await.unwrap();
+    // A second prompt (after an exact approval) is denied by hand.
+    let mut second = second;
+    let mut prompts = 1;
+    let b = loop {
+        tokio::select! {
+            asked = rx.recv() => {
+                prompts += 1;
+                let deny = Answer::Deny { by: "alice".into(), reason: "once was enough".into() };
+                asked.unwrap().1.send(deny).unwrap();
+            }
+            done = &mut second => break done.unwrap(),
+        }
+    };
+    let records = keep.0.lock().unwrap().clone();
+    (a, b, prompts, records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_holds_are_asked_once_and_a_refusal_answers_both() {
+    let (a, b, prompts, records) = identical_pair(Answer::Deny {
+        by: "alice".into(),
+        reason: "no".into(),
+    })
+    .await;
+    assert_eq!((a, b, prompts), (403, 403, 1));
+    let joined = records
+        .iter()
+        .filter(|r| r.decision.coalesced && r.decision.outcome == "refused")
+        .count();
+    assert_eq!(joined, 1, "{records:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_approval_covers_one_and_the_identical_one_is_asked_itself() {
+    let (a, b, prompts, _) = identical_pair(Answer::Approve {
+        by: "alice".into(),
+        window: None,
+    })
+    .await;
+    assert_eq!((a, b, prompts), (200, 403, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widened_approval_covers_the_identical_one_that_waited() {
+    let (a, b, prompts, _) = identical_pair(Answer::Widen {
+        by: "alice".into(),
+        widening: Widening {
+            uses: Some(1),
+            ..Widening::default()
+        },
+    })
+    .await;
+    assert_eq!((a, b, prompts), (200, 200, 1));
 }

@@ -11,15 +11,23 @@
 //! webhook does. Everything the agent chose is escaped: it cannot mention a channel, make a
 //! link, or end the code block it is shown in.
 //!
+//! The message shows what the approval may be widened along (the request's `widen` axes: a
+//! name glob, field ranges, uses, time), or that the policy lets it be approved only exactly;
+//! the buttons approve or deny exactly. A widening is only ever an explicit choice the receiver
+//! sends back.
+//!
 //! Whoever receives the button press (a chat bot, a relay) answers by POSTing to the callback
-//! URL `{"id": "…", "approve": true|false, "by": "<approver>", "reason": "…", "forSeconds": N}`
-//! signed as [`kubeleash_tower::signature`] says (timestamp and HMAC-SHA256 with the shared
+//! URL `{"id": "…", "approve": true|false, "by": "<approver>", "reason": "…", "forSeconds": N}`,
+//! optionally with `"widen": {"names": "web-*", "fields": [{"path": "spec.replicas", "min": 1,
+//! "max": 5} | {"path": "…", "matches": "glob"}], "uses": N, "seconds": N}` (inside the signed
+//! body, like everything else), signed as [`kubeleash_tower::signature`] says (timestamp and HMAC-SHA256 with the shared
 //! secret, `KUBELEASH_WEBHOOK_SECRET_FILE` or `KUBELEASH_WEBHOOK_SECRET`, which the chat channel
 //! requires). A callback is refused, and the request stays held, when its signature is missing
 //! or wrong, its timestamp is more than 300 s off, it was seen before, its id is not held, its
 //! `by` is empty (401), its `by` is the held request's own user (403: the agent never approves
-//! itself), its window is longer than a day (400), or its body is over 64 KiB (413). The
-//! answer's `by` is the approver the layer records.
+//! itself), its window is longer than a day or its widening is malformed or along an axis the
+//! request does not offer (400), or its body is over 64 KiB (413). The answer's `by` is the
+//! approver the layer records.
 
 use std::collections::HashMap;
 use std::io;
@@ -44,8 +52,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::webhook::{MIN_SECRET, SECRET_ENV, SECRET_FILE_ENV, chain, secret_from_env};
-use super::{MAX_WINDOW, clean_name, clean_reason, escape, format_duration, one_line, pretty_json};
+use super::webhook::{MIN_SECRET, SECRET_ENV, SECRET_FILE_ENV, chain, secret_from_env, widened};
+use super::{
+    Fit, MAX_WINDOW, Shown, Widening, clean_name, clean_reason, describe_widening, escape, fit,
+    format_duration, one_line, pretty_json,
+};
 
 /// The largest callback body read.
 pub const MAX_CALLBACK: usize = 64 * 1024;
@@ -68,8 +79,8 @@ const CODE_TEXT: usize = 2600;
 
 /// A held request waiting for its callback.
 struct Waiting {
-    /// The user the held request came from: never its approver.
-    user: String,
+    /// The held request: its user is never its approver, and a widening must fit it.
+    request: ApprovalRequest,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -124,6 +135,9 @@ struct Callback {
     reason: Option<String>,
     #[serde(default)]
     for_seconds: Option<u64>,
+    /// How far the approval reaches besides the one request.
+    #[serde(default)]
+    widen: Option<Widening>,
 }
 
 impl ChatApprover {
@@ -302,7 +316,7 @@ impl Approver for ChatApprover {
             held.insert(
                 id.clone(),
                 Waiting {
-                    user: request.identity.user.clone(),
+                    request: request.clone(),
                     answer: tx,
                 },
             );
@@ -441,7 +455,8 @@ async fn handle(callbacks: &Callbacks, req: Request<Incoming>) -> Response<Full<
                 &format!(
                     "the callback was not understood ({e}); send {{\"id\": \"<approval id>\", \
                      \"approve\": true|false, \"by\": \"<approver>\", \"reason\": \"...\", \
-                     \"forSeconds\": N}}"
+                     \"forSeconds\": N, \"widen\": {{\"names\": \"...\", \"fields\": [...], \
+                     \"uses\": N, \"seconds\": N}}}}"
                 ),
             );
         }
@@ -473,7 +488,11 @@ async fn handle(callbacks: &Callbacks, req: Request<Incoming>) -> Response<Full<
             &format!("no request is held for approval {id}"),
         );
     };
-    if is_self(&by, answer.by.as_deref().unwrap_or_default(), &waiting.user) {
+    if is_self(
+        &by,
+        answer.by.as_deref().unwrap_or_default(),
+        &waiting.request.identity.user,
+    ) {
         return refuse(
             StatusCode::FORBIDDEN,
             &format!(
@@ -496,6 +515,27 @@ async fn handle(callbacks: &Callbacks, req: Request<Incoming>) -> Response<Full<
             ),
         );
     }
+    // A widening must be one the request offers; refused, the request stays held.
+    let mut said = String::new();
+    let widening = match answer.widen.filter(|_| answer.approve).and_then(|w| {
+        widened(Some(w), window)
+    }) {
+        None => None,
+        Some(Err(e)) => return refuse(StatusCode::BAD_REQUEST, &format!("approval {id}: {e}")),
+        Some(Ok(w)) => match fit(&waiting.request, &w) {
+            Err(e) => {
+                return refuse(StatusCode::BAD_REQUEST, &format!("approval {id}: {e}"));
+            }
+            Ok(Fit::Exactly(why)) => {
+                said = format!(" exactly, once; not widened: {}", one_line(&why));
+                Some(w)
+            }
+            Ok(Fit::Widened) => {
+                said = format!(", widened: {}", describe_widening(&w));
+                Some(w)
+            }
+        },
+    };
     let Some(waiting) = held.remove(&answer.id) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -503,7 +543,12 @@ async fn handle(callbacks: &Callbacks, req: Request<Incoming>) -> Response<Full<
         );
     };
     drop(held);
-    let decision = if answer.approve {
+    let decision = if let Some(widening) = widening {
+        Answer::Widen {
+            by: by.clone(),
+            widening,
+        }
+    } else if answer.approve {
         Answer::Approve {
             by: by.clone(),
             window,
@@ -527,7 +572,7 @@ async fn handle(callbacks: &Callbacks, req: Request<Incoming>) -> Response<Full<
     }
     let verb = if answer.approve { "approved" } else { "denied" };
     eprintln!(
-        "kubeleash: approval {id} {verb} by {} (chat callback)",
+        "kubeleash: approval {id} {verb}{said} by {} (chat callback)",
         one_line(&by)
     );
     reply(
@@ -599,6 +644,43 @@ fn field(label: &str, value: String) -> Value {
     json!({"type": "mrkdwn", "text": clip(&format!("*{label}*\n{value}"), FIELD_TEXT).0})
 }
 
+/// What the approval may be widened along, as text: the buttons approve exactly, and a
+/// widening arrives only as an explicit `widen` in the signed callback.
+fn widen_text(r: &ApprovalRequest) -> String {
+    let axes = Shown::from(r).widen;
+    if let Some(never) = &axes.never {
+        return format!(
+            "*Approve exactly only:* {}",
+            clip(&inline(never), FIELD_TEXT).0
+        );
+    }
+    if axes.exact_only() {
+        return "*Approve exactly only:* this request offers nothing to widen".into();
+    }
+    let mut offered = Vec::new();
+    if axes.names {
+        offered.push("• any *name* matching a glob".to_string());
+    }
+    if !axes.fields.is_empty() {
+        let fields: Vec<String> = axes
+            .fields
+            .iter()
+            .map(|f| format!("`{}`", inline(f)))
+            .collect();
+        offered.push(format!(
+            "• *fields* within a range or matching a glob: {}",
+            clip(&fields.join(", "), FIELD_TEXT).0
+        ));
+    }
+    if axes.uses_and_time {
+        offered.push("• a number of *uses* and a *time*".into());
+    }
+    format!(
+        "*Can be widened* (only by an explicit answer with `widen`; the buttons approve exactly)\n{}",
+        offered.join("\n")
+    )
+}
+
 /// The Slack message for a held request (see the module documentation).
 pub(crate) fn message(r: &ApprovalRequest) -> Value {
     let id = inline(&r.id);
@@ -642,6 +724,7 @@ pub(crate) fn message(r: &ApprovalRequest) -> Value {
         "*Why it is held (policy)*\n{}",
         inline(&r.reason)
     )));
+    blocks.push(section(widen_text(r)));
     if let Some(why) = r.agent_reason.as_deref().filter(|w| !w.is_empty()) {
         blocks.push(section(format!(
             "*The agent's reason* (its own words; they prove nothing)\n>{}",

@@ -57,7 +57,7 @@ enum Command {
         /// Widen one body field: a number within a range (`spec.replicas=1..5`) or a string
         /// matching a glob (`spec.template.spec.containers[0].image=registry.example/*`).
         /// Repeat for more fields.
-        #[arg(long = "field", value_name = "PATH=MIN..MAX|PATH=GLOB", value_parser = parse_field)]
+        #[arg(long = "field", value_name = "PATH=MIN..MAX|PATH=GLOB", value_parser = super::parse_field)]
         fields: Vec<FieldRange>,
         /// Widen to at most this many more requests (the approved one not counted).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -157,11 +157,6 @@ pub fn run(args: Args) -> ExitCode {
         }
         Command::Deny { id, .. } => answered(&answer, &format!("denied {}", one_line(&id))),
     }
-}
-
-/// `PATH=MIN..MAX` or `PATH=GLOB`, as `--field` takes it.
-fn parse_field(text: &str) -> Result<FieldRange, String> {
-    text.parse::<FieldRange>().map_err(|e| one_line(&e.to_string()))
 }
 
 /// The widening the approve flags ask for (`--for` its time), `None` when none of --names,

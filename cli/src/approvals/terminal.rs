@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::{
     Fit, Shown, Widening, clean_reason, describe_widening, fit, format_duration, one_line,
-    operator_name, parse_window,
+    operator_name, parse_field, parse_window,
 };
 
 const PROMPT: &str = "approve? [y/N/for 15m] ";
@@ -335,7 +335,7 @@ fn approval(
                     return Err("`uses=` is given twice; give it once".into());
                 }
             }
-            (_, Some(_)) => w.fields.push(word.parse().map_err(|e| one_line(&format!("{e}")))?),
+            (_, Some(_)) => w.fields.push(parse_field(word)?),
             (_, None) => return Err(format!("`{}` is not understood", one_line(word))),
         }
     }
@@ -383,38 +383,118 @@ mod tests {
     #[test]
     fn answers() {
         let by = "alice";
+        let r = request("x");
+        let answer = |line: &str| parse_answer(line, by, &r).map(|(a, _)| a);
         assert_eq!(
-            parse_answer("y\n", by),
-            Some(Answer::Approve {
+            answer("y\n"),
+            Ok(Answer::Approve {
                 by: by.into(),
                 window: None
             })
         );
+        assert_eq!(answer("approve"), answer("y"));
         assert_eq!(
-            parse_answer("for 15m", by),
-            Some(Answer::Approve {
+            answer("for 15m"),
+            Ok(Answer::Approve {
                 by: by.into(),
                 window: Some(Duration::from_secs(900))
             })
         );
         assert_eq!(
-            parse_answer("Yes for 2h", by),
-            Some(Answer::Approve {
+            answer("Yes for 2h"),
+            Ok(Answer::Approve {
                 by: by.into(),
                 window: Some(Duration::from_secs(7200))
             })
         );
-        assert!(matches!(parse_answer("", by), Some(Answer::Deny { .. })));
+        assert_eq!(answer("y for=2h"), answer("Yes for 2h"));
+        assert!(matches!(answer(""), Ok(Answer::Deny { .. })));
         assert_eq!(
-            parse_answer("n too broad", by),
-            Some(Answer::Deny {
+            answer("n too broad"),
+            Ok(Answer::Deny {
                 by: by.into(),
                 reason: "too broad".into()
             })
         );
+        assert_eq!(
+            answer("deny"),
+            Ok(Answer::Deny {
+                by: by.into(),
+                reason: "denied at the proxy's terminal".into()
+            })
+        );
         for other in ["maybe", "for", "for ever", "y please", "yy", "for 25h"] {
-            assert_eq!(parse_answer(other, by), None, "{other}");
+            assert!(answer(other).is_err(), "{other}");
         }
+        // This request offers no axis (its `widen` is empty): it takes no widening.
+        let e = answer("y names=x-*").unwrap_err();
+        assert!(e.contains("cannot be widened by name"), "{e}");
+    }
+
+    #[test]
+    fn widened_answers() {
+        let by = "alice";
+        let r = crate::approvals::tests::held_scale(None);
+        let answer = |line: &str| parse_answer(line, by, &r);
+        let want = Widening {
+            names: Some("web-*".into()),
+            fields: vec!["spec.replicas=1..5".parse().unwrap()],
+            uses: Some(3),
+            seconds: Some(1800),
+        };
+        assert_eq!(
+            answer("approve names=web-* spec.replicas=1..5 uses=3 for=30m"),
+            Ok((
+                Answer::Widen {
+                    by: by.into(),
+                    widening: want.clone()
+                },
+                Some(Fit::Widened)
+            ))
+        );
+        // In any order, the time written either way.
+        assert_eq!(
+            answer("y for 30m uses=3 spec.replicas=1..5 names=web-*"),
+            answer("approve names=web-* spec.replicas=1..5 uses=3 for=30m")
+        );
+        // Uses alone: a widening (15 minutes by default), not a window.
+        assert_eq!(
+            answer("y uses=2"),
+            Ok((
+                Answer::Widen {
+                    by: by.into(),
+                    widening: Widening {
+                        uses: Some(2),
+                        ..Widening::default()
+                    }
+                },
+                Some(Fit::Widened)
+            ))
+        );
+        let refused = |line: &str, says: &str| {
+            let e = answer(line).unwrap_err();
+            assert!(e.contains(says), "{line}: {e}");
+        };
+        refused("y spec.paused=1..2", "does not offer the field `spec.paused`");
+        refused(
+            "y spec.replicas=5..1",
+            "`spec.replicas=5..1`: field `spec.replicas` needs either `min` and `max`",
+        );
+        refused("y names=db-*", "does not match the held request's own name");
+        refused("y uses=0", "`uses=0` is not a number of uses");
+        refused("y uses=many", "`uses=many`");
+        refused("y uses", "`uses` is not understood");
+        refused("y for 1m for 2m", "the time is given twice");
+        refused("y names=a* names=b*", "given twice");
+        refused("y for=25h", "at most 24h");
+        // Under the floor: approved exactly, and said so.
+        let floored = crate::approvals::tests::held_scale(Some("the policy never widens deletes"));
+        let (a, fitted) = parse_answer("y names=web-* uses=3", by, &floored).unwrap();
+        assert!(matches!(a, Answer::Widen { .. }), "{a:?}");
+        assert_eq!(
+            fitted,
+            Some(Fit::Exactly("the policy never widens deletes".into()))
+        );
     }
 
     /// Output that a test can read while the prompter writes it.

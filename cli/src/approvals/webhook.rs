@@ -9,7 +9,7 @@
 //!   `X-Kubeleash-Signature: sha256=<hex>`, the HMAC-SHA256 of `kubeleash-approval-request\n`
 //!   followed by the exact body bytes, and an answer is believed only if it carries the same
 //!   header over `kubeleash-approval-answer\n` followed by the exact bytes of its body (which
-//!   holds the `id`, the decision and the window), checked in constant time; see
+//!   holds the `id`, the decision, the window and any widening), checked in constant time; see
 //!   [`kubeleash_tower::signature`]. A webhook in Python answers with
 //!   `"sha256=" + hmac.new(secret, b"kubeleash-approval-answer\n" + body, "sha256").hexdigest()`.
 //!
@@ -31,7 +31,7 @@ use kubeleash_tower::signature::{SIGNATURE_HEADER, sign_request, verify_answer};
 use kubeleash_tower::{Answer, ApprovalRequest, Approver};
 use serde::Deserialize;
 
-use super::{MAX_WINDOW, clean_name, clean_reason, format_duration};
+use super::{Fit, MAX_WINDOW, Widening, clean_name, clean_reason, fit, format_duration};
 
 /// The largest answer read from a webhook.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -44,13 +44,17 @@ pub const SECRET_ENV: &str = "KUBELEASH_WEBHOOK_SECRET";
 /// The shortest shared secret accepted (the chat channel's too).
 pub(crate) const MIN_SECRET: usize = 16;
 
-/// POSTs each held request (the layer's `ApprovalRequest` as JSON, body masked) to an
-/// `http://` URL and reads the answer:
+/// POSTs each held request (the layer's `ApprovalRequest` as JSON, body masked, with `widen`:
+/// the axes its approval may be widened along) to an `http://` URL and reads the answer:
 /// `{"id": "…", "approve": true|false, "by": "…", "reason": "…", "forSeconds": 900}` (`id` and
-/// `approve` required; `id` must be the request's). With a shared secret, requests and answers
-/// are signed (see the module documentation). Any error, a non-2xx status, a missing or wrong
-/// `id` or signature, or an answer not understood denies. The agent is told why in general
-/// terms, never the URL (it may carry a token); the details go to standard error.
+/// `approve` required; `id` must be the request's). An approval may be widened along the
+/// offered axes with `"widen": {"names": "web-*", "fields": [{"path": "spec.replicas", "min": 1,
+/// "max": 5}, {"path": "spec.template.spec.containers[0].image", "matches": "registry.example/*"}],
+/// "uses": 3, "seconds": 1800}` (`forSeconds` stands for `seconds` when that is left out).
+/// With a shared secret, requests and answers are signed (see the module documentation). Any
+/// error, a non-2xx status, a missing or wrong `id` or signature, an answer not understood, or a
+/// widening along an axis not offered denies. The agent is told why in general terms, never the
+/// URL (it may carry a token); the details go to standard error.
 #[derive(Clone)]
 pub struct WebhookApprover {
     uri: Uri,
@@ -76,6 +80,9 @@ struct WebhookAnswer {
     reason: Option<String>,
     #[serde(default)]
     for_seconds: Option<u64>,
+    /// How far the approval reaches besides the one request.
+    #[serde(default)]
+    widen: Option<Widening>,
 }
 
 impl WebhookApprover {
@@ -211,7 +218,7 @@ impl WebhookApprover {
         let a: WebhookAnswer = serde_json::from_slice(&bytes).map_err(|e| {
             (
                 "the approval webhook's answer was not understood".to_string(),
-                format!("{e} (expected {{\"id\": \"<the request's id>\", \"approve\": true|false, \"by\": ..., \"reason\": ..., \"forSeconds\": ...}})"),
+                format!("{e} (expected {{\"id\": \"<the request's id>\", \"approve\": true|false, \"by\": ..., \"reason\": ..., \"forSeconds\": ..., \"widen\": {{\"names\": ..., \"fields\": [...], \"uses\": ..., \"seconds\": ...}}}})"),
             )
         })?;
         // The answer names the one request it answers: a copy of another answer, or a blind
@@ -243,6 +250,28 @@ impl WebhookApprover {
                 ),
                 format!("forSeconds {}", w.as_secs()),
             ));
+        }
+        if a.approve
+            && let Some(widening) = widened(a.widen, window)
+        {
+            let widening = widening
+                .map_err(|e| ("the approval webhook's widening was refused".to_string(), e))?;
+            return match fit(request, &widening) {
+                Ok(fitted) => {
+                    if let Fit::Exactly(why) = fitted {
+                        eprintln!(
+                            "kubeleash: approval {}: approved exactly, not widened: {why}",
+                            request.id
+                        );
+                    }
+                    Ok(Answer::Widen { by, widening })
+                }
+                Err(e) => Err((
+                    "the approval webhook widened the approval along what the request does not offer"
+                        .to_string(),
+                    e,
+                )),
+            };
         }
         Ok(if a.approve {
             Answer::Approve { by, window }
@@ -277,6 +306,28 @@ impl Approver for WebhookApprover {
             }
         }
     }
+}
+
+/// The widening an answer asks for, if it asks for any, with `window` (its `forSeconds`) as
+/// its time when it gives none of its own; two different times are refused. For the chat
+/// channel's callbacks too.
+pub(crate) fn widened(
+    widen: Option<Widening>,
+    window: Option<Duration>,
+) -> Option<Result<Widening, String>> {
+    let mut w = widen.filter(|w| !w.is_exact())?;
+    if let Some(window) = window {
+        match w.seconds {
+            Some(s) if s != window.as_secs() => {
+                return Some(Err(format!(
+                    "the time is given twice and differs (forSeconds {}, widen.seconds {s}); give it once",
+                    window.as_secs()
+                )));
+            }
+            _ => w.seconds = Some(window.as_secs()),
+        }
+    }
+    Some(Ok(w))
 }
 
 /// The shared secret from [`SECRET_FILE_ENV`] (trailing whitespace removed) or [`SECRET_ENV`],

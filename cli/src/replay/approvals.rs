@@ -430,11 +430,7 @@ pub fn text(report: &Report) -> String {
         format!(
             "{}, used {}",
             t.grants_left,
-            plural(
-                report.grants.iter().map(|g| g.used).sum(),
-                "time",
-                "times"
-            )
+            plural(report.grants.iter().map(|g| g.used).sum(), "time", "times")
         ),
     );
     if t.withdrawn > 0 {

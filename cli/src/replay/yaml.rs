@@ -59,7 +59,8 @@ fn plain(s: &str) -> bool {
         return false;
     };
     (first.is_ascii_alphabetic() || matches!(first, '_' | '/' | '$'))
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '$'))
+        && chars
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '$'))
         && !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(s))
 }
 
@@ -106,11 +107,7 @@ fn quoted(s: &str) -> String {
 
 /// A string as a YAML scalar: plain when that is safe, else double-quoted.
 pub fn scalar(s: &str) -> String {
-    if plain(s) {
-        s.to_string()
-    } else {
-        quoted(s)
-    }
+    if plain(s) { s.to_string() } else { quoted(s) }
 }
 
 /// A value in flow style, on one line.
@@ -233,7 +230,13 @@ mod tests {
             assert!(!plain(s), "{s:?} must be quoted");
             assert!(scalar(s).starts_with('"'), "{s:?}");
         }
-        for s in ["agent-1", "web-*", "$.spec.replicas", "/api/*", "configmaps"] {
+        for s in [
+            "agent-1",
+            "web-*",
+            "$.spec.replicas",
+            "/api/*",
+            "configmaps",
+        ] {
             assert_eq!(scalar(s), s);
         }
     }
