@@ -2,7 +2,7 @@
 //! writes the hash-chained format of [`kubeleash_core::record`] (or Kubernetes audit events).
 //!
 //! Writing happens on a background thread fed by a queue, so the request path never blocks on
-//! the disk. The queue is bounded where requests are admitted: when it is full, a new request
+//! the disk; the thread writes what has queued up in one batch (one write, one flush, one sync). The queue is bounded where requests are admitted: when it is full, a new request
 //! either waits (asynchronously) for room or is refused ([`WhenFull`]); a record of an admitted
 //! request is never dropped nor waited for. Records of refused and approved requests are waited
 //! for (written and flushed) before the answer goes out.
@@ -325,6 +325,13 @@ impl Drop for JsonlRecorder {
     }
 }
 
+/// The most records written in one batch (one write, one flush, at most one sync).
+const MAX_BATCH: usize = 512;
+
+/// The writer: group commit. It takes every record queued (up to [`MAX_BATCH`]), writes them
+/// in order, flushes once, syncs once if any of them (or the close) must be durable, and only
+/// then acknowledges the durable ones: a record acknowledged is on disk, and many records
+/// share one write and one sync instead of paying for their own.
 fn write_loop(
     rx: Receiver<Msg>,
     file: File,
@@ -332,54 +339,77 @@ fn write_loop(
     format: Format,
     state: &WriterState,
 ) {
-    let mut out = std::io::BufWriter::new(file);
-    while let Ok(msg) = rx.recv() {
-        state.pending.fetch_sub(1, Ordering::AcqRel);
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        state.pending.fetch_sub(batch.len(), Ordering::AcqRel);
         state.drained.notify_waiters();
         if state.failed.load(Ordering::Acquire) {
             // Nothing more is written after a failure: the file may end in a torn line.
             let why = state.why.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let e = RecordError::Write(why.unwrap_or_else(|| "the writer has stopped".into()));
-            match msg {
-                Msg::Record(_, Some(ack)) => {
-                    let _ = ack.send(Err(e));
-                }
-                Msg::Record(_, None) => {}
-                Msg::Close(done) => {
-                    let _ = done.send(());
-                    return;
+            for msg in batch.drain(..) {
+                match msg {
+                    Msg::Record(_, Some(ack)) => {
+                        let _ = ack.send(Err(e.clone()));
+                    }
+                    Msg::Record(_, None) => {}
+                    Msg::Close(done) => {
+                        let _ = done.send(());
+                        return;
+                    }
                 }
             }
             continue;
         }
-        let (body, ack, close) = match msg {
-            Msg::Record(body, ack) => (*body, ack, None),
-            Msg::Close(done) => (
-                RecordBody {
-                    time: now(),
-                    kind: "end".into(),
-                    ..Default::default()
-                },
-                None,
-                Some(done),
-            ),
-        };
-        let durable = ack.is_some() || close.is_some();
-        let line = match format {
-            Format::Chained => chain.seal(body),
-            Format::Audit => {
-                let sealed = chain.seal(body);
-                match serde_json::from_str::<Record>(&sealed) {
-                    Ok(r) if r.body.kind != "end" => audit_event(&r).to_string(),
-                    _ => String::new(),
-                }
-            }
-        };
+        let mut acks = Vec::new();
+        let mut close = None;
+        let mut durable = false;
         let mut r = Ok(());
-        if !line.is_empty() {
-            r = out
-                .write_all(line.as_bytes())
-                .and_then(|()| out.write_all(b"\n"));
+        for msg in batch.drain(..) {
+            let (body, ack) = match msg {
+                Msg::Record(body, ack) => (*body, ack),
+                Msg::Close(done) => {
+                    close = Some(done);
+                    (
+                        RecordBody {
+                            time: now(),
+                            kind: "end".into(),
+                            ..Default::default()
+                        },
+                        None,
+                    )
+                }
+            };
+            durable |= ack.is_some() || close.is_some();
+            let line = match format {
+                Format::Chained => chain.seal(body),
+                Format::Audit => {
+                    let sealed = chain.seal(body);
+                    match serde_json::from_str::<Record>(&sealed) {
+                        Ok(r) if r.body.kind != "end" => audit_event(&r).to_string(),
+                        _ => String::new(),
+                    }
+                }
+            };
+            if r.is_ok() && !line.is_empty() {
+                r = out
+                    .write_all(line.as_bytes())
+                    .and_then(|()| out.write_all(b"\n"));
+            }
+            acks.extend(ack);
+            if close.is_some() {
+                // Records after the close are not written; their acknowledgements are
+                // dropped, which their senders read as "the writer has stopped".
+                break;
+            }
         }
         r = r.and_then(|()| out.flush());
         if durable {
@@ -389,8 +419,8 @@ fn write_loop(
         if let Err(RecordError::Write(e)) = &r {
             state.fail(e.clone());
         }
-        if let Some(ack) = ack {
-            let _ = ack.send(r);
+        for ack in acks {
+            let _ = ack.send(r.clone());
         }
         if let Some(done) = close {
             let _ = done.send(());

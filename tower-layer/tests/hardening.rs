@@ -781,9 +781,16 @@ async fn holds_are_bounded_per_identity_and_in_all() {
         r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"big","annotations":{{"note":"{}"}}}}}}"#,
         "x".repeat(3 * 1024 * 1024 - 100)
     );
+    // Each body its own (identical held requests would be asked once: see tests/widening.rs).
+    let n = AtomicUsize::new(0);
     let send = |who: &'static str| {
         let mut svc = svc.clone();
-        let mut req = post(SECRETS, "application/json", &big);
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        let mut req = post(
+            SECRETS,
+            "application/json",
+            &big.replace("\"big\"", &format!("\"big-{i}\"")),
+        );
         req.headers_mut()
             .insert("x-agent", HeaderValue::from_static(who));
         tokio::spawn(async move { call(&mut svc, req).await })
@@ -845,9 +852,12 @@ async fn buffered_bodies_are_bounded_in_all() {
     let svc = ServiceBuilder::new()
         .layer(l)
         .service(server(Arc::clone(&seen), Upstream::Honest));
+    // Each body its own (identical held requests would be asked once: see tests/widening.rs).
+    let serial = AtomicUsize::new(0);
     let body = |n: usize| {
         format!(
-            r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"big","annotations":{{"note":"{}"}}}}}}"#,
+            r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"big-{}","annotations":{{"note":"{}"}}}}}}"#,
+            serial.fetch_add(1, Ordering::SeqCst),
             "x".repeat(n)
         )
     };
