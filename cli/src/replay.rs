@@ -36,7 +36,8 @@ pub struct Args {
     /// log was cut short (a torn last line, no closing record).
     #[arg(long)]
     verify: bool,
-    /// With --verify: accept a log whose recorder is still running (no closing record yet).
+    /// With --verify: accept a log whose recorder is still running: no closing record yet, and
+    /// a last line it may be writing at this moment (torn, and left out).
     #[arg(long)]
     allow_open: bool,
     /// Output format.
@@ -263,10 +264,7 @@ fn summary(a: &Args, v: &kubeleash_core::record::Verification, kept: &[&Record])
     if a.approvals {
         let report = approvals::figures(kept);
         match a.format {
-            Format::Json => println!(
-                "{}",
-                json_for_terminal(&approvals::json(&report).to_string())
-            ),
+            Format::Json => println!("{}", json_for_terminal(&approvals::json(&report))),
             Format::Kubectl => print!("{}", approvals::text(&report)),
             Format::Audit => {
                 eprintln!(
@@ -307,7 +305,7 @@ fn verdict(a: &Args, v: &kubeleash_core::record::Verification, code: ExitCode) -
         let cut_short = v
             .warnings
             .iter()
-            .any(|w| w.contains("torn") || (!a.allow_open && w.contains("no closing record")));
+            .any(|w| !a.allow_open && (w.contains("torn") || w.contains("no closing record")));
         if !v.problems.is_empty() {
             return ExitCode::from(1);
         }

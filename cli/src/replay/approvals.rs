@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use kubeleash_core::display::printable;
 use kubeleash_core::record::Record;
 use serde::Serialize;
-use serde_json::Value;
 
 /// Who answers when the proxy itself does (shutdown, an approvals channel that stopped): such
 /// a refusal is not a person's answer.
@@ -95,7 +94,8 @@ pub struct Waits {
 #[serde(rename_all = "camelCase")]
 pub struct Coalesced {
     pub total: u64,
-    /// Retries answered from an approval still pending or already refused.
+    /// Requests answered from another's approval still pending, refused or expired: retries
+    /// (non-blocking mode), and identical requests that waited for the first's answer.
     pub retries: u64,
     /// Requests a widened grant covered.
     pub grant_uses: u64,
@@ -219,14 +219,20 @@ fn nearest_rank(v: &[u64], pct: usize) -> Option<u64> {
 /// What a record says about its approval, if anything.
 fn event(r: &Record) -> Option<Event> {
     let d = &r.body.decision;
-    d.approval_id.as_ref()?;
     if d.coalesced {
+        // A request waiting for the answer to an identical one (blocking mode) is recorded
+        // `held` without an id of its own; how it was resolved is recorded when it is, and
+        // counted then (a nobody-answered wait names no approval).
+        if r.body.kind == "held" {
+            return None;
+        }
         return Some(if d.outcome == "approved" {
             Event::GrantUse
         } else {
             Event::Retry
         });
     }
+    d.approval_id.as_ref()?;
     let waited = d.waited_ms;
     match (r.body.kind.as_str(), d.outcome.as_str()) {
         ("held", _) => Some(Event::Asked),
@@ -475,8 +481,9 @@ fn waits(w: &Waits) -> String {
     }
 }
 
-/// Rows of cells as aligned columns: the first left-aligned, the rest right-aligned.
-fn columns(rows: &[Vec<String>]) -> String {
+/// Rows of cells as aligned columns: the first `left` (text) left-aligned, the rest (numbers)
+/// right-aligned.
+fn columns(rows: &[Vec<String>], left: usize) -> String {
     let n = rows.iter().map(Vec::len).max().unwrap_or(0);
     let width = |i: usize| {
         rows.iter()
@@ -493,7 +500,7 @@ fn columns(rows: &[Vec<String>]) -> String {
             .enumerate()
             .map(|(i, c)| {
                 let pad = widths[i].saturating_sub(c.chars().count());
-                if i == 0 {
+                if i < left {
                     format!("{c}{}", " ".repeat(pad))
                 } else {
                     format!("{}{c}", " ".repeat(pad))
@@ -549,7 +556,7 @@ fn table(title: &str, groups: &BTreeMap<String, Figures>, empty: &str) -> String
             f.grants_left.to_string(),
         ]);
     }
-    columns(&rows)
+    columns(&rows, 1)
 }
 
 fn grants_table(grants: &[GrantUse]) -> String {
@@ -578,16 +585,17 @@ fn grants_table(grants: &[GrantUse]) -> String {
             g.used.to_string(),
         ]);
     }
-    columns(&rows)
+    columns(&rows, 4)
 }
 
-/// The figures as one JSON object, for tools: `total`, `byIdentity` and `byRule` (maps of
-/// [`Figures`]), `grants`.
-pub fn json(report: &Report) -> Value {
-    serde_json::to_value(report).unwrap_or(Value::Null)
+/// The figures as one line of JSON, for tools: `total`, `byIdentity` and `byRule` (maps of
+/// [`Figures`] by name, sorted), `grants` (in record order); keys in the order of the structs.
+pub fn json(report: &Report) -> String {
+    serde_json::to_string(report).unwrap_or_else(|_| "null".into())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -619,6 +627,7 @@ mod tests {
             vec!["A".to_string(), "N".to_string()],
             vec!["long name".to_string(), "12".to_string()],
         ];
-        assert_eq!(columns(&rows), "A           N\nlong name  12\n");
+        assert_eq!(columns(&rows, 1), "A           N\nlong name  12\n");
+        assert_eq!(columns(&rows, 2), "A          N\nlong name  12\n");
     }
 }

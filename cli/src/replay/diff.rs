@@ -69,6 +69,7 @@ fn line(out: &mut String, mark: char, l: &str) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
     use super::*;
 

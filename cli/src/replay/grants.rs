@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use kubeleash_core::display::printable;
-use kubeleash_core::policy::{Policy, PolicyErrors};
+use kubeleash_core::policy::{Effect, Identity, Policy, PolicyErrors};
 use kubeleash_core::record::Record;
 use serde_json::Value;
 
@@ -40,6 +40,18 @@ pub struct Found {
     pub pinned: Vec<String>,
     /// Requests the grant covered in the record.
     pub used: u64,
+    /// The approved request, as recorded (its body masked): what the rule is checked against.
+    pub request: Approved,
+}
+
+/// The request an approval let through, as its record has it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Approved {
+    pub groups: Vec<String>,
+    pub method: String,
+    pub target: String,
+    pub content_type: Option<String>,
+    pub body: Option<String>,
 }
 
 impl Found {
@@ -93,6 +105,13 @@ pub fn found(records: &[&Record]) -> (Vec<Found>, Vec<String>) {
                         .collect()
                 })
                 .unwrap_or_default(),
+            request: Approved {
+                groups: r.body.identity.groups.clone(),
+                method: r.body.request.method.clone(),
+                target: r.body.request.target.clone(),
+                content_type: r.body.request.content_type.clone(),
+                body: r.body.request.body.clone(),
+            },
         });
     }
     (out, warnings)
@@ -102,9 +121,47 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// One grant as a list item at column `indent`, its comments first; and the offset of the
-/// item's first line (`- name: ...`) within the lines.
-fn rule_lines(g: &Found, name: &str, indent: usize) -> (Vec<String>, usize) {
+/// Why the rule, appended to `policy` as `name`, would not let the approved request through:
+/// a stricter rule of the policy matches it too (deny beats approve beats allow). The rule that
+/// held the request for approval usually does, so the review says which rule to narrow.
+fn shadowed(policy: &Policy, g: &Found, name: &str) -> Option<String> {
+    let mut headers = http::HeaderMap::new();
+    // A protobuf body is recorded as the JSON it decodes to.
+    let content_type = g.request.content_type.as_deref().map(|c| {
+        if c.contains("protobuf") {
+            "application/json"
+        } else {
+            c
+        }
+    });
+    if let Some(ct) = content_type.and_then(|c| http::HeaderValue::from_str(c).ok()) {
+        headers.insert(http::header::CONTENT_TYPE, ct);
+    }
+    let who = Identity::new(
+        g.identity.as_str(),
+        g.request.groups.iter().map(String::as_str),
+    );
+    let d = policy
+        .evaluate(
+            &who,
+            &g.request.method,
+            &g.request.target,
+            &headers,
+            g.request.body.as_deref().map(str::as_bytes),
+        )
+        .decision;
+    let rule = d.rule.as_deref().filter(|r| *r != name)?;
+    (d.effect != Effect::Allow).then(|| {
+        format!(
+            "note: rule `{rule}` ({effect}) matches the approved request too, and {effect} beats allow: as appended, this rule lets nothing through until `{rule}` is narrowed",
+            effect = d.effect.as_str()
+        )
+    })
+}
+
+/// One grant as a list item at column `indent`, its comments first (and `note`, when there is
+/// one); and the offset of the item's first line (`- name: ...`) within the lines.
+fn rule_lines(g: &Found, name: &str, note: Option<&str>, indent: usize) -> (Vec<String>, usize) {
     let who = if g.identity.is_empty() {
         "anonymous"
     } else {
@@ -144,12 +201,12 @@ fn rule_lines(g: &Found, name: &str, indent: usize) -> (Vec<String>, usize) {
     }
     if name != g.name() {
         lines.push(yaml::comment(
-            &format!(
-                "renamed from `{}`: the policy already has a rule of that name",
-                g.name()
-            ),
+            &format!("renamed from `{}`: another rule has that name", g.name()),
             indent,
         ));
+    }
+    if let Some(n) = note {
+        lines.push(yaml::comment(n, indent));
     }
     let offset = lines.len();
     let mut rule = g.rule.clone();
@@ -294,7 +351,13 @@ pub fn locate(text: &str) -> Result<Spot, String> {
 
 /// `text` with the grants (named `names`) inserted at `spot`; and the 1-based line of each
 /// grant's `- name:` line in the result.
-fn compose(text: &str, spot: &Spot, grants: &[Found], names: &[String]) -> (String, Vec<usize>) {
+fn compose(
+    text: &str,
+    spot: &Spot,
+    grants: &[Found],
+    names: &[String],
+    notes: &[Option<String>],
+) -> (String, Vec<usize>) {
     let before = &text[..spot.at];
     let mut out = String::with_capacity(text.len() + grants.len() * 512);
     out.push_str(before);
@@ -304,8 +367,9 @@ fn compose(text: &str, spot: &Spot, grants: &[Found], names: &[String]) -> (Stri
         line += 1;
     }
     let mut name_lines = Vec::with_capacity(grants.len());
-    for (g, name) in grants.iter().zip(names) {
-        let (lines, offset) = rule_lines(g, name, spot.indent);
+    for (i, (g, name)) in grants.iter().zip(names).enumerate() {
+        let note = notes.get(i).and_then(Option::as_deref);
+        let (lines, offset) = rule_lines(g, name, note, spot.indent);
         name_lines.push(line + offset);
         line += lines.len();
         for l in lines {
@@ -333,7 +397,7 @@ fn settle(
     let mut names: Vec<String> = grants.iter().map(|g| g.name().to_string()).collect();
     let mut suffix = vec![1u32; grants.len()];
     loop {
-        let (out, lines) = compose(text, spot, grants, &names);
+        let (out, lines) = compose(text, spot, grants, &names, &[]);
         let compiled = Policy::from_yaml(&out);
         let taken: Vec<usize> = match &compiled {
             Ok(_) => Vec::new(),
@@ -398,7 +462,8 @@ pub fn fragment(file: &Path, grants: &[Found]) -> ExitCode {
         eol: "\n",
     };
     let (_, names, lines, compiled) = settle(SKELETON, &spot, grants);
-    if let Err(errs) = compiled {
+    // With no grants the skeleton's `rules:` is empty, which is no policy: nothing to check.
+    if let (Err(errs), false) = (compiled, grants.is_empty()) {
         report_errors("the grants as policy", &errs, grants, &lines);
         eprintln!("error: the recorded grants do not compile as policy rules (see above)");
         return ExitCode::from(1);
@@ -423,7 +488,7 @@ pub fn fragment(file: &Path, grants: &[Found]) -> ExitCode {
     } else {
         out.push_str("rules:\n");
         for (g, name) in grants.iter().zip(&names) {
-            for l in rule_lines(g, name, 2).0 {
+            for l in rule_lines(g, name, None, 2).0 {
                 out.push_str(&l);
                 out.push('\n');
             }
@@ -468,15 +533,40 @@ pub fn onto_policy(path: &Path, grants: &[Found]) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let (out, _, lines, compiled) = settle(&text, &spot, grants);
+    let (out, names, lines, compiled) = settle(&text, &spot, grants);
     let label = format!("{} (with grants)", path.display());
-    if let Err(errs) = compiled {
-        report_errors(&label, &errs, grants, &lines);
+    let policy = match compiled {
+        Ok(p) => p,
+        Err(errs) => {
+            report_errors(&label, &errs, grants, &lines);
+            eprintln!(
+                "error: `{}` with the recorded grants appended does not compile (see above)",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let notes: Vec<Option<String>> = grants
+        .iter()
+        .zip(&names)
+        .map(|(g, n)| shadowed(&policy, g, n))
+        .collect();
+    let shadowed_count = notes.iter().flatten().count();
+    // Comments change no rule: the text with the notes compiles as the one without did.
+    let (out, _) = if shadowed_count == 0 {
+        (out, lines)
+    } else {
+        compose(&text, &spot, grants, &names, &notes)
+    };
+    if shadowed_count > 0 {
         eprintln!(
-            "error: `{}` with the recorded grants appended does not compile (see above)",
-            path.display()
+            "warning: {} as appended: a stricter rule of the policy matches the approved request too (see the `# note:` comments)",
+            plural(
+                shadowed_count as u64,
+                "grant rule lets nothing through",
+                "grant rules let nothing through"
+            )
         );
-        return ExitCode::from(1);
     }
     print!(
         "{}",
@@ -486,6 +576,7 @@ pub fn onto_policy(path: &Path, grants: &[Found]) -> ExitCode {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -515,6 +606,13 @@ mod tests {
             seconds: Some(900),
             pinned: vec!["every other field of the body, as approved".into()],
             used: 2,
+            request: Approved {
+                groups: vec!["ai-agents".into()],
+                method: "PUT".into(),
+                target: "/apis/apps/v1/namespaces/dev/deployments/web-1".into(),
+                content_type: Some("application/json".into()),
+                body: Some(r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web-1","namespace":"dev"},"spec":{"replicas":2}}"#.into()),
+            },
         }
     }
 

@@ -198,6 +198,7 @@ pub fn comment(text: &str, indent: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 mod tests {
     use super::*;
     use serde_json::json;
