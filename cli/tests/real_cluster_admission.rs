@@ -10,6 +10,11 @@
 //! file's own namespace ([`NS`]), where a RoleBinding lets kubeleash's operator identity write
 //! as it does in dev. One cluster per test binary; each test uses objects of its own names.
 //!
+//! A real validating admission webhook too ([`webhook`]): a test-owned HTTPS server on
+//! 127.0.0.1 registered with a ValidatingWebhookConfiguration for ConfigMaps in one namespace
+//! of each test's own, which denies a ConfigMap with a key named `forbidden` and records every
+//! AdmissionReview it is sent, so a test sees the dry run from the webhook's side as well.
+//!
 //! One test is `#[ignore]`d with a reason starting `FINDING:`: it pins what the product
 //! should do and does not yet (run them with `-- --ignored`); un-ignore them with the fix.
 
@@ -26,6 +31,8 @@ mod approvals;
 mod cluster;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -231,12 +238,23 @@ fn deployment(name: &str, replicas: u32) -> Value {
 /// What the API server holds for `kind/name` in [`NS`] (read as its admin): resourceVersion,
 /// then the fields of `jsonpath`; `None` when there is no such object.
 fn stored(c: &cluster::Cluster, kind: &str, name: &str, jsonpath: &str) -> Option<String> {
+    stored_in(c, NS, kind, name, jsonpath)
+}
+
+/// [`stored`], in namespace `ns`.
+fn stored_in(
+    c: &cluster::Cluster,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    jsonpath: &str,
+) -> Option<String> {
     let (ok, out) = c.admin(&[
         "get",
         kind,
         name,
         "-n",
-        NS,
+        ns,
         "-o",
         &format!("jsonpath={{.metadata.resourceVersion}} {jsonpath}"),
     ]);
@@ -1025,4 +1043,416 @@ fn chat_callbacks_on_the_real_server_only_a_signed_fresh_answer_from_a_person_co
         stored(c, "deployment", dep, "{.spec.replicas}").as_ref(),
         Some(&before)
     );
+}
+
+// --- a real validating admission webhook ----------------------------------------------------
+
+/// What the test's webhook says when it denies a ConfigMap.
+const WEBHOOK_MESSAGE: &str = "kl-webhook refuses any ConfigMap with a key named forbidden";
+
+/// The identity kubeleash writes upstream with (the operator kubeconfig's client certificate):
+/// the reviews of what went through kubeleash are the ones in its name.
+const OPERATOR: &str = "kubeleash-operator";
+
+/// The webhook's rule: deny a ConfigMap (as it would be stored) whose data has a key named
+/// `forbidden`, allow everything else.
+fn deny_forbidden_key() -> webhook::Judge {
+    Box::new(|req: &Value| {
+        (req["kind"]["kind"] == "ConfigMap" && req["object"]["data"].get("forbidden").is_some())
+            .then(|| WEBHOOK_MESSAGE.to_string())
+    })
+}
+
+/// Every ConfigMap change in `ns` needs a person; reads and discovery pass.
+fn webhook_policy(ns: &str) -> String {
+    format!(
+        r#"
+apiVersion: kubeleash.dev/v1alpha1
+kind: Policy
+metadata: {{name: webhook-e2e}}
+spec:
+  rules:
+    - {{name: read, effect: allow, verbs: [get, list, watch], apiGroups: ["*"], resources: ["*"], namespaces: [{ns}]}}
+    - name: configmap-changes-need-a-human
+      effect: approve
+      reason: a person looks at every ConfigMap change here
+      verbs: [create, update, patch]
+      apiGroups: [""]
+      resources: [configmaps]
+      namespaces: [{ns}]
+    - {{name: discovery, effect: allow, verbs: [get], nonResourceURLs: [/api, "/api/*", /apis, "/apis/*", /version, "/openapi/*"]}}
+"#
+    )
+}
+
+/// The webhook's name (and its configuration's) for `ns`.
+fn webhook_name(ns: &str) -> String {
+    format!("deny-forbidden.{ns}.kubeleash.dev")
+}
+
+/// A namespace of the test's own (`ns`) where the operator may write, the test's webhook
+/// registered for it and in force, and a proxy whose agent works there. The webhook's
+/// registration is deleted when the returned guard is dropped.
+fn webhook_proxy(
+    name: &str,
+    ns: &str,
+) -> (
+    Proxy,
+    webhook::Registered<'static>,
+    &'static cluster::Cluster,
+) {
+    process::require_kubectl();
+    let c = cluster::cluster();
+    let objects = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: kubeleash-operator-write, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kubeleash-operator-write}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {OPERATOR}}}
+"#
+    );
+    let f = c.dir.join(format!("{ns}.yaml"));
+    std::fs::write(&f, objects).unwrap();
+    let (ok, out) = c.admin(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(ok, "creating {ns}: {out}");
+    let probe = [
+        "create",
+        "configmap",
+        "kl-webhook-probe",
+        "--from-literal=forbidden=probe",
+        "-n",
+        ns,
+        "--dry-run=server",
+    ];
+    let hook = webhook::Webhook::start(deny_forbidden_key()).register(
+        c,
+        &webhook_name(ns),
+        ns,
+        &probe,
+        WEBHOOK_MESSAGE,
+    );
+    let policy = webhook_policy(ns);
+    let operator = c.operator_cert_kubeconfig();
+    let p = Proxy::start(&Setup {
+        name,
+        policy: &policy,
+        operator_kubeconfig: &operator,
+        namespace: ns,
+        extra: &[],
+        env: &[],
+    });
+    (p, hook, c)
+}
+
+/// The reviews the webhook was sent of ConfigMap `name` in `ns` in kubeleash's name (not the
+/// admin's, who sets objects up).
+fn reviews_through_kubeleash(
+    hook: &webhook::Registered<'_>,
+    ns: &str,
+    name: &str,
+) -> Vec<webhook::Review> {
+    hook.reviews()
+        .into_iter()
+        .filter(|r| {
+            r.request["namespace"] == ns && r.request["name"] == name && r.user() == OPERATOR
+        })
+        .collect()
+}
+
+/// The dry run an approver is shown of a write the webhook denies: refused with the webhook's
+/// code and the API server's words naming the webhook and quoting its message; nothing to
+/// diff.
+fn assert_denied_by_webhook(held: &Value, ns: &str) {
+    let dry = &held["dry_run"];
+    assert_eq!(
+        dry["status"],
+        webhook::DENY_CODE,
+        "the webhook's code: {held}"
+    );
+    let rejected = dry["rejected"].as_str().unwrap_or_default();
+    assert!(
+        rejected.contains(&format!(
+            "admission webhook \"{}\" denied the request",
+            webhook_name(ns)
+        )) && rejected.contains(WEBHOOK_MESSAGE),
+        "the approver sees the webhook's own words: {held}"
+    );
+    assert_eq!(dry["changes"], json!([]), "{held}");
+    assert_eq!(dry["diff"], "", "{held}");
+}
+
+/// The one review kubeleash's dry run of `name` caused, before anyone answered: a dry run, of
+/// `operation`, judged on the object carrying `key`; and how long after `started` it came.
+fn the_one_dry_run_review(
+    hook: &webhook::Registered<'_>,
+    ns: &str,
+    name: &str,
+    operation: &str,
+    key: &str,
+    started: Instant,
+) -> Duration {
+    let sent = reviews_through_kubeleash(hook, ns, name);
+    assert_eq!(
+        sent.len(),
+        1,
+        "exactly one review, the dry run's, before anyone answered: {sent:#?}"
+    );
+    let r = &sent[0];
+    assert!(r.dry_run(), "{r:#?}");
+    assert_eq!(r.request["operation"], operation, "{r:#?}");
+    assert!(
+        r.request["object"]["data"].get(key).is_some(),
+        "judged on the object the write would store: {r:#?}"
+    );
+    r.at.duration_since(started)
+}
+
+/// A held create and a held patch that the webhook denies: the approver is shown the
+/// webhook's code and message; the webhook was asked once, as a dry run, before anyone
+/// answered; nothing reaches the API server while they wait, and after they are denied the
+/// webhook has seen no write that was not a dry run.
+#[test]
+fn a_write_a_real_webhook_denies_is_shown_as_denied_and_never_sent() {
+    let ns = "kl-webhook-deny";
+    let (p, hook, c) = webhook_proxy("webhook-deny", ns);
+
+    // A create carrying the forbidden key (kubectl sends it as protobuf).
+    let cm = "wh-created";
+    let started = Instant::now();
+    let k = p.kubectl_meanwhile(&[
+        "create",
+        "configmap",
+        cm,
+        "--from-literal=color=red",
+        "--from-literal=forbidden=Kl-Created-Value",
+    ]);
+    let held = p.held_containing(cm);
+    let listed = started.elapsed();
+    assert_eq!(held["method"], "POST", "{held}");
+    assert_eq!(held["rule"], "configmap-changes-need-a-human", "{held}");
+    assert_denied_by_webhook(&held, ns);
+    let reached = the_one_dry_run_review(&hook, ns, cm, "CREATE", "forbidden", started);
+    eprintln!(
+        "held create: the webhook had the dry run {} ms after kubectl started; listed for a \
+         person within {} ms",
+        reached.as_millis(),
+        listed.as_millis()
+    );
+    assert_eq!(stored_in(c, ns, "configmap", cm, ""), None);
+    p.answer_as(
+        "alice",
+        held["id"].as_str().unwrap(),
+        false,
+        "the webhook says no",
+    );
+    let (ok, out) = k.join().unwrap();
+    assert!(!ok && out.contains("the webhook says no"), "{out}");
+    assert_eq!(stored_in(c, ns, "configmap", cm, ""), None);
+    let sent = reviews_through_kubeleash(&hook, ns, cm);
+    assert!(
+        sent.len() == 1 && sent.iter().all(webhook::Review::dry_run),
+        "denied, nothing but the dry run went to the API server: {sent:#?}"
+    );
+
+    // A patch that adds the key to a ConfigMap the admin made.
+    let cm = "wh-patched";
+    admin_apply(
+        c,
+        "wh-patched.json",
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": cm, "namespace": ns}, "data": {"color": "blue"}}),
+    );
+    let before = stored_in(c, ns, "configmap", cm, "{.data}").unwrap();
+    let started = Instant::now();
+    let k = p.kubectl_meanwhile(&[
+        "patch",
+        "configmap",
+        cm,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"forbidden":"Kl-Patched-Value"}}"#,
+    ]);
+    let held = p.held_containing(cm);
+    assert_eq!(held["method"], "PATCH", "{held}");
+    assert_denied_by_webhook(&held, ns);
+    the_one_dry_run_review(&hook, ns, cm, "UPDATE", "forbidden", started);
+    assert_eq!(
+        stored_in(c, ns, "configmap", cm, "{.data}").as_ref(),
+        Some(&before)
+    );
+    p.answer_as(
+        "alice",
+        held["id"].as_str().unwrap(),
+        false,
+        "the webhook says no",
+    );
+    let (ok, out) = k.join().unwrap();
+    assert!(!ok && out.contains("the webhook says no"), "{out}");
+    assert_eq!(
+        stored_in(c, ns, "configmap", cm, "{.data}").as_ref(),
+        Some(&before)
+    );
+    let sent = reviews_through_kubeleash(&hook, ns, cm);
+    assert!(
+        sent.len() == 1 && sent.iter().all(webhook::Review::dry_run),
+        "denied, nothing but the dry run went to the API server: {sent:#?}"
+    );
+    drop(hook);
+    assert_unregistered(c, ns);
+}
+
+/// A held create and a held patch that the webhook allows: the approver is shown the change
+/// the dry run found (the webhook asked once, as a dry run); approved, the webhook is asked
+/// again for the real write, and the API server stores it.
+#[test]
+fn a_write_a_real_webhook_allows_shows_its_change_and_is_stored_once_approved() {
+    let ns = "kl-webhook-allow";
+    let (p, hook, c) = webhook_proxy("webhook-allow", ns);
+
+    let cm = "wh-new";
+    let started = Instant::now();
+    let k = p.kubectl_meanwhile(&["create", "configmap", cm, "--from-literal=color=green"]);
+    let held = p.held_containing(cm);
+    let listed = started.elapsed();
+    let dry = &held["dry_run"];
+    assert_eq!(dry["status"], 201, "a create's dry run: {held}");
+    assert!(dry["rejected"].is_null(), "{held}");
+    assert!(
+        dry["diff"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == "+ data.color: green"),
+        "{held}"
+    );
+    let reached = the_one_dry_run_review(&hook, ns, cm, "CREATE", "color", started);
+    eprintln!(
+        "held create (allowed): the webhook had the dry run {} ms after kubectl started; \
+         listed for a person within {} ms",
+        reached.as_millis(),
+        listed.as_millis()
+    );
+    assert_eq!(stored_in(c, ns, "configmap", cm, ""), None);
+    p.answer_as("alice", held["id"].as_str().unwrap(), true, "");
+    let (ok, out) = k.join().unwrap();
+    assert!(
+        ok && out.contains(&format!("configmap/{cm} created")),
+        "{out}"
+    );
+    let after = stored_in(c, ns, "configmap", cm, "{.data.color}").unwrap();
+    assert!(after.ends_with(" green"), "{after}");
+    let sent = reviews_through_kubeleash(&hook, ns, cm);
+    let real: Vec<_> = sent.iter().filter(|r| !r.dry_run()).collect();
+    assert!(
+        sent.len() == 2 && real.len() == 1 && real[0].request["operation"] == "CREATE",
+        "the dry run, then the approved create: {sent:#?}"
+    );
+
+    // A patch of the object just made: the diff is the change, then it is stored.
+    let started = Instant::now();
+    let k = p.kubectl_meanwhile(&[
+        "patch",
+        "configmap",
+        cm,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"color":"orange","size":"large"}}"#,
+    ]);
+    let held = p.held_containing(cm);
+    let dry = &held["dry_run"];
+    assert_eq!(dry["status"], 200, "{held}");
+    assert!(dry["rejected"].is_null(), "{held}");
+    let diff = dry["diff"].as_str().unwrap_or_default();
+    assert!(
+        diff.contains("~ data.color: green -> orange") && diff.contains("+ data.size: large"),
+        "{held}"
+    );
+    let before = stored_in(c, ns, "configmap", cm, "{.data.color}");
+    assert_eq!(before.as_ref(), Some(&after), "nothing stored while held");
+    let sent = reviews_through_kubeleash(&hook, ns, cm);
+    let dry_runs: Vec<_> = sent
+        .iter()
+        .filter(|r| r.dry_run() && r.at >= started)
+        .collect();
+    assert!(
+        sent.len() == 3 && dry_runs.len() == 1 && dry_runs[0].request["operation"] == "UPDATE",
+        "one more review, the patch's dry run: {sent:#?}"
+    );
+    p.answer_as("alice", held["id"].as_str().unwrap(), true, "");
+    let (ok, out) = k.join().unwrap();
+    assert!(ok && out.contains("patched"), "{out}");
+    let (ok, data) = c.admin(&["get", "configmap", cm, "-n", ns, "-o", "jsonpath={.data}"]);
+    assert!(ok, "{data}");
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data, json!({"color": "orange", "size": "large"}));
+    let sent = reviews_through_kubeleash(&hook, ns, cm);
+    let updates: Vec<_> = sent
+        .iter()
+        .filter(|r| !r.dry_run() && r.request["operation"] == "UPDATE")
+        .collect();
+    assert!(
+        sent.len() == 4
+            && updates.len() == 1
+            && updates[0].request["object"]["data"]["size"] == "large",
+        "the approved patch, once: {sent:#?}"
+    );
+    drop(hook);
+    assert_unregistered(c, ns);
+}
+
+/// The webhook's registration for `ns` is gone (its guard was dropped): nothing else on the
+/// shared cluster meets a webhook whose server has stopped.
+fn assert_unregistered(c: &cluster::Cluster, ns: &str) {
+    let (ok, out) = c.admin(&[
+        "get",
+        "validatingwebhookconfiguration",
+        &webhook_name(ns),
+        "-o",
+        "name",
+    ]);
+    assert!(!ok && out.contains("NotFound"), "{out}");
+}
+
+/// A ConfigMap patch that sets a key no masker hides to a short value: the webhook's message
+/// is the approver's reason to deny, and nothing in it is masked.
+#[test]
+fn a_webhook_refusal_of_a_configmap_patch_is_shown_whatever_its_values() {
+    let ns = "kl-webhook-short";
+    let (p, hook, c) = webhook_proxy("webhook-short", ns);
+    let cm = "wh-short";
+    admin_apply(
+        c,
+        "wh-short.json",
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": cm, "namespace": ns}, "data": {"color": "blue"}}),
+    );
+    let mut shown = Vec::new();
+    for value in ["on", "webhook"] {
+        let patch = json!({"data": {"forbidden": value}}).to_string();
+        let k = p.kubectl_meanwhile(&["patch", "configmap", cm, "--type", "merge", "-p", &patch]);
+        let held = p.held_containing(cm);
+        p.answer_as("alice", held["id"].as_str().unwrap(), false, "no");
+        let (ok, _) = k.join().unwrap();
+        assert!(!ok);
+        shown.push(held["dry_run"].clone());
+    }
+    drop(hook);
+    assert_unregistered(c, ns);
+    for dry in &shown {
+        let rejected = dry["rejected"].as_str().unwrap_or_default();
+        assert!(
+            rejected.contains(&format!(
+                "admission webhook \"{}\" denied the request: {WEBHOOK_MESSAGE}",
+                webhook_name(ns)
+            )),
+            "{shown:#?}"
+        );
+    }
 }

@@ -146,11 +146,20 @@ where
         // or admission message often does): every value the masker hides in either is taken
         // out of it, in the forms a message can carry it, before the detectors run.
         let mut hidden = Vec::new();
-        if let Ok(Some(body)) = kubeleash_core::body::decode(
+        if let Ok(Some(mut body)) = kubeleash_core::body::decode(
             held.request,
             held.body,
             &kubeleash_core::body::BodyLimits::default(),
         ) {
+            // A patch names no kind, and the masker hides every value of an object it cannot
+            // place; the live object says what the patch applies to.
+            if let (Some(obj), Some(live)) = (body.value.as_object_mut(), live.as_ref()) {
+                for k in ["apiVersion", "kind"] {
+                    if let Some(v) = live.get(k).filter(|_| !obj.contains_key(k)) {
+                        obj.insert(k.to_string(), v.clone());
+                    }
+                }
+            }
             match shown(&body.value) {
                 Some(masked) if body.value.is_object() => {
                     hidden_values(&body.value, &masked, &mut hidden);
@@ -359,12 +368,25 @@ fn redact(message: &str, mut hidden: Vec<String>) -> Option<String> {
                 continue;
             }
             if f.len() < MIN_REDACTED {
-                return None;
+                // Too short to cut without garbling words: only a standalone occurrence (not
+                // inside a word, as `on` is in "admission") withholds the message.
+                if standalone(&out, f) {
+                    return None;
+                }
+                continue;
             }
             out = out.replace(f.as_str(), "[masked]");
         }
     }
     Some(out)
+}
+
+/// Whether `needle` occurs in `text` with no letter or digit right before or after it.
+fn standalone(text: &str, needle: &str) -> bool {
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    text.match_indices(needle).any(|(i, m)| {
+        !word(text[..i].chars().next_back()) && !word(text[i + m.len()..].chars().next())
+    })
 }
 
 /// An API server's message about a refused dry run, with what the detectors find masked (a

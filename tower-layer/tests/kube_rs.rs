@@ -49,6 +49,9 @@ apiVersion: kubeleash.dev/v1alpha1
 kind: Policy
 metadata: {name: kube-rs-tests}
 spec:
+  # The window test approves Secret creates for a time; the default floor would approve them
+  # exactly (tests/widening.rs tests the floor).
+  approvals: {neverWiden: [{verbs: [delete]}]}
   rules:
     - {name: read-dev, effect: allow, verbs: [get, list, watch], apiGroups: [""], resources: [secrets, configmaps, pods], namespaces: [dev]}
     - {name: write-dev, effect: allow, verbs: [create, patch, delete], apiGroups: [""], resources: [configmaps], namespaces: [dev]}
