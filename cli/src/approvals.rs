@@ -18,6 +18,8 @@
 //! {"op":"deny","id":"…","by":"…","reason":"…"}                 → {"ok":true}
 //!                                      an unknown id → {"ok":false,"error":"no pending approval `x`"}
 //!                  a widening the request does not offer → {"ok":false,"error":"…","still_held":true}
+//!       an approval in the name of the request's own user → {"ok":false,"error":"…","answered":true}
+//!                                        (the layer refuses the request: it cannot approve itself)
 //! ```
 //!
 //! A widening ([`Widening`]) is checked against the axes the held request offers
@@ -234,8 +236,23 @@ pub(crate) struct Shown {
     pub rule: Option<String>,
     pub reason: String,
     pub waiting_seconds: Option<u64>,
+    /// The agent's own reason (its `X-Kubeleash-Reason` header): it explains, it proves nothing.
+    pub agent_reason: Option<String>,
+    /// What the API server says the write would do.
+    pub dry_run: Option<ShownDryRun>,
     /// What the approval may be widened along (absent from a layer that offers nothing).
     pub widen: ShownAxes,
+}
+
+/// The API server's dry run of a held write, as the socket lists it (the layer's `DryRun`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ShownDryRun {
+    pub status: u16,
+    /// Why the API server would refuse the request (masked).
+    pub rejected: Option<String>,
+    /// The change from the live object to the result, as lines (masked values only as changed).
+    pub diff: String,
 }
 
 /// The axes a held request's approval may be widened along, as the socket lists them (the
@@ -340,6 +357,12 @@ impl From<&ApprovalRequest> for Shown {
             rule: r.rule.clone(),
             reason: r.reason.clone(),
             waiting_seconds: None,
+            agent_reason: r.agent_reason.clone(),
+            dry_run: r.dry_run.as_ref().map(|d| ShownDryRun {
+                status: d.status,
+                rejected: d.rejected.clone(),
+                diff: d.diff.clone(),
+            }),
             widen: ShownAxes {
                 never: r.widen.never.clone(),
                 names: r.widen.names,
@@ -395,7 +418,17 @@ impl Shown {
                 .map_or_else(|| "(none)".to_string(), one_line),
         );
         field(&mut out, "reason", &one_line(&self.reason));
+        if let Some(why) = self.agent_reason.as_deref().filter(|w| !w.is_empty()) {
+            field(
+                &mut out,
+                "agent",
+                &format!("{} (its own words; they prove nothing)", one_line(why)),
+            );
+        }
         field(&mut out, "widen", &self.widen.describe());
+        if let Some(dry) = &self.dry_run {
+            self.render_dry_run(&mut out, dry);
+        }
         match self.body.as_deref() {
             None | Some("") => field(&mut out, "body", "(none)"),
             Some(body) => {
@@ -406,6 +439,40 @@ impl Shown {
             }
         }
         out
+    }
+}
+
+impl Shown {
+    /// The API server's account of the write: its refusal, or the change it would make.
+    fn render_dry_run(&self, out: &mut String, dry: &ShownDryRun) {
+        let field = |out: &mut String, name: &str, value: &str| {
+            let _ = writeln!(out, "  {name:<9} {value}");
+        };
+        if let Some(why) = &dry.rejected {
+            field(
+                out,
+                "dry run",
+                &format!(
+                    "THE API SERVER WOULD REFUSE IT (status {}): {}",
+                    dry.status,
+                    one_line(why)
+                ),
+            );
+        }
+        if dry.diff.trim().is_empty() {
+            if dry.rejected.is_none() {
+                field(
+                    out,
+                    "dry run",
+                    "the API server would accept it and change nothing",
+                );
+            }
+            return;
+        }
+        field(out, "changes", "(API server dry run; secrets masked)");
+        for line in escape(&dry.diff, true).lines() {
+            let _ = writeln!(out, "    {line}");
+        }
     }
 }
 
@@ -760,17 +827,23 @@ pub(crate) fn describe_widening(w: &Widening) -> String {
     parts.join(", ")
 }
 
-/// Whether the approver named `by` is the user whose request it is (the layer's comparison:
-/// case and control characters aside).
+/// Whether the approver named `by` is the user whose request it is, as the layer compares them
+/// (it refuses such an approval): letters and digits only, case folded, full-width forms read
+/// as ASCII, so that `Agent_1`, `agent-1` and `ａｇｅｎｔ１` are all `agent-1`.
 pub(crate) fn same_user(by: &str, user: &str) -> bool {
-    let norm = |s: &str| -> String {
+    let fold = |s: &str| -> String {
         s.chars()
-            .filter(|c| !c.is_control())
-            .collect::<String>()
-            .trim()
-            .to_lowercase()
+            .map(|c| match u32::from(c) {
+                // Full-width ASCII forms (U+FF01..U+FF5E) are ASCII shifted by 0xFEE0.
+                n @ 0xFF01..=0xFF5E => char::from_u32(n - 0xFEE0).unwrap_or(c),
+                _ => c,
+            })
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
     };
-    !user.trim().is_empty() && norm(by) == norm(user)
+    let user = fold(user);
+    !user.is_empty() && fold(by) == user
 }
 
 #[cfg(test)]
@@ -963,6 +1036,43 @@ mod tests {
     }
 
     #[test]
+    fn the_dry_run_and_the_agents_reason_are_shown() {
+        let mut r = held_scale(None);
+        r.agent_reason = Some("traffic\u{1b}[2J is up".into());
+        r.dry_run = Some(kubeleash_tower::DryRun {
+            status: 200,
+            rejected: None,
+            changes: Vec::new(),
+            diff: "~ spec.replicas: 2 -> 5\n~ data.k: changed (masked)\u{1b}[2K".into(),
+        });
+        let text = Shown::from(&r).render();
+        assert!(
+            text.contains(
+                "  changes   (API server dry run; secrets masked)\n    ~ spec.replicas: 2 -> 5\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("agent     traffic\\u{1b}[2J is up (its own words"),
+            "{text}"
+        );
+        assert!(!text.contains('\u{1b}'), "{text}");
+        r.dry_run = Some(kubeleash_tower::DryRun {
+            status: 422,
+            rejected: Some("spec.replicas: Invalid value: -3".into()),
+            changes: Vec::new(),
+            diff: String::new(),
+        });
+        // As the socket lists it, too.
+        let listed: Shown = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        let text = listed.render();
+        assert!(
+            text.contains("dry run   THE API SERVER WOULD REFUSE IT (status 422): spec.replicas: Invalid value: -3"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_axes_are_listed_in_words() {
         let shown = Shown::from(&held_scale(None));
         let text = shown.render();
@@ -970,7 +1080,9 @@ mod tests {
             text.contains("widen     names (a glob); fields spec.replicas; uses, time"),
             "{text}"
         );
-        let shown = Shown::from(&held_scale(Some("the policy never widens approvals of secrets")));
+        let shown = Shown::from(&held_scale(Some(
+            "the policy never widens approvals of secrets",
+        )));
         assert!(shown.widen.exact_only());
         assert!(
             shown.render().contains(
@@ -1028,6 +1140,23 @@ mod tests {
             ..Widening::default()
         };
         assert_eq!(describe_widening(&w), "1 more use, for 1m30s");
+    }
+
+    #[test]
+    fn the_requester_is_recognized_however_spelled() {
+        for by in [
+            "agent-1",
+            "AGENT-1",
+            "agent_1",
+            " agent 1 ",
+            "ａｇｅｎｔ－１",
+            "agent\u{200b}-1",
+        ] {
+            assert!(same_user(by, "agent-1"), "{by:?}");
+        }
+        assert!(!same_user("agent-1 (reason: trust me)", "agent-1"));
+        assert!(!same_user("alice", "agent-1"));
+        assert!(!same_user("", ""));
     }
 
     #[test]

@@ -55,7 +55,7 @@ use tokio::sync::{Semaphore, oneshot};
 use super::webhook::{MIN_SECRET, SECRET_ENV, SECRET_FILE_ENV, chain, secret_from_env, widened};
 use super::{
     Fit, MAX_WINDOW, Shown, Widening, clean_name, clean_reason, describe_widening, escape, fit,
-    format_duration, one_line, pretty_json,
+    format_duration, one_line, pretty_json, same_user,
 };
 
 /// The largest callback body read.
@@ -517,9 +517,11 @@ async fn handle(callbacks: &Callbacks, req: Request<Incoming>) -> Response<Full<
     }
     // A widening must be one the request offers; refused, the request stays held.
     let mut said = String::new();
-    let widening = match answer.widen.filter(|_| answer.approve).and_then(|w| {
-        widened(Some(w), window)
-    }) {
+    let widening = match answer
+        .widen
+        .filter(|_| answer.approve)
+        .and_then(|w| widened(Some(w), window))
+    {
         None => None,
         Some(Err(e)) => return refuse(StatusCode::BAD_REQUEST, &format!("approval {id}: {e}")),
         Some(Ok(w)) => match fit(&waiting.request, &w) {
@@ -581,13 +583,11 @@ async fn handle(callbacks: &Callbacks, req: Request<Incoming>) -> Response<Full<
     )
 }
 
-/// Whether the approver named `by` (cleaned; `raw` as sent) is the user whose request it is.
-/// Case is ignored: a name that differs from the agent's only in case is refused too.
+/// Whether the approver named `by` (cleaned; `raw` as sent) is the user whose request it is,
+/// as the layer compares them ([`same_user`]): refused here, the request stays held for
+/// someone else.
 fn is_self(by: &str, raw: &str, user: &str) -> bool {
-    let user_clean = clean_name(user);
-    [by, raw.trim()]
-        .iter()
-        .any(|b| b.eq_ignore_ascii_case(user.trim()) || b.eq_ignore_ascii_case(&user_clean))
+    same_user(by, user) || same_user(raw, user)
 }
 
 /// Text for Slack's mrkdwn: the characters Slack reads as markup (`&`, `<`, `>`: mentions,
@@ -662,14 +662,28 @@ fn widen_text(r: &ApprovalRequest) -> String {
         offered.push("• any *name* matching a glob".to_string());
     }
     if !axes.fields.is_empty() {
-        let fields: Vec<String> = axes
-            .fields
-            .iter()
-            .map(|f| format!("`{}`", inline(f)))
-            .collect();
+        // Whole code spans only, as many as fit: a span cut in two would run on.
+        let mut fields = String::new();
+        let mut shown = 0;
+        for f in &axes.fields {
+            let span = format!("`{}`", clip(&inline(f), 200).0);
+            if fields.len() + span.len() > FIELD_TEXT {
+                break;
+            }
+            if shown > 0 {
+                fields.push_str(", ");
+            }
+            fields.push_str(&span);
+            shown += 1;
+        }
+        if shown < axes.fields.len() {
+            fields.push_str(&format!(
+                " and {} more (see `kubeleash.widen.fields`)",
+                axes.fields.len() - shown
+            ));
+        }
         offered.push(format!(
-            "• *fields* within a range or matching a glob: {}",
-            clip(&fields.join(", "), FIELD_TEXT).0
+            "• *fields* within a range or matching a glob: {fields}"
         ));
     }
     if axes.uses_and_time {
@@ -944,6 +958,37 @@ mod tests {
     }
 
     #[test]
+    fn the_message_shows_what_may_be_widened_and_the_buttons_approve_exactly() {
+        let r = crate::approvals::tests::held_scale(None);
+        let m = message(&r);
+        let t = texts(&m);
+        assert!(t.contains("*Can be widened*"), "{t}");
+        assert!(t.contains("`spec.replicas`"), "{t}");
+        assert!(t.contains("a number of *uses* and a *time*"), "{t}");
+        assert_eq!(m["kubeleash"]["widen"]["fields"], json!(["spec.replicas"]));
+        let floored = crate::approvals::tests::held_scale(Some("the policy never widens <!here>"));
+        let t = texts(&message(&floored));
+        assert!(
+            t.contains("*Approve exactly only:* the policy never widens &lt;!here&gt;"),
+            "{t}"
+        );
+        assert!(!t.contains("Can be widened"), "{t}");
+        // Many fields: whole code spans only, the rest counted.
+        let mut many = crate::approvals::tests::held_scale(None);
+        many.widen.fields = (0..64)
+            .map(|i| format!("data.k{i}{}", "x".repeat(60)))
+            .collect();
+        let t = texts(&message(&many));
+        assert!(t.contains("more (see `kubeleash.widen.fields`)"), "{t}");
+        for b in message(&many)["blocks"].as_array().unwrap() {
+            if let Some(s) = b["text"]["text"].as_str() {
+                assert!(s.chars().count() <= SECTION_TEXT);
+                assert_eq!(s.matches('`').count() % 2, 0, "{s}");
+            }
+        }
+    }
+
+    #[test]
     fn clip_never_cuts_an_entity() {
         let (s, cut) = clip("ab&amp;cd", 5);
         assert!(cut);
@@ -956,6 +1001,7 @@ mod tests {
         assert!(is_self("agent-1", "agent-1", "agent-1"));
         assert!(is_self("Agent-1", " Agent-1 ", "agent-1"));
         assert!(is_self("agent-1", "agent-1\u{1b}", "agent-1"));
+        assert!(is_self("agent_1", "agent_1", "agent-1"));
         assert!(!is_self("alice", "alice", "agent-1"));
     }
 

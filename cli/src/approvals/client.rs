@@ -135,7 +135,10 @@ pub fn run(args: Args) -> ExitCode {
             ..
         } => {
             let id = one_line(&id);
-            let done = match (widening(&names, &fields, uses, window), answer.get("exactly")) {
+            let done = match (
+                widening(&names, &fields, uses, window),
+                answer.get("exactly"),
+            ) {
                 (_, Some(why)) => format!(
                     "approved {id} exactly, once; not widened: {}",
                     one_line(why.as_str().unwrap_or("the policy never widens it"))
@@ -201,11 +204,13 @@ fn list(answer: &Value, as_json: bool, offset: usize) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut out = String::new();
+    let mut widenable = false;
     for p in pending {
         let shown: Shown = match serde_json::from_value(p.clone()) {
             Ok(s) => s,
             Err(_) => return unexpected(answer),
         };
+        widenable |= !shown.widen.exact_only();
         out.push_str(&shown.render());
         out.push('\n');
     }
@@ -224,11 +229,15 @@ fn list(answer: &Value, as_json: bool, offset: usize) -> ExitCode {
     }
     out.push_str(
         "answer with: kubeleash approvals approve ID [--for 15m] [--reason TEXT]\n         \
-         or: kubeleash approvals deny ID --reason TEXT\n  \
-         widen: kubeleash approvals approve ID [--names GLOB] [--field PATH=MIN..MAX|PATH=GLOB]... \
-         [--uses N] [--for 15m]\n         \
-         (only along what its `widen` line offers)\n",
+         or: kubeleash approvals deny ID --reason TEXT\n",
     );
+    if widenable {
+        out.push_str(
+            "      widen: kubeleash approvals approve ID [--names GLOB] \
+             [--field PATH=MIN..MAX|PATH=GLOB]... [--uses N] [--for 15m]\n             \
+             (only along what a request's `widen` line offers)\n",
+        );
+    }
     print!("{out}");
     ExitCode::SUCCESS
 }
@@ -245,11 +254,12 @@ fn answered(answer: &Value, done: &str) -> ExitCode {
                 .and_then(Value::as_str)
                 .unwrap_or("the proxy refused");
             eprintln!("kubeleash approvals: {}", one_line(error));
-            if answer.get("still_held").and_then(Value::as_bool) == Some(true) {
+            let flag = |k: &str| answer.get(k).and_then(Value::as_bool) == Some(true);
+            if flag("still_held") {
                 eprintln!(
                     "  nothing was answered: the request is still held (`kubeleash approvals list` shows what it offers)"
                 );
-            } else {
+            } else if !flag("answered") {
                 eprintln!(
                     "  (`kubeleash approvals list` shows what is held; a request that waited too long was denied)"
                 );

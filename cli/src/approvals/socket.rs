@@ -584,7 +584,7 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
                 .map(|r| clean_reason(&r))
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| "no reason given".into());
-            let resolved = inner.resolve(&id, |_| Ok((Answer::Deny { by, reason }, None)));
+            let resolved = inner.resolve(&id, |_| Ok((Answer::Deny { by, reason }, Said::Done)));
             (id, resolved)
         }
     };
@@ -595,10 +595,31 @@ fn handle(inner: &Inner, line: &[u8], peer: u32) -> Value {
             "approval `{}` stopped waiting (it timed out and was denied) before the answer",
             one_line(&id)
         )}),
-        Some(Ok((true, None))) => json!({"ok": true}),
-        Some(Ok((true, Some(Fit::Widened)))) => json!({"ok": true, "widened": true}),
-        Some(Ok((true, Some(Fit::Exactly(why))))) => json!({"ok": true, "exactly": why}),
+        Some(Ok((true, Said::Done))) => json!({"ok": true}),
+        Some(Ok((true, Said::Fitted(Fit::Widened)))) => json!({"ok": true, "widened": true}),
+        Some(Ok((true, Said::Fitted(Fit::Exactly(why))))) => {
+            json!({"ok": true, "exactly": why})
+        }
+        Some(Ok((true, Said::Own(user)))) => {
+            json!({"ok": false, "answered": true, "error": format!(
+                "approval `{}` was answered in the name of `{}`, the user whose request it is: a \
+                 request cannot approve itself, so it was refused; another person must approve such \
+                 requests",
+                one_line(&id),
+                one_line(&user)
+            )})
+        }
     }
+}
+
+/// What an answer said besides being given, for the approver.
+enum Said {
+    Done,
+    /// What became of the widening asked for.
+    Fitted(Fit),
+    /// It approved the request in the name of the user who made it (this user): the layer
+    /// refuses the request.
+    Own(String),
 }
 
 /// The widening an approve line asks for, if any, with `for_seconds` as its time when it gives
@@ -626,18 +647,21 @@ fn approve(
     reason: Option<&str>,
     window: Option<Duration>,
     widen: Option<Widening>,
-) -> Result<(Answer, Option<Fit>), String> {
+) -> Result<(Answer, Said), String> {
+    let user = &request.identity.user;
+    let own = same_user(&name, user);
     // `Answer::Approve` has no reason; keep the operator's in the approver's name so it reaches
-    // the record. Not for the requester's own name, which the layer must recognize to refuse.
+    // the record. Not in the requester's own name, which the layer must recognize to refuse it.
     let by = match reason {
-        Some(r) if !same_user(&name, &request.identity.user) => format!("{name} (reason: {r})"),
+        Some(r) if !own => format!("{name} (reason: {r})"),
         _ => name,
     };
-    match widen {
-        None => Ok((Answer::Approve { by, window }, None)),
+    let (answer, said) = match widen {
+        None => (Answer::Approve { by, window }, Said::Done),
         Some(widening) => {
             let fitted = fit(request, &widening)?;
-            Ok((Answer::Widen { by, widening }, Some(fitted)))
+            (Answer::Widen { by, widening }, Said::Fitted(fitted))
         }
-    }
+    };
+    Ok((answer, if own { Said::Own(user.clone()) } else { said }))
 }

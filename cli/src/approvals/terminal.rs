@@ -170,7 +170,12 @@ impl<W: Write> Prompter<W> {
             };
             let id = one_line(&job.request.id);
             let said = match (&answer, fitted) {
-                (Answer::Approve { window: Some(w), .. }, _) => format!(
+                (
+                    Answer::Approve {
+                        window: Some(w), ..
+                    },
+                    _,
+                ) => format!(
                     "approved {id} (and identical requests for {})",
                     format_duration(*w)
                 ),
@@ -475,7 +480,10 @@ mod tests {
             let e = answer(line).unwrap_err();
             assert!(e.contains(says), "{line}: {e}");
         };
-        refused("y spec.paused=1..2", "does not offer the field `spec.paused`");
+        refused(
+            "y spec.paused=1..2",
+            "does not offer the field `spec.paused`",
+        );
         refused(
             "y spec.replicas=5..1",
             "`spec.replicas=5..1`: field `spec.replicas` needs either `min` and `max`",
@@ -580,5 +588,49 @@ mod tests {
         // The terminal's input ends: everything is denied.
         drop(keys);
         assert_eq!(t.approve(request("fourth")).await, closed());
+        assert!(
+            !screen.text().contains(WIDEN_HINT),
+            "nothing to widen, no hint"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_prompt_offers_the_axes_and_takes_a_widening() {
+        let (reader, mut keys) = io::pipe().unwrap();
+        let screen = Screen::default();
+        let t = TerminalApprover::with_io(reader, screen.clone(), "alice".into(), GUARD).unwrap();
+        let held = crate::approvals::tests::held_scale(None);
+        let waiting = tokio::spawn({
+            let t = t.clone();
+            async move { t.approve(held).await }
+        });
+        screen.wait_for(PROMPT).await;
+        let text = screen.text();
+        assert!(
+            text.contains("widen     names (a glob); fields spec.replicas; uses, time"),
+            "{text}"
+        );
+        assert!(text.contains(WIDEN_HINT), "{text}");
+        tokio::time::sleep(GUARD + Duration::from_millis(100)).await;
+        // Not offered: said why, and asked again.
+        keys.write_all(b"y spec.paused=1..2\n").unwrap();
+        screen
+            .wait_for("does not offer the field `spec.paused`")
+            .await;
+        keys.write_all(b"y names=web-* uses=2\n").unwrap();
+        assert_eq!(
+            waiting.await.unwrap(),
+            Answer::Widen {
+                by: "alice".into(),
+                widening: Widening {
+                    names: Some("web-*".into()),
+                    uses: Some(2),
+                    ..Widening::default()
+                }
+            }
+        );
+        screen
+            .wait_for("widened: names matching `web-*`, 2 more uses, for 15m (the default)")
+            .await;
     }
 }
