@@ -827,24 +827,8 @@ pub(crate) fn describe_widening(w: &Widening) -> String {
     parts.join(", ")
 }
 
-/// Whether the approver named `by` is the user whose request it is, as the layer compares them
-/// (it refuses such an approval): letters and digits only, case folded, full-width forms read
-/// as ASCII, so that `Agent_1`, `agent-1` and `ａｇｅｎｔ１` are all `agent-1`.
-pub(crate) fn same_user(by: &str, user: &str) -> bool {
-    let fold = |s: &str| -> String {
-        s.chars()
-            .map(|c| match u32::from(c) {
-                // Full-width ASCII forms (U+FF01..U+FF5E) are ASCII shifted by 0xFEE0.
-                n @ 0xFF01..=0xFF5E => char::from_u32(n - 0xFEE0).unwrap_or(c),
-                _ => c,
-            })
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    let user = fold(user);
-    !user.is_empty() && fold(by) == user
-}
+/// Whether the approver named `by` is the user whose request it is: the layer's own rule.
+pub(crate) use kubeleash_tower::same_user;
 
 #[cfg(test)]
 mod tests {

@@ -14,9 +14,6 @@
 //! 127.0.0.1 registered with a ValidatingWebhookConfiguration for ConfigMaps in one namespace
 //! of each test's own, which denies a ConfigMap with a key named `forbidden` and records every
 //! AdmissionReview it is sent, so a test sees the dry run from the webhook's side as well.
-//!
-//! One test is `#[ignore]`d with a reason starting `FINDING:`: it pins what the product
-//! should do and does not yet (run them with `-- --ignored`); un-ignore them with the fix.
 
 #![allow(
     clippy::unwrap_used,
@@ -749,9 +746,6 @@ fn a_refusal_that_quotes_a_masked_value_does_not_show_it() {
 /// What `kubeleash approvals list` prints for a person (the terminal approver prints the same
 /// block) carries the dry run too: the refusal, or the change.
 #[test]
-#[ignore = "FINDING: the human view (`kubeleash approvals list`, the terminal prompt) shows \
-            neither the dry run's diff nor its refusal (nor the agent's reason); only \
-            `--json` and the chat message carry them; run with --ignored"]
 fn the_human_list_shows_the_dry_run() {
     let (p, c) = proxy("admission-human", &[], &[]);
     let dep = "adm-human";

@@ -101,9 +101,9 @@ pub enum Answer {
     },
     /// Let it through, and leave a grant widened along the axes the prompt offered
     /// ([`ApprovalRequest::widen`]): names matching a glob, fields within ranges, a number of
-    /// further uses, a time (cut to [`MAX_WINDOW`]; 15 minutes when neither uses nor time is
-    /// given). The grant covers requests from the same identity that differ from this one only
-    /// along those axes, and is recorded, as a policy fragment, before anything it covers goes
+    /// further uses, a time (cut to [`MAX_WINDOW`]; 15 minutes when no time is given). The
+    /// grant covers requests from the same identity that differ from this one only along those
+    /// axes, and is recorded, as a policy fragment, before anything it covers goes
     /// out. A request under the policy's floor (`approvals.neverWiden`), or a widening that does
     /// not fit the request, is approved exactly and leaves no grant (the record says why).
     Widen {
@@ -127,6 +127,37 @@ pub trait Approver: Send + Sync {
     /// Answer one held request. The request stays open until this returns or the layer's
     /// approval timeout passes (which denies).
     async fn approve(&self, request: ApprovalRequest) -> Answer;
+}
+
+/// Whether an approver named `by` is the requesting `user`, as the layer decides it before
+/// acting on an approval (it refuses one in the requester's name, on every channel). Names are
+/// compared folded: letters and digits only (blanks, punctuation, control and format characters
+/// such as zero-width spaces dropped), case folded, full-width forms read as ASCII, so a
+/// look-alike spelling does not pass as another person. Channels use it to tell the approver
+/// at once.
+///
+/// ```
+/// use kubeleash_tower::same_user;
+///
+/// assert!(same_user("AGENT_1", "agent-1"));
+/// assert!(same_user("agent\u{200b}-1", "agent-1"));
+/// assert!(same_user("\u{ff41}\u{ff47}\u{ff45}\u{ff4e}\u{ff54}-1", "agent-1"));
+/// assert!(!same_user("alice", "agent-1"));
+/// ```
+pub fn same_user(by: &str, user: &str) -> bool {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .map(|c| match u32::from(c) {
+                // Full-width ASCII forms (U+FF01..U+FF5E) are ASCII shifted by 0xFEE0.
+                n @ 0xFF01..=0xFF5E => char::from_u32(n - 0xFEE0).unwrap_or(c),
+                _ => c,
+            })
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let user = fold(user);
+    !user.is_empty() && fold(by) == user
 }
 
 /// `n` random bytes as lowercase hex, from the operating system's generator; `None` if it fails.

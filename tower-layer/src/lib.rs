@@ -89,7 +89,7 @@ pub mod signature;
 mod status;
 
 pub use approval::{
-    Answer, ApprovalRequest, Approver, DryRun, MAX_GRANTS, MAX_SHOWN_BODY, MAX_WINDOW,
+    Answer, ApprovalRequest, Approver, DryRun, MAX_GRANTS, MAX_SHOWN_BODY, MAX_WINDOW, same_user,
 };
 pub use body::{BoxError, KubeleashBody};
 pub use bounded::{BodyBudget, BoundedReadError, BudgetShare};

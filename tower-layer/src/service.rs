@@ -949,25 +949,6 @@ fn undecodable(
     ))
 }
 
-/// Whether an approver named `by` is the requesting `user`: compared by a folded form (case,
-/// blanks, punctuation, control and format characters such as zero-width spaces dropped,
-/// full-width letters read as ASCII), so a look-alike spelling does not pass as another person.
-fn same_identity(by: &str, user: &str) -> bool {
-    let fold = |s: &str| -> String {
-        s.chars()
-            .map(|c| match u32::from(c) {
-                // Full-width ASCII forms (U+FF01..U+FF5E) are ASCII shifted by 0xFEE0.
-                n @ 0xFF01..=0xFF5E => char::from_u32(n - 0xFEE0).unwrap_or(c),
-                _ => c,
-            })
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    let user = fold(user);
-    !user.is_empty() && fold(by) == user
-}
-
 /// How long a held write's dry run may take before the person is asked without it.
 const DRY_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -1219,7 +1200,7 @@ where
         // The approver is never the agent: an approval in the requester's own name, on any
         // channel, is refused.
         Ok(a @ (Answer::Approve { .. } | Answer::Widen { .. }))
-            if same_identity(a.by(), &ctx.identity.user) =>
+            if crate::approval::same_user(a.by(), &ctx.identity.user) =>
         {
             Asked::Refused {
                 decision: Decision {
@@ -2149,10 +2130,10 @@ mod size {
             "agent_1",
             "Agent\t1",
         ] {
-            assert!(super::same_identity(by, "agent-1"), "{by:?}");
+            assert!(crate::approval::same_user(by, "agent-1"), "{by:?}");
         }
-        assert!(!super::same_identity("alice", "agent-1"));
-        assert!(!super::same_identity("agent-12", "agent-1"));
-        assert!(!super::same_identity("", ""), "no user, nobody to be");
+        assert!(!crate::approval::same_user("alice", "agent-1"));
+        assert!(!crate::approval::same_user("agent-12", "agent-1"));
+        assert!(!crate::approval::same_user("", ""), "no user, nobody to be");
     }
 }

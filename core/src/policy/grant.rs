@@ -8,8 +8,8 @@
 //! - **fields**: the same request with the named body fields changed, each within a range
 //!   (`spec.replicas=1..5`) or matching a glob (`spec.template.spec.containers[0].image=registry.example/*`);
 //! - **uses**: how many more requests the grant lets through;
-//! - **time**: how long it lasts (cut to a day by the layer; [`DEFAULT_WINDOW`] when neither uses
-//!   nor time is given).
+//! - **time**: how long it lasts (cut to a day by the layer; [`DEFAULT_WINDOW`] when no time
+//!   is given).
 //!
 //! A [`Grant`] compares a later request with the approved one with exactly those parts taken
 //! out: the target with its query (the name segment only if names are widened), and the body
@@ -33,7 +33,7 @@ use super::glob::GlobList;
 use crate::body::{self, BodyKind, BodyLimits};
 use crate::request::Request;
 
-/// How long a widened grant lasts when the approver named neither uses nor a time.
+/// How long a widened grant lasts when the approver named no time.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The most field paths [`axes`] offers for one request.
