@@ -678,3 +678,78 @@ async fn client_new_with_a_service_builder_stack(server: Server) {
     }
     w.end().await;
 }
+
+both!(non_blocking_approvals_answer_kube_rs_at_once_and_let_its_retry_through);
+/// Non-blocking mode with kube-rs: the held create comes back at once as a 403 naming the
+/// approval; once a person approves, the identical retry is created; another body is held anew.
+async fn non_blocking_approvals_answer_kube_rs_at_once_and_let_its_retry_through(server: Server) {
+    let w = World::new(server).await;
+    let (tx, mut rx) = mpsc::channel(4);
+    let layer =
+        layer()
+            .approver(Channel(tx))
+            .approval_mode(kubeleash_tower::ApprovalMode::NonBlocking {
+                retry_after: Duration::from_secs(1),
+            });
+    let secrets: Api<Secret> = Api::namespaced(w.client(&layer), "dev");
+    let one = secret("kube-rs-nonblocking-one", "pw-nb");
+    // Answered at once, before anyone is asked to answer: no task needed.
+    let first = api_error(secrets.create(&PostParams::default(), &one).await);
+    assert_eq!(first.code, 403, "{}", first.message);
+    let (shown, answer) = rx.recv().await.unwrap();
+    assert!(
+        first.message.contains(&shown.id),
+        "the 403 names approval {}: {}",
+        shown.id,
+        first.message
+    );
+    // Asked again before anyone answered: the same approval, still pending, not a new prompt.
+    let again = api_error(secrets.create(&PostParams::default(), &one).await);
+    assert!(again.message.contains(&shown.id), "{}", again.message);
+    assert!(rx.try_recv().is_err(), "one prompt for one request");
+    answer
+        .send(Answer::Approve {
+            by: "alice".into(),
+            window: None,
+        })
+        .unwrap();
+    // The identical retry goes through once the answer is in (polled: the approver answers on
+    // its own task).
+    let mut created = None;
+    for _ in 0..200 {
+        match secrets.create(&PostParams::default(), &one).await {
+            Ok(s) => {
+                created = Some(s);
+                break;
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(&shown.id) => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(created.is_some(), "the approved retry was created");
+    assert!(
+        w.judge_get::<Secret>("dev", "kube-rs-nonblocking-one")
+            .await
+            .is_some()
+    );
+    // Another body: a request nobody approved, held under a new id.
+    let two = api_error(
+        secrets
+            .create(
+                &PostParams::default(),
+                &secret("kube-rs-nonblocking-two", "pw"),
+            )
+            .await,
+    );
+    let (shown_two, _answer) = rx.recv().await.unwrap();
+    assert_ne!(shown_two.id, shown.id);
+    assert!(two.message.contains(&shown_two.id), "{}", two.message);
+    assert!(
+        w.judge_get::<Secret>("dev", "kube-rs-nonblocking-two")
+            .await
+            .is_none()
+    );
+    w.end().await;
+}
