@@ -113,9 +113,7 @@ impl Condition {
             Test::NotIn(set) => !set.iter().any(|w| json_eq(v, w)),
             Test::Matches(globs, _) => v.as_str().is_some_and(|s| globs.is_match(s)),
             Test::Exists(_) => true,
-            Test::Between(min, max) => v
-                .as_f64()
-                .is_some_and(|n| *min <= n && n <= *max),
+            Test::Between(min, max) => v.as_f64().is_some_and(|n| *min <= n && n <= *max),
         }
     }
 
