@@ -44,6 +44,17 @@ seed_masker() {
     done
 }
 
+# Widened approvals: target index, widening lines, NUL, approved body, NUL, later body, NUL,
+# later name.
+seed_grant() {
+    local dir=corpus/grant
+    mkdir -p "$dir"
+    printf '\000names=web-*\nspec.replicas=1..5\nuses=2\000{"spec":{"replicas":3}}\000{"spec":{"replicas":4}}\000web-2' >"$dir/seed-scale"
+    printf '\001spec.template.spec.containers[0].image=registry.example/*\000{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"registry.example/a:1"}]}}}}\000{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"registry.example/a:2"}]}}}}\000web-1' >"$dir/seed-image"
+    printf '\005names=app-*\000{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"app-1"},"data":{"k":"v"}}\000{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"app-2"},"data":{"k":"v"}}\000app-2' >"$dir/seed-create"
+    printf '\006names=web-*\000\000\000web-9' >"$dir/seed-log"
+}
+
 seed_classify() {
     local dir=corpus/classify
     mkdir -p "$dir"
@@ -76,6 +87,7 @@ for t in "${targets[@]}"; do
     case "$t" in
         masker) seed_masker ;;
         classify) seed_classify ;;
+        grant) seed_grant ;;
     esac
     mkdir -p "artifacts/$t"
     touch "$stamp"

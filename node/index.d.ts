@@ -44,7 +44,8 @@ export interface ConnectOptions {
   mode?: 'enforce' | 'audit'
   /**
    * How long a held request waits for the approver before it is denied; default 300. With
-   * `approvals: 'nonblocking'`, also how long an approval waits to be used.
+   * `approvals: 'nonblocking'`, also how long an approval waits to be used and a refusal is
+   * repeated.
    */
   approvalTimeoutSeconds?: number
   /**
@@ -400,7 +401,7 @@ export interface ListenOptions {
    * approved, or gets a 403 with the approver's reason if denied.
    *
    * ```js
-   * const kc = await connect(policy, { user: 'agent-1', approver, approvals: 'nonblocking', retryAfterSeconds: 5 })
+   * const connection = await listen(policy, { user: 'agent-1', approver, approvals: 'nonblocking', retryAfterSeconds: 5 })
    * ```
    */
   approvals?: 'blocking' | 'nonblocking'

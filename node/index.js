@@ -140,6 +140,8 @@ async function connect(policy, options = {}) {
     record,
     mode,
     approvalTimeoutSeconds,
+    approvals,
+    retryAfterSeconds,
     onError,
     client,
   } = options
@@ -163,6 +165,8 @@ async function connect(policy, options = {}) {
     record,
     mode,
     approvalTimeoutSeconds,
+    approvals,
+    retryAfterSeconds,
     onError,
   })
   const kc = new k8s.KubeConfig()

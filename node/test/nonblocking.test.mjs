@@ -187,8 +187,9 @@ for (const kind of ['sandbox', 'real']) {
       const ids = await guarded(s.kubeconfig, d.approver, async (core) => {
         const create = (n = name) => core.createNamespacedConfigMap({ namespace: 'dev', body: configMap(n) })
 
-        // Answered at once: the call fails while nobody has answered yet.
-        const id = assertPending(await failure(create()))
+        // Answered at once: the call fails while nobody has answered yet (bounded, so that a
+        // call held open fails here rather than after the approval timeout).
+        const id = assertPending(await failure(within(create(), 'the answer to the held create')))
         const first = await d.next()
         const r = first.request
         assert.equal(r.id, id)
@@ -249,7 +250,7 @@ for (const kind of ['sandbox', 'real']) {
       const name = unique()
       const id = await guarded(s.kubeconfig, d.approver, async (core) => {
         const create = () => core.createNamespacedConfigMap({ namespace: 'dev', body: configMap(name) })
-        const id = assertPending(await failure(create()))
+        const id = assertPending(await failure(within(create(), 'the answer to the held create')))
         const q = await d.next()
         assert.equal(q.request.id, id)
         q.answer({ approve: false, by: 'bob', reason: 'not on a Friday' })
@@ -287,7 +288,8 @@ for (const kind of ['sandbox', 'real']) {
         s.kubeconfig,
         d.approver,
         async (core) => {
-          const id = assertPending(await failure(core.createNamespacedConfigMap({ namespace: 'dev', body: configMap(unique()) })), 2)
+          const held = core.createNamespacedConfigMap({ namespace: 'dev', body: configMap(unique()) })
+          const id = assertPending(await failure(within(held, 'the answer to the held create')), 2)
           const q = await d.next()
           assert.equal(q.request.id, id)
           q.answer(false)
@@ -321,7 +323,10 @@ describe('non-blocking options', () => {
   // A kubeconfig that cannot be read: the options are refused before it is.
   const kubeconfig = '/nonexistent/kubeleash/kubeconfig'
   for (const [options, code, message] of cases) {
-    test(`${JSON.stringify(options)} is refused with ${code}`, async () => {
+    const shown = Object.entries(options)
+      .map(([k, v]) => `${k}: ${typeof v === 'string' ? `'${v}'` : String(v)}`)
+      .join(', ')
+    test(`{ ${shown} } is refused with ${code}`, async () => {
       for (const [how, call] of [
         ['connect', () => connect(POLICY, { kubeconfig, ...AGENT, ...options })],
         ['listen', async () => listen(POLICY, { kubeconfig, ...AGENT, ...options })],

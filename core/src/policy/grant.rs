@@ -485,6 +485,10 @@ pub struct Grant {
     names: Option<GlobList>,
     fields: Vec<(Vec<Seg>, FieldRange, Option<GlobList>)>,
     body: Template,
+    /// The approved request's method and content type: the layer keys grants on them too,
+    /// and a grant checks them itself so that it means the same used alone.
+    method: String,
+    content_type: Option<String>,
     /// The approved request's facts, for [`Grant::rule`].
     verb: String,
     group: String,
@@ -566,6 +570,8 @@ impl Grant {
             fields,
             body,
             widening: widening.clone(),
+            method: request.method.clone(),
+            content_type: request.facts.content_type.clone(),
             verb: a.verb.clone(),
             group: a.api_group.clone(),
             resource: a.combined_resource(),
@@ -593,15 +599,23 @@ impl Grant {
         target_template(&request.target, self.name_at)
     }
 
-    /// Whether the grant covers `request` with body `body` (as sent), apart from identity,
-    /// method and headers, which the caller compares.
+    /// Whether the grant covers `request` with body `body` (as sent), apart from identity and
+    /// the impersonation headers, which the caller compares.
     pub fn covers(&self, request: &Request, body: &[u8]) -> bool {
-        if self.target_key_of(request) != self.target {
+        if request.method != self.method
+            || request.facts.content_type != self.content_type
+            || self.target_key_of(request) != self.target
+        {
             return false;
         }
         let decoded = match &self.body {
             Template::Bytes(d) => {
-                return self.names.is_none() && Sha256::digest(body).as_slice() == d;
+                // No body to widen: the bytes as approved, and the name (in the path) within
+                // the glob when names are widened.
+                return Sha256::digest(body).as_slice() == d
+                    && self.names.as_ref().is_none_or(|glob| {
+                        name_of(request, None).is_some_and(|(name, _)| glob.is_match(&name))
+                    });
             }
             Template::Value(_) => decoded_object(request, body),
         };
@@ -792,6 +806,28 @@ mod tests {
         ] {
             assert!(bad.parse::<FieldRange>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_name_glob_widens_a_request_without_a_body() {
+        let h = http::HeaderMap::new();
+        let get = |name: &str| {
+            crate::request::classify(
+                "GET",
+                &format!("/api/v1/namespaces/dev/pods/{name}/log"),
+                &h,
+            )
+            .unwrap()
+        };
+        let w = Widening {
+            names: Some("web-*".into()),
+            ..Widening::default()
+        };
+        let g = Grant::new(&get("web-1"), b"", &w).unwrap();
+        assert!(g.covers(&get("web-1"), b""));
+        assert!(g.covers(&get("web-2"), b""));
+        assert!(!g.covers(&get("db-1"), b""));
+        assert!(!g.covers(&get("web-2"), b"x"), "a body is another request");
     }
 
     #[test]
