@@ -1,4 +1,5 @@
-//! A loop over the request mix for profilers (`perf record`, `valgrind --tool=callgrind`).
+//! A loop over the request mix for profilers (`perf record`, `valgrind --tool=callgrind`):
+//! `profile_decide RULES ROUNDS`; prints how many requests one round decides.
 
 use std::hint::black_box;
 
@@ -18,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mix = request_mix(rules);
     // The pod create with a body is measured on its own; this loop is about the bodiless path.
     let mix: Vec<_> = mix.into_iter().filter(|r| r.body.is_none()).collect();
+    println!("{} requests per round", mix.len());
     for _ in 0..rounds {
         for r in &mix {
             black_box(policy.evaluate(&r.identity, r.method, &r.target, &r.headers, None));

@@ -1,5 +1,7 @@
-//! A loop masking one workload, for profilers:
-//! `profile_mask pods|secrets|events|watch|configmap ROUNDS`.
+//! A loop masking one workload, for profilers and instruction counts (`benches/instructions/`):
+//! `profile_mask pods|secrets|events|watch|configmap ROUNDS [kubeleash|ignored-any|serde-json]`.
+//! The third argument picks what runs on the same bytes: the masker (default), serde_json's
+//! validation alone (`IgnoredAny`, the issue 15 floor), or serde_json parse, mask, serialize.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -20,8 +22,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "configmap" => (Framing::Json, configmap(1024 * 1024)),
         _ => (Framing::Json, pod_list(2_000)),
     };
+    let what = std::env::args().nth(3).unwrap_or_else(|| "kubeleash".into());
     let set = Arc::new(MaskSet::builtin()?);
     let mut out = Vec::new();
+    if what != "kubeleash" {
+        for _ in 0..rounds {
+            match what.as_str() {
+                "ignored-any" => {
+                    // A watch stream is one JSON document per line.
+                    for doc in input.split(|b| *b == b'\n').filter(|d| !d.is_empty()) {
+                        black_box(serde_json::from_slice::<serde::de::IgnoredAny>(doc)?);
+                    }
+                }
+                "serde-json" => {
+                    black_box(kubeleash_benches::serde_json_mask(&input));
+                }
+                other => return Err(format!("unknown baseline `{other}`").into()),
+            }
+        }
+        return Ok(());
+    }
     for _ in 0..rounds {
         out.clear();
         let mut m = Masker::with(Arc::clone(&set), framing);
