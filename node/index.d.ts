@@ -6,7 +6,7 @@
 import type { Transform, TransformOptions } from 'node:stream'
 import type { KubeConfig } from '@kubernetes/client-node'
 
-/** What an approver answers: approve or deny, optionally who and why, and a time window. */
+/** What an approver answers: approve or deny, optionally who and why, and a time window or a widening. */
 export type ApprovalAnswer =
   | boolean
   | 'approve'
@@ -20,7 +20,27 @@ export type ApprovalAnswer =
       reason?: string
       /** Also approve requests with the same attributes from the same identity for this long. */
       windowSeconds?: number
+      /**
+       * Approve, and leave a grant widened along the axes `request.widen` offers (not with
+       * `windowSeconds`: give `widen.seconds`). A malformed one is an approver failure (denied,
+       * `onError` says what was wrong); one that does not fit the request is approved exactly
+       * and the record says why.
+       * @example { approve: true, by: 'alice', widen: { names: 'web-*', uses: 3 } }
+       */
+      widen?: Widening
     }
+
+/** How far a widened approval reaches; give at least one. */
+export interface Widening {
+  /** A glob (`*`: any run of characters) the object's name may match. */
+  names?: string
+  /** Body fields that may take other values: numbers within `min..max`, strings matching a glob. */
+  fields?: Array<{ path: string; min: number; max: number } | { path: string; matches: string } | string>
+  /** How many more requests the grant lets through (a positive whole number). */
+  uses?: number
+  /** How long the grant lasts, in seconds (default 900, at most 86400). */
+  seconds?: number
+}
 
 /** Options of `connect`. */
 export interface ConnectOptions {
@@ -260,6 +280,11 @@ export interface ApprovalRequest {
    * (reads, subresources such as `token`, exec) and when the API server could not be asked.
    */
   dryRun: DryRun | null
+  /**
+   * What the approver may widen an approval along (`{ approve: true, widen: {...} }`);
+   * `widen.never` says why it may only be approved exactly.
+   */
+  widen: WidenAxes
 }
 
 /**
@@ -524,3 +549,19 @@ export interface TestReport {
 
 /** Check every link of a hash-chained record log (the text of a `record` file). */
 export declare function verifyRecord(log: string): RecordVerification
+
+/** What an approver may widen an approval along (`{ approve: true, widen: {...} }`). */
+export interface WidenAxes {
+  /**
+   * Why the request may be approved only exactly (the policy's floor,
+   * `approvals.neverWiden`: by default deletes, Secrets, RBAC, exec...); then nothing else is
+   * offered. `null` when it may be widened.
+   */
+  never: string | null
+  /** Whether `widen.names` (a glob the object's name may match) may be given. */
+  names: boolean
+  /** The body fields `widen.fields` may give a range (numbers) or a glob (strings). */
+  fields: Array<string>
+  /** Whether `widen.uses` and `widen.seconds` may be given. */
+  usesAndTime: boolean
+}

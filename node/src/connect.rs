@@ -40,6 +40,7 @@ use tokio::sync::watch;
 
 use crate::errors;
 use crate::policy::{Attributes, Policy};
+use crate::widen::{WidenAxes, widening};
 
 /// A request held for approval, as the approver is shown it. Its body is masked.
 #[napi(object, use_nullable = true)]
@@ -74,6 +75,9 @@ pub struct ApprovalRequest {
     /// compared with the live object, both masked. `null` for a request that changes no object
     /// (reads, subresources such as `token`, exec) and when the API server could not be asked.
     pub dry_run: Option<DryRun>,
+    /// What the approver may widen an approval along (`{ approve: true, widen: {...} }`);
+    /// `widen.never` says why it may only be approved exactly.
+    pub widen: WidenAxes,
 }
 
 /// The API server's own account of a held write, asked before the approver is.
@@ -144,6 +148,7 @@ impl From<&kubeleash_tower::ApprovalRequest> for ApprovalRequest {
             reason: r.reason.clone(),
             agent_reason: r.agent_reason.clone(),
             dry_run: r.dry_run.as_ref().map(DryRun::from),
+            widen: WidenAxes::from(&r.widen),
         }
     }
 }
@@ -326,29 +331,31 @@ impl Approver for JsApprover {
             Ok(promise) => promise.await,
             Err(e) => Err(e),
         };
-        match answer {
-            Ok(v) => parse_answer(&v),
-            Err(e) => {
-                self.1.report(
-                    "approver",
-                    &request.id,
-                    format!(
-                        "the approver failed on approval {} ({}): {}; the request was denied",
-                        request.id, request.kubectl, e.reason
-                    ),
-                );
-                Answer::Deny {
-                    by: "kubeleash".into(),
-                    reason: APPROVER_FAILED.into(),
-                }
-            }
+        let failure = match answer.map(|v| parse_answer(&v)) {
+            Ok(Ok(a)) => return a,
+            Ok(Err(wrong)) => format!("it answered {wrong}"),
+            Err(e) => e.reason,
+        };
+        self.1.report(
+            "approver",
+            &request.id,
+            format!(
+                "the approver failed on approval {} ({}): {failure}; the request was denied",
+                request.id, request.kubectl
+            ),
+        );
+        Answer::Deny {
+            by: "kubeleash".into(),
+            reason: APPROVER_FAILED.into(),
         }
     }
 }
 
-/// `true` / `'approve'` / `{ approve: true, by?, windowSeconds? }` approve; anything else
-/// denies (`false`, `'deny'`, `{ approve: false, by?, reason? }`, nothing).
-fn parse_answer(v: &Value) -> Answer {
+/// `true` / `'approve'` / `{ approve: true, by?, windowSeconds? }` approve;
+/// `{ approve: true, by?, widen: { names?, fields?, uses?, seconds? } }` approves widened;
+/// anything else denies (`false`, `'deny'`, `{ approve: false, by?, reason? }`, nothing). A
+/// malformed `widen` is an error (the approver failed), whatever `approve` says.
+fn parse_answer(v: &Value) -> Result<Answer, String> {
     let by = v
         .get("by")
         .and_then(Value::as_str)
@@ -360,6 +367,17 @@ fn parse_answer(v: &Value) -> Answer {
         Value::Object(o) => o.get("approve").and_then(Value::as_bool).unwrap_or(false),
         _ => false,
     };
+    if let Some(w) = v.get("widen").filter(|w| !w.is_null()) {
+        let widening = widening(w)?;
+        if v.get("windowSeconds").is_some_and(|s| !s.is_null()) {
+            return Err(
+                "both `windowSeconds` and `widen`: give the time once, as `widen.seconds`".into(),
+            );
+        }
+        if approve {
+            return Ok(Answer::Widen { by, widening });
+        }
+    }
     if approve {
         let window = v
             .get("windowSeconds")
@@ -371,14 +389,14 @@ fn parse_answer(v: &Value) -> Answer {
                     .unwrap_or(MAX_WINDOW)
                     .min(MAX_WINDOW)
             });
-        Answer::Approve { by, window }
+        Ok(Answer::Approve { by, window })
     } else {
         let reason = v
             .get("reason")
             .and_then(Value::as_str)
             .unwrap_or("denied")
             .to_string();
-        Answer::Deny { by, reason }
+        Ok(Answer::Deny { by, reason })
     }
 }
 

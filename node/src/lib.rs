@@ -23,3 +23,4 @@ mod errors;
 mod headers;
 mod masker;
 mod policy;
+mod widen;

@@ -6,7 +6,7 @@
 import type { Transform, TransformOptions } from 'node:stream'
 import type { KubeConfig } from '@kubernetes/client-node'
 
-/** What an approver answers: approve or deny, optionally who and why, and a time window. */
+/** What an approver answers: approve or deny, optionally who and why, and a time window or a widening. */
 export type ApprovalAnswer =
   | boolean
   | 'approve'
@@ -20,7 +20,27 @@ export type ApprovalAnswer =
       reason?: string
       /** Also approve requests with the same attributes from the same identity for this long. */
       windowSeconds?: number
+      /**
+       * Approve, and leave a grant widened along the axes `request.widen` offers (not with
+       * `windowSeconds`: give `widen.seconds`). A malformed one is an approver failure (denied,
+       * `onError` says what was wrong); one that does not fit the request is approved exactly
+       * and the record says why.
+       * @example { approve: true, by: 'alice', widen: { names: 'web-*', uses: 3 } }
+       */
+      widen?: Widening
     }
+
+/** How far a widened approval reaches; give at least one. */
+export interface Widening {
+  /** A glob (`*`: any run of characters) the object's name may match. */
+  names?: string
+  /** Body fields that may take other values: numbers within `min..max`, strings matching a glob. */
+  fields?: Array<{ path: string; min: number; max: number } | { path: string; matches: string } | string>
+  /** How many more requests the grant lets through (a positive whole number). */
+  uses?: number
+  /** How long the grant lasts, in seconds (default 900, at most 86400). */
+  seconds?: number
+}
 
 /** Options of `connect`. */
 export interface ConnectOptions {

@@ -175,6 +175,35 @@ class DryRun(TypedDict):
     """The changes as lines: `~ data.k: v -> w`, `+ path: value`, `- path: value`,
     `~ path: changed (masked)`."""
 
+class WidenAxes(TypedDict):
+    """What an approver may widen an approval along (`Answer.widen`)."""
+
+    never: Optional[str]
+    """Why the request may be approved only exactly (the policy's floor, `approvals.neverWiden`:
+    by default deletes, Secrets, RBAC, exec...); when set, nothing else is offered."""
+    names: bool
+    """Whether `names` (a glob the object's name may match) may be given."""
+    fields: list[str]
+    """The body fields `fields` may give a range (numbers) or a glob (strings)."""
+    uses_and_time: bool
+    """Whether `uses` and `seconds` may be given."""
+
+class FieldRange(TypedDict, total=False):
+    """A body field's range in a widening: `min` and `max` (numbers), or `matches` (a glob)."""
+
+    path: str
+    min: float
+    max: float
+    matches: str
+
+class Widening(TypedDict, total=False):
+    """How far a widened approval reaches, as `Answer.widening` shows it."""
+
+    names: str
+    fields: list[FieldRange]
+    uses: int
+    seconds: int
+
 class ApprovalRequest:
     """One held request, as an approver sees it. With `approvals="nonblocking"` its `id` is the
     one the agent's 403 names (`X-Kubeleash-Approval-Id`, `details.uid`)."""
@@ -205,6 +234,8 @@ class ApprovalRequest:
     def agent_reason(self) -> Optional[str]: ...
     @property
     def dry_run(self) -> Optional[DryRun]: ...
+    @property
+    def widen(self) -> WidenAxes: ...
     def to_dict(self) -> dict[str, object]: ...
 
 class Answer:
@@ -212,6 +243,19 @@ class Answer:
 
     @staticmethod
     def approve(*, by: str = "approver", window: Optional[float] = None) -> Answer: ...
+    @staticmethod
+    def widen(
+        *,
+        by: str = "approver",
+        names: Optional[str] = None,
+        fields: Optional[list[Union[FieldRange, str]]] = None,
+        uses: Optional[int] = None,
+        seconds: Optional[int] = None,
+    ) -> Answer:
+        """Approve, and leave a grant widened along the offered axes (`request.widen`), e.g.
+        `Answer.widen(by="alice", names="web-*", uses=3)`. A malformed widening raises
+        ValueError or TypeError here; one that does not fit the request is approved exactly
+        and the record says why."""
     @staticmethod
     def deny(*, by: str = "approver", reason: str = "denied") -> Answer: ...
     @property
@@ -222,6 +266,8 @@ class Answer:
     def reason(self) -> str: ...
     @property
     def window(self) -> Optional[float]: ...
+    @property
+    def widening(self) -> Optional[Widening]: ...
 
 class ApprovalCause(TypedDict):
     """The cause a held request's 403 gives: its approval id, pending or refused."""

@@ -25,6 +25,7 @@ use kubeleash_core::record::verify;
 use kubeleash_tower::{
     Answer as CoreAnswer, ApprovalMode, ApprovalRequest as CoreApprovalRequest, Approver, DryRun,
     JsonlRecorder, Kubeleash, KubeleashBody, KubeleashLayer, MAX_WINDOW, Mode, RecorderOptions,
+    Widening,
 };
 use pyo3::exceptions::{PyConnectionError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -36,6 +37,7 @@ use crate::errors::{ConnectError, RequestError, header_error, mask_error};
 use crate::framing;
 use crate::operator_log::{correlation_id, report};
 use crate::policy::Policy;
+use crate::widen::{axes_to_py, widening};
 
 /// How long one GIL-free wait lasts before Python signals are checked.
 const SLICE: Duration = Duration::from_millis(100);
@@ -79,13 +81,14 @@ fn connect_failed(py: Python<'_>, e: &kubeleash_connect::ConnectError) -> PyErr 
     ConnectError::new_err(e.to_string())
 }
 
-/// An approver's answer: `Answer.approve(...)` or `Answer.deny(...)`.
+/// An approver's answer: `Answer.approve(...)`, `Answer.widen(...)` or `Answer.deny(...)`.
 #[pyclass(frozen, module = "kubeleash")]
 pub struct Answer {
     approved: bool,
     by: String,
     reason: String,
     window: Option<f64>,
+    widening: Option<Widening>,
 }
 
 #[pymethods]
@@ -107,6 +110,35 @@ impl Answer {
             by,
             reason: String::new(),
             window,
+            widening: None,
+        })
+    }
+
+    /// Let the held request through and leave a grant widened along the axes the request
+    /// offers (`request.widen`): `names`, a glob the object's name may match; `fields`, ranges
+    /// (`{"path": "spec.replicas", "min": 1, "max": 5}`, `{"path": ..., "matches": GLOB}` or
+    /// `"PATH=MIN..MAX"`); `uses`, how many more requests it lets through; `seconds`, how long
+    /// it lasts (default 15 minutes, at most 24 hours). For example
+    /// `Answer.widen(by="alice", names="web-*", uses=3)`.
+    ///
+    /// A malformed widening raises `ValueError`/`TypeError` here (the approver then fails, and
+    /// the request is denied). One that does not fit the request is approved exactly, leaves no
+    /// grant, and the record says why.
+    #[staticmethod]
+    #[pyo3(signature = (*, by = "approver".to_string(), names = None, fields = None, uses = None, seconds = None))]
+    fn widen(
+        by: String,
+        names: Option<String>,
+        fields: Option<&Bound<'_, PyAny>>,
+        uses: Option<i64>,
+        seconds: Option<i64>,
+    ) -> PyResult<Answer> {
+        Ok(Answer {
+            approved: true,
+            by,
+            reason: String::new(),
+            window: None,
+            widening: Some(widening(names, fields, uses, seconds)?),
         })
     }
 
@@ -119,6 +151,7 @@ impl Answer {
             by,
             reason,
             window: None,
+            widening: None,
         }
     }
 
@@ -146,8 +179,18 @@ impl Answer {
         self.window
     }
 
+    /// The widening, as `{"names"?, "fields"?, "uses"?, "seconds"?}`, if any.
+    #[getter]
+    fn widening<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.widening.as_ref().map(|w| ser_to_py(py, w)).transpose()
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         let by = repr_str(py, Some(&self.by));
+        if let Some(w) = &self.widening {
+            let shown = serde_json::to_string(w).unwrap_or_default();
+            return format!("Answer.widen(by={by}, widening={shown})");
+        }
         match (self.approved, self.window) {
             (true, Some(w)) => format!("Answer.approve(by={by}, window={w})"),
             (true, None) => format!("Answer.approve(by={by})"),
@@ -161,6 +204,12 @@ impl Answer {
 
 impl Answer {
     fn to_core(&self) -> CoreAnswer {
+        if let Some(widening) = &self.widening {
+            return CoreAnswer::Widen {
+                by: self.by.clone(),
+                widening: widening.clone(),
+            };
+        }
         if self.approved {
             CoreAnswer::Approve {
                 by: self.by.clone(),
@@ -281,13 +330,23 @@ impl ApprovalRequest {
             .transpose()
     }
 
-    /// Everything above as a dict (keys without a value left out; `dry_run` as the `dry_run`
-    /// property has it).
+    /// What an approver may widen an approval along (`Answer.widen`): `{"never": str | None,
+    /// "names": bool, "fields": [str], "uses_and_time": bool}`. `never` says why the request
+    /// may only be approved exactly (the policy's floor, `approvals.neverWiden`: by default
+    /// secrets, deletes, RBAC...); then nothing else is offered.
+    #[getter]
+    fn widen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        axes_to_py(py, &self.inner.widen)
+    }
+
+    /// Everything above as a dict (keys without a value left out; `dry_run` and `widen` as
+    /// their properties have them).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let dict = ser_to_py(py, &self.inner)?;
         if let Some(d) = &self.inner.dry_run {
             dict.set_item("dry_run", dry_run_to_py(py, d)?)?;
         }
+        dict.set_item("widen", axes_to_py(py, &self.inner.widen)?)?;
         Ok(dict)
     }
 

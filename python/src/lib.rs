@@ -14,6 +14,7 @@ mod framing;
 mod masker;
 mod operator_log;
 mod policy;
+mod widen;
 
 use pyo3::prelude::*;
 
