@@ -22,7 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "configmap" => (Framing::Json, configmap(1024 * 1024)),
         _ => (Framing::Json, pod_list(2_000)),
     };
-    let what = std::env::args().nth(3).unwrap_or_else(|| "kubeleash".into());
+    let what = std::env::args()
+        .nth(3)
+        .unwrap_or_else(|| "kubeleash".into());
     let set = Arc::new(MaskSet::builtin()?);
     let mut out = Vec::new();
     if what != "kubeleash" {

@@ -166,6 +166,15 @@ pub fn event_list(n: usize) -> Vec<u8> {
 /// The baseline: what a gateway built on serde_json does. Parse, replace Secret data and
 /// credential env values, serialize.
 pub fn serde_json_mask(input: &[u8]) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(input).ok()?;
+    mask_value(&mut v);
+    serde_json::to_vec(&v).ok()
+}
+
+/// The baselines' mask over a parsed document: Secret `data` values and credential-named env
+/// values replaced (what [`serde_json_mask`] and the sonic-rs baseline do between parse and
+/// serialize).
+pub fn mask_value(v: &mut serde_json::Value) {
     fn walk(v: &mut serde_json::Value, secret: bool) {
         match v {
             serde_json::Value::Object(m) => {
@@ -197,7 +206,5 @@ pub fn serde_json_mask(input: &[u8]) -> Option<Vec<u8>> {
             _ => {}
         }
     }
-    let mut v: serde_json::Value = serde_json::from_slice(input).ok()?;
-    walk(&mut v, false);
-    serde_json::to_vec(&v).ok()
+    walk(v, false);
 }
