@@ -32,6 +32,9 @@ const POLICY: &str = r#"
 apiVersion: kubeleash.dev/v1alpha1
 kind: Policy
 spec:
+  # Windows on held Secret writes are tested here; the default floor would approve them
+  # exactly (tests/widening.rs tests the floor).
+  approvals: {neverWiden: [{verbs: [delete]}]}
   rules:
     - {name: read, effect: allow, verbs: [get, list], apiGroups: [""], resources: [secrets], namespaces: [dev]}
     - {name: held, effect: approve, reason: secrets are for people, verbs: [create], apiGroups: [""], resources: [secrets], namespaces: [dev]}
