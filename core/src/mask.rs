@@ -85,6 +85,7 @@ mod json;
 mod normalize;
 mod path;
 mod rules;
+mod scan;
 mod strings;
 mod text;
 mod truncated;

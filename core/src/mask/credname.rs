@@ -132,22 +132,113 @@ fn ends_with_ignore_case(hay: &str, suffix: &str) -> bool {
 
 /// Whether `name` names a credential (see the module docs for the rule).
 pub fn is_credential_name(name: &str) -> bool {
-    let word = |t: &str| {
-        WORDS.iter().any(|w| t.eq_ignore_ascii_case(w))
-            || INSIDE.iter().any(|w| contains_ignore_case(t, w))
-            || SUFFIX.iter().any(|w| ends_with_ignore_case(t, w))
-    };
-    let is = |t: &str, words: &[&str]| words.iter().any(|w| t.eq_ignore_ascii_case(w));
-    let mut prev: Option<&str> = None;
+    let is = |t: &[u8], words: &[&str]| words.iter().any(|w| t == w.as_bytes());
+    // Tokens are compared lowercased in a buffer on the stack: the masker asks this for every
+    // label and annotation key, env name and flag, so one pass per token, no allocation.
+    let mut prev = [0u8; TOKEN_BUF];
+    let mut prev_len = None;
     for t in tokens(name) {
-        if word(t)
-            || prev.is_some_and(|p| is(p, &["connection", "conn"]) && is(t, &["string", "str"]))
+        let mut buf = [0u8; TOKEN_BUF];
+        let Some(lower) = buf.get_mut(..t.len()) else {
+            // Longer than any word pair we compare: judged as it is, case folded per compare.
+            if long_token_is_word(t) {
+                return true;
+            }
+            prev_len = None;
+            continue;
+        };
+        lower.copy_from_slice(t.as_bytes());
+        lower.make_ascii_lowercase();
+        let lower = &*lower;
+        if is_word(lower)
+            || prev_len
+                .and_then(|n| prev.get(..n))
+                .is_some_and(|p| is(p, &["connection", "conn"]) && is(lower, &["string", "str"]))
         {
             return true;
         }
-        prev = Some(t);
+        prev[..lower.len()].copy_from_slice(lower);
+        prev_len = Some(lower.len());
     }
     false
+}
+
+/// Tokens up to this long are lowercased on the stack; longer ones take the slower path.
+const TOKEN_BUF: usize = 48;
+
+/// A lowercase token that names a credential on its own, holds an unambiguous word, or ends
+/// with a short one. Written as matches the compiler turns into a length switch and a scan
+/// of the token's bytes (asked for every key, env name and flag; the lists above stay the
+/// definition, and a test checks this against them).
+fn is_word(t: &[u8]) -> bool {
+    let whole = matches!(
+        t,
+        b"pass"
+            | b"passes"
+            | b"passwd"
+            | b"password"
+            | b"passwords"
+            | b"passphrase"
+            | b"pwd"
+            | b"pw"
+            | b"secret"
+            | b"secrets"
+            | b"token"
+            | b"tokens"
+            | b"key"
+            | b"keys"
+            | b"apikey"
+            | b"apikeys"
+            | b"credential"
+            | b"credentials"
+            | b"cred"
+            | b"creds"
+            | b"auth"
+            | b"authorization"
+            | b"cert"
+            | b"certs"
+            | b"private"
+            | b"privatekey"
+            | b"session"
+            | b"sessionid"
+            | b"cookie"
+            | b"cookies"
+            | b"dsn"
+            | b"connstr"
+            | b"connectionstring"
+            | b"signature"
+            | b"salt"
+            | b"otp"
+            | b"pin"
+    );
+    let suffix = t.ends_with(b"pass")
+        || t.ends_with(b"pwd")
+        || t.ends_with(b"pw")
+        || t.ends_with(b"key")
+        || t.ends_with(b"auth");
+    whole || suffix || (0..t.len()).any(|i| inside_at(&t[i..]))
+}
+
+/// Whether one of [`INSIDE`] starts `t`.
+#[inline]
+fn inside_at(t: &[u8]) -> bool {
+    match t.first() {
+        Some(b'p') => {
+            t.starts_with(b"password") || t.starts_with(b"passwd") || t.starts_with(b"passphrase")
+        }
+        Some(b's') => t.starts_with(b"secret"),
+        Some(b't') => t.starts_with(b"token"),
+        Some(b'a') => t.starts_with(b"apikey"),
+        Some(b'c') => t.starts_with(b"credential") || t.starts_with(b"cookie"),
+        _ => false,
+    }
+}
+
+/// [`is_word`] for a token too long for the stack buffer, ignoring ASCII case as it goes.
+fn long_token_is_word(t: &str) -> bool {
+    WORDS.iter().any(|w| t.eq_ignore_ascii_case(w))
+        || INSIDE.iter().any(|w| contains_ignore_case(t, w))
+        || SUFFIX.iter().any(|w| ends_with_ignore_case(t, w))
 }
 
 /// Last tokens that make a credential-looking key name a reference to a credential, not the
@@ -252,6 +343,43 @@ mod tests {
             // TOKENIZERS contains "token": an accepted false positive, checked as such.
             let expected = n.starts_with("TOKENIZERS");
             assert_eq!(is_credential_name(n), expected, "{n}");
+        }
+    }
+
+    /// The fast [`is_word`] says what the word lists say, on every token built from their words
+    /// and on random ones.
+    #[test]
+    fn is_word_agrees_with_the_lists() {
+        let listed = |t: &str| {
+            WORDS.contains(&t)
+                || INSIDE.iter().any(|w| t.contains(w))
+                || SUFFIX.iter().any(|w| t.ends_with(w))
+        };
+        let mut tokens: Vec<String> = Vec::new();
+        for w in WORDS.iter().chain(INSIDE).chain(SUFFIX) {
+            for affix in ["", "x", "db", "s", "ing", "word", "pass"] {
+                tokens.push(format!("{w}{affix}"));
+                tokens.push(format!("{affix}{w}"));
+                tokens.push(format!("{affix}{w}{affix}"));
+                if w.len() > 1 {
+                    tokens.push(w[..w.len() - 1].to_string());
+                    tokens.push(w[1..].to_string());
+                }
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            let len = (seed % 12) as usize;
+            let t: String = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    b"pasworduthkeyincdtl"[(seed >> 33) as usize % 19] as char
+                })
+                .collect();
+            tokens.push(t);
+        }
+        for t in &tokens {
+            assert_eq!(is_word(t.as_bytes()), listed(t), "{t}");
         }
     }
 

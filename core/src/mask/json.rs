@@ -223,6 +223,14 @@ struct Ctx {
     scope: KeyScope,
 }
 
+/// An element held for a filter, as read to judge it.
+enum Reading {
+    /// Parsed whole (a policy filter may test anything in it).
+    Tree(serde_json::Value),
+    /// Only the member every filter tests (see [`super::dupkeys::read_member`]).
+    Member(super::dupkeys::Member),
+}
+
 struct HoldState {
     depth: u32,
     in_str: bool,
@@ -235,16 +243,16 @@ struct HoldState {
 /// `metadata` (or an embedded ObjectMeta of a built-in kind, a pod template's), its
 /// `annotations` and `labels` judged by key; `None` elsewhere. The fast path and
 /// [`JsonMasker::child_scope`] both go through here.
-fn meta_scope(parent_role: Role, parent_scope: KeyScope, key: Option<&str>) -> Option<KeyScope> {
+fn meta_scope(parent_role: Role, parent_scope: KeyScope, key: Option<&[u8]>) -> Option<KeyScope> {
     match parent_scope {
         // A value in `annotations` or `labels` keeps the map's scope: it is judged by its key
         // (the API server allows only strings there).
         KeyScope::Meta | KeyScope::MetaMap => Some(parent_scope),
-        KeyScope::MetaRoot if matches!(key, Some("annotations" | "labels")) => {
+        KeyScope::MetaRoot if matches!(key, Some(b"annotations" | b"labels")) => {
             Some(KeyScope::MetaMap)
         }
         KeyScope::MetaRoot => Some(KeyScope::Meta),
-        _ if key == Some("metadata")
+        _ if key == Some(b"metadata".as_slice())
             && (matches!(parent_role, Role::Anchor | Role::Loose)
                 || parent_scope == KeyScope::Plain) =>
         {
@@ -275,8 +283,9 @@ pub(crate) struct JsonMasker {
     states: Vec<State>,
     anchors: Vec<AnchorInfo>,
     /// The key of the member whose value comes next (valid while `has_key`); one buffer for the
-    /// whole stream, so reading a key allocates nothing.
-    key: String,
+    /// whole stream, so reading a key allocates nothing. Bytes, compared as bytes: a key is
+    /// never validated as UTF-8 (only a credential-name judgement reads it as text).
+    key: Vec<u8>,
     has_key: bool,
     held: Vec<u8>,
     str_mode: StrMode,
@@ -324,7 +333,7 @@ impl JsonMasker {
             frames: Vec::new(),
             states: Vec::new(),
             anchors: Vec::new(),
-            key: String::new(),
+            key: Vec::new(),
             has_key: false,
             held: Vec::new(),
             str_mode: StrMode::Pass,
@@ -598,7 +607,7 @@ impl JsonMasker {
             is_obj,
             is_arr,
             parent_end,
-            has_key.then_some(key.as_str()),
+            has_key.then_some(key.as_slice()),
         );
         self.key = key;
         ctx
@@ -610,7 +619,7 @@ impl JsonMasker {
         is_obj: bool,
         is_arr: bool,
         parent_end: usize,
-        key: Option<&str>,
+        key: Option<&[u8]>,
     ) -> Result<Ctx, MaskError> {
         let plain = |role, masked, loose, scope| Ctx {
             role,
@@ -701,16 +710,16 @@ impl JsonMasker {
             });
         let mut role = match (parent_role, key_ref, is_obj, is_arr) {
             _ if argv => Role::Argv,
-            (Role::Event, Some("object"), true, _) => Role::Anchor,
-            (Role::Anchor, Some("items"), _, true) => Role::Items,
-            (Role::Anchor, Some("rows"), _, true) => Role::Rows,
-            (Role::Anchor, Some("columnDefinitions"), _, true) => Role::ColumnDefs,
+            (Role::Event, Some(b"object"), true, _) => Role::Anchor,
+            (Role::Anchor, Some(b"items"), _, true) => Role::Items,
+            (Role::Anchor, Some(b"rows"), _, true) => Role::Rows,
+            (Role::Anchor, Some(b"columnDefinitions"), _, true) => Role::ColumnDefs,
             (Role::ColumnDefs, None, true, _) => Role::ColumnDef,
             (Role::Items, None, true, _) => Role::Anchor,
             (Role::Rows, None, true, _) => Role::Row,
-            (Role::Row, Some("object"), true, _) => Role::Anchor,
+            (Role::Row, Some(b"object"), true, _) => Role::Anchor,
             // Cells of any shape (an object is no Table a server sends: nothing is the name).
-            (Role::Row, Some("cells"), _, _) if is_obj || is_arr => Role::Cells,
+            (Role::Row, Some(b"cells"), _, _) if is_obj || is_arr => Role::Cells,
             _ => Role::Plain,
         };
         // Objects the masker cannot place: every object in them is one of unknown kind (every
@@ -720,7 +729,7 @@ impl JsonMasker {
         // `kind`). Built-in kinds have schemas the API server enforces: placed exactly.
         let loose = parent_loose
             || (parent_role == Role::Anchor
-                && (key_ref == Some("details")
+                && (key_ref == Some(b"details".as_slice())
                     || !anchor
                         .and_then(|a| self.anchors.get(a))
                         .is_some_and(|a| a.builtin)));
@@ -740,27 +749,27 @@ impl JsonMasker {
         // its list ends the response (as a second kind does).
         let claims = parent_role == Role::Anchor;
         let records = match (parent_role, key_ref, c) {
-            (Role::Anchor, Some(k), _) if claims && k.eq_ignore_ascii_case("kind") => {
+            (Role::Anchor, Some(k), _) if claims && k.eq_ignore_ascii_case(b"kind") => {
                 if c != b'"' {
                     return Err(self.malformed(0, "an object's `kind` is not a string"));
                 }
-                Some(if k == "kind" {
+                Some(if k == b"kind" {
                     Purpose::Kind
                 } else {
                     Purpose::KindVariant
                 })
             }
-            (Role::Anchor, Some(k), _) if claims && k.eq_ignore_ascii_case("apiVersion") => {
+            (Role::Anchor, Some(k), _) if claims && k.eq_ignore_ascii_case(b"apiVersion") => {
                 if c != b'"' {
                     return Err(self.malformed(0, "an object's `apiVersion` is not a string"));
                 }
-                Some(if k == "apiVersion" {
+                Some(if k == b"apiVersion" {
                     Purpose::ApiVersion
                 } else {
                     Purpose::ApiVersionVariant
                 })
             }
-            (Role::ColumnDef, Some("format"), b'"') => Some(Purpose::ColumnFormat),
+            (Role::ColumnDef, Some(b"format"), b'"') => Some(Purpose::ColumnFormat),
             (Role::Argv, None, b'"') => Some(Purpose::Arg),
             _ => None,
         };
@@ -868,7 +877,7 @@ impl JsonMasker {
             filters,
             records,
             loose,
-            command: role == Role::Argv && key_ref == Some("command"),
+            command: role == Role::Argv && key_ref == Some(b"command".as_slice()),
             scope: value_scope,
         })
     }
@@ -880,7 +889,7 @@ impl JsonMasker {
         parent_role: Role,
         parent_scope: KeyScope,
         anchor: Option<usize>,
-        key: Option<&str>,
+        key: Option<&[u8]>,
         loose: bool,
     ) -> KeyScope {
         if let Some(scope) = meta_scope(parent_role, parent_scope, key) {
@@ -892,8 +901,8 @@ impl JsonMasker {
             let maybe_config_map = kind.is_none_or(|k| k == "ConfigMap")
                 || self.origin.kind.as_deref() == Some("ConfigMap");
             match key {
-                Some("binaryData") if maybe_config_map => return KeyScope::Binary,
-                Some("data") if maybe_config_map => return KeyScope::Credentials,
+                Some(b"binaryData") if maybe_config_map => return KeyScope::Binary,
+                Some(b"data") if maybe_config_map => return KeyScope::Credentials,
                 _ => {}
             }
             if loose || !info.is_some_and(|i| i.builtin) {
@@ -910,7 +919,7 @@ impl JsonMasker {
 
     /// How a string value (`c` is its first byte) under `key` in an object of `scope` is
     /// masked for its key (the `credential-keys` mask): only strings, so that structure stays.
-    fn credential_key_mask(&self, c: u8, scope: KeyScope, key: Option<&str>) -> Option<Replace> {
+    fn credential_key_mask(&self, c: u8, scope: KeyScope, key: Option<&[u8]>) -> Option<Replace> {
         if c != b'"' || !self.set.credential_keys {
             return None;
         }
@@ -922,10 +931,10 @@ impl JsonMasker {
         // An annotation or label key's prefix is its owner's DNS domain (`cert-manager.io/`):
         // only the name after it says what the value is.
         let key = match scope {
-            KeyScope::MetaMap => key.map(|k| k.rsplit('/').next().unwrap_or(k)),
+            KeyScope::MetaMap => key.map(|k| k.rsplit(|&b| b == b'/').next().unwrap_or(k)),
             _ => key,
         };
-        key.filter(|k| super::credname::is_credential_key(k))
+        key.filter(|k| super::credname::is_credential_key(&String::from_utf8_lossy(k)))
             .map(|_| replace)
     }
 
@@ -1000,15 +1009,11 @@ impl JsonMasker {
             j = i + 1;
         }
         loop {
-            let Some(p) = input
-                .get(j..)
-                .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-            else {
+            let Some(at) = super::scan::find2(b'"', b'\\', input, j) else {
                 self.string_chunk(&input[i..], out)?;
                 self.str_spilled = true;
                 return Ok(input.len());
             };
-            let at = j + p;
             if input[at] == b'\\' {
                 self.str_has_escape = true;
                 if at + 1 >= input.len() {
@@ -1071,12 +1076,9 @@ impl JsonMasker {
                 self.key.clear();
                 if self.str_has_escape {
                     let decoded = self.decoded(raw)?;
-                    self.key.push_str(&String::from_utf8_lossy(&decoded));
+                    self.key.extend_from_slice(&decoded);
                 } else {
-                    match std::str::from_utf8(raw) {
-                        Ok(k) => self.key.push_str(k),
-                        Err(_) => self.key.push_str(&String::from_utf8_lossy(raw)),
-                    }
+                    self.key.extend_from_slice(raw);
                 }
                 self.has_key = true;
                 self.lex = Lex::Colon;
@@ -1261,7 +1263,7 @@ impl JsonMasker {
         // can need decoding.
         // Decoding only shortens a text: one shorter than any match stays so.
         let maybe_encoded = text.len() >= detectors.min_len()
-            && (self.str_has_escape || memchr::memchr2(b'%', 0x1b, raw).is_some());
+            && (self.str_has_escape || super::scan::contains2(b'%', 0x1b, raw));
         super::normalize::find(detectors, text, maybe_encoded, &mut spans);
         if spans.is_empty() {
             out.push(b'"');
@@ -1421,6 +1423,21 @@ impl JsonMasker {
                 self.finish_hold(out)?;
                 return Ok(j);
             }
+            if h.in_str && !h.escape {
+                // A string's bytes up to its next quote or escape are copied in one go.
+                let stop = super::scan::find2(b'"', b'\\', input, j).unwrap_or(input.len());
+                if stop > j {
+                    if self.held.len() + (stop - j) > max {
+                        return Err(MaskError::TooLarge {
+                            limit: max,
+                            what: "an element a mask filter tests",
+                        });
+                    }
+                    self.held.extend_from_slice(&input[j..stop]);
+                    j = stop;
+                    continue;
+                }
+            }
             self.held.push(c);
             j += 1;
             if self.held.len() > max {
@@ -1464,25 +1481,51 @@ impl JsonMasker {
             return Ok(());
         };
         let bytes = std::mem::take(&mut self.held);
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| MaskError::Malformed {
-                offset: self.consumed,
-                what: format!("an element a mask filter tests is not JSON: {e}"),
-            })?;
+        let consumed = self.consumed;
+        let malformed = |e: serde_json::Error| MaskError::Malformed {
+            offset: consumed,
+            what: format!("an element a mask filter tests is not JSON: {e}"),
+        };
         let set = Arc::clone(&self.set);
+        // One reading of the element serves every filter. When each tests the same top-level
+        // member for a credential name (the built-in `env` and `httpHeaders` rules, every
+        // container's env entry), one pass finds it and does the duplicate-key check without
+        // building the value; anything else is judged on the parsed value.
+        let step_of = |f: &State| {
+            set.rules
+                .get(usize::from(f.rule))
+                .and_then(|r| r.steps.get(usize::from(f.step)))
+        };
+        let mut member_key: Option<&str> = None;
+        let one_member = h.ctx.filters.iter().all(|f| match step_of(f) {
+            Some(Step::Filter(filter)) => match (filter.credential_member(), member_key) {
+                (Some(k), None) => {
+                    member_key = Some(k);
+                    true
+                }
+                (Some(k), Some(m)) => k == m,
+                (None, _) => false,
+            },
+            _ => true,
+        });
+        let reading = match member_key {
+            Some(k) if one_member => {
+                Reading::Member(super::dupkeys::read_member(&bytes, k).map_err(malformed)?)
+            }
+            _ => Reading::Tree(serde_json::from_slice(&bytes).map_err(malformed)?),
+        };
         let child_start = self.parent_end();
         let anchor = self.frames.last().and_then(|f| f.anchor);
         // An element with a key twice (`{"name":"API_KEY","value":"x","name":"HARMLESS"}`) is
         // read one way here and maybe the other by its user: every filter holds for it.
         let mut dup: Option<bool> = None;
         for f in &h.ctx.filters {
-            let step = set
-                .rules
-                .get(usize::from(f.rule))
-                .and_then(|r| r.steps.get(usize::from(f.step)));
-            let holds = match step {
-                Some(Step::Filter(filter)) => {
-                    filter.holds(&value)
+            let holds = match (step_of(f), &reading) {
+                (Some(Step::Filter(filter)), Reading::Member(m)) => {
+                    m.dup || filter.holds_for_member(&m.found)
+                }
+                (Some(Step::Filter(filter)), Reading::Tree(value)) => {
+                    filter.holds(value)
                         || *dup.get_or_insert_with(|| super::dupkeys::has_duplicate_key(&bytes))
                 }
                 _ => false,
@@ -1573,7 +1616,7 @@ fn advance(
     set: &MaskSet,
     states: &mut Vec<State>,
     s: State,
-    key: Option<&str>,
+    key: Option<&[u8]>,
     index: usize,
     child_start: usize,
     filters: &mut Vec<State>,
@@ -1596,7 +1639,7 @@ fn advance(
             advance(set, states, next, key, index, child_start, filters);
         }
         Step::Child(name) => {
-            if key == Some(name.as_str()) {
+            if key == Some(name.as_bytes()) {
                 push_state(states, next, child_start);
             }
         }

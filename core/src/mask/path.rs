@@ -76,6 +76,31 @@ impl Filter {
         }
     }
 
+    /// The one top-level member this filter tests for a credential name, if that is all it
+    /// does: such a filter can be judged without building the element (see
+    /// [`Filter::holds_for_member`]).
+    pub(crate) fn credential_member(&self) -> Option<&str> {
+        match self {
+            Filter::CredentialName { path } => match path.as_slice() {
+                [key] => Some(key),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// [`Filter::holds`] from the member [`Filter::credential_member`] names, as read in one
+    /// pass. Any other filter holds (the strict answer; the masker never asks).
+    pub(crate) fn holds_for_member(&self, found: &super::dupkeys::Found) -> bool {
+        use super::dupkeys::Found;
+        match (self, found) {
+            (Filter::CredentialName { .. }, Found::Str(s)) => {
+                super::credname::is_credential_name(s)
+            }
+            _ => true,
+        }
+    }
+
     fn compile(expr: &str) -> Result<Filter, String> {
         let rewritten = rewrite_regex_match(expr);
         if let Some(f) = native(&rewritten) {

@@ -244,17 +244,17 @@ impl MaskSet {
     }
 
     /// The rules that start at a member with this name.
-    pub(crate) fn keyed<'a>(&'a self, key: &'a str) -> impl Iterator<Item = u16> + 'a {
+    pub(crate) fn keyed<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = u16> + 'a {
         let key_len = key.len();
         self.keyed
             .iter()
-            .filter(move |(k, _)| k.len() == key_len && *k == key)
+            .filter(move |(k, _)| k.len() == key_len && k.as_bytes() == key)
             .map(|&(_, r)| r)
     }
 
     /// Whether any rule starts at a member with this name.
     #[inline]
-    pub(crate) fn starts_at(&self, key: &str) -> bool {
+    pub(crate) fn starts_at(&self, key: &[u8]) -> bool {
         let len = key.len();
         (len >= 64 || self.keyed_lens & (1u64 << len) != 0) && self.keyed(key).next().is_some()
     }
