@@ -1,6 +1,8 @@
 //! A loop of allowed requests through the tower layer with no response body, for profilers
-//! (`valgrind --tool=callgrind`): `profile_layer ROUNDS`. The same request, policy and inner
-//! service as the `layer` bench's "no body" case.
+//! (`valgrind --tool=callgrind`): `profile_layer ROUNDS [record]`. The same request, policy and
+//! inner service as the `layer` bench's "no body" case; with `record`, every request is also
+//! recorded to a hash-chained file in a temporary directory (the writer thread's work counts
+//! too, so the difference is what a record costs in all).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -21,7 +23,19 @@ fn main() -> Result<(), BoxError> {
         .unwrap_or(10_000);
     let policy =
         Policy::from_yaml(include_str!("../../examples/agents.yaml")).map_err(|e| e.to_string())?;
-    let layer = KubeleashLayer::new(policy).identity(Identity::new("agent-1", ["ai-agents"]));
+    let mut layer = KubeleashLayer::new(policy).identity(Identity::new("agent-1", ["ai-agents"]));
+    let dir = std::env::temp_dir().join(format!("kubeleash-profile-{}", std::process::id()));
+    let recorder = if std::env::args().nth(2).as_deref() == Some("record") {
+        std::fs::create_dir_all(&dir)?;
+        let r = std::sync::Arc::new(kubeleash_tower::JsonlRecorder::open(
+            dir.join("session.jsonl"),
+            kubeleash_tower::RecorderOptions::default(),
+        )?);
+        layer = layer.recorder(std::sync::Arc::clone(&r));
+        Some(r)
+    } else {
+        None
+    };
     let inner = tower::service_fn(|_req: Request<Full<Bytes>>| async {
         let mut r = Response::new(Full::new(Bytes::new()));
         r.headers_mut().insert(
@@ -43,5 +57,9 @@ fn main() -> Result<(), BoxError> {
         }
         Ok::<_, BoxError>(())
     })?;
+    if let Some(r) = recorder {
+        r.close();
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }
