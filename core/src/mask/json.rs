@@ -9,6 +9,8 @@
 //! is unknown, every rule applies, so a late or missing `kind` can only mask more. An item's own
 //! kind that contradicts its list's ends the response, in any list.
 
+mod quiet;
+
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
@@ -18,6 +20,11 @@ use super::MaskError;
 use super::path::Step;
 use super::rules::{Action, MARKER, MARKER_BASE64, MaskSet, Replace};
 use super::strings::{escape_into, unescape};
+
+/// How many credential-key answers a masker remembers, and the longest key it remembers one
+/// for: enough for the distinct label, annotation and ConfigMap keys of a list, bounded.
+const CRED_KEY_CACHE: usize = 32;
+const CRED_KEY_CACHE_KEY_LEN: usize = 96;
 
 /// A position in one rule's path: the next step to match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,6 +312,9 @@ pub(crate) struct JsonMasker {
     /// Whether Table cells are masked (all but the name column): a policy rule could apply to
     /// the rows' kind.
     table_strict: bool,
+    /// Keys judged by [`JsonMasker::credential_key`], with the answer (at most
+    /// [`CRED_KEY_CACHE`], each at most [`CRED_KEY_CACHE_KEY_LEN`] bytes).
+    cred_keys: std::cell::RefCell<Vec<(Box<[u8]>, bool)>>,
     /// The name column of the last Table in this stream (a watch of Tables sends the column
     /// definitions with the first event only).
     stream_name_col: Option<usize>,
@@ -327,6 +337,7 @@ impl JsonMasker {
             origin,
             table_strict,
             stream_name_col: None,
+            cred_keys: std::cell::RefCell::new(Vec::new()),
             set,
             seq,
             lex: Lex::Value,
@@ -367,7 +378,15 @@ impl JsonMasker {
     pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), MaskError> {
         let mut i = 0;
         while i < input.len() {
-            i = self.step(input, i, out)?;
+            if matches!(
+                self.lex,
+                Lex::After | Lex::ObjFirst | Lex::ObjKey | Lex::ArrFirst
+            ) {
+                i = self.quiet_run(input, i, out)?;
+            }
+            if i < input.len() {
+                i = self.step(input, i, out)?;
+            }
         }
         self.consumed += input.len() as u64;
         Ok(())
@@ -934,8 +953,24 @@ impl JsonMasker {
             KeyScope::MetaMap => key.map(|k| k.rsplit(|&b| b == b'/').next().unwrap_or(k)),
             _ => key,
         };
-        key.filter(|k| super::credname::is_credential_key(&String::from_utf8_lossy(k)))
-            .map(|_| replace)
+        key.filter(|k| self.credential_key(k)).map(|_| replace)
+    }
+
+    /// [`super::credname::is_credential_key`], remembered for the last few keys: a list
+    /// repeats the same label, annotation and data keys in every item.
+    fn credential_key(&self, key: &[u8]) -> bool {
+        let mut cache = self.cred_keys.borrow_mut();
+        if let Some(&(_, is)) = cache.iter().find(|(k, _)| **k == *key) {
+            return is;
+        }
+        let is = super::credname::is_credential_key(&String::from_utf8_lossy(key));
+        if key.len() <= CRED_KEY_CACHE_KEY_LEN {
+            if cache.len() >= CRED_KEY_CACHE {
+                cache.clear();
+            }
+            cache.push((key.into(), is));
+        }
+        is
     }
 
     fn start_anchor(&mut self, kind: Option<String>) {

@@ -33,8 +33,9 @@ fn word(bytes: &[u8], at: usize) -> Option<u64> {
         .map(|c| u64::from_le_bytes(*c))
 }
 
-/// Where the first `a` or `b` is in `bytes[from..]`, as an index into `bytes`.
-#[inline]
+/// Where the first `a` or `b` is in `bytes[from..]`, as an index into `bytes`. Inlined into
+/// every caller (the masker's inner loops), with the long-string search out of line.
+#[inline(always)]
 pub(crate) fn find2(a: u8, b: u8, bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     let short_end = from.saturating_add(SHORT);
@@ -49,6 +50,11 @@ pub(crate) fn find2(a: u8, b: u8, bytes: &[u8], from: usize) -> Option<usize> {
         }
         i += 8;
     }
+    find2_long(a, b, bytes, i)
+}
+
+#[inline(never)]
+fn find2_long(a: u8, b: u8, bytes: &[u8], i: usize) -> Option<usize> {
     memchr::memchr2(a, b, bytes.get(i..)?).map(|p| i + p)
 }
 

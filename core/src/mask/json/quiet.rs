@@ -1,0 +1,278 @@
+//! The quiet lane: the members and elements of a container where no rule can apply (no path
+//! state, no selection, not an object of unknown kind, not a map judged by its keys) are read
+//! in one tight loop instead of one state-machine step per token.
+//!
+//! It takes only what it can finish inside the chunk at hand: a key with a scalar value (a
+//! string without escapes, a number or literal that ends before the chunk does), or a scalar
+//! element, plus the whitespace and commas between them; a key whose value is a container is
+//! read and the state machine takes over at the container, as if it had read the key itself.
+//! Everything else (an escape, a chunk boundary, a key a rule starts at, a key that changes the
+//! scope such as `metadata`, a malformed byte) is left to the state machine at the byte where
+//! it starts, with nothing consumed. What it writes is what the state machine writes for the same bytes:
+//! kept bytes copied, string values judged by the same detectors. The chunking properties
+//! (`core/tests/mask_props.rs`) and the masker fuzz target check that: a one-byte chunking never
+//! takes this lane, a whole document mostly does, and their outputs must be equal.
+
+use super::super::MaskError;
+use super::super::path::Step;
+use super::super::scan::find2;
+use super::{JsonMasker, KeyScope, Lex, Role, meta_scope, valid_literal};
+
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn skip_ws(input: &[u8], mut i: usize) -> usize {
+    while input.get(i).is_some_and(|&c| is_ws(c)) {
+        i += 1;
+    }
+    i
+}
+
+fn is_literal_byte(c: u8) -> bool {
+    matches!(c, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'-' | b'.')
+}
+
+/// A scalar that starts at `input[at]` and ends inside `input`.
+enum Scalar {
+    /// A string's contents are `input[at + 1..end]` (no escape); the value ends at `end + 1`.
+    Str { end: usize },
+    /// A number or literal `input[at..end]`, valid.
+    Literal { end: usize },
+}
+
+fn scalar_at(input: &[u8], at: usize) -> Option<Scalar> {
+    match *input.get(at)? {
+        b'"' => {
+            let end = find2(b'"', b'\\', input, at + 1)?;
+            (input.get(end) == Some(&b'"')).then_some(Scalar::Str { end })
+        }
+        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+            let len = input.get(at..)?.iter().position(|&c| !is_literal_byte(c))?;
+            let end = at + len;
+            // The state machine holds at most 512 literal bytes; past that it is an error
+            // it reports.
+            (len <= 512 && valid_literal(input.get(at..end)?)).then_some(Scalar::Literal { end })
+        }
+        _ => None,
+    }
+}
+
+impl JsonMasker {
+    /// The innermost container, when the lane can read in it: whether it is an object, its key
+    /// scope, and its path states. A plain container (not an object the masker places, not a
+    /// command line or Table part), not masked whole, not of unknown kind, whose states (if
+    /// any) all wait for a member by name: a scalar under any other name has no state and no
+    /// selection.
+    fn quiet_frame(&self) -> Option<(bool, KeyScope, (usize, usize))> {
+        if self.hold.is_some() {
+            return None;
+        }
+        let f = self.frames.last()?;
+        let quiet = f.role == Role::Plain
+            && !f.loose
+            && f.masked.is_none()
+            && matches!(
+                f.scope,
+                KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot
+            )
+            && self.states_wait_by_name(f.states);
+        quiet.then_some((f.object, f.scope, f.states))
+    }
+
+    /// The names the states in `range` wait for, `None` for a state that waits for anything
+    /// else (an index, a filter, any member, a descent) or is complete.
+    fn by_name(&self, range: (usize, usize)) -> impl Iterator<Item = Option<&[u8]>> + '_ {
+        self.states
+            .get(range.0..range.1)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                match self
+                    .set
+                    .rules
+                    .get(usize::from(s.rule))
+                    .and_then(|r| r.steps.get(usize::from(s.step)))
+                {
+                    Some(Step::Child(name)) => Some(name.as_bytes()),
+                    _ => None,
+                }
+            })
+    }
+
+    fn states_wait_by_name(&self, range: (usize, usize)) -> bool {
+        self.by_name(range).all(|n| n.is_some())
+    }
+
+    /// Read from `i` in the quiet lane; return where the state machine takes over.
+    pub(super) fn quiet_run(
+        &mut self,
+        input: &[u8],
+        mut i: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, MaskError> {
+        let Some((object, scope, states)) = self.quiet_frame() else {
+            return Ok(i);
+        };
+        loop {
+            let Some(&c) = input.get(i) else {
+                return Ok(i);
+            };
+            if is_ws(c) {
+                let end = skip_ws(input, i);
+                out.extend_from_slice(&input[i..end]);
+                i = end;
+                continue;
+            }
+            let next = match (self.lex, c) {
+                (Lex::After, b',') => {
+                    out.push(b',');
+                    self.lex = if object { Lex::ObjKey } else { Lex::Value };
+                    Some(i + 1)
+                }
+                (Lex::ObjFirst | Lex::ObjKey, b'"') => {
+                    self.quiet_member(input, i, scope, states, out)?
+                }
+                (Lex::Value | Lex::ArrFirst, _) if !object => self.quiet_value(input, i, i, out)?,
+                _ => None,
+            };
+            match next {
+                Some(n) => i = n,
+                None => return Ok(i),
+            }
+        }
+    }
+
+    /// A member whose key starts at `input[i]`, when its value is a scalar the lane can take,
+    /// or a container (handed to the state machine with the key read).
+    fn quiet_member(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        scope: KeyScope,
+        states: (usize, usize),
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, MaskError> {
+        let Some(key_end) = find2(b'"', b'\\', input, i + 1) else {
+            return Ok(None);
+        };
+        if input[key_end] != b'"' {
+            return Ok(None);
+        }
+        let colon = skip_ws(input, key_end + 1);
+        if input.get(colon) != Some(&b':') {
+            return Ok(None);
+        }
+        let value = skip_ws(input, colon + 1);
+        let key = &input[i + 1..key_end];
+        if matches!(input.get(value), Some(b'{' | b'[')) {
+            // A container: the key is read, so hand the state machine the member at its value,
+            // as if it had read the key itself (it works out the container's context).
+            out.extend_from_slice(&input[i..value]);
+            self.key.clear();
+            self.key.extend_from_slice(key);
+            self.has_key = true;
+            self.lex = Lex::Value;
+            return Ok(Some(value));
+        }
+        // A scalar: the lane's only if nothing applies to it. No rule starts at this key, no
+        // state waits for it, and its scope judges no key (ObjectMeta's own fields; not an
+        // annotation, a label, a ConfigMap's data or an object of unknown kind).
+        let child = meta_scope(Role::Plain, scope, Some(key)).unwrap_or(scope);
+        if self.set.starts_at(key)
+            || !matches!(child, KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot)
+            || self.by_name(states).any(|n| n == Some(key))
+        {
+            return Ok(None);
+        }
+        self.quiet_value(input, i, value, out)
+    }
+
+    /// A scalar value at `input[at]`, with `input[from..at]` (a key, a colon, whitespace) kept
+    /// before it.
+    fn quiet_value(
+        &mut self,
+        input: &[u8],
+        from: usize,
+        at: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, MaskError> {
+        let Some(scalar) = scalar_at(input, at) else {
+            return Ok(None);
+        };
+        out.extend_from_slice(&input[from..at]);
+        self.started = true;
+        let next = match scalar {
+            Scalar::Str { end } => {
+                self.str_has_escape = false;
+                self.detect_string(&input[at + 1..end], out)?;
+                end + 1
+            }
+            Scalar::Literal { end } => {
+                out.extend_from_slice(&input[at..end]);
+                end
+            }
+        };
+        self.value_done(out);
+        Ok(Some(next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::super::rules::MaskSet;
+    use super::super::{JsonMasker, Origin};
+
+    fn mask(set: &Arc<MaskSet>, input: &[u8], chunk: usize) -> (Vec<u8>, bool) {
+        let set = Arc::clone(set);
+        let mut m = JsonMasker::new(set, false, Arc::new(Origin::default()));
+        let mut out = Vec::new();
+        let ok = input
+            .chunks(chunk)
+            .try_for_each(|c| m.feed(c, &mut out))
+            .and_then(|()| m.finish(&mut out))
+            .is_ok();
+        (out, ok)
+    }
+
+    /// Whole (the lane reads most of it) and byte by byte (the lane reads none of it) agree,
+    /// on the shapes the lane takes and the ones it hands back: ObjectMeta's scalars, labels
+    /// and annotations judged by key, env entries, escapes, literals, malformed values.
+    #[test]
+    fn the_lane_writes_what_the_state_machine_writes() -> Result<(), String> {
+        let set = Arc::new(MaskSet::builtin()?);
+        let docs: &[&[u8]] = &[
+            br#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"db","uid":"1-2","generation":3,"deleted":null,"labels":{"app":"x","db-password":"hunter2"},"annotations":{"token":"t0ps3cret","note":"password=hunter22"}},"data":{"password":"aHVudGVy"},"type":"Opaque"}"#,
+            br#"{"kind":"PodList","items":[{"metadata":{"name":"p","managedFields":[{"manager":"helm","fieldsV1":{"f:spec":{}}}]},"spec":{"containers":[{"name":"c","image":"i","env":[{"name":"API_TOKEN","value":"abc123456"},{"name":"MODE","value":"x"}],"args":["--password","p4ssw0rd1"],"ports":[{"containerPort":8080,"protocol":"TCP"}]}]}}]}"#,
+            br#"{"kind":"ConfigMap","metadata":{"name":"c"},"data":{"password":"x1234567","plain":"ok","url":"https://u:p4ssw0rd@h/"}}"#,
+            br#"{"kind":"Event","message":"escaped \"quote\" and \u0041 and ghp_0123456789abcdefghijklmnopqrstuvwxyz","count":12,"x":[1,2.5e3,-0,true,false,null,"s"]}"#,
+            br#"{"kind":"Event","metadata":{"name":"e"},"count":01}"#,
+            br#"{"kind":"Event","metadata":{"name":"e"},"count":1x}"#,
+            br#"{"kind":"Widget","apiVersion":"x.io/v1","spec":{"password":"custom-res-secret","n":1}}"#,
+            b"{ \"kind\" : \"Pod\" , \"metadata\" : { \"name\" : \"w\" , \"labels\" : { } } , \"spec\" : { } }",
+        ];
+        for doc in docs {
+            let whole = mask(&set, doc, doc.len());
+            let bytewise = mask(&set, doc, 1);
+            assert_eq!(
+                whole,
+                bytewise,
+                "{}\n{}\n{}",
+                String::from_utf8_lossy(doc),
+                String::from_utf8_lossy(&whole.0),
+                String::from_utf8_lossy(&bytewise.0)
+            );
+        }
+        // And the lane masks what it must.
+        let (out, ok) = mask(&set, docs[0], docs[0].len());
+        assert!(ok);
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            !out.contains("hunter2") && !out.contains("t0ps3cret"),
+            "{out}"
+        );
+        Ok(())
+    }
+}
