@@ -134,6 +134,13 @@ pub(crate) fn read_member(json: &[u8], key: &str) -> Result<Member, serde_json::
     let mut de = serde_json::Deserializer::from_slice(json);
     let m = TopSeed { key }.deserialize(&mut de)?;
     de.end()?;
+    if m.dup {
+        // After a key twice the pass skips what follows without checking it (as a duplicate
+        // check may); the element must still be JSON a decoder accepts (no lone surrogate, no
+        // number out of range, not too deep), as parsing it whole says. Rare: only a
+        // duplicate pays for the second pass.
+        serde_json::from_slice::<serde_json::Value>(json)?;
+    }
     Ok(m)
 }
 
@@ -351,6 +358,19 @@ mod tests {
     #[test]
     fn invalid_json_is_an_error() {
         assert!(read_member(b"{", "name").is_err());
+        // Invalid after a duplicate key, where the one pass stops checking: still an error.
+        for bad in [
+            &br#"{"name":"A","NAME":"B","value":"v","x":1e400}"#[..],
+            br#"{"name":"A","NAME":"B","x":"\ud800"}"#,
+            b"{\"name\":\"A\",\"NAME\":\"B\",\"x\":\"\xff\"}",
+        ] {
+            assert!(
+                read_member(bad, "name").is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(serde_json::from_slice::<serde_json::Value>(bad).is_err());
+        }
         assert!(read_member(br#"{"name":"a"} x"#, "name").is_err());
         assert_eq!(
             read_member(br#"{"name":"API_KEY","value":"x"}"#, "name").ok(),
