@@ -48,8 +48,9 @@
 //!   run masked when it holds a known token prefix or is the value of a credential assignment.
 //! - What cannot be placed with certainty gets the strictest rules: an object whose `kind` is
 //!   not yet known gets every mask; every object in a root array, in a Status's `details`, in
-//!   a custom resource (or an object of unknown kind) gets every mask as well as the paths that
-//!   reach it; a second `kind` (or `apiVersion` group) for one object that differs from the
+//!   a custom resource (or an object of unknown kind), or out of place in a list, a Table or a
+//!   watch event (an item or row that is an array, an event's `object` that is an array, a
+//!   member beside it) gets every mask as well as the paths that reach it; a second `kind` (or `apiVersion` group) for one object that differs from the
 //!   first, from its list's, or from a case variant (`Kind`) ends the response with an error.
 //!   A list item states its own kind in any list (custom and aggregated lists too): it is judged
 //!   by the strictest of its own kind, its list's item kind and the request's kind. An element

@@ -1273,3 +1273,43 @@ fn plain_text_is_masked_as_what_it_holds() {
     let long = " ".repeat(200 * 1024);
     assert_eq!(masked("/x", &long, 100 * 1024).len(), long.len());
 }
+
+/// A list, a Table and a watch event each have one place for an object. An object anywhere else
+/// in them (an item that is an array, a row that is an array, an event's `object` that is an
+/// array, a member beside `object`) is no shape the API server sends; a hostile upstream could
+/// use it to carry a Secret past the masks that follow the expected shape. Every object there is
+/// judged as one of unknown kind: every mask applies.
+#[test]
+fn objects_out_of_place_in_lists_tables_and_events_get_every_mask() {
+    let secret =
+        r#"{"kind":"Secret","apiVersion":"v1","data":{"password":"c2VjcmV0LXZhbHVlLTEyMw=="}}"#;
+    let json_cases = [
+        format!(r#"{{"kind":"SecretList","apiVersion":"v1","items":[[{secret}]]}}"#),
+        format!(r#"{{"kind":"PodList","apiVersion":"v1","items":[[[{secret}]]]}}"#),
+        format!(r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","rows":[[{secret}]]}}"#),
+    ];
+    for case in &json_cases {
+        let out = mask_json(case);
+        assert!(!out.contains("c2VjcmV0LXZhbHVlLTEyMw=="), "{case}\n{out}");
+    }
+    let watch_cases = [
+        format!(r#"{{"type":"ADDED","object":[{secret}]}}"#),
+        format!(
+            r#"{{"type":"ADDED","object":{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"p"}}}},"extra":{secret}}}"#
+        ),
+        format!(
+            r#"{{"type":"ADDED","extra":[[{secret}]],"object":{{"kind":"Pod","apiVersion":"v1"}}}}"#
+        ),
+    ];
+    for case in &watch_cases {
+        let line = format!("{case}\n");
+        let (out, err) = run(&BUILTIN, Framing::WatchEvents, &[line.as_bytes()]);
+        assert_eq!(err, None, "{case}");
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("c2VjcmV0LXZhbHVlLTEyMw=="), "{case}\n{out}");
+    }
+    // The shapes the API server sends are unchanged: a list's items and an event's object are
+    // judged as their kinds, nothing more is masked.
+    let pod = r#"{"kind":"PodList","apiVersion":"v1","items":[{"metadata":{"name":"p","labels":{"type":"web"}}}]}"#;
+    assert_eq!(mask_json(pod), pod);
+}

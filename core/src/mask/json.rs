@@ -746,7 +746,16 @@ impl JsonMasker {
         // carry anything; so can a custom resource, or an object whose kind is not yet known
         // (a Kyverno or Crossplane resource embeds whole Secrets, keys sorted, `data` before
         // `kind`). Built-in kinds have schemas the API server enforces: placed exactly.
+        // A container where a list, a Table or a watch event has one place for an object (an
+        // item, a row, the event's `object`) but in another shape or at another key: no shape
+        // the API server sends, and nothing to judge its objects by, so every object in it is
+        // of unknown kind, as in a root array (a hostile upstream could put a Secret in
+        // `items[0][0]`, in an event's `object` array or beside it).
+        let misplaced = (is_obj || is_arr)
+            && role == Role::Plain
+            && matches!(parent_role, Role::Items | Role::Rows | Role::Event);
         let loose = parent_loose
+            || misplaced
             || (parent_role == Role::Anchor
                 && (key_ref == Some(b"details".as_slice())
                     || !anchor
