@@ -49,6 +49,8 @@ struct Target {
     name: String,
     authority: String,
     https: bool,
+    /// The server's process, whose CPU time is counted per request under load.
+    pid: Option<u32>,
 }
 
 struct Options {
@@ -63,7 +65,7 @@ struct Options {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: proxy_load --target NAME=http[s]://127.0.0.1:PORT... [--connections N] [--seconds S] [--rounds R] [--sequential N] [--path PATH]... [--bearer-file NAME=FILE]... [--ca-file NAME=FILE]..."
+        "usage: proxy_load --target NAME=http[s]://127.0.0.1:PORT... [--connections N] [--seconds S] [--rounds R] [--sequential N] [--path PATH]... [--bearer-file NAME=FILE]... [--ca-file NAME=FILE]... [--pid NAME=PID]..."
     );
     std::process::exit(2)
 }
@@ -79,6 +81,7 @@ fn options() -> Options {
     };
     let mut bearers: HashMap<String, String> = HashMap::new();
     let mut cas: HashMap<String, String> = HashMap::new();
+    let mut pids: HashMap<String, u32> = HashMap::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -99,6 +102,7 @@ fn options() -> Options {
                     name: name.to_string(),
                     authority: authority.trim_end_matches('/').to_string(),
                     https,
+                    pid: None,
                 });
             }
             "--connections" => o.connections = value().parse().unwrap_or_else(|_| usage()),
@@ -116,6 +120,13 @@ fn options() -> Options {
                     usage()
                 };
                 bearers.insert(name.to_string(), token.trim().to_string());
+            }
+            "--pid" => {
+                let v = value();
+                let Some((name, pid)) = v.split_once('=') else {
+                    usage()
+                };
+                pids.insert(name.to_string(), pid.parse().unwrap_or_else(|_| usage()));
             }
             "--ca-file" => {
                 let v = value();
@@ -149,6 +160,9 @@ fn options() -> Options {
         tls.insert(t.authority.clone(), tls_connector(pem));
     }
     let _ = TLS.set(tls);
+    for t in &mut o.targets {
+        t.pid = pids.get(&t.name).copied();
+    }
     if o.targets.is_empty() || o.connections == 0 || o.rounds == 0 {
         usage()
     }
@@ -235,6 +249,18 @@ async fn once(s: &mut Sender, authority: &str, path: &str) -> Result<Duration, S
         ));
     }
     Ok(took)
+}
+
+/// User and system CPU time of a process, from `/proc/PID/stat` (Linux).
+fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Ticks of USER_HZ, which Linux fixes at 100 for user space.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 #[derive(Default)]
@@ -397,6 +423,11 @@ async fn run(o: Options) -> i32 {
     let n = o.targets.len();
     let mut load: Vec<Sample> = (0..n).map(|_| Sample::default()).collect();
     let mut seq: Vec<Sample> = (0..n).map(|_| Sample::default()).collect();
+    // CPU time of each server process (where its pid is given) under load, and the requests
+    // it served meanwhile: what a request costs in CPU, which contention moves far less than
+    // it moves throughput.
+    let mut cpu: Vec<Duration> = vec![Duration::ZERO; n];
+    let mut served: Vec<usize> = vec![0; n];
     let mut seq_by_path: Vec<Vec<Sample>> = (0..n)
         .map(|_| mix.iter().map(|_| Sample::default()).collect())
         .collect();
@@ -408,7 +439,12 @@ async fn run(o: Options) -> i32 {
         // Rotate the order so that no endpoint always runs first or last.
         for k in 0..n {
             let i = (k + round) % n;
+            let before = cpu_time(o.targets[i].pid);
             let s = closed_loop(&o.targets[i], &mix, o.connections, o.seconds).await;
+            if let (Some(b), Some(a)) = (before, cpu_time(o.targets[i].pid)) {
+                cpu[i] += a.saturating_sub(b);
+                served[i] += s.latencies.len();
+            }
             eprintln!(
                 "round {}: {:<14} {:>8.0} req/s",
                 round + 1,
@@ -463,6 +499,26 @@ async fn run(o: Options) -> i32 {
             eprintln!("{}: {e}", o.targets[i].name);
         }
         errors += load[i].errors.len() + seq[i].errors.len();
+    }
+    let measured: Vec<usize> = (0..n).filter(|&i| served[i] > 0).collect();
+    if !measured.is_empty() {
+        println!();
+        println!(
+            "Server CPU time per request under load ({} connections)",
+            o.connections
+        );
+        println!();
+        println!("| endpoint | requests | CPU | CPU per request |");
+        println!("|---|---:|---:|---:|");
+        for i in measured {
+            println!(
+                "| {} | {} | {:.2} s | {:.1} µs |",
+                o.targets[i].name,
+                served[i],
+                cpu[i].as_secs_f64(),
+                cpu[i].as_secs_f64() * 1e6 / served[i] as f64
+            );
+        }
     }
     println!();
     println!(

@@ -18,7 +18,13 @@
 # request), `kubeleash-plain` (the first with --plain-http: what TLS costs), `kubectl-proxy`
 # (plain HTTP, as kubectl proxy serves; skipped, with a note, when kubectl is not installed), and
 # with KUBELEASH_BASELINE_BIN=/path/to/kubeleash (an older build, say) `baseline`: that binary's
-# proxy with the same flags, measured in the same rounds (HTTPS if it serves HTTPS).
+# proxy with the same flags, measured in the same rounds (HTTPS if it serves HTTPS); add flags
+# to it with KUBELEASH_BASELINE_ARGS (`--record FILE` to compare two builds' recorders).
+#
+# Besides latency and throughput, it prints each kubeleash process's CPU time per request under
+# load (user + system, from /proc): the cost of a feature (recording, TLS) as CPU it burns, which
+# the sharing of two cores with the load generator and the sandbox moves far less than it moves
+# requests per second.
 #
 # The load generator keeps its connections alive, as kubectl does: a TLS handshake per
 # connection, not per request.
@@ -43,12 +49,14 @@ REAL=
 [ "${KUBELEASH_BENCH_SERVER:-sandbox}" = real ] && REAL=1
 
 # start NAME PATTERN COMMAND...: run COMMAND in the background, wait (up to 30 s) for a line of
-# its standard output matching PATTERN, and set ADDR to the 127.0.0.1:PORT it names.
+# its standard output matching PATTERN, and set ADDR to the 127.0.0.1:PORT it names and PID to
+# its process id.
 start() {
     local name=$1 pattern=$2
     shift 2
     "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
     PIDS+=("$!")
+    PID=$!
     for _ in $(seq 300); do
         if grep -q "$pattern" "$WORK/$name.out" 2>/dev/null; then
             ADDR=$(grep -m1 -o '127\.0\.0\.1:[0-9]*' "$WORK/$name.out")
@@ -85,6 +93,7 @@ users:
   user: {}
 EOF
 fi
+read -r -a BASELINE_ARGS <<<"${KUBELEASH_BASELINE_ARGS:-}"
 PROXY_ARGS=(proxy --policy examples/agent-policy.yaml --kubeconfig "$WORK/operator.kubeconfig"
     --listen 127.0.0.1:0 --user agent-1 --group ai-agents)
 # Each proxy writes the bearer token it requires, and (HTTPS) the CA it made; the load generator
@@ -92,32 +101,36 @@ PROXY_ARGS=(proxy --policy examples/agent-policy.yaml --kubeconfig "$WORK/operat
 start kubeleash 'listening on https://' "$BIN" "${PROXY_ARGS[@]}" \
     --agent-token-file "$WORK/kubeleash.token" --agent-ca-file "$WORK/kubeleash.ca"
 KUBELEASH=$ADDR
+KUBELEASH_PID=$PID
 start kubeleash-record 'listening on https://' "$BIN" "${PROXY_ARGS[@]}" --record "$WORK/record.jsonl" \
     --agent-token-file "$WORK/kubeleash-record.token" --agent-ca-file "$WORK/kubeleash-record.ca"
 RECORDING=$ADDR
+RECORDING_PID=$PID
 start kubeleash-plain 'listening on http://' "$BIN" "${PROXY_ARGS[@]}" --plain-http \
     --agent-token-file "$WORK/kubeleash-plain.token"
 PLAIN=$ADDR
+PLAIN_PID=$PID
 BASELINE_TARGETS=()
 if [ -n "${KUBELEASH_BASELINE_BIN:-}" ]; then
     BASELINE_HELP=$("$KUBELEASH_BASELINE_BIN" proxy --help)
     if grep -q -- --plain-http <<<"$BASELINE_HELP"; then
         # Builds that serve HTTPS by default.
-        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}" \
+        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}" "${BASELINE_ARGS[@]}" \
             --agent-token-file "$WORK/baseline.token" --agent-ca-file "$WORK/baseline.ca"
         BASELINE_TARGETS=(--target "baseline=https://$ADDR"
             --bearer-file "baseline=$WORK/baseline.token" --ca-file "baseline=$WORK/baseline.ca")
     elif grep -q -- --agent-token-file <<<"$BASELINE_HELP"; then
         # Plain HTTP, with the proxy token (issue 12).
-        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}" \
+        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}" "${BASELINE_ARGS[@]}" \
             --agent-token-file "$WORK/baseline.token"
         BASELINE_TARGETS=(--target "baseline=http://$ADDR"
             --bearer-file "baseline=$WORK/baseline.token")
     else
         # Builds from before the proxy token take no --agent-token-file and need none.
-        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}"
+        start baseline 'listening on' "$KUBELEASH_BASELINE_BIN" "${PROXY_ARGS[@]}" "${BASELINE_ARGS[@]}"
         BASELINE_TARGETS=(--target "baseline=http://$ADDR")
     fi
+    BASELINE_TARGETS+=(--pid "baseline=$PID")
 fi
 
 TARGETS=(--target "kubeleash=https://$KUBELEASH"
@@ -127,7 +140,9 @@ TARGETS=(--target "kubeleash=https://$KUBELEASH"
     --bearer-file "kubeleash-record=$WORK/kubeleash-record.token"
     --bearer-file "kubeleash-plain=$WORK/kubeleash-plain.token"
     --ca-file "kubeleash=$WORK/kubeleash.ca"
-    --ca-file "kubeleash-record=$WORK/kubeleash-record.ca" "${BASELINE_TARGETS[@]}")
+    --ca-file "kubeleash-record=$WORK/kubeleash-record.ca" "${BASELINE_TARGETS[@]}"
+    --pid "kubeleash=$KUBELEASH_PID" --pid "kubeleash-record=$RECORDING_PID"
+    --pid "kubeleash-plain=$PLAIN_PID")
 KUBECTL_PROXY=()
 if command -v kubectl >/dev/null; then
     mkdir -p "$WORK/home"

@@ -15,6 +15,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// See `mimalloc` in Cargo.toml for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Hold an AI agent to least privilege on every request it sends to Kubernetes.
 #[derive(Debug, Parser)]
 #[command(name = "kubeleash", version, about)]

@@ -18,13 +18,15 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use kubeleash_core::record::{Chain, Record, RecordBody, audit_event, rfc3339};
 use tokio::sync::oneshot;
+
+mod inbox;
+use inbox::Inbox;
 
 /// Why a record could not be written.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -163,9 +165,16 @@ enum Msg {
     Close(std::sync::mpsc::Sender<()>),
 }
 
+impl Msg {
+    /// Somebody waits for this one to be written: the writer must not linger over it.
+    fn urgent(&self) -> bool {
+        matches!(self, Msg::Record(_, Some(_)) | Msg::Close(_))
+    }
+}
+
 /// Appends records to a file as JSON Lines.
 pub struct JsonlRecorder {
-    tx: Sender<Msg>,
+    inbox: Arc<Inbox<Msg>>,
     /// Records queued and not yet written, and the writer's signal that it took one.
     state: Arc<WriterState>,
     options: RecorderOptions,
@@ -258,7 +267,10 @@ impl JsonlRecorder {
             Format::Chained => resume(&path, &mut file, &session)?,
             Format::Audit => Chain::new(session),
         };
-        let (tx, rx) = channel();
+        // A lingering writer is woken early once a quarter of the admission bound waits, so
+        // lingering never makes admission wait for room.
+        let inbox = Arc::new(Inbox::new((options.queue / 4).clamp(1, MAX_BATCH)));
+        let inbox_w = Arc::clone(&inbox);
         let format = options.format;
         let state = Arc::new(WriterState {
             pending: AtomicUsize::new(0),
@@ -269,9 +281,13 @@ impl JsonlRecorder {
         let state_w = Arc::clone(&state);
         let writer = std::thread::Builder::new()
             .name("kubeleash-recorder".into())
-            .spawn(move || write_loop(rx, file, chain, format, &state_w))?;
+            .spawn(move || {
+                // Closed however the writer ends (a panic too), so nobody waits on it.
+                let _closed = inbox::CloseOnDrop(&inbox_w);
+                write_loop(&inbox_w, file, chain, format, &state_w);
+            })?;
         Ok(JsonlRecorder {
-            tx,
+            inbox,
             state,
             options,
             writer: Mutex::new(Some(writer)),
@@ -295,7 +311,8 @@ impl JsonlRecorder {
             return Err(e);
         }
         self.state.pending.fetch_add(1, Ordering::AcqRel);
-        self.tx.send(msg).map_err(|_| {
+        let urgent = msg.urgent();
+        self.inbox.send(msg, urgent).map_err(|_| {
             self.state.pending.fetch_sub(1, Ordering::AcqRel);
             RecordError::Write("the writer has stopped".into())
         })
@@ -310,7 +327,7 @@ impl JsonlRecorder {
     pub fn close(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
         self.state.pending.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(Msg::Close(tx)).is_ok() {
+        if self.inbox.send(Msg::Close(tx), true).is_ok() {
             let _ = rx.recv();
         }
         if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -325,15 +342,17 @@ impl Drop for JsonlRecorder {
     }
 }
 
-/// The most records written in one batch (one write, one flush, at most one sync).
+/// The batch size that wakes a lingering writer at the latest (one write, one flush, at most
+/// one sync for all of them).
 const MAX_BATCH: usize = 512;
 
-/// The writer: group commit. It takes every record queued (up to [`MAX_BATCH`]), writes them
-/// in order, flushes once, syncs once if any of them (or the close) must be durable, and only
-/// then acknowledges the durable ones: a record acknowledged is on disk, and many records
-/// share one write and one sync instead of paying for their own.
+/// The writer: group commit. It takes every record queued (lingering briefly for more while
+/// nobody waits for one: see [`inbox`]), writes them in order, flushes once, syncs once if any
+/// of them (or the close) must be durable, and only then acknowledges the durable ones: a
+/// record acknowledged is on disk, and many records share one write and one sync instead of
+/// paying for their own. It returns after the close, or once nothing can send any more.
 fn write_loop(
-    rx: Receiver<Msg>,
+    inbox: &Inbox<Msg>,
     file: File,
     mut chain: Chain,
     format: Format,
@@ -341,14 +360,10 @@ fn write_loop(
 ) {
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
+    let mut linger = false;
+    loop {
+        inbox.take(&mut batch, linger);
+        linger = batch.len() > 1;
         state.pending.fetch_sub(batch.len(), Ordering::AcqRel);
         state.drained.notify_waiters();
         if state.failed.load(Ordering::Acquire) {
