@@ -9,6 +9,28 @@
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+/// The visit methods for the scalars a visitor does not look into (everything but strings),
+/// each answering `$answer`.
+macro_rules! opaque_scalars {
+    ($value:ty, $answer:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            Ok($answer)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            Ok($answer)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            Ok($answer)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            Ok($answer)
+        }
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            Ok($answer)
+        }
+    };
+}
+
 /// Deserializes any JSON value; `dup` is whether some object in it has a key twice.
 struct Check {
     dup: bool,
@@ -29,22 +51,8 @@ impl<'de> Visitor<'de> for CheckVisitor {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Check, E> {
-        Ok(Check { dup: false })
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Check, E> {
-        Ok(Check { dup: false })
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Check, E> {
-        Ok(Check { dup: false })
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Check, E> {
-        Ok(Check { dup: false })
-    }
+    opaque_scalars!(Check, Check { dup: false });
     fn visit_str<E>(self, _: &str) -> Result<Check, E> {
-        Ok(Check { dup: false })
-    }
-    fn visit_unit<E>(self) -> Result<Check, E> {
         Ok(Check { dup: false })
     }
 
@@ -163,22 +171,8 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Member, E> {
-        Ok(absent())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Member, E> {
-        Ok(absent())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Member, E> {
-        Ok(absent())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Member, E> {
-        Ok(absent())
-    }
+    opaque_scalars!(Member, absent());
     fn visit_str<E>(self, _: &str) -> Result<Member, E> {
-        Ok(absent())
-    }
-    fn visit_unit<E>(self) -> Result<Member, E> {
         Ok(absent())
     }
 
@@ -251,36 +245,13 @@ impl<'de> Visitor<'de> for CapturedVisitor {
             dup: false,
         })
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Captured, E> {
-        Ok(Captured {
+    opaque_scalars!(
+        Captured,
+        Captured {
             text: None,
             dup: false,
-        })
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Captured, E> {
-        Ok(Captured {
-            text: None,
-            dup: false,
-        })
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Captured, E> {
-        Ok(Captured {
-            text: None,
-            dup: false,
-        })
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Captured, E> {
-        Ok(Captured {
-            text: None,
-            dup: false,
-        })
-    }
-    fn visit_unit<E>(self) -> Result<Captured, E> {
-        Ok(Captured {
-            text: None,
-            dup: false,
-        })
-    }
+        }
+    );
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Captured, A::Error> {
         Ok(Captured {
             text: None,
