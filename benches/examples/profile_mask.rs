@@ -1,7 +1,8 @@
 //! A loop masking one workload, for profilers and instruction counts (`benches/instructions/`):
-//! `profile_mask pods|secrets|events|watch|configmap ROUNDS [kubeleash|ignored-any|serde-json]`.
-//! The third argument picks what runs on the same bytes: the masker (default), serde_json's
-//! validation alone (`IgnoredAny`, the issue 15 floor), or serde_json parse, mask, serialize.
+//! `profile_mask pods|secrets|events|watch|configmap ROUNDS [kubeleash|masks-off|ignored-any|serde-json]`.
+//! The third argument picks what runs on the same bytes: the masker (default), the masker with
+//! every built-in mask and detector turned off, serde_json's validation alone (`IgnoredAny`, the
+//! issue 15 floor), or serde_json parse, mask, serialize.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -25,9 +26,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let what = std::env::args()
         .nth(3)
         .unwrap_or_else(|| "kubeleash".into());
-    let set = Arc::new(MaskSet::builtin()?);
+    let set = if what == "masks-off" {
+        kubeleash_benches::masks_off()?
+    } else {
+        Arc::new(MaskSet::builtin()?)
+    };
     let mut out = Vec::new();
-    if what != "kubeleash" {
+    if what != "kubeleash" && what != "masks-off" {
         for _ in 0..rounds {
             match what.as_str() {
                 "ignored-any" => {

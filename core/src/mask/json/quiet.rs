@@ -60,16 +60,24 @@ fn scalar_at(input: &[u8], at: usize) -> Option<Scalar> {
 
 impl JsonMasker {
     /// The innermost container, when the lane can read in it: whether it is an object, its key
-    /// scope, and its path states. A plain container (not an object the masker places, not a
-    /// command line or Table part), not masked whole, not of unknown kind, whose states (if
-    /// any) all wait for a member by name: a scalar under any other name has no state and no
-    /// selection.
-    fn quiet_frame(&self) -> Option<(bool, KeyScope, (usize, usize))> {
+    /// scope, its path states, and whether it is a Kubernetes object. A plain container (not a
+    /// list's items, not a command line or Table part) or a Kubernetes object whose kind is
+    /// known and built in, not masked whole, not of unknown kind, whose states (if any) all
+    /// wait for a member by name: a scalar under any other name has no state and no selection.
+    fn quiet_frame(&self) -> Option<(bool, KeyScope, (usize, usize), bool)> {
         if self.hold.is_some() {
             return None;
         }
         let f = self.frames.last()?;
-        let quiet = f.role == Role::Plain
+        // An object of a built-in kind judges its scalar members as a plain object does, but
+        // for `kind` and `apiVersion` (which `quiet_member` hands back); one of unknown or
+        // not yet known kind judges every member strictly.
+        let anchor = f.role == Role::Anchor
+            && f.object
+            && f.anchor
+                .and_then(|a| self.anchors.get(a))
+                .is_some_and(|a| a.builtin && a.kind.is_some());
+        let quiet = (f.role == Role::Plain || anchor)
             && !f.loose
             && f.masked.is_none()
             && matches!(
@@ -77,7 +85,7 @@ impl JsonMasker {
                 KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot
             )
             && self.states_wait_by_name(f.states);
-        quiet.then_some((f.object, f.scope, f.states))
+        quiet.then_some((f.object, f.scope, f.states, anchor))
     }
 
     /// The names the states in `range` wait for, `None` for a state that waits for anything
@@ -111,7 +119,7 @@ impl JsonMasker {
         mut i: usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, MaskError> {
-        let Some((object, scope, states)) = self.quiet_frame() else {
+        let Some((object, scope, states, anchor)) = self.quiet_frame() else {
             return Ok(i);
         };
         loop {
@@ -131,7 +139,7 @@ impl JsonMasker {
                     Some(i + 1)
                 }
                 (Lex::ObjFirst | Lex::ObjKey, b'"') => {
-                    self.quiet_member(input, i, scope, states, out)?
+                    self.quiet_member(input, i, scope, states, anchor, out)?
                 }
                 (Lex::Value | Lex::ArrFirst, _) if !object => self.quiet_value(input, i, i, out)?,
                 _ => None,
@@ -151,6 +159,7 @@ impl JsonMasker {
         i: usize,
         scope: KeyScope,
         states: (usize, usize),
+        anchor: bool,
         out: &mut Vec<u8>,
     ) -> Result<Option<usize>, MaskError> {
         let Some(key_end) = find2(b'"', b'\\', input, i + 1) else {
@@ -177,7 +186,17 @@ impl JsonMasker {
         }
         // A scalar: the lane's only if nothing applies to it. No rule starts at this key, no
         // state waits for it, and its scope judges no key (ObjectMeta's own fields; not an
-        // annotation, a label, a ConfigMap's data or an object of unknown kind).
+        // annotation, a label, a ConfigMap's data or an object of unknown kind). In a
+        // Kubernetes object, the members the state machine reads for the object itself
+        // (`kind`, `apiVersion`, in any spelling) or scopes by name (`metadata`, `data`,
+        // `binaryData`, `details`) are its own.
+        if anchor
+            && (key.eq_ignore_ascii_case(b"kind")
+                || key.eq_ignore_ascii_case(b"apiVersion")
+                || matches!(key, b"metadata" | b"data" | b"binaryData" | b"details"))
+        {
+            return Ok(None);
+        }
         let child = meta_scope(Role::Plain, scope, Some(key)).unwrap_or(scope);
         if self.set.starts_at(key)
             || !matches!(child, KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot)
@@ -252,6 +271,14 @@ mod tests {
             br#"{"kind":"Event","metadata":{"name":"e"},"count":1x}"#,
             br#"{"kind":"Widget","apiVersion":"x.io/v1","spec":{"password":"custom-res-secret","n":1}}"#,
             b"{ \"kind\" : \"Pod\" , \"metadata\" : { \"name\" : \"w\" , \"labels\" : { } } , \"spec\" : { } }",
+            // Kubernetes objects' own scalars: of a known built-in kind (read, or inherited
+            // from the list), of a kind not yet read, of unknown kind, spelled oddly.
+            br#"{"kind":"EventList","items":[{"reason":"x","message":"token=abcdef123456","Kind":"Event","count":1},{"kind":"Secret","type":"Opaque","data":{"a":"b"}}]}"#,
+            br#"{"apiVersion":"v1","kind":"Pod","status":"x","note":"password: hunter22","binaryData":"eA=="}"#,
+            br#"{"note":"password: hunter22","kind":"Widget","apiVersion":"x.io/v1","password":"plain-before-kind","details":"s3cr3t-det"}"#,
+            br#"{"kind":"ConfigMapList","items":[{"metadata":{"name":"c"},"immutable":true,"data":{"password":"x1234567"},"KIND":"ConfigMap"}]}"#,
+            br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","columnDefinitions":[{"name":"Name","format":"name"}],"rows":[{"cells":["a","password=hunter22"],"object":{"kind":"Secret","data":{"k":"djE="}}}]}"#,
+            br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"password=hunter22","details":{"name":"x","password":"y1234567"},"code":403}"#,
         ];
         for doc in docs {
             let whole = mask(&set, doc, doc.len());
