@@ -50,6 +50,7 @@ use std::sync::Arc;
 
 use regex_automata::meta::Regex;
 use regex_automata::util::captures::Captures;
+use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Input, PatternID};
 use thiserror::Error;
@@ -144,10 +145,19 @@ enum Imp {
     MaskAll,
 }
 
+/// Makes the capture slots for one search of the detectors' regex.
+type MakeCaptures =
+    Box<dyn Fn() -> Captures + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+
 struct Inner {
     pre: Prefilter,
     /// `None` when every detector is disabled.
     re: Option<Regex>,
+    /// Capture slots, reused: a text with a keyword in it (every env entry named `*_PASSWORD`)
+    /// would otherwise allocate and zero slots for every group of every pattern. regex-automata's
+    /// own pool, the one its `Regex` keeps its caches in: cheap for the thread that made it,
+    /// correct for any.
+    caps: Option<Pool<Captures, MakeCaptures>>,
     /// Per regex pattern: detector index and post-processing.
     pats: Vec<(u16, Post)>,
     /// No match is shorter than this.
@@ -226,7 +236,8 @@ impl Detectors {
         }
         regions.sort_unstable();
         let base = out.len();
-        let mut caps = re.create_captures();
+        let Some(pool) = &inner.caps else { return };
+        let mut caps = pool.get();
         // Where a span grew past its match (a PEM block, a base64 run, a cut token), the text
         // it covers is not searched again: a text of many BEGIN lines and no END costs one
         // scan to its end, not one per line.
@@ -705,9 +716,14 @@ fn build(defs: &[defs::Def], disabled: &[&str]) -> Result<Detectors, DetectorErr
     if pats.len() > PatternID::LIMIT {
         return Err(DetectorError::Build("too many patterns".into()));
     }
+    let caps = re.clone().map(|re| {
+        let make: MakeCaptures = Box::new(move || re.create_captures());
+        Pool::new(make)
+    });
     let inner = Inner {
         pre,
         re,
+        caps,
         pats,
         min_len: min_len.max(1),
         enabled,
