@@ -4,19 +4,24 @@
 //!
 //! It takes only what it can finish inside the chunk at hand: a key with a scalar value (a
 //! string without escapes, a number or literal that ends before the chunk does), or a scalar
-//! element, plus the whitespace and commas between them; a key whose value is a container is
+//! element, plus the whitespace and commas between them; the opening of a container the state
+//! machine would open with nothing to track (no rule starts at its key, its parent has no path
+//! state), and the end of the container it is in. A key whose value is any other container is
 //! read and the state machine takes over at the container, as if it had read the key itself.
-//! Everything else (an escape, a chunk boundary, a key a rule starts at, a key that changes the
-//! scope such as `metadata`, a malformed byte) is left to the state machine at the byte where
-//! it starts, with nothing consumed. What it writes is what the state machine writes for the same bytes:
-//! kept bytes copied, string values judged by the same detectors. The chunking properties
-//! (`core/tests/mask_props.rs`) and the masker fuzz target check that: a one-byte chunking never
-//! takes this lane, a whole document mostly does, and their outputs must be equal.
+//! In a Kubernetes object of a known built-in kind, its scalar members are the lane's too,
+//! but for `kind` and `apiVersion` and the members the state machine scopes by name.
+//! Everything else (an escape, a chunk boundary, a key a rule starts at, a key that changes
+//! the scope such as `annotations`, a malformed byte) is left to the state machine at the byte
+//! where it starts, with nothing consumed. What it writes is what the state machine writes
+//! for the same bytes: kept bytes copied, string values judged by the same detectors, the same
+//! frames pushed and popped. The chunking properties (`core/tests/mask_props.rs`), the masker
+//! fuzz target and the unit test below check that: a one-byte chunking never takes this lane,
+//! a whole document mostly does, and their outputs must be equal.
 
 use super::super::MaskError;
 use super::super::path::Step;
 use super::super::scan::find2;
-use super::{JsonMasker, KeyScope, Lex, Role, meta_scope, valid_literal};
+use super::{Frame, JsonMasker, KeyScope, Lex, NextArg, Role, Tool, meta_scope, valid_literal};
 
 fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
@@ -113,42 +118,117 @@ impl JsonMasker {
     }
 
     /// Read from `i` in the quiet lane; return where the state machine takes over.
+    ///
+    /// The lane also opens the containers the state machine would open with nothing to
+    /// track (see [`JsonMasker::quiet_open`]) and closes the container it is in, so a run of
+    /// quiet structure (ObjectMeta's `managedFields`, a Pod's `status`) is read here whole.
     pub(super) fn quiet_run(
         &mut self,
         input: &[u8],
         mut i: usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, MaskError> {
-        let Some((object, scope, states, anchor)) = self.quiet_frame() else {
-            return Ok(i);
-        };
+        // Once per container the lane enters or leaves: the frame it reads in.
         loop {
-            let Some(&c) = input.get(i) else {
+            let Some((object, scope, states, anchor)) = self.quiet_frame() else {
                 return Ok(i);
             };
-            if is_ws(c) {
-                let end = skip_ws(input, i);
-                out.extend_from_slice(&input[i..end]);
-                i = end;
-                continue;
-            }
-            let next = match (self.lex, c) {
-                (Lex::After, b',') => {
-                    out.push(b',');
-                    self.lex = if object { Lex::ObjKey } else { Lex::Value };
-                    Some(i + 1)
+            let depth = self.frames.len();
+            while self.frames.len() == depth {
+                let Some(&c) = input.get(i) else {
+                    return Ok(i);
+                };
+                if is_ws(c) {
+                    let end = skip_ws(input, i);
+                    out.extend_from_slice(&input[i..end]);
+                    i = end;
+                    continue;
                 }
-                (Lex::ObjFirst | Lex::ObjKey, b'"') => {
-                    self.quiet_member(input, i, scope, states, anchor, out)?
+                let next = match (self.lex, c) {
+                    (Lex::After, b',') => {
+                        out.push(b',');
+                        self.lex = if object { Lex::ObjKey } else { Lex::Value };
+                        Some(i + 1)
+                    }
+                    // The end of the container, as the state machine ends it.
+                    (Lex::After | Lex::ObjFirst, b'}') if object => {
+                        out.push(b'}');
+                        self.close_frame(out)?;
+                        Some(i + 1)
+                    }
+                    (Lex::After | Lex::ArrFirst, b']') if !object => {
+                        out.push(b']');
+                        self.close_frame(out)?;
+                        Some(i + 1)
+                    }
+                    (Lex::ObjFirst | Lex::ObjKey, b'"') => {
+                        self.quiet_member(input, i, scope, states, anchor, out)?
+                    }
+                    (Lex::Value | Lex::ArrFirst, b'{' | b'[') if !object => {
+                        self.quiet_open(c, None, out).then_some(i + 1)
+                    }
+                    (Lex::Value | Lex::ArrFirst, _) if !object => {
+                        self.quiet_value(input, i, i, out)?
+                    }
+                    _ => None,
+                };
+                match next {
+                    Some(n) => i = n,
+                    None => return Ok(i),
                 }
-                (Lex::Value | Lex::ArrFirst, _) if !object => self.quiet_value(input, i, i, out)?,
-                _ => None,
-            };
-            match next {
-                Some(n) => i = n,
-                None => return Ok(i),
             }
         }
+    }
+
+    /// Open the container that starts with `c` (under `key` in an object, `None` in an
+    /// array) when the state machine would open it with nothing to track: its parent is a
+    /// plain container with no path state, not masked, not of unknown kind, and no rule starts
+    /// at its key. That is the state machine's own shortcut for the common case (see
+    /// `context_with`): the frame here is the one it would push. Anything else, or a container
+    /// past the depth limit (an error the state machine reports), is left to it.
+    fn quiet_open(&mut self, c: u8, key: Option<&[u8]>, out: &mut Vec<u8>) -> bool {
+        let Some(f) = self.frames.last() else {
+            return false;
+        };
+        if f.role != Role::Plain
+            || f.states.0 != f.states.1
+            || f.loose
+            || f.masked.is_some()
+            || key.is_some_and(|k| self.set.starts_at(k))
+            || self.frames.len() >= self.set.limits.max_depth
+        {
+            return false;
+        }
+        let scope = meta_scope(Role::Plain, f.scope, key).unwrap_or(f.scope);
+        let anchor = f.anchor.or(if self.anchors.is_empty() {
+            None
+        } else {
+            Some(0)
+        });
+        let start = f.states.1;
+        self.states.truncate(start);
+        self.started = true;
+        self.has_key = false;
+        self.frames.push(Frame {
+            object: c == b'{',
+            role: Role::Plain,
+            states: (start, start),
+            anchor,
+            masked: None,
+            index: 0,
+            loose: false,
+            tool: Tool::Unknown,
+            next_arg: NextArg::Plain,
+            is_command: false,
+            scope,
+        });
+        out.push(c);
+        self.lex = if c == b'{' {
+            Lex::ObjFirst
+        } else {
+            Lex::ArrFirst
+        };
+        true
     }
 
     /// A member whose key starts at `input[i]`, when its value is a scalar the lane can take,
@@ -174,10 +254,14 @@ impl JsonMasker {
         }
         let value = skip_ws(input, colon + 1);
         let key = &input[i + 1..key_end];
-        if matches!(input.get(value), Some(b'{' | b'[')) {
-            // A container: the key is read, so hand the state machine the member at its value,
-            // as if it had read the key itself (it works out the container's context).
+        if let Some(&c @ (b'{' | b'[')) = input.get(value) {
             out.extend_from_slice(&input[i..value]);
+            if self.quiet_open(c, Some(key), out) {
+                return Ok(Some(value + 1));
+            }
+            // A container the state machine must place: the key is read, so hand it the member
+            // at its value, as if it had read the key itself (it works out the container's
+            // context).
             self.key.clear();
             self.key.extend_from_slice(key);
             self.has_key = true;
@@ -279,6 +363,12 @@ mod tests {
             br#"{"kind":"ConfigMapList","items":[{"metadata":{"name":"c"},"immutable":true,"data":{"password":"x1234567"},"KIND":"ConfigMap"}]}"#,
             br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","columnDefinitions":[{"name":"Name","format":"name"}],"rows":[{"cells":["a","password=hunter22"],"object":{"kind":"Secret","data":{"k":"djE="}}}]}"#,
             br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"password=hunter22","details":{"name":"x","password":"y1234567"},"code":403}"#,
+            // Containers the lane opens and closes itself, nested, empty, in arrays, beside
+            // ones it leaves to the state machine (env, args, annotations), and malformed ends.
+            br#"{"kind":"Pod","status":{"conditions":[{"type":"Ready","status":"True"},[],{}],"x":[[1,[2,{}]],{"a":{"b":[]}}]},"spec":{"containers":[{"name":"c","env":[{"name":"TOKEN","value":"s3cr3tvalue"}],"args":["--password","hunter22x"]}],"metadata":{"annotations":{"token":"t0ps3cret"}}}}"#,
+            br#"{"kind":"Pod","spec":{"a":[1,2}}"#,
+            br#"{"kind":"Pod","spec":{"a":{"b":1]}}"#,
+            br#"{"kind":"Pod","spec":{"a":[{"b":"password=hunter22"}]}} {"#,
         ];
         for doc in docs {
             let whole = mask(&set, doc, doc.len());
@@ -292,6 +382,16 @@ mod tests {
                 String::from_utf8_lossy(&bytewise.0)
             );
         }
+        // Past the depth limit, both refuse (the lane leaves that container to the state
+        // machine, which reports it).
+        let limit = set.limits().max_depth;
+        let mut deep = br#"{"kind":"Pod","spec":"#.to_vec();
+        deep.extend(std::iter::repeat_n(b'[', limit + 1));
+        deep.extend(std::iter::repeat_n(b']', limit + 1));
+        deep.push(b'}');
+        let (whole, bytewise) = (mask(&set, &deep, deep.len()), mask(&set, &deep, 1));
+        assert_eq!(whole, bytewise);
+        assert!(!whole.1, "nesting past the limit is refused");
         // And the lane masks what it must.
         let (out, ok) = mask(&set, docs[0], docs[0].len());
         assert!(ok);
