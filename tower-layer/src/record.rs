@@ -350,7 +350,7 @@ const MAX_BATCH: usize = 512;
 /// nobody waits for one: see [`inbox`]), writes them in order, flushes once, syncs once if any
 /// of them (or the close) must be durable, and only then acknowledges the durable ones: a
 /// record acknowledged is on disk, and many records share one write and one sync instead of
-/// paying for their own. It returns after the close, or once nothing can send any more.
+/// paying for their own. It returns after the close (which `Drop` sends).
 fn write_loop(
     inbox: &Inbox<Msg>,
     file: File,
