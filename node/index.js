@@ -104,13 +104,19 @@ function listen(policy, options = {}) {
     throw Object.assign(new TypeError('approver must be a function'), { code: 'invalid-approver' })
   }
   const report = reporter(onError)
+  // The answers not yet settled, held until they settle. An approver that keeps no way to
+  // settle its promise (`new Promise(() => {})`) leaves a promise nothing references: the
+  // garbage collector would take it, and with it the binding's wait for it, which Rust then
+  // reads as the approver failing rather than as no answer. Held here, it stays unanswered
+  // and the approval timeout answers it ("nobody answered"), whenever the collector runs.
+  const unanswered = new Set()
   return native.listen(policy, {
     ...options,
     // Always a promise, so a throwing or synchronous approver reaches Rust as an answer; its
     // failure is a denial whose reason says nothing of the error.
     approver: approver
-      ? (request) =>
-          Promise.resolve()
+      ? (request) => {
+          const answer = Promise.resolve()
             .then(() => approver(request))
             .catch((error) => {
               report({
@@ -121,6 +127,10 @@ function listen(policy, options = {}) {
               })
               return { approve: false, by: 'kubeleash', reason: APPROVER_FAILED }
             })
+          unanswered.add(answer)
+          answer.then(() => unanswered.delete(answer))
+          return answer
+        }
       : undefined,
     onError: (r) => report(r),
   })

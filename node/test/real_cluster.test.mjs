@@ -18,11 +18,17 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { Writable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 
 import * as k8s from '@kubernetes/client-node'
 import { APPROVER_FAILED, Policy, connect, verifyRecord } from 'kubeleash'
 
 import { operatorKubeconfig, startCluster, startSandbox } from './sandbox.mjs'
+
+// A full garbage collection on demand, without `--expose-gc` on the command line.
+setFlagsFromString('--expose-gc')
+const collectGarbage = runInNewContext('gc')
 
 const POLICY = Policy.fromYaml(`
 apiVersion: kubeleash.dev/v1alpha1
@@ -477,14 +483,30 @@ for (const kind of ['sandbox', 'real']) {
 
       test('an approver that never answers times out into a denial', async () => {
         const s = await server(kind)
+        let asked
+        const wasAsked = new Promise((resolve) => {
+          asked = resolve
+        })
         const slow = await connect(POLICY, {
           kubeconfig: s.kubeconfig,
           ...AGENT,
-          approver: () => new Promise(() => {}),
+          // A promise nothing can settle and nothing else references.
+          approver: () => {
+            asked()
+            return new Promise(() => {})
+          },
           approvalTimeoutSeconds: 0.3,
         })
         try {
-          const status = await apiError(slow.makeApiClient(k8s.CoreV1Api).createNamespacedSecret({ namespace: 'dev', body: secret(unique('late'), 'pw-123456') }), 403)
+          const denied = apiError(slow.makeApiClient(k8s.CoreV1Api).createNamespacedSecret({ namespace: 'dev', body: secret(unique('late'), 'pw-123456') }), 403)
+          // The garbage collector runs while the request is held: the unanswered promise must
+          // stay an unanswered approval (the timeout's denial), not become an approver failure.
+          await wasAsked
+          // After the microtasks that still reference the approver's promise have run.
+          await new Promise((resolve) => setImmediate(resolve))
+          collectGarbage()
+          collectGarbage()
+          const status = await denied
           assert.match(status.message, /nobody answered/)
         } finally {
           slow.close()
