@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Python binding's tests, as CI runs them, on a machine with only Rust, Python 3 and pip:
-# make a venv (or fall back to a user install), install the pinned test tools, build and install
-# the binding with `pip install ./python` (the release build, once), build the `kubeleash` CLI
-# for the sandbox, then run pytest and the masking benchmark. Exits non-zero on any failure.
+# make a venv (or fall back to a user install), install the pinned test tools, build the wheel
+# (the release build, once) and the sdist with maturin, check the sdist is a complete source tree,
+# install the wheel into a fresh venv outside the checkout and check what a user can import
+# (python/check_install.py), install it for the tests too, build the `kubeleash` CLI for the
+# sandbox, then run pytest and the masking benchmark. Exits non-zero on any failure.
 #
 #   python/test.sh [pytest args...]
 # Environment: KUBELEASH_VENV (default target/python-venv), PYTHON (default python3).
@@ -41,10 +43,55 @@ fi
 pip=("$py" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install "${user_install[@]}" "${pins[@]}"
 
-echo "== python: build and install the binding (pip install ./python, release)"
+echo "== python: build the wheel and the sdist (maturin build --release, maturin sdist)"
 start=$SECONDS
-"${pip[@]}" install "${user_install[@]}" --force-reinstall --no-deps ./python
-echo "built and installed in $((SECONDS - start)) s"
+dist="$repo/target/python-dist"
+rm -rf "$dist"
+(cd python && "$py" -m maturin build --release --locked --out "$dist" && "$py" -m maturin sdist --out "$dist")
+wheels=("$dist"/kubeleash-*.whl)
+sdists=("$dist"/kubeleash-*.tar.gz)
+[ -f "${wheels[0]}" ] && [ -f "${sdists[0]}" ] || { echo "maturin made no wheel or no sdist in $dist" >&2; exit 1; }
+wheel=${wheels[0]}
+sdist=${sdists[0]}
+version=$(basename "$wheel" | cut -d- -f2)
+echo "built $(basename "$wheel") and $(basename "$sdist") in $((SECONDS - start)) s"
+"${pip[@]}" install "${user_install[@]}" --force-reinstall --no-deps "$wheel"
+
+echo "== python: the sdist is a complete source tree (cargo check of what it unpacks to)"
+# What pip builds from the sdist on a platform with no wheel: every crate the binding needs must
+# be in it, with the lock file. `cargo check` of the unpacked tree (offline) proves that
+# without a second release build; the wheel above is the release build.
+unpacked=$(mktemp -d)
+trap 'rm -rf "$unpacked"' EXIT
+tar -xzf "$sdist" -C "$unpacked"
+manifest=$(find "$unpacked" -maxdepth 3 -path '*/python/Cargo.toml' | head -1)
+[ -n "$manifest" ] || { echo "the sdist has no python/Cargo.toml" >&2; exit 1; }
+[ -f "$(dirname "$(dirname "$manifest")")/Cargo.lock" ] || { echo "the sdist has no Cargo.lock" >&2; exit 1; }
+# The sdist's lock is the workspace's, with entries for crates the sdist leaves out: cargo prunes
+# those (so not --locked), and every version it keeps must be one the lock pinned.
+root=$(dirname "$(dirname "$manifest")")
+cp "$root/Cargo.lock" "$unpacked/pinned.lock"
+CARGO_TARGET_DIR="$repo/target" cargo check --quiet --offline --manifest-path "$manifest"
+"$py" - "$unpacked/pinned.lock" "$root/Cargo.lock" <<'EOF'
+import re, sys
+pins = [set(re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', open(p).read())) for p in sys.argv[1:]]
+moved = sorted(pins[1] - pins[0])
+if moved:
+    sys.exit(f"building the sdist resolved versions its lock does not pin: {moved}")
+print(f"the sdist checks with {len(pins[1])} of its lock's {len(pins[0])} pinned packages")
+EOF
+
+echo "== python: the wheel in a fresh venv outside the checkout, as a user installs it"
+consumer="$unpacked/consumer"
+$python -m venv "$consumer" || { echo "python3 -m venv failed: cannot check the wheel as a user installs it" >&2; exit 1; }
+cpip=("$consumer/bin/python" -m pip --disable-pip-version-check -q)
+# The check runs from a copy outside the checkout: Python puts a script's own folder first on
+# sys.path, and from python/ that would import the source package instead of the installed one.
+cp python/check_install.py "$unpacked/"
+"${cpip[@]}" install "$wheel"
+(cd "$unpacked" && "$consumer/bin/python" check_install.py "$repo" "$version")
+"${cpip[@]}" install "$wheel[kubernetes]"
+(cd "$unpacked" && "$consumer/bin/python" check_install.py "$repo" "$version" --with-client)
 
 echo "== python: the kubeleash CLI, for the sandbox"
 cargo build --quiet --locked -p kubeleash-cli

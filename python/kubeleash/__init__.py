@@ -58,3 +58,18 @@ __all__ = [
     "__version__",
     "verify_record",
 ]
+
+
+def __getattr__(name: str):
+    # `kubeleash.kubernetes` needs the optional `kubernetes` package, so `import kubeleash`
+    # does not import it; the first use of the attribute does (PEP 562), as if the user had
+    # written `import kubeleash.kubernetes`.
+    if name == "kubernetes":
+        import importlib
+
+        return importlib.import_module("kubeleash.kubernetes")
+    raise AttributeError(f"module 'kubeleash' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | {"kubernetes"})

@@ -6,6 +6,9 @@ from typing import Literal, TypedDict
 
 from typing_extensions import NotRequired
 
+# The guarded official client; imported on first use (it needs the `kubernetes` extra).
+from kubeleash import kubernetes as kubernetes
+
 __version__: str
 
 _Bytes = Union[bytes, bytearray, memoryview, str]

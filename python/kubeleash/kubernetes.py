@@ -51,17 +51,18 @@ import os
 import weakref
 from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
-import urllib3
-from urllib3._collections import HTTPHeaderDict
-
 from kubeleash._native import ApprovalRequest, Policy, Transport
 
+# The official client first: urllib3 comes with it, so without it the error to show is this one.
 try:
     import kubernetes.client as _k8s
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "kubeleash.kubernetes needs the official client: pip install 'kubernetes>=37'"
+        "kubeleash.kubernetes needs the official client: pip install 'kubeleash[kubernetes]' (or 'kubernetes>=37')"
     ) from e
+
+import urllib3  # noqa: E402
+from urllib3._collections import HTTPHeaderDict  # noqa: E402
 
 __all__ = ["connect", "connect_aio", "transport", "SENTINEL_HOST"]
 
