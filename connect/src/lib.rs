@@ -28,6 +28,17 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Untrusted input and limits
+//!
+//! The kubeconfig is the operator's and trusted; what comes back is not. An exec plugin's
+//! output, a token file, a server's TLS handshake and its errors can carry credentials or be
+//! written by an attacker who controls the upstream: none of it is quoted to the agent (errors
+//! are [`sanitize`]d, plugin output never leaves [`ConnectError::operator_detail`]), and a
+//! kubeconfig kube-rs cannot use safely (basic authentication, user info in the server URL) is
+//! refused. Request bodies the front doors read are capped at the API server's 3 MiB
+//! ([`kubeleash_core::body::MAX_BODY_BYTES`], fixed); the other bounds are the tower layer's
+//! and the core's (see their "Untrusted input and limits").
 
 use std::error::Error;
 use std::future::Future;
@@ -50,10 +61,6 @@ pub use sanitize::{
 
 /// The request and response body types of [`UpstreamService`] (kube-rs's).
 pub use kube::client::{Body, DynBody};
-
-/// The largest request body the API server accepts (its `MaxRequestBodyBytes`), and so the
-/// largest a front door reads: 3 MiB.
-pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// A Kubernetes `Status` failure as JSON, the way the API server phrases errors.
 ///

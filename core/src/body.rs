@@ -83,6 +83,12 @@ pub struct DecodedBody {
     pub value: serde_json::Value,
 }
 
+/// The largest request body the API server accepts (its `MaxRequestBodyBytes`): 3 MiB. Every
+/// front door (the tower layer, the proxy, the bindings' transports) reads at most this much of
+/// a request body; a larger one would be refused by the server anyway, so it is refused first,
+/// with 413, and is not configurable.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
 /// Limits on untrusted request bodies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyLimits {
@@ -98,7 +104,7 @@ pub struct BodyLimits {
 impl Default for BodyLimits {
     fn default() -> Self {
         BodyLimits {
-            max_bytes: 3 * 1024 * 1024,
+            max_bytes: MAX_BODY_BYTES,
             max_depth: 128,
             max_json_patch_ops: 10_000,
         }

@@ -23,7 +23,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use kubeleash_connect::{MAX_BODY, Note, correlation_id, id_in, sanitize, status_body};
+use kubeleash_connect::{Note, correlation_id, id_in, sanitize, status_body};
+use kubeleash_core::body::MAX_BODY_BYTES as MAX_BODY;
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::{Verification, verify};
 use kubeleash_tower::{

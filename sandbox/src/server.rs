@@ -29,8 +29,7 @@ use crate::status::ApiError;
 use crate::store::Store;
 use crate::{Options, json, seed};
 
-/// The API server's request body limit (`MaxRequestBodyBytes`, 3 MiB).
-const MAX_BODY: usize = 3 * 1024 * 1024;
+use kubeleash_core::body::MAX_BODY_BYTES as MAX_BODY;
 /// Responses larger than this are gzipped for clients that accept it (`defaultGzipThresholdBytes`).
 const GZIP_THRESHOLD: usize = 128 * 1024;
 

@@ -297,7 +297,10 @@ impl ApiError {
         ApiError::new(
             413,
             "RequestEntityTooLarge",
-            "Request entity too large: limit is 3145728",
+            format!(
+                "Request entity too large: limit is {}",
+                kubeleash_core::body::MAX_BODY_BYTES
+            ),
         )
     }
 

@@ -23,7 +23,7 @@ use crate::credential::Credential;
 use crate::headers::{allow_request_headers, force_json};
 
 /// The largest answer read for a dry run or a live object (the API server's own body limit).
-const MAX_ANSWER: usize = 3 * 1024 * 1024;
+const MAX_ANSWER: usize = kubeleash_core::body::MAX_BODY_BYTES;
 
 /// What the dry run needs of the held request.
 pub(crate) struct Held<'a> {

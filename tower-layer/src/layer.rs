@@ -88,7 +88,6 @@ pub(crate) struct Shared {
     pub credential: Credential,
     pub mode: Mode,
     pub approval_timeout: Duration,
-    pub max_body: usize,
     /// Request bodies in memory at once, over every request in flight (held ones included):
     /// each body read takes its bytes from here until its request is answered.
     pub body_budget: BodyBudget,
@@ -144,7 +143,6 @@ impl KubeleashLayer {
                 credential: Credential::inner(),
                 mode: Mode::Enforce,
                 approval_timeout: Duration::from_secs(300),
-                max_body: 3 * 1024 * 1024,
                 body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
                 grants: Grants::default(),
                 object_locks: Default::default(),

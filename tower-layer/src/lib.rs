@@ -69,6 +69,28 @@
 //! What in-process isolation does not do: code in the same process can reach the credential's
 //! memory or build its own client. For an agent you do not trust with the process, run the
 //! kubeleash proxy and give the agent only a kubeconfig that points at it.
+//!
+//! # Untrusted input and limits
+//!
+//! The caller (the agent) writes every request and the upstream writes every response; both are
+//! untrusted. Each bound below is enforced as the bytes arrive, and what is past it is refused
+//! (with a Kubernetes `Status`), never passed on unjudged:
+//!
+//! | What | Bound | Set with |
+//! |---|---|---|
+//! | One request body | 3 MiB, the API server's own ([`kubeleash_core::body::MAX_BODY_BYTES`]); 413 | fixed |
+//! | Request bodies in memory at once, held ones included | 64 MiB; 429 | [`KubeleashLayer::max_buffered`] |
+//! | Requests waiting for approval | 8 per identity, 64 in all; 429 | [`KubeleashLayer::max_held`] |
+//! | Time a request waits for an answer | 300 s, then denied | [`KubeleashLayer::approval_timeout`] |
+//! | An approval window | [`MAX_WINDOW`] (24 h) | fixed |
+//! | Body shown to an approver | [`MAX_SHOWN_BODY`] (64 KiB; the rest by length and SHA-256) | fixed |
+//! | Grants kept | [`MAX_GRANTS`] (256) | fixed |
+//! | A dry run's or live object's answer read for an approver | 3 MiB | fixed |
+//! | Response nesting and the largest value held to be judged | 256 levels, 8 MiB; the response ends there | the policy's `masks.limits` |
+//! | Approval callbacks' clock skew | [`signature::CALLBACK_MAX_SKEW_SECS`] (300 s) | fixed |
+//!
+//! The limits on a request's target and body encoding are the core's (see
+//! [`kubeleash_core`]'s "Untrusted input and limits").
 
 mod approval;
 mod body;

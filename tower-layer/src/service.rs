@@ -361,7 +361,11 @@ where
     ReqB: Body<Data = Bytes>,
     ReqB::Error: Into<BoxError>,
 {
-    let e = match shared.body_budget.read(body, shared.max_body).await {
+    let e = match shared
+        .body_budget
+        .read(body, kubeleash_core::body::MAX_BODY_BYTES)
+        .await
+    {
         Ok((bytes, share)) => {
             *budget = share;
             return Ok(bytes);

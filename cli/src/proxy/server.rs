@@ -17,7 +17,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use kubeleash_connect::{MAX_BODY, Upstream};
+use kubeleash_connect::Upstream;
+use kubeleash_core::body::MAX_BODY_BYTES as MAX_BODY;
 use kubeleash_core::policy::{Decision, Effect, Identity, Policy};
 use kubeleash_tower::{
     ApprovalMode, BodyBudget, BoundedReadError, BoxError, BudgetShare, JsonlRecorder,

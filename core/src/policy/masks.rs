@@ -11,6 +11,10 @@
 //!                                        # last-applied) or
 //!                                        # detectors by name; `detectors` for all
 //!   hmacKey: "a long random string"      # optional; default: random per process
+//!   limits:                              # optional; what one response may make the masker hold
+//!     maxDepth: 256                      # deepest JSON nesting (default 256; 32 to 4096)
+//!     maxHeldBytes: 8388608              # largest value held to be judged (default 8 MiB;
+//!                                        # 64 KiB to 1 GiB)
 //!   rules:
 //!     - name: database-passwords
 //!       kinds: [Database]                # from the payload; omitted: every kind
@@ -38,6 +42,63 @@ pub(crate) struct MasksDoc {
     pub hmac_key: Option<String>,
     #[serde(default)]
     pub rules: Vec<S<MaskRuleDoc>>,
+    #[serde(default)]
+    pub limits: Option<LimitsDoc>,
+}
+
+/// `masks.limits`: the bounds a response's bytes can push the masker to (see
+/// [`MaskLimits`]). A response past one is cut where it is reached, never passed unmasked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct LimitsDoc {
+    #[serde(default)]
+    pub max_depth: Option<S<u64>>,
+    #[serde(default)]
+    pub max_held_bytes: Option<S<u64>>,
+}
+
+/// The range each limit may be set in: below it, ordinary Kubernetes objects (a CRD's schema
+/// nests deeply; a certificate bundle or a ConfigMap's file is a long value) would be refused;
+/// above it, one response could make the masker hold more than a process should.
+const DEPTH_RANGE: std::ops::RangeInclusive<u64> = 32..=4096;
+const HELD_RANGE: std::ops::RangeInclusive<u64> = 64 * 1024..=1024 * 1024 * 1024;
+
+fn limits(doc: Option<&LimitsDoc>, errors: &mut Vec<PolicyError>) -> MaskLimits {
+    let mut limits = MaskLimits::default();
+    let Some(doc) = doc else {
+        return limits;
+    };
+    let mut pick = |field: &str, v: &Option<S<u64>>, range: &std::ops::RangeInclusive<u64>| {
+        let v = v.as_ref()?;
+        if range.contains(&v.value) {
+            return usize::try_from(v.value).ok();
+        }
+        errors.push(
+            PolicyError::new(
+                "mask-limit",
+                format!(
+                    "masks.limits.{field} is {}, outside {}..={}",
+                    v.value,
+                    range.start(),
+                    range.end()
+                ),
+            )
+            .at(&v.referenced)
+            .help(format!(
+                "set {field} between {} and {}, or leave it out for the default",
+                range.start(),
+                range.end()
+            )),
+        );
+        None
+    };
+    if let Some(d) = pick("maxDepth", &doc.max_depth, &DEPTH_RANGE) {
+        limits.max_depth = d;
+    }
+    if let Some(h) = pick("maxHeldBytes", &doc.max_held_bytes, &HELD_RANGE) {
+        limits.max_held = h;
+    }
+    limits
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,7 +226,8 @@ pub(crate) fn compile(doc: Option<&MasksDoc>, errors: &mut Vec<PolicyError>) -> 
         .hmac_key
         .as_ref()
         .map_or_else(random_key, |k| k.as_bytes().to_vec());
-    let mut set = MaskSet::from_parts(rules, detectors, hmac_key, MaskLimits::default());
+    let limits = limits(doc.limits.as_ref(), errors);
+    let mut set = MaskSet::from_parts(rules, detectors, hmac_key, limits);
     set.credential_keys = !disabled_masks.iter().any(|d| d == "credential-keys");
     Some(set)
 }
