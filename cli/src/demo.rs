@@ -1,7 +1,6 @@
 //! `kubeleash demo`: the sandbox cluster and the proxy on free loopback ports, and an agent
 //! session played through them, ending with the replay of what it did.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use kubeleash_core::record::verify;
 use kubeleash_sandbox::{Sandbox, Seed};
 use kubeleash_tower::{Answer, ApprovalRequest, Approver, Mode};
 
+use crate::paint::Paint;
 use crate::proxy::{Approvals, IdentityConfig, ProxyConfig, start};
 
 const POLICY: &str = include_str!("../../examples/agent-policy.yaml");
@@ -25,34 +25,6 @@ pub struct Args {
     /// No colours.
     #[arg(long)]
     no_color: bool,
-}
-
-#[derive(Clone, Copy)]
-struct Paint(bool);
-
-impl Paint {
-    fn c(self, code: &str, s: &str) -> String {
-        if self.0 {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
-    }
-    fn ok(self, s: &str) -> String {
-        self.c("32", s)
-    }
-    fn no(self, s: &str) -> String {
-        self.c("31;1", s)
-    }
-    fn hold(self, s: &str) -> String {
-        self.c("33", s)
-    }
-    fn dim(self, s: &str) -> String {
-        self.c("2", s)
-    }
-    fn bold(self, s: &str) -> String {
-        self.c("1", s)
-    }
 }
 
 /// The person on call: shows the prompt a held request raises, then approves it.
@@ -219,7 +191,7 @@ pub fn run(a: Args) -> ExitCode {
 }
 
 async fn demo(a: Args) -> Result<(), String> {
-    let p = Paint(!a.no_color && std::io::stdout().is_terminal());
+    let p = Paint::stdout(a.no_color);
     let dir = std::env::temp_dir().join(format!("kubeleash-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let policy = dir.join("agent-policy.yaml");

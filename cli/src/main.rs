@@ -1,10 +1,14 @@
-//! `kubeleash`: evaluate a request against a policy, run a policy's tests, import RBAC roles.
+//! `kubeleash`: the gateway that holds AI agents to least privilege on the Kubernetes API
+//! (`proxy`: decide each request, hold it for a person's approval, mask secrets in responses,
+//! record a hash-chained log), and the tools around it: `demo`, `eval`, `test`, `mask`,
+//! `replay`, `approvals`, `kubeconfig`, `import-rbac`, `sandbox`, `completion`.
 
 mod approvals;
 mod demo;
 mod eval;
 mod import;
 mod mask;
+mod paint;
 mod proxy;
 mod replay;
 mod report;
@@ -13,15 +17,27 @@ mod test;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// See `mimalloc` in Cargo.toml for why.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What `--version` prints: the release and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KUBELEASH_COMMIT"),
+    ")"
+);
+
 /// Hold an AI agent to least privilege on every request it sends to Kubernetes.
+///
+/// Run `kubeleash proxy` between an agent and the API server: each request is decided against
+/// a policy (allow, deny, or hold for a person's approval), secrets are masked in responses as
+/// they stream, and everything is recorded in a log `kubeleash replay` reads back.
 #[derive(Debug, Parser)]
-#[command(name = "kubeleash", version, about)]
+#[command(name = "kubeleash", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,6 +65,15 @@ enum Command {
     ImportRbac(import::Args),
     /// Run an in-memory Kubernetes API server for tests and demos (plain HTTP, loopback only).
     Sandbox(sandbox::Args),
+    /// Print a shell completion script: `source <(kubeleash completion bash)`.
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 fn main() -> ExitCode {
@@ -64,5 +89,10 @@ fn main() -> ExitCode {
         Command::Proxy(a) => proxy::run(*a),
         Command::Kubeconfig(a) => proxy::kubeconfig(a),
         Command::Approvals(a) => approvals::run(a),
+        Command::Completion(a) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "kubeleash", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }

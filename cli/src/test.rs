@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::paint::Paint;
 use crate::report::{USAGE, load_policy};
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +25,7 @@ pub fn run(a: Args) -> ExitCode {
     if broken {
         return ExitCode::from(USAGE);
     }
+    let p = Paint::stdout(false);
     let (mut passed, mut failed) = (0usize, 0usize);
     for (file, policy) in &compiled {
         let report = policy.run_tests();
@@ -33,7 +35,7 @@ pub fn run(a: Args) -> ExitCode {
         for o in &report.outcomes {
             if o.passed {
                 passed += 1;
-                println!("ok    {}: {}", file.display(), o.name);
+                println!("{}    {}: {}", p.ok("ok"), file.display(), o.name);
                 continue;
             }
             failed += 1;
@@ -45,13 +47,21 @@ pub fn run(a: Args) -> ExitCode {
                 Some(r) => format!("{} by rule \"{r}\"", o.decision.effect.as_str()),
                 None => o.decision.effect.as_str().to_string(),
             };
-            println!("FAIL  {}: {}", file.display(), o.name);
+            println!("{}  {}: {}", p.no("FAIL"), file.display(), p.bold(&o.name));
             println!("      request:  {}", o.request);
             println!("      expected: {want}");
             println!("      got:      {got}: {}", o.decision.reason);
         }
     }
-    println!("policy tests: {passed} passed, {failed} failed");
+    let summary = format!("policy tests: {passed} passed, {failed} failed");
+    println!(
+        "{}",
+        if failed > 0 {
+            p.no(&summary)
+        } else {
+            p.ok(&summary)
+        }
+    );
     if failed > 0 {
         ExitCode::from(1)
     } else {
