@@ -3,7 +3,10 @@
 // `@kubernetes/client-node` at the binding's loopback listener. No policy logic lives here.
 'use strict'
 
+const { createRequire } = require('node:module')
+const path = require('node:path')
 const { Transform } = require('node:stream')
+const { pathToFileURL } = require('node:url')
 const native = require('./native.js')
 
 const { Policy, Masker, Connection, classify, verifyRecord } = native
@@ -137,6 +140,33 @@ function listen(policy, options = {}) {
 }
 
 /**
+ * The application's `@kubernetes/client-node`, not a copy that happens to sit beside this
+ * package: the `KubeConfig` `connect` returns must be of the module the application builds its
+ * API clients from, and a package linked from a checkout (`npm install ../kubeleash/node`)
+ * lives outside the application's tree, next to the checkout's own development copy. So the
+ * client is looked up from the application's entry script, then the working directory, and
+ * only then from this package. Pass `client` to `connect` to choose it yourself.
+ */
+async function loadClient() {
+  const bases = [process.argv[1] && path.dirname(path.resolve(process.argv[1])), process.cwd(), __dirname]
+  for (const base of bases.filter(Boolean)) {
+    let resolved
+    try {
+      resolved = createRequire(path.join(base, 'kubeleash-resolve.js')).resolve('@kubernetes/client-node')
+    } catch {
+      continue
+    }
+    return import(pathToFileURL(resolved).href)
+  }
+  throw Object.assign(
+    new Error(
+      'connect needs @kubernetes/client-node: install it in your project (npm install @kubernetes/client-node), or pass it as the `client` option',
+    ),
+    { code: 'client-not-found' },
+  )
+}
+
+/**
  * A `KubeConfig` for `@kubernetes/client-node` whose requests go through the binding's
  * loopback listener, and so through the Rust tower stack.
  */
@@ -163,7 +193,7 @@ async function connect(policy, options = {}) {
   if (approver !== undefined && approver !== null && typeof approver !== 'function') {
     throw Object.assign(new TypeError('approver must be a function'), { code: 'invalid-approver' })
   }
-  const k8s = client ?? (await import('@kubernetes/client-node'))
+  const k8s = client ?? (await loadClient())
   const fromObject = kubeconfig !== undefined && kubeconfig !== null && typeof kubeconfig !== 'string'
   const connection = await listen(policy, {
     kubeconfig: fromObject ? undefined : kubeconfig,

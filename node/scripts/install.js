@@ -1,26 +1,22 @@
-// Builds the native addon with cargo when the package is installed (`npm install ./node`):
-// a release build of the `kubeleash-node` crate (HTTPS to the cluster comes with
-// kubeleash-connect), copied to the file name `native.js` loads.
+// Builds the native addon with cargo when the package is installed from a checkout
+// (`npm install ./node`, a link): a release build of the `kubeleash-node` crate (HTTPS to the
+// cluster comes with kubeleash-connect), copied to the file name `native.js` loads.
 // It needs only Rust; `npm run build` (the napi CLI) also regenerates `native.js` and
 // `index.d.ts`. KUBELEASH_SKIP_BUILD=1 skips it (the addon is built some other way).
+//
+// A copy of the package (`npm install --install-links ./node`) is not in the Rust workspace and
+// cannot be built where it lands: it uses the addon the checkout had built (`npm run build`).
+// The published package (scripts/pack.mjs) has no install script at all: its addon comes
+// prebuilt, in the platform package npm picks.
 'use strict'
 
 const { spawnSync } = require('node:child_process')
-const { copyFileSync } = require('node:fs')
+const { copyFileSync, existsSync } = require('node:fs')
 const path = require('node:path')
 
-const root = path.join(__dirname, '..')
+const { platform } = require('./platform.js')
 
-/** The platform part of the addon's file name, as napi's loader spells it. */
-function platform() {
-  const { platform: os, arch } = process
-  if (os === 'linux') {
-    const glibc = process.report?.getReport()?.header?.glibcVersionRuntime
-    return `linux-${arch}-${glibc ? 'gnu' : 'musl'}`
-  }
-  if (os === 'win32') return `win32-${arch}-msvc`
-  return `${os}-${arch}`
-}
+const root = path.join(__dirname, '..')
 
 function libraryName() {
   if (process.platform === 'win32') return 'kubeleash_node.dll'
@@ -37,6 +33,16 @@ function runTool(tool, args) {
 
 if (process.env.KUBELEASH_SKIP_BUILD) {
   process.exit(0)
+}
+// In the checkout: node/Cargo.toml, a member of the workspace one level up.
+const inCheckout = existsSync(path.join(root, 'Cargo.toml')) && existsSync(path.join(root, '..', 'Cargo.toml'))
+if (!inCheckout) {
+  if (existsSync(path.join(root, `kubeleash.${platform()}.node`))) process.exit(0)
+  console.error(
+    `kubeleash: this copy of the package has no addon for ${platform()} and no Rust workspace to build one in: ` +
+      'install the published package (with its platform package), or run `npm run build` in the checkout\'s node/ before copying it',
+  )
+  process.exit(1)
 }
 try {
   // With an explicit --target, as `napi build` passes it, so both share one build directory.
