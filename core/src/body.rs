@@ -3,9 +3,9 @@
 //! A policy condition is only as good as the parser under it: wherever a parser could read a
 //! body differently from the API server (duplicate keys, YAML 1.1 booleans and merge keys,
 //! several YAML documents, CBOR, an unknown content type, a `Content-Encoding`), the body is
-//! refused rather than guessed (`kubernetes-semantics.md` §4.3). Kubernetes protobuf, which
-//! kubectl's typed `create` commands send, is decoded to the JSON the API server's own types
-//! write for it.
+//! refused rather than guessed (`docs/kubernetes-semantics.md`, "Request bodies and parser
+//! differentials"). Kubernetes protobuf, which kubectl's typed `create` commands send, is decoded
+//! to the JSON the API server's own types write for it.
 //!
 //! ```
 //! use kubeleash_core::{body, request::classify};
@@ -60,7 +60,8 @@ pub enum BodyKind {
     /// A whole object (create, update).
     Object,
     /// `DeleteOptions` on a DELETE. When the body is non-empty the API server acts on these
-    /// and ignores the query's options entirely (`kubernetes-semantics.md` §6.8); see
+    /// and ignores the query's options entirely (`docs/kubernetes-semantics.md`,
+    /// "DeleteOptions: the body overrides the query"); see
     /// [`Request::with_body_facts`](crate::request::Request::with_body_facts), which refuses a
     /// DELETE carrying options in both places and a body that is not `DeleteOptions`.
     DeleteOptions,

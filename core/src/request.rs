@@ -4,7 +4,7 @@
 //!
 //! kubectl and client-go never produce non-canonical targets, so refusing them costs real clients
 //! nothing and closes every path trick in which a gateway and the API server read one target two
-//! ways (`kubernetes-semantics.md` §1.6, §6.1–6.4).
+//! ways (`docs/kubernetes-semantics.md`, "Canonical request targets" and "Query parameters").
 //!
 //! ```
 //! use kubeleash_core::request::classify;

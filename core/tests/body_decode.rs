@@ -1,5 +1,5 @@
-//! `body::decode` against the parser-differential hazards of `kubernetes-semantics.md` §4.3,
-//! §6.25 and §6.26, the content-type rules of §4.1 and the patch kinds of §4.2.
+//! `body::decode` against the parser-differential hazards, content-type rules and patch kinds of
+//! `docs/kubernetes-semantics.md`, "Request bodies and parser differentials".
 //!
 //! Requests are built by hand rather than classified, so these tests do not depend on the
 //! classifier.
@@ -81,7 +81,8 @@ fn error(request: &Request, body: &[u8]) -> BodyError {
     decode_default(request, body).expect_err("body is refused")
 }
 
-// §4.3: duplicate keys, escapes, UTF-8, trailing data.
+// semantics "Request bodies and parser differentials": duplicate keys, escapes, UTF-8, trailing
+// data.
 
 #[test]
 fn duplicate_top_level_key_is_refused() {
@@ -194,7 +195,9 @@ fn invalid_json_is_refused() {
     assert_eq!(code(&create(JSON), b"\xef\xbb\xbf{}"), "invalid-json");
 }
 
-// §4.3, §6.25, §6.26: YAML, protobuf, CBOR, unknown content types.
+// semantics "Request bodies and parser differentials", semantics "Request bodies and parser
+// differentials", semantics "Request bodies and parser differentials": YAML, protobuf, CBOR,
+// unknown content types.
 
 #[test]
 fn yaml_with_yaml_1_1_boolean_is_refused() {

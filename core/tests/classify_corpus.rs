@@ -1,5 +1,6 @@
-//! Runs every case of `tests/testdata/classify.json` (the worked examples of
-//! `kubernetes-semantics.md` §1.5 plus kubeleash's own refusals) through `classify`.
+//! Runs every case of `tests/testdata/classify.json` (the worked examples `row-01`…`row-60` of
+//! `docs/kubernetes-semantics.md`, "Request classification" and "Canonical request targets", plus
+//! kubeleash's own refusals) through `classify`.
 //!
 //! A case is `{"id", "note", "method", "target", "headers"?: [[name, value], ...], "expect"}`
 //! where `expect` is either the nine attribute fields or `{"refused": "<code>"}`.

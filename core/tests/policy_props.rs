@@ -672,7 +672,7 @@ proptest! {
     }
 }
 
-// ---- DeleteOptions: the body overrides the query (kubernetes-semantics.md §6.8) ----------
+// ---- `docs/kubernetes-semantics.md`, "DeleteOptions: the body overrides the query" ------
 
 /// A policy that allows every delete of configmaps in `dev`, so only kubeleash's own checks
 /// can refuse one.
@@ -802,12 +802,12 @@ fn server_dry_run(query: &[Opt], body: Option<&[u8]>) -> Option<bool> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
-    /// Invariant (§6.8): for a DELETE, the `dry_run` fact (and so the record and the kubectl
-    /// line) is what the API server will do, or the request is refused. Refused: options in
-    /// both the query and a non-empty body, and a body that is not DeleteOptions; never a
-    /// request kubectl sends (options only in the body, or only in the query). `decide`
-    /// refuses exactly what `with_body_facts` refuses, so a data path that only decides can
-    /// never forward a real delete whose classified facts said dry run.
+    /// Invariant (semantics "DeleteOptions: the body overrides the query"): for a DELETE, the
+    /// `dry_run` fact (and so the record and the kubectl line) is what the API server will do, or
+    /// the request is refused. Refused: options in both the query and a non-empty body, and a body
+    /// that is not DeleteOptions; never a request kubectl sends (options only in the body, or only
+    /// in the query). `decide` refuses exactly what `with_body_facts` refuses, so a data path that
+    /// only decides can never forward a real delete whose classified facts said dry run.
     #[test]
     fn delete_dry_run_fact_is_what_the_server_does(
         query in prop::collection::vec(opt(), 0..4),

@@ -1,6 +1,7 @@
 //! A DELETE's body, read as the `DeleteOptions` the API server decodes from it. The API server
-//! then ignores the query's options entirely (`handlers/delete.go`, `kubernetes-semantics.md`
-//! §6.8), so the body decides whether the delete is real.
+//! then ignores the query's options entirely (`handlers/delete.go`;
+//! `docs/kubernetes-semantics.md`, "DeleteOptions: the body overrides the query"), so the body
+//! decides whether the delete is real.
 //!
 //! Only what kubectl and client-go send is accepted: the known fields with their JSON types,
 //! `kind: DeleteOptions`, and nothing else. An unknown key (which the API server drops) could

@@ -32,7 +32,8 @@ impl BodyState<'_> {
         self.decoded
             .get_or_insert_with(|| match raw.filter(|b| !b.is_empty()) {
                 // A DELETE's options in the query are what a condition judges when there is no
-                // body: the API server reads them from either place (§6.8).
+                // body: the API server reads them from either place (semantics "DeleteOptions: the
+                // body overrides the query").
                 None => Ok(query_delete_options(request)),
                 Some(bytes) => body::decode(request, bytes, &BodyLimits::default()).map(|d| {
                     d.map(|mut d| {
@@ -157,8 +158,9 @@ fn decide_with(
 }
 
 /// A DELETE with a non-empty body is refused unless the body is `DeleteOptions` and the query
-/// carries none (§6.8: the API server would act on the body and ignore the query, so the
-/// request would not do what its target says; see [`Request::with_body_facts`]).
+/// carries none (semantics "DeleteOptions: the body overrides the query": the API server would act
+/// on the body and ignore the query, so the request would not do what its target says; see
+/// [`Request::with_body_facts`]).
 fn delete_body_check(req: &Request, raw: Option<&[u8]>) -> Option<Decision> {
     let raw = raw.filter(|b| !b.is_empty())?;
     req.facts.delete_options.as_ref()?;
@@ -167,10 +169,10 @@ fn delete_body_check(req: &Request, raw: Option<&[u8]>) -> Option<Decision> {
         .map(|e| Decision::body_refused(&e))
 }
 
-/// Checks on the body of every write, whatever the rules say: mask markers written back
-/// (§6.44) and JSON patch reads of masked fields (§6.38). A body kubeleash cannot decode is
-/// left to the rules (which refuse it if they need it), after a search of its raw bytes for a
-/// marker.
+/// Checks on the body of every write, whatever the rules say: mask markers written back (semantics
+/// "Mask markers written back") and JSON patch reads of masked fields (semantics "JSON patch reads:
+/// copy, move and test"). A write body kubeleash cannot decode strictly is denied: judged another
+/// way, it could be read differently from how the API server reads it.
 fn write_checks(c: &Compiled, req: &Request, body: &mut BodyState<'_>) -> Option<Decision> {
     body.raw?;
     if !is_body_write(&req.attributes) {
@@ -282,8 +284,9 @@ fn is_body_write(a: &Attributes) -> bool {
         )
 }
 
-/// Server-side apply creates the object when it is absent, so the API server checks `create`
-/// as well (§2.3), whatever the apply encoding; so do we. The attributes of that check.
+/// Server-side apply creates the object when it is absent, so the API server checks `create` as
+/// well (semantics "Privileged requests"), whatever the apply encoding; so do we. The attributes of
+/// that check.
 fn apply_create(req: &Request) -> Option<Attributes> {
     let apply = matches!(
         req.facts.patch_type,
@@ -450,8 +453,8 @@ fn describe_conditions(r: &Rule) -> String {
         .join(" and ")
 }
 
-/// Whether this request mints a credential through a token-typed Secret (§6.19), which makes a
-/// secret write privileged.
+/// Whether this request mints a credential through a token-typed Secret (semantics "Privileged
+/// requests"), which makes a secret write privileged.
 ///
 /// A body that sets a token `type` mints; so does a JSON patch (what it writes depends on the
 /// stored object), and a body that names the service account a token is for (the
@@ -713,7 +716,8 @@ spec:
             "/api/v1/namespaces/dev/configmaps/c",
             &[]
         ));
-        // A DELETE's body holds the options the API server acts on (§6.8).
+        // A DELETE's body holds the options the API server acts on (semantics "DeleteOptions: the
+        // body overrides the query").
         assert!(needs_body("DELETE", target, &[]));
         assert!(needs_body("DELETE", "/api/v1/namespaces/dev/pods", &[]));
         // Reads and streams are not writes of an object.

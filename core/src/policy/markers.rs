@@ -1,7 +1,8 @@
-//! Mask markers written back (`kubernetes-semantics.md` §6.44): `kubectl get -o yaml | edit |
-//! kubectl replace`, or an apply of an exported manifest, sends the masker's replacement values
-//! (`[masked]`, its base64 form, `[hmac:...]` tokens, `[masked:<detector>]`) where the real
-//! values were, and the API server would store them over the real ones.
+//! Mask markers written back (`docs/kubernetes-semantics.md`, "Mask markers written back"):
+//! `kubectl get -o yaml | edit | kubectl replace`, or an apply of an exported manifest, sends the
+//! masker's replacement values (`[masked]`, its base64 form, `[hmac:...]` tokens,
+//! `[masked:<detector>]`) where the real values were, and the API server would store them over
+//! the real ones.
 //!
 //! Any string in a write's body that holds a marker is refused, wherever it is (including inside
 //! the last-applied annotation, which holds a whole object as text): simpler and stricter than

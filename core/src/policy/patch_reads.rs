@@ -1,7 +1,8 @@
-//! JSON patch operations that read a value (`kubernetes-semantics.md` §6.38): `copy` and `move`
-//! take the value at `from` and put it somewhere else, and `test` answers whether the value at
-//! `path` equals a guess. On a masked field the first launders the value into a field no mask
-//! covers (and the patch response shows it), the second is a guessing oracle.
+//! JSON patch operations that read a value (`docs/kubernetes-semantics.md`, "JSON patch reads:
+//! copy, move and test"): `copy` and `move` take the value at `from` and put it somewhere else,
+//! and `test` answers whether the value at `path` equals a guess. On a masked field the first
+//! launders the value into a field no mask covers (and the patch response shows it), the second
+//! is a guessing oracle.
 //!
 //! A read is allowed only where kubeleash can place it with certainty outside every mask: at a
 //! scalar of `metadata` (name, namespace, uid, resourceVersion, generation, timestamps, a label,

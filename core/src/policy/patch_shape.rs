@@ -1,4 +1,5 @@
-//! Which patch bodies can be judged from their text (`kubernetes-semantics.md` §6.39).
+//! Which patch bodies can be judged from their text (`docs/kubernetes-semantics.md`, "Patches
+//! judged from their text").
 //!
 //! A condition judged on a patch body sees what the patch sets, not what it removes. A JSON
 //! patch's effect depends on the stored object throughout (`move`, `copy`, `remove`); a merge or

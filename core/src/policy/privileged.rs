@@ -1,7 +1,7 @@
 //! Requests that reach past the object they name: running code, minting or borrowing
-//! credentials, granting permissions, proxying into the cluster (`kubernetes-semantics.md` §2.4,
-//! §6.9–6.13, §6.18–6.23, §6.30–6.31). An `allow` rule grants one of these only when it lists the
-//! verb and the resource by name; a `*` in either is never enough.
+//! credentials, granting permissions, proxying into the cluster (`docs/kubernetes-semantics.md`,
+//! "Privileged requests"). An `allow` rule grants one of these only when it lists the verb and
+//! the resource by name; a `*` in either is never enough.
 
 use crate::request::{Attributes, Impersonation};
 
@@ -115,8 +115,8 @@ pub(crate) fn cluster_scoped(group: &str, resource: &str) -> bool {
     )
 }
 
-/// The extra authorization checks the API server runs for impersonation headers (§2.2): one
-/// `impersonate` request per impersonated attribute.
+/// The extra authorization checks the API server runs for impersonation headers (semantics
+/// "Impersonation and credential headers"): one `impersonate` request per impersonated attribute.
 pub(crate) fn impersonation_checks(imp: &Impersonation) -> Vec<Attributes> {
     let check =
         |group: &str, resource: &str, subresource: &str, namespace: &str, name: &str| Attributes {

@@ -1,5 +1,6 @@
 //! The entry point: check the request is canonical, then compute the API server's
-//! `RequestInfo` (`kubernetes-semantics.md` §1.2) and the facts policies need.
+//! `RequestInfo` (`docs/kubernetes-semantics.md`, "Request classification") and the facts
+//! policies need.
 
 use super::path;
 use super::query::{Param, Query};
@@ -11,21 +12,23 @@ use super::{Attributes, Facts, NonCanonical, Request, delete_options, facts, nam
 /// percent-encoding kept), `headers` the request headers.
 ///
 /// Refuses (see [`NonCanonical`]) whatever kubectl never sends and the API server could read
-/// differently from a gateway (§1.6): absolute-form, control or non-ASCII bytes, `#`, `\`,
-/// empty or dot segments, percent-escapes or `;` in the path, `;` or bad escapes in the query,
-/// repeated single-valued parameters, `dryRun` other than `All`, `watch`/`proxy` with nothing
-/// after them, and non-visible-ASCII or repeated single-valued headers that kubeleash reads.
+/// differently from a gateway (semantics "Canonical request targets"): absolute-form, control or
+/// non-ASCII bytes, `#`, `\`, empty or dot segments, percent-escapes or `;` in the path, `;` or bad
+/// escapes in the query, repeated single-valued parameters, `dryRun` other than `All`,
+/// `watch`/`proxy` with nothing after them, and non-visible-ASCII or repeated single-valued headers
+/// that kubeleash reads.
 ///
 /// Also refused: an API group, version, resource or subresource segment that is not a valid
 /// Kubernetes name (see [`NonCanonical::InvalidName`]); no API server serves one, and these
 /// segments are printed into the `kubectl` lines people read.
 ///
-/// Deliberate departures from `RequestInfo`, so that a rule for `get` never covers a stream:
-/// every request on an `exec`, `attach` or `portforward` subresource is `create`, whatever its
-/// method and whether or not it asks to upgrade (the streaming server ignores the method, and
-/// the API server demands `create` for WebSocket streams since 1.35, §2.3, §6.36); and a request
-/// on a `proxy` subresource that asks to upgrade is `create`, since the upgraded connection is a
-/// raw tunnel to the backend (through `nodes/proxy`, the kubelet's own exec).
+/// Deliberate departures from `RequestInfo`, so that a rule for `get` never covers a stream: every
+/// request on an `exec`, `attach` or `portforward` subresource is `create`, whatever its method and
+/// whether or not it asks to upgrade (the streaming server ignores the method, and the API server
+/// demands `create` for WebSocket streams since 1.35, semantics "Privileged requests", semantics
+/// "Streams and upgrades"); and a request on a `proxy` subresource that asks to upgrade is
+/// `create`, since the upgraded connection is a raw tunnel to the backend (through `nodes/proxy`,
+/// the kubelet's own exec).
 pub fn classify(
     method: &str,
     target: &str,

@@ -1,6 +1,7 @@
-//! The `DeleteOptions` the API server will act on for a DELETE (`kubernetes-semantics.md` §6.8,
-//! `handlers/delete.go`): decoded from the body when the body is non-empty, and then the query's
-//! options are ignored entirely; otherwise decoded from the query.
+//! The `DeleteOptions` the API server will act on for a DELETE (`handlers/delete.go`;
+//! `docs/kubernetes-semantics.md`, "DeleteOptions: the body overrides the query"): decoded from
+//! the body when the body is non-empty, and then the query's options are ignored entirely;
+//! otherwise decoded from the query.
 //!
 //! A DELETE that carries options in both places is refused ([`crate::body::BodyError`]
 //! `delete-options-twice`): kubectl and client-go never send both, and a gateway that read the

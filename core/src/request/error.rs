@@ -5,8 +5,9 @@ use thiserror::Error;
 /// Why a request was refused instead of classified.
 ///
 /// Every refusal is for something kubectl and client-go never send, and which the API server and
-/// a gateway could read two ways (`kubernetes-semantics.md` §1.6). Each variant carries the
-/// offending input; [`NonCanonical::code`] gives a stable machine-readable code.
+/// a gateway could read two ways (`docs/kubernetes-semantics.md`, "Canonical request targets"
+/// and "Query parameters"). Each variant carries the offending input; [`NonCanonical::code`]
+/// gives a stable machine-readable code.
 ///
 /// Header refusals carry only the header *name*: values of these headers can hold credentials
 /// (`Sec-WebSocket-Protocol` bearer tokens) and must not end up in logs.

@@ -1,5 +1,6 @@
-//! Facts read from request headers: impersonation (`kubernetes-semantics.md` §6.20), upgrades
-//! and WebSocket bearer tokens (§2.5, §6.21), the body's media type, encoding and patch type.
+//! Facts read from request headers: impersonation and WebSocket bearer tokens
+//! (`docs/kubernetes-semantics.md`, "Impersonation and credential headers"), upgrades ("Streams and
+//! upgrades"), the body's media type, encoding and patch type.
 //!
 //! Every header read here must be visible ASCII (what `HeaderValue::to_str` accepts: printable
 //! ASCII, space and tab); anything else is refused rather than decoded one way or another. The

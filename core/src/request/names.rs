@@ -1,5 +1,5 @@
 //! The API group, version, resource and subresource of a resource request must be valid
-//! Kubernetes names (`kubernetes-semantics.md` §6.42).
+//! Kubernetes names (`docs/kubernetes-semantics.md`, "Names in request paths").
 //!
 //! The API server serves no resource under any other name (built-in plurals and subresources are
 //! lowercase words; a CRD's plural is a DNS label and its group a DNS subdomain; the metrics

@@ -1,5 +1,6 @@
-//! The path part of a request target: the canonical-path rules (`kubernetes-semantics.md` §1.6)
-//! and the split into segments that `RequestInfoFactory` reads (§1.2 step 2).
+//! The path part of a request target: the canonical-path rules (`docs/kubernetes-semantics.md`,
+//! "Canonical request targets") and the split into segments that `RequestInfoFactory` reads
+//! ("Request classification", step 2).
 
 use super::NonCanonical;
 

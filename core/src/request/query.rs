@@ -1,7 +1,7 @@
 //! The query part of a request target, parsed the way Go's `url.ParseQuery` parses it
-//! (`kubernetes-semantics.md` §1.3), minus everything Go would read differently from a gateway:
-//! `;` (Go drops the pair), malformed escapes (Go drops the pair) and repeated single-valued
-//! parameters (the API server reads only the first) are refused (§1.6 rule 3).
+//! (`docs/kubernetes-semantics.md`, "Query parameters"), minus everything Go would read
+//! differently from a gateway: `;` (Go drops the pair), malformed escapes (Go drops the pair) and
+//! repeated single-valued parameters (the API server reads only the first) are refused.
 
 use std::borrow::Cow;
 
@@ -180,10 +180,10 @@ impl<'a> Query<'a> {
         self.get(Param::DryRun).is_some()
     }
 
-    /// The object name a list or watch is restricted to by `fieldSelector=metadata.name=X`,
-    /// as `RequestInfoFactory` derives it (§1.2 step 9): only when every `ListOptions`
-    /// parameter kubeleash recognises decodes, the selector requires an exact match on
-    /// `metadata.name`, and the value is a valid path segment name.
+    /// The object name a list or watch is restricted to by `fieldSelector=metadata.name=X`, as
+    /// `RequestInfoFactory` derives it (semantics "Request classification"): only when every
+    /// `ListOptions` parameter kubeleash recognises decodes, the selector requires an exact match
+    /// on `metadata.name`, and the value is a valid path segment name.
     pub(super) fn field_selector_name(&self) -> Option<Cow<'_, str>> {
         let selector = self.get(Param::FieldSelector)?;
         if !self.list_options_decode() {
