@@ -70,11 +70,7 @@ pub use kube::client::{Body, DynBody};
 /// assert_eq!((v["kind"].as_str(), v["code"].as_u64()), (Some("Status"), Some(403)));
 /// ```
 pub fn status_body(code: u16, reason: &str, message: &str) -> Bytes {
-    let body = serde_json::json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code,
-    });
-    Bytes::from(body.to_string())
+    Bytes::from(kubeleash_core::status::Status::failure(code, reason, message).to_json())
 }
 
 /// Why the kubeconfig could not be turned into a client. The message says what was wrong and

@@ -10,3 +10,4 @@ pub mod mask;
 pub mod policy;
 pub mod record;
 pub mod request;
+pub mod status;

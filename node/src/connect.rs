@@ -17,19 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, ORIGIN, UPGRADE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::{AUTHORIZATION, CONNECTION, HOST, ORIGIN, UPGRADE};
+use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use kubeleash_connect::{Note, correlation_id, id_in, sanitize, status_body};
+use kubeleash_connect::{Note, correlation_id, id_in, sanitize};
 use kubeleash_core::body::MAX_BODY_BYTES as MAX_BODY;
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::{Verification, verify};
 use kubeleash_tower::{
-    Answer, ApprovalMode, Approver, BoxError, Durable, Format, JsonlRecorder, KubeleashLayer,
-    MAX_WINDOW, Mode, RecordBody, RecordError, Recorder, RecorderOptions,
+    Answer, ApprovalMode, Approver, BoxError, Format, JsonlRecorder, KubeleashLayer, MAX_WINDOW,
+    Mode, RecorderOptions,
 };
 use napi::bindgen_prelude::{Either, Env, PromiseRaw};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -401,49 +401,15 @@ fn parse_answer(v: &Value) -> Result<Answer, String> {
     }
 }
 
-/// The recorder, shared so `close` can end the log while the layer still holds it.
-struct SharedRecorder(Arc<JsonlRecorder>);
-
-impl Recorder for SharedRecorder {
-    fn record(&self, record: RecordBody) -> Result<(), RecordError> {
-        self.0.record(record)
-    }
-
-    fn record_durable(&self, record: RecordBody) -> Durable<'_> {
-        self.0.record_durable(record)
-    }
-
-    fn admits(&self) -> bool {
-        self.0.admits()
-    }
-
-    // Forwarded, not defaulted: a full queue set to block waits for room instead of refusing.
-    fn admit(&self) -> Durable<'_> {
-        self.0.admit()
-    }
-
-    fn enabled(&self) -> bool {
-        self.0.enabled()
-    }
-
-    fn body_cap(&self) -> Option<usize> {
-        self.0.body_cap()
-    }
-}
-
 type Out = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A Kubernetes `Status` failure, as the API server phrases errors.
 fn status(code: u16, reason: &str, message: &str) -> Response<Out> {
-    let mut r = Response::new(
-        Full::new(status_body(code, reason, message))
+    kubeleash_core::status::Status::failure(code, reason, message).response(|b| {
+        Full::new(Bytes::from(b))
             .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+            .boxed_unsync()
+    })
 }
 
 /// Compare without an early exit, so timing does not reveal how much of a guess was right.
@@ -805,7 +771,8 @@ pub fn listen<'env>(
         }
     };
     if let Some(r) = &recorder {
-        layer = layer.recorder(SharedRecorder(Arc::clone(r)));
+        // The layer and `close` share the recorder: `Recorder` is implemented for `Arc`.
+        layer = layer.recorder(Arc::clone(r));
     }
     let plan = Plan {
         layer,

@@ -236,17 +236,11 @@ pub(crate) fn status_body(message: &str, id: &str, waiting: bool, retry_after: u
     if waiting {
         details["retryAfterSeconds"] = json!(retry_after);
     }
-    let v = json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": "Forbidden",
-        "details": details,
-        "code": 403,
-    });
-    Bytes::from(v.to_string())
+    Bytes::from(
+        kubeleash_core::status::Status::failure(403, "Forbidden", message)
+            .details(details)
+            .to_json(),
+    )
 }
 
 /// `retry_after` as `Retry-After` says it: whole seconds, at least 1.

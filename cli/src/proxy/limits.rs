@@ -42,15 +42,16 @@ pub const MAX_BUFFERED: usize = 64 * 1024 * 1024;
 /// The answer to a connection beyond [`Limits::max_connections`], written without reading the
 /// request: a Kubernetes `Status` that tells the client to retry, then the connection closes.
 pub fn busy_response(max: usize) -> Vec<u8> {
-    let body = serde_json::json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": format!(
+    let body = kubeleash_core::status::Status::failure(
+        503,
+        "ServiceUnavailable",
+        &format!(
             "kubeleash: the proxy has {max} connections open, its limit (--max-connections); retry shortly"
         ),
-        "reason": "ServiceUnavailable", "code": 503,
-        "details": {"retryAfterSeconds": 1},
-    })
-    .to_string();
+    )
+    .details(serde_json::json!({"retryAfterSeconds": 1}))
+    .to_json();
+    let body = String::from_utf8_lossy(&body);
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

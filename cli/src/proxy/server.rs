@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -156,14 +156,11 @@ struct Front {
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response<ProxyBody> {
-    let body = kubeleash_connect::status_body(code.as_u16(), reason, message);
-    let mut r = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
-    *r.status_mut() = code;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
+    kubeleash_core::status::Status::failure(code.as_u16(), reason, message).response(|b| {
+        Full::new(Bytes::from(b))
+            .map_err(|e| match e {})
+            .boxed_unsync()
+    })
 }
 
 fn load_policy(path: &PathBuf) -> Result<Policy, String> {
