@@ -49,17 +49,10 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let is_log = request.attributes.subresource == "log";
-    let content_type = a.content_type.unwrap_or_else(|| {
-        if is_log {
-            "text/plain"
-        } else {
-            "application/json"
-        }
-        .into()
-    });
+    // None: the framing code picks what the API server sends (text for a pod log, JSON else).
+    let content_type = a.content_type.filter(|c| !c.is_empty());
     let mut masker =
-        match policy.masker(&request, Some(&content_type), a.content_encoding.as_deref()) {
+        match policy.masker(&request, content_type.as_deref(), a.content_encoding.as_deref()) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("error: refused: {e}");

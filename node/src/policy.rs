@@ -152,7 +152,7 @@ pub struct Policy {
 pub(crate) struct MaskJob {
     pub policy: core::Policy,
     pub request: Request,
-    pub content_type: String,
+    pub content_type: Option<String>,
     pub content_encoding: Option<String>,
 }
 
@@ -162,7 +162,7 @@ impl MaskJob {
             .policy
             .masker(
                 &self.request,
-                Some(&self.content_type),
+                self.content_type.as_deref(),
                 self.content_encoding.as_deref(),
             )
             .map_err(|e| (e, Vec::new()))?;
@@ -334,7 +334,7 @@ impl Policy {
             .policy
             .masker(
                 &job.request,
-                Some(&job.content_type),
+                job.content_type.as_deref(),
                 job.content_encoding.as_deref(),
             )
             .map_err(|e| errors::mask_error(env, &e, Vec::new()))?;
@@ -377,15 +377,9 @@ impl Policy {
         let request =
             request::classify(method, target, &headers).map_err(|e| errors::refused(env, &e))?;
         let options = options.unwrap_or_default();
-        let is_log = request.attributes.resource_request && request.attributes.subresource == "log";
-        let content_type = options.content_type.unwrap_or_else(|| {
-            if is_log {
-                "text/plain"
-            } else {
-                "application/json"
-            }
-            .to_string()
-        });
+        // None: the framing code picks what the API server sends (text for a pod log, JSON
+        // else).
+        let content_type = options.content_type.filter(|c| !c.is_empty());
         Ok(MaskJob {
             policy: self.inner.clone(),
             request,

@@ -17,17 +17,11 @@ pub struct Policy {
     pub(crate) inner: core::Policy,
 }
 
-/// The response content type a masker assumes when the caller names none: JSON, or text for
-/// pod logs (as `kubeleash mask` does). An empty string means "the response has none".
-pub(crate) fn content_type_for<'a>(request: &Request, given: Option<&'a str>) -> Option<&'a str> {
-    match given {
-        Some("") => None,
-        Some(c) => Some(c),
-        None if request.attributes.resource_request && request.attributes.subresource == "log" => {
-            Some("text/plain")
-        }
-        None => Some("application/json"),
-    }
+/// The response's content type as the caller gave it: `None` (or an empty string, "the
+/// response has none") leaves the choice to the framing code, which picks what the API server
+/// sends (text for a pod log, JSON else).
+pub(crate) fn content_type_for(given: Option<&str>) -> Option<&str> {
+    given.filter(|c| !c.is_empty())
 }
 
 impl Policy {
@@ -116,7 +110,7 @@ impl Policy {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let request = self.classify(py, method, target, headers)?;
         let body = bytes_arg(body, "body")?;
-        let ct = content_type_for(&request, content_type);
+        let ct = content_type_for(content_type);
         let policy = &self.inner;
         let body: &[u8] = &body;
         // Large bodies: let other Python threads run while Rust masks.
@@ -138,7 +132,7 @@ impl Policy {
         content_encoding: Option<&str>,
     ) -> PyResult<Masker> {
         let request = self.classify(py, method, target, headers)?;
-        let ct = content_type_for(&request, content_type);
+        let ct = content_type_for(content_type);
         match self.inner.masker(&request, ct, content_encoding) {
             Ok(m) => Ok(Masker::new(m)),
             Err(e) => Err(mask_error(py, &e, b"")),
