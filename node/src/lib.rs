@@ -19,8 +19,8 @@
 )]
 
 mod connect;
+mod convert;
 mod errors;
-mod headers;
 mod masker;
 mod policy;
 mod widen;

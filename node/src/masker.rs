@@ -6,8 +6,8 @@ use kubeleash_core::mask::{self, MaskError};
 use napi::bindgen_prelude::{AsyncTask, Buffer, Either, Env, Task};
 use napi_derive::napi;
 
+use crate::convert::bytes_arg;
 use crate::errors;
-use crate::policy::body_bytes;
 
 /// A streaming masker for one response. `feed` returns the bytes that are safe to send now;
 /// the output does not depend on how the input is split. After an error it emits nothing more.
@@ -70,7 +70,7 @@ impl Masker {
     /// `safe` holds the safe bytes this chunk still produced.
     #[napi]
     pub fn feed(&self, env: &Env, chunk: Either<String, Buffer>) -> napi::Result<Buffer> {
-        let bytes = body_bytes(&chunk);
+        let bytes = bytes_arg(&chunk);
         let mut out = Vec::with_capacity(bytes.len() + 64);
         match lock(&self.inner).feed_into(bytes, &mut out) {
             Ok(()) => Ok(out.into()),

@@ -7,8 +7,8 @@ use napi::bindgen_prelude::{AsyncTask, Buffer, Either, Env, Task};
 use napi_derive::napi;
 use serde_json::Value;
 
+use crate::convert::{bytes_arg, headers_arg};
 use crate::errors;
-use crate::headers;
 use crate::masker::Masker;
 
 /// A request's authorization attributes, as the API server's `RequestInfo` holds them. Empty
@@ -211,13 +211,6 @@ impl Task for MaskTask {
     }
 }
 
-pub(crate) fn body_bytes(body: &Either<String, Buffer>) -> &[u8] {
-    match body {
-        Either::A(s) => s.as_bytes(),
-        Either::B(b) => b,
-    }
-}
-
 #[napi]
 impl Policy {
     /// Compile a policy from YAML (JSON is YAML too). Throws a `PolicyError` (`code:
@@ -260,13 +253,13 @@ impl Policy {
     /// denied with the reason it was refused (and `request: null`).
     #[napi]
     pub fn evaluate(&self, env: &Env, input: EvaluateInput) -> napi::Result<Evaluation> {
-        let headers = headers::parse(input.headers.as_ref())
+        let headers = headers_arg(input.headers.as_ref())
             .map_err(|m| errors::type_error(env, "invalid-headers", &m))?;
         let identity = Identity::new(
             input.user.unwrap_or_default(),
             input.groups.unwrap_or_default(),
         );
-        let body = input.body.as_ref().map(body_bytes);
+        let body = input.body.as_ref().map(bytes_arg);
         let eval = self
             .inner
             .evaluate(&identity, &input.method, &input.target, &headers, body);
@@ -289,7 +282,7 @@ impl Policy {
         options: Option<MaskOptions>,
     ) -> napi::Result<Buffer> {
         let job = self.job(env, &method, &target, headers.as_ref(), options)?;
-        job.run(body_bytes(&body))
+        job.run(bytes_arg(&body))
             .map(Buffer::from)
             .map_err(|(e, _)| errors::mask_error(env, &e, Vec::new()))
     }
@@ -373,7 +366,7 @@ impl Policy {
         options: Option<MaskOptions>,
     ) -> napi::Result<MaskJob> {
         let headers =
-            headers::parse(headers).map_err(|m| errors::type_error(env, "invalid-headers", &m))?;
+            headers_arg(headers).map_err(|m| errors::type_error(env, "invalid-headers", &m))?;
         let request =
             request::classify(method, target, &headers).map_err(|e| errors::refused(env, &e))?;
         let options = options.unwrap_or_default();
@@ -401,7 +394,7 @@ pub fn classify(
     target: String,
     headers: Option<Value>,
 ) -> napi::Result<Attributes> {
-    let headers = headers::parse(headers.as_ref())
+    let headers = headers_arg(headers.as_ref())
         .map_err(|m| errors::type_error(env, "invalid-headers", &m))?;
     request::classify(&method, &target, &headers)
         .map(|r| Attributes::from(&r.attributes))

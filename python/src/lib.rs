@@ -7,7 +7,7 @@
     reason = "PyO3's #[pymodule], #[pyclass] and #[pymethods] expand to FFI glue"
 )]
 
-mod client;
+mod connect;
 mod convert;
 mod errors;
 mod framing;
@@ -31,10 +31,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<policy::TestReport>()?;
     m.add_class::<policy::TestOutcome>()?;
     m.add_class::<masker::Masker>()?;
-    m.add_class::<client::Answer>()?;
-    m.add_class::<client::ApprovalRequest>()?;
-    m.add_class::<client::Transport>()?;
-    m.add_class::<client::ResponseBody>()?;
-    m.add_function(wrap_pyfunction!(client::verify_record, m)?)?;
+    m.add_class::<connect::Answer>()?;
+    m.add_class::<connect::ApprovalRequest>()?;
+    m.add_class::<connect::Transport>()?;
+    m.add_class::<connect::ResponseBody>()?;
+    m.add_function(wrap_pyfunction!(connect::verify_record, m)?)?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::catalog::{self, Custom, ResourceDef, Served, SubresourceDef};
-use crate::server::State;
+use crate::state::State;
 use crate::status::{FieldError, FieldErrorKind};
 use crate::store::Inner;
 use crate::time;

@@ -41,9 +41,11 @@ mod negotiate;
 mod patch;
 mod protobuf;
 mod query;
+mod reply;
 mod routes;
 mod selector;
 mod server;
+mod state;
 mod status;
 mod store;
 mod table;
@@ -167,7 +169,7 @@ impl Sandbox {
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
         let (stop, stopped) = signal::channel(false);
-        let state = Arc::new(server::State::new(&options, stopped.clone()));
+        let state = Arc::new(state::State::new(&options, stopped.clone()));
         let task = tokio::spawn(server::serve(listener, state, stopped));
         Ok(Sandbox {
             addr: bound,

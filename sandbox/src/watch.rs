@@ -18,9 +18,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::catalog::ResourceDef;
 use crate::json;
 use crate::negotiate::Output;
+use crate::reply::Reply;
 use crate::routes::read::Filter;
 use crate::routes::{Ctx, Target};
-use crate::server::Reply;
 use crate::status::{ApiError, FieldError};
 use crate::store::{Event, EventType};
 use crate::table::{self, Include};
@@ -254,7 +254,7 @@ pub fn start(
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
-    state: Arc<crate::server::State>,
+    state: Arc<crate::state::State>,
     tx: mpsc::Sender<Bytes>,
     mut rx: broadcast::Receiver<Arc<Event>>,
     first: Vec<Bytes>,
@@ -277,7 +277,7 @@ async fn run(
     loop {
         let chunk = tokio::select! {
             _ = &mut deadline => return,
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = crate::state::stopped(&mut stop) => return,
             _ = tx.closed() => return,
             _ = ticker.tick(), if bookmark_every.is_some() => encoder.bookmark(last_rv, false),
             received = rx.recv() => match received {

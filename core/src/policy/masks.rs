@@ -26,12 +26,14 @@
 use serde::Deserialize;
 
 use super::error::PolicyError;
-use super::spec::S;
+// Spanned directly, not spec's alias: spec holds this section's document type, so importing
+// from spec would make the two modules depend on each other.
 use crate::mask::detect::{Detectors, catalog};
 use crate::mask::{
     Action, BUILTIN_MASKS, MaskLimits, MaskRule, MaskSet, Replace, builtin_rules, parse_path,
     random_key,
 };
+use serde_saphyr::Spanned as S;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

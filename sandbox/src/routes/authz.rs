@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::fields;
 use crate::negotiate::{self, BodyFormat};
-use crate::server::Reply;
+use crate::reply::Reply;
 use crate::status::{ApiError, FieldError};
 use crate::time;
 use crate::validate;

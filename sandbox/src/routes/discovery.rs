@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::{ResourceDef, Served};
 use crate::negotiate::parse_accept;
-use crate::server::Reply;
+use crate::reply::Reply;
 
 use super::Ctx;
 

@@ -16,7 +16,8 @@ use http::{HeaderMap, Method};
 
 use crate::catalog::{self, ResourceDef, Served};
 use crate::query::{Query, percent_decode};
-use crate::server::{Reply, State};
+use crate::reply::Reply;
+use crate::state::State;
 use crate::status::ApiError;
 
 /// One request, as the handlers see it.

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::catalog::{ResourceDef, Served};
 use crate::crd;
 use crate::negotiate::parse_accept;
-use crate::server::Reply;
+use crate::reply::Reply;
 use crate::status::ApiError;
 
 use super::Ctx;

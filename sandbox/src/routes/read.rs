@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::ResourceDef;
 use crate::negotiate::{self, Output};
+use crate::reply::Reply;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::Reply;
 use crate::status::ApiError;
 use crate::table::{self, Include};
 use crate::{json as ordered_json, watch as watcher};

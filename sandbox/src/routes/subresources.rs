@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::negotiate::PatchType;
-use crate::server::Reply;
+use crate::reply::Reply;
 use crate::status::{ApiError, FieldError};
 use crate::time;
 use crate::validate;
@@ -126,7 +126,7 @@ fn log(ctx: &Ctx<'_>, t: &Target) -> Result<Reply, ApiError> {
         }
         tokio::select! {
             _ = tx.closed() => {}
-            _ = crate::server::stopped(&mut stop) => {}
+            _ = crate::state::stopped(&mut stop) => {}
         }
     });
     Ok(Reply::stream("text/plain", rx))

@@ -1,11 +1,14 @@
-//! Request headers from JavaScript: `{ name: value | value[] }` or `[[name, value], ...]`.
+//! Conversions from JavaScript values to the engine's: request headers (`{ name: value |
+//! value[] }` or `[[name, value], ...]`) and the body arguments every entry point accepts. The
+//! Python binding's `convert.rs` does the same for Python values.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use napi::bindgen_prelude::{Buffer, Either};
 use serde_json::Value;
 
 /// Parse headers; the error says which header is wrong (never its value, which may be a
 /// credential).
-pub fn parse(headers: Option<&Value>) -> Result<HeaderMap, String> {
+pub fn headers_arg(headers: Option<&Value>) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     let mut add = |name: &str, value: &Value| -> Result<(), String> {
         let name_ok = HeaderName::from_bytes(name.as_bytes())
@@ -51,4 +54,11 @@ pub fn parse(headers: Option<&Value>) -> Result<HeaderMap, String> {
         }
     }
     Ok(map)
+}
+
+pub(crate) fn bytes_arg(body: &Either<String, Buffer>) -> &[u8] {
+    match body {
+        Either::A(s) => s.as_bytes(),
+        Either::B(b) => b,
+    }
 }
