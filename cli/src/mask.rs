@@ -51,14 +51,17 @@ pub fn run(a: Args) -> ExitCode {
     };
     // None: the framing code picks what the API server sends (text for a pod log, JSON else).
     let content_type = a.content_type.filter(|c| !c.is_empty());
-    let mut masker =
-        match policy.masker(&request, content_type.as_deref(), a.content_encoding.as_deref()) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("error: refused: {e}");
-                return ExitCode::from(1);
-            }
-        };
+    let mut masker = match policy.masker(
+        &request,
+        content_type.as_deref(),
+        a.content_encoding.as_deref(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: refused: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (mut stdin, mut stdout) = (std::io::stdin().lock(), std::io::stdout().lock());
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(buf.len() + 1024);
