@@ -1,11 +1,12 @@
 //! `kubeleash replay`: a recorded session as a timeline of the kubectl commands it amounts to,
 //! with the chain of hashes checked; or, read from the same record, approval-fatigue figures
 //! (`--approvals`, [`approvals`]) and the widened grants as a reviewable policy change
-//! (`--grants`, [`grants`]).
+//! (`--grants`, [`grants`]); or the session as one HTML page for a person (`--html`, [`html`]).
 
 mod approvals;
 mod diff;
 mod grants;
+mod html;
 mod yaml;
 
 use std::path::PathBuf;
@@ -70,6 +71,11 @@ pub struct Args {
     /// Only records before this time.
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
+    /// Write the session as one self-contained HTML page to OUT instead: the chain's check, a
+    /// summary, the approvals and the timeline, with filters by identity, decision and
+    /// resource. The page loads nothing from the network.
+    #[arg(long, value_name = "OUT", conflicts_with_all = ["approvals", "grants", "format"])]
+    html: Option<PathBuf>,
 }
 
 /// The kubectl command a record amounts to, or its raw method and target.
@@ -223,6 +229,10 @@ pub fn run(a: Args) -> ExitCode {
         let code = summary(&a, &v, &kept);
         return verdict(&a, &v, code);
     }
+    if let Some(out) = &a.html {
+        let code = page(&a, out, &log, &v, &kept);
+        return verdict(&a, &v, code);
+    }
     for r in kept {
         match a.format {
             Format::Json => println!(
@@ -257,6 +267,40 @@ pub fn run(a: Args) -> ExitCode {
         }
     }
     verdict(&a, &v, ExitCode::SUCCESS)
+}
+
+/// `--html OUT`: the page, from the records kept.
+fn page(
+    a: &Args,
+    out: &std::path::Path,
+    log: &str,
+    v: &kubeleash_core::record::Verification,
+    kept: &[&Record],
+) -> ExitCode {
+    let filters = [
+        ("--identity", &a.identity),
+        ("--decision", &a.decision),
+        ("--since", &a.since),
+        ("--until", &a.until),
+    ]
+    .into_iter()
+    .filter_map(|(flag, value)| value.as_ref().map(|x| format!("{flag} {x}")))
+    .collect();
+    let src = html::Source {
+        file: &a.file,
+        log,
+        filters,
+    };
+    match html::write(out, &src, v, kept) {
+        Ok(()) => {
+            eprintln!("wrote {}: {} entries", out.display(), kept.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `--approvals` or `--grants`, from the records kept.
