@@ -16,6 +16,8 @@ use kubeleash_core::request::{Attributes, Impersonation, Request};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub(crate) mod hold;
+
 /// The longest window an [`Answer::Approve`] can open. A longer one is cut to this, whichever
 /// approver gave it: a standing grant belongs in the policy, as an allow rule.
 pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
