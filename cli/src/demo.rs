@@ -209,6 +209,8 @@ async fn demo(a: Args) -> Result<(), String> {
         context: None,
         listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
         record: Some(record.clone()),
+        // The masked bodies too, so the session page shows what the agent read.
+        record_bodies: Some(64 * 1024),
         identity: IdentityConfig::Fixed(Identity::new("agent-1", ["ai-agents"])),
         approvals: Approvals::Custom(Arc::new(Human(p))),
         approval_timeout: Duration::from_secs(30),

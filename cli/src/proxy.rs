@@ -62,6 +62,10 @@ pub struct Args {
     /// Record every request to this file (hash-chained JSON Lines).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// With --record: also record each response body as the agent received it (masked),
+    /// capped at BYTES each (`kubeleash replay --html` shows them).
+    #[arg(long, value_name = "BYTES", requires = "record")]
+    record_bodies: Option<usize>,
     /// The agent's user name (fixed identity).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
@@ -250,6 +254,7 @@ pub fn run(a: Args) -> ExitCode {
         context: a.context.clone(),
         listen: a.listen,
         record: a.record.clone(),
+        record_bodies: a.record_bodies,
         identity,
         approvals: match &approvals {
             Chosen::Ready(x) => x.clone(),

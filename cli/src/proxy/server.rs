@@ -75,6 +75,8 @@ pub struct ProxyConfig {
     pub context: Option<String>,
     pub listen: SocketAddr,
     pub record: Option<PathBuf>,
+    /// Also record each delivered (masked) response body, capped at this many bytes.
+    pub record_bodies: Option<usize>,
     pub identity: IdentityConfig,
     pub approvals: Approvals,
     pub approval_timeout: Duration,
@@ -239,7 +241,14 @@ pub async fn start_with(
     };
     let recorder = match &cfg.record {
         Some(path) => Some(Arc::new(
-            JsonlRecorder::open(path, RecorderOptions::default()).map_err(|e| {
+            JsonlRecorder::open(
+                path,
+                RecorderOptions {
+                    body_cap: cfg.record_bodies,
+                    ..RecorderOptions::default()
+                },
+            )
+            .map_err(|e| {
                 format!(
                     "cannot open record file `{}`: {}",
                     path.display(),
