@@ -1,6 +1,7 @@
 //! `kubeleash demo`: the sandbox cluster and the proxy on free loopback ports, and an agent
 //! session played through them, ending with the replay of what it did.
 
+use kubeleash_core::record::RecordKind;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,7 +255,7 @@ async fn demo(a: Args) -> Result<(), String> {
     );
     let log = std::fs::read_to_string(&record).map_err(|e| e.to_string())?;
     let v = verify(&log);
-    for r in v.records.iter().filter(|r| r.body.kind != "end") {
+    for r in v.records.iter().filter(|r| r.body.kind != RecordKind::End) {
         let d = crate::replay::decision_text(r);
         let d = if d.starts_with("DENIED") {
             p.no(&d)

@@ -9,6 +9,7 @@ mod grants;
 mod html;
 mod yaml;
 
+use kubeleash_core::record::{Outcome, RecordKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -151,19 +152,19 @@ pub fn decision_text(r: &Record) -> String {
         .map(|r| format!(" by rule {}", printable(r)))
         .unwrap_or_default();
     let approver = || printable(d.approver.as_deref().unwrap_or("?")).into_owned();
-    match r.body.kind.as_str() {
-        "held" => format!(
+    match r.body.kind {
+        RecordKind::Held => format!(
             "held for approval {}{rule}",
             printable(d.approval_id.as_deref().unwrap_or_default())
         ),
-        "approval" => format!("approved by {}", approver()),
+        RecordKind::Approval => format!("approved by {}", approver()),
         // Written before a write is sent; the record of its answer follows (if it is missing,
         // the write may have reached the server unanswered: the process stopped first).
-        "forwarded" => format!(
+        RecordKind::Forwarded => format!(
             "write allowed{rule} and sent to the API server; its answer is the next record for it"
         ),
-        _ => match d.outcome.as_str() {
-            "refused" => {
+        _ => match d.outcome {
+            Outcome::Refused => {
                 let by = d
                     .approver
                     .as_deref()
@@ -171,8 +172,8 @@ pub fn decision_text(r: &Record) -> String {
                     .unwrap_or_default();
                 format!("DENIED{rule}{by}")
             }
-            "approved" => format!("allowed after approval by {}", approver()),
-            "audited" => format!(
+            Outcome::Approved => format!("allowed after approval by {}", approver()),
+            Outcome::Audited => format!(
                 "allowed in audit mode (policy: {}{rule})",
                 printable(&d.effect)
             ),
@@ -182,7 +183,7 @@ pub fn decision_text(r: &Record) -> String {
 }
 
 fn keep(r: &Record, a: &Args) -> bool {
-    if r.body.kind == "end" {
+    if r.body.kind == RecordKind::End {
         return false;
     }
     let who = &r.body.identity;
@@ -192,7 +193,7 @@ fn keep(r: &Record, a: &Args) -> bool {
         .is_none_or(|i| who.user == *i || who.groups.contains(i))
         && a.decision
             .as_ref()
-            .is_none_or(|x| d.effect == *x || d.outcome == *x || r.body.kind == *x)
+            .is_none_or(|x| d.effect == *x || d.outcome == x.as_str() || r.body.kind == x.as_str())
         && a.since
             .as_ref()
             .is_none_or(|s| r.body.time.as_str() >= s.as_str())

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kubeleash_core::policy::Identity;
-use kubeleash_core::record::{Chain, RecordBody, RecordedDecision, RecordedRequest};
+use kubeleash_core::record::{
+    Chain, Outcome, RecordBody, RecordKind, RecordedDecision, RecordedRequest,
+};
 
 /// method, target, content type, upgrade, expected command
 type Form = (
@@ -96,7 +98,7 @@ fn log_of(forms: &[Form]) -> String {
     for (i, (method, target, ct, upgrade, _)) in forms.iter().enumerate() {
         let body = RecordBody {
             time: format!("2026-11-27T10:00:{i:02}.000Z"),
-            kind: "request".into(),
+            kind: RecordKind::Request,
             identity: Identity::new("agent-1", ["ai-agents"]),
             request: RecordedRequest {
                 attributes: {
@@ -120,7 +122,11 @@ fn log_of(forms: &[Form]) -> String {
             },
             decision: RecordedDecision {
                 effect: if i % 3 == 2 { "deny" } else { "allow" }.into(),
-                outcome: if i % 3 == 2 { "refused" } else { "forwarded" }.into(),
+                outcome: if i % 3 == 2 {
+                    Outcome::Refused
+                } else {
+                    Outcome::Forwarded
+                },
                 reason: "test".into(),
                 rule: Some(format!("rule-{i}")),
                 ..Default::default()
@@ -270,7 +276,7 @@ fn hostile_records_print_quoted_and_escaped() {
     for (i, (method, target, body)) in hostile.iter().enumerate() {
         let rec = RecordBody {
             time: format!("2026-11-27T10:00:{i:02}.000Z"),
-            kind: "request".into(),
+            kind: RecordKind::Request,
             identity: Identity::new("agent\u{1b}]0;owned\u{7}\u{9b}2J", ["g\u{202e}x"]),
             request: RecordedRequest {
                 method: method.to_string(),
@@ -281,7 +287,7 @@ fn hostile_records_print_quoted_and_escaped() {
             },
             decision: RecordedDecision {
                 effect: "allow".into(),
-                outcome: "forwarded".into(),
+                outcome: Outcome::Forwarded,
                 reason: "r\u{1b}[2J".into(),
                 rule: Some("rule\u{1b}[31m".into()),
                 ..Default::default()

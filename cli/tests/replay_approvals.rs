@@ -17,7 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kubeleash_core::policy::Identity;
-use kubeleash_core::record::{Chain, RecordBody, RecordedDecision, RecordedRequest};
+use kubeleash_core::record::{
+    Chain, Outcome, RecordBody, RecordKind, RecordedDecision, RecordedRequest,
+};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubeleash");
@@ -93,7 +95,7 @@ impl Rec {
     fn body(&self, time: String) -> RecordBody {
         RecordBody {
             time,
-            kind: self.kind.into(),
+            kind: word(self.kind),
             identity: Identity::new(self.user, ["ai-agents"]),
             request: RecordedRequest {
                 method: self.method.into(),
@@ -104,7 +106,7 @@ impl Rec {
                 effect: "approve".into(),
                 rule: Some(self.rule.into()),
                 reason: format!("rule \"{}\" holds it", self.rule),
-                outcome: self.outcome.into(),
+                outcome: word(self.outcome),
                 // "" for a record that names no approval.
                 approval_id: (!self.id.is_empty()).then(|| self.id.to_string()),
                 approver: self.by.map(str::to_string),
@@ -139,7 +141,7 @@ fn time(i: usize) -> String {
 fn plain_read(c: &mut Chain, t: &str) -> String {
     c.seal(RecordBody {
         time: t.into(),
-        kind: "request".into(),
+        kind: RecordKind::Request,
         identity: Identity::new("agent-1", ["ai-agents"]),
         request: RecordedRequest {
             method: "GET".into(),
@@ -150,7 +152,7 @@ fn plain_read(c: &mut Chain, t: &str) -> String {
             effect: "allow".into(),
             rule: Some("read-dev".into()),
             reason: "allowed".into(),
-            outcome: "forwarded".into(),
+            outcome: Outcome::Forwarded,
             ..Default::default()
         },
         response: None,
@@ -1347,4 +1349,9 @@ fn a_widened_approval_exports_as_a_policy_diff() {
     assert_eq!(compiled.rule_count(), 4);
     drop(run);
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A record word (`held`, `approved`, ...) as the log spells it, read as its enum.
+fn word<T: serde::de::DeserializeOwned>(w: &str) -> T {
+    serde_json::from_value(serde_json::Value::String(w.into())).expect("a record word")
 }

@@ -15,7 +15,8 @@ use std::process::Command;
 
 use kubeleash_core::policy::Identity;
 use kubeleash_core::record::{
-    Chain, RecordBody, RecordedDecision, RecordedRequest, RecordedResponse,
+    Chain, Outcome, RecordBody, RecordKind, RecordedDecision, RecordedRequest, RecordedResponse,
+    Stream,
 };
 use proptest::prelude::*;
 
@@ -99,7 +100,7 @@ fn request(
     let (effect, outcome, rule) = decision;
     RecordBody {
         time: format!("2026-11-27T10:00:{i:02}.000Z"),
-        kind: "request".into(),
+        kind: RecordKind::Request,
         identity: Identity::new(user, ["ai-agents"]),
         request: RecordedRequest {
             method: method.into(),
@@ -111,7 +112,7 @@ fn request(
         },
         decision: RecordedDecision {
             effect: effect.into(),
-            outcome: outcome.into(),
+            outcome: word(outcome),
             rule: Some(rule.into()),
             reason: format!("rule {rule:?} decided {effect}"),
             ..Default::default()
@@ -121,11 +122,10 @@ fn request(
             bytes: 10,
             duration_ms: 1,
             stream: if outcome == "refused" {
-                "refused"
+                Stream::Refused
             } else {
-                "masked"
-            }
-            .into(),
+                Stream::Masked
+            },
             body: None,
             error: None,
         }),
@@ -174,7 +174,7 @@ fn session() -> String {
             crb,
             ("approve", "held", "rbac-needs-a-human"),
         );
-        r.kind = "held".into();
+        r.kind = RecordKind::Held;
         r.request.body = Some(r#"{"kind":"ClusterRoleBinding","metadata":{"name":"view"}}"#.into());
         r.decision.approval_id = Some(id.into());
         r.response = None;
@@ -182,8 +182,8 @@ fn session() -> String {
     };
     bodies.push(held(3, "ap-1"));
     let mut approved = held(4, "ap-1");
-    approved.kind = "approval".into();
-    approved.decision.outcome = "approved".into();
+    approved.kind = RecordKind::Approval;
+    approved.decision.outcome = Outcome::Approved;
     approved.decision.approver = Some("alice".into());
     approved.decision.approver_reason = Some("ticket OPS-12".into());
     approved.decision.waited_ms = Some(4200);
@@ -500,7 +500,11 @@ fn hostile_log(strings: &[String]) -> String {
     for (i, s) in strings.iter().enumerate() {
         let body = RecordBody {
             time: s.clone(),
-            kind: if i % 2 == 0 { "request" } else { "held" }.into(),
+            kind: if i % 2 == 0 {
+                RecordKind::Request
+            } else {
+                RecordKind::Held
+            },
             identity: Identity::new(s.as_str(), [s.as_str(), "ok-group"]),
             request: RecordedRequest {
                 method: s.clone(),
@@ -514,7 +518,11 @@ fn hostile_log(strings: &[String]) -> String {
                 effect: s.clone(),
                 rule: Some(s.clone()),
                 reason: s.clone(),
-                outcome: if i % 2 == 0 { "refused" } else { "held" }.into(),
+                outcome: if i % 2 == 0 {
+                    Outcome::Refused
+                } else {
+                    Outcome::Held
+                },
                 approval_id: Some(s.clone()),
                 approver: Some(s.clone()),
                 approver_reason: Some(s.clone()),
@@ -525,7 +533,9 @@ fn hostile_log(strings: &[String]) -> String {
                 status: 200,
                 bytes: 1,
                 duration_ms: 1,
-                stream: s.clone(),
+                // A word the log cannot hold but as one of its own (`Stream`): a hostile one
+                // reads back as `unknown`.
+                stream: Stream::Masked,
                 body: Some(format!("{s}\nW21hc2tlZF0= {s}")),
                 error: Some(s.clone()),
             }),
@@ -681,4 +691,9 @@ fn command_line_filters_apply_and_are_named() {
     assert_eq!(page.matches("<div id=\"e").count(), 1);
     assert!(page.contains("Only the entries matching <code>--identity agent-2</code>"));
     assert!(Path::new(&out).exists());
+}
+
+/// A record word (`refused`, `approved`, ...) as the log spells it, read as its enum.
+fn word<T: serde::de::DeserializeOwned>(w: &str) -> T {
+    serde_json::from_value(serde_json::Value::String(w.into())).expect("a record word")
 }

@@ -62,6 +62,97 @@ pub struct RecordedRequest {
     pub agent_reason: Option<String>,
 }
 
+/// A closed set of words a record uses, as an enum that serializes to the word (so the log's
+/// text, and its hashes, are what they were when these were strings). A word this version does
+/// not know (a newer kubeleash wrote it) reads as `Unknown` instead of failing the whole log.
+macro_rules! record_words {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $word:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $word)] $variant,)+
+            /// Not stated, or a word this version does not know.
+            #[default]
+            #[serde(other, rename = "unknown")]
+            Unknown,
+        }
+
+        impl $name {
+            /// The word, as the log spells it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                    $name::Unknown => "unknown",
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+record_words! {
+    /// What a record is.
+    RecordKind {
+        /// A request and its decision (and its response, once there is one).
+        Request => "request",
+        /// A request starts waiting for a person's approval.
+        Held => "held",
+        /// The answer to a held request.
+        Approval => "approval",
+        /// A write or protocol switch, recorded durably before it is sent; its completion
+        /// follows as a `request` record.
+        Forwarded => "forwarded",
+        /// A held request nobody answered in time, or an approval nobody came back for.
+        Expired => "expired",
+        /// The recorder shut down cleanly.
+        End => "end",
+    }
+}
+
+record_words! {
+    /// What kubeleash did with a request.
+    Outcome {
+        /// Sent to the API server.
+        Forwarded => "forwarded",
+        /// Refused: by the policy, a person, a limit or the masker.
+        Refused => "refused",
+        /// Let through in audit mode, whatever the decision.
+        Audited => "audited",
+        /// Waiting for a person.
+        Held => "held",
+        /// Approved by a person (or a grant one left) and sent.
+        Approved => "approved",
+        /// A held request nobody answered in time, or an approval nobody came back for.
+        Expired => "expired",
+    }
+}
+
+record_words! {
+    /// How a response reached the caller.
+    Stream {
+        /// Through the masker.
+        Masked => "masked",
+        /// Through the masker, with a pod log's `limitBytes` applied to the masked output (the
+        /// record keeps the target the agent sent, with its limit).
+        MaskedLimited => "masked, limitBytes applied after masking",
+        /// An upgraded connection (exec, attach, port-forward), passed through after the 101.
+        Passthrough => "passthrough",
+        /// The masker stopped it.
+        Refused => "refused",
+    }
+}
+
 /// The decision as recorded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -73,9 +164,8 @@ pub struct RecordedDecision {
     pub rule: Option<String>,
     /// Why.
     pub reason: String,
-    /// What kubeleash did: `forwarded`, `refused`, `audited`, `held`, `approved`, or `expired`
-    /// (a held request nobody answered in time, or an approval nobody came back for).
-    pub outcome: String,
+    /// What kubeleash did.
+    pub outcome: Outcome,
     /// The approval id, for held requests.
     #[serde(default)]
     pub approval_id: Option<String>,
@@ -113,8 +203,8 @@ pub struct RecordedResponse {
     pub bytes: u64,
     /// From request to the end of the response, in milliseconds.
     pub duration_ms: u64,
-    /// `masked`, `passthrough` (an upgraded connection), or `refused` (the masker stopped it).
-    pub stream: String,
+    /// How it reached the caller.
+    pub stream: Stream,
     /// The delivered (masked) body, when recording bodies is on; capped.
     #[serde(default)]
     pub body: Option<String>,
@@ -129,9 +219,8 @@ pub struct RecordedResponse {
 pub struct RecordBody {
     /// RFC 3339 time.
     pub time: String,
-    /// `request`, `held` (a request starts waiting for approval), `approval` (its answer), or
-    /// `end` (the recorder shut down cleanly).
-    pub kind: String,
+    /// What the record is.
+    pub kind: RecordKind,
     /// Who sent the request.
     #[serde(default)]
     pub identity: Identity,
@@ -237,7 +326,7 @@ impl Chain {
     pub fn end(&mut self, time: &str) -> String {
         self.seal(RecordBody {
             time: time.to_string(),
-            kind: "end".into(),
+            kind: RecordKind::End,
             ..Default::default()
         })
     }
@@ -316,7 +405,10 @@ pub fn verify(log: &str) -> Verification {
         expect_seq = record.seq + 1;
         v.records.push(record);
     }
-    if v.records.last().is_none_or(|r| r.body.kind != "end") {
+    if v.records
+        .last()
+        .is_none_or(|r| r.body.kind != RecordKind::End)
+    {
         v.warnings.push("the log has no closing record: the recorder is still running, crashed, or the log was cut short".into());
     }
     v
@@ -337,7 +429,10 @@ pub fn audit_event(r: &Record) -> serde_json::Value {
         })
     });
     let d = &r.body.decision;
-    let allowed = matches!(d.outcome.as_str(), "forwarded" | "approved" | "audited");
+    let allowed = matches!(
+        d.outcome,
+        Outcome::Forwarded | Outcome::Approved | Outcome::Audited
+    );
     let mut annotations = serde_json::Map::new();
     annotations.insert(
         "authorization.k8s.io/decision".into(),
@@ -371,7 +466,7 @@ pub fn audit_event(r: &Record) -> serde_json::Value {
         // before they reach the server); its completion follows as a record of its own.
         "stage": if r.body.response.is_some() {
             "ResponseComplete"
-        } else if r.body.kind == "forwarded" {
+        } else if r.body.kind == RecordKind::Forwarded {
             "RequestReceived"
         } else {
             "ResponseStarted"
@@ -419,7 +514,7 @@ mod tests {
         for i in 0..n {
             let body = RecordBody {
                 time: format!("t{i}"),
-                kind: "request".into(),
+                kind: RecordKind::Request,
                 ..Default::default()
             };
             out.push_str(&c.seal(body));
@@ -428,6 +523,43 @@ mod tests {
         out.push_str(&c.end("t-end"));
         out.push('\n');
         out
+    }
+
+    #[test]
+    fn record_words_read_and_write_as_the_log_spells_them() {
+        for k in [
+            RecordKind::Request,
+            RecordKind::Held,
+            RecordKind::Approval,
+            RecordKind::Forwarded,
+            RecordKind::Expired,
+            RecordKind::End,
+        ] {
+            let text = serde_json::to_string(&k).unwrap();
+            assert_eq!(text, format!("\"{}\"", k.as_str()));
+            assert_eq!(serde_json::from_str::<RecordKind>(&text).unwrap(), k);
+        }
+        assert_eq!(
+            serde_json::to_string(&Stream::MaskedLimited).unwrap(),
+            "\"masked, limitBytes applied after masking\""
+        );
+        assert_eq!(Outcome::Approved, "approved");
+        // A word a newer kubeleash may write does not make the log unreadable.
+        let r: RecordedResponse = serde_json::from_str(
+            r#"{"status":200,"bytes":1,"durationMs":1,"stream":"<script>","body":null,"error":null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.stream, Stream::Unknown);
+        assert!(serde_json::from_str::<Outcome>("\"teleported\"").unwrap() == Outcome::Unknown);
+        // A record sealed with the enums hashes as the strings did: the log is unchanged.
+        let mut c = Chain::new("s");
+        let line = c.seal(RecordBody {
+            time: "t".into(),
+            kind: RecordKind::End,
+            ..Default::default()
+        });
+        assert!(line.contains(r#""kind":"end""#), "{line}");
+        assert!(verify(&format!("{line}\n")).problems.is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The response body the layer hands back: masked as it streams, passed through (upgrades), or
 //! a refusal's `Status`.
 
+use kubeleash_core::record::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +37,7 @@ pub(crate) struct Completion {
     record: Option<Box<kubeleash_core::record::RecordBody>>,
     status: u16,
     started: std::time::Instant,
-    stream: &'static str,
+    stream: Stream,
     bytes: u64,
     cap: Option<usize>,
     captured: Vec<u8>,
@@ -51,7 +52,7 @@ impl Completion {
         record: Box<kubeleash_core::record::RecordBody>,
         status: u16,
         started: std::time::Instant,
-        stream: &'static str,
+        stream: Stream,
     ) -> Self {
         let cap = recorder.body_cap();
         Completion {
@@ -85,7 +86,7 @@ impl Completion {
             status: self.status,
             bytes: self.bytes,
             duration_ms: self.started.elapsed().as_millis() as u64,
-            stream: self.stream.into(),
+            stream: self.stream,
             body: self
                 .cap
                 .map(|_| String::from_utf8_lossy(&self.captured).into_owned()),

@@ -12,6 +12,7 @@
 //! every request with 503 until a record is written again. A [`JsonlRecorder`] that failed
 //! stays failed (its file may end in a torn line): open a new one.
 
+use kubeleash_core::record::RecordKind;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -396,7 +397,7 @@ fn write_loop(
                     (
                         RecordBody {
                             time: now(),
-                            kind: "end".into(),
+                            kind: RecordKind::End,
                             ..Default::default()
                         },
                         None,
@@ -409,7 +410,7 @@ fn write_loop(
                 Format::Audit => {
                     let sealed = chain.seal(body);
                     match serde_json::from_str::<Record>(&sealed) {
-                        Ok(r) if r.body.kind != "end" => audit_event(&r).to_string(),
+                        Ok(r) if r.body.kind != RecordKind::End => audit_event(&r).to_string(),
                         _ => String::new(),
                     }
                 }

@@ -701,7 +701,7 @@ async fn a_write_is_recorded_before_it_is_sent() {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|r| r.kind.clone())
+                .map(|r| r.kind.to_string())
                 .collect();
             at_send.lock().unwrap().push(kinds);
             async move {

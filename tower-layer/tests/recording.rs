@@ -164,15 +164,18 @@ async fn a_reopened_log_continues_the_chain_and_a_torn_line_is_cut() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("log.jsonl");
     let _ = std::fs::remove_file(&path);
-    let one = |kind: &str| kubeleash_tower::RecordBody {
+    let one = |kind: kubeleash_core::record::RecordKind| kubeleash_tower::RecordBody {
         time: kubeleash_tower::now(),
-        kind: kind.into(),
+        kind,
         ..Default::default()
     };
     {
         let r = JsonlRecorder::open(&path, RecorderOptions::default()).unwrap();
-        r.record(one("request")).unwrap();
-        r.record_durable(one("request")).await.unwrap();
+        r.record(one(kubeleash_core::record::RecordKind::Request))
+            .unwrap();
+        r.record_durable(one(kubeleash_core::record::RecordKind::Request))
+            .await
+            .unwrap();
     }
     // A crash in the middle of a write.
     let mut text = std::fs::read_to_string(&path).unwrap();
@@ -181,7 +184,8 @@ async fn a_reopened_log_continues_the_chain_and_a_torn_line_is_cut() {
     assert!(verify(&text).warnings.iter().any(|w| w.contains("torn")));
     {
         let r = JsonlRecorder::open(&path, RecorderOptions::default()).unwrap();
-        r.record(one("request")).unwrap();
+        r.record(one(kubeleash_core::record::RecordKind::Request))
+            .unwrap();
     }
     let log = std::fs::read_to_string(&path).unwrap();
     let v = verify(&log);

@@ -12,6 +12,7 @@
 //! approvals: 4 asked, 3 answered by a person, 1 expired, 0 still open
 //! ```
 
+use kubeleash_core::record::{Outcome, RecordKind};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kubeleash_core::display::printable;
@@ -223,10 +224,10 @@ fn event(r: &Record) -> Option<Event> {
         // A request waiting for the answer to an identical one (blocking mode) is recorded
         // `held` without an id of its own; how it was resolved is recorded when it is, and
         // counted then (a nobody-answered wait names no approval).
-        if r.body.kind == "held" {
+        if r.body.kind == RecordKind::Held {
             return None;
         }
-        return Some(if d.outcome == "approved" {
+        return Some(if d.outcome == Outcome::Approved {
             Event::GrantUse
         } else {
             Event::Retry
@@ -234,12 +235,12 @@ fn event(r: &Record) -> Option<Event> {
     }
     d.approval_id.as_ref()?;
     let waited = d.waited_ms;
-    match (r.body.kind.as_str(), d.outcome.as_str()) {
-        ("held", _) => Some(Event::Asked),
-        ("approval", "approved") => Some(Event::Approved(waited)),
-        ("expired", _) => Some(Event::Unused),
-        (_, "expired") => Some(Event::Unanswered),
-        ("request", "refused") => {
+    match (r.body.kind, d.outcome) {
+        (RecordKind::Held, _) => Some(Event::Asked),
+        (RecordKind::Approval, Outcome::Approved) => Some(Event::Approved(waited)),
+        (RecordKind::Expired, _) => Some(Event::Unused),
+        (_, Outcome::Expired) => Some(Event::Unanswered),
+        (RecordKind::Request, Outcome::Refused) => {
             // A refusal naming no approver is the non-blocking "pending" answer, not an answer.
             let by = d.approver.as_deref()?;
             let why = d.approver_reason.as_deref().unwrap_or_default();
@@ -289,7 +290,7 @@ fn request_key(r: &Record) -> RequestKey {
 pub fn figures(records: &[&Record]) -> Report {
     // The identity and rule each approval is counted under: its held record's.
     let mut origin: HashMap<&str, (&str, &str)> = HashMap::new();
-    for r in records.iter().filter(|r| r.body.kind == "held") {
+    for r in records.iter().filter(|r| r.body.kind == RecordKind::Held) {
         if let Some(id) = r.body.decision.approval_id.as_deref() {
             origin.entry(id).or_insert((
                 r.body.identity.user.as_str(),
@@ -324,7 +325,7 @@ pub fn figures(records: &[&Record]) -> Report {
             r.body.decision.rule.as_deref().unwrap_or_default(),
         ));
         let held_seen = origin.contains_key(id);
-        let left_grant = r.body.kind == "approval" && r.body.decision.grant.is_some();
+        let left_grant = r.body.kind == RecordKind::Approval && r.body.decision.grant.is_some();
         for f in [
             &mut report.total,
             report.by_identity.entry(user.to_string()).or_default(),
@@ -360,7 +361,7 @@ pub fn figures(records: &[&Record]) -> Report {
 /// completion after it is not; a request without a `forwarded` record (a read, a refusal) is.
 fn first_of_request(r: &Record, sent: &mut HashMap<RequestKey, u64>) -> bool {
     let key = request_key(r);
-    if r.body.kind == "forwarded" {
+    if r.body.kind == RecordKind::Forwarded {
         *sent.entry(key).or_default() += 1;
         return true;
     }

@@ -14,6 +14,7 @@
 //! @@ -12,3 +12,20 @@
 //! ```
 
+use kubeleash_core::record::RecordKind;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -69,7 +70,10 @@ pub fn found(records: &[&Record]) -> (Vec<Found>, Vec<String>) {
     let used = approvals::figures(records).grants;
     let mut out = Vec::new();
     let mut warnings = Vec::new();
-    for r in records.iter().filter(|r| r.body.kind == "approval") {
+    for r in records
+        .iter()
+        .filter(|r| r.body.kind == RecordKind::Approval)
+    {
         let d = &r.body.decision;
         let Some(g) = &d.grant else { continue };
         let id = d.approval_id.clone().unwrap_or_default();

@@ -15,6 +15,7 @@
 //! wrote session.html: 9 entries
 //! ```
 
+use kubeleash_core::record::{Outcome, RecordKind, Stream};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -396,22 +397,22 @@ fn verification(out: &mut String, src: &Source<'_>, v: &Verification, bad: &Hash
 /// Whether a record is the last record of a request (a request's own record, not the `held`,
 /// `approval` or `forwarded` records on its way).
 fn is_request(r: &Record) -> bool {
-    r.body.kind == "request"
+    r.body.kind == RecordKind::Request
 }
 
 fn summary(out: &mut String, kept: &[&Record], filters: &[String]) {
     let requests = kept.iter().filter(|r| is_request(r)).count();
     let denied = kept
         .iter()
-        .filter(|r| is_request(r) && r.body.decision.outcome == "refused")
+        .filter(|r| is_request(r) && r.body.decision.outcome == Outcome::Refused)
         .count();
     let expired = kept
         .iter()
-        .filter(|r| is_request(r) && r.body.decision.outcome == "expired")
+        .filter(|r| is_request(r) && r.body.decision.outcome == Outcome::Expired)
         .count();
     let held = approvals::figures(kept).total.asked;
     let responses = || kept.iter().filter_map(|r| r.body.response.as_ref());
-    let masked = responses().filter(|r| r.stream == "masked").count();
+    let masked = responses().filter(|r| r.stream == Stream::Masked).count();
     let recorded = responses().filter(|r| r.body.is_some()).count();
     let with_markers = responses()
         .filter(|r| r.body.as_deref().is_some_and(shows_markers))
@@ -516,13 +517,16 @@ fn asks<'a>(kept: &[&'a Record]) -> Vec<Ask<'a>> {
             list.len() - 1
         });
         let ask = &mut list[i];
-        let answers = match r.body.kind.as_str() {
-            "held" => {
+        let answers = match r.body.kind {
+            RecordKind::Held => {
                 ask.held.get_or_insert(r);
                 false
             }
-            "approval" | "expired" => true,
-            "request" => d.outcome == "expired" || (d.outcome == "refused" && d.approver.is_some()),
+            RecordKind::Approval | RecordKind::Expired => true,
+            RecordKind::Request => {
+                d.outcome == Outcome::Expired
+                    || (d.outcome == Outcome::Refused && d.approver.is_some())
+            }
             _ => false,
         };
         if answers && ask.answer.is_none() {
@@ -542,18 +546,18 @@ fn answer_text(a: &Ask<'_>) -> (&'static str, String) {
     };
     let d = &r.body.decision;
     let by = esc(d.approver.as_deref().unwrap_or("?"));
-    match (r.body.kind.as_str(), d.outcome.as_str()) {
-        ("approval", _) => (
+    match (r.body.kind, d.outcome) {
+        (RecordKind::Approval, _) => (
             "yes",
             format!("<b>approved</b> by <b class=\"approver\">{by}</b>"),
         ),
-        ("expired", _) => (
+        (RecordKind::Expired, _) => (
             "none",
             format!(
                 "approved by <b class=\"approver\">{by}</b>, but the agent never sent the request again"
             ),
         ),
-        (_, "expired") => ("none", "nobody answered in time: <b>expired</b>".into()),
+        (_, Outcome::Expired) => ("none", "nobody answered in time: <b>expired</b>".into()),
         _ if d.approver_reason.as_deref() == Some("self-approval") => (
             "no",
             format!(
@@ -719,7 +723,8 @@ impl Facets {
                 f.identities.insert((GROUP, g.clone()), 0);
             }
             f.effects.insert(r.body.decision.effect.clone(), 0);
-            f.outcomes.insert(r.body.decision.outcome.clone(), 0);
+            f.outcomes
+                .insert(r.body.decision.outcome.as_str().to_string(), 0);
             f.resources.insert(resource(r), 0);
         }
         // Number them in their sorted order: that is the order of the options too.
@@ -759,7 +764,7 @@ impl Facets {
                 .copied()
                 .unwrap_or(0),
             self.outcomes
-                .get(&r.body.decision.outcome)
+                .get(r.body.decision.outcome.as_str())
                 .copied()
                 .unwrap_or(0),
             self.resources.get(&resource(r)).copied().unwrap_or(0),
@@ -884,7 +889,11 @@ fn broken_rows<'a>(log: &str, v: &Verification, kept: &[&'a Record]) -> HashMap<
 
 fn row(out: &mut String, r: &Record, f: &Facets, broken_line: Option<usize>) {
     let d = &r.body.decision;
-    let mut class = format!("k-{} o-{}", token(&r.body.kind), token(&d.outcome));
+    let mut class = format!(
+        "k-{} o-{}",
+        token(r.body.kind.as_str()),
+        token(d.outcome.as_str())
+    );
     if broken_line.is_some() {
         class.push_str(" bad");
     }
@@ -1001,7 +1010,7 @@ fn decision_cell(out: &mut String, r: &Record) {
                 .unwrap_or_default()
         );
     }
-    if d.grant.is_some() && r.body.kind == "approval" {
+    if d.grant.is_some() && r.body.kind == RecordKind::Approval {
         out.push_str("<div class=\"small\">left a grant (see Approvals)</div>");
     }
     if d.coalesced {
@@ -1015,9 +1024,9 @@ fn decision_cell(out: &mut String, r: &Record) {
 fn response_cell(out: &mut String, r: &Record) {
     out.push_str("<div class=\"resp\" role=\"cell\">");
     let Some(resp) = &r.body.response else {
-        let pending = match r.body.kind.as_str() {
-            "held" => "none yet: waiting for a person",
-            "approval" | "forwarded" => "in the request's next entry",
+        let pending = match r.body.kind {
+            RecordKind::Held => "none yet: waiting for a person",
+            RecordKind::Approval | RecordKind::Forwarded => "in the request's next entry",
             _ => "none recorded",
         };
         let _ = write!(out, "<span class=\"small\">{pending}</span></div>");
@@ -1027,11 +1036,14 @@ fn response_cell(out: &mut String, r: &Record) {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    let how = match resp.stream.as_str() {
-        "masked" => "through the secret masker".to_string(),
-        "passthrough" => "a connection passed through (exec, attach, port-forward)".into(),
-        "refused" => "refused by kubeleash".into(),
-        other => esc(other),
+    let how = match resp.stream {
+        Stream::Masked => "through the secret masker".to_string(),
+        Stream::Passthrough => "a connection passed through (exec, attach, port-forward)".into(),
+        Stream::Refused => "refused by kubeleash".into(),
+        Stream::MaskedLimited => {
+            "through the secret masker, then cut to the log's limitBytes".into()
+        }
+        Stream::Unknown => "not recorded".into(),
     };
     let _ = write!(
         out,

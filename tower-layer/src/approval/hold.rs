@@ -5,6 +5,7 @@
 //! again under a policy reloaded meanwhile, the approval (and any grant it leaves) recorded
 //! before the request goes on.
 
+use kubeleash_core::record::{Outcome, RecordKind};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -71,7 +72,7 @@ where
     let (covered, lead) = covered_or_lead(ctx, request, &query, bytes, decided, key).await?;
     if let Some(covered) = covered {
         return Ok(Resolution {
-            outcome: "approved",
+            outcome: Outcome::Approved,
             id: Some(covered.id),
             by: Some(covered.by),
             reason: Some("covered by the grant this approval left".into()),
@@ -124,7 +125,7 @@ where
             ..again
         };
         let r = Resolution {
-            outcome: "refused",
+            outcome: Outcome::Refused,
             id: Some(id),
             by: Some(approval.by),
             reason: Some("the reloaded policy denies it".into()),
@@ -138,7 +139,7 @@ where
     let (grant, widen_note) = widened_grant(&decided.policy, request, bytes, &approval.widening);
     let by = approval.by;
     let resolution = Resolution {
-        outcome: "approved",
+        outcome: Outcome::Approved,
         grant: grant.as_ref().map(|g| g.rule(&ctx.identity.user, &id, &by)),
         id: Some(id),
         by: Some(by),
@@ -266,7 +267,7 @@ async fn record_approval<B>(
         return Ok(());
     }
     let mut rec = ctx.record_for(Some(request), shown, decision, resolution);
-    rec.kind = "approval".into();
+    rec.kind = RecordKind::Approval;
     let r = ctx.shared.recorder.record_durable(rec).await;
     ctx.recorded(&r);
     if r.is_err() {
@@ -384,14 +385,14 @@ async fn prompt<B>(
     let shared = ctx.shared;
     if ctx.recording() {
         let held = Resolution {
-            outcome: "held",
+            outcome: Outcome::Held,
             id: Some(id.to_string()),
             by: None,
             reason: None,
             ..Resolution::default()
         };
         let mut rec = ctx.record_for(Some(request), recorded, decision, &held);
-        rec.kind = "held".into();
+        rec.kind = RecordKind::Held;
         let r = shared.recorder.record(rec);
         ctx.recorded(&r);
         if r.is_err() {
@@ -508,7 +509,7 @@ where
                     ..decision.clone()
                 },
                 resolution: Resolution {
-                    outcome: "refused",
+                    outcome: Outcome::Refused,
                     id: Some(id),
                     by: Some(a.by().to_string()),
                     reason: Some("self-approval".into()),
@@ -526,7 +527,7 @@ where
                     ..decision.clone()
                 },
                 resolution: Resolution {
-                    outcome: "refused",
+                    outcome: Outcome::Refused,
                     id: Some(id),
                     by: Some(by),
                     reason: Some(reason),
@@ -546,7 +547,7 @@ where
                 ..decision.clone()
             },
             resolution: Resolution {
-                outcome: "expired",
+                outcome: Outcome::Expired,
                 id: Some(id),
                 by: None,
                 reason: Some("timed out".into()),
@@ -671,14 +672,14 @@ async fn wait_for_identical<B>(
     if ctx.recording() {
         // The record shows it waiting, as it shows a prompted request held.
         let r = Resolution {
-            outcome: "held",
+            outcome: Outcome::Held,
             reason: Some("waits for the answer to an identical request held before it".into()),
             coalesced: true,
             ..Resolution::default()
         };
         let recorded = recorded_body(ctx, policy, request, bytes);
         let mut rec = ctx.record_for(Some(request), recorded.as_deref(), decision, &r);
-        rec.kind = "held".into();
+        rec.kind = RecordKind::Held;
         let written = shared.recorder.record(rec);
         ctx.recorded(&written);
     }
@@ -688,7 +689,11 @@ async fn wait_for_identical<B>(
             Ok(Some(r)) => (
                 r.decision,
                 Resolution {
-                    outcome: if r.expired { "expired" } else { "refused" },
+                    outcome: if r.expired {
+                        Outcome::Expired
+                    } else {
+                        Outcome::Refused
+                    },
                     id: Some(r.id),
                     by: r.by,
                     reason: r.reason,
@@ -706,7 +711,7 @@ async fn wait_for_identical<B>(
                     ..decision.clone()
                 },
                 Resolution {
-                    outcome: "expired",
+                    outcome: Outcome::Expired,
                     reason: Some("timed out".into()),
                     coalesced: true,
                     ..Resolution::default()
@@ -762,7 +767,7 @@ where
         .waiting
         .find_or_reserve(key, generation, || reserve(shared, &ctx.identity.user));
     let pending = |id: &str| Resolution {
-        outcome: "refused",
+        outcome: Outcome::Refused,
         id: Some(id.to_string()),
         by: None,
         reason: Some("approval pending; answered at once (non-blocking approvals)".into()),
@@ -797,7 +802,7 @@ where
         Found::Refused(id, was) => {
             let recorded = recorded_body(ctx, policy, request, bytes.map(|b| &b[..]));
             let r = Resolution {
-                outcome: "refused",
+                outcome: Outcome::Refused,
                 id: Some(id.clone()),
                 by: was.by,
                 reason: was.reason,
@@ -976,7 +981,7 @@ impl Background {
                 // An approval nobody came back for: the fatigue figures count it as expired.
                 if shared.waiting.forget(key, &id) && ctx.recording() {
                     let r = Resolution {
-                        outcome: "expired",
+                        outcome: Outcome::Expired,
                         id: Some(id.clone()),
                         by: Some(by),
                         reason: Some(format!(
@@ -986,7 +991,7 @@ impl Background {
                         ..Resolution::default()
                     };
                     let mut rec = ctx.record_for(Some(&request), kept.as_deref(), &decision, &r);
-                    rec.kind = "expired".into();
+                    rec.kind = RecordKind::Expired;
                     let written = shared.recorder.record(rec);
                     ctx.recorded(&written);
                 }

@@ -3,6 +3,7 @@
 //! the effect does in the layer's mode; and the recheck of an approved request under a policy
 //! reloaded while it was held.
 
+use kubeleash_core::record::Outcome;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -180,7 +181,7 @@ pub(crate) enum Verdict {
 /// What `effect` does in `mode`: audit mode forwards everything, saying what it would not.
 pub(crate) fn verdict(mode: Mode, effect: Effect) -> Verdict {
     let forwarded = Resolution {
-        outcome: "forwarded",
+        outcome: Outcome::Forwarded,
         id: None,
         by: None,
         reason: None,
@@ -191,7 +192,7 @@ pub(crate) fn verdict(mode: Mode, effect: Effect) -> Verdict {
             Verdict::Forward(forwarded)
         }
         (Mode::Audit, _) => Verdict::Forward(Resolution {
-            outcome: "audited",
+            outcome: Outcome::Audited,
             ..forwarded
         }),
         (Mode::Enforce, Effect::Deny) => Verdict::Deny,

@@ -1,6 +1,7 @@
 //! Forwarding a decided request: only allowlisted headers and the layer's credential leave, a
 //! write recorded before it is sent; the response masked as it streams, its headers allowlisted.
 
+use kubeleash_core::record::{Outcome, RecordKind, Stream};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -48,7 +49,8 @@ where
     } = admitted;
     // Allowed by the policy, or approved by a person (or their window); audit mode forwards
     // the rest, but without the powers a rule must grant by name.
-    let allowed = decided.decision.effect == Effect::Allow || resolution.outcome == "approved";
+    let allowed =
+        decided.decision.effect == Effect::Allow || resolution.outcome == Outcome::Approved;
     let switch = asks_switch && connect;
     if switch && !allowed {
         let d = Decision {
@@ -231,7 +233,7 @@ where
     } = decided;
     let (mut rparts, rbody) = resp.into_parts();
     let status = rparts.status.as_u16();
-    let completion = |stream: &'static str| {
+    let completion = |stream: Stream| {
         recorded.map(|r| {
             Completion::new(
                 Arc::clone(&shared.recorder),
@@ -259,7 +261,7 @@ where
             rparts.extensions.insert(decision);
             return Response::from_parts(
                 rparts,
-                KubeleashBody::passthrough(rbody).completing(completion("passthrough")),
+                KubeleashBody::passthrough(rbody).completing(completion(Stream::Passthrough)),
             );
         }
         drop(rbody);
@@ -293,9 +295,9 @@ where
             // The record keeps the target the agent sent (with its limitBytes) and says the
             // limit was applied after masking.
             let stream = if limit.is_some() {
-                "masked, limitBytes applied after masking"
+                Stream::MaskedLimited
             } else {
-                "masked"
+                Stream::Masked
             };
             KubeleashBody::masked(rbody, m, reload)
                 .limited(limit)
@@ -315,7 +317,7 @@ where
                 http::HeaderValue::from_static("application/json"),
             );
             KubeleashBody::full(status::body(502, "InternalError", &message))
-                .completing(completion("refused"))
+                .completing(completion(Stream::Refused))
         }
     };
     Response::from_parts(rparts, body)
@@ -338,7 +340,7 @@ async fn record_forwarded<B>(
     rec: &RecordBody,
 ) -> Result<(), Response<KubeleashBody<B>>> {
     let mut before = rec.clone();
-    before.kind = "forwarded".into();
+    before.kind = RecordKind::Forwarded;
     let r = ctx.shared.recorder.record_durable(before).await;
     ctx.recorded(&r);
     if r.is_err() {

@@ -3,6 +3,7 @@
 //! mode; the fixed answer when the upstream side fails. And the request's context, which every
 //! record is written from.
 
+use kubeleash_core::record::{Outcome, RecordKind, Stream};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,7 +52,7 @@ pub(crate) struct Ctx<'a> {
 /// How a held request was resolved, as a record says it.
 #[derive(Clone, Default)]
 pub(crate) struct Resolution {
-    pub(crate) outcome: &'static str,
+    pub(crate) outcome: Outcome,
     pub(crate) id: Option<String>,
     pub(crate) by: Option<String>,
     pub(crate) reason: Option<String>,
@@ -77,7 +78,7 @@ impl Ctx<'_> {
     ) -> RecordBody {
         RecordBody {
             time: rfc3339_at(self.time),
-            kind: "request".into(),
+            kind: RecordKind::Request,
             identity: self.identity.clone(),
             request: RecordedRequest {
                 method: self.method.clone(),
@@ -96,7 +97,7 @@ impl Ctx<'_> {
                 effect: decision.effect.as_str().into(),
                 rule: decision.rule.as_deref().map(str::to_string),
                 reason: decision.reason.clone(),
-                outcome: r.outcome.into(),
+                outcome: r.outcome,
                 approval_id: r.id.clone(),
                 approver: r.by.clone(),
                 approver_reason: r.reason.clone(),
@@ -179,7 +180,7 @@ impl Ctx<'_> {
             status: code,
             bytes: bytes as u64,
             duration_ms: self.started.elapsed().as_millis() as u64,
-            stream: "refused".into(),
+            stream: Stream::Refused,
             body: None,
             error: detail.map(|d| scrub(self.shared.policy.get().mask_set(), &d)),
         });
@@ -251,7 +252,7 @@ pub(crate) type Refusal<'a, B> =
 
 pub(crate) fn refused() -> Resolution {
     Resolution {
-        outcome: "refused",
+        outcome: Outcome::Refused,
         id: None,
         by: None,
         reason: None,
