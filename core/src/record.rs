@@ -505,6 +505,7 @@ pub fn rfc3339(since_epoch: std::time::Duration) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
