@@ -106,14 +106,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A bound on waits that normally take milliseconds: a failure bound under load, never a
+/// measurement.
+const PATIENCE: Duration = Duration::from_secs(60);
+
 async fn until_pending(a: &SocketApprover, n: usize) {
-    for _ in 0..500 {
-        if a.pending_count() == n {
-            return;
-        }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while a.pending_count() != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pending count stayed {}, not {n}",
+            a.pending_count()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("pending count stayed {}, not {n}", a.pending_count());
 }
 
 fn hold(a: &SocketApprover, id: &str) -> tokio::task::JoinHandle<Answer> {
@@ -676,11 +682,11 @@ async fn webhook_answers() {
     // A window past the limit would overflow the grant's deadline: denied, not clamped.
     denied(ask("/forever").await, "window longer than 24h");
 
-    // Nobody listening.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Nobody listening: a port bound but never listened on, kept for the rest of the test so
+    // that no other test (they run in parallel) can start listening on it meanwhile.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let w =
         WebhookApprover::with_secret(&format!("http://127.0.0.1:{port}/hook?token=s3cret"), None)
             .unwrap();
@@ -688,6 +694,7 @@ async fn webhook_answers() {
         w.approve(held("0123456789abcdef")).await,
         "could not be reached",
     );
+    drop(reserved);
 }
 
 /// With a shared secret, requests are signed and only answers signed with it are believed:

@@ -21,6 +21,9 @@ use process::{Guard, require_kubectl, sandbox_for_operator, serve};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubeleash");
+/// A bound on waits that normally take milliseconds (a hold listed, an answer taken): a
+/// failure bound under load, never a measurement.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Holds configmap creates in dev; reads and discovery pass.
 const POLICY: &str = r#"apiVersion: kubeleash.dev/v1alpha1
@@ -140,13 +143,11 @@ impl Operator {
 
     /// Wait until `id` is held (its dry run done, the approver asked).
     fn until_listed(&self, id: &str) {
-        for _ in 0..200 {
-            if self.pending().iter().any(|p| p == id) {
-                return;
-            }
+        let deadline = Instant::now() + PATIENCE;
+        while !self.pending().iter().any(|p| p == id) {
+            assert!(Instant::now() < deadline, "approval {id} was never listed");
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("approval {id} was never listed");
     }
 
     fn answer(&self, verb: &str, id: &str, extra: &[&str]) {
@@ -207,14 +208,15 @@ fn held_id(text: &str) -> String {
 /// Run `send` until its answer is no longer "held for approval `id`" (the proxy has taken the
 /// person's answer); that answer.
 fn until_answered<T>(id: &str, mut send: impl FnMut() -> (T, String)) -> (T, String) {
-    for _ in 0..50 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
         let (r, text) = send();
         if !text.contains(&format!("held for approval {id}")) {
             return (r, text);
         }
+        assert!(Instant::now() < deadline, "approval {id} stayed pending");
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("approval {id} stayed pending");
 }
 
 const CREATE: &[&str] = &[
@@ -388,7 +390,8 @@ async fn kube_rs_sees_a_403_with_the_id_then_creates_once_approved() {
     .await
     .unwrap();
     let mut created = None;
-    for _ in 0..50 {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
         match create().await {
             Ok(obj) => {
                 created = Some(obj);

@@ -59,6 +59,15 @@ const secretBody = (name) => ({ apiVersion: 'v1', kind: 'Secret', metadata: { na
 let serial = 0
 const fresh = (prefix) => `${prefix}-${process.pid}-${++serial}`
 
+/** Wait until `ready()`, e.g. for a report that crosses threads: 30 s is a failure bound, never a measurement. */
+async function until(ready, what) {
+  const deadline = Date.now() + 30_000
+  while (!ready()) {
+    if (Date.now() > deadline) assert.fail(`${what} did not happen in 30 s`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
 /** Everything an agent could render of an error. */
 function seen(e) {
   const parts = [String(e), e?.message, e?.stack, typeof e?.body === 'string' ? e.body : JSON.stringify(e?.body)]
@@ -154,6 +163,8 @@ describe('approver failures', () => {
       assert.ok(!text.includes(SECRET) && !text.includes('hooks.slack'), 'the secret reached the record')
       assert.ok(text.includes(APPROVER_FAILED))
       assert.equal(verifyRecord(text).ok, true)
+      // The report crosses threads: it may come after the 403.
+      await until(() => reports.length > 0, 'the onError report')
       assert.equal(reports.length, 1)
       assert.equal(reports[0].kind, 'approver')
       assert.match(reports[0].id, /^[0-9a-f]{16,}$/)
@@ -170,8 +181,8 @@ describe('approver failures', () => {
     try {
       const { error } = await apiError(kc.makeApiClient(k8s.CoreV1Api).createNamespacedSecret({ namespace: 'dev', body: secretBody(fresh('warn')) }), 403)
       assert.ok(!seen(error).includes(SECRET))
-      // Warnings are emitted on the next tick.
-      await new Promise((resolve) => setImmediate(resolve))
+      // The warning crosses threads and is emitted on a later tick: it may come after the 403.
+      await until(() => warnings.some((w) => w.code === 'KUBELEASH_APPROVER_ERROR'), 'the warning')
     } finally {
       kc.close()
       process.off('warning', onWarning)
@@ -215,8 +226,8 @@ describe('approver failures', () => {
       const text = await r.text()
       assert.equal(r.status, 403)
       assert.ok(text.includes(APPROVER_FAILED) && !text.includes(SECRET), text)
-      // The report crosses threads: give the event loop a turn.
-      for (let i = 0; i < 50 && reports.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+      // The report crosses threads: wait for it.
+      await until(() => reports.length > 0, 'the onError report')
       assert.equal(reports.length, 1)
       assert.equal(reports[0].kind, 'approver')
       assert.ok(reports[0].message.includes(SECRET))
@@ -327,7 +338,7 @@ describe('operator errors', () => {
     assert.ok(!seen(error).includes(SECRET), seen(error))
     const id = /correlation id ([0-9a-f]+)/.exec(error.message)?.[1]
     assert.ok(id, error.message)
-    for (let i = 0; i < 50 && reports.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    await until(() => reports.length > 0, 'the onError report')
     assert.equal(reports.length, 1)
     assert.equal(reports[0].kind, 'connect')
     assert.equal(reports[0].id, id)

@@ -18,6 +18,7 @@ import json
 import math
 import queue
 import re
+import time
 import uuid
 
 import pytest
@@ -126,16 +127,20 @@ def pending_under(e: ApiException, id: str) -> bool:
     return e.status == 403 and e.headers.get("X-Kubeleash-Approval-Id") == id and "Retry-After" in e.headers
 
 
-def until_answered(call, id: str, tries: int = 10_000):
-    """`call()` again at once until its answer is not "pending under `id`": what it returns,
-    or the ApiException it raises then."""
-    for _ in range(tries):
+def until_answered(call, id: str):
+    """`call()` again until its answer is not "pending under `id`": what it returns, or the
+    ApiException it raises then. Bounded by PATIENCE (a failure bound, never a measurement), with a
+    short pause between tries so that the thread taking the answer is not starved under load."""
+    deadline = time.monotonic() + PATIENCE
+    while True:
         try:
             return call()
         except ApiException as e:
             if not pending_under(e, id):
                 return e
-    pytest.fail(f"approval {id} stayed pending after the approver answered ({tries} retries)")
+        if time.monotonic() > deadline:
+            pytest.fail(f"approval {id} stayed pending {PATIENCE} s after the approver answered")
+        time.sleep(0.01)
 
 
 def not_found(read) -> bool:
@@ -272,15 +277,17 @@ def test_the_asyncio_client_with_a_coroutine_approver(server):
             request, answer = await asyncio.wait_for(questions.get(), PATIENCE)
             assert request.id == id and request.dry_run is not None and name in request.dry_run["diff"]
             answer.set_result(kubeleash.Answer.approve(by="async-alice"))
-            for _ in range(10_000):
+            deadline = time.monotonic() + PATIENCE
+            while True:
                 try:
                     made = await core_aio.create_namespaced_config_map("dev", body)
                     break
                 except AioApiException as again:
                     if not (again.status == 403 and again.headers.get("X-Kubeleash-Approval-Id") == id):
                         raise
-            else:
-                pytest.fail(f"approval {id} stayed pending after the approver answered")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"approval {id} stayed pending {PATIENCE} s after the approver answered")
+                await asyncio.sleep(0.01)
             assert made.metadata.name == name and questions.empty()
         finally:
             await api.close()

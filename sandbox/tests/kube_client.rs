@@ -386,11 +386,16 @@ async fn typed_create_patch_delete() {
         .left()
         .unwrap();
     assert_eq!(deleted.items.len(), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(
-        nss.get_opt("prod").await.unwrap().is_none(),
-        "namespace finalized"
-    );
+    // The namespace is finalized a moment after its delete, on a task of the sandbox's: waited
+    // for (event, not time); the bound is only for a failure.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while nss.get_opt("prod").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "namespace never finalized"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         Api::<Secret>::namespaced(client.clone(), "prod")
             .list(&ListParams::default())
@@ -433,6 +438,29 @@ async fn typed_create_patch_delete() {
     sandbox.shutdown().await;
 }
 
+/// A bound on waits that normally take milliseconds: a failure bound under load, never a
+/// measurement.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// The watches' own timeout: past every wait of the test.
+const WATCH_SECONDS: u32 = 120;
+
+/// The next event on `stream` that is not a periodic bookmark: those come every 200 ms here, so
+/// one may come before a change made meanwhile, however quickly the change is made.
+async fn next_change<K>(
+    stream: &mut (impl futures_util::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+) -> Option<WatchEvent<K>> {
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.try_next())
+            .await
+            .expect("an event within the bound")
+            .unwrap()
+        {
+            Some(WatchEvent::Bookmark(_)) => {}
+            other => return other,
+        }
+    }
+}
+
 #[tokio::test]
 async fn typed_watch() {
     let sandbox = common::start_with(
@@ -444,7 +472,7 @@ async fn typed_watch() {
 
     // From "0": the current state as ADDED, then live changes.
     let mut stream = cms
-        .watch(&WatchParams::default().timeout(10), "0")
+        .watch(&WatchParams::default().timeout(WATCH_SECONDS), "0")
         .await
         .unwrap()
         .boxed();
@@ -459,11 +487,7 @@ async fn typed_watch() {
     let cm: ConfigMap =
         serde_json::from_value(json!({"metadata": {"name": "live"}, "data": {"k": "v"}})).unwrap();
     let created = cms.create(&PostParams::default(), &cm).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-    {
+    match next_change(&mut stream).await {
         Some(WatchEvent::Added(c)) => assert_eq!(c.metadata.name.as_deref(), Some("live")),
         other => panic!("unexpected {other:?}"),
     }
@@ -479,7 +503,7 @@ async fn typed_watch() {
     .unwrap();
     cms.delete("live", &DeleteParams::default()).await.unwrap();
     let mut resumed = cms
-        .watch(&WatchParams::default().timeout(10), &rv)
+        .watch(&WatchParams::default().timeout(WATCH_SECONDS), &rv)
         .await
         .unwrap()
         .boxed();
@@ -495,7 +519,7 @@ async fn typed_watch() {
 
     // Streaming lists: initial events, then a bookmark marking their end.
     let mut listing = cms
-        .watch(&WatchParams::streaming_lists().timeout(10), "")
+        .watch(&WatchParams::streaming_lists().timeout(WATCH_SECONDS), "")
         .await
         .unwrap()
         .boxed();
@@ -518,7 +542,7 @@ async fn typed_watch() {
     }
     assert_eq!(added, 2);
     // Periodic bookmarks (every 200 ms here).
-    let bookmark = tokio::time::timeout(Duration::from_secs(5), listing.try_next())
+    let bookmark = tokio::time::timeout(PATIENCE, listing.try_next())
         .await
         .unwrap()
         .unwrap();
@@ -535,7 +559,12 @@ async fn typed_watch() {
         .clone()
         .unwrap();
     let mut selected = pods
-        .watch(&WatchParams::default().labels("app=web").timeout(10), "0")
+        .watch(
+            &WatchParams::default()
+                .labels("app=web")
+                .timeout(WATCH_SECONDS),
+            "0",
+        )
         .await
         .unwrap()
         .boxed();
@@ -552,11 +581,7 @@ async fn typed_watch() {
     )
     .await
     .unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), selected.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-    {
+    match next_change(&mut selected).await {
         Some(WatchEvent::Deleted(p)) => assert_eq!(p.metadata.name.as_deref(), Some(name.as_str())),
         other => panic!("unexpected {other:?}"),
     }

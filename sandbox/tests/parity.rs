@@ -568,14 +568,21 @@ fn custom_resource_definitions_serve_their_resources_until_deleted() {
     let events = {
         let sandbox_ref = &sandbox;
         rt.block_on(async {
+            // The CRD goes once the watch is open (its first event in: event, not time).
+            let open = tokio::sync::Notify::new();
             let watch = common::stream_until(
                 sandbox_ref,
                 "/apis/example.com/v1/namespaces/dev/widgets?watch=1",
                 &[],
-                |t| t.contains("\"DELETED\""),
+                |t| {
+                    if t.contains("\"ADDED\"") {
+                        open.notify_one();
+                    }
+                    t.contains("\"DELETED\"")
+                },
             );
             let delete = async {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                open.notified().await;
                 tokio::task::spawn_blocking({
                     let bin = common::kubectl_path().unwrap();
                     let server = sandbox_ref.url();

@@ -647,6 +647,8 @@ async fn loopback_only_and_shutdown_ends_watches() {
 
     let sb = common::start(Seed::Empty).await;
     let addr = sb.addr();
+    // The sandbox stops once the watch is open (its first event in: event, not time).
+    let (open, opened) = tokio::sync::oneshot::channel();
     let watcher = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -654,12 +656,27 @@ async fn loopback_only_and_shutdown_ends_watches() {
             .await
             .unwrap();
         let mut all = Vec::new();
-        let _ = s.read_to_end(&mut all).await;
+        let mut open = Some(open);
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&all).contains(r#""type":"ADDED""#)
+                && let Some(o) = open.take()
+            {
+                let _ = o.send(());
+            }
+        }
         String::from_utf8_lossy(&all).into_owned()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::timeout(std::time::Duration::from_secs(60), opened)
+        .await
+        .expect("the watch opened")
+        .unwrap();
     sb.shutdown().await;
-    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), watcher)
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(60), watcher)
         .await
         .expect("the watch ends when the sandbox stops")
         .unwrap();

@@ -41,6 +41,9 @@ spec:
 "#;
 
 const SECRETS: &str = "/api/v1/namespaces/dev/secrets";
+/// A bound on waits that normally take milliseconds: a failure bound under load, never a
+/// measurement.
+const PATIENCE: Duration = Duration::from_secs(60);
 const BODY: &str =
     r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"a"},"stringData":{"k":"v"}}"#;
 
@@ -243,7 +246,8 @@ where
         > + Clone,
     S::Error: std::fmt::Debug,
 {
-    for _ in 0..250 {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
         let g = call(svc, req()).await;
         let pending = g.status == 403
             && g.headers.contains_key("retry-after")
@@ -251,9 +255,24 @@ where
         if !pending {
             return g;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "approval {id} stayed pending"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("approval {id} stayed pending");
+}
+
+/// Wait (event, not time) until a record satisfies `want`.
+async fn until_recorded(keep: &Keep, what: &str, want: impl Fn(&RecordBody) -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !keep.all().iter().any(&want) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recorded: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn no_prompt(prompts: &mut Prompts) {
@@ -319,8 +338,8 @@ async fn held_at_once_then_approved_once() {
             .filter(|r| r.decision.approval_id.as_deref() == Some(id))
             .map(|r| {
                 (
-                    r.kind.clone(),
-                    r.decision.outcome.clone(),
+                    r.kind.to_string(),
+                    r.decision.outcome.to_string(),
                     r.response.as_ref().map(|x| x.status),
                 )
             })
@@ -475,20 +494,35 @@ async fn a_window_extends_an_approval_and_an_unused_one_expires() {
             window: None,
         })
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Waits for the expiry's record (written once the approval is forgotten), not for time.
+    until_recorded(&keep, "the unused approval expired", |r| {
+        r.kind == "expired" && r.decision.approval_id.as_deref() == Some(id.as_str())
+    })
+    .await;
     let later = call(&svc, post(SECRETS, &other)).await;
     assert_ne!(assert_pending(&later), id, "the approval expired");
     assert_eq!(up.sent().len(), 2);
 
-    // Nobody answers: the question times out (recorded), and the request is held anew.
+    // Nobody answers: the question times out (recorded), and the request is held anew. The
+    // identical request is told the same pending id until the timeout has been taken.
     let (timed, _unanswered) = prompts.recv().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let after = call(&svc, post(SECRETS, &other)).await;
-    assert_ne!(assert_pending(&after), timed.id);
-    assert!(keep.all().iter().any(|r| {
+    until_recorded(&keep, "the unanswered question timed out", |r| {
         r.decision.approval_id.as_deref() == Some(timed.id.as_str())
             && r.decision.approver_reason.as_deref() == Some("timed out")
-    }));
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let after = call(&svc, post(SECRETS, &other)).await;
+        if assert_pending(&after) != timed.id {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the timed-out question still holds the request"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(up.sent().len(), 2);
 }
 
@@ -551,8 +585,10 @@ async fn an_approval_is_decided_again_under_a_reloaded_policy() {
     let through = call(&svc, post(SECRETS, BODY)).await;
     assert_eq!(through.status, 201, "{}", through.body);
     assert_eq!(up.sent().len(), 1);
-    assert!(keep.all().iter().any(|r| r.kind == "approval"
-        && r.decision.approval_id.as_deref() == Some(id.as_str())));
+    assert!(keep
+        .all()
+        .iter()
+        .any(|r| r.kind == "approval" && r.decision.approval_id.as_deref() == Some(id.as_str())));
 }
 
 #[tokio::test]
