@@ -62,7 +62,7 @@ pub fn parse_headers(raw: &[String]) -> Result<http::HeaderMap, String> {
     Ok(headers)
 }
 
-fn read_body(path: &PathBuf) -> Result<Vec<u8>, String> {
+pub(crate) fn read_body(path: &PathBuf) -> Result<Vec<u8>, String> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf).map_err(|e| {

@@ -6,7 +6,10 @@
 mod approvals;
 mod demo;
 mod eval;
+mod explain;
 mod import;
+mod learn;
+mod lint;
 mod mask;
 mod paint;
 mod proxy;
@@ -14,6 +17,7 @@ mod replay;
 mod report;
 mod sandbox;
 mod test;
+mod whatif;
 
 use std::process::ExitCode;
 
@@ -49,8 +53,16 @@ enum Command {
     Demo(demo::Args),
     /// Decide one request against a policy and print the decision as JSON.
     Eval(eval::Args),
+    /// Show every rule of a policy against one request: which matched, why the others did not.
+    Explain(explain::Args),
     /// Run the `tests:` of one or more policies.
     Test(test::Args),
+    /// Find what in a policy is likely a mistake: risky grants, dead rules, rules that never match.
+    Lint(lint::Args),
+    /// Show every recorded request a new policy would decide differently (exit 1 if any).
+    Whatif(whatif::Args),
+    /// Write the smallest policy that would have let through what was recorded, with its tests.
+    Learn(learn::Args),
     /// Mask a response body (standard input) as kubeleash would deliver it for a request.
     Mask(mask::Args),
     /// The gateway for agents that run kubectl: enforce, hold for approval, mask, record.
@@ -81,7 +93,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Explain(a) => explain::run(a),
         Command::Test(a) => test::run(a),
+        Command::Lint(a) => lint::run(a),
+        Command::Whatif(a) => whatif::run(a),
+        Command::Learn(a) => learn::run(a),
         Command::ImportRbac(a) => import::run(a),
         Command::Sandbox(a) => sandbox::run(a),
         Command::Mask(a) => mask::run(a),

@@ -173,6 +173,10 @@ pub fn decision_text(r: &Record) -> String {
                 format!("DENIED{rule}{by}")
             }
             Outcome::Approved => format!("allowed after approval by {}", approver()),
+            Outcome::Answered => {
+                "answered by kubeleash from the policy (the agent's own access review; not sent)"
+                    .to_string()
+            }
             Outcome::Audited => format!(
                 "allowed in audit mode (policy: {}{rule})",
                 printable(&d.effect)

@@ -732,3 +732,181 @@ fn an_https_proxy_needs_somewhere_to_put_its_ca() {
         );
     }
 }
+
+// --- explain ------------------------------------------------------------------------------------
+
+#[test]
+fn explain_shows_every_rule_and_which_decides() {
+    let policy = repo("examples/agent-policy.yaml");
+    let out = run(bin().args([
+        "explain",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--user",
+        "agent-1",
+        "--group",
+        "ai-agents",
+        "DELETE",
+        "/api/v1/namespaces/prod",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // The request, one line per rule in document order, the decision.
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(
+        lines[0].contains("delete on namespaces named prod as user agent-1"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("read-dev")
+            && lines[1].contains("verb `delete` is not in [get, list, watch]"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("protect-production")
+            && lines[2].contains("matches")
+            && lines[2].contains("← decides"),
+        "{text}"
+    );
+    assert!(lines[2].contains("line 15"), "{text}");
+    assert!(
+        lines[3].contains("apiGroup `\"\"` is not in [rbac.authorization.k8s.io]"),
+        "{text}"
+    );
+    assert!(
+        lines[4].contains("a nonResourceURLs rule; this is a resource request"),
+        "{text}"
+    );
+    assert!(
+        lines[5].starts_with("decision: deny: rule \"protect-production\" denies"),
+        "{text}"
+    );
+    // Piped: no colour.
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+
+    // JSON, with a body judged by a condition.
+    let policy = repo("examples/agents.yaml");
+    let body = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"hostPID":true,"containers":[{"name":"c","image":"nginx"}]}}"#;
+    let out = run_with_stdin(
+        bin().args([
+            "explain",
+            "--json",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--user",
+            "agent-1",
+            "--group",
+            "ai-agents",
+            "--header",
+            "Content-Type: application/json",
+            "--body",
+            "-",
+            "POST",
+            "/api/v1/namespaces/dev/pods",
+        ]),
+        body,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let decides: Vec<&Value> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["decides"] == true)
+        .collect();
+    assert_eq!(decides.len(), 1, "{v}");
+    assert_eq!(decides[0]["outcome"], "matches");
+    assert_eq!(v["decision"]["effect"], "deny");
+    assert_eq!(v["decision"]["rule"], decides[0]["rule"]);
+    assert!(
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["at"]["line"].as_u64().is_some()),
+        "{v}"
+    );
+
+    // A target refused before any rule: said so, exit 0.
+    let out = run(bin().args([
+        "explain",
+        "--policy",
+        policy.to_str().unwrap(),
+        "GET",
+        "/api/v1/namespaces/dev//pods",
+    ]));
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("no rule was considered: request path `/api/v1/namespaces/dev//pods` has an empty segment"), "{}", stdout(&out));
+
+    // A policy that does not compile: exit 2 with its errors.
+    let bad =
+        std::env::temp_dir().join(format!("kubeleash-explain-bad-{}.yaml", std::process::id()));
+    std::fs::write(&bad, "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec: {rules: [{name: x, effect: maybe}]}\n").unwrap();
+    let out = run(bin().args(["explain", "--policy", bad.to_str().unwrap(), "GET", "/api"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let _ = std::fs::remove_file(&bad);
+}
+
+// --- lint ---------------------------------------------------------------------------------------
+
+#[test]
+fn lint_reports_findings_with_line_and_fix_and_exits_by_what_it_found() {
+    let examples = [
+        repo("examples/agent-policy.yaml"),
+        repo("examples/agents.yaml"),
+    ];
+    let out = run(bin().arg("lint").args(&examples));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "no findings in 2 policies\n");
+
+    let bad = repo("tests/lint/shadowed.yaml");
+    let out = run(bin().arg("lint").arg(&bad));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.ends_with("tests/lint/shadowed.yaml:9:7: warning[shadowed]: rule \"read-prod\" can never allow anything: rule \"no-prod\" denies everything it covers"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("  fix: remove rule \"read-prod\""),
+        "{text}"
+    );
+
+    let out = run(bin()
+        .args(["lint", "--json"])
+        .arg(repo("tests/lint/risky-exec.yaml")));
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["code"], "risky-grant");
+    assert_eq!(lines[0]["rule"], "debug-pods");
+    assert!(lines[0]["at"]["line"].as_u64().is_some());
+    assert!(
+        lines[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("risky-exec.yaml")
+    );
+
+    let out = run(bin().args(["lint", "/nonexistent/policy.yaml"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read policy `/nonexistent/policy.yaml`"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -875,53 +875,117 @@ fn create_patch_three_ways_delete(b: Backend) {
     assert!(!ok && out.contains("NotFound"), "{out}");
 }
 
-both!(auth_can_i_is_answered_by_the_upstream);
-/// `kubectl auth can-i` POSTs a SelfSubjectAccessReview. Today kubeleash forwards it like any
-/// create (the policy above allows it), so the answer is about the OPERATOR's credential, not
-/// about what kubeleash lets the agent do (issue 17 changes this: kubeleash should answer from
-/// the policy). The answers below pin today's behaviour.
-fn auth_can_i_is_answered_by_the_upstream(b: Backend) {
-    let w = world("can-i", b);
+both!(auth_can_i_answers_with_the_policy);
+/// `kubectl auth can-i` POSTs a SelfSubjectAccessReview, `--list` a SelfSubjectRulesReview
+/// (both as protobuf). kubeleash answers them from the policy, so the agent learns its leash,
+/// narrowed by what the operator's credential may do where the API server says (the real
+/// cluster's RBAC; the sandbox allows everything). What `can-i` says is what the request gets.
+fn auth_can_i_answers_with_the_policy(b: Backend) {
+    let mut w = world("can-i", b);
     let ask = |args: &[&str]| {
         let mut all = vec!["auth", "can-i"];
         all.extend(args);
         let (ok, out, err) = run_kubectl3(&w.home.join("agent.kubeconfig"), &w.home, &all);
-        (ok, out.trim().to_string(), format!("{out}{err}"))
+        (ok, out.trim().to_string(), err)
     };
+    // The policy allows it, and so does the credential: yes, and the request goes through.
+    let (ok, said, err) = ask(&["create", "configmaps", "-n", "dev"]);
+    assert!(ok && said == "yes", "{b:?}: {said}{err}");
+    let cm = format!("{}-{}", w.name("can-i"), std::process::id());
+    w.ok(&["create", "configmap", &cm, "-n", "dev"]);
+    w.ok(&["delete", "configmap", &cm, "-n", "dev"]);
+
+    // The policy denies it, though the credential may: no, with the policy's reason, as the
+    // request itself is told.
+    let (ok, said, err) = ask(&["create", "configmaps", "-n", "prod"]);
+    assert!(!ok, "{b:?}: {said}{err}");
+    assert!(
+        said.starts_with("no - kubeleash denies it: no rule allows create on configmaps in namespace prod for user agent-1 in group ai-agents"),
+        "{b:?}: {said}"
+    );
+    let out = w.fails(&["create", "configmap", "can-i-said-no", "-n", "prod"]);
+    assert!(
+        out.contains("kubeleash: no rule allows create on configmaps in namespace prod"),
+        "{out}"
+    );
+    // The refusal says what the agent may do instead.
+    assert!(
+        out.contains("the nearest request the policy allows: create on configmaps in namespace dev (rule \"write-dev\")"),
+        "{out}"
+    );
+
+    // A deny rule: its name and reason.
+    let (ok, said, _) = ask(&["delete", "namespace/prod"]);
+    assert!(
+        !ok && said.contains("rule \"protect-production\" denies delete on namespaces/prod"),
+        "{b:?}: {said}"
+    );
+    assert!(
+        said.contains("production is off limits to agents"),
+        "{said}"
+    );
+
+    // The policy allows it; the credential may not on the real cluster (no RoleBinding in
+    // default): no, saying so; the sandbox lets the credential do anything: yes.
+    let (ok, said, err) = ask(&["create", "configmaps", "-n", "default"]);
     match b {
         Backend::Real => {
-            // RBAC lets the operator create configmaps in dev: yes, and kubeleash agrees.
-            let (ok, last, out) = ask(&["create", "configmaps", "-n", "dev"]);
-            assert!(ok && last == "yes", "{out}");
-            // The operator may write in prod, so the server says yes, though kubeleash denies the
-            // agent every write there: the answer misleads the agent (issue 17).
-            let (ok, last, out) = ask(&["create", "configmaps", "-n", "prod"]);
-            assert!(ok && last == "yes", "{out}");
-            let out = w.fails(&["create", "configmap", "can-i-said-yes", "-n", "prod"]);
+            assert!(!ok, "{said}{err}");
             assert!(
-                out.contains("kubeleash: no rule allows create on configmaps in namespace prod"),
-                "{out}"
+                said.contains("rule \"configmaps-in-default\" allows")
+                    && said.contains("the cluster credential kubeleash holds may not do it"),
+                "{said}"
             );
-            // RBAC forbids both; kubeleash would allow the first. Exit 1 and "no".
-            let (ok, last, out) = ask(&["create", "configmaps", "-n", "default"]);
-            assert!(!ok && last == "no", "{out}");
-            let (ok, last, out) = ask(&["delete", "namespaces"]);
-            assert!(!ok && last == "no", "{out}");
-        }
-        Backend::Sandbox => {
-            // DIFFERENCE: the sandbox has no RBAC: it answers every SelfSubjectAccessReview
-            // allowed, so `can-i` says yes even where kubeleash denies the agent (issue 17).
-            let (ok, last, out) = ask(&["create", "configmaps", "-n", "dev"]);
-            assert!(ok && last == "yes", "{out}");
-            let (ok, last, out) = ask(&["create", "configmaps", "-n", "prod"]);
-            assert!(ok && last == "yes", "{out}");
-            let out = w.fails(&["create", "configmap", "can-i-said-yes", "-n", "prod"]);
+            // And the request fails at the API server, as said.
+            let out = w.fails(&["create", "configmap", "can-i-default", "-n", "default"]);
             assert!(
-                out.contains("kubeleash: no rule allows create on configmaps in namespace prod"),
+                out.contains("Forbidden") || out.contains("forbidden"),
                 "{out}"
             );
         }
+        Backend::Sandbox => assert!(ok && said == "yes", "{said}{err}"),
     }
+
+    // A privileged request that `read-dev`'s `*` seems to cover (a service proxy): no, and why.
+    let (ok, said, _) = ask(&["get", "services", "--subresource=proxy", "-n", "dev"]);
+    assert!(!ok && said.contains("only through `*`"), "{b:?}: {said}");
+
+    // --list: what the policy lets the agent do in dev, with a warning for what RBAC's rules
+    // cannot say (the denials).
+    let (ok, list, err) = ask(&["--list", "-n", "dev"]);
+    assert!(ok, "{b:?}: {list}{err}");
+    let row = |resource: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(resource))
+            .unwrap_or_else(|| panic!("{b:?}: no {resource} row:\n{list}"))
+            .to_string()
+    };
+    assert!(
+        row("configmaps").contains("[create update patch delete]"),
+        "{list}"
+    );
+    assert!(row("*.*").contains("[get list watch]"), "{list}");
+    assert!(
+        row("selfsubjectaccessreviews.authorization.k8s.io").contains("[create]"),
+        "{list}"
+    );
+    assert!(
+        err.contains("may be incomplete") && err.contains("rule \"protect-production\" denies"),
+        "{b:?}: {err}"
+    );
+    // In prod the agent has no write rule: configmaps is not listed for writing there.
+    let (_, prod, _) = ask(&["--list", "-n", "prod"]);
+    assert!(
+        !prod
+            .lines()
+            .any(|l| l.starts_with("configmaps ") && l.contains("create")),
+        "{prod}"
+    );
+
+    // The record says kubeleash answered them.
+    w.stop_proxy();
+    let record = std::fs::read_to_string(w.home.join("session.jsonl")).unwrap();
+    assert!(record.contains(r#""outcome":"answered""#), "{record}");
 }
 
 both!(discovery_api_resources_and_explain);

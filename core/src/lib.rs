@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod access_review;
 pub mod body;
 mod civil_date;
 pub mod diff;

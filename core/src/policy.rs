@@ -91,18 +91,22 @@
 
 mod compile;
 mod condition;
+mod denial;
 mod error;
 mod eval;
+mod explain;
 mod floor;
 mod glob;
 pub mod grant;
 mod index;
+mod lint;
 mod markers;
 mod masks;
 mod patch_reads;
 mod patch_shape;
 mod privileged;
 pub mod rbac;
+mod review;
 mod selftest;
 mod spec;
 
@@ -110,11 +114,33 @@ use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
+pub use denial::Denial;
 pub use error::{Location, PolicyError, PolicyErrors};
+pub use explain::{Explanation, RuleOutcome, RuleTrace};
+pub use lint::Finding;
+pub use review::{AccessAnswer, ConditionalRule, NonResourceRule, ResourceRule, RulesAnswer};
 pub use selftest::{TestOutcome, TestReport};
 
 use crate::mask::{MaskError, MaskSet, Masker};
 use crate::request::{self, Request};
+
+/// Why a request with these attributes is privileged (exec, token requests, RBAC writes,
+/// impersonation, ...), in words, or `None` for an ordinary request: an `allow` rule grants a
+/// privileged request only when it lists the verb and the resource by name.
+///
+/// ```
+/// use kubeleash_core::policy::privileged;
+/// use kubeleash_core::request::classify;
+///
+/// let exec = classify("POST", "/api/v1/namespaces/dev/pods/web/exec", &http::HeaderMap::new())?;
+/// assert!(privileged(&exec.attributes).is_some());
+/// let read = classify("GET", "/api/v1/namespaces/dev/pods", &http::HeaderMap::new())?;
+/// assert_eq!(privileged(&read.attributes), None);
+/// # Ok::<(), kubeleash_core::request::NonCanonical>(())
+/// ```
+pub fn privileged(attributes: &crate::request::Attributes) -> Option<&'static str> {
+    privileged::privilege(attributes)
+}
 
 /// What a policy decides for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -135,6 +135,9 @@ record_words! {
         Approved => "approved",
         /// A held request nobody answered in time, or an approval nobody came back for.
         Expired => "expired",
+        /// Answered by kubeleash itself and not sent: the agent's own access reviews, which
+        /// the policy answers.
+        Answered => "answered",
     }
 }
 
@@ -150,6 +153,8 @@ record_words! {
         Passthrough => "passthrough",
         /// The masker stopped it.
         Refused => "refused",
+        /// Written by kubeleash, not the API server (an access review's answer).
+        Answered => "answered",
     }
 }
 

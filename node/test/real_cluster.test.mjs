@@ -190,6 +190,40 @@ for (const kind of ['sandbox', 'real']) {
       })
     })
 
+    test('the agent asks kubeleash what it may do: access reviews answered from the policy', async () => {
+      const s = await server(kind)
+      await guarded(s.kubeconfig, async (core, kc) => {
+        const authz = kc.makeApiClient(k8s.AuthorizationV1Api)
+        const ask = async (resourceAttributes) =>
+          (await authz.createSelfSubjectAccessReview({ body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview', spec: { resourceAttributes } } })).status
+        const yes = await ask({ verb: 'list', resource: 'secrets', namespace: 'dev' })
+        assert.equal(yes.allowed, true, JSON.stringify(yes))
+        assert.match(yes.reason, /rule "read-dev" allows/)
+        const no = await ask({ verb: 'get', resource: 'secrets', namespace: 'prod' })
+        assert.equal(no.allowed, false)
+        assert.equal(no.denied, true)
+        assert.match(no.reason, /rule "hands-off-prod" denies/)
+        const held = await ask({ verb: 'create', resource: 'secrets', namespace: 'dev' })
+        assert.equal(held.allowed, false)
+        assert.ok(!held.denied, JSON.stringify(held))
+        assert.match(held.reason, /a person's approval: rule "secrets-need-a-human"/)
+        const rules = (await authz.createSelfSubjectRulesReview({ body: { apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectRulesReview', spec: { namespace: 'dev' } } })).status
+        assert.ok(rules.resourceRules.some((r) => r.verbs.join() === 'create' && r.resources.join() === 'configmaps'), JSON.stringify(rules))
+        assert.equal(rules.incomplete, true)
+        assert.match(rules.evaluationError, /secrets-need-a-human/)
+        // What it said is what happens.
+        const refused = await apiError(core.readNamespacedSecret({ name: 'db-credentials', namespace: 'prod' }), 403)
+        assert.match(refused.message, /hands-off-prod/)
+        // The refusal as fields a program can act on.
+        const causes = Object.fromEntries(refused.details.causes.map((c) => [c.field, c.message]))
+        assert.equal(causes['kubeleash.rule'], 'hands-off-prod')
+        assert.match(causes['kubeleash.approval'], /^none for this request/)
+        assert.equal(causes['kubeleash.nearest.namespace'], 'dev')
+        assert.equal(causes['kubeleash.nearest.verb'], 'get')
+        assert.match(refused.message, /the nearest request the policy allows: get on secrets\/db-credentials in namespace dev/)
+      })
+    })
+
     test('pods are listed as the server has them', async () => {
       const s = await server(kind)
       await guarded(s.kubeconfig, async (core) => {

@@ -114,6 +114,41 @@ def test_pods_are_listed(server):
     assert names == {p.metadata.name for p in judge(server).list_namespaced_pod("dev").items}
 
 
+def test_the_agent_asks_kubeleash_what_it_may_do(server):
+    """SelfSubjectAccessReview and SelfSubjectRulesReview are answered from the policy: the
+    answer is what kubeleash will do with the request, with the rule."""
+    authz = kubernetes.client
+    def ask(**attrs):
+        review = authz.V1SelfSubjectAccessReview(
+            spec=authz.V1SelfSubjectAccessReviewSpec(resource_attributes=authz.V1ResourceAttributes(**attrs))
+        )
+        return authz.AuthorizationV1Api(api).create_self_subject_access_review(review).status
+
+    with guarded(server.kubeconfig) as api:
+        yes = ask(verb="list", resource="secrets", namespace="dev")
+        assert yes.allowed and 'rule "read-dev" allows' in yes.reason
+        no = ask(verb="get", resource="secrets", namespace="prod")
+        assert not no.allowed and no.denied and 'rule "hands-off-prod" denies' in no.reason
+        held = ask(verb="create", resource="secrets", namespace="dev")
+        assert not held.allowed and not held.denied
+        assert "a person's approval" in held.reason and "secrets-need-a-human" in held.reason
+        rules = authz.AuthorizationV1Api(api).create_self_subject_rules_review(
+            authz.V1SelfSubjectRulesReview(spec=authz.V1SelfSubjectRulesReviewSpec(namespace="dev"))
+        ).status
+        assert any(r.resources == ["configmaps"] and r.verbs == ["create"] for r in rules.resource_rules), rules
+        assert rules.incomplete and "secrets-need-a-human" in rules.evaluation_error
+        # What it said is what happens.
+        with pytest.raises(ApiException) as refused:
+            core(api).read_namespaced_secret("db-credentials", "prod")
+        assert refused.value.status == 403 and "hands-off-prod" in refused.value.body
+        # The refusal as fields a program can act on: the rule, the approval path, the nearest
+        # request the policy allows.
+        causes = {c["field"]: c["message"] for c in json.loads(refused.value.body)["details"]["causes"]}
+        assert causes["kubeleash.rule"] == "hands-off-prod"
+        assert causes["kubeleash.approval"].startswith("none for this request")
+        assert causes["kubeleash.nearest.namespace"] == "dev" and causes["kubeleash.nearest.verb"] == "get"
+
+
 def test_list_and_read_secrets_come_back_masked(server):
     with guarded(server.kubeconfig) as api:
         secrets = core(api).list_namespaced_secret("dev")

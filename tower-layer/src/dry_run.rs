@@ -214,7 +214,9 @@ where
 }
 
 /// One request to the API server with the layer's credential; its status and JSON answer.
-async fn call<S, ReqB, ResB>(
+/// Send one JSON request with the layer's credential and read its JSON answer (bounded);
+/// `None` when it cannot be sent or read.
+pub(crate) async fn call<S, ReqB, ResB>(
     inner: &Arc<tokio::sync::Mutex<S>>,
     credential: &Credential,
     method: &str,

@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     /// Set when a record could not be written: every request is refused (503) until the
     /// record of a refusal is written again.
     pub record_failed: Arc<AtomicBool>,
+    /// The API server's recent answers to access reviews about the credential.
+    pub server_answers: Arc<crate::service::review::ServerAnswers>,
 }
 
 /// A tower [`Layer`](tower::Layer) that holds every request to a kubeleash policy.
@@ -155,6 +157,7 @@ impl KubeleashLayer {
                 waiting: Waiting::default(),
                 asking: crate::coalesce::Asking::default(),
                 record_failed: Arc::new(AtomicBool::new(false)),
+                server_answers: Arc::default(),
             }),
         }
     }

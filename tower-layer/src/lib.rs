@@ -39,8 +39,9 @@
 //!   `X-Forwarded-For`, `Forwarded`, `X-Real-IP`, `Cookie`, ...) is dropped, so the caller
 //!   cannot write the API server's audit trail.
 //! - **An approver sees what is sent.** A request is held only if its body decodes strictly as
-//!   the API server will read it (JSON, no duplicate keys at any depth): YAML, protobuf, CBOR
-//!   and other types are refused with 415, duplicate keys and malformed JSON with 400, before
+//!   the API server will read it (JSON without duplicate keys at any depth, or Kubernetes
+//!   protobuf, decoded as the API server decodes it): YAML, CBOR and other types are refused
+//!   with 415, duplicate keys, malformed JSON and protobuf kubeleash cannot place with 400, before
 //!   an approver is asked. Exec, attach, port-forward and proxy bodies (which go to a pod or a
 //!   backend) are shown, and recorded, by length, SHA-256 and content type.
 //! - **An approval covers one request.** Each held request gets a random 128-bit id; an answer
@@ -63,6 +64,11 @@
 //! - **Decided under the policy in force once the body is in**: the policy snapshot is taken
 //!   after a streamed body is read.
 //! - **Reloads reach what is in flight** (see [`PolicyHandle`]).
+//! - **The agent can ask.** Its own `SelfSubjectAccessReview` and `SelfSubjectRulesReview`
+//!   (`kubectl auth can-i`, `--list`) are answered from the policy, narrowed by what the
+//!   credential may do ([`kubeleash_core::access_review`]); a denial's `Status` names the rule,
+//!   whether a person could approve it and the nearest request the policy allows, in words and
+//!   as `details.causes` ([`kubeleash_core::policy::Denial`]).
 //! - **Upstream errors stay with the operator.** The caller gets a fixed `Status` with a
 //!   correlation id; the record keeps the error text, masked.
 //!

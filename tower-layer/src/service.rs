@@ -19,6 +19,7 @@ pub(crate) mod admit;
 pub(crate) mod decide;
 pub(crate) mod forward;
 pub(crate) mod respond;
+pub(crate) mod review;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -135,6 +136,10 @@ where
     let (ctx, mut admitted) = next!(admit::admit(&shared, &parts).await);
     // The body is read only when a rule, or an approval, needs it.
     let mut body = RequestBody::new(body);
+    // The agent's own access reviews are answered from the policy (boxed: off the hot path).
+    if review::answers(&ctx, &admitted) {
+        return Ok(Box::pin(review::answer(&ctx, &inner, &admitted, &mut body)).await);
+    }
     let (mut decided, object_lock) =
         next!(decide::decide(&ctx, &inner, &parts.headers, &mut admitted, &mut body).await);
     let resolution = match decide::verdict(shared.mode, decided.decision.effect) {

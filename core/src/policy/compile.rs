@@ -45,11 +45,28 @@ pub(crate) struct Subjects {
     pub groups: HashSet<Box<str>>,
 }
 
+/// What a rule covers, as its document wrote it (omitted `apiGroups` read as `["*"]`): the
+/// index decides requests, this reads the rule back to a person or an agent (access reviews).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cover {
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub non_resource_urls: Vec<String>,
+    /// `None`: every namespace and cluster scope.
+    pub namespaces: Option<Vec<String>>,
+    /// `None`: every name.
+    pub names: Option<Vec<String>>,
+    /// Where the rule is written.
+    pub at: Option<super::Location>,
+}
+
 /// A compiled rule. Verb, group, resource and namespace live in the index; what is left here is
 /// checked per candidate.
 #[derive(Debug)]
 pub(crate) struct Rule {
     pub name: Arc<str>,
+    pub cover: Cover,
     pub effect: Effect,
     pub reason: Option<String>,
     pub subjects: Option<Subjects>,
@@ -332,6 +349,19 @@ impl Compiler {
         let urls = self.urls(name, &r.non_resource_urls);
         let namespaces = self.non_empty_list(name, "namespaces", &r.namespaces, true);
         let names = self.non_empty_list(name, "names", &r.names, false);
+        let cover = Cover {
+            verbs: verbs.clone(),
+            api_groups: if is_resource {
+                groups.clone()
+            } else {
+                Vec::new()
+            },
+            resources: resources.clone(),
+            non_resource_urls: urls.clone(),
+            namespaces: namespaces.clone(),
+            names: names.clone(),
+            at: super::Location::of(at),
+        };
         let names = names.and_then(|n| match GlobList::new(n.iter().map(String::as_str)) {
             Ok(g) => Some(g),
             Err(e) => {
@@ -380,6 +410,7 @@ impl Compiler {
             .any(|c| c.pins_secret_type(super::privileged::token_secret_type));
         self.rules.push(Rule {
             names_token_secret,
+            cover,
             name: name.as_str().into(),
             effect,
             reason: r.reason.clone(),

@@ -17,13 +17,29 @@ use crate::body::{self, BodyError, BodyKind, BodyLimits, DecodedBody};
 use crate::request::{Attributes, OptionsSource, PatchType, Request};
 
 /// The request body, decoded at most once and only when a rule needs it.
-struct BodyState<'a> {
+pub(crate) struct BodyState<'a> {
     request: &'a Request,
     raw: Option<&'a [u8]>,
     decoded: Option<Result<Option<DecodedBody>, BodyError>>,
     /// The object the API server says the write would produce (a dry run): conditions are
     /// judged on it instead of on the body's text.
     result: Option<&'a Value>,
+    /// An access review: attributes without a body, so no rule's conditions are judged (each
+    /// fails); [`review`] reports the conditioned rules apart.
+    review: bool,
+}
+
+impl<'a> BodyState<'a> {
+    /// The body of `request` (`raw` as sent), decoded when a rule first needs it.
+    pub(crate) fn new(request: &'a Request, raw: Option<&'a [u8]>) -> Self {
+        BodyState {
+            request,
+            raw,
+            decoded: None,
+            result: None,
+            review: false,
+        }
+    }
 }
 
 impl BodyState<'_> {
@@ -71,7 +87,7 @@ impl BodyState<'_> {
 }
 
 /// How a rule's conditions came out.
-enum Judged {
+pub(crate) enum Judged {
     Holds(Option<String>),
     Fails,
 }
@@ -135,6 +151,7 @@ fn decide_with(
         raw,
         decoded: None,
         result,
+        review: false,
     };
     if let Some(refused) = write_checks(c, req, &mut body) {
         return refused;
@@ -339,7 +356,7 @@ fn is_secret_write(a: &Attributes) -> bool {
         && matches!(a.verb.as_str(), "create" | "update" | "patch")
 }
 
-fn candidates(c: &Compiled, a: &Attributes, out: &mut Vec<Candidate>) {
+pub(crate) fn candidates(c: &Compiled, a: &Attributes, out: &mut Vec<Candidate>) {
     if a.resource_request {
         c.resources.candidates(
             &Lookup {
@@ -358,7 +375,7 @@ fn candidates(c: &Compiled, a: &Attributes, out: &mut Vec<Candidate>) {
 }
 
 /// Subjects, names and non-resource verbs: what the index does not already decide.
-fn applies(r: &Rule, id: &Identity, a: &Attributes) -> bool {
+pub(crate) fn applies(r: &Rule, id: &Identity, a: &Attributes) -> bool {
     if let Some(s) = &r.subjects {
         let member = s.users.contains(id.user.as_str())
             || id.groups.iter().any(|g| s.groups.contains(g.as_str()));
@@ -383,9 +400,12 @@ fn applies(r: &Rule, id: &Identity, a: &Attributes) -> bool {
         .is_none_or(|verbs| verbs.iter().any(|v| &**v == "*" || **v == *a.verb))
 }
 
-fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
+pub(crate) fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
     if r.conditions.is_empty() {
         return Ok(Judged::Holds(None));
+    }
+    if body.review {
+        return Ok(Judged::Fails);
     }
     let strict = r.effect != Effect::Allow;
     let q = if strict {
@@ -445,7 +465,7 @@ fn judge(r: &Rule, body: &mut BodyState<'_>) -> Result<Judged, BodyError> {
 }
 
 /// A rule's conditions as a person reads them: `$.a equals 1 and $.b exists`.
-fn describe_conditions(r: &Rule) -> String {
+pub(crate) fn describe_conditions(r: &Rule) -> String {
     r.conditions
         .iter()
         .map(|c| c.describe())
@@ -594,7 +614,7 @@ fn decide_attrs(c: &Compiled, id: &Identity, a: &Attributes, body: &mut BodyStat
 
 /// "delete on namespaces/kube-system", "list on secrets in namespace dev",
 /// "create on pods/web-1/exec in namespace dev", "get on /metrics".
-fn describe(a: &Attributes) -> String {
+pub(crate) fn describe(a: &Attributes) -> String {
     let verb = if a.verb.is_empty() {
         "a method the API server maps to no verb"
     } else {
@@ -650,6 +670,66 @@ fn who(id: &Identity) -> String {
         }
     }
     s
+}
+
+/// A rule an access review cannot settle: it covers the attributes, but its conditions are
+/// judged on a body, which a review does not have.
+pub(crate) struct Conditional<'a> {
+    pub rule: &'a Rule,
+    /// Its conditions, in words.
+    pub conditions: String,
+}
+
+/// Decide attributes alone, as an access review asks them (`kubectl auth can-i`): the decision
+/// of a request with these attributes and no body (conditioned rules left out), and the
+/// conditioned rules that a body could bring in, in document order. Privileged requests are
+/// treated as in [`decide`]: a `*` never grants them.
+pub(crate) fn review<'c>(
+    c: &'c Compiled,
+    id: &Identity,
+    a: &Attributes,
+) -> (Decision, Vec<Conditional<'c>>) {
+    let request = Request {
+        method: String::new(),
+        target: a.path.clone(),
+        attributes: a.clone(),
+        facts: Default::default(),
+    };
+    let mut body = BodyState {
+        request: &request,
+        raw: None,
+        decoded: None,
+        result: None,
+        review: true,
+    };
+    let decision = decide_attrs(c, id, a, &mut body);
+    let privileged = privilege(a).is_some();
+    let mut cands = Vec::with_capacity(8);
+    candidates(c, a, &mut cands);
+    cands.sort_by_key(|cand| (cand.id, !cand.explicit));
+    cands.dedup_by_key(|cand| cand.id);
+    let conditional = cands
+        .iter()
+        .filter_map(|cand| {
+            let rule = c.rules.get(cand.id as usize)?;
+            let counts = !rule.conditions.is_empty()
+                && applies(rule, id, a)
+                && !(privileged && rule.effect == Effect::Allow && !cand.explicit);
+            counts.then(|| Conditional {
+                rule,
+                conditions: describe_conditions(rule),
+            })
+        })
+        .collect();
+    (decision, conditional)
+}
+
+/// Whether `rule` applies to `id` at all (its subjects), whatever the request.
+pub(crate) fn covers_identity(rule: &Rule, id: &Identity) -> bool {
+    rule.subjects.as_ref().is_none_or(|s| {
+        s.users.contains(id.user.as_str())
+            || id.groups.iter().any(|g| s.groups.contains(g.as_str()))
+    })
 }
 
 #[cfg(test)]

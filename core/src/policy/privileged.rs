@@ -27,7 +27,10 @@ pub(crate) fn privilege(a: &Attributes) -> Option<&'static str> {
         _ if a.verb == "proxy" || a.subresource == "proxy" => {
             Some("proxying into the cluster reaches endpoints kubeleash cannot see")
         }
-        ("", "pods", "exec" | "attach" | "portforward") => {
+        // In any group: the classifier makes every request on these subresources a stream
+        // (`create`), as an aggregated API server may serve them too, so they are privileged
+        // wherever they are.
+        (_, _, "exec" | "attach" | "portforward") => {
             Some("exec, attach and port-forward run code or open connections inside a pod")
         }
         ("", "pods", "ephemeralcontainers") => {
@@ -201,6 +204,9 @@ mod tests {
     #[test]
     fn privileged_requests() {
         assert!(privilege(&attrs("create", "", "pods", "exec")).is_some());
+        // An aggregated API's stream subresources too: the classifier makes them streams.
+        assert!(privilege(&attrs("create", "x.io", "pods", "exec")).is_some());
+        assert!(privilege(&attrs("create", "x.io", "vms", "portforward")).is_some());
         assert!(privilege(&attrs("get", "", "nodes", "proxy")).is_some());
         assert!(privilege(&attrs("create", "", "serviceaccounts", "token")).is_some());
         assert!(privilege(&attrs("create", RBAC, "rolebindings", "")).is_some());

@@ -9,11 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Response, StatusCode};
-use kubeleash_core::policy::{Decision, Identity, Policy};
+use kubeleash_core::policy::{Decision, Denial, Identity, Policy};
 use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
 use kubeleash_core::request::Request as Classified;
+use kubeleash_core::status::Status;
 
 use super::decide::{Decided, deny};
 use super::forward::masked_body;
@@ -157,6 +159,41 @@ impl Ctx<'_> {
         })
     }
 
+    /// Refuse a request the policy denies, explained ([`Denial`]): the rule, whether a person
+    /// could approve it, and the nearest request the policy allows, in the message's last
+    /// sentence and as `details.causes`.
+    pub(crate) fn refuse_explained<'a, B: 'a>(
+        &'a self,
+        req: &'a Classified,
+        body: Option<&'a str>,
+        decision: Decision,
+        denial: Denial,
+    ) -> Refusal<'a, B> {
+        Box::pin(async move {
+            let mut message = format!("kubeleash: {}", decision.reason);
+            if let Some(hint) = &denial.hint {
+                message.push_str("; ");
+                message.push_str(hint);
+            }
+            let s = Status::failure(403, "Forbidden", &message)
+                .details(denial.details(&req.attributes));
+            let bytes = s.to_json();
+            self.record_refusal(
+                Some(req),
+                body,
+                403,
+                bytes.len(),
+                &decision,
+                &refused(),
+                None,
+            )
+            .await;
+            let mut r = s.response(|b| KubeleashBody::full(Bytes::from(b)));
+            r.extensions_mut().insert(decision);
+            r
+        })
+    }
+
     /// Write the record of a refusal (`bytes` long), durably.
     #[allow(
         clippy::too_many_arguments,
@@ -268,15 +305,12 @@ pub(crate) async fn denied<B>(
     decided: Decided,
 ) -> Response<KubeleashBody<B>> {
     let body = recorded_body(ctx, &decided.policy, request, bytes);
-    ctx.refuse(
-        Some(request),
-        body.as_deref(),
-        403,
-        "Forbidden",
-        decided.decision,
-        refused(),
-    )
-    .await
+    let denial =
+        decided
+            .policy
+            .explain_denial(&ctx.identity, &request.attributes, &decided.decision);
+    ctx.refuse_explained(request, body.as_deref(), decided.decision, denial)
+        .await
 }
 
 /// The record's (and approver's) view of a request body: masked, when there is one.

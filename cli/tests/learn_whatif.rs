@@ -1,0 +1,216 @@
+//! `kubeleash learn` and `kubeleash whatif` on a real session: the one `kubeleash demo` records
+//! (the sandbox API server, the proxy, kubectl as the agent, a person approving).
+//!
+//! A learned policy, replayed with `whatif` over the record it was learned from, changes
+//! nothing; with one rule removed, `whatif` reports exactly the requests that rule let through.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::LazyLock;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubeleash");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The demo's record, once per test process.
+static SESSION: LazyLock<PathBuf> = LazyLock::new(|| {
+    let dir = std::env::temp_dir().join(format!("kubeleash-learn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = run(&["demo", "--no-color"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = said
+        .lines()
+        .find_map(|l| l.split_once("full log: ").map(|(_, p)| p))
+        .unwrap_or_else(|| panic!("no `full log:` in the demo's output:\n{said}"))
+        .trim()
+        .to_string();
+    let kept = dir.join("session.jsonl");
+    std::fs::copy(&log, &kept).unwrap();
+    kept
+});
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The learned policy's rules as `(block text, record seqs it names)`, and the text without
+/// any of them.
+fn blocks(policy: &str) -> Vec<(String, BTreeSet<u64>)> {
+    let mut out: Vec<(String, BTreeSet<u64>)> = Vec::new();
+    let mut current: Option<(String, BTreeSet<u64>)> = None;
+    for line in policy.lines() {
+        if let Some(seqs) = line.trim().strip_prefix("# from records ") {
+            if let Some(c) = current.take() {
+                out.push(c);
+            }
+            let seqs = seqs.split(", ").map(|s| s.parse().unwrap()).collect();
+            current = Some((format!("{line}\n"), seqs));
+        } else if line.starts_with("  tests:") {
+            if let Some(c) = current.take() {
+                out.push(c);
+            }
+        } else if let Some((block, _)) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn a_learned_policy_changes_nothing_and_each_rule_is_what_it_let_through() {
+    let session = &*SESSION;
+    let dir = session.parent().unwrap().to_path_buf();
+    let rbac = dir.join("rbac.yaml");
+    let out = run(&[
+        "learn",
+        "--rbac",
+        rbac.to_str().unwrap(),
+        session.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let learned = String::from_utf8(out.stdout).unwrap();
+    let path = write(&dir, "learned.yaml", &learned);
+
+    // It compiles, and its own tests (from the record) pass: what went through goes through,
+    // what was refused is refused.
+    let out = run(&["test", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{learned}", text(&out));
+    assert!(
+        learned.contains("expect: deny"),
+        "the demo's refusal is a test:\n{learned}"
+    );
+    assert!(
+        learned.contains("expect: approve"),
+        "the demo's approval is a test:\n{learned}"
+    );
+    // The person-approved binding is an approve rule, never an allow.
+    let crb = blocks(&learned)
+        .into_iter()
+        .find(|(b, _)| b.contains("clusterrolebindings"))
+        .unwrap_or_else(|| panic!("no rule for the approved binding:\n{learned}"));
+    assert!(crb.0.contains("effect: approve"), "{}", crb.0);
+
+    // Over its own record: no change.
+    let out = run(&[
+        "whatif",
+        "--policy",
+        path.to_str().unwrap(),
+        session.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{learned}", text(&out));
+    assert!(text(&out).starts_with("no change"), "{}", text(&out));
+
+    // Each rule removed: exactly the requests it let through change.
+    let rules = blocks(&learned);
+    assert!(rules.len() >= 3, "{learned}");
+    for (block, seqs) in &rules {
+        let without = learned.replacen(block.as_str(), "", 1);
+        let p = write(&dir, "without.yaml", &without);
+        let out = run(&[
+            "whatif",
+            "--json",
+            "--policy",
+            p.to_str().unwrap(),
+            session.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}\nremoved:\n{block}",
+            text(&out)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let changed: BTreeSet<u64> = report["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(&changed, seqs, "removed:\n{block}\nreport: {report:#}");
+        for c in report["changed"].as_array().unwrap() {
+            assert_eq!(c["after"]["effect"], "deny", "{c}");
+            assert!(
+                c["kubectl"].as_str().unwrap().starts_with("kubectl "),
+                "{c}"
+            );
+        }
+    }
+
+    // The table, for a person.
+    let (first, _) = &rules[0];
+    let p = write(
+        &dir,
+        "without.yaml",
+        &learned.replacen(first.as_str(), "", 1),
+    );
+    let out = run(&[
+        "whatif",
+        "--policy",
+        p.to_str().unwrap(),
+        session.to_str().unwrap(),
+    ]);
+    let table = text(&out);
+    assert!(table.starts_with("SEQ  WHO"), "{table}");
+    assert!(table.contains("would be decided differently"), "{table}");
+
+    // The operator's RBAC: a Role in dev for what the agent read there.
+    let rbac = std::fs::read_to_string(&rbac).unwrap();
+    assert!(
+        rbac.contains("kind: Role\nmetadata: {name: \"learned\", namespace: \"dev\"}"),
+        "{rbac}"
+    );
+    assert!(rbac.contains("resources: [\"pods\"]"), "{rbac}");
+}
+
+#[test]
+fn whatif_and_learn_say_what_is_wrong() {
+    let out = run(&[
+        "whatif",
+        "--policy",
+        "/nonexistent.yaml",
+        "/nonexistent.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let dir = std::env::temp_dir().join(format!("kubeleash-whatif-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = write(
+        &dir,
+        "p.yaml",
+        "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec: {rules: []}\n",
+    );
+    let out = run(&[
+        "whatif",
+        "--policy",
+        policy.to_str().unwrap(),
+        "/nonexistent.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("cannot read record `/nonexistent.jsonl`"),
+        "{}",
+        text(&out)
+    );
+    let empty = write(&dir, "empty.jsonl", "");
+    let out = run(&["learn", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("nothing to learn"), "{}", text(&out));
+}
