@@ -408,8 +408,8 @@ export interface ListenOptions {
   approver?: (request: ApprovalRequest) => Promise<ApprovalAnswer>
   /** Record every request to this file (a path, or options). */
   record?: string | RecordOptions
-  /** `enforce` (the default) or `audit` (decide and record, but let everything through). */
-  mode?: 'enforce' | 'audit'
+  /** `enforce` (the default) or `observe` (decide and record, but let everything through; `audit` is its former name). */
+  mode?: 'enforce' | 'observe' | 'audit'
   /**
    * How long a held request waits for the approver before it is denied; default 300. With
    * `approvals: 'nonblocking'`, also how long an approval waits to be used and a refusal is

@@ -34,8 +34,12 @@ use crate::report::USAGE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ModeArg {
+    /// Deny what the policy denies, hold what it holds.
     Enforce,
-    Audit,
+    /// Decide and record what the policy would do, and let everything through (masking still
+    /// applies): for rolling a policy out, and for `kubeleash learn` to write one from.
+    #[value(alias = "audit")]
+    Observe,
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,7 +123,8 @@ pub struct Args {
         requires = "approvals"
     )]
     approvals_nonblocking: Option<u64>,
-    /// Enforce the policy, or only record what it would do.
+    /// Enforce the policy, or only observe: record what it would do and let everything through
+    /// (`audit` is the former name of `observe`).
     #[arg(long, value_enum, default_value = "enforce")]
     mode: ModeArg,
     /// Write the agent's kubeconfig here (0600): this proxy's URL and, with --user/--group,
@@ -261,7 +266,7 @@ pub fn run(a: Args) -> ExitCode {
             Chosen::Chat { .. } => Approvals::None,
         },
         approval_timeout: Duration::from_secs(a.approval_timeout),
-        mode: if a.mode == ModeArg::Audit {
+        mode: if a.mode == ModeArg::Observe {
             Mode::Audit
         } else {
             Mode::Enforce

@@ -137,12 +137,17 @@ fn again(policy: &Policy, r: &Record, file: &std::path::Path) -> Option<Option<C
         return None;
     }
     let mut headers = http::HeaderMap::new();
-    if let Some(ct) = b
-        .request
-        .content_type
-        .as_deref()
-        .and_then(|c| http::HeaderValue::from_str(c).ok())
-    {
+    // The record keeps a body as JSON text whatever it was sent as: a protobuf or CBOR body is
+    // read back as the JSON (or apply YAML) it was recorded as.
+    let content_type = b.request.content_type.as_deref().map(|c| {
+        let media = c.split(';').next().unwrap_or(c).trim();
+        match media {
+            "application/vnd.kubernetes.protobuf" | "application/cbor" => "application/json",
+            "application/apply-patch+cbor" => "application/apply-patch+yaml",
+            _ => c,
+        }
+    });
+    if let Some(ct) = content_type.and_then(|c| http::HeaderValue::from_str(c).ok()) {
         headers.insert(http::header::CONTENT_TYPE, ct);
     }
     if let Some(u) = b

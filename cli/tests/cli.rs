@@ -910,3 +910,36 @@ fn lint_reports_findings_with_line_and_fix_and_exits_by_what_it_found() {
         stderr(&out)
     );
 }
+
+#[test]
+fn proxy_mode_is_enforce_or_observe_and_audit_is_its_former_name() {
+    for mode in ["observe", "audit"] {
+        let out = run(bin().args([
+            "proxy",
+            "--mode",
+            mode,
+            "--policy",
+            "/nonexistent/policy.yaml",
+        ]));
+        assert_eq!(out.status.code(), Some(2), "{mode}: {}", stderr(&out));
+        // Past the mode: what is wrong is elsewhere.
+        assert!(
+            stderr(&out).starts_with("error: ") && !stderr(&out).contains("invalid value"),
+            "{mode}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run(bin().args([
+        "proxy",
+        "--mode",
+        "yolo",
+        "--policy",
+        "/nonexistent/policy.yaml",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("invalid value 'yolo'") && err.contains("enforce") && err.contains("observe"),
+        "{err}"
+    );
+}

@@ -13,6 +13,10 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
+#[path = "support/process.rs"]
+mod process;
+use process::{require_kubectl, sandbox_for_operator, serve};
+
 const BIN: &str = env!("CARGO_BIN_EXE_kubeleash");
 
 fn run(args: &[&str]) -> Output {
@@ -213,4 +217,123 @@ fn whatif_and_learn_say_what_is_wrong() {
     let out = run(&["learn", empty.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("nothing to learn"), "{}", text(&out));
+}
+
+/// Observe mode feeds `learn`: a policy that allows nothing, observed, lets everything through
+/// and records what it would have refused; the policy learned from that lets it all through,
+/// and `whatif` shows each request going from deny to allow.
+#[test]
+fn observe_mode_records_what_learn_writes_a_policy_from() {
+    require_kubectl();
+    let home = std::env::temp_dir().join(format!("kl-observe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let _sandbox = sandbox_for_operator(&home);
+    let nothing = write(
+        &home,
+        "nothing.yaml",
+        "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec: {rules: []}\n",
+    );
+    let p = |f: &str| home.join(f).to_str().unwrap().to_string();
+    let args = [
+        "proxy",
+        "--policy",
+        &p("nothing.yaml"),
+        "--kubeconfig",
+        &p("operator.kubeconfig"),
+        "--listen",
+        "127.0.0.1:0",
+        "--record",
+        &p("observed.jsonl"),
+        "--mode",
+        "observe",
+        "--user",
+        "agent-1",
+        "--group",
+        "ai-agents",
+        "--agent-kubeconfig",
+        &p("agent.kubeconfig"),
+        "--agent-namespace",
+        "dev",
+    ];
+    let (mut proxy, _) = serve(&args, Some(&home.join("proxy.stderr")));
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", home.join("agent.kubeconfig"))
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Let through, though the policy allows nothing; masking still applies.
+    kubectl(&["get", "pods", "-n", "dev"]);
+    let secret = kubectl(&["get", "secret", "db-credentials", "-n", "dev", "-o", "json"]);
+    assert!(secret.contains("W21hc2tlZF0="), "{secret}");
+    kubectl(&[
+        "create",
+        "configmap",
+        &format!("observed-{}", std::process::id()),
+        "-n",
+        "dev",
+    ]);
+    // Stopped as an operator stops it (SIGTERM): the record is flushed and closed.
+    let pid = proxy.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = proxy.0.wait();
+
+    let record = home.join("observed.jsonl");
+    let log = std::fs::read_to_string(&record).unwrap();
+    assert!(log.contains(r#""outcome":"audited""#), "{log}");
+    let out = run(&["learn", record.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let learned = String::from_utf8(out.stdout).unwrap();
+    let path = write(&home, "learned.yaml", &learned);
+    let out = run(&["test", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{learned}", text(&out));
+    assert!(learned.contains("resources: [\"configmaps\"]"), "{learned}");
+
+    // Every request the observed policy would have refused, the learned one lets through.
+    let out = run(&[
+        "whatif",
+        "--json",
+        "--policy",
+        path.to_str().unwrap(),
+        record.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changed = report["changed"].as_array().unwrap();
+    assert_eq!(
+        changed.len(),
+        report["requests"].as_u64().unwrap() as usize,
+        "{report:#}"
+    );
+    assert!(changed.len() >= 3, "{report:#}");
+    for c in changed {
+        assert_eq!(
+            (
+                c["before"]["effect"].as_str(),
+                c["after"]["effect"].as_str()
+            ),
+            (Some("deny"), Some("allow")),
+            "{c}"
+        );
+    }
+    // And the policy that was observed, over the same record: nothing changes.
+    let out = run(&[
+        "whatif",
+        "--policy",
+        nothing.to_str().unwrap(),
+        record.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -240,8 +240,8 @@ pub struct ListenOptions {
     pub approver: Option<ApproverFn>,
     /// Record every request to this file (a path, or options).
     pub record: Option<Either<String, RecordOptions>>,
-    /// `enforce` (the default) or `audit` (decide and record, but let everything through).
-    #[napi(ts_type = "'enforce' | 'audit'")]
+    /// `enforce` (the default) or `observe` (decide and record, but let everything through; `audit` is its former name).
+    #[napi(ts_type = "'enforce' | 'observe' | 'audit'")]
     pub mode: Option<String>,
     /// How long a held request waits for the approver before it is denied; default 300. With
     /// `approvals: 'nonblocking'`, also how long an approval waits to be used and a refusal is
@@ -691,12 +691,14 @@ pub fn listen<'env>(
     let o = options.unwrap_or_default();
     let mode = match o.mode.as_deref() {
         None | Some("enforce") => Mode::Enforce,
-        Some("audit") => Mode::Audit,
+        Some("observe" | "audit") => Mode::Audit,
         Some(other) => {
             return Err(errors::type_error(
                 env,
                 "invalid-mode",
-                &format!("mode `{other}` is neither `enforce` nor `audit`"),
+                &format!(
+                    "mode `{other}` is neither `enforce` nor `observe` (or `audit`, its former name)"
+                ),
             ));
         }
     };

@@ -582,7 +582,7 @@ for (const kind of ['sandbox', 'real']) {
       })
     })
 
-    test('audit mode decides and records but lets the request through, still masked', async () => {
+    for (const mode of ['observe', 'audit']) test(`${mode} mode decides and records but lets the request through, still masked`, async () => {
       const s = await server(kind)
       await guarded(
         s.kubeconfig,
@@ -593,7 +593,7 @@ for (const kind of ['sandbox', 'real']) {
           assert.ok(values.length > 0)
           for (const v of values) assert.equal(v, MASKED)
         },
-        { mode: 'audit' },
+        { mode },
       )
     })
   })

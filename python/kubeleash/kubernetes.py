@@ -200,8 +200,8 @@ def connect(
     and stay there. ``approver`` answers requests the policy holds (none: they are denied);
     ``approval_timeout`` seconds without an answer deny. ``record`` is a file that gets one
     hash-chained JSON line per request (check it with ``kubeleash.verify_record``); it is closed
-    with its ``end`` record when the client is closed. ``mode="audit"`` decides and records but
-    lets everything through (masking still applies).
+    with its ``end`` record when the client is closed. ``mode="observe"`` (formerly ``"audit"``)
+    decides and records but lets everything through (masking still applies).
 
     ``approvals="nonblocking"`` is for agents that cannot keep a call open while a person
     decides: a held request is answered at once with ``ApiException`` 403 whose ``Status`` names

@@ -503,10 +503,10 @@ impl Transport {
     ) -> PyResult<Transport> {
         let mode = match mode {
             "enforce" => Mode::Enforce,
-            "audit" => Mode::Audit,
+            "observe" | "audit" => Mode::Audit,
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "mode must be \"enforce\" or \"audit\", not {other:?}"
+                    "mode must be \"enforce\" or \"observe\" (or \"audit\", its former name), not {other:?}"
                 )));
             }
         };

@@ -396,8 +396,9 @@ def test_the_record_is_written_and_verifies(server, tmp_path):
     assert not kubeleash.verify_record(tampered)["ok"]
 
 
-def test_audit_mode_lets_denials_through_still_masked(server):
-    with guarded(server.kubeconfig, mode="audit") as api:
+@pytest.mark.parametrize("mode", ["observe", "audit"])
+def test_observe_mode_lets_denials_through_still_masked(server, mode):
+    with guarded(server.kubeconfig, mode=mode) as api:
         secrets = core(api).list_namespaced_secret("kube-system")
     # Both seeds hold a bootstrap token in kube-system.
     values = [v for s in secrets.items for v in (s.data or {}).values()]
