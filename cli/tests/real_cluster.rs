@@ -1996,3 +1996,66 @@ fn the_cluster_is_the_one_start_sh_describes() {
         c.started_in
     );
 }
+
+/// `kubeleash lint --kubeconfig` checks rules against what the real API server serves, read
+/// with the operator's credential: the examples name only served resources; a typo, a
+/// singular, and a CRD's resource in the wrong group are found.
+#[test]
+fn lint_checks_resources_against_the_real_servers_discovery() {
+    let c = cluster::cluster();
+    let kubeconfig = c.operator_cert_kubeconfig();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeleash"))
+        .args(["lint", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg(root.join("examples/agent-policy.yaml"))
+        .arg(root.join("examples/agents.yaml"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let dir = home("lint", Backend::Real);
+    let bad = dir.join("typos.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    \
+         - {name: typo, effect: allow, verbs: [get], apiGroups: [\"\"], resources: [pod, pods/logs], namespaces: [dev]}\n    \
+         - {name: cert-in-core, effect: allow, verbs: [get], apiGroups: [\"\"], resources: [certificates], namespaces: [dev]}\n    \
+         - {name: cert-manager, effect: allow, verbs: [get], apiGroups: [cert-manager.io], resources: [certificates], namespaces: [dev]}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeleash"))
+        .args(["lint", "--json", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["code"].as_str().unwrap().to_string(),
+                v["rule"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("never-matches".to_string(), "typo".to_string()),
+            ("never-matches".to_string(), "cert-in-core".to_string()),
+        ],
+        "the CRD the cluster serves (cert-manager.io certificates) is not a finding"
+    );
+}

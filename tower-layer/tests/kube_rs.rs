@@ -322,6 +322,32 @@ async fn a_request_the_policy_denies_is_a_403_and_never_reaches_the_server(serve
         status.message
     );
     assert!(w.judge_get::<ConfigMap>("prod", name).await.is_none());
+    // What the code gets: the refusal as fields, with the request the policy allows instead.
+    assert!(
+        status
+            .message
+            .ends_with("the nearest request the policy allows: create on configmaps in namespace dev (rule \"write-dev\")"),
+        "{}",
+        status.message
+    );
+    let details = status.details.as_ref().expect("details");
+    assert_eq!(
+        (details.kind.as_str(), details.group.as_str()),
+        ("configmaps", "")
+    );
+    let cause = |field: &str| {
+        details
+            .causes
+            .iter()
+            .find(|c| c.field == field)
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| panic!("no cause {field}: {details:?}"))
+    };
+    assert_eq!(cause("kubeleash.rule"), "none");
+    assert!(cause("kubeleash.approval").starts_with("none for this request"));
+    assert_eq!(cause("kubeleash.nearest.namespace"), "dev");
+    assert_eq!(cause("kubeleash.nearest.verb"), "create");
+    assert_eq!(cause("kubeleash.nearest.resource"), "configmaps");
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "prod");
     let status = api_error(secrets.list(&ListParams::default()).await);

@@ -233,6 +233,95 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// [`Policy::lint`], and the rules that name resources a cluster does not serve: `served`
+    /// holds `(apiGroup, resource)` for every resource and subresource in the cluster's
+    /// discovery (`""` for the core group; subresources as `pods/log`). A rule is reported
+    /// when none of the resources it names literally (in the groups it names literally) is
+    /// served; each unknown one is named.
+    ///
+    /// ```
+    /// use std::collections::BTreeSet;
+    /// use kubeleash_core::policy::Policy;
+    ///
+    /// let policy = Policy::from_yaml(r#"
+    /// apiVersion: kubeleash.dev/v1alpha1
+    /// kind: Policy
+    /// spec:
+    ///   rules:
+    ///     - {name: typo, effect: allow, verbs: [get], apiGroups: [""], resources: [pod], namespaces: [dev]}
+    /// "#)?;
+    /// let served = BTreeSet::from([("".to_string(), "pods".to_string())]);
+    /// let findings = policy.lint_served(&served);
+    /// assert_eq!(findings[0].code, "never-matches");
+    /// assert!(findings[0].message.contains("`pod`"));
+    /// # Ok::<(), kubeleash_core::policy::PolicyErrors>(())
+    /// ```
+    pub fn lint_served(
+        &self,
+        served: &std::collections::BTreeSet<(String, String)>,
+    ) -> Vec<Finding> {
+        let mut out = self.lint();
+        for rule in &self.inner.rules {
+            let c = &rule.cover;
+            if c.resources.is_empty()
+                || out
+                    .iter()
+                    .any(|f| f.rule == *rule.name && f.code == "never-matches")
+            {
+                continue;
+            }
+            let literal: Vec<&String> = c.resources.iter().filter(|r| !r.contains('*')).collect();
+            if literal.is_empty() || literal.len() != c.resources.len() {
+                continue;
+            }
+            let is_served = |res: &str| {
+                c.api_groups.iter().any(|g| {
+                    served
+                        .iter()
+                        .any(|(sg, sr)| (g == "*" || g == sg) && sr == res)
+                })
+            };
+            let unknown: Vec<&str> = literal
+                .iter()
+                .map(|r| r.as_str())
+                .filter(|r| !is_served(r))
+                .collect();
+            if unknown.is_empty() {
+                continue;
+            }
+            let all = unknown.len() == literal.len();
+            out.push(Finding {
+                code: if all { "never-matches" } else { "unknown-resource" },
+                rule: rule.name.to_string(),
+                at: c.at,
+                message: format!(
+                    "rule \"{}\" names {} the cluster does not serve in {}: {}{}",
+                    rule.name,
+                    if unknown.len() == 1 { "a resource" } else { "resources" },
+                    if c.api_groups.iter().any(|g| g == "*") {
+                        "any API group".to_string()
+                    } else {
+                        format!(
+                            "API group{} {}",
+                            if c.api_groups.len() == 1 { "" } else { "s" },
+                            c.api_groups
+                                .iter()
+                                .map(|g| if g.is_empty() { "\"\" (core)".to_string() } else { g.clone() })
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                    unknown.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "),
+                    if all { ", so it can never match" } else { "" }
+                ),
+                fix: "use the plural, lowercase names `kubectl api-resources` lists (a subresource as `pods/log`), in the API group that serves them".into(),
+            });
+        }
+        out
+    }
+}
+
 /// Whether `c` covers `verb` on `group`/`resource` as a rule's index would: a literal match, or
 /// a `*` (privileged requests need the literal name to be allowed, so a `*` counts only for the
 /// ones a `*` does grant: listing and watching Secrets).
