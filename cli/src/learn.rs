@@ -248,7 +248,11 @@ fn values_seen(v: &Value, g: &mut Gathered) {
             for (k, x) in o {
                 match (k.as_str(), x) {
                     ("image", Value::String(s)) if !s.contains("[masked") => {
-                        g.images.insert(registry(s));
+                        // Written into a comment of the learned policy: only a registry that is
+                        // a host name (and port) is, so a hostile image cannot add a line.
+                        if let Some(r) = registry(s) {
+                            g.images.insert(r);
+                        }
                     }
                     ("replicas", Value::Number(n)) => {
                         if let Some(n) = n.as_i64() {
@@ -264,14 +268,21 @@ fn values_seen(v: &Value, g: &mut Gathered) {
     }
 }
 
-/// The registry part of an image reference (`docker.io` when it names none).
-fn registry(image: &str) -> String {
-    match image.split_once('/') {
+/// The registry part of an image reference (`docker.io` when it names none); `None` when it is
+/// not a host name with an optional port.
+fn registry(image: &str) -> Option<String> {
+    let host = match image.split_once('/') {
         Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first.to_string()
+            first
         }
-        _ => "docker.io".to_string(),
-    }
+        _ => "docker.io",
+    };
+    let plain = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    plain.then(|| host.to_string())
 }
 
 fn yaml_str(s: &str) -> String {

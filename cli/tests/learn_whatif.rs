@@ -337,3 +337,66 @@ fn observe_mode_records_what_learn_writes_a_policy_from() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A record is the agent's own words (user names from tokens, targets, bodies): nothing in it
+/// becomes policy text but quoted strings. A newline in an image or a user name does not add a
+/// rule to the learned policy.
+#[test]
+fn hostile_record_contents_stay_quoted_in_the_learned_policy() {
+    let dir = std::env::temp_dir().join(format!("kubeleash-learn-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pwn = "\n    - {name: pwn, effect: allow, verbs: [\"*\"], resources: [\"*\"]}\n#";
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [
+            {"name": "c", "image": format!("evil.io{pwn}/x:1")},
+            {"name": "d", "image": "registry.example.com/app:2"},
+        ]}}},
+    });
+    let record = serde_json::json!({
+        "seq": 0, "prev": "0".repeat(64), "session": "s",
+        "time": "2026-12-05T00:00:00Z", "kind": "request",
+        "identity": {"user": format!("agent{pwn}"), "groups": [format!("g{pwn}")]},
+        "request": {
+            "method": "POST", "target": "/apis/apps/v1/namespaces/dev/deployments",
+            "attributes": {"resourceRequest": true, "verb": "create", "apiGroup": "apps", "apiVersion": "v1",
+                "namespace": "dev", "resource": "deployments", "subresource": "", "name": "",
+                "path": "/apis/apps/v1/namespaces/dev/deployments"},
+            "contentType": "application/json", "body": body.to_string(),
+        },
+        "decision": {"effect": "allow", "rule": "r", "reason": "ok", "outcome": "forwarded"},
+        "response": {"status": 201, "bytes": 1, "durationMs": 1, "stream": "masked"},
+    });
+    // A record line starts with its hash (this one does not match: learn warns and goes on).
+    let line = format!(
+        "{{\"hash\":\"{}\",{}",
+        "0".repeat(64),
+        &record.to_string()[1..]
+    );
+    let log = write(&dir, "hostile.jsonl", &format!("{line}\n"));
+    let out = run(&["learn", log.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let learned = String::from_utf8(out.stdout).unwrap();
+    let rules = learned
+        .lines()
+        .filter(|l| l.starts_with("    - name:"))
+        .count();
+    assert_eq!(rules, 1, "{learned}");
+    assert!(
+        !learned
+            .lines()
+            .any(|l| l.trim_start().starts_with("- {name: pwn")),
+        "{learned}"
+    );
+    // The plain registry is suggested; the hostile one is not.
+    assert!(
+        learned.contains("matches: \"registry.example.com/*\""),
+        "{learned}"
+    );
+    assert!(!learned.contains("evil.io"), "{learned}");
+    // And it compiles, with its tests passing.
+    let p = write(&dir, "learned.yaml", &learned);
+    let out = run(&["test", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{learned}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
