@@ -49,6 +49,8 @@ struct Gathered {
     seqs: BTreeSet<u64>,
     images: BTreeSet<String>,
     replicas: BTreeSet<i64>,
+    /// Label key → values seen on the objects written.
+    labels: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What requests are gathered by: identity, effect, group (`None` for a non-resource URL),
@@ -254,6 +256,18 @@ fn values_seen(v: &Value, g: &mut Gathered) {
                             g.images.insert(r);
                         }
                     }
+                    ("labels", Value::Object(labels)) => {
+                        // Written into a comment of the learned policy: only plain label keys
+                        // and values are (what Kubernetes allows anyway).
+                        for (k, v) in labels {
+                            if let Value::String(v) = v
+                                && plain_label(k)
+                                && plain_label(v)
+                            {
+                                g.labels.entry(k.clone()).or_default().insert(v.clone());
+                            }
+                        }
+                    }
                     ("replicas", Value::Number(n)) => {
                         if let Some(n) = n.as_i64() {
                             g.replicas.insert(n);
@@ -266,6 +280,15 @@ fn values_seen(v: &Value, g: &mut Gathered) {
         Value::Array(a) => a.iter().for_each(|x| values_seen(x, g)),
         _ => {}
     }
+}
+
+/// A label key or value made of what Kubernetes allows in them (letters, digits, `-`, `_`, `.`,
+/// `/` in a key), at most 317 characters (a prefixed key's limit).
+fn plain_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 317
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 /// The registry part of an image reference (`docker.io` when it names none); `None` when it is
@@ -308,6 +331,8 @@ struct Written {
     seqs: BTreeSet<u64>,
     images: BTreeSet<String>,
     replicas: BTreeSet<i64>,
+    /// Label key → values seen on the objects written.
+    labels: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The rules to write: first each resource's verbs (one resource, one name restriction), then
@@ -332,6 +357,12 @@ fn merged(rules: &BTreeMap<Key, Gathered>) -> Vec<Written> {
             w.seqs.extend(g.seqs.iter().copied());
             w.images.extend(g.images.iter().cloned());
             w.replicas.extend(g.replicas.iter().copied());
+            for (k, v) in &g.labels {
+                w.labels
+                    .entry(k.clone())
+                    .or_default()
+                    .extend(v.iter().cloned());
+            }
             continue;
         }
         per_resource.push(Written {
@@ -346,6 +377,7 @@ fn merged(rules: &BTreeMap<Key, Gathered>) -> Vec<Written> {
             seqs: g.seqs.clone(),
             images: g.images.clone(),
             replicas: g.replicas.clone(),
+            labels: g.labels.clone(),
         });
     }
     let mut out: Vec<Written> = Vec::new();
@@ -364,6 +396,9 @@ fn merged(rules: &BTreeMap<Key, Gathered>) -> Vec<Written> {
             o.seqs.extend(w.seqs);
             o.images.extend(w.images);
             o.replicas.extend(w.replicas);
+            for (k, v) in w.labels {
+                o.labels.entry(k).or_default().extend(v);
+            }
             continue;
         }
         out.push(w);
@@ -440,6 +475,18 @@ fn policy_text(
                     .next()
                     .map(String::as_str)
                     .unwrap_or_default()
+            );
+        }
+        if let Some((key, values)) = w.labels.iter().find(|(_, v)| v.len() <= MAX_NAMES) {
+            let path = if key.contains(['.', '/']) {
+                format!("$.metadata.labels['{key}']")
+            } else {
+                format!("$.metadata.labels.{key}")
+            };
+            let _ = writeln!(
+                s,
+                "    # suggested condition, from the labels seen: when: [{{path: \"{path}\", in: {}}}]",
+                list(values.iter().cloned())
             );
         }
         if let (Some(lo), Some(hi)) = (w.replicas.first(), w.replicas.last()) {

@@ -347,7 +347,8 @@ fn hostile_record_contents_stay_quoted_in_the_learned_policy() {
     std::fs::create_dir_all(&dir).unwrap();
     let pwn = "\n    - {name: pwn, effect: allow, verbs: [\"*\"], resources: [\"*\"]}\n#";
     let body = serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web", "evil": format!("x{pwn}"), "team.example.com/owner": "ops"}},
         "spec": {"replicas": 2, "template": {"spec": {"containers": [
             {"name": "c", "image": format!("evil.io{pwn}/x:1")},
             {"name": "d", "image": "registry.example.com/app:2"},
@@ -394,6 +395,13 @@ fn hostile_record_contents_stay_quoted_in_the_learned_policy() {
         "{learned}"
     );
     assert!(!learned.contains("evil.io"), "{learned}");
+    // Labels seen are suggested; the hostile value is not.
+    assert!(
+        learned.contains("when: [{path: \"$.metadata.labels.app\", in: [\"web\"]}]"),
+        "{learned}"
+    );
+    assert!(!learned.contains("evil"), "{learned}");
+    assert!(learned.contains("between: [2, 2]"), "{learned}");
     // And it compiles, with its tests passing.
     let p = write(&dir, "learned.yaml", &learned);
     let out = run(&["test", p.to_str().unwrap()]);
