@@ -135,6 +135,20 @@ fn learn_one(
     let Some(attrs) = &b.request.attributes else {
         return;
     };
+    // A dry run changed nothing: it is no reason to allow the write itself.
+    if b.request.dry_run {
+        return;
+    }
+    // A `*` in a name, namespace or path is a literal in a request (no object is named so) but
+    // a glob in a policy: learned, it would allow every name. An agent could plant one.
+    if attrs.name.contains('*') || attrs.namespace.contains('*') || attrs.path.contains('*') {
+        eprintln!(
+            "warning: record {} names `*` ({}): not learned, since in a policy `*` matches everything",
+            r.seq,
+            kubeleash_core::display::printable(&b.request.target)
+        );
+        return;
+    }
     let through = matches!(
         d.outcome,
         Outcome::Forwarded | Outcome::Approved | Outcome::Audited

@@ -174,7 +174,7 @@ pub fn decision_text(r: &Record) -> String {
             }
             Outcome::Approved => format!("allowed after approval by {}", approver()),
             Outcome::Answered => {
-                "answered by kubeleash from the policy (the agent's own access review; not sent)"
+                "answered by kubeleash from the policy (the agent's own access or identity review; the request itself was not sent)"
                     .to_string()
             }
             Outcome::Audited => format!(

@@ -168,6 +168,32 @@ fn again(policy: &Policy, r: &Record, file: &std::path::Path) -> Option<Option<C
     let masked = body.is_some_and(|t| t.contains("[masked") || t.contains("W21hc2tlZF0"));
     let (effect, rule, reason, judged_on) = if masked {
         let answer = policy.review_access(&b.identity, &request.attributes);
+        if !answer.conditional.is_empty() {
+            // Conditions on a body the record keeps masked: what the new policy does cannot
+            // be told, so it is reported (a planted marker must not hide a change).
+            return Some(Some(Change {
+                file: file.display().to_string(),
+                seq: r.seq,
+                user: b.identity.user.clone(),
+                groups: b.identity.groups.clone(),
+                method: b.request.method.clone(),
+                target: b.request.target.clone(),
+                kubectl: command(r),
+                before: Side {
+                    effect: d.effect.clone(),
+                    rule: d.rule.clone(),
+                },
+                after: Side {
+                    effect: "undetermined".into(),
+                    rule: None,
+                },
+                reason: format!(
+                    "the new policy's conditions look at the body, which the record keeps masked: {}",
+                    answer.reason
+                ),
+                judged_on: "attributes",
+            }));
+        }
         (
             answer.effect,
             answer.rule.map(|x| x.to_string()),

@@ -408,3 +408,118 @@ fn hostile_record_contents_stay_quoted_in_the_learned_policy() {
     assert!(out.status.success(), "{}\n{learned}", text(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hand-written record line (its hash does not match: learn and whatif warn and go on).
+fn record_line(
+    seq: u64,
+    method: &str,
+    target: &str,
+    attrs: Value,
+    body: Option<&str>,
+    dry_run: bool,
+) -> String {
+    let record = serde_json::json!({
+        "seq": seq, "prev": "0".repeat(64), "session": "s",
+        "time": "2026-12-05T00:00:00Z", "kind": "request",
+        "identity": {"user": "agent-1", "groups": ["ai-agents"]},
+        "request": {"method": method, "target": target, "attributes": attrs,
+            "contentType": "application/json", "dryRun": dry_run, "body": body},
+        "decision": {"effect": "allow", "rule": "r", "reason": "ok", "outcome": "forwarded"},
+        "response": {"status": 200, "bytes": 1, "durationMs": 1, "stream": "masked"},
+    });
+    format!(
+        "{{\"hash\":\"{}\",{}\n",
+        "0".repeat(64),
+        &record.to_string()[1..]
+    )
+}
+
+fn attrs(verb: &str, resource: &str, name: &str) -> Value {
+    serde_json::json!({"resourceRequest": true, "verb": verb, "apiGroup": "", "apiVersion": "v1",
+        "namespace": "dev", "resource": resource, "subresource": "", "name": name, "path": ""})
+}
+
+/// An agent cannot plant a wildcard in what is learned (a request for the object named `*`), nor
+/// a write through a dry run; and a planted mask marker does not hide a change from whatif.
+#[test]
+fn planted_stars_dry_runs_and_markers_do_not_widen_or_hide() {
+    let dir = std::env::temp_dir().join(format!("kubeleash-learn-planted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = [
+        record_line(
+            0,
+            "GET",
+            "/api/v1/namespaces/dev/secrets/app",
+            attrs("get", "secrets", "app"),
+            None,
+            false,
+        ),
+        record_line(
+            1,
+            "GET",
+            "/api/v1/namespaces/dev/secrets/*",
+            attrs("get", "secrets", "*"),
+            None,
+            false,
+        ),
+        record_line(
+            2,
+            "DELETE",
+            "/api/v1/namespaces/dev/configmaps/x?dryRun=All",
+            attrs("delete", "configmaps", "x"),
+            None,
+            true,
+        ),
+    ]
+    .concat();
+    let log = write(&dir, "planted.jsonl", &log);
+    let out = run(&["learn", log.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let learned = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(learned.contains("names: [\"app\"]"), "{learned}");
+    assert!(!learned.contains("\"*\""), "{learned}");
+    assert!(
+        !learned.contains("delete"),
+        "a dry run is not learned as the write: {learned}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("record 1 names `*`"),
+        "{}",
+        text(&out)
+    );
+
+    // A write whose recorded body carries a marker, under a policy whose rule looks at the body.
+    let body =
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"[masked]"}}"#;
+    let log = write(
+        &dir,
+        "marker.jsonl",
+        &record_line(
+            0,
+            "POST",
+            "/api/v1/namespaces/dev/configmaps",
+            attrs("create", "configmaps", ""),
+            Some(body),
+            false,
+        ),
+    );
+    let policy = write(
+        &dir,
+        "conditioned.yaml",
+        "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: only-v, effect: allow, verbs: [create], resources: [configmaps], namespaces: [dev], when: [{path: \"$.data.k\", equals: v}]}\n",
+    );
+    let out = run(&[
+        "whatif",
+        "--json",
+        "--policy",
+        policy.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["changed"][0]["after"]["effect"], "undetermined",
+        "{report:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

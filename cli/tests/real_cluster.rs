@@ -982,6 +982,21 @@ fn auth_can_i_answers_with_the_policy(b: Backend) {
         "{prod}"
     );
 
+    // `kubectl auth whoami`: the agent's identity, never the operator credential's.
+    let (ok, me, err) = run_kubectl3(
+        &w.home.join("agent.kubeconfig"),
+        &w.home,
+        &["auth", "whoami"],
+    );
+    assert!(ok, "{b:?}: {me}{err}");
+    assert!(
+        me.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Username", "agent-1"])
+            && me.contains("[ai-agents]"),
+        "{b:?}: {me}"
+    );
+    assert!(!me.contains("kubeleash-operator"), "{me}");
+
     // The record says kubeleash answered them.
     w.stop_proxy();
     let record = std::fs::read_to_string(w.home.join("session.jsonl")).unwrap();

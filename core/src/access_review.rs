@@ -54,6 +54,9 @@ pub enum Review {
     Access,
     /// A SelfSubjectRulesReview: what may I do in this namespace?
     Rules,
+    /// A SelfSubjectReview (`kubectl auth whoami`): who am I? Forwarded, it would name the
+    /// operator's credential (its user, groups and credential id).
+    Whoami,
 }
 
 impl Review {
@@ -61,25 +64,36 @@ impl Review {
         match self {
             Review::Access => "SelfSubjectAccessReview",
             Review::Rules => "SelfSubjectRulesReview",
+            Review::Whoami => "SelfSubjectReview",
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            Review::Whoami => "authentication.k8s.io",
+            _ => GROUP,
         }
     }
 }
 
 /// Whether kubeleash answers this request itself: a `create` of `selfsubjectaccessreviews` or
-/// `selfsubjectrulesreviews` in `authorization.k8s.io` (any version), without a subresource.
+/// `selfsubjectrulesreviews` in `authorization.k8s.io/v1`, or of `selfsubjectreviews` in
+/// `authentication.k8s.io/v1` (`kubectl auth whoami`), without a name, namespace or
+/// subresource. Other versions are not served by current API servers and are left to them.
 pub fn answers(a: &Attributes) -> Option<Review> {
     if !a.resource_request
         || a.verb != "create"
-        || a.api_group != GROUP
+        || a.api_version != "v1"
         || !a.subresource.is_empty()
         || !a.name.is_empty()
         || !a.namespace.is_empty()
     {
         return None;
     }
-    match a.resource.as_str() {
-        "selfsubjectaccessreviews" => Some(Review::Access),
-        "selfsubjectrulesreviews" => Some(Review::Rules),
+    match (a.api_group.as_str(), a.resource.as_str()) {
+        (GROUP, "selfsubjectaccessreviews") => Some(Review::Access),
+        (GROUP, "selfsubjectrulesreviews") => Some(Review::Rules),
+        ("authentication.k8s.io", "selfsubjectreviews") => Some(Review::Whoami),
         _ => None,
     }
 }
@@ -110,6 +124,7 @@ impl Answered {
                 },
                 status["reason"].as_str().unwrap_or_default()
             ),
+            Review::Whoami => "the agent's own identity".to_string(),
             Review::Rules => format!(
                 "{} resource rules, {} non-resource rules{}",
                 status["resourceRules"].as_array().map_or(0, Vec::len),
@@ -124,12 +139,13 @@ impl Answered {
     }
 
     /// Whether this answer should be checked against what the cluster credential may do: an
-    /// access review that the policy allows, or holds for approval (an approved request still
-    /// has to pass the API server).
+    /// access review that the policy allows. (Not one it holds for approval: asking the API
+    /// server about those would let an agent map the credential's RBAC, with a catch-all
+    /// `approve` rule, without any person seeing a thing.)
     pub fn needs_server_check(&self) -> bool {
         self.access
             .as_ref()
-            .is_some_and(|(_, a)| a.effect != Effect::Deny)
+            .is_some_and(|(_, a)| a.effect == Effect::Allow)
     }
 
     /// Narrow an access review's answer by the API server's answer to the same review sent with
@@ -191,20 +207,19 @@ pub fn answer(
         return Err(Status::failure(
             404,
             "NotFound",
-            "kubeleash answers only SelfSubjectAccessReview and SelfSubjectRulesReview",
+            "kubeleash answers only SelfSubjectAccessReview, SelfSubjectRulesReview and SelfSubjectReview",
         ));
     };
     let decoded = body::decode(request, body, &BodyLimits::default())
         .map_err(|e| Status::failure(400, "BadRequest", &format!("request body refused: {e}")))?;
-    let Some(Value::Object(mut object)) = decoded.map(|d| d.value) else {
+    let Some(Value::Object(sent)) = decoded.map(|d| d.value) else {
         return Err(Status::failure(
             400,
             "BadRequest",
             &format!("the {} has no body", review.kind()),
         ));
     };
-    let version = request.attributes.api_version.as_str();
-    match object.get("kind").and_then(Value::as_str) {
+    match sent.get("kind").and_then(Value::as_str) {
         None | Some("") => {}
         Some(k) if k == review.kind() => {}
         Some(other) => {
@@ -218,12 +233,21 @@ pub fn answer(
             ));
         }
     }
+    // The answer carries what the API server's would: the kind, the question as kubeleash read
+    // it (known fields only, as the API server drops the rest) and the status; nothing else
+    // the agent sent comes back, or goes to the record.
+    let mut object = Map::new();
     object.insert("kind".into(), json!(review.kind()));
-    object.insert("apiVersion".into(), json!(format!("{GROUP}/{version}")));
-    if !object.get("metadata").is_some_and(Value::is_object) {
-        object.insert("metadata".into(), json!({}));
-    }
-    let spec = object
+    object.insert(
+        "apiVersion".into(),
+        json!(format!(
+            "{}/{}",
+            review.group(),
+            request.attributes.api_version
+        )),
+    );
+    object.insert("metadata".into(), json!({}));
+    let spec = sent
         .get("spec")
         .and_then(Value::as_object)
         .cloned()
@@ -231,7 +255,26 @@ pub fn answer(
     let (status, access) = match review {
         Review::Access => {
             let attributes = attributes_of(&spec)?;
-            let a = policy.review_access(identity, &attributes);
+            object.insert("spec".into(), spec_of(&attributes));
+            let itself = answers(&Attributes {
+                resource_request: true,
+                api_version: "v1".into(),
+                ..attributes.clone()
+            });
+            let a = if attributes.resource_request && itself.is_some() {
+                // Asking whether it may ask: always; kubeleash answers these itself.
+                AccessAnswer {
+                    allowed: true,
+                    denied: false,
+                    effect: Effect::Allow,
+                    rule: None,
+                    conditional: Vec::new(),
+                    reason: "kubeleash answers the agent's own access and identity reviews itself"
+                        .into(),
+                }
+            } else {
+                policy.review_access(identity, &attributes)
+            };
             let mut status = Map::new();
             status.insert("allowed".into(), json!(a.allowed));
             if a.denied {
@@ -239,6 +282,13 @@ pub fn answer(
             }
             status.insert("reason".into(), json!(a.reason));
             (Value::Object(status), Some((attributes, a)))
+        }
+        Review::Whoami => {
+            object.insert("spec".into(), json!({}));
+            (
+                json!({"userInfo": {"username": identity.user, "groups": identity.groups}}),
+                None,
+            )
         }
         Review::Rules => {
             let namespace = spec
@@ -252,6 +302,7 @@ pub fn answer(
                     "no namespace on request",
                 ));
             }
+            object.insert("spec".into(), json!({"namespace": namespace}));
             let mut r = policy.review_rules(identity, namespace);
             r.notes.push(
                 "what kubeleash's own cluster credential may do is not subtracted from these \
@@ -273,6 +324,31 @@ pub fn answer(
         object: Value::Object(object),
         access,
     })
+}
+
+/// The question as kubeleash read it, as a review's `spec` (empty fields left out, as the API
+/// server writes them).
+fn spec_of(a: &Attributes) -> Value {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: &str| {
+        if !v.is_empty() {
+            m.insert(k.into(), json!(v));
+        }
+    };
+    if a.resource_request {
+        put("namespace", &a.namespace);
+        put("verb", &a.verb);
+        put("group", &a.api_group);
+        put("version", &a.api_version);
+        put("resource", &a.resource);
+        put("subresource", &a.subresource);
+        put("name", &a.name);
+        json!({"resourceAttributes": m})
+    } else {
+        put("path", &a.path);
+        put("verb", &a.verb);
+        json!({"nonResourceAttributes": m})
+    }
 }
 
 /// The attributes an access review asks about, read as the API server reads them: exactly one

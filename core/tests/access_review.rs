@@ -92,9 +92,14 @@ fn only_self_reviews_are_answered() {
             "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
             Some(Review::Access),
         ),
+        // Not served by current API servers: theirs to answer (404).
         (
             "/apis/authorization.k8s.io/v1beta1/selfsubjectaccessreviews",
-            Some(Review::Access),
+            None,
+        ),
+        (
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            Some(Review::Whoami),
         ),
         (
             "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
@@ -205,6 +210,12 @@ fn an_access_review_says_allow_deny_or_approval_with_the_rule() {
         "{scale}"
     );
 
+    // Asking whether it may ask: yes, whatever the policy (kubeleash answers these itself).
+    let meta = ask(
+        json!({"resourceAttributes": {"verb": "create", "group": "authorization.k8s.io", "resource": "selfsubjectaccessreviews"}}),
+    );
+    assert_eq!(meta["status"]["allowed"], true, "{meta}");
+
     // Non-resource.
     let api = ask(json!({"nonResourceAttributes": {"path": "/api/v1", "verb": "get"}}));
     assert_eq!(api["status"]["allowed"], true, "{api}");
@@ -219,7 +230,7 @@ fn a_star_never_says_yes_to_a_privileged_request() {
         ("create", "", "pods", "exec"),
         ("create", "", "serviceaccounts", "token"),
         ("create", "rbac.authorization.k8s.io", "roles", ""),
-        ("impersonate", "", "users", ""),
+        ("impersonate", "", "serviceaccounts", ""),
     ] {
         let a =
             policy().review_access(&agent(), &attrs(verb, group, resource, sub, "sandbox", "x"));
@@ -229,6 +240,44 @@ fn a_star_never_says_yes_to_a_privileged_request() {
     // Named by a rule: yes.
     let exec = policy().review_access(&agent(), &attrs("create", "", "pods", "exec", "dev", "web"));
     assert!(exec.allowed, "{exec:?}");
+}
+
+#[test]
+fn a_question_with_a_star_is_never_a_yes() {
+    // `everything-in-sandbox` allows `*` on `*` there, and no-prod denies everything in prod:
+    // neither makes `can-i '*' '*'` a yes, since a `*` covers privileged requests too.
+    for (verb, group, resource, sub) in [
+        ("*", "*", "*", ""),
+        ("get", "", "*", ""),
+        ("*", "", "configmaps", ""),
+        ("get", "*", "pods", ""),
+        ("get", "", "pods", "*"),
+    ] {
+        let a = policy().review_access(&agent(), &attrs(verb, group, resource, sub, "sandbox", ""));
+        assert!(
+            !a.allowed && !a.denied,
+            "{verb} {group} {resource} {sub}: {a:?}"
+        );
+        assert!(
+            a.reason.contains("does not answer yes to a `*`"),
+            "{}",
+            a.reason
+        );
+    }
+}
+
+#[test]
+fn a_question_about_a_cluster_scoped_resource_ignores_its_namespace() {
+    // `cluster-reads` allows get on nodes at cluster scope; kubectl sends its context's
+    // namespace along, which the request itself does not carry.
+    let a = policy().review_access(&agent(), &attrs("get", "", "nodes", "", "dev", "n1"));
+    assert!(a.allowed, "{a:?}");
+    // A namespace is its own namespace.
+    let a = policy().review_access(
+        &agent(),
+        &attrs("delete", "", "namespaces", "", "default", "prod"),
+    );
+    assert!(a.denied && a.reason.contains("protect-production"), "{a:?}");
 }
 
 #[test]
@@ -397,6 +446,18 @@ fn a_rules_review_lists_what_rbac_can_say_and_notes_the_rest() {
 
 // --- the invariant ------------------------------------------------------------------------------
 
+/// The request a question is about, as it would be sent: no namespace for a cluster-scoped
+/// resource, a namespace's own name as its namespace.
+fn sent(a: &Attributes) -> Attributes {
+    let mut a = a.clone();
+    if a.resource == "namespaces" {
+        a.namespace = a.name.clone();
+    } else if a.resource == "nodes" {
+        a.namespace.clear();
+    }
+    a
+}
+
 /// A request target for attributes, as kubectl would send it.
 fn target(a: &Attributes) -> String {
     let base = if a.api_group.is_empty() {
@@ -448,12 +509,15 @@ prop_compose! {
     ) -> (Attributes, Identity) {
         let cluster = matches!(resource, "nodes" | "namespaces");
         let collection = matches!(verb, "list" | "watch" | "deletecollection" | "create");
+        // The question may carry a namespace a cluster-scoped request does not have (kubectl
+        // sends its context's): the answer is about the request as it would be sent.
+        let _ = cluster;
         let a = attrs(
             verb,
             group,
             resource,
             if collection { "" } else { sub },
-            if resource == "namespaces" { name } else if cluster { "" } else { ns },
+            ns,
             if collection { "" } else { name },
         );
         let id = if group_member { agent() } else { Identity::new("agent-1", ["others"]) };
@@ -467,9 +531,10 @@ proptest! {
     /// What `can-i` says is what the request gets, for every request without a body and every
     /// create (judged on an empty object when no rule's conditions are involved).
     #[test]
-    fn can_i_says_what_the_request_gets((a, id) in question()) {
+    fn can_i_says_what_the_request_gets((asked, id) in question()) {
         let p = policy();
-        let answer = p.review_access(&id, &a);
+        let answer = p.review_access(&id, &asked);
+        let a = sent(&asked);
         let t = target(&a);
         let Ok(req) = classify(method(&a.verb), &t, &json_headers()) else {
             return Ok(());
@@ -581,7 +646,8 @@ proptest! {
     /// The nearest request a denial suggests is one the policy really lets the caller make (or
     /// holds for a person, when so said), sent as kubectl would send it.
     #[test]
-    fn the_suggested_request_gets_what_is_said((a, id) in question()) {
+    fn the_suggested_request_gets_what_is_said((asked, id) in question()) {
+        let a = sent(&asked);
         let p = policy();
         let t = target(&a);
         let Ok(req) = classify(method(&a.verb), &t, &json_headers()) else {
@@ -617,7 +683,8 @@ proptest! {
     /// `explain` tells the decision `decide` makes, marks the rule that made it as matching,
     /// and never says a rule that does not cover the request decides it.
     #[test]
-    fn explain_agrees_with_decide((a, id) in question()) {
+    fn explain_agrees_with_decide((asked, id) in question()) {
+        let a = sent(&asked);
         let p = policy();
         let t = target(&a);
         let Ok(req) = classify(method(&a.verb), &t, &json_headers()) else {

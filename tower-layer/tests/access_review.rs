@@ -236,7 +236,9 @@ async fn can_i_is_answered_from_the_policy_and_the_credential() {
     assert!(!locked.to_string().contains(BINDING), "{locked}");
     assert!(!yes.to_string().contains(BINDING), "{yes}");
 
-    // Held for approval: not allowed, not denied, and said so.
+    // Held for approval: not allowed, not denied, and said so; the credential is not asked
+    // (that would let an agent map its RBAC through a catch-all approve rule).
+    let asked = reviews_sent(&up).len();
     let (_, held) = call(
         &svc,
         can_i("create", "rbac.authorization.k8s.io", "rolebindings", "dev"),
@@ -249,6 +251,11 @@ async fn can_i_is_answered_from_the_policy_and_the_credential() {
             .as_str()
             .unwrap()
             .contains("a person's approval")
+    );
+    assert_eq!(
+        reviews_sent(&up).len(),
+        asked,
+        "a held question is not asked of the server"
     );
 
     // Nothing but the server checks went upstream: the agent's reviews themselves never did.
@@ -304,6 +311,13 @@ async fn an_agent_cannot_smuggle_anything_into_the_credentials_review() {
     let sent = reviews_sent(&up);
     assert_eq!(sent.len(), 1);
     assert!(!sent[0].to_string().contains("smuggled"), "{}", sent[0]);
+    // Nor does it come back: the answer is the question as read. (The record keeps the
+    // agent's request, masked, as it keeps every request.)
+    assert!(!answer.to_string().contains("smuggled"), "{answer}");
+    assert_eq!(
+        answer["spec"],
+        json!({"resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "dev"}})
+    );
 }
 
 #[tokio::test]
@@ -387,4 +401,32 @@ async fn in_audit_mode_and_under_impersonation_the_review_is_not_kubeleashs() {
     let (status, answer) = call(&svc, req).await;
     assert_eq!(status, 403, "{answer}");
     assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn kubectl_auth_whoami_is_the_agent_never_the_credential() {
+    let up = Upstream::default();
+    let keep = Keep::default();
+    let svc = ServiceBuilder::new()
+        .layer(layer(&keep, Mode::Enforce))
+        .service(up.service());
+    let req = Request::builder()
+        .method("POST")
+        .uri("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"kind":"SelfSubjectReview","apiVersion":"authentication.k8s.io/v1","metadata":{"creationTimestamp":null},"status":{}}"#,
+        )))
+        .unwrap();
+    let (status, me) = call(&svc, req).await;
+    assert_eq!(status, 201, "{me}");
+    assert_eq!(me["kind"], "SelfSubjectReview");
+    assert_eq!(
+        me["status"]["userInfo"],
+        json!({"username": "agent-1", "groups": ["agents"]})
+    );
+    assert!(up.seen().is_empty(), "nothing went upstream");
+    let records = keep.0.lock().unwrap().clone();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].decision.outcome, Outcome::Answered);
 }

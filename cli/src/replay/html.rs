@@ -1040,7 +1040,7 @@ fn response_cell(out: &mut String, r: &Record) {
         Stream::Masked => "through the secret masker".to_string(),
         Stream::Passthrough => "a connection passed through (exec, attach, port-forward)".into(),
         Stream::Refused => "refused by kubeleash".into(),
-        Stream::Answered => "answered by kubeleash from the policy, not sent".into(),
+        Stream::Answered => "answered by kubeleash itself; the request was not sent".into(),
         Stream::MaskedLimited => {
             "through the secret masker, then cut to the log's limitBytes".into()
         }

@@ -156,6 +156,25 @@ impl Policy {
     /// # Ok::<(), kubeleash_core::policy::PolicyErrors>(())
     /// ```
     pub fn review_access(&self, identity: &Identity, attributes: &Attributes) -> AccessAnswer {
+        let attributes = &as_sent(attributes);
+        if let Some(star) = wildcard(attributes) {
+            // A question about every verb (or resource, group, subresource) covers privileged
+            // requests, which a `*` never grants, and whatever a deny rule takes out: kubeleash
+            // never says yes to it, and says what to ask instead.
+            return AccessAnswer {
+                allowed: false,
+                denied: false,
+                effect: Effect::Deny,
+                rule: None,
+                conditional: Vec::new(),
+                reason: format!(
+                    "kubeleash does not answer yes to a `*` {star}: it covers privileged requests \
+                     (exec, token requests, RBAC writes, ...), which a `*` in a rule never grants, \
+                     and whatever a deny rule takes out; ask about the verb and resource you need \
+                     (`kubectl auth can-i --list` shows the rules)"
+                ),
+            };
+        }
         let (decision, conditional) = eval::review(&self.inner, identity, attributes);
         let conditional: Vec<ConditionalRule> = conditional
             .into_iter()
@@ -187,7 +206,8 @@ impl Policy {
                     reason,
                     "kubeleash holds it for a person's approval: {}; send the request and \
                      kubeleash asks a person (a non-blocking kubeleash answers 403 with an \
-                     approval id: send the identical request again once it is approved)",
+                     approval id: send the identical request again once it is approved); whether \
+                     kubeleash's cluster credential may do it is checked when it is sent",
                     decision.reason
                 );
             }
@@ -310,6 +330,42 @@ impl Policy {
             );
         }
         out
+    }
+}
+
+/// The attributes of the request a question is about, as the request would carry them: a
+/// cluster-scoped resource has no namespace (whatever the question says), and a namespace's own
+/// namespace is its name.
+fn as_sent(a: &Attributes) -> Attributes {
+    let mut a = a.clone();
+    if a.resource_request {
+        if a.api_group.is_empty() && a.resource == "namespaces" {
+            a.namespace = if a.subresource.is_empty() && a.name.is_empty() {
+                String::new()
+            } else {
+                a.name.clone()
+            };
+        } else if super::privileged::cluster_scoped(&a.api_group, &a.resource) {
+            a.namespace.clear();
+        }
+    }
+    a
+}
+
+/// Which part of a question is `*`, if any.
+fn wildcard(a: &Attributes) -> Option<&'static str> {
+    if a.verb == "*" {
+        Some("verb")
+    } else if !a.resource_request {
+        a.path.contains('*').then_some("path")
+    } else if a.resource == "*" {
+        Some("resource")
+    } else if a.api_group == "*" {
+        Some("API group")
+    } else if a.subresource == "*" {
+        Some("subresource")
+    } else {
+        None
     }
 }
 

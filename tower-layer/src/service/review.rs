@@ -25,6 +25,7 @@ use tower::Service;
 
 use super::admit::{Admitted, RequestBody};
 use super::decide::deny;
+use super::forward::mask_text;
 use super::respond::{Ctx, Resolution, recorded_body, refused};
 use crate::body::{BoxError, KubeleashBody};
 use crate::layer::Mode;
@@ -187,7 +188,10 @@ async fn respond<B>(
         };
         let asked = recorded_body(ctx, &ctx.shared.policy.get(), request, asked);
         let mut rec = ctx.record_for(Some(request), asked.as_deref(), &decision, &resolution);
+        // The answer holds only the question as read and the policy's words; the detectors
+        // still run over it, as over every text the record keeps.
         let body = String::from_utf8_lossy(&bytes).into_owned();
+        let body = mask_text(ctx.shared.policy.get().mask_set(), &body).unwrap_or(body);
         rec.response = Some(RecordedResponse {
             status: 201,
             bytes: bytes.len() as u64,
