@@ -419,7 +419,33 @@ async fn session(agent: &Agent, p: Paint) -> Result<(), String> {
         message(&r.body).trim()
     );
 
-    show("5. it binds itself the view role across the cluster");
+    show(
+        "5. it asks whether it may bind roles, then binds itself the view role across the cluster",
+    );
+    // The agent asks first: kubeleash answers from the policy, not from its own credential.
+    let asked = if kubectl {
+        agent
+            .kubectl(&["auth", "can-i", "create", "clusterrolebindings"], None)
+            .await?
+            .body
+    } else {
+        let r = agent
+            .http(
+                Method::POST,
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                Some(r#"{"kind":"SelfSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"resourceAttributes":{"verb":"create","group":"rbac.authorization.k8s.io","resource":"clusterrolebindings"}}}"#),
+            )
+            .await?;
+        serde_json::from_str::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v["status"]["reason"].as_str().map(|s| format!("no - {s}")))
+            .unwrap_or(r.body)
+    };
+    println!(
+        "   {} {}",
+        p.dim("kubectl auth can-i create clusterrolebindings:"),
+        asked.trim()
+    );
     let crb = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"agent-1-view"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"view"},"subjects":[{"kind":"User","name":"agent-1","apiGroup":"rbac.authorization.k8s.io"}]}"#;
     let r = if kubectl {
         agent.kubectl(&["create", "-f", "-"], Some(crb)).await?

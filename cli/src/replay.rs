@@ -97,7 +97,9 @@ pub fn command(r: &Record) -> String {
         }
     }
     match classify(&q.method, &q.target, &headers) {
-        Ok(req) => kubectl::command(&req),
+        // The agent's own access reviews read as the `kubectl auth` commands they are.
+        Ok(req) => kubeleash_core::access_review::kubectl_line(&req, q.body.as_deref())
+            .unwrap_or_else(|| kubectl::command(&req)),
         Err(_) => format!("{} {}", shell_word(&q.method), shell_word(&q.target)),
     }
 }

@@ -1001,6 +1001,25 @@ fn auth_can_i_answers_with_the_policy(b: Backend) {
     w.stop_proxy();
     let record = std::fs::read_to_string(w.home.join("session.jsonl")).unwrap();
     assert!(record.contains(r#""outcome":"answered""#), "{record}");
+    // And replays them as the kubectl commands they were.
+    let out = Command::new(BIN)
+        .args(["replay"])
+        .arg(w.home.join("session.jsonl"))
+        .output()
+        .unwrap();
+    let replayed = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "kubectl auth can-i create configmaps -n dev",
+        "kubectl auth can-i delete namespaces/prod",
+        "kubectl auth can-i get services --subresource proxy -n dev",
+        "kubectl auth can-i --list -n dev",
+        "kubectl auth whoami",
+    ] {
+        assert!(
+            replayed.contains(line),
+            "{b:?}: no `{line}` in:\n{replayed}"
+        );
+    }
 }
 
 both!(discovery_api_resources_and_explain);

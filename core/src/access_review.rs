@@ -394,3 +394,56 @@ fn attributes_of(spec: &Map<String, Value>) -> Result<Attributes, Status> {
         )),
     }
 }
+
+/// The kubectl command a review amounts to, from the review's body as JSON text (as a record
+/// keeps it): `kubectl auth can-i VERB RESOURCE[.GROUP][/NAME] [--subresource S] [-n NS]`,
+/// `kubectl auth can-i --list -n NS` or `kubectl auth whoami`; `None` when the request is not
+/// a review kubeleash answers, or its body does not say the question.
+///
+/// ```
+/// use kubeleash_core::access_review::kubectl_line;
+/// use kubeleash_core::request::classify;
+///
+/// let req = classify("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &http::HeaderMap::new())?;
+/// let body = r#"{"spec":{"resourceAttributes":{"verb":"create","group":"rbac.authorization.k8s.io","resource":"clusterrolebindings"}}}"#;
+/// assert_eq!(kubectl_line(&req, Some(body)).as_deref(), Some("kubectl auth can-i create clusterrolebindings.rbac.authorization.k8s.io"));
+/// # Ok::<(), kubeleash_core::request::NonCanonical>(())
+/// ```
+pub fn kubectl_line(request: &Request, body: Option<&str>) -> Option<String> {
+    use crate::display::shell_word;
+    let review = answers(&request.attributes)?;
+    if review == Review::Whoami {
+        return Some("kubectl auth whoami".into());
+    }
+    let v: Value = serde_json::from_str(body?).ok()?;
+    let spec = v.get("spec")?.as_object()?;
+    if review == Review::Rules {
+        let ns = spec.get("namespace")?.as_str()?;
+        return Some(format!("kubectl auth can-i --list -n {}", shell_word(ns)));
+    }
+    let a = attributes_of(spec).ok()?;
+    let mut line = format!("kubectl auth can-i {}", shell_word(&a.verb));
+    if !a.resource_request {
+        line.push(' ');
+        line.push_str(&shell_word(&a.path));
+        return Some(line);
+    }
+    let mut what = a.resource.clone();
+    if !a.api_group.is_empty() {
+        what = format!("{what}.{}", a.api_group);
+    }
+    if !a.name.is_empty() {
+        what = format!("{what}/{}", a.name);
+    }
+    line.push(' ');
+    line.push_str(&shell_word(&what));
+    if !a.subresource.is_empty() {
+        line.push_str(" --subresource ");
+        line.push_str(&shell_word(&a.subresource));
+    }
+    if !a.namespace.is_empty() {
+        line.push_str(" -n ");
+        line.push_str(&shell_word(&a.namespace));
+    }
+    Some(line)
+}

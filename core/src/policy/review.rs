@@ -204,10 +204,9 @@ impl Policy {
                 denied = false;
                 let _ = write!(
                     reason,
-                    "kubeleash holds it for a person's approval: {}; send the request and \
-                     kubeleash asks a person (a non-blocking kubeleash answers 403 with an \
-                     approval id: send the identical request again once it is approved); whether \
-                     kubeleash's cluster credential may do it is checked when it is sent",
+                    "kubeleash holds it for a person's approval: {}; send it and a person is \
+                     asked (non-blocking: a 403 with an approval id, then the identical request \
+                     again once approved)",
                     decision.reason
                 );
             }
