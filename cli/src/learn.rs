@@ -231,7 +231,7 @@ fn scope(a: &Attributes) -> Option<String> {
     if a.namespace.is_empty() && matches!(a.verb.as_str(), "list" | "watch" | "deletecollection") {
         // Across all namespaces, or a cluster-scoped resource: the rule cannot be narrower than
         // what was asked; cluster-scoped resources read as cluster scope.
-        return if CLUSTER_SCOPED.contains(&a.resource.as_str()) {
+        return if kubeleash_core::policy::cluster_scoped(&a.api_group, &a.resource) {
             Some(String::new())
         } else {
             None
@@ -239,23 +239,6 @@ fn scope(a: &Attributes) -> Option<String> {
     }
     Some(a.namespace.clone())
 }
-
-const CLUSTER_SCOPED: &[&str] = &[
-    "nodes",
-    "namespaces",
-    "persistentvolumes",
-    "clusterroles",
-    "clusterrolebindings",
-    "customresourcedefinitions",
-    "storageclasses",
-    "priorityclasses",
-    "certificatesigningrequests",
-    "validatingwebhookconfigurations",
-    "mutatingwebhookconfigurations",
-    "apiservices",
-    "ingressclasses",
-    "runtimeclasses",
-];
 
 /// Values a condition could pin: container images (their registries), replica counts.
 fn values_seen(v: &Value, g: &mut Gathered) {

@@ -142,6 +142,17 @@ pub fn privileged(attributes: &crate::request::Attributes) -> Option<&'static st
     privileged::privilege(attributes)
 }
 
+/// Whether a built-in resource is cluster-scoped (`nodes`, `clusterroles`, ...); anything not
+/// known to be (custom resources included) is taken as namespaced.
+///
+/// ```
+/// assert!(kubeleash_core::policy::cluster_scoped("", "nodes"));
+/// assert!(!kubeleash_core::policy::cluster_scoped("apps", "deployments"));
+/// ```
+pub fn cluster_scoped(group: &str, resource: &str) -> bool {
+    privileged::cluster_scoped(group, resource)
+}
+
 /// What a policy decides for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -430,26 +430,19 @@ fn never_matches(rule: &Rule) -> Option<(String, String)> {
             "name the namespaces it is for, or leave `namespaces` out for every namespace".into(),
         ));
     }
-    const CLUSTER: &[&str] = &[
-        "nodes",
-        "namespaces",
-        "persistentvolumes",
-        "clusterroles",
-        "clusterrolebindings",
-        "customresourcedefinitions",
-        "storageclasses",
-        "priorityclasses",
-        "certificatesigningrequests",
-        "validatingwebhookconfigurations",
-        "mutatingwebhookconfigurations",
-        "apiservices",
-    ];
     if let Some(ns) = &c.namespaces
         && !ns.iter().any(|n| n.is_empty() || n == "*")
         && !c.resources.is_empty()
         && c.resources.iter().all(|r| {
             let base = r.split('/').next().unwrap_or(r);
-            CLUSTER.contains(&base) && base != "namespaces"
+            base != "namespaces"
+                && c.api_groups.iter().all(|g| match g.as_str() {
+                    // Every group: the resource is cluster-scoped where it is built in.
+                    "*" => ["", "rbac.authorization.k8s.io"]
+                        .iter()
+                        .any(|g| super::privileged::cluster_scoped(g, base)),
+                    g => super::privileged::cluster_scoped(g, base),
+                })
         })
     {
         return Some((
