@@ -20,8 +20,11 @@ pub enum Mode {
     /// Deny what the policy denies, hold what it holds.
     #[default]
     Enforce,
-    /// Decide and record, but let everything through (masking still applies): for rolling a
-    /// policy out.
+    /// Observe: decide and record what the policy would do, but let everything through
+    /// (masking still applies): for rolling a policy out, and for `kubeleash learn` to write
+    /// one from what agents did (the CLI's `--mode observe`, the bindings' `mode: 'observe'`).
+    /// Its records' outcome is `audited`.
+    #[doc(alias = "observe")]
     Audit,
 }
 
