@@ -959,8 +959,11 @@ fn only_the_agent_gets_in_by_the_proxys_own_address() {
 
     // The record: what was let in, with clean paths; never the token, nothing refused at the
     // door (the DELETE without a token never reached the policy or the cluster).
-    let Env { _proxy, home, .. } = e;
-    drop(_proxy);
+    // Stopped as an operator stops it: the record is whole.
+    let Env {
+        mut _proxy, home, ..
+    } = e;
+    _proxy.stop();
     let log = std::fs::read_to_string(home.join("session.jsonl")).unwrap_or_default();
     assert!(
         log.contains("/api/v1/namespaces/dev/pods"),
@@ -2210,8 +2213,11 @@ fn kubectl_get_raw_works_over_https() {
     }
 
     // The record: the raw reads with their paths as sent, never the token.
-    let Env { _proxy, home, .. } = e;
-    drop(_proxy);
+    // Stopped as an operator stops it: the record is whole.
+    let Env {
+        mut _proxy, home, ..
+    } = e;
+    _proxy.stop();
     let log = std::fs::read_to_string(home.join("session.jsonl")).unwrap_or_default();
     for path in ["/api/v1/namespaces", "/healthz", "/openapi/v3"] {
         assert!(
@@ -2310,8 +2316,11 @@ fn a_client_that_does_not_trust_the_proxys_ca_is_refused() {
         assert!(ok && out.contains("web-"), "{out}");
     }
     // None of the refused clients reached the policy or the record.
-    let Env { _proxy, home, .. } = e;
-    drop(_proxy);
+    // Stopped as an operator stops it: the record is whole.
+    let Env {
+        mut _proxy, home, ..
+    } = e;
+    _proxy.stop();
     let log = std::fs::read_to_string(home.join("session.jsonl")).unwrap_or_default();
     assert!(
         log.contains("/api/v1/namespaces/dev/pods") && !log.contains("limit=7"),

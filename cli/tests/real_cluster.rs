@@ -265,10 +265,9 @@ impl Drop for World {
 }
 
 impl World {
-    /// Stop the proxy (it finishes writing its record).
+    /// Stop the proxy (SIGTERM: it finishes writing its record).
     fn stop_proxy(&mut self) {
-        let _ = self.proxy.0.kill();
-        let _ = self.proxy.0.wait();
+        self.proxy.stop();
     }
 
     /// kubectl as the agent, through the proxy.

@@ -9,6 +9,26 @@ use std::process::{Child, Command, Stdio};
 /// A child process killed when the test ends, however it ends.
 pub struct Guard(pub Child);
 
+impl Guard {
+    /// Stop the process as an operator does (SIGTERM) and wait for it, so that a proxy has
+    /// written its whole record (reads are recorded by a writer thread: a process killed
+    /// outright can take its last records with it). Killed if it is still running after 60 s,
+    /// a bound only a failure reaches.
+    pub fn stop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
