@@ -62,7 +62,7 @@ pub fn parse_headers(raw: &[String]) -> Result<http::HeaderMap, String> {
     Ok(headers)
 }
 
-pub(crate) fn read_body(path: &PathBuf) -> Result<Vec<u8>, String> {
+fn read_body(path: &PathBuf) -> Result<Vec<u8>, String> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf).map_err(|e| {
@@ -83,24 +83,29 @@ pub(crate) fn read_body(path: &PathBuf) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The request a command decides: its headers (`Name: value`) and its body (a file, `-` for
+/// standard input); what is wrong is printed, and the exit code for it returned.
+pub(crate) fn request_inputs(
+    headers: &[String],
+    body: Option<&PathBuf>,
+) -> Result<(http::HeaderMap, Option<Vec<u8>>), ExitCode> {
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::from(USAGE)
+    };
+    let headers = parse_headers(headers).map_err(usage)?;
+    let body = body.map(read_body).transpose().map_err(usage)?;
+    Ok((headers, body))
+}
+
 pub fn run(a: Args) -> ExitCode {
     let policy = match load_policy(&a.policy) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let headers = match parse_headers(&a.headers) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    let body = match a.body.as_ref().map(read_body).transpose() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(USAGE);
-        }
+    let (headers, body) = match request_inputs(&a.headers, a.body.as_ref()) {
+        Ok(inputs) => inputs,
+        Err(code) => return code,
     };
     let identity = Identity::new(a.user, a.groups);
     let eval = policy.evaluate(&identity, &a.method, &a.target, &headers, body.as_deref());

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use kubeleash_core::policy::{Effect, Identity, RuleOutcome};
 
-use crate::eval::{parse_headers, read_body};
+use crate::eval::request_inputs;
 use crate::paint::Paint;
-use crate::report::{USAGE, load_policy};
+use crate::report::load_policy;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,19 +42,9 @@ pub fn run(a: Args) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let headers = match parse_headers(&a.headers) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(USAGE);
-        }
-    };
-    let body = match a.body.as_ref().map(read_body).transpose() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(USAGE);
-        }
+    let (headers, body) = match request_inputs(&a.headers, a.body.as_ref()) {
+        Ok(inputs) => inputs,
+        Err(code) => return code,
     };
     let identity = Identity::new(a.user, a.groups);
     let evaluation = policy.evaluate(&identity, &a.method, &a.target, &headers, body.as_deref());

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kubeleash_core::policy::privileged;
-use kubeleash_core::record::{Outcome, Record, RecordKind, verify};
+use kubeleash_core::record::{Outcome, Record, RecordKind};
 use kubeleash_core::request::Attributes;
 use serde_json::Value;
 
@@ -81,24 +81,10 @@ pub fn run(a: Args) -> ExitCode {
     let mut tests: Vec<Seen> = Vec::new();
     let mut groups_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in &a.records {
-        let log = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!(
-                    "error: cannot read record `{}`: {}",
-                    file.display(),
-                    lower(&e.to_string())
-                );
-                return ExitCode::from(USAGE);
-            }
+        let v = match crate::replay::read_verified(file) {
+            Ok(v) => v,
+            Err(code) => return code,
         };
-        let v = verify(&log);
-        if !v.problems.is_empty() {
-            eprintln!(
-                "warning: `{}`: the chain of hashes is broken: what is learned may not be what happened",
-                file.display()
-            );
-        }
         for r in &v.records {
             learn_one(r, &mut rules, &mut tests, &mut groups_of);
         }

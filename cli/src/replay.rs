@@ -144,6 +144,31 @@ fn json_for_terminal(line: &str) -> String {
     out
 }
 
+/// A record file read and its chain checked, for the commands that learn from records
+/// (`learn`, `whatif`): a broken chain is a warning (what the record says may not be what
+/// happened), a file that cannot be read an error (printed; the exit code returned).
+pub(crate) fn read_verified(
+    file: &std::path::Path,
+) -> Result<kubeleash_core::record::Verification, ExitCode> {
+    let log = std::fs::read_to_string(file).map_err(|e| {
+        eprintln!(
+            "error: cannot read record `{}`: {}",
+            file.display(),
+            lower(&e.to_string())
+        );
+        ExitCode::from(USAGE)
+    })?;
+    let v = verify(&log);
+    if !v.problems.is_empty() {
+        eprintln!(
+            "warning: `{}`: the chain of hashes is broken ({} problems): the record may have been edited, so what it says may not be what happened",
+            file.display(),
+            v.problems.len()
+        );
+    }
+    Ok(v)
+}
+
 /// A record's decision, as the timeline says it.
 pub fn decision_text(r: &Record) -> String {
     let d = &r.body.decision;

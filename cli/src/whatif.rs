@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kubeleash_core::display::printable;
-use kubeleash_core::policy::Policy;
-use kubeleash_core::record::{Outcome, Record, RecordKind, verify};
+use kubeleash_core::policy::{Policy, mask_marker_in};
+use kubeleash_core::record::{Outcome, Record, RecordKind};
 use serde::Serialize;
 
 use crate::replay::command;
-use crate::report::{USAGE, load_policy, lower};
+use crate::report::{USAGE, load_policy};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -74,25 +74,10 @@ pub fn run(a: Args) -> ExitCode {
         changed: Vec::new(),
     };
     for file in &a.records {
-        let log = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!(
-                    "error: cannot read record `{}`: {}",
-                    file.display(),
-                    lower(&e.to_string())
-                );
-                return ExitCode::from(USAGE);
-            }
+        let v = match crate::replay::read_verified(file) {
+            Ok(v) => v,
+            Err(code) => return code,
         };
-        let v = verify(&log);
-        if !v.problems.is_empty() {
-            eprintln!(
-                "warning: `{}`: the chain of hashes is broken ({} problems): the record may have been edited",
-                file.display(),
-                v.problems.len()
-            );
-        }
         for r in &v.records {
             if let Some(c) = again(&policy, r, file) {
                 report.requests += 1;
@@ -165,53 +150,39 @@ fn again(policy: &Policy, r: &Record, file: &std::path::Path) -> Option<Option<C
     let request =
         kubeleash_core::request::classify(&b.request.method, &b.request.target, &headers).ok()?;
     let body = b.request.body.as_deref().filter(|t| !t.is_empty());
-    let masked = body.is_some_and(|t| t.contains("[masked") || t.contains("W21hc2tlZF0"));
-    let (effect, rule, reason, judged_on) = if masked {
+    let masked = body.is_some_and(|t| mask_marker_in(t.as_bytes()).is_some());
+    let (after, reason, judged_on) = if masked {
         let answer = policy.review_access(&b.identity, &request.attributes);
-        if !answer.conditional.is_empty() {
+        if answer.conditional.is_empty() {
+            let after = Side {
+                effect: answer.effect.as_str().to_string(),
+                rule: answer.rule.map(|x| x.to_string()),
+            };
+            (after, answer.reason, "attributes")
+        } else {
             // Conditions on a body the record keeps masked: what the new policy does cannot
             // be told, so it is reported (a planted marker must not hide a change).
-            return Some(Some(Change {
-                file: file.display().to_string(),
-                seq: r.seq,
-                user: b.identity.user.clone(),
-                groups: b.identity.groups.clone(),
-                method: b.request.method.clone(),
-                target: b.request.target.clone(),
-                kubectl: command(r),
-                before: Side {
-                    effect: d.effect.clone(),
-                    rule: d.rule.clone(),
-                },
-                after: Side {
-                    effect: "undetermined".into(),
-                    rule: None,
-                },
-                reason: format!(
-                    "the new policy's conditions look at the body, which the record keeps masked: {}",
-                    answer.reason
-                ),
-                judged_on: "attributes",
-            }));
+            let after = Side {
+                effect: "undetermined".into(),
+                rule: None,
+            };
+            let reason = format!(
+                "the new policy's conditions look at the body, which the record keeps masked: {}",
+                answer.reason
+            );
+            (after, reason, "attributes")
         }
-        (
-            answer.effect,
-            answer.rule.map(|x| x.to_string()),
-            answer.reason,
-            "attributes",
-        )
     } else {
         let decision = policy.decide(&b.identity, &request, body.map(str::as_bytes));
-        (
-            decision.effect,
-            decision.rule.map(|x| x.to_string()),
-            decision.reason,
-            "body",
-        )
+        let after = Side {
+            effect: decision.effect.as_str().to_string(),
+            rule: decision.rule.map(|x| x.to_string()),
+        };
+        (after, decision.reason, "body")
     };
     // The decision is its effect: another rule with the same effect changes nothing the
     // agent sees.
-    if effect.as_str() == d.effect {
+    if after.effect == d.effect {
         return Some(None);
     }
     Some(Some(Change {
@@ -226,10 +197,7 @@ fn again(policy: &Policy, r: &Record, file: &std::path::Path) -> Option<Option<C
             effect: d.effect.clone(),
             rule: d.rule.clone(),
         },
-        after: Side {
-            effect: effect.as_str().to_string(),
-            rule,
-        },
+        after,
         reason,
         judged_on,
     }))

@@ -142,6 +142,18 @@ pub fn privileged(attributes: &crate::request::Attributes) -> Option<&'static st
     privileged::privilege(attributes)
 }
 
+/// The mask marker a text carries, if any (`[masked]`, its base64 form, an `[hmac:...]` token, a
+/// detector's `[masked:<name>]`): a write carrying one is refused, since it would overwrite the
+/// real value; a recorded body carrying one cannot be judged as the original was.
+///
+/// ```
+/// assert!(kubeleash_core::policy::mask_marker_in(br#"{"k":"W21hc2tlZF0="}"#).is_some());
+/// assert!(kubeleash_core::policy::mask_marker_in(br#"{"k":"v"}"#).is_none());
+/// ```
+pub fn mask_marker_in(text: &[u8]) -> Option<&'static str> {
+    markers::in_text(text)
+}
+
 /// Whether a built-in resource is cluster-scoped (`nodes`, `clusterroles`, ...); anything not
 /// known to be (custom resources included) is taken as namespaced.
 ///
