@@ -171,3 +171,26 @@ fn an_axis_that_does_not_fit_the_request_is_refused() {
         "a list names no object"
     );
 }
+
+/// A body that names another object than the path cannot be widened by name: the grant would
+/// not cover the very request it is made of (found by the grant fuzzer: a merge patch of
+/// deployments/web-1 whose body says `metadata.name: app-1`, widened to `web-*`).
+#[test]
+fn a_body_naming_another_object_is_not_widened_by_name() {
+    let w = Widening {
+        names: Some("web-*".into()),
+        ..Widening::default()
+    };
+    let body = br#"{"metadata":{"name":"app-1"},"spec":{"replicas":3}}"#;
+    let e = Grant::new(&patch("web-1"), body, &w)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("body names `app-1`, but its path names `web-1`"),
+        "{e}"
+    );
+    // The same name in both: widened, and the grant covers its own request.
+    let body = br#"{"metadata":{"name":"web-1"},"spec":{"replicas":3}}"#;
+    let g = Grant::new(&patch("web-1"), body, &w).unwrap();
+    assert!(g.covers(&patch("web-1"), body));
+}

@@ -524,6 +524,18 @@ impl Grant {
                     "the name glob `{glob}` does not match the approved request's name `{name}`"
                 )));
             }
+            // A body that names another object than the path is one `covers` refuses (and the
+            // API server too): the grant could not cover the very request it is made of.
+            if at.is_some()
+                && let Some(n) = decoded
+                    .as_ref()
+                    .and_then(|v| v.get("metadata")?.get("name")?.as_str())
+                && n != name
+            {
+                return Err(WidenError(format!(
+                    "the approved request's body names `{n}`, but its path names `{name}`: its name cannot be widened"
+                )));
+            }
             name_at = at;
             names = Some(list);
         }
