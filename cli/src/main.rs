@@ -11,6 +11,7 @@ mod import;
 mod learn;
 mod lint;
 mod mask;
+mod mcp;
 mod paint;
 mod proxy;
 mod replay;
@@ -67,6 +68,9 @@ enum Command {
     Mask(mask::Args),
     /// The gateway for agents that run kubectl: enforce, hold for approval, mask, record.
     Proxy(Box<proxy::Args>),
+    /// Kubernetes for agents as MCP tools (stdio or streamable HTTP), each call decided,
+    /// masked and recorded like the proxy's requests.
+    Mcp(Box<mcp::Args>),
     /// Print a kubeconfig for the agent: it points at the proxy and holds no cluster credential.
     Kubeconfig(proxy::KubeconfigArgs),
     /// Answer the requests a running proxy holds for approval: list, approve, deny.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Mask(a) => mask::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Proxy(a) => proxy::run(*a),
+        Command::Mcp(a) => mcp::run(*a),
         Command::Kubeconfig(a) => proxy::kubeconfig(a),
         Command::Approvals(a) => approvals::run(a),
         Command::Completion(a) => {

@@ -9,7 +9,7 @@
 //! (Host, Origin, the proxy's token or the OIDC token's signature) is checked before a byte of
 //! the body is read.
 
-mod access;
+pub(crate) mod access;
 mod agent_config;
 mod limits;
 mod oidc;
@@ -27,8 +27,10 @@ use kubeleash_core::policy::Identity;
 use kubeleash_tower::{ApprovalMode, Mode};
 use limits::Limits;
 
+pub(crate) use access::{Access, AgentToken};
 pub use agent_config::write_private;
 pub use server::{Approvals, IdentityConfig, ProxyConfig, start};
+pub(crate) use server::{approver, connect, connect_failed, load_policy, open_recorder};
 
 use crate::report::USAGE;
 
@@ -194,11 +196,20 @@ fn approvals(a: &Args) -> Result<Chosen, String> {
 }
 
 fn approvals_ready(a: &Args) -> Result<Approvals, String> {
-    match a.approvals.as_deref() {
+    parse_approvals(a.approvals.as_deref(), a.approvals_socket.as_ref())
+}
+
+/// Who approves, from `--approvals HOW` (all but `chat=URL`, which needs a callback server) and
+/// `--approvals-socket`.
+pub(crate) fn parse_approvals(
+    how: Option<&str>,
+    socket: Option<&PathBuf>,
+) -> Result<Approvals, String> {
+    match how {
         None => Ok(Approvals::None),
         Some("socket") => Ok(Approvals::Socket(
-            a.approvals_socket
-                .clone()
+            socket
+                .cloned()
                 .unwrap_or_else(crate::approvals::default_socket_path),
         )),
         Some("terminal") => Ok(Approvals::Terminal),

@@ -106,6 +106,7 @@ mod patch_reads;
 mod patch_shape;
 mod privileged;
 pub mod rbac;
+mod reach;
 mod review;
 mod selftest;
 mod spec;
@@ -118,6 +119,7 @@ pub use denial::Denial;
 pub use error::{Location, PolicyError, PolicyErrors};
 pub use explain::{Explanation, RuleOutcome, RuleTrace};
 pub use lint::Finding;
+pub use reach::RuleReach;
 pub use review::{AccessAnswer, ConditionalRule, NonResourceRule, ResourceRule, RulesAnswer};
 pub use selftest::{TestOutcome, TestReport};
 

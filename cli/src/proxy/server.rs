@@ -165,7 +165,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<ProxyBody> 
     })
 }
 
-fn load_policy(path: &PathBuf) -> Result<Policy, String> {
+pub(crate) fn load_policy(path: &PathBuf) -> Result<Policy, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "cannot read policy `{}`: {}",
@@ -239,73 +239,20 @@ pub async fn start_with(
             (None, Some(oidc))
         }
     };
-    let recorder = match &cfg.record {
-        Some(path) => Some(Arc::new(
-            JsonlRecorder::open(
-                path,
-                RecorderOptions {
-                    body_cap: cfg.record_bodies,
-                    ..RecorderOptions::default()
-                },
-            )
-            .map_err(|e| {
-                format!(
-                    "cannot open record file `{}`: {}",
-                    path.display(),
-                    e.to_string().to_lowercase()
-                )
-            })?,
-        )),
-        None => None,
-    };
+    let recorder = open_recorder(cfg.record.as_deref(), cfg.record_bodies)?;
     if let Some(r) = &recorder {
         layer = layer.recorder(Arc::clone(r));
     }
-    let mut socket = None;
-    layer = match &cfg.approvals {
-        Approvals::None => layer,
-        Approvals::Socket(path) => {
-            let s = Arc::new(SocketApprover::bind(path).map_err(|e| {
-                format!("cannot open the approvals socket `{}`: {e}", path.display())
-            })?);
-            eprintln!(
-                "kubeleash proxy: approvals socket at {} (`kubeleash approvals list`)",
-                s.path().display()
-            );
-            socket = Some(Arc::clone(&s));
-            layer.approver(s)
-        }
-        Approvals::Terminal => layer.approver(TerminalApprover::new().map_err(|e| e.to_string())?),
-        Approvals::Webhook(url) => {
-            layer.approver(WebhookApprover::new(url).map_err(|e| e.to_string())?)
-        }
-        Approvals::Custom(a) => layer.approver(Arc::clone(a)),
-    };
-    // One way to connect (kubeleash-connect): the same upstream stack as the bindings. Its
-    // errors say what to fix in the kubeconfig; what only the operator may see (a plugin's
-    // output) goes to standard error.
-    let upstream = match &cfg.upstream {
-        Some(url) => Upstream::from_url(url),
-        None => match Upstream::from_kubeconfig(cfg.kubeconfig.as_deref(), cfg.context.as_deref())
-            .await
-        {
-            // No kubeconfig given or found, in a pod: the pod's service account.
-            Err(_)
-                if cfg.kubeconfig.is_none()
-                    && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
-            {
-                Upstream::in_cluster()
-            }
-            other => other,
-        },
-    };
-    let connect_failed = |e: kubeleash_connect::ConnectError| {
-        if let Some(detail) = e.operator_detail() {
-            eprintln!("kubeleash proxy: {detail}");
-        }
-        e.to_string()
-    };
-    let upstream = upstream.map_err(connect_failed)?;
+    let (chosen, socket) = approver(&cfg.approvals)?;
+    if let Some(a) = chosen {
+        layer = layer.approver(a);
+    }
+    let upstream = connect(
+        cfg.upstream.as_deref(),
+        cfg.kubeconfig.as_deref(),
+        cfg.context.as_deref(),
+    )
+    .await?;
     let policy_handle = layer.policy_handle();
     let client = upstream
         .client_builder()
@@ -447,6 +394,100 @@ pub async fn start_with(
         limits,
         ca_pem: tls.map(|t| t.ca_pem),
     })
+}
+
+/// The record file, opened for appending (each delivered body kept up to `bodies` bytes).
+pub(crate) fn open_recorder(
+    path: Option<&std::path::Path>,
+    bodies: Option<usize>,
+) -> Result<Option<Arc<JsonlRecorder>>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    JsonlRecorder::open(
+        path,
+        RecorderOptions {
+            body_cap: bodies,
+            ..RecorderOptions::default()
+        },
+    )
+    .map(|r| Some(Arc::new(r)))
+    .map_err(|e| {
+        format!(
+            "cannot open record file `{}`: {}",
+            path.display(),
+            e.to_string().to_lowercase()
+        )
+    })
+}
+
+/// The approver `approvals` names (none: held requests are denied), and the approvals socket
+/// when that is the one.
+pub(crate) type Chosen = (
+    Option<Arc<dyn kubeleash_tower::Approver>>,
+    Option<Arc<SocketApprover>>,
+);
+
+/// Start the approver `approvals` names.
+pub(crate) fn approver(approvals: &Approvals) -> Result<Chosen, String> {
+    Ok(match approvals {
+        Approvals::None => (None, None),
+        Approvals::Socket(path) => {
+            let s = Arc::new(SocketApprover::bind(path).map_err(|e| {
+                format!("cannot open the approvals socket `{}`: {e}", path.display())
+            })?);
+            eprintln!(
+                "kubeleash: approvals socket at {} (`kubeleash approvals list`)",
+                s.path().display()
+            );
+            (Some(s.clone()), Some(s))
+        }
+        Approvals::Terminal => (
+            Some(Arc::new(
+                TerminalApprover::new().map_err(|e| e.to_string())?,
+            )),
+            None,
+        ),
+        Approvals::Webhook(url) => (
+            Some(Arc::new(
+                WebhookApprover::new(url).map_err(|e| e.to_string())?,
+            )),
+            None,
+        ),
+        Approvals::Custom(a) => (Some(Arc::clone(a)), None),
+    })
+}
+
+/// One way to connect (kubeleash-connect): the same upstream stack as the bindings. A
+/// plain-HTTP `url` with no credential (the sandbox) when given; else the kubeconfig, and in a
+/// pod with none given or found, the pod's service account. Its errors say what to fix in the
+/// kubeconfig; what only the operator may see (a plugin's output) goes to standard error.
+pub(crate) async fn connect(
+    url: Option<&str>,
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<Upstream, String> {
+    let upstream = match url {
+        Some(url) => Upstream::from_url(url),
+        None => match Upstream::from_kubeconfig(kubeconfig, context).await {
+            Err(_)
+                if kubeconfig.is_none()
+                    && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
+            {
+                Upstream::in_cluster()
+            }
+            other => other,
+        },
+    };
+    upstream.map_err(connect_failed)
+}
+
+/// A connection error as the agent may read it; the operator's details to standard error.
+pub(crate) fn connect_failed(e: kubeleash_connect::ConnectError) -> String {
+    if let Some(detail) = e.operator_detail() {
+        eprintln!("kubeleash: {detail}");
+    }
+    e.to_string()
 }
 
 /// How many connections beyond the cap may be in their TLS handshake at once, to be told 503.

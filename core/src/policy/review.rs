@@ -397,7 +397,7 @@ fn namespace_reach(c: &Cover, namespace: &str) -> Reach {
 }
 
 /// One sentence for a rule RBAC's lists cannot hold.
-fn note(rule: &Rule) -> String {
+pub(crate) fn note(rule: &Rule) -> String {
     let c = &rule.cover;
     let does = match rule.effect {
         Effect::Allow => "allows",

@@ -1,0 +1,238 @@
+//! `kubeleash mcp`: Kubernetes for agents as MCP tools, every call decided by the same engine as
+//! the proxy. A tool call becomes the Kubernetes API requests kubectl would send for it
+//! ([`calls`]), and those go through the kubeleash layer over the operator's credential
+//! ([`engine`]): allowed, refused with the rule, or held for a person exactly as the kubectl
+//! command would be, answers masked, everything recorded so that `kubeleash replay` prints the
+//! kubectl commands. The tools listed are those the policy lets the identity use
+//! ([`catalogue`]). No tool shows configuration, contexts or credentials: there is none to
+//! show, the kubeconfig stays in the engine.
+//!
+//! Served over stdio (desktop agents start it as a subprocess) or, with `--listen`, streamable
+//! HTTP on loopback behind the proxy's door ([`http_front`]).
+
+mod args;
+mod calls;
+mod catalogue;
+mod discovery;
+mod engine;
+mod handler;
+mod held;
+mod http_front;
+mod tool_error;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kubeleash_core::policy::Identity;
+use kubeleash_tower::{ApprovalMode, Mode};
+use rmcp::ServiceExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::{AgentToken, parse_approvals, write_private};
+use crate::report::USAGE;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    /// Deny what the policy denies, hold what it holds.
+    Enforce,
+    /// Decide and record what the policy would do, and let everything through (masking still
+    /// applies).
+    #[value(alias = "audit")]
+    Observe,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// The operator's kubeconfig (default: $KUBECONFIG, then ~/.kube/config). It stays in
+    /// kubeleash: no tool shows it.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// The agent's user name.
+    #[arg(long, value_name = "NAME", default_value = "agent")]
+    user: String,
+    /// The agent's groups; repeat for several.
+    #[arg(long = "group", value_name = "NAME")]
+    groups: Vec<String>,
+    /// The namespace tools work in when a call names none (default: the kubeconfig context's).
+    #[arg(long, value_name = "NAME")]
+    namespace: Option<String>,
+    /// Record every request to this file (hash-chained JSON Lines; `kubeleash replay`).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// With --record: also record each answer as the agent received it (masked), capped at
+    /// BYTES each.
+    #[arg(long, value_name = "BYTES", requires = "record")]
+    record_bodies: Option<usize>,
+    /// Who approves held requests: `socket` (`kubeleash approvals ...`) or `webhook=URL`.
+    /// Without it, requests the policy holds are refused.
+    #[arg(long, value_name = "HOW")]
+    approvals: Option<String>,
+    /// The approvals socket (with --approvals socket).
+    #[arg(long, value_name = "PATH")]
+    approvals_socket: Option<PathBuf>,
+    /// How long a held call waits for an answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    approval_timeout: u64,
+    /// Answer a held call at once with a pending-approval result naming its approval id,
+    /// instead of waiting (with progress notifications); the same call made again does it
+    /// once a person approves. SECONDS is the retry hint (default 10).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "10",
+        requires = "approvals"
+    )]
+    approvals_nonblocking: Option<u64>,
+    /// Enforce the policy, or only observe (record what it would do, let everything through).
+    #[arg(long, value_enum, default_value = "enforce")]
+    mode: ModeArg,
+    /// Serve streamable HTTP at http://ADDR/mcp (loopback only) instead of stdio.
+    #[arg(long, value_name = "ADDR", requires = "agent_token_file")]
+    listen: Option<SocketAddr>,
+    /// With --listen: write the bearer token every HTTP request must carry here (0600).
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    agent_token_file: Option<PathBuf>,
+    /// A plain-HTTP API server with no credential instead of a kubeconfig (the sandbox).
+    #[arg(long, value_name = "URL", hide = true, conflicts_with_all = ["kubeconfig", "context"])]
+    upstream: Option<String>,
+}
+
+pub fn run(a: Args) -> ExitCode {
+    let approvals = match parse_approvals(a.approvals.as_deref(), a.approvals_socket.as_ref()) {
+        Ok(crate::proxy::Approvals::Terminal) if a.listen.is_none() => {
+            eprintln!(
+                "error: --approvals terminal cannot ask on the terminal while MCP speaks over stdio; use --approvals socket or webhook=URL"
+            );
+            return ExitCode::from(USAGE);
+        }
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let approval_mode = match a.approvals_nonblocking {
+        None => ApprovalMode::Blocking,
+        Some(0) => {
+            eprintln!("error: --approvals-nonblocking=SECONDS must be at least 1");
+            return ExitCode::from(USAGE);
+        }
+        Some(n) => ApprovalMode::NonBlocking {
+            retry_after: Duration::from_secs(n),
+        },
+    };
+    if let Some(ns) = &a.namespace
+        && args::check_namespace(ns).is_err()
+    {
+        eprintln!("error: --namespace `{ns}` is not a namespace name");
+        return ExitCode::from(USAGE);
+    }
+    let setup = engine::Setup {
+        policy: a.policy.clone(),
+        kubeconfig: a.kubeconfig.clone(),
+        context: a.context.clone(),
+        upstream: a.upstream.clone(),
+        identity: Identity::new(a.user.clone(), a.groups.clone()),
+        record: a.record.clone(),
+        record_bodies: a.record_bodies,
+        approvals,
+        approval_timeout: Duration::from_secs(a.approval_timeout),
+        approval_mode,
+        mode: if a.mode == ModeArg::Observe {
+            Mode::Audit
+        } else {
+            Mode::Enforce
+        },
+        namespace: a.namespace.clone(),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let served = rt.block_on(async move {
+        let engine = engine::Engine::start(setup).await?;
+        let server = handler::Server::new(engine);
+        match (a.listen, &a.agent_token_file) {
+            (Some(listen), Some(token_file)) => {
+                let l = http_front::bind(listen).await?;
+                let token = AgentToken::generate()?;
+                write_private(token_file, token.secret()).map_err(|e| {
+                    format!(
+                        "cannot write the agent's token to `{}`: {e}",
+                        token_file.display()
+                    )
+                })?;
+                println!("listening on http://{}{}", l.addr, http_front::PATH);
+                let stop = CancellationToken::new();
+                let signalled = stop.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    signalled.cancel();
+                });
+                http_front::serve(l, server.clone(), token, stop).await;
+                Ok::<_, String>(server)
+            }
+            _ => {
+                let running = server
+                    .clone()
+                    .serve(rmcp::transport::stdio())
+                    .await
+                    .map_err(|e| format!("the MCP session did not start: {e}"))?;
+                tokio::select! {
+                    _ = running.waiting() => {}
+                    _ = shutdown_signal() => {}
+                }
+                Ok(server)
+            }
+        }
+    });
+    match served {
+        Ok(server) => {
+            // The record's closing entry, written off the runtime (it waits for the writer).
+            server.engine().close();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
