@@ -102,9 +102,6 @@ pub struct Args {
     /// With --listen: write the bearer token every HTTP request must carry here (0600).
     #[arg(long, value_name = "FILE", requires = "listen")]
     agent_token_file: Option<PathBuf>,
-    /// A plain-HTTP API server with no credential instead of a kubeconfig (the sandbox).
-    #[arg(long, value_name = "URL", hide = true, conflicts_with_all = ["kubeconfig", "context"])]
-    upstream: Option<String>,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -141,7 +138,7 @@ pub fn run(a: Args) -> ExitCode {
         policy: a.policy.clone(),
         kubeconfig: a.kubeconfig.clone(),
         context: a.context.clone(),
-        upstream: a.upstream.clone(),
+        upstream: None,
         identity: Identity::new(a.user.clone(), a.groups.clone()),
         record: a.record.clone(),
         record_bodies: a.record_bodies,

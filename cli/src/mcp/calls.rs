@@ -289,12 +289,17 @@ fn documents(text: &str) -> Result<Vec<Value>, ToolError> {
             v => vec![v],
         });
     }
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| {
-        ToolError::invalid(format!(
-            "the manifest is neither JSON nor YAML: {}",
-            first_line(&e.to_string())
-        ))
-    })?;
+    // YAML 1.2's booleans (true and false only): `data: {answer: y}` keeps its string, where
+    // YAML 1.1 would make it a boolean the API server refuses.
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
+            ToolError::invalid(format!(
+                "the manifest is neither JSON nor YAML: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
@@ -389,7 +394,17 @@ fn with_note(e: ToolError, note: &str) -> ToolError {
         },
         ToolError::Failed(t) => ToolError::Failed(format!("{t} ({note})")),
         ToolError::Invalid(t) => ToolError::Invalid(format!("{t} ({note})")),
-        other => other,
+        ToolError::Pending {
+            id,
+            retry_after,
+            status,
+            note: old,
+        } => ToolError::Pending {
+            id,
+            retry_after,
+            status,
+            note: Some(old.map_or(note.to_string(), |o| format!("{o}; {note}"))),
+        },
     }
 }
 
@@ -501,7 +516,10 @@ async fn scale(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
 }
 
 async fn rollout_restart(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolError> {
-    let a = Args::new(args, &["resource", "name", "namespace", "reason"])?;
+    let a = Args::new(
+        args,
+        &["resource", "name", "namespace", "restartedAt", "reason"],
+    )?;
     let (r, path, name, _) = object(ctx, &a).await?;
     if r.group != "apps"
         || !["deployments", "daemonsets", "statefulsets"].contains(&r.name.as_str())
@@ -511,11 +529,23 @@ async fn rollout_restart(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Don
             r.qualified()
         )));
     }
-    let at = kubeleash_tower::now();
-    // kubectl writes the time without fractional seconds.
-    let at = match at.split_once('.') {
-        Some((whole, _)) => format!("{whole}Z"),
-        None => at,
+    // kubectl writes the time without fractional seconds. A call held for approval and made
+    // again must send the identical request: it names the time it was first given.
+    let at = match a.short("restartedAt")? {
+        Some(at) if is_timestamp(at) => at.to_string(),
+        Some(other) => {
+            return Err(ToolError::invalid(format!(
+                "`restartedAt` is a UTC time as 2026-12-05T16:20:49Z, not `{}`",
+                quoted(other, 40)
+            )));
+        }
+        None => {
+            let now = kubeleash_tower::now();
+            match now.split_once('.') {
+                Some((whole, _)) => format!("{whole}Z"),
+                None => now,
+            }
+        }
     };
     let body = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": at}}}}});
     let call = Call {
@@ -527,12 +557,32 @@ async fn rollout_restart(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Don
     };
     let reply = ctx
         .ok(call, &format!("restart {} {name}", r.qualified()))
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ToolError::Pending { .. } => with_note(
+                e,
+                &format!("make the same call again with restartedAt: \"{at}\" so that it is the identical request"),
+            ),
+            e => e,
+        })?;
     let v = parse(&reply)?;
     Ok(Done {
         text: format!("{} \"{name}\" restarted", r.qualified()),
         structured: trimmed(v),
     })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`.
+fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
 }
 
 async fn can_i(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolError> {

@@ -1,6 +1,6 @@
 //! The tools, and which of them an identity sees. A tool is listed when some rule of the policy
-//! that applies to the identity allows or holds one of the verbs its requests use (in observe
-//! mode, every tool: nothing is refused); its description says where the policy allows it and
+//! that applies to the identity allows or holds a request the tool can send (one of its verbs,
+//! on one of the resources it works on; in observe mode, every tool: nothing is refused); its description says where the policy allows it and
 //! where a person must approve, so an agent plans with the leash it has.
 
 use std::sync::Arc;
@@ -17,6 +17,8 @@ pub struct Spec {
     /// The verbs of the requests it sends; empty: listed whatever the policy (answered by
     /// kubeleash itself, or discovery).
     pub verbs: &'static [&'static str],
+    /// The (group, resource) its requests can go to; empty: any resource (not a subresource).
+    pub targets: &'static [(&'static str, &'static str)],
     pub read_only: bool,
     pub destructive: bool,
     pub idempotent: bool,
@@ -48,6 +50,7 @@ pub const TOOLS: &[Spec] = &[
         title: "Get an object",
         description: "Read one Kubernetes object (any resource, custom resources included), as `kubectl get RESOURCE NAME -o json`. Secret values and credentials come back masked.",
         verbs: &["get"],
+        targets: &[],
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -59,6 +62,7 @@ pub const TOOLS: &[Spec] = &[
         title: "List objects",
         description: "List Kubernetes objects of one resource type, as `kubectl get RESOURCE -o json`, with label and field selectors, in one namespace or all. Secret values come back masked. Large lists come in pages: pass the returned `continue` token to get the next.",
         verbs: &["list"],
+        targets: &[],
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -81,6 +85,7 @@ pub const TOOLS: &[Spec] = &[
         title: "Events of an object",
         description: "The events about one object, newest last, as `kubectl describe` shows them; or every event in the namespace when no name is given.",
         verbs: &["list"],
+        targets: &[("", "events"), ("events.k8s.io", "events")],
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -98,6 +103,7 @@ pub const TOOLS: &[Spec] = &[
         title: "Pod logs",
         description: "A pod's log, as `kubectl logs`: the last lines, since a time, one container, or the previous run. Tokens and keys in the log come back masked.",
         verbs: &["get"],
+        targets: &[("", "pods/log")],
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -118,6 +124,7 @@ pub const TOOLS: &[Spec] = &[
         title: "Apply a manifest",
         description: "Create or update objects from a YAML or JSON manifest (one or more documents) by server-side apply, as `kubectl apply --server-side`. With dryRun the API server checks it and changes nothing.",
         verbs: &["patch", "create"],
+        targets: &[],
         read_only: false,
         destructive: true,
         idempotent: true,
@@ -137,6 +144,7 @@ pub const TOOLS: &[Spec] = &[
         title: "Patch an object",
         description: "Change fields of one object, as `kubectl patch`: a JSON merge patch, a strategic merge patch, or a JSON patch (RFC 6902).",
         verbs: &["patch"],
+        targets: &[],
         read_only: false,
         destructive: true,
         idempotent: false,
@@ -158,6 +166,7 @@ pub const TOOLS: &[Spec] = &[
         title: "Delete an object",
         description: "Delete one object, as `kubectl delete RESOURCE NAME`.",
         verbs: &["delete"],
+        targets: &[],
         read_only: false,
         destructive: true,
         idempotent: true,
@@ -169,6 +178,12 @@ pub const TOOLS: &[Spec] = &[
         title: "Scale a workload",
         description: "Set the replicas of a deployment, replica set, stateful set (or any resource with a scale subresource), as `kubectl scale`.",
         verbs: &["patch", "update"],
+        targets: &[
+            ("apps", "deployments/scale"),
+            ("apps", "replicasets/scale"),
+            ("apps", "statefulsets/scale"),
+            ("", "replicationcontrollers/scale"),
+        ],
         read_only: false,
         destructive: true,
         idempotent: true,
@@ -188,10 +203,23 @@ pub const TOOLS: &[Spec] = &[
         title: "Restart a rollout",
         description: "Restart the pods of a deployment, daemon set or stateful set, as `kubectl rollout restart`.",
         verbs: &["patch"],
+        targets: &[
+            ("apps", "deployments"),
+            ("apps", "daemonsets"),
+            ("apps", "statefulsets"),
+        ],
         read_only: false,
         destructive: true,
         idempotent: false,
-        properties: || json!({"resource": resource(), "name": name(), "namespace": namespace(), "reason": reason()}),
+        properties: || {
+            json!({
+                "resource": resource(),
+                "name": name(),
+                "namespace": namespace(),
+                "restartedAt": {"type": "string", "description": "The restart's time (2026-12-05T16:20:49Z; default now). When a call was held for approval, make it again with the time it used, so that it is the identical request."},
+                "reason": reason(),
+            })
+        },
         required: &["resource", "name"],
     },
     Spec {
@@ -199,6 +227,7 @@ pub const TOOLS: &[Spec] = &[
         title: "Ask what you may do",
         description: "Ask kubeleash whether a request would be allowed, denied, or held for a person's approval, and by which rule, as `kubectl auth can-i`. Nothing is done.",
         verbs: &[],
+        targets: &[],
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -209,6 +238,7 @@ pub const TOOLS: &[Spec] = &[
                 "namespace": namespace(),
                 "name": name(),
                 "subresource": {"type": "string", "description": "log, exec, scale, status, ..."},
+                "apiGroup": {"type": "string", "description": "The resource's API group (apps, rbac.authorization.k8s.io); found by its name when omitted."},
             })
         },
         required: &["verb", "resource"],
@@ -218,6 +248,7 @@ pub const TOOLS: &[Spec] = &[
         title: "API resources",
         description: "The resource types the cluster serves (custom resources included), with their short names, kinds, scope and verbs, as `kubectl api-resources`.",
         verbs: &[],
+        targets: &[],
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -233,11 +264,20 @@ pub fn find(name: &str) -> Option<&'static Spec> {
 
 /// Whether `identity` can ever get a request of `spec`'s through (observe mode: always).
 pub fn usable(spec: &Spec, reach: &[RuleReach], observe: bool) -> bool {
-    observe
-        || spec.verbs.is_empty()
-        || reach
-            .iter()
-            .any(|r| r.lets_through() && spec.verbs.iter().any(|v| r.covers_verb(v)))
+    observe || spec.verbs.is_empty() || reach.iter().any(|r| r.lets_through() && applies(spec, r))
+}
+
+/// Whether rule `r` covers some request of `spec`'s.
+fn applies(spec: &Spec, r: &RuleReach) -> bool {
+    spec.verbs.iter().any(|v| r.covers_verb(v))
+        && (if spec.targets.is_empty() {
+            // Any resource, but no subresource: these tools read and write objects.
+            r.resources.iter().any(|x| !x.contains('/'))
+        } else {
+            spec.targets
+                .iter()
+                .any(|(group, resource)| r.covers_resource(group, resource))
+        })
 }
 
 /// The tools `identity` sees under `policy`, their descriptions saying what the policy does.
@@ -259,7 +299,7 @@ fn tool(spec: &Spec, reach: &[RuleReach], observe: bool) -> Tool {
     } else if !spec.verbs.is_empty() {
         let said: Vec<(&str, &str)> = reach
             .iter()
-            .filter(|r| spec.verbs.iter().any(|v| r.covers_verb(v)))
+            .filter(|r| applies(spec, r))
             .map(|r| {
                 let when = match r.effect {
                     Effect::Allow => "Allowed",

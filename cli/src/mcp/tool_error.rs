@@ -20,6 +20,8 @@ pub enum ToolError {
         id: String,
         retry_after: u64,
         status: Value,
+        /// What the agent must keep the same when it calls again.
+        note: Option<String>,
     },
     /// Could not be done (the API server unreachable, an answer that is not JSON).
     Failed(String),
@@ -81,6 +83,7 @@ impl ToolError {
                 id: id.to_string(),
                 retry_after,
                 status,
+                note: None,
             };
         }
         let by_kubeleash = causes.iter().any(|c| field(c).starts_with("kubeleash."))
@@ -118,12 +121,14 @@ impl ToolError {
                 id,
                 retry_after,
                 status,
+                note,
             } => (
                 format!(
-                    "not done yet: kubeleash held this for a person's approval (approval {id}). \
+                    "not done yet: held for a person's approval (kubeleash approval {id}). \
                      Call the tool again with the same arguments in {retry_after} seconds or \
                      later: once a person approves, that call does it; if they refuse, it says \
-                     why."
+                     why.{}",
+                    note.map(|n| format!(" Note: {n}.")).unwrap_or_default()
                 ),
                 Some(json!({
                     "approval": {"id": id, "state": "pending", "retryAfterSeconds": retry_after},

@@ -19,6 +19,11 @@ pub struct RuleReach {
     pub effect: Effect,
     /// The verbs it covers (`*` for every verb).
     pub verbs: Vec<String>,
+    /// The API groups it covers (`""` the core group, `*` every group).
+    pub api_groups: Vec<String>,
+    /// The resources it covers, `resource/subresource` for a subresource (`*` every resource,
+    /// `*/scale` every resource's scale subresource).
+    pub resources: Vec<String>,
     /// The rule in one sentence, as `kubectl auth can-i --list` notes it: `rule "read-dev"
     /// allows get, list on pods in namespace dev`.
     pub sentence: String,
@@ -30,6 +35,18 @@ impl RuleReach {
     /// and the resource does; a catalogue reads it as "some requests with this verb".
     pub fn covers_verb(&self, verb: &str) -> bool {
         self.verbs.iter().any(|v| v == verb || v == "*")
+    }
+
+    /// Whether the rule covers `resource` (`deployments`, `deployments/scale`) in `group`, as
+    /// the policy matches a request's: `*` covers every resource and subresource, `*/scale`
+    /// every resource's scale subresource, `pods` no subresource of pods.
+    pub fn covers_resource(&self, group: &str, resource: &str) -> bool {
+        let group_ok = self.api_groups.iter().any(|g| g == "*" || g == group);
+        let sub = resource.split_once('/').map(|(_, s)| s);
+        group_ok
+            && self.resources.iter().any(|r| {
+                r == resource || r == "*" || sub.is_some_and(|s| r.strip_prefix("*/") == Some(s))
+            })
     }
 
     /// Whether a request the rule covers can get through: allowed, or held for a person.
@@ -58,6 +75,7 @@ impl Policy {
     /// assert!(reach.iter().any(|r| r.covers_verb("list") && r.lets_through()));
     /// assert!(!reach.iter().any(|r| r.covers_verb("delete")));
     /// assert!(reach[0].sentence.contains("in namespace dev"), "{}", reach[0].sentence);
+    /// assert!(reach[0].covers_resource("", "pods") && !reach[0].covers_resource("", "pods/log"));
     /// # Ok::<(), kubeleash_core::policy::PolicyErrors>(())
     /// ```
     pub fn reach(&self, identity: &Identity) -> Vec<RuleReach> {
@@ -69,6 +87,8 @@ impl Policy {
                 rule: r.name.to_string(),
                 effect: r.effect,
                 verbs: r.cover.verbs.clone(),
+                api_groups: r.cover.api_groups.clone(),
+                resources: r.cover.resources.clone(),
                 sentence: note(r),
             })
             .collect()
