@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 # Versions that exist on PyPI (checked with `pip index versions`).
-pins=(maturin==1.16.0 pytest==9.2.0 kubernetes==37.0.2)
+pins=(maturin==1.16.0 pytest==9.2.0 kubernetes==37.0.2 mcp==2.3.0)
 python=${PYTHON:-python3}
 venv=${KUBELEASH_VENV:-$repo/target/python-venv}
 

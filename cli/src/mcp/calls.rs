@@ -588,7 +588,14 @@ fn is_timestamp(s: &str) -> bool {
 async fn can_i(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolError> {
     let a = Args::new(
         args,
-        &["verb", "resource", "namespace", "name", "subresource"],
+        &[
+            "verb",
+            "resource",
+            "namespace",
+            "name",
+            "subresource",
+            "apiGroup",
+        ],
     )?;
     let verb = a.required("verb")?;
     if !verb.bytes().all(|b| b.is_ascii_lowercase() || b == b'*') || verb.is_empty() {
@@ -600,11 +607,22 @@ async fn can_i(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
     let word = a
         .word("resource")?
         .ok_or_else(|| ToolError::invalid("`resource` is required"))?;
-    // The group from discovery, as kubectl finds it; a name the server does not serve is asked
-    // about as written (the answer is the policy's either way).
-    let (group, resource, namespaced) = match ctx.discovery.resolve(ctx.engine, word, None).await {
-        Ok(r) => (r.group, r.name, r.namespaced),
-        Err(_) => match word.split_once('.') {
+    // The group from discovery, as kubectl finds it (in the group given, if one is); a name
+    // the server does not serve is asked about as written (the answer is the policy's either
+    // way).
+    let group_given = a.word("apiGroup")?;
+    let all = ctx.discovery.all(ctx.engine).await?;
+    let found = match group_given {
+        Some(g) => all
+            .iter()
+            .find(|r| r.group == g && (r.name == word || r.kind.eq_ignore_ascii_case(word)))
+            .cloned(),
+        None => ctx.discovery.resolve(ctx.engine, word, None).await.ok(),
+    };
+    let (group, resource, namespaced) = match (found, group_given) {
+        (Some(r), _) => (r.group, r.name, r.namespaced),
+        (None, Some(g)) => (g.to_string(), word.to_string(), true),
+        (None, None) => match word.split_once('.') {
             Some((res, group)) => (group.to_string(), res.to_string(), true),
             None => (String::new(), word.to_string(), true),
         },
@@ -657,10 +675,7 @@ async fn can_i(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
         "needsApproval": !allowed && !denied && reason.contains("approval"),
         "reason": reason,
     });
-    Ok(Done {
-        text: format!("{}: {reason}", if allowed { "yes" } else { "no" }),
-        structured: answer,
-    })
+    Ok(Done::json(answer))
 }
 
 async fn api_resources(ctx: &Ctx<'_>) -> Result<Done, ToolError> {
