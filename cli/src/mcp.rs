@@ -45,7 +45,8 @@ enum ModeArg {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The policy file.
+    /// The policy file; reloaded on SIGHUP or when it changes (clients are told when the tool
+    /// list changes).
     #[arg(long, value_name = "FILE")]
     policy: PathBuf,
     /// The operator's kubeconfig (default: $KUBECONFIG, then ~/.kube/config). It stays in
@@ -165,6 +166,7 @@ pub fn run(a: Args) -> ExitCode {
     let served = rt.block_on(async move {
         let engine = engine::Engine::start(setup).await?;
         let server = handler::Server::new(engine);
+        tokio::spawn(watch_policy(server.clone(), a.policy.clone()));
         match (a.listen, &a.agent_token_file) {
             (Some(listen), Some(token_file)) => {
                 let l = http_front::bind(listen).await?;
@@ -208,6 +210,38 @@ pub fn run(a: Args) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(USAGE)
+        }
+    }
+}
+
+/// Reload the policy on SIGHUP or when its file changes, as the proxy does; one that does not
+/// compile leaves the previous one in force.
+async fn watch_policy(server: handler::Server, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = mtime(&path);
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let hung_up = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hung_up => {}
+            _ = tick.tick() => {
+                let now = mtime(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+        }
+        match server.reload(&path).await {
+            Ok(()) => eprintln!("kubeleash mcp: policy reloaded"),
+            Err(e) => eprintln!("kubeleash mcp: {e}; the previous policy stays in force"),
         }
     }
 }

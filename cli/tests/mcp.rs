@@ -420,6 +420,65 @@ fn the_tools_listed_are_those_the_policy_lets_the_identity_use() {
     s.close();
 }
 
+#[test]
+fn a_reloaded_policy_changes_the_tools_and_the_decisions() {
+    let w = world("reload", Backend::Sandbox);
+    let read = "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: read, effect: allow, verbs: [get, list], resources: [configmaps], namespaces: [dev]}\n    - {name: discovery, effect: allow, verbs: [get], nonResourceURLs: [/api, \"/api/*\", /apis, \"/apis/*\"]}\n";
+    let p = w.policy(read);
+    let mut s = Session::start(&w, &p, &[]);
+    assert!(!names(&s.tools()).contains(&"delete".to_string()));
+    let cm = format!("mcp-reload-{}", std::process::id());
+    let (ok, out) = w.kubectl(&["create", "configmap", &cm, "-n", "dev"]);
+    assert!(ok, "{out}");
+    let refused = s.call("delete", json!({"resource": "configmaps", "name": cm}));
+    assert!(
+        text(&refused).starts_with("kubeleash refused this:"),
+        "{refused}"
+    );
+    // Not compiling: the previous policy stays, and nothing changes.
+    std::fs::write(&p, "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec: {rules: [{name: x, effect: maybe}]}\n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&s.stderr)
+        .unwrap_or_default()
+        .contains("the previous policy stays in force")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken policy was not noticed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!names(&s.tools()).contains(&"delete".to_string()));
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    std::fs::write(
+        &p,
+        read.replace("verbs: [get, list]", "verbs: [get, list, delete]"),
+    )
+    .unwrap();
+    // The client is told the list changed, and the new list and decisions follow the policy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !s
+        .notes
+        .iter()
+        .any(|n| n["method"] == "notifications/tools/list_changed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tools/list_changed: {:?}",
+            s.notes
+        );
+        if let Ok(m) = s.from.recv_timeout(Duration::from_millis(200)) {
+            s.notes.push(m);
+        }
+    }
+    assert!(names(&s.tools()).contains(&"delete".to_string()));
+    let deleted = s.call("delete", json!({"resource": "configmaps", "name": cm}));
+    assert!(!is_error(&deleted), "{deleted}");
+    let (ok, _) = w.kubectl(&["get", "configmap", &cm, "-n", "dev"]);
+    assert!(!ok, "the config map is still there");
+    s.close();
+}
+
 /// Names, namespaces and resource words an agent might send to reach another path.
 const TRICKS: &[&str] = &[
     "../secrets/x",

@@ -9,7 +9,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
 use serde_json::Map;
 
 use super::calls::{self, Ctx};
@@ -29,6 +29,8 @@ pub struct Server {
 struct Shared {
     engine: Engine,
     discovery: Discovery,
+    /// The clients to tell when a reloaded policy changes the tool list.
+    peers: std::sync::Mutex<Vec<Peer<RoleServer>>>,
 }
 
 impl Server {
@@ -37,6 +39,7 @@ impl Server {
             shared: Arc::new(Shared {
                 engine,
                 discovery: Discovery::default(),
+                peers: std::sync::Mutex::default(),
             }),
         }
     }
@@ -48,6 +51,30 @@ impl Server {
     fn observe(&self) -> bool {
         self.shared.engine.mode() == Mode::Audit
     }
+
+    fn listed(&self) -> Vec<rmcp::model::Tool> {
+        let engine = &self.shared.engine;
+        catalogue::listed(&engine.policy().get(), engine.identity(), self.observe())
+    }
+
+    /// Compile the policy at `path` and use it for every call from now on (calls already
+    /// sent keep the decision they had); clients are told when the tool list changed.
+    pub async fn reload(&self, path: &std::path::Path) -> Result<(), String> {
+        let policy = crate::proxy::load_policy(&path.to_path_buf())?;
+        let before = self.listed();
+        self.shared.engine.policy().set(policy);
+        if self.listed() != before {
+            let peers: Vec<Peer<RoleServer>> = {
+                let mut p = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+                p.retain(|peer| !peer.is_transport_closed());
+                p.clone()
+            };
+            for peer in peers {
+                let _ = peer.notify_tool_list_changed().await;
+            }
+        }
+        Ok(())
+    }
 }
 
 const INSTRUCTIONS: &str = "Kubernetes through kubeleash: every tool call is decided by the \
@@ -58,9 +85,20 @@ may do instead.";
 
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("kubeleash", env!("CARGO_PKG_VERSION")))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("kubeleash", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let mut p = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|peer| !peer.is_transport_closed());
+        p.push(context.peer);
     }
 
     async fn list_tools(
@@ -68,12 +106,7 @@ impl ServerHandler for Server {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let engine = &self.shared.engine;
-        Ok(ListToolsResult::with_all_items(catalogue::listed(
-            &engine.policy().get(),
-            engine.identity(),
-            self.observe(),
-        )))
+        Ok(ListToolsResult::with_all_items(self.listed()))
     }
 
     async fn call_tool(
