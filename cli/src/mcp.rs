@@ -26,22 +26,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use kubeleash_core::policy::Identity;
-use kubeleash_tower::{ApprovalMode, Mode};
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{AgentToken, parse_approvals, write_private};
+use crate::proxy::{AgentToken, ModeArg, approval_mode, parse_approvals, write_private};
 use crate::report::USAGE;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ModeArg {
-    /// Deny what the policy denies, hold what it holds.
-    Enforce,
-    /// Decide and record what the policy would do, and let everything through (masking still
-    /// applies).
-    #[value(alias = "audit")]
-    Observe,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -119,15 +108,12 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let approval_mode = match a.approvals_nonblocking {
-        None => ApprovalMode::Blocking,
-        Some(0) => {
-            eprintln!("error: --approvals-nonblocking=SECONDS must be at least 1");
+    let approval_mode = match approval_mode(a.approvals_nonblocking) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(USAGE);
         }
-        Some(n) => ApprovalMode::NonBlocking {
-            retry_after: Duration::from_secs(n),
-        },
     };
     if let Some(ns) = &a.namespace
         && args::check_namespace(ns).is_err()
@@ -146,11 +132,7 @@ pub fn run(a: Args) -> ExitCode {
         approvals,
         approval_timeout: Duration::from_secs(a.approval_timeout),
         approval_mode,
-        mode: if a.mode == ModeArg::Observe {
-            Mode::Audit
-        } else {
-            Mode::Enforce
-        },
+        mode: a.mode.mode(),
         namespace: a.namespace.clone(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()

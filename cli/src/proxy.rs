@@ -35,7 +35,7 @@ pub(crate) use server::{approver, connect, connect_failed, load_policy, open_rec
 use crate::report::USAGE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ModeArg {
+pub(crate) enum ModeArg {
     /// Deny what the policy denies, hold what it holds.
     Enforce,
     /// Decide and record what the policy would do, and let everything through (masking still
@@ -162,6 +162,27 @@ pub struct Args {
     shutdown_grace: u64,
 }
 
+impl ModeArg {
+    /// The layer's mode.
+    pub(crate) fn mode(self) -> Mode {
+        match self {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Observe => Mode::Audit,
+        }
+    }
+}
+
+/// How held requests wait, from `--approvals-nonblocking[=SECONDS]`.
+pub(crate) fn approval_mode(nonblocking: Option<u64>) -> Result<ApprovalMode, String> {
+    match nonblocking {
+        None => Ok(ApprovalMode::Blocking),
+        Some(0) => Err("--approvals-nonblocking=SECONDS must be at least 1".into()),
+        Some(n) => Ok(ApprovalMode::NonBlocking {
+            retry_after: Duration::from_secs(n),
+        }),
+    }
+}
+
 /// Who approves, as the flags say; the chat channel is started in the runtime.
 enum Chosen {
     Ready(Approvals),
@@ -277,11 +298,7 @@ pub fn run(a: Args) -> ExitCode {
             Chosen::Chat { .. } => Approvals::None,
         },
         approval_timeout: Duration::from_secs(a.approval_timeout),
-        mode: if a.mode == ModeArg::Observe {
-            Mode::Audit
-        } else {
-            Mode::Enforce
-        },
+        mode: a.mode.mode(),
         upstream: None,
         agent_kubeconfig: a.agent_kubeconfig.clone(),
         agent_token_file: a.agent_token_file.clone(),
@@ -289,15 +306,12 @@ pub fn run(a: Args) -> ExitCode {
         plain_http: a.plain_http,
         agent_ca_file: a.agent_ca_file.clone(),
     };
-    let approval_mode = match a.approvals_nonblocking {
-        None => ApprovalMode::Blocking,
-        Some(0) => {
-            eprintln!("error: --approvals-nonblocking=SECONDS must be at least 1");
+    let approval_mode = match approval_mode(a.approvals_nonblocking) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(USAGE);
         }
-        Some(n) => ApprovalMode::NonBlocking {
-            retry_after: Duration::from_secs(n),
-        },
     };
     if a.max_connections == 0 || a.header_timeout == 0 || a.body_timeout == 0 {
         eprintln!(
