@@ -190,3 +190,59 @@ pub fn quoted(s: &str, max: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{check_name, check_namespace};
+    use kubeleash_core::request::classify;
+
+    /// Strings heavy in what could change a path: separators, dots, escapes, controls,
+    /// look-alikes.
+    fn tricky() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "a", "web", "-", ".", "..", "/", "%", "%2f", "%2e", "?", "#", ":", "@", "\\", " ",
+            "\n", "\r", "\0", "\u{2215}", "\u{ff0f}", "=", "+", "~", "*", "&", ";",
+        ]);
+        prop::collection::vec(pieces, 0..12).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// A name and namespace the checks accept land in the request as exactly that name
+        /// and namespace, as the API server reads the path; the checks refuse every other.
+        #[test]
+        fn an_accepted_name_is_exactly_the_name_the_server_reads(
+            name in prop_oneof![tricky(), "\\PC{0,20}"],
+            ns in prop_oneof![tricky(), "[a-z0-9-]{1,10}"],
+        ) {
+            let (Ok(()), Ok(())) = (check_name("name", &name), check_namespace(&ns)) else {
+                return Ok(());
+            };
+            for path in [
+                format!("/api/v1/namespaces/{ns}/configmaps/{name}"),
+                format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale"),
+                format!("/api/v1/namespaces/{ns}/pods/{name}/log?tailLines=500"),
+            ] {
+                let r = classify("GET", &path, &http::HeaderMap::new()).unwrap();
+                prop_assert_eq!(&r.attributes.name, &name, "{}", path);
+                prop_assert_eq!(&r.attributes.namespace, &ns, "{}", path);
+            }
+        }
+    }
+
+    #[test]
+    fn names_that_would_move_the_path_are_refused() {
+        for bad in [
+            "..", ".", "a/b", "%2e%2e", "a?b", "a#b", "a b", "a\nb", "", "a\\b",
+        ] {
+            assert!(check_name("name", bad).is_err(), "{bad:?}");
+        }
+        for good in ["web-1", "system:controller:x", "a.b_c", "user@example.com"] {
+            assert!(check_name("name", good).is_ok(), "{good:?}");
+        }
+    }
+}

@@ -174,6 +174,9 @@ async fn fetch(engine: &Engine) -> Result<Vec<Resource>, ToolError> {
         let Some((group, version)) = gv.split_once('/') else {
             continue;
         };
+        if !segment(group) || !segment(version) {
+            continue;
+        }
         // A group the policy does not let the agent discover is left out, not fatal.
         match get_json(engine, &format!("/apis/{gv}")).await {
             Ok(list) => add(&mut out, group, version, &list),
@@ -183,7 +186,21 @@ async fn fetch(engine: &Engine) -> Result<Vec<Resource>, ToolError> {
     Ok(out)
 }
 
+/// A group, version or resource name as the API server serves them: lowercase letters, digits,
+/// `-` and `.`, no `..`. What the upstream says is not trusted to be a path segment: a name that
+/// is not one is left out of the catalogue, so a tool never builds a path from it.
+fn segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s.contains("..")
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 fn add(out: &mut Vec<Resource>, group: &str, version: &str, list: &Value) {
+    if !(group.is_empty() || segment(group)) || !segment(version) {
+        return;
+    }
     let strings = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
             .into_iter()
@@ -199,7 +216,7 @@ fn add(out: &mut Vec<Resource>, group: &str, version: &str, list: &Value) {
         .flatten()
     {
         let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
-        if name.is_empty() || name.contains('/') {
+        if !segment(name) {
             continue;
         }
         let kind = r.get("kind").and_then(Value::as_str).unwrap_or_default();
