@@ -335,24 +335,25 @@ fn the_tools_listed_are_those_the_policy_lets_the_identity_use() {
                 "api_resources",
             ],
         ),
-        // Reads of pods only: no tool that writes, no events, no logs (pods/log is not pods).
+        // Reads of pods only: no tool that writes, no events, no logs (pods/log is not pods),
+        // no api_resources (no rule allows discovery).
         (
             "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: read, effect: allow, verbs: [get, list], resources: [pods], namespaces: [dev]}\n",
             &[],
-            &["get", "list", "can_i", "api_resources"],
+            &["get", "list", "can_i"],
         ),
         // Scaling deployments, held: scale is listed; patch and rollout_restart (which patch
         // the deployment itself, not its scale subresource) are not.
         (
             "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: scale, effect: approve, verbs: [patch], apiGroups: [apps], resources: [deployments/scale]}\n",
             &[],
-            &["scale", "can_i", "api_resources"],
+            &["scale", "can_i"],
         ),
         // Rules for another group only: the agent can use nothing but the questions.
         (
             "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: ops, effect: allow, subjects: {groups: [ops]}, verbs: [\"*\"], resources: [\"*\"]}\n    - {name: no-delete, effect: deny, verbs: [delete], resources: [pods]}\n",
             &[],
-            &["can_i", "api_resources"],
+            &["can_i"],
         ),
         // Observe mode refuses nothing: every tool.
         (

@@ -24,7 +24,7 @@ import { runInNewContext } from 'node:vm'
 import * as k8s from '@kubernetes/client-node'
 import { APPROVER_FAILED, Policy, connect, verifyRecord } from 'kubeleash'
 
-import { operatorKubeconfig, startCluster, startSandbox } from './sandbox.mjs'
+import { operatorKubeconfig, sandboxKubeConfig, startCluster, startSandbox } from './sandbox.mjs'
 
 // A full garbage collection on demand, without `--expose-gc` on the command line.
 setFlagsFromString('--expose-gc')
@@ -77,15 +77,9 @@ function judgeOf(kubeconfigPath) {
   return kc.makeApiClient(k8s.CoreV1Api)
 }
 
-/** The judge for the sandbox: plain HTTP, which client-node allows only with skipTLSVerify. */
-function sandboxJudge(url) {
-  const kc = new k8s.KubeConfig()
-  kc.loadFromOptions({
-    clusters: [{ name: 'sandbox', server: url, skipTLSVerify: true }],
-    users: [{ name: 'judge' }],
-    contexts: [{ name: 'judge', cluster: 'sandbox', user: 'judge' }],
-    currentContext: 'judge',
-  })
+/** The judge for the sandbox (unguarded, no credential). */
+async function sandboxJudge(url) {
+  const kc = await sandboxKubeConfig(url)
   return kc.makeApiClient(k8s.CoreV1Api)
 }
 
@@ -96,10 +90,10 @@ const servers = {}
  * operator's credential, which must never reach JavaScript), `env` (start.sh's, real only).
  */
 function server(kind) {
-  servers[kind] ??= start(kind).then((s) => {
+  servers[kind] ??= start(kind).then(async (s) => {
     if (kind === 'sandbox') {
       const kc = operatorKubeconfig(s.url, SANDBOX_TOKEN)
-      return { kind, url: s.url, kubeconfig: kc.path, namespace: 'dev', judge: sandboxJudge(s.url), secrets: [SANDBOX_TOKEN] }
+      return { kind, url: s.url, kubeconfig: kc.path, namespace: 'dev', judge: await sandboxJudge(s.url), secrets: [SANDBOX_TOKEN] }
     }
     const text = readFileSync(s.env.KUBECONFIG_OPERATOR_CERT, 'utf8')
     const key = /client-key-data: *(\S+)/.exec(text)?.[1]

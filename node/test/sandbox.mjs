@@ -114,3 +114,17 @@ export async function startCluster() {
   console.log(`# real API server started in ${((performance.now() - started) / 1000).toFixed(1)} s at ${env.KUBELEASH_CLUSTER_SERVER}`)
   return { dir, env, stop }
 }
+
+/** A `@kubernetes/client-node` KubeConfig for the sandbox at `url`, with no credential (the
+ * sandbox authenticates nobody): plain HTTP, which client-node allows only with skipTLSVerify. */
+export async function sandboxKubeConfig(url) {
+  const k8s = await import('@kubernetes/client-node')
+  const kc = new k8s.KubeConfig()
+  kc.loadFromOptions({
+    clusters: [{ name: 'sandbox', server: url, skipTLSVerify: true }],
+    users: [{ name: 'judge' }],
+    contexts: [{ name: 'judge', cluster: 'sandbox', user: 'judge' }],
+    currentContext: 'judge',
+  })
+  return kc
+}

@@ -486,11 +486,7 @@ async fn delete(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolEr
     let reply = ctx
         .ok(call, &format!("delete {} {name}", r.qualified()))
         .await?;
-    let v = parse(&reply)?;
-    Ok(Done {
-        text: format!("{} \"{name}\" deleted", r.qualified()),
-        structured: trimmed(v),
-    })
+    Ok(Done::json(trimmed(parse(&reply)?)))
 }
 
 async fn scale(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolError> {
@@ -565,11 +561,7 @@ async fn rollout_restart(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Don
             ),
             e => e,
         })?;
-    let v = parse(&reply)?;
-    Ok(Done {
-        text: format!("{} \"{name}\" restarted", r.qualified()),
-        structured: trimmed(v),
-    })
+    Ok(Done::json(trimmed(parse(&reply)?)))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.

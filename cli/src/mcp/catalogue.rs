@@ -14,8 +14,8 @@ pub struct Spec {
     pub name: &'static str,
     pub title: &'static str,
     pub description: &'static str,
-    /// The verbs of the requests it sends; empty: listed whatever the policy (answered by
-    /// kubeleash itself, or discovery).
+    /// The verbs of the requests it sends; empty: listed whatever the policy (`can_i`,
+    /// answered by kubeleash itself) or as discovery is allowed (`api_resources`).
     pub verbs: &'static [&'static str],
     /// The (group, resource) its requests can go to; empty: any resource (not a subresource).
     pub targets: &'static [(&'static str, &'static str)],
@@ -280,12 +280,21 @@ fn applies(spec: &Spec, r: &RuleReach) -> bool {
         })
 }
 
+/// Whether the policy lets `identity` read the API's discovery documents (`GET /apis`), which
+/// `api_resources` shows and every tool that takes a resource name needs.
+fn discovers(policy: &Policy, identity: &Identity) -> bool {
+    kubeleash_core::request::classify("GET", "/apis", &http::HeaderMap::new())
+        .is_ok_and(|r| policy.decide(identity, &r, None).effect != Effect::Deny)
+}
+
 /// The tools `identity` sees under `policy`, their descriptions saying what the policy does.
 pub fn listed(policy: &Policy, identity: &Identity, observe: bool) -> Vec<Tool> {
     let reach = policy.reach(identity);
+    let discovery = observe || discovers(policy, identity);
     TOOLS
         .iter()
         .filter(|t| usable(t, &reach, observe))
+        .filter(|t| t.name != "api_resources" || discovery)
         .map(|t| tool(t, &reach, observe))
         .collect()
 }
