@@ -45,12 +45,29 @@ pub struct Args {
     /// The kubeconfig context to use.
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
-    /// The agent's user name.
-    #[arg(long, value_name = "NAME", default_value = "agent")]
-    user: String,
+    /// The agent's user name (default: agent).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
     /// The agent's groups; repeat for several.
     #[arg(long = "group", value_name = "NAME")]
     groups: Vec<String>,
+    /// With --listen: identify each HTTP request by the OIDC bearer token it carries, from
+    /// this issuer, instead of --user/--group and a token kubeleash makes (tools are listed
+    /// and calls decided for the identity each token proves).
+    #[arg(long, value_name = "URL", requires_all = ["listen", "oidc_audience", "oidc_jwks"], conflicts_with_all = ["user", "groups", "agent_token_file"])]
+    oidc_issuer: Option<String>,
+    /// The audience the tokens must carry.
+    #[arg(long, value_name = "AUD", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// The issuer's keys (a JWKS file).
+    #[arg(long, value_name = "FILE", requires = "oidc_issuer")]
+    oidc_jwks: Option<PathBuf>,
+    /// The claim holding the user name.
+    #[arg(long, value_name = "NAME", default_value = "sub")]
+    user_claim: String,
+    /// The claim holding the groups.
+    #[arg(long, value_name = "NAME", default_value = "groups")]
+    groups_claim: String,
     /// The namespace tools work in when a call names none (default: the kubeconfig context's).
     #[arg(long, value_name = "NAME")]
     namespace: Option<String>,
@@ -86,10 +103,12 @@ pub struct Args {
     /// Enforce the policy, or only observe (record what it would do, let everything through).
     #[arg(long, value_enum, default_value = "enforce")]
     mode: ModeArg,
-    /// Serve streamable HTTP at http://ADDR/mcp (loopback only) instead of stdio.
-    #[arg(long, value_name = "ADDR", requires = "agent_token_file")]
+    /// Serve streamable HTTP at http://ADDR/mcp (loopback only) instead of stdio; give
+    /// --agent-token-file or --oidc-issuer, which say how the agent proves itself.
+    #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// With --listen: write the bearer token every HTTP request must carry here (0600).
+    /// With --listen: write the bearer token every HTTP request must carry here (0600), for
+    /// the identity --user/--group name.
     #[arg(long, value_name = "FILE", requires = "listen")]
     agent_token_file: Option<PathBuf>,
 }
@@ -121,12 +140,40 @@ pub fn run(a: Args) -> ExitCode {
         eprintln!("error: --namespace `{ns}` is not a namespace name");
         return ExitCode::from(USAGE);
     }
+    if a.listen.is_some() && a.agent_token_file.is_none() && a.oidc_issuer.is_none() {
+        eprintln!(
+            "error: over HTTP the agent proves itself to kubeleash: give --agent-token-file FILE (kubeleash makes a token and writes it there) or --oidc-issuer (the agent's own OIDC token)"
+        );
+        return ExitCode::from(USAGE);
+    }
+    let door = match &a.oidc_issuer {
+        Some(issuer) => match crate::proxy::Oidc::new(
+            a.oidc_jwks.as_deref().unwrap_or(std::path::Path::new("")),
+            issuer.clone(),
+            a.oidc_audience.clone().unwrap_or_default(),
+            a.user_claim.clone(),
+            a.groups_claim.clone(),
+        ) {
+            Ok(o) => Some(std::sync::Arc::new(o)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(USAGE);
+            }
+        },
+        None => None,
+    };
+    let fixed = door.is_none().then(|| {
+        Identity::new(
+            a.user.clone().unwrap_or_else(|| "agent".into()),
+            a.groups.clone(),
+        )
+    });
     let setup = engine::Setup {
         policy: a.policy.clone(),
         kubeconfig: a.kubeconfig.clone(),
         context: a.context.clone(),
         upstream: None,
-        identity: Identity::new(a.user.clone(), a.groups.clone()),
+        identity: fixed,
         record: a.record.clone(),
         record_bodies: a.record_bodies,
         approvals,
@@ -149,16 +196,25 @@ pub fn run(a: Args) -> ExitCode {
         let engine = engine::Engine::start(setup).await?;
         let server = handler::Server::new(engine);
         tokio::spawn(watch_policy(server.clone(), a.policy.clone()));
-        match (a.listen, &a.agent_token_file) {
-            (Some(listen), Some(token_file)) => {
+        match a.listen {
+            Some(listen) => {
                 let l = http_front::bind(listen).await?;
-                let token = AgentToken::generate()?;
-                write_private(token_file, token.secret()).map_err(|e| {
-                    format!(
-                        "cannot write the agent's token to `{}`: {e}",
-                        token_file.display()
-                    )
-                })?;
+                let door = match (door, &a.agent_token_file) {
+                    (Some(oidc), _) => http_front::Door::Oidc(oidc),
+                    (None, Some(token_file)) => {
+                        let token = AgentToken::generate()?;
+                        write_private(token_file, token.secret()).map_err(|e| {
+                            format!(
+                                "cannot write the agent's token to `{}`: {e}",
+                                token_file.display()
+                            )
+                        })?;
+                        http_front::Door::Token(token)
+                    }
+                    (None, None) => {
+                        return Err("--listen needs --agent-token-file or --oidc-issuer".into());
+                    }
+                };
                 println!("listening on http://{}{}", l.addr, http_front::PATH);
                 let stop = CancellationToken::new();
                 let signalled = stop.clone();
@@ -166,10 +222,10 @@ pub fn run(a: Args) -> ExitCode {
                     shutdown_signal().await;
                     signalled.cancel();
                 });
-                http_front::serve(l, server.clone(), token, stop).await;
+                http_front::serve(l, server.clone(), door, stop).await;
                 Ok::<_, String>(server)
             }
-            _ => {
+            None => {
                 let running = server
                     .clone()
                     .serve(rmcp::transport::stdio())

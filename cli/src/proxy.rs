@@ -12,7 +12,7 @@
 pub(crate) mod access;
 mod agent_config;
 mod limits;
-mod oidc;
+pub(crate) mod oidc;
 mod server;
 mod tls;
 mod tunnels;
@@ -29,6 +29,7 @@ use limits::Limits;
 
 pub(crate) use access::{Access, AgentToken};
 pub use agent_config::write_private;
+pub(crate) use oidc::Oidc;
 pub use server::{Approvals, IdentityConfig, ProxyConfig, start};
 pub(crate) use server::{approver, connect, connect_failed, load_policy, open_recorder};
 

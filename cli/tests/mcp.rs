@@ -208,8 +208,12 @@ impl Session {
         self.stdin.flush().unwrap();
     }
 
-    /// The answer to the request with `id`, within 60 s.
+    /// The answer to the request with `id`, within 60 s (kept aside if it came while another
+    /// was awaited).
     fn answer(&mut self, id: u64) -> Value {
+        if let Some(i) = self.notes.iter().position(|m| m["id"] == json!(id)) {
+            return self.notes.remove(i);
+        }
         loop {
             let m = self
                 .from
@@ -1077,4 +1081,272 @@ fn over_http_only_the_agent_with_the_token_gets_in() {
     let (code, out) = send(evil);
     assert_eq!(code, 403, "DNS rebinding: {out}");
     assert!(!out.contains(token.trim()), "a refusal quotes the token");
+}
+
+/// One JSON-RPC exchange over streamable HTTP: the status, the session id the server gave (if
+/// any), and the JSON-RPC message answering `id` (from a JSON body or an event stream).
+fn rpc(addr: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Option<String>, Value) {
+    let body = body.to_string();
+    let mut hs: Vec<(&str, &str)> = vec![
+        ("Host", addr),
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+    hs.extend_from_slice(headers);
+    let (code, raw) = http(addr, &hs, &body);
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let session = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("mcp-session-id:")
+            .then(|| l.split_once(':').map(|(_, v)| v.trim().to_string()))
+            .flatten()
+    });
+    let answer = rest
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<Value>(l.strip_prefix("data:").unwrap_or(l).trim()).ok()
+        })
+        .find(|m| m.get("id").is_some())
+        .unwrap_or(Value::Null);
+    (code, session, answer)
+}
+
+/// A token for `sub` in `groups`, signed by the test issuer's key (cli/src/proxy/testdata).
+fn oidc_token(sub: &str, groups: &[&str], exp_from_now: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"iss": "https://issuer.example", "aud": "kubeleash", "sub": sub, "groups": groups, "exp": now + exp_from_now});
+    let key = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/proxy/testdata/rsa_a.pem"
+    ))
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("test".into());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn over_http_with_oidc_each_token_gets_its_own_tools_and_decisions() {
+    let w = world("oidc", Backend::Sandbox);
+    let public: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/proxy/testdata/public.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "test", "alg": "RS256", "use": "sig", "n": public["rsa_a"]["n"], "e": public["rsa_a"]["e"]}]});
+    let jwks_path = w.home.join("jwks.json");
+    std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+    // Agents read config maps in dev; ops may also delete them.
+    let p = w.policy(
+        "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: agents-read, effect: allow, subjects: {groups: [ai-agents, ops]}, verbs: [get, list], resources: [configmaps], namespaces: [dev]}\n    - {name: ops-delete, effect: allow, subjects: {groups: [ops]}, verbs: [delete], resources: [configmaps], namespaces: [dev]}\n    - {name: discovery, effect: allow, verbs: [get], nonResourceURLs: [/api, \"/api/*\", /apis, \"/apis/*\"]}\n",
+    );
+    let args: Vec<String> = [
+        "mcp",
+        "--policy",
+        p.to_str().unwrap(),
+        "--kubeconfig",
+        w.operator.to_str().unwrap(),
+        "--namespace",
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--oidc-issuer",
+        "https://issuer.example",
+        "--oidc-audience",
+        "kubeleash",
+        "--oidc-jwks",
+        jwks_path.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_guard, url) = process::serve(&args, Some(&w.home.join("oidc.stderr")));
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let session_for = |token: &str| -> (String, String) {
+        let bearer = format!("Bearer {token}");
+        let (code, session, init) = rpc(
+            &addr,
+            &[("Authorization", &bearer)],
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        );
+        assert_eq!(code, 200, "{init}");
+        let session = session.expect("a session id");
+        let (code, _, _) = rpc(
+            &addr,
+            &[("Authorization", &bearer), ("Mcp-Session-Id", &session)],
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        );
+        assert!(code == 202 || code == 200, "{code}");
+        (bearer, session)
+    };
+    let call = |who: &(String, String), method: &str, params: Value| -> Value {
+        let (code, _, answer) = rpc(
+            &addr,
+            &[("Authorization", &who.0), ("Mcp-Session-Id", &who.1)],
+            &json!({"jsonrpc": "2.0", "id": 2, "method": method, "params": params}),
+        );
+        assert_eq!(code, 200, "{answer}");
+        answer
+    };
+    let agent = session_for(&oidc_token("agent-7", &["ai-agents"], 600));
+    let ops = session_for(&oidc_token("ops-1", &["ops"], 600));
+    let tools = |who| {
+        names(
+            call(who, "tools/list", json!({}))["result"]["tools"]
+                .as_array()
+                .unwrap(),
+        )
+    };
+    assert!(
+        !tools(&agent).contains(&"delete".to_string()),
+        "{:?}",
+        tools(&agent)
+    );
+    assert!(
+        tools(&ops).contains(&"delete".to_string()),
+        "{:?}",
+        tools(&ops)
+    );
+    let (ok, out) = w.kubectl(&["create", "configmap", "mcp-oidc", "-n", "dev"]);
+    assert!(ok, "{out}");
+    let del =
+        json!({"name": "delete", "arguments": {"resource": "configmaps", "name": "mcp-oidc"}});
+    let refused = call(&agent, "tools/call", del.clone());
+    assert_eq!(refused["result"]["isError"], json!(true), "{refused}");
+    let (ok, _) = w.kubectl(&["get", "configmap", "mcp-oidc", "-n", "dev"]);
+    assert!(ok, "the agent's refused delete deleted it");
+    let done = call(&ops, "tools/call", del);
+    assert_ne!(done["result"]["isError"], json!(true), "{done}");
+    let (ok, _) = w.kubectl(&["get", "configmap", "mcp-oidc", "-n", "dev"]);
+    assert!(!ok, "ops could not delete it");
+    // A session is no identity: another token in the agent's session is decided as its own,
+    // and a token that proves nothing gets nowhere.
+    let swapped = (ops.0.clone(), agent.1.clone());
+    assert!(tools(&swapped).contains(&"delete".to_string()));
+    for bad in [oidc_token("agent-7", &["ops"], -600), "not-a-token".into()] {
+        let (code, _, answer) = rpc(
+            &addr,
+            &[
+                ("Authorization", &format!("Bearer {bad}")),
+                ("Mcp-Session-Id", &agent.1),
+            ],
+            &json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}),
+        );
+        assert_eq!(code, 401, "{answer}");
+    }
+}
+
+#[test]
+fn each_held_call_is_told_the_approval_of_its_own_request() {
+    let w = world("ids", Backend::Sandbox);
+    let p = w.policy(
+        "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {name: config-needs-a-human, effect: approve, verbs: [patch], resources: [configmaps], namespaces: [dev]}\n    - {name: discovery, effect: allow, verbs: [get], nonResourceURLs: [/api, \"/api/*\", /apis, \"/apis/*\"]}\n",
+    );
+    let socket = w.home.join("approvals.sock");
+    let mut s = Session::start(
+        &w,
+        &p,
+        &[
+            "--approvals",
+            "socket",
+            "--approvals-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    // Three calls on one object: two different changes, and the first again (which waits on
+    // the first's answer rather than asking a second time).
+    let calls = [("a", "first"), ("b", "second"), ("c", "first")];
+    for (i, (token, which)) in calls.iter().enumerate() {
+        s.send(&json!({"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call", "params": {
+            "name": "patch",
+            "arguments": {"resource": "configmaps", "name": "app-config", "type": "merge", "patch": {"metadata": {"labels": {"which": which}}}},
+            "_meta": {"progressToken": token},
+        }}));
+        // One at a time, so that "c" comes after "a" is held.
+        if *token != "c" {
+            held_listing(&socket, &format!("\"which\":\"{which}\""));
+        }
+    }
+    let mut told: std::collections::HashMap<String, String> = Default::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(told.contains_key("a") && told.contains_key("b")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not told: {told:?} {:?}",
+            s.notes
+        );
+        let Ok(m) = s.from.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        assert!(m.get("id").is_none(), "answered before anyone did: {m}");
+        if m["method"] == "notifications/progress" {
+            let token = m["params"]["progressToken"].as_str().unwrap().to_string();
+            let msg = m["params"]["message"].as_str().unwrap();
+            if let Some(id) = msg
+                .split_whitespace()
+                .find(|w| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                told.entry(token).or_insert_with(|| id.to_string());
+            }
+        }
+    }
+    // Each id is the one whose held request carries that call's own change.
+    for (token, which) in [("a", "first"), ("b", "second")] {
+        let held = held_listing(&socket, &format!("\"which\":\"{which}\""));
+        assert_eq!(
+            held["id"].as_str(),
+            Some(told[token].as_str()),
+            "{token}: {held}"
+        );
+    }
+    assert!(
+        !told.contains_key("c") || told["c"] == told["a"],
+        "{told:?}"
+    );
+    answer(&socket, &["deny", &told["a"], "--reason", "no"]);
+    answer(&socket, &["deny", &told["b"], "--reason", "no"]);
+    for id in [100, 101, 102] {
+        let a = s.answer(id);
+        assert_eq!(a["result"]["isError"], json!(true), "{a}");
+    }
+    s.close();
+}
+
+/// The held request (`kubeleash approvals list --json`) whose body mentions `needle`, within 60 s.
+fn held_listing(socket: &Path, needle: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_kubeleash"))
+            .args(["approvals", "list", "--json", "--socket"])
+            .arg(socket)
+            .output()
+            .unwrap();
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if let Some(h) = listed["pending"].as_array().and_then(|a| {
+            a.iter()
+                .find(|h| h["body"].as_str().is_some_and(|b| b.contains(needle)))
+        }) {
+            return h.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no held body mentions {needle}: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -205,7 +205,7 @@ impl Effect {
 }
 
 /// Who sent a request: a user name and groups, as a policy's `subjects` match them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Identity {
     /// The user name.
     pub user: String,

@@ -123,6 +123,43 @@ pub enum Answer {
     },
 }
 
+/// Learn the approval id of a request when the layer holds it for a person: put one in the
+/// request's extensions, and it is called with the id just before the approver is asked (in
+/// blocking mode; non-blocking answers carry the id themselves). The call is made from the
+/// request's own task and must not block. A request that waits on the answer to an identical
+/// request held before it is not told an id: the one it waits on is another request's.
+///
+/// ```
+/// use kubeleash_tower::OnHold;
+///
+/// let (tx, rx) = std::sync::mpsc::channel::<String>();
+/// let tx = std::sync::Mutex::new(tx);
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(OnHold::new(move |id| {
+///     let _ = tx.lock().map(|t| t.send(id.to_string()));
+/// }));
+/// # drop(rx);
+/// ```
+#[derive(Clone)]
+pub struct OnHold(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl OnHold {
+    /// Call `tell` with the approval id when the request is held.
+    pub fn new(tell: impl Fn(&str) + Send + Sync + 'static) -> OnHold {
+        OnHold(Arc::new(tell))
+    }
+
+    pub(crate) fn tell(&self, id: &str) {
+        (self.0)(id)
+    }
+}
+
+impl std::fmt::Debug for OnHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnHold")
+    }
+}
+
 /// Decides held requests: a person behind a terminal, a socket, a chat bot, a webhook.
 #[async_trait::async_trait]
 pub trait Approver: Send + Sync {

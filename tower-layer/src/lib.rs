@@ -117,7 +117,8 @@ pub mod signature;
 mod status;
 
 pub use approval::{
-    Answer, ApprovalRequest, Approver, DryRun, MAX_GRANTS, MAX_SHOWN_BODY, MAX_WINDOW, same_user,
+    Answer, ApprovalRequest, Approver, DryRun, MAX_GRANTS, MAX_SHOWN_BODY, MAX_WINDOW, OnHold,
+    same_user,
 };
 pub use body::{BoxError, KubeleashBody};
 pub use bounded::{BodyBudget, BoundedReadError, BudgetShare};

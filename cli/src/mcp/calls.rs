@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use http::Method;
+use kubeleash_core::policy::Identity;
 use serde_json::{Map, Value, json};
 
 use super::args::{Args, check_name, check_namespace, quoted};
@@ -30,6 +31,8 @@ impl Done {
 /// What a call runs with.
 pub struct Ctx<'a> {
     pub engine: &'a Engine,
+    /// Who the call is from.
+    pub caller: Identity,
     pub discovery: &'a Discovery,
     pub progress: Option<&'a Progress>,
 }
@@ -37,7 +40,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Send `call`; an answer that is not a success is the tool's error.
     async fn ok(&self, call: Call, doing: &str) -> Result<Reply, ToolError> {
-        let reply = send(self.engine, &call, self.progress).await?;
+        let reply = send(self.engine, &self.caller, &call, self.progress).await?;
         if reply.status.is_success() {
             Ok(reply)
         } else {
@@ -85,7 +88,7 @@ async fn object(
     let ns = ctx.namespace(a.namespace("namespace")?).to_string();
     let r = ctx
         .discovery
-        .resolve(ctx.engine, word, a.word("apiVersion")?)
+        .resolve(ctx.engine, &ctx.caller, word, a.word("apiVersion")?)
         .await?;
     let path = format!("{}/{name}", r.collection(Some(&ns)));
     Ok((r, path, name.to_string(), ns))
@@ -150,7 +153,7 @@ async fn list(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErro
         .ok_or_else(|| ToolError::invalid("`resource` is required"))?;
     let r = ctx
         .discovery
-        .resolve(ctx.engine, word, a.word("apiVersion")?)
+        .resolve(ctx.engine, &ctx.caller, word, a.word("apiVersion")?)
         .await?;
     let all = a.flag("allNamespaces")?;
     let ns = ctx.namespace(a.namespace("namespace")?).to_string();
@@ -188,7 +191,10 @@ async fn events(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolEr
         selector.push(format!("involvedObject.namespace={ns}"));
     }
     if let Some(word) = a.word("resource")? {
-        let r = ctx.discovery.resolve(ctx.engine, word, None).await?;
+        let r = ctx
+            .discovery
+            .resolve(ctx.engine, &ctx.caller, word, None)
+            .await?;
         selector.push(format!("involvedObject.kind={}", r.kind));
     }
     let q = query(&[(
@@ -277,17 +283,35 @@ async fn logs(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErro
     })
 }
 
-/// A JSON or YAML text (or an already parsed value) as JSON values, one per document.
+/// The most objects one `apply` call applies: each is a request, and its answer is held until
+/// the call ends.
+const MAX_DOCUMENTS: usize = 100;
+
+/// A manifest's objects: a JSON object (a `kind: List`'s items), or YAML documents.
+fn manifest_objects(text: &str) -> Result<Vec<Value>, ToolError> {
+    let docs = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(ref o)) if o.get("kind").and_then(Value::as_str) == Some("List") => o
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+        Ok(v) => vec![v],
+        Err(_) => documents(text)?,
+    };
+    if docs.len() > MAX_DOCUMENTS {
+        return Err(ToolError::invalid(format!(
+            "the manifest holds {} objects; one call applies at most {MAX_DOCUMENTS}: split it",
+            docs.len()
+        )));
+    }
+    Ok(docs)
+}
+
+/// A JSON or YAML text as JSON values, one per document, as written (a `kind: List` stays one
+/// document).
 fn documents(text: &str) -> Result<Vec<Value>, ToolError> {
     if let Ok(v) = serde_json::from_str::<Value>(text) {
-        return Ok(match v {
-            Value::Object(ref o) if o.get("kind").and_then(Value::as_str) == Some("List") => o
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-            v => vec![v],
-        });
+        return Ok(vec![v]);
     }
     // YAML 1.2's booleans (true and false only): `data: {answer: y}` keeps its string, where
     // YAML 1.1 would make it a boolean the API server refuses.
@@ -316,7 +340,7 @@ async fn apply(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
         .text("manifest")?
         .ok_or_else(|| ToolError::invalid("`manifest` is required"))?;
     let given_ns = a.namespace("namespace")?;
-    let docs = documents(text)?;
+    let docs = manifest_objects(text)?;
     if docs.is_empty() {
         return Err(ToolError::invalid("the manifest holds no object"));
     }
@@ -334,7 +358,7 @@ async fn apply(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
         check_name(&format!("{at}'s metadata.name"), &name)?;
         let r = ctx
             .discovery
-            .resolve(ctx.engine, &kind, Some(&api_version))
+            .resolve(ctx.engine, &ctx.caller, &kind, Some(&api_version))
             .await?;
         let ns = if r.namespaced {
             let own = s("/metadata/namespace");
@@ -370,7 +394,9 @@ async fn apply(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
         };
         let what = format!("{}/{name}", r.qualified());
         match ctx.ok(call, &format!("apply {what}")).await {
-            Ok(reply) => applied.push(trimmed(parse(&reply)?)),
+            // What kubectl prints of each (`configmap/x serverside-applied`), not the whole
+            // object: a call's answer stays small however many objects it applies.
+            Ok(reply) => applied.push(summary(&parse(&reply)?)),
             Err(e) if applied.is_empty() => return Err(e),
             Err(e) => {
                 return Err(with_note(
@@ -384,6 +410,22 @@ async fn apply(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
         }
     }
     Ok(Done::json(json!({ "applied": applied })))
+}
+
+/// An applied object in a few fields, in an object's shape: what it is, where, and its new
+/// version.
+fn summary(o: &Value) -> Value {
+    let mut metadata = serde_json::Map::new();
+    for k in ["name", "namespace", "uid", "resourceVersion", "generation"] {
+        if let Some(v) = o.pointer(&format!("/metadata/{k}")) {
+            metadata.insert(k.into(), v.clone());
+        }
+    }
+    json!({
+        "apiVersion": o.get("apiVersion").cloned().unwrap_or(Value::Null),
+        "kind": o.get("kind").cloned().unwrap_or(Value::Null),
+        "metadata": metadata,
+    })
 }
 
 fn with_note(e: ToolError, note: &str) -> ToolError {
@@ -603,13 +645,17 @@ async fn can_i(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
     // the server does not serve is asked about as written (the answer is the policy's either
     // way).
     let group_given = a.word("apiGroup")?;
-    let all = ctx.discovery.all(ctx.engine).await?;
+    let all = ctx.discovery.all(ctx.engine, &ctx.caller).await?;
     let found = match group_given {
         Some(g) => all
             .iter()
             .find(|r| r.group == g && (r.name == word || r.kind.eq_ignore_ascii_case(word)))
             .cloned(),
-        None => ctx.discovery.resolve(ctx.engine, word, None).await.ok(),
+        None => ctx
+            .discovery
+            .resolve(ctx.engine, &ctx.caller, word, None)
+            .await
+            .ok(),
     };
     let (group, resource, namespaced) = match (found, group_given) {
         (Some(r), _) => (r.group, r.name, r.namespaced),
@@ -671,7 +717,7 @@ async fn can_i(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<Done, ToolErr
 }
 
 async fn api_resources(ctx: &Ctx<'_>) -> Result<Done, ToolError> {
-    let all = ctx.discovery.all(ctx.engine).await?;
+    let all = ctx.discovery.all(ctx.engine, &ctx.caller).await?;
     let rows: Vec<Value> = all
         .iter()
         .map(|r| {

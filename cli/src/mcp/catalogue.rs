@@ -123,7 +123,8 @@ pub const TOOLS: &[Spec] = &[
         name: "apply",
         title: "Apply a manifest",
         description: "Create or update objects from a YAML or JSON manifest (one or more documents) by server-side apply, as `kubectl apply --server-side`. With dryRun the API server checks it and changes nothing.",
-        verbs: &["patch", "create"],
+        // Server-side apply is a PATCH, whether the object exists or not.
+        verbs: &["patch"],
         targets: &[],
         read_only: false,
         destructive: true,

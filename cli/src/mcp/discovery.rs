@@ -3,9 +3,11 @@
 //! requests go through the layer like any other (the policy must allow them, as it must for
 //! kubectl), once a session and again when a name is not found (a CRD installed since).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kubeleash_core::policy::Identity;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -72,22 +74,41 @@ impl Resource {
 /// How long a fetched catalogue is trusted before a miss fetches it again.
 const FRESH: Duration = Duration::from_secs(30);
 
-/// The session's catalogue, fetched when first needed.
+/// The catalogue, fetched for each caller when first needed (what discovery shows is decided
+/// per identity like any request: one caller's catalogue is never another's answer).
 #[derive(Default)]
 pub struct Discovery {
-    cached: Mutex<Option<(Instant, Arc<Vec<Resource>>)>>,
+    cached: Mutex<HashMap<Identity, Fetched>>,
 }
+
+/// A caller's catalogue and when it was fetched.
+type Fetched = (Instant, Arc<Vec<Resource>>);
+
+/// Callers whose catalogue is kept at once; past it the oldest is fetched again when needed.
+const CALLERS: usize = 64;
 
 impl Discovery {
     /// Every resource served (subresources left out), core first, then groups in the server's
     /// order of preference.
-    pub async fn all(&self, engine: &Engine) -> Result<Arc<Vec<Resource>>, ToolError> {
-        let mut cached = self.cached.lock().await;
-        if let Some((_, all)) = cached.as_ref() {
+    pub async fn all(
+        &self,
+        engine: &Engine,
+        caller: &Identity,
+    ) -> Result<Arc<Vec<Resource>>, ToolError> {
+        if let Some((_, all)) = self.cached.lock().await.get(caller) {
             return Ok(Arc::clone(all));
         }
-        let all = Arc::new(fetch(engine).await?);
-        *cached = Some((Instant::now(), Arc::clone(&all)));
+        let all = Arc::new(fetch(engine, caller).await?);
+        let mut cached = self.cached.lock().await;
+        if cached.len() >= CALLERS
+            && let Some(oldest) = cached
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(id, _)| id.clone())
+        {
+            cached.remove(&oldest);
+        }
+        cached.insert(caller.clone(), (Instant::now(), Arc::clone(&all)));
         Ok(all)
     }
 
@@ -96,21 +117,24 @@ impl Discovery {
     pub async fn resolve(
         &self,
         engine: &Engine,
+        caller: &Identity,
         word: &str,
         api_version: Option<&str>,
     ) -> Result<Resource, ToolError> {
-        let all = self.all(engine).await?;
+        let all = self.all(engine, caller).await?;
         if let Some(r) = pick(&all, word, api_version)? {
             return Ok(r);
         }
         // Not found: a CRD may have been installed since the catalogue was fetched.
         let stale = {
             let cached = self.cached.lock().await;
-            cached.as_ref().is_some_and(|(at, _)| at.elapsed() > FRESH)
+            cached
+                .get(caller)
+                .is_some_and(|(at, _)| at.elapsed() > FRESH)
         };
         if stale {
-            *self.cached.lock().await = None;
-            let all = self.all(engine).await?;
+            self.cached.lock().await.remove(caller);
+            let all = self.all(engine, caller).await?;
             if let Some(r) = pick(&all, word, api_version)? {
                 return Ok(r);
             }
@@ -154,11 +178,11 @@ fn pick(
 }
 
 /// Fetch the catalogue: `/api/v1`, `/apis`, and each group's preferred version.
-async fn fetch(engine: &Engine) -> Result<Vec<Resource>, ToolError> {
+async fn fetch(engine: &Engine, caller: &Identity) -> Result<Vec<Resource>, ToolError> {
     let mut out = Vec::new();
-    let core = get_json(engine, "/api/v1").await?;
+    let core = get_json(engine, caller, "/api/v1").await?;
     add(&mut out, "", "v1", &core);
-    let groups = get_json(engine, "/apis").await?;
+    let groups = get_json(engine, caller, "/apis").await?;
     for g in groups
         .get("groups")
         .and_then(Value::as_array)
@@ -178,7 +202,7 @@ async fn fetch(engine: &Engine) -> Result<Vec<Resource>, ToolError> {
             continue;
         }
         // A group the policy does not let the agent discover is left out, not fatal.
-        match get_json(engine, &format!("/apis/{gv}")).await {
+        match get_json(engine, caller, &format!("/apis/{gv}")).await {
             Ok(list) => add(&mut out, group, version, &list),
             Err(_) => continue,
         }
@@ -240,9 +264,9 @@ fn add(out: &mut Vec<Resource>, group: &str, version: &str, list: &Value) {
     }
 }
 
-async fn get_json(engine: &Engine, path: &str) -> Result<Value, ToolError> {
+async fn get_json(engine: &Engine, caller: &Identity, path: &str) -> Result<Value, ToolError> {
     let reply = engine
-        .send(&Call::get(path.to_string()), None)
+        .send(caller, &Call::get(path.to_string()), None)
         .await
         .map_err(ToolError::failed)?;
     if !reply.status.is_success() {

@@ -3,7 +3,7 @@
 //! record), so a tool call is decided as the requests it amounts to, and nothing of the
 //! operator's credential is ever in reach of what a tool returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,11 +12,8 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use kubeleash_core::policy::Identity;
-use kubeleash_tower::{
-    Answer, ApprovalMode, ApprovalRequest, Approver, JsonlRecorder, KubeleashLayer, Mode,
-    PolicyHandle,
-};
-use tokio::sync::oneshot;
+use kubeleash_tower::{ApprovalMode, JsonlRecorder, KubeleashLayer, Mode, OnHold, PolicyHandle};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::approvals::SocketApprover;
 use crate::proxy::{Approvals, approver, connect, connect_failed, load_policy, open_recorder};
@@ -25,6 +22,20 @@ use crate::proxy::{Approvals, approver, connect, connect_failed, load_policy, op
 /// narrow the question, rather than hand an agent a truncated object.
 pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
 
+/// Answers held in memory at once, over all calls: with [`MAX_ANSWER`] and the copies a tool
+/// makes (parsed, serialised twice), this bounds what the agent can make kubeleash hold.
+const ANSWERS_AT_ONCE: usize = 8;
+
+/// Who sent a call: the identity the layer decides it for (set on every request the engine
+/// sends; a verified OIDC identity over HTTP, else the one from `--user`/`--group`).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Identity);
+
+/// Set when a request went past the layer to the API server: an answer to a request that did
+/// not is the layer's own (a refusal, a hold), whatever its text says.
+#[derive(Clone, Default)]
+struct Reached(Arc<AtomicBool>);
+
 /// What the engine is built from (`kubeleash mcp`'s flags).
 pub struct Setup {
     pub policy: std::path::PathBuf,
@@ -32,7 +43,9 @@ pub struct Setup {
     pub context: Option<String>,
     /// A plain-HTTP upstream with no credential instead of a kubeconfig (tests, the demo).
     pub upstream: Option<String>,
-    pub identity: Identity,
+    /// The identity of every call (`--user`/`--group`); `None` when each HTTP request proves
+    /// its own (OIDC), carried as a [`Caller`].
+    pub identity: Option<Identity>,
     pub record: Option<std::path::PathBuf>,
     pub record_bodies: Option<usize>,
     pub approvals: Approvals,
@@ -73,19 +86,23 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The request reached the API server: the answer is the server's, not the layer's.
+    pub reached: bool,
+    /// This answer's share of [`ANSWERS_AT_ONCE`], held while the tool uses it.
+    _room: OwnedSemaphorePermit,
 }
 
 /// The guarded client and what the tools need to know about it.
 pub struct Engine {
     client: kube::Client,
     policy: PolicyHandle,
-    identity: Identity,
+    identity: Option<Identity>,
     mode: Mode,
     namespace: String,
     approvals: bool,
     approval_mode: ApprovalMode,
     approval_timeout: Duration,
-    announcer: Arc<Announcer>,
+    answers: Arc<Semaphore>,
     recorder: Option<Arc<JsonlRecorder>>,
     /// Kept open for as long as the engine: `kubeleash approvals` talks to it.
     _socket: Option<Arc<SocketApprover>>,
@@ -97,17 +114,18 @@ impl Engine {
         let policy = load_policy(&s.policy)?;
         let recorder = open_recorder(s.record.as_deref(), s.record_bodies)?;
         let (chosen, socket) = approver(&s.approvals)?;
-        let announcer = Arc::new(Announcer {
-            inner: chosen.clone(),
-            waiting: Mutex::default(),
-        });
+        // Every request the engine sends carries its caller; one without is refused (401).
         let mut layer = KubeleashLayer::new(policy)
-            .identity(s.identity.clone())
+            .identity_from(|parts| match parts.extensions.get::<Caller>() {
+                Some(Caller(id)) => Ok(id.clone()),
+                None => Err("the call carries no identity".into()),
+            })
             .mode(s.mode)
             .approval_timeout(s.approval_timeout)
             .approval_mode(s.approval_mode);
-        if chosen.is_some() {
-            layer = layer.approver(Arc::clone(&announcer));
+        let approvals = chosen.is_some();
+        if let Some(a) = chosen {
+            layer = layer.approver(a);
         }
         if let Some(r) = &recorder {
             layer = layer.recorder(Arc::clone(r));
@@ -122,9 +140,17 @@ impl Engine {
             .namespace
             .clone()
             .unwrap_or_else(|| upstream.default_namespace().to_string());
+        // Under the layer: what goes on to the API server is marked as having reached it.
+        let reached = tower::util::MapRequestLayer::new(|req: Request<kube::client::Body>| {
+            if let Some(r) = req.extensions().get::<Reached>() {
+                r.0.store(true, Ordering::Release);
+            }
+            req
+        });
         let client = upstream
             .client_builder()
             .map_err(connect_failed)?
+            .with_layer(&reached)
             .with_layer(&layer)
             .build();
         Ok(Engine {
@@ -133,10 +159,10 @@ impl Engine {
             identity: s.identity,
             mode: s.mode,
             namespace,
-            approvals: chosen.is_some(),
+            approvals,
             approval_mode: s.approval_mode,
             approval_timeout: s.approval_timeout,
-            announcer,
+            answers: Arc::new(Semaphore::new(ANSWERS_AT_ONCE)),
             recorder,
             _socket: socket,
         })
@@ -146,8 +172,9 @@ impl Engine {
         &self.policy
     }
 
-    pub fn identity(&self) -> &Identity {
-        &self.identity
+    /// The fixed identity (`--user`/`--group`), if calls do not prove their own.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     pub fn mode(&self) -> Mode {
@@ -173,9 +200,11 @@ impl Engine {
         self.approval_timeout
     }
 
-    /// Send `call` through the layer; `held` learns the approval's id if a person is asked.
+    /// Send `call` from `caller` through the layer; `held` learns the approval's id if a person
+    /// is asked.
     pub async fn send(
         &self,
+        caller: &Identity,
         call: &Call,
         held: Option<oneshot::Sender<String>>,
     ) -> Result<Reply, String> {
@@ -207,15 +236,22 @@ impl Engine {
             .body(kube::client::Body::from(call.body.clone()))
             .map_err(|e| format!("cannot build the request `{}`: {e}", call.target))?;
         let key = format!("{} {}", call.method, call.target);
-        let waiting = held.map(|tx| self.announcer.wait(&key, tx));
         let note = kubeleash_connect::Note::default();
+        let reached = Reached::default();
         let mut req = req;
         req.extensions_mut().insert(note.clone());
-        let sent = self.client.send(req).await;
-        if let Some(w) = waiting {
-            self.announcer.forget(&key, w);
+        req.extensions_mut().insert(reached.clone());
+        req.extensions_mut().insert(Caller(caller.clone()));
+        if let Some(tx) = held {
+            // The layer tells this very request's approval id, from the request's own task.
+            let tx = Mutex::new(Some(tx));
+            req.extensions_mut().insert(OnHold::new(move |id| {
+                if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = tx.send(id.to_string());
+                }
+            }));
         }
-        let resp = sent.map_err(|e| {
+        let resp = self.client.send(req).await.map_err(|e| {
             let told = kubeleash_connect::sanitize(&key, &e);
             eprintln!("kubeleash mcp: {}", told.operator);
             told.agent
@@ -228,6 +264,10 @@ impl Engine {
             eprintln!("kubeleash mcp: upstream error on {key}: {detail}");
         }
         let (parts, body) = resp.into_parts();
+        let room = Arc::clone(&self.answers)
+            .acquire_owned()
+            .await
+            .map_err(|_| "kubeleash mcp is shutting down".to_string())?;
         let body = Limited::new(body, MAX_ANSWER)
             .collect()
             .await
@@ -248,6 +288,8 @@ impl Engine {
             status: parts.status,
             headers: parts.headers,
             body,
+            reached: reached.0.load(Ordering::Acquire),
+            _room: room,
         })
     }
 
@@ -256,63 +298,6 @@ impl Engine {
     pub fn close(&self) {
         if let Some(r) = &self.recorder {
             r.close();
-        }
-    }
-}
-
-/// The approver the layer asks: it tells the tool call whose request is held the approval's
-/// id (for its progress notifications), then asks the real approver.
-struct Announcer {
-    inner: Option<Arc<dyn Approver>>,
-    /// Tool calls waiting to learn an id, by `METHOD target`, first come first told.
-    waiting: Mutex<HashMap<String, VecDeque<Waiter>>>,
-}
-
-/// A tool call waiting to learn its approval's id: its number, and where to tell it.
-type Waiter = (u64, oneshot::Sender<String>);
-
-static NEXT_WAITER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-impl Announcer {
-    fn wait(&self, key: &str, tx: oneshot::Sender<String>) -> u64 {
-        let n = NEXT_WAITER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        w.entry(key.to_string()).or_default().push_back((n, tx));
-        n
-    }
-
-    fn forget(&self, key: &str, n: u64) {
-        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(q) = w.get_mut(key) {
-            q.retain(|(m, _)| *m != n);
-            if q.is_empty() {
-                w.remove(key);
-            }
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Approver for Announcer {
-    async fn approve(&self, request: ApprovalRequest) -> Answer {
-        let key = format!("{} {}", request.method, request.target);
-        let told = {
-            let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            let told = w.get_mut(&key).and_then(VecDeque::pop_front);
-            if w.get(&key).is_some_and(VecDeque::is_empty) {
-                w.remove(&key);
-            }
-            told
-        };
-        if let Some((_, tx)) = told {
-            let _ = tx.send(request.id.clone());
-        }
-        match &self.inner {
-            Some(a) => a.approve(request).await,
-            None => Answer::Deny {
-                by: "kubeleash".into(),
-                reason: "nobody answers approvals here".into(),
-            },
         }
     }
 }

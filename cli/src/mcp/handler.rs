@@ -15,9 +15,10 @@ use serde_json::Map;
 use super::calls::{self, Ctx};
 use super::catalogue;
 use super::discovery::Discovery;
-use super::engine::Engine;
+use super::engine::{Caller, Engine};
 use super::held::Progress;
 use super::tool_error::ToolError;
+use kubeleash_core::policy::Identity;
 use kubeleash_tower::Mode;
 
 /// One server for every session (stdio has one; streamable HTTP one per client session).
@@ -52,18 +53,37 @@ impl Server {
         self.shared.engine.mode() == Mode::Audit
     }
 
-    fn listed(&self) -> Vec<rmcp::model::Tool> {
+    /// The tools `caller` sees.
+    fn listed(&self, caller: &Identity) -> Vec<rmcp::model::Tool> {
         let engine = &self.shared.engine;
-        catalogue::listed(&engine.policy().get(), engine.identity(), self.observe())
+        catalogue::listed(&engine.policy().get(), caller, self.observe())
+    }
+
+    /// Who a request is from: the fixed identity, or the one its HTTP request proved (the door
+    /// verified its OIDC token and left a [`Caller`] in the request's extensions).
+    fn caller(&self, extensions: &rmcp::model::Extensions) -> Result<Identity, McpError> {
+        if let Some(id) = self.shared.engine.identity() {
+            return Ok(id.clone());
+        }
+        extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Caller>())
+            .map(|c| c.0.clone())
+            .ok_or_else(|| {
+                McpError::invalid_request("the request carries no verified identity", None)
+            })
     }
 
     /// Compile the policy at `path` and use it for every call from now on (calls already
     /// sent keep the decision they had); clients are told when the tool list changed.
     pub async fn reload(&self, path: &std::path::Path) -> Result<(), String> {
         let policy = crate::proxy::load_policy(&path.to_path_buf())?;
-        let before = self.listed();
+        // Whether any tool list changed is a question per identity; with OIDC, every client is
+        // told to ask again (a list is cheap to send).
+        let probe = self.shared.engine.identity().cloned();
+        let before = probe.as_ref().map(|id| self.listed(id));
         self.shared.engine.policy().set(policy);
-        if self.listed() != before {
+        if probe.as_ref().map(|id| self.listed(id)) != before || probe.is_none() {
             let peers: Vec<Peer<RoleServer>> = {
                 let mut p = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
                 p.retain(|peer| !peer.is_transport_closed());
@@ -104,9 +124,10 @@ impl ServerHandler for Server {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.listed()))
+        let caller = self.caller(&context.extensions)?;
+        Ok(ListToolsResult::with_all_items(self.listed(&caller)))
     }
 
     async fn call_tool(
@@ -130,8 +151,10 @@ impl ServerHandler for Server {
             peer: context.peer.clone(),
             token,
         });
+        let caller = self.caller(&context.extensions)?;
         let ctx = Ctx {
             engine: &self.shared.engine,
+            caller,
             discovery: &self.shared.discovery,
             progress: progress.as_ref(),
         };

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use kubeleash_core::policy::Identity;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::{Peer, RoleServer};
 use tokio::sync::oneshot;
@@ -35,14 +36,18 @@ impl Progress {
 /// Send `call`, telling `progress` while a person is asked.
 pub async fn send(
     engine: &Engine,
+    caller: &Identity,
     call: &Call,
     progress: Option<&Progress>,
 ) -> Result<Reply, ToolError> {
     let Some(progress) = progress.filter(|_| engine.blocking() && engine.has_approver()) else {
-        return engine.send(call, None).await.map_err(ToolError::Failed);
+        return engine
+            .send(caller, call, None)
+            .await
+            .map_err(ToolError::Failed);
     };
     let (tx, mut rx) = oneshot::channel();
-    let sent = engine.send(call, Some(tx));
+    let sent = engine.send(caller, call, Some(tx));
     tokio::pin!(sent);
     let mut heard = false;
     let start = Instant::now();

@@ -67,10 +67,11 @@ impl ToolError {
                 .and_then(|c| c.get("message"))
                 .and_then(Value::as_str)
         };
-        if let Some(id) = reply
-            .headers
-            .get("x-kubeleash-approval-id")
-            .and_then(|v| v.to_str().ok())
+        if !reply.reached
+            && let Some(id) = reply
+                .headers
+                .get("x-kubeleash-approval-id")
+                .and_then(|v| v.to_str().ok())
             && causes
                 .iter()
                 .any(|c| c.get("reason").and_then(Value::as_str) == Some("ApprovalPending"))
@@ -86,11 +87,9 @@ impl ToolError {
                 note: None,
             };
         }
-        let by_kubeleash = causes.iter().any(|c| field(c).starts_with("kubeleash."))
-            || causes
-                .iter()
-                .any(|c| field(c).starts_with("kubeleash.dev/"))
-            || message.starts_with("kubeleash");
+        // The layer's own answer, or the API server's: told by whether the request went past
+        // the layer, never by what the answer says (an upstream can write "kubeleash").
+        let by_kubeleash = !reply.reached;
         let text = if by_kubeleash {
             let said = message.strip_prefix("kubeleash: ").unwrap_or(&message);
             let mut t = format!("kubeleash refused this: {said}");

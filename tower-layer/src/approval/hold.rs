@@ -605,6 +605,9 @@ where
     };
     let axes = widen_axes(policy, request, bytes.unwrap_or_default());
     let ask_for = prompt(ctx, request, headers, decision, recorded, shown, &id, axes).await?;
+    if let Some(on_hold) = &ctx.on_hold {
+        on_hold.tell(&id);
+    }
     match ask(
         ctx, inner, request, headers, policy, bytes, decision, dry, &*approver, ask_for,
     )
@@ -952,6 +955,8 @@ impl Background {
             started,
             time,
             agent_reason,
+            // Non-blocking: the agent learnt the id from the answer it got at once.
+            on_hold: None,
         };
         let id = ask_for.id.clone();
         let asked = ask::<S, ReqB, B>(

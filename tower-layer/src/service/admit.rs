@@ -89,6 +89,7 @@ fn context<'a>(shared: &'a Arc<Shared>, parts: &Parts) -> Result<Ctx<'a>, String
             .contains_key(REASON_HEADER)
             .then(|| agent_reason(&parts.headers, shared.policy.current().0.mask_set()))
             .flatten(),
+        on_hold: parts.extensions.get::<crate::approval::OnHold>().cloned(),
     })
 }
 

@@ -49,6 +49,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) time: std::time::SystemTime,
     /// The agent's own reason (`X-Kubeleash-Reason`), masked: recorded and shown to approvers.
     pub(crate) agent_reason: Option<String>,
+    /// Who to tell the approval id when the request is held (the request's extension).
+    pub(crate) on_hold: Option<crate::approval::OnHold>,
 }
 
 /// How a held request was resolved, as a record says it.
