@@ -1350,3 +1350,97 @@ fn held_listing(socket: &Path, needle: &str) -> Value {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// An API server that repeats the bearer token it was sent (bare, not as `Bearer ...`, which
+/// the masker's detectors know) in every answer: discovery for config maps, a ConfigMap holding
+/// it, and a 403 whose message quotes it. Its address.
+fn echoing_upstream() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(c.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let mut token = String::new();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h
+                            .strip_prefix("authorization: ")
+                            .or_else(|| h.strip_prefix("Authorization: "))
+                        {
+                            token = v.trim().trim_start_matches("Bearer ").to_string();
+                        }
+                    }
+                    let (code, body) = match target.split('?').next().unwrap_or("") {
+                        "/api/v1" => (
+                            200,
+                            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [{"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap", "verbs": ["get", "list"], "shortNames": ["cm"]}]}),
+                        ),
+                        "/apis" => (200, json!({"kind": "APIGroupList", "groups": []})),
+                        "/api/v1/namespaces/dev/configmaps/echo" => (
+                            200,
+                            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "echo", "namespace": "dev", "annotations": {"note": format!("you sent {token} to me")}}}),
+                        ),
+                        _ => (
+                            403,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403, "reason": "Forbidden", "message": format!("token {token} may not do that")}),
+                        ),
+                    };
+                    let body = body.to_string();
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_that_repeats_the_operators_token_shows_the_agent_stars() {
+    let home = std::env::temp_dir().join(format!("kubeleash-mcp-echo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let token = "opaqueOperatorTok3n9x7Zq";
+    let upstream = echoing_upstream();
+    let operator = home.join("operator.kubeconfig");
+    std::fs::write(
+        &operator,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{upstream}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u, namespace: dev}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: {token}}}\n"),
+    )
+    .unwrap();
+    let w = World {
+        home: home.clone(),
+        operator: operator.clone(),
+        judge: operator,
+        _sandbox: None,
+    };
+    let p = w.policy(POLICY);
+    let mut s = Session::start(&w, &p, &[]);
+    let got = s.call("get", json!({"resource": "configmaps", "name": "echo"}));
+    let refused = s.call("get", json!({"resource": "configmaps", "name": "other"}));
+    let shown = format!("{got}{refused}");
+    assert!(
+        shown.contains("you sent") && shown.contains("may not do that"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(token),
+        "the operator's token reached the agent: {shown}"
+    );
+    assert!(shown.contains(&"*".repeat(token.len())), "{shown}");
+    s.close();
+}

@@ -14,6 +14,11 @@
 //! [`ConnectError::operator_detail`] (for the operator's log). Errors of the running stack reach
 //! the layer as an [`UpstreamError`], whose text names the cluster and has the kubeconfig's
 //! secrets removed; [`sanitize`] tells any error twice, to the agent (fixed) and the operator.
+//! What the API server answers has the credential's own values (the kubeconfig's token, a token
+//! file's current token, a password, a client key, an auth provider's tokens) overwritten with
+//! `*`, byte for byte, wherever they appear: an upstream that repeats them gives the agent
+//! stars. An exec plugin's credential is kube-rs's alone and not known here; the masker's
+//! detectors recognise token shapes.
 //!
 //! ```no_run
 //! use kubeleash_connect::Upstream;
@@ -52,8 +57,10 @@ use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use secrecy::ExposeSecret;
 
+mod overwrite;
 mod sanitize;
 
+use overwrite::{Overwritten, Secrets};
 use sanitize::Scrub;
 pub use sanitize::{
     Note, Sanitized, agent_message, chain, correlation_id, escape, id_in, mask, sanitize,
@@ -126,6 +133,8 @@ pub struct Upstream {
     cluster: Arc<str>,
     server: Arc<str>,
     scrub: Arc<Scrub>,
+    /// The credential's own values, overwritten wherever a response carries them.
+    secrets: Arc<Secrets>,
     /// Where the user's credential comes from, in the kubeconfig's words (for messages).
     auth: &'static str,
     token_file: Option<Arc<TokenFile>>,
@@ -192,6 +201,7 @@ impl Upstream {
             cluster: cluster.into(),
             server: server.into(),
             scrub: Arc::new(Scrub::default()),
+            secrets: Arc::default(),
             auth: "none",
             token_file: None,
         })
@@ -217,6 +227,9 @@ impl Upstream {
             cluster: cluster.into(),
             server: server.into(),
             scrub: Arc::new(Scrub::default()),
+            // The pod's token rotates and kube-rs reads it; the masker's detectors recognise
+            // service-account tokens by shape.
+            secrets: Arc::default(),
             auth: "service account token",
             token_file: None,
         })
@@ -254,6 +267,7 @@ impl Upstream {
             .find(|a| Some(a.name.as_str()) == user.as_deref())
             .and_then(|a| a.auth_info.as_ref());
         let secrets = info.map(secrets_of).unwrap_or_default();
+        let credential = Secrets::new(info.map(credential_of).unwrap_or_default());
         let auth = match info {
             Some(i) if i.username.is_some() || i.password.is_some() => {
                 return Err(ConnectError::plain(format!(
@@ -321,6 +335,7 @@ impl Upstream {
             cluster: cluster.into(),
             server: server.into(),
             scrub: Arc::new(Scrub::new(secrets)),
+            secrets: Arc::new(credential),
             auth,
             token_file,
         })
@@ -366,6 +381,7 @@ impl Upstream {
             cluster: Arc::clone(&self.cluster),
             server: Arc::clone(&self.server),
             scrub: Arc::clone(&self.scrub),
+            secrets: Arc::clone(&self.secrets),
             token_file: self.token_file.clone(),
         })
     }
@@ -423,6 +439,27 @@ impl Upstream {
 }
 
 /// Every secret the kubeconfig holds for the user, to remove from error text.
+/// The values that are the credential itself (a token, a password, a client key, an auth
+/// provider's tokens and secret), to overwrite in responses: not an exec plugin's arguments or
+/// environment, which are mostly ordinary words (a region, a cluster name) that responses
+/// carry too.
+fn credential_of(info: &kube::config::AuthInfo) -> Vec<String> {
+    let mut out: Vec<String> = [&info.token, &info.password, &info.client_key_data]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose_secret().to_string())
+        .collect();
+    if let Some(p) = &info.auth_provider {
+        out.extend(
+            p.config
+                .iter()
+                .filter(|(k, _)| k.contains("token") || k.contains("secret"))
+                .map(|(_, v)| v.clone()),
+        );
+    }
+    out
+}
+
 fn secrets_of(info: &kube::config::AuthInfo) -> Vec<String> {
     let mut out = Vec::new();
     for s in [&info.token, &info.password, &info.client_key_data]
@@ -563,6 +600,7 @@ pub struct UpstreamService {
     cluster: Arc<str>,
     server: Arc<str>,
     scrub: Arc<Scrub>,
+    secrets: Arc<Secrets>,
     token_file: Option<Arc<TokenFile>>,
 }
 
@@ -640,9 +678,14 @@ impl tower::Service<http::Request<kube::client::Body>> for UpstreamService {
 
     fn call(&mut self, mut req: http::Request<kube::client::Body>) -> Self::Future {
         let note = req.extensions().get::<Note>().cloned();
+        let mut secrets = Arc::clone(&self.secrets);
         if let Some(f) = &self.token_file {
             match f.header() {
                 Ok(v) => {
+                    // The file's token as it is now (it rotates), overwritten like the rest.
+                    if let Some(token) = v.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")) {
+                        secrets = Arc::new(self.secrets.with(token));
+                    }
                     req.headers_mut().insert(http::header::AUTHORIZATION, v);
                 }
                 Err(m) => {
@@ -667,13 +710,19 @@ impl tower::Service<http::Request<kube::client::Body>> for UpstreamService {
             Arc::clone(&self.scrub),
         );
         Box::pin(async move {
-            call.await.map_err(|e| {
+            let resp = call.await.map_err(|e| {
                 let u = UpstreamError::new(&cluster, &server, &scrub, &*e);
                 if let Some(n) = note {
                     n.set(u.to_string());
                 }
                 Box::new(u) as BoxError
-            })
+            })?;
+            if secrets.is_empty() {
+                return Ok(resp);
+            }
+            let (parts, body) = resp.into_parts();
+            let body: Box<DynBody> = Box::new(Overwritten::new(body, secrets));
+            Ok(http::Response::from_parts(parts, body))
         })
     }
 }
