@@ -4,7 +4,9 @@
 //! token shapes (`Bearer ...`, JWTs); this knows the very values, from the kubeconfig, and
 //! overwrites each occurrence byte for byte with `*` as the body streams: same length, so
 //! framing and JSON stay valid, and across chunk boundaries (a value split over two chunks is
-//! found: the last `longest - 1` bytes wait for the next chunk).
+//! found). Only a chunk's end that could be the start of a value waits for the next chunk:
+//! everything else goes out at once, so a watch event or a followed log line is never held
+//! back.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -49,8 +51,25 @@ impl Secrets {
         self.0.is_empty()
     }
 
-    fn longest(&self) -> usize {
-        self.0.first().map_or(0, Vec::len)
+    /// How many bytes at the end of `buf` could be the start of a value (a proper prefix of
+    /// one): those must wait for the next chunk.
+    fn pending_tail(&self, buf: &[u8]) -> usize {
+        let mut keep = 0;
+        for s in &self.0 {
+            let Some(&first) = s.first() else { continue };
+            // Where a prefix of `s` could start: within its length from the end, at its first
+            // byte.
+            let window = buf.len().saturating_sub(s.len() - 1);
+            let tail = &buf[window..];
+            for at in memchr::memchr_iter(first, tail) {
+                let rest = &tail[at..];
+                if rest.len() > keep && s.starts_with(rest) {
+                    keep = rest.len();
+                    break;
+                }
+            }
+        }
+        keep
     }
 
     /// Overwrite every occurrence in `buf`.
@@ -115,7 +134,7 @@ impl Body for Overwritten {
                         this.held.extend_from_slice(&data);
                         this.secrets.overwrite(&mut this.held);
                         // What cannot be the start of a secret goes out now.
-                        let keep = this.secrets.longest().saturating_sub(1);
+                        let keep = this.secrets.pending_tail(&this.held);
                         if this.held.len() > keep {
                             let out = this.held.split_to(this.held.len() - keep).freeze();
                             return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -186,13 +205,16 @@ mod tests {
             after in "[a-z \"{}:]{0,40}",
             cuts in prop::collection::vec(0usize..200, 0..6),
             twice in any::<bool>(),
+            near in 0usize..22,
         ) {
             let secret = "opaqueOperatorTok3n9x7";
             let secrets = Arc::new(Secrets::new([secret.to_string()]));
+            // A near miss first (the secret's start, cut short), which must come out as it was.
+            let miss = &secret[..near];
             let body = if twice {
-                format!("{before}{secret}{secret}{after}")
+                format!("{before}{miss}!{secret}{secret}{after}")
             } else {
-                format!("{before}{secret}{after}")
+                format!("{before}{miss}!{secret}{after}")
             };
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (body.len() + 1)).collect();
             cuts.sort_unstable();
@@ -209,6 +231,39 @@ mod tests {
             let stars = "*".repeat(secret.len());
             prop_assert_eq!(out, body.replace(secret, &stars));
         }
+    }
+
+    /// A chunk that ends where no secret could begin goes out whole, at once: a watch event is
+    /// not held back until the next one.
+    #[test]
+    fn nothing_waits_that_cannot_start_a_secret() {
+        let secrets = Secrets::new(["opaqueOperatorTok3n9x7".to_string()]);
+        assert_eq!(secrets.pending_tail(b"{\"type\":\"ADDED\"}\n"), 0);
+        assert_eq!(secrets.pending_tail(b"token: opaqueOp"), "opaqueOp".len());
+        assert_eq!(secrets.pending_tail(b"o"), 1);
+        assert_eq!(secrets.pending_tail(b"opaqueOperatorTok3n9x7"), 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, rx) =
+                tokio::sync::mpsc::unbounded_channel::<Result<Frame<Bytes>, crate::BoxError>>();
+            let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|f| (f, rx))
+            });
+            let mut body = Overwritten::new(
+                Box::new(http_body_util::StreamBody::new(Box::pin(frames))),
+                Arc::new(secrets),
+            );
+            tx.send(Ok(Frame::data(Bytes::from_static(b"{\"a\":1}\n"))))
+                .unwrap();
+            // The stream stays open: the event must come out now, not with the next one.
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(
+                frame.into_data().unwrap(),
+                Bytes::from_static(b"{\"a\":1}\n")
+            );
+        });
     }
 
     #[test]
