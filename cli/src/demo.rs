@@ -172,15 +172,9 @@ fn message(body: &str) -> String {
 }
 
 pub fn run(a: Args) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::report::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match rt.block_on(demo(a)) {
         Ok(()) => ExitCode::SUCCESS,

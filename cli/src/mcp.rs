@@ -29,7 +29,10 @@ use kubeleash_core::policy::Identity;
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{AgentToken, ModeArg, approval_mode, parse_approvals, write_private};
+use crate::proxy::{
+    APPROVAL_TIMEOUT, AgentToken, ModeArg, RETRY_AFTER, approval_mode, parse_approvals,
+    write_private,
+};
 use crate::report::USAGE;
 
 #[derive(Debug, clap::Args)]
@@ -86,7 +89,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     approvals_socket: Option<PathBuf>,
     /// How long a held call waits for an answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    #[arg(long, value_name = "SECONDS", default_value_t = APPROVAL_TIMEOUT)]
     approval_timeout: u64,
     /// Answer a held call at once with a pending-approval result naming its approval id,
     /// instead of waiting (with progress notifications); the same call made again does it
@@ -96,7 +99,7 @@ pub struct Args {
         value_name = "SECONDS",
         num_args = 0..=1,
         require_equals = true,
-        default_missing_value = "10",
+        default_missing_value = RETRY_AFTER,
         requires = "approvals"
     )]
     approvals_nonblocking: Option<u64>,
@@ -172,7 +175,6 @@ pub fn run(a: Args) -> ExitCode {
         policy: a.policy.clone(),
         kubeconfig: a.kubeconfig.clone(),
         context: a.context.clone(),
-        upstream: None,
         identity: fixed,
         record: a.record.clone(),
         record_bodies: a.record_bodies,
@@ -182,15 +184,9 @@ pub fn run(a: Args) -> ExitCode {
         mode: a.mode.mode(),
         namespace: a.namespace.clone(),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::report::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let served = rt.block_on(async move {
         let engine = engine::Engine::start(setup).await?;

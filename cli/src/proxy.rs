@@ -35,6 +35,11 @@ pub(crate) use server::{approver, connect, connect_failed, load_policy, open_rec
 
 use crate::report::USAGE;
 
+/// How long a held request waits for a person by default (`--approval-timeout`), in seconds.
+pub(crate) const APPROVAL_TIMEOUT: u64 = 300;
+/// The retry hint of `--approvals-nonblocking` given without a value, in seconds.
+pub(crate) const RETRY_AFTER: &str = "10";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum ModeArg {
     /// Deny what the policy denies, hold what it holds.
@@ -109,7 +114,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     approvals_socket: Option<PathBuf>,
     /// How long a held request waits for an answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    #[arg(long, value_name = "SECONDS", default_value_t = APPROVAL_TIMEOUT)]
     approval_timeout: u64,
     /// Answer a held request at once instead of keeping it open, for agents whose HTTP clients
     /// time out: 403 Forbidden naming its approval id (in the message, the Status details and
@@ -122,7 +127,7 @@ pub struct Args {
         value_name = "SECONDS",
         num_args = 0..=1,
         require_equals = true,
-        default_missing_value = "10",
+        default_missing_value = RETRY_AFTER,
         requires = "approvals"
     )]
     approvals_nonblocking: Option<u64>,
@@ -326,15 +331,9 @@ pub fn run(a: Args) -> ExitCode {
         body_timeout: Duration::from_secs(a.body_timeout),
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::report::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         if let Chosen::Chat { url, callback } = &approvals {

@@ -57,3 +57,14 @@ pub fn lower(s: &str) -> String {
         None => String::new(),
     }
 }
+
+/// The async runtime a command runs in, or the error printed and the exit code to return.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
+}

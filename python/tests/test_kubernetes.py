@@ -29,7 +29,7 @@ import kubernetes  # installed by python/test.sh: a missing client fails, never 
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 import kubeleash  # noqa: E402
-from conftest import write_kubeconfig  # noqa: E402
+from conftest import not_found, write_kubeconfig  # noqa: E402
 from kubeleash.kubernetes import SENTINEL_HOST, connect, transport  # noqa: E402
 
 POLICY = kubeleash.Policy.from_yaml(
@@ -77,16 +77,6 @@ def new_configmap(name: str):
 
 def scratch() -> str:
     return f"kl-py-{uuid.uuid4().hex[:8]}"
-
-
-def not_found(read) -> bool:
-    """Whether `read()` (a judge's read) says 404."""
-    try:
-        read()
-    except ApiException as e:
-        assert e.status == 404, e
-        return True
-    return False
 
 
 # --- both servers ----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 
-from conftest import REPO, kubeleash_binary  # noqa: E402
+from conftest import REPO, kubeleash_binary, not_found  # noqa: E402
 
 #: A bound on waits that normally take milliseconds (a failure bound, never a measurement).
 PATIENCE = 60
@@ -236,16 +236,6 @@ def core(server):
 
 def rbac(server):
     return kubernetes.client.RbacAuthorizationV1Api(server.judge())
-
-
-def not_found(read) -> bool:
-    """Whether `read()` (a judge's read) says 404."""
-    try:
-        read()
-    except ApiException as e:
-        assert e.status == 404, e
-        return True
-    return False
 
 
 def web_pods(server) -> list[str]:

@@ -27,7 +27,7 @@ import kubernetes  # installed by python/test.sh: a missing client fails, never 
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 import kubeleash  # noqa: E402
-from conftest import write_kubeconfig  # noqa: E402
+from conftest import not_found, write_kubeconfig  # noqa: E402
 from kubeleash.kubernetes import connect, connect_aio  # noqa: E402
 
 POLICY = kubeleash.Policy.from_yaml(
@@ -141,15 +141,6 @@ def until_answered(call, id: str):
         if time.monotonic() > deadline:
             pytest.fail(f"approval {id} stayed pending {PATIENCE} s after the approver answered")
         time.sleep(0.01)
-
-
-def not_found(read) -> bool:
-    try:
-        read()
-    except ApiException as e:
-        assert e.status == 404, e
-        return True
-    return False
 
 
 # --- both servers ----------------------------------------------------------------------------

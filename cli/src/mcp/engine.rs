@@ -41,8 +41,6 @@ pub struct Setup {
     pub policy: std::path::PathBuf,
     pub kubeconfig: Option<std::path::PathBuf>,
     pub context: Option<String>,
-    /// A plain-HTTP upstream with no credential instead of a kubeconfig (tests, the demo).
-    pub upstream: Option<String>,
     /// The identity of every call (`--user`/`--group`); `None` when each HTTP request proves
     /// its own (OIDC), carried as a [`Caller`].
     pub identity: Option<Identity>,
@@ -130,12 +128,7 @@ impl Engine {
         if let Some(r) = &recorder {
             layer = layer.recorder(Arc::clone(r));
         }
-        let upstream = connect(
-            s.upstream.as_deref(),
-            s.kubeconfig.as_deref(),
-            s.context.as_deref(),
-        )
-        .await?;
+        let upstream = connect(None, s.kubeconfig.as_deref(), s.context.as_deref()).await?;
         let namespace = s
             .namespace
             .clone()
