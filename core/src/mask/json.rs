@@ -10,6 +10,7 @@
 //! kind that contradicts its list's ends the response, in any list.
 
 mod quiet;
+mod skip;
 
 use std::sync::Arc;
 
@@ -314,10 +315,28 @@ pub(crate) struct JsonMasker {
     table_strict: bool,
     /// Keys judged by [`JsonMasker::credential_key`], with the answer (at most
     /// [`CRED_KEY_CACHE`], each at most [`CRED_KEY_CACHE_KEY_LEN`] bytes).
-    cred_keys: std::cell::RefCell<Vec<(Box<[u8]>, bool)>>,
+    cred_keys: Remembered,
+    /// The same for [`super::credname::is_credential_name`] (env entry names: every pod of a
+    /// list repeats them).
+    cred_names: Remembered,
     /// The name column of the last Table in this stream (a watch of Tables sends the column
     /// definitions with the first event only).
     stream_name_col: Option<usize>,
+    /// The end of the last container the detectors kept the silent skip from (an offset in
+    /// the stream): the containers that start before it are not tried again (see `skip`).
+    skip_from: u64,
+    /// Where the containers start (offsets in the stream) that were open where the silent
+    /// skip last stopped: they are not tried again.
+    skip_spine: Vec<u64>,
+    /// The silent skip's string values and open containers, reused.
+    skip_values: Vec<(usize, usize)>,
+    skip_scratch: Vec<usize>,
+    /// Containers the silent skip copied whole, and the bytes its scans read (tests only).
+    #[cfg(test)]
+    skip_stats: (usize, usize),
+    /// The silent skip turned off, to compare against (tests only).
+    #[cfg(test)]
+    skip_off: bool,
 }
 
 impl JsonMasker {
@@ -337,7 +356,16 @@ impl JsonMasker {
             origin,
             table_strict,
             stream_name_col: None,
+            skip_from: 0,
+            skip_values: Vec::new(),
+            skip_spine: Vec::new(),
+            skip_scratch: Vec::new(),
+            #[cfg(test)]
+            skip_stats: (0, 0),
+            #[cfg(test)]
+            skip_off: false,
             cred_keys: std::cell::RefCell::new(Vec::new()),
+            cred_names: std::cell::RefCell::new(Vec::new()),
             set,
             seq,
             lex: Lex::Value,
@@ -968,18 +996,16 @@ impl JsonMasker {
     /// [`super::credname::is_credential_key`], remembered for the last few keys: a list
     /// repeats the same label, annotation and data keys in every item.
     fn credential_key(&self, key: &[u8]) -> bool {
-        let mut cache = self.cred_keys.borrow_mut();
-        if let Some(&(_, is)) = cache.iter().find(|(k, _)| **k == *key) {
-            return is;
-        }
-        let is = super::credname::is_credential_key(&String::from_utf8_lossy(key));
-        if key.len() <= CRED_KEY_CACHE_KEY_LEN {
-            if cache.len() >= CRED_KEY_CACHE {
-                cache.clear();
-            }
-            cache.push((key.into(), is));
-        }
-        is
+        remembered(&self.cred_keys, key, || {
+            super::credname::is_credential_key(&String::from_utf8_lossy(key))
+        })
+    }
+
+    /// [`super::credname::is_credential_name`], remembered the same way.
+    fn credential_name(&self, name: &str) -> bool {
+        remembered(&self.cred_names, name.as_bytes(), || {
+            super::credname::is_credential_name(name)
+        })
     }
 
     fn start_anchor(&mut self, kind: Option<String>) {
@@ -1566,7 +1592,7 @@ impl JsonMasker {
         for f in &h.ctx.filters {
             let holds = match (step_of(f), &reading) {
                 (Some(Step::Filter(filter)), Reading::Member(m)) => {
-                    m.dup || filter.holds_for_member(&m.found)
+                    m.dup || filter.holds_for_member(&m.found, |n| self.credential_name(n))
                 }
                 (Some(Step::Filter(filter)), Reading::Tree(value)) => {
                     filter.holds(value)
@@ -1594,6 +1620,21 @@ impl JsonMasker {
             anchor,
             self.origin.kind.as_ref(),
         );
+        // Nothing held and nothing tracked in it (an env entry with an ordinary name): when it
+        // is silent too, it is what the nested masker would write, without building one.
+        if select.is_none()
+            && h.ctx.masked.is_none()
+            && h.ctx.role == Role::Plain
+            && !h.ctx.loose
+            && self.states.len() <= child_start
+            && self.silent_element(&bytes, h.ctx.scope)
+        {
+            out.extend_from_slice(&bytes);
+            self.held = bytes;
+            self.held.clear();
+            self.value_done(out);
+            return Ok(());
+        }
         let root = Root {
             states: self.states.get(child_start..).unwrap_or_default().to_vec(),
             role: h.ctx.role,
@@ -1646,6 +1687,26 @@ impl JsonMasker {
             }
         }
     }
+}
+
+/// Answers about keys, remembered (see [`remembered`]).
+type Remembered = std::cell::RefCell<Vec<(Box<[u8]>, bool)>>;
+
+/// The answer `cache` holds for `key`, or `judge`'s, remembered (at most [`CRED_KEY_CACHE`]
+/// answers, for keys of at most [`CRED_KEY_CACHE_KEY_LEN`] bytes).
+fn remembered(cache: &Remembered, key: &[u8], judge: impl FnOnce() -> bool) -> bool {
+    let mut cache = cache.borrow_mut();
+    if let Some(&(_, is)) = cache.iter().find(|(k, _)| **k == *key) {
+        return is;
+    }
+    let is = judge();
+    if key.len() <= CRED_KEY_CACHE_KEY_LEN {
+        if cache.len() >= CRED_KEY_CACHE {
+            cache.clear();
+        }
+        cache.push((key.into(), is));
+    }
+    is
 }
 
 fn push_state(states: &mut Vec<State>, s: State, child_start: usize) {

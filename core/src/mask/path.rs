@@ -90,13 +90,17 @@ impl Filter {
     }
 
     /// [`Filter::holds`] from the member [`Filter::credential_member`] names, as read in one
-    /// pass. Any other filter holds (the strict answer; the masker never asks).
-    pub(crate) fn holds_for_member(&self, found: &super::dupkeys::Found) -> bool {
+    /// pass, with `is_credential_name` answering as [`super::credname::is_credential_name`]
+    /// does (the masker remembers its answers). Any other filter holds (the strict answer; the
+    /// masker never asks).
+    pub(crate) fn holds_for_member(
+        &self,
+        found: &super::dupkeys::Found,
+        is_credential_name: impl Fn(&str) -> bool,
+    ) -> bool {
         use super::dupkeys::Found;
         match (self, found) {
-            (Filter::CredentialName { .. }, Found::Str(s)) => {
-                super::credname::is_credential_name(s)
-            }
+            (Filter::CredentialName { .. }, Found::Str(s)) => is_credential_name(s),
             _ => true,
         }
     }

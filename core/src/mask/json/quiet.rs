@@ -1,6 +1,8 @@
 //! The quiet lane: the members and elements of a container where no rule can apply (no path
-//! state, no selection, not an object of unknown kind, not a map judged by its keys) are read
-//! in one tight loop instead of one state-machine step per token.
+//! state, no selection, not an object of unknown kind, not a ConfigMap's data) are read in one
+//! tight loop instead of one state-machine step per token. In labels and annotations, whose
+//! values are judged by their keys, a member whose key names a credential is left to the state
+//! machine.
 //!
 //! It takes only what it can finish inside the chunk at hand: a key with a scalar value (a
 //! string without escapes, a number or literal that ends before the chunk does), or a scalar
@@ -87,7 +89,7 @@ impl JsonMasker {
             && f.masked.is_none()
             && matches!(
                 f.scope,
-                KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot
+                KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot | KeyScope::MetaMap
             )
             && self.states_wait_by_name(f.states);
         quiet.then_some((f.object, f.scope, f.states, anchor))
@@ -133,6 +135,13 @@ impl JsonMasker {
             let Some((object, scope, states, anchor)) = self.quiet_frame() else {
                 return Ok(i);
             };
+            // A container just opened that nothing below can apply to is copied whole.
+            if matches!(self.lex, Lex::ObjFirst | Lex::ArrFirst)
+                && let Some(next) = self.silent_skip(input, i, out)?
+            {
+                i = next;
+                continue;
+            }
             let depth = self.frames.len();
             while self.frames.len() == depth {
                 let Some(&c) = input.get(i) else {
@@ -269,8 +278,9 @@ impl JsonMasker {
             return Ok(Some(value));
         }
         // A scalar: the lane's only if nothing applies to it. No rule starts at this key, no
-        // state waits for it, and its scope judges no key (ObjectMeta's own fields; not an
-        // annotation, a label, a ConfigMap's data or an object of unknown kind). In a
+        // state waits for it, and its scope judges no key (ObjectMeta's own fields; not a
+        // ConfigMap's data or an object of unknown kind) or does not mask it for this one (a
+        // label or an annotation whose key names no credential). In a
         // Kubernetes object, the members the state machine reads for the object itself
         // (`kind`, `apiVersion`, in any spelling) or scopes by name (`metadata`, `data`,
         // `binaryData`, `details`) are its own.
@@ -282,9 +292,15 @@ impl JsonMasker {
             return Ok(None);
         }
         let child = meta_scope(Role::Plain, scope, Some(key)).unwrap_or(scope);
-        if self.set.starts_at(key)
-            || !matches!(child, KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot)
-            || self.by_name(states).any(|n| n == Some(key))
+        // A label's or an annotation's value is the lane's unless its key names a credential.
+        let judged_by_key = match child {
+            KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot => false,
+            KeyScope::MetaMap => input
+                .get(value)
+                .is_none_or(|&c| self.credential_key_mask(c, child, Some(key)).is_some()),
+            KeyScope::Credentials | KeyScope::Binary => true,
+        };
+        if self.set.starts_at(key) || judged_by_key || self.by_name(states).any(|n| n == Some(key))
         {
             return Ok(None);
         }

@@ -1,0 +1,656 @@
+//! The silent skip: a container in which nothing can be masked is read to its end by a lean
+//! validating scan and copied in one piece.
+//!
+//! The quiet lane still takes one step per token, as the state machine would, because any
+//! token may change what follows (a key a rule starts at, `metadata`, a string a detector
+//! flags). Most containers of an object are silent all the way down: a Pod's `status`, an
+//! object's `managedFields`, a container's `resources`. When the lane is at the first byte of
+//! such a container, [`scan`] reads to its closing bracket, checking the grammar, the depth
+//! limit and every key, and collecting where its string values lie; then the detectors'
+//! prefilter judges each of those values ([`Detectors::might_contain`]). If nothing
+//! could apply, the container's bytes are exactly what the state machine would write, and it
+//! ends in the state the state machine would end in (the container closed, nothing tracked,
+//! nothing masked); so it is copied whole.
+//!
+//! Anything else gives up with nothing consumed, and the lane and the state machine go on
+//! as before: a key a rule starts at, `metadata` (its labels and annotations are judged by
+//! key), an escape in a string value or any `%` or ESC byte when detectors run (they decode
+//! those first), a malformed byte (the state machine reports it), the depth limit, or the
+//! chunk ending first. A chunking that cuts every container never takes this path and a whole
+//! document mostly does, so the chunking properties (`core/tests/mask_props.rs`), the masker
+//! fuzz target and the tests below compare the two.
+//!
+//! Giving up is remembered, so that no byte is scanned more than twice however deeply the
+//! containers that stop the skip nest: when the structure stopped it (a key, the chunk's
+//! end), the containers still open at that byte (`JsonMasker::skip_spine`) are not tried
+//! again, since they would stop there too, while the others inside it are; when the
+//! detectors stopped it, none of the containers inside it is (`JsonMasker::skip_from`).
+
+use super::super::rules::MaskSet;
+use super::super::scan::find2;
+use super::super::strings::unescape;
+use super::{JsonMasker, KeyScope, Lex, Role, valid_literal};
+use crate::mask::MaskError;
+
+/// What a scan needs to know about the container it reads.
+pub(super) struct Scope<'a> {
+    pub(super) set: &'a MaskSet,
+    /// The container's key scope: `Plain` (a key `metadata` below starts an ObjectMeta) or
+    /// `Meta` (inside ObjectMeta, where every key keeps that scope).
+    pub(super) meta: bool,
+    /// How many containers may still open below this one.
+    pub(super) depth_left: usize,
+    /// Detectors judge string values: escapes, `%` and ESC make the scan give up.
+    pub(super) detect: bool,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// The container ends at `close` (its closing bracket).
+    Closed { close: usize },
+    /// Something at `at` is for the state machine (or the chunk ended there).
+    GaveUp { at: usize },
+}
+
+#[derive(Clone, Copy)]
+enum Want {
+    FirstKey,
+    Key,
+    FirstValue,
+    Value,
+    After,
+}
+
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// A bit stack of open containers (set: object), at most 256 deep.
+struct Nest {
+    bits: [u64; 4],
+    depth: usize,
+}
+
+impl Nest {
+    fn top_is_object(&self) -> bool {
+        let d = self.depth - 1;
+        self.bits[d / 64] >> (d % 64) & 1 == 1
+    }
+    fn push(&mut self, object: bool) -> bool {
+        if self.depth >= 256 {
+            return false;
+        }
+        let d = self.depth;
+        let bit = 1u64 << (d % 64);
+        if object {
+            self.bits[d / 64] |= bit;
+        } else {
+            self.bits[d / 64] &= !bit;
+        }
+        self.depth += 1;
+        true
+    }
+}
+
+/// Whether a key makes the scan give up: a rule starts at it, or (in a plain container) it
+/// starts an ObjectMeta whose maps are judged by key.
+fn key_stops(scope: &Scope<'_>, key: &[u8]) -> bool {
+    scope.set.starts_at(key) || (!scope.meta && key == b"metadata")
+}
+
+/// Read the container whose first byte after the opening bracket is `input[from]` (an object
+/// when `object`), to its closing bracket. String values' contents are appended to `values`
+/// as ranges of `input`. On giving up, `spine` holds where the containers still open start
+/// (the first byte inside each, outermost first): a scan of any of them would give up at the
+/// same byte.
+pub(super) fn scan(
+    input: &[u8],
+    from: usize,
+    object: bool,
+    scope: &Scope<'_>,
+    values: &mut Vec<(usize, usize)>,
+    spine: &mut Vec<usize>,
+) -> Scan {
+    let mut nest = Nest {
+        bits: [0; 4],
+        depth: 0,
+    };
+    nest.push(object);
+    spine.clear();
+    spine.push(from);
+    let mut want = if object {
+        Want::FirstKey
+    } else {
+        Want::FirstValue
+    };
+    let mut i = from;
+    loop {
+        let Some(&c) = input.get(i) else {
+            return Scan::GaveUp { at: i };
+        };
+        if is_ws(c) {
+            i += 1;
+            continue;
+        }
+        match (want, c) {
+            (Want::FirstKey | Want::Key, b'"') => {
+                let Some(end) = find2(b'"', b'\\', input, i + 1) else {
+                    return Scan::GaveUp { at: i };
+                };
+                let (close, stops) = if input[end] == b'"' {
+                    (end, key_stops(scope, &input[i + 1..end]))
+                } else {
+                    // An escaped key: judged as the state machine judges it, decoded (one
+                    // that does not decode is an error it reports).
+                    let Some(close) = string_end(input, end) else {
+                        return Scan::GaveUp { at: i };
+                    };
+                    let stops =
+                        unescape(&input[i + 1..close]).map_or(true, |k| key_stops(scope, &k));
+                    (close, stops)
+                };
+                if stops {
+                    return Scan::GaveUp { at: i };
+                }
+                let mut j = close + 1;
+                while input.get(j).copied().is_some_and(is_ws) {
+                    j += 1;
+                }
+                if input.get(j) != Some(&b':') {
+                    return Scan::GaveUp { at: i };
+                }
+                i = j + 1;
+                want = Want::Value;
+            }
+            (Want::FirstValue | Want::Value, b'"') => {
+                let Some(end) = find2(b'"', b'\\', input, i + 1) else {
+                    return Scan::GaveUp { at: i };
+                };
+                let close = if input[end] == b'"' {
+                    end
+                } else {
+                    // Detectors judge an escaped string decoded: the state machine's.
+                    if scope.detect {
+                        return Scan::GaveUp { at: i };
+                    }
+                    let Some(close) = string_end(input, end) else {
+                        return Scan::GaveUp { at: i };
+                    };
+                    close
+                };
+                values.push((i + 1, close));
+                i = close + 1;
+                want = Want::After;
+            }
+            (Want::FirstValue | Want::Value, b'{' | b'[') => {
+                if nest.depth >= scope.depth_left || !nest.push(c == b'{') {
+                    return Scan::GaveUp { at: i };
+                }
+                i += 1;
+                spine.push(i);
+                want = if c == b'{' {
+                    Want::FirstKey
+                } else {
+                    Want::FirstValue
+                };
+            }
+            (Want::FirstValue | Want::Value, b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+                let Some(len) = input[i..].iter().position(
+                    |&c| !matches!(c, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'-' | b'.'),
+                ) else {
+                    return Scan::GaveUp { at: i };
+                };
+                if len > 512 || !valid_literal(&input[i..i + len]) {
+                    return Scan::GaveUp { at: i };
+                }
+                i += len;
+                want = Want::After;
+            }
+            (Want::After, b',') => {
+                want = if nest.top_is_object() {
+                    Want::Key
+                } else {
+                    Want::Value
+                };
+                i += 1;
+            }
+            (Want::After | Want::FirstKey, b'}') | (Want::After | Want::FirstValue, b']')
+                if nest.top_is_object() == (c == b'}') =>
+            {
+                nest.depth -= 1;
+                spine.pop();
+                if nest.depth == 0 {
+                    return Scan::Closed { close: i };
+                }
+                i += 1;
+                want = Want::After;
+            }
+            _ => return Scan::GaveUp { at: i },
+        }
+    }
+}
+
+/// The closing quote of a string with an escape at `at`, or `None` when the chunk ends first.
+fn string_end(input: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        match input.get(at)? {
+            b'"' => return Some(at),
+            _ => {
+                // A backslash: the byte after it is escaped.
+                at = find2(b'"', b'\\', input, at + 2)?;
+            }
+        }
+    }
+}
+
+impl JsonMasker {
+    /// Whether the values the detectors judge, in `input` at `values`, are all left as they are.
+    fn detectors_pass(&self, input: &[u8], values: &[(usize, usize)]) -> bool {
+        let Some(d) = self.set.detectors.as_ref() else {
+            return true;
+        };
+        // Each string judged as `detect_string` judges it, up to the point where it would run a
+        // regex: no escape (the scan gave up on those), no `%` or ESC to decode.
+        values.iter().all(|&(a, b)| {
+            let text = &input[a..b];
+            !super::super::scan::contains2(b'%', 0x1b, text) && !d.might_contain(text)
+        })
+    }
+
+    /// Whether a whole held element (`bytes`, a container of key scope `scope`, which a
+    /// nested masker would judge from its first byte with nothing tracked) is silent: what
+    /// that masker would write is `bytes`.
+    pub(super) fn silent_element(&mut self, bytes: &[u8], scope: KeyScope) -> bool {
+        #[cfg(test)]
+        if self.skip_off {
+            return false;
+        }
+        let object = match bytes.first() {
+            Some(b'{') => true,
+            Some(b'[') => false,
+            _ => return false,
+        };
+        if !matches!(scope, KeyScope::Plain | KeyScope::Meta) {
+            return false;
+        }
+        let mut values = std::mem::take(&mut self.skip_values);
+        let mut spine = std::mem::take(&mut self.skip_scratch);
+        values.clear();
+        let scope = Scope {
+            set: &self.set,
+            meta: scope == KeyScope::Meta,
+            // The nested masker's depth starts again at the element.
+            depth_left: self.set.limits.max_depth.saturating_sub(1),
+            detect: self.set.detectors.is_some(),
+        };
+        let silent = match scan(bytes, 1, object, &scope, &mut values, &mut spine) {
+            Scan::Closed { close } => {
+                close + 1 == bytes.len() && self.detectors_pass(bytes, &values)
+            }
+            Scan::GaveUp { .. } => false,
+        };
+        self.skip_values = values;
+        self.skip_scratch = spine;
+        silent
+    }
+
+    /// At `input[i]`, the first byte inside the container just opened: copy it whole and close
+    /// it when it is silent; `None` (nothing consumed) when it is not.
+    pub(super) fn silent_skip(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, MaskError> {
+        #[cfg(test)]
+        if self.skip_off {
+            return Ok(None);
+        }
+        let at = self.consumed + i as u64;
+        if self.hold.is_some() || at < self.skip_from || self.skip_spine.binary_search(&at).is_ok()
+        {
+            return Ok(None);
+        }
+        let Some(f) = self.frames.last() else {
+            return Ok(None);
+        };
+        let first = if f.object {
+            Lex::ObjFirst
+        } else {
+            Lex::ArrFirst
+        };
+        if self.lex != first
+            || f.role != Role::Plain
+            || f.states.0 != f.states.1
+            || f.loose
+            || f.masked.is_some()
+            || !matches!(f.scope, KeyScope::Plain | KeyScope::Meta)
+        {
+            return Ok(None);
+        }
+        let scope = Scope {
+            set: &self.set,
+            meta: f.scope == KeyScope::Meta,
+            // The state machine refuses to open a container when this many are open.
+            depth_left: self.set.limits.max_depth.saturating_sub(self.frames.len()),
+            detect: self.set.detectors.is_some(),
+        };
+        let mut values = std::mem::take(&mut self.skip_values);
+        let mut spine = std::mem::take(&mut self.skip_scratch);
+        values.clear();
+        let scanned = scan(input, i, f.object, &scope, &mut values, &mut spine);
+        let silent = match scanned {
+            Scan::Closed { .. } => self.detectors_pass(input, &values),
+            Scan::GaveUp { .. } => false,
+        };
+        #[cfg(test)]
+        {
+            let end = match scanned {
+                Scan::Closed { close } => close,
+                Scan::GaveUp { at } => at,
+            };
+            self.skip_stats.0 += usize::from(silent);
+            self.skip_stats.1 += end - i;
+        }
+        match scanned {
+            Scan::Closed { close } if silent => {
+                out.extend_from_slice(&input[i..=close]);
+                self.close_frame(out)?;
+            }
+            // Stopped by the detectors: none of the containers inside it is tried again (each
+            // would scan again what this scan read, once per level of nesting).
+            Scan::Closed { close } => self.skip_from = self.consumed + close as u64,
+            // Stopped by the structure (a key, the chunk's end): the containers still open
+            // there would stop at the same byte and are not tried again; the others inside it
+            // are.
+            Scan::GaveUp { .. } => {
+                let base = self.consumed;
+                self.skip_spine.clear();
+                self.skip_spine
+                    .extend(spine.iter().map(|&p| base + p as u64));
+            }
+        }
+        self.skip_values = values;
+        self.skip_scratch = spine;
+        Ok(match scanned {
+            Scan::Closed { close } if silent => Some(close + 1),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::super::super::rules::MaskSet;
+    use super::super::{JsonMasker, Origin};
+    use super::{Scan, Scope, scan};
+
+    fn mask(set: &Arc<MaskSet>, input: &[u8], chunk: usize) -> (Vec<u8>, bool) {
+        mask_with(set, input, chunk, false)
+    }
+
+    /// Masked in chunks of `chunk` bytes, with the silent skip or without it.
+    fn mask_with(
+        set: &Arc<MaskSet>,
+        input: &[u8],
+        chunk: usize,
+        skip_off: bool,
+    ) -> (Vec<u8>, bool) {
+        let set = Arc::clone(set);
+        let mut m = JsonMasker::new(set, false, Arc::new(Origin::default()));
+        m.skip_off = skip_off;
+        let mut out = Vec::new();
+        let ok = input
+            .chunks(chunk)
+            .try_for_each(|c| m.feed(c, &mut out))
+            .and_then(|()| m.finish(&mut out))
+            .is_ok();
+        (out, ok)
+    }
+
+    /// Masked whole: the output, and the silent skip's (containers copied, bytes scanned).
+    fn skip_stats(set: &Arc<MaskSet>, input: &[u8]) -> Result<(Vec<u8>, (usize, usize)), String> {
+        let mut m = JsonMasker::new(Arc::clone(set), false, Arc::new(Origin::default()));
+        let mut out = Vec::new();
+        m.feed(input, &mut out).map_err(|e| e.to_string())?;
+        m.finish(&mut out).map_err(|e| e.to_string())?;
+        Ok((out, m.skip_stats))
+    }
+
+    /// Silent containers are copied whole; and however deep the containers that stop the skip
+    /// nest, each byte is scanned at most twice by it.
+    #[test]
+    fn the_skip_is_taken_and_scans_each_byte_at_most_twice() -> Result<(), String> {
+        let set = Arc::new(MaskSet::builtin()?);
+        let doc = br#"{"kind":"Pod","status":{"phase":"Running","conditions":[{"type":"Ready"}]},"spec":{"containers":[{"name":"c","env":[{"name":"TOKEN","value":"s3cr3tvalue1"}]}]}}"#;
+        let (out, (copied, _)) = skip_stats(&set, doc)?;
+        assert!(!String::from_utf8_lossy(&out).contains("s3cr3tvalue1"));
+        assert_eq!(
+            copied, 1,
+            "`status` is copied whole (`spec` has rules in it)"
+        );
+        // Every level holds a string the detectors flag, and a key a rule starts at.
+        // What stops it sits at every level, or only at the deepest (so that every scan from
+        // an outer level reads to it).
+        for stop in [
+            r#""m":"password=hunter22""#,
+            r#""env":[]"#,
+            r#""metadata":{}"#,
+        ] {
+            for every_level in [true, false] {
+                let depth = 200;
+                let mut doc = String::from(r#"{"kind":"Pod","status":"#);
+                for level in 0..depth {
+                    let here = if every_level || level == depth - 1 {
+                        stop
+                    } else {
+                        r#""n":1"#
+                    };
+                    doc.push_str(&format!(r#"{{"pad":"{}",{here},"x":"#, "p".repeat(100)));
+                }
+                doc.push('1');
+                doc.push_str(&"}".repeat(depth + 1));
+                let (_, (_, scanned)) = skip_stats(&set, doc.as_bytes())?;
+                assert!(
+                    scanned <= 2 * doc.len(),
+                    "{stop}, every level {every_level}: {scanned} bytes scanned for a {}-byte \
+                     document",
+                    doc.len()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn scope(set: &MaskSet, detect: bool) -> Scope<'_> {
+        Scope {
+            set,
+            meta: false,
+            depth_left: 8,
+            detect,
+        }
+    }
+
+    /// The scan's verdicts on the shapes it must take and the ones it must leave.
+    #[test]
+    fn the_scan_takes_silent_containers_and_leaves_the_rest() -> Result<(), String> {
+        let set = MaskSet::builtin()?;
+        let closed = |doc: &[u8], detect: bool| {
+            let mut values = Vec::new();
+            let object = doc.first() == Some(&b'{');
+            match scan(
+                doc,
+                1,
+                object,
+                &scope(&set, detect),
+                &mut values,
+                &mut Vec::new(),
+            ) {
+                Scan::Closed { close } => Some((close, values)),
+                Scan::GaveUp { .. } => None,
+            }
+        };
+        let taken: &[&[u8]] = &[
+            br#"{}"#,
+            br#"[]"#,
+            br#"{"a":1,"b":[true,false,null,-1.5e3],"c":{"d":"e"}} "#,
+            br#"[ {"k:{\"port\":80}":{}} , "x" ]"#,
+            br#"{"f:password":{},"password":{}}"#,
+        ];
+        for doc in taken {
+            assert!(
+                closed(doc, true).is_some(),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+        let (close, values) = closed(br#"{"a":"xy","b":["z"]}"#, true).ok_or("not taken")?;
+        assert_eq!(close, 19);
+        assert_eq!(values, vec![(6, 8), (16, 17)]);
+        let left: &[&[u8]] = &[
+            br#"{"a":1"#,
+            br#"{"a":1]"#,
+            br#"[1}"#,
+            br#"{"a" 1}"#,
+            br#"{"a":01}"#,
+            br#"{"a":1x}"#,
+            br#"{"a":tru}"#,
+            br#"{"a":1,}"#,
+            br#"{"metadata":{}}"#,
+            br#"{"a":"esc\"aped"}"#,
+            br#"{"a":"bad\"}"#,
+            br#"[[[[[[[[[]]]]]]]]]"#,
+        ];
+        for doc in left {
+            assert!(
+                closed(doc, true).is_none(),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+        // Without detectors an escaped value is only copied.
+        assert!(closed(br#"{"a":"esc\"aped"}"#, false).is_some());
+        Ok(())
+    }
+
+    /// Whole documents (the skip takes most containers) and byte by byte (it takes none)
+    /// agree, on silent containers and on everything that must stop it.
+    #[test]
+    fn skipping_writes_what_the_state_machine_writes() -> Result<(), String> {
+        let set = Arc::new(MaskSet::builtin()?);
+        let docs: &[&[u8]] = &[
+            br#"{"kind":"Pod","status":{"phase":"Running","conditions":[{"type":"Ready"}],"n":[1,2.5,{"x":null}]}}"#,
+            br#"{"kind":"Pod","status":{"message":"password=hunter22"},"spec":{"x":{"note":"ghp_0123456789abcdefghijklmnopqrstuvwxyz"}}}"#,
+            br#"{"kind":"Pod","status":{"message":"pass\u0077ord=hunter22"}}"#,
+            br#"{"kind":"Pod","status":{"message":"password%3Dhunter22"}}"#,
+            br#"{"kind":"Pod","status":{"f:password":{},"k:{\"name\":\"db-password\"}":{".":{}}}}"#,
+            br#"{"kind":"Deployment","spec":{"template":{"metadata":{"annotations":{"token":"t0ps3cret"},"labels":{"db-password":"hunter22"}}}}}"#,
+            br#"{"kind":"Pod","spec":{"containers":[{"name":"c","resources":{"limits":{"cpu":"1"}},"env":[{"name":"API_TOKEN","value":"s3cr3tvalue"}]}]}}"#,
+            br#"{"kind":"Pod","status":{"a":[1,2}}"#,
+            br#"{"kind":"Pod","status":{"a":{"b":"\x"}}}"#,
+            br#"{"kind":"List","items":[{"kind":"Secret","data":{"a":"aHVudGVy"}}],"x":{"y":"z"}}"#,
+            br#"{"kind":"Event","source":{"component":"Bearer abcdefghijklmnopqrstuvwxyz0123"}}"#,
+        ];
+        for doc in docs {
+            let whole = mask(&set, doc, doc.len());
+            let bytewise = mask(&set, doc, 1);
+            assert_eq!(
+                whole,
+                bytewise,
+                "{}\n{}\n{}",
+                String::from_utf8_lossy(doc),
+                String::from_utf8_lossy(&whole.0),
+                String::from_utf8_lossy(&bytewise.0)
+            );
+        }
+        let (out, ok) = mask(&set, docs[1], docs[1].len());
+        assert!(ok);
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            !out.contains("hunter22") && !out.contains("ghp_0123"),
+            "{out}"
+        );
+        Ok(())
+    }
+
+    /// Strings made of keyword pieces, secret shapes and JSON punctuation, in containers that
+    /// are silent but for them: masked whole and byte by byte, the same.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("password".to_string()),
+            Just("=".to_string()),
+            Just(": ".to_string()),
+            Just("Bearer ".to_string()),
+            Just("ghp_".to_string()),
+            Just("AKIA".to_string()),
+            Just("://u:p@".to_string()),
+            Just("12345678:AA".to_string()),
+            Just("pwd".to_string()),
+            Just("token".to_string()),
+            Just("-----BEGIN PRIVATE KEY-----".to_string()),
+            "[A-Za-z0-9+/_-]{1,40}",
+            "[ a-z]{1,6}",
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(piece(), 0..6).prop_map(|p| p.concat())
+    }
+
+    fn container(depth: u32) -> BoxedStrategy<String> {
+        let leaf = prop_oneof![
+            text().prop_map(|t| format!("{t:?}")),
+            Just("12".to_string()),
+            Just("null".to_string()),
+        ];
+        leaf.prop_recursive(depth, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((text(), inner), 0..4).prop_map(|m| {
+                    let members: Vec<String> =
+                        m.into_iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+        .boxed()
+    }
+
+    static SET: std::sync::LazyLock<Result<Arc<MaskSet>, String>> =
+        std::sync::LazyLock::new(|| MaskSet::builtin().map(Arc::new));
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+        #[test]
+        fn a_skip_never_lets_a_detector_miss(
+            inner in container(4),
+            env in prop::collection::vec((text(), container(2)), 0..4),
+            cut in 1usize..64,
+        ) {
+            let set = SET.as_ref().map_err(|e| TestCaseError::fail(e.clone()))?;
+            // In a pod's status (the skip), and as env entries with any name and any value
+            // (a held element judged whole).
+            let env: Vec<String> = env
+                .iter()
+                .map(|(name, value)| format!(r#"{{"name":{name:?},"value":{value}}}"#))
+                .collect();
+            let doc = format!(
+                r#"{{"kind":"Pod","status":{{"x":{inner}}},"spec":{{"containers":[{{"name":"c","env":[{}]}}],"x":[{inner}]}}}}"#,
+                env.join(",")
+            );
+            let whole = mask(set, doc.as_bytes(), doc.len());
+            let cuts = mask(set, doc.as_bytes(), cut);
+            let bytewise = mask(set, doc.as_bytes(), 1);
+            let without = mask_with(set, doc.as_bytes(), doc.len(), true);
+            prop_assert_eq!(&whole, &without, "{}", doc);
+            prop_assert_eq!(&whole, &bytewise, "{}", doc);
+            prop_assert_eq!(&cuts, &bytewise, "{}", doc);
+        }
+    }
+}
