@@ -35,9 +35,9 @@ use crate::mask::MaskError;
 /// What a scan needs to know about the container it reads.
 pub(super) struct Scope<'a> {
     pub(super) set: &'a MaskSet,
-    /// The container's key scope: `Plain` (a key `metadata` below starts an ObjectMeta) or
-    /// `Meta` (inside ObjectMeta, where every key keeps that scope).
-    pub(super) meta: bool,
+    /// A key `metadata` below starts an ObjectMeta, whose labels and annotations are judged by
+    /// key: the container's scope is `Plain` and the `credential-keys` mask is on.
+    pub(super) meta_stops: bool,
     /// How many containers may still open below this one.
     pub(super) depth_left: usize,
     /// Detectors judge string values: escapes, `%` and ESC make the scan give up.
@@ -51,15 +51,6 @@ pub(super) enum Scan {
     Closed { close: usize },
     /// Something at `at` is for the state machine (or the chunk ended there).
     GaveUp { at: usize },
-}
-
-#[derive(Clone, Copy)]
-enum Want {
-    FirstKey,
-    Key,
-    FirstValue,
-    Value,
-    After,
 }
 
 fn is_ws(c: u8) -> bool {
@@ -96,7 +87,19 @@ impl Nest {
 /// Whether a key makes the scan give up: a rule starts at it, or (in a plain container) it
 /// starts an ObjectMeta whose maps are judged by key.
 fn key_stops(scope: &Scope<'_>, key: &[u8]) -> bool {
-    scope.set.starts_at(key) || (!scope.meta && key == b"metadata")
+    scope.set.starts_at(key) || (scope.meta_stops && key == b"metadata")
+}
+
+/// Whether a container of key scope `scope` can be read by the scan: its keys say nothing
+/// about its values. Inside ObjectMeta (`Meta`) or outside it (`Plain`) they never do; in
+/// `metadata` itself, labels, annotations and a ConfigMap's data they do only through the
+/// `credential-keys` mask; in `binaryData` values are decoded for the detectors.
+fn scope_is_silent(set: &MaskSet, scope: KeyScope) -> bool {
+    match scope {
+        KeyScope::Plain | KeyScope::Meta => true,
+        KeyScope::MetaRoot | KeyScope::MetaMap | KeyScope::Credentials => !set.credential_keys,
+        KeyScope::Binary => false,
+    }
 }
 
 /// Read the container whose first byte after the opening bracket is `input[from]` (an object
@@ -119,116 +122,129 @@ pub(super) fn scan(
     nest.push(object);
     spine.clear();
     spine.push(from);
-    let mut want = if object {
-        Want::FirstKey
-    } else {
-        Want::FirstValue
-    };
     let mut i = from;
+    // Just inside a container: it may close at once.
+    let mut first = true;
+    // One turn per member or element: its key (in an object), its value, and what follows a
+    // scalar value (a comma, or closers) read in the same turn.
     loop {
+        i = skip_ws(input, i);
         let Some(&c) = input.get(i) else {
             return Scan::GaveUp { at: i };
         };
-        if is_ws(c) {
-            i += 1;
-            continue;
-        }
-        match (want, c) {
-            (Want::FirstKey | Want::Key, b'"') => {
-                let Some(end) = find2(b'"', b'\\', input, i + 1) else {
-                    return Scan::GaveUp { at: i };
-                };
-                let (close, stops) = if input[end] == b'"' {
-                    (end, key_stops(scope, &input[i + 1..end]))
-                } else {
-                    // An escaped key: judged as the state machine judges it, decoded (one
-                    // that does not decode is an error it reports).
-                    let Some(close) = string_end(input, end) else {
+        let in_object = nest.top_is_object();
+        if first && c == if in_object { b'}' } else { b']' } {
+            // An empty container: what follows it is read below.
+        } else {
+            if in_object {
+                match key(input, i, scope) {
+                    Some(value) => i = value,
+                    None => return Scan::GaveUp { at: i },
+                }
+            }
+            let Some(&c) = input.get(i) else {
+                return Scan::GaveUp { at: i };
+            };
+            match c {
+                b'"' => {
+                    let Some(end) = find2(b'"', b'\\', input, i + 1) else {
                         return Scan::GaveUp { at: i };
                     };
-                    let stops =
-                        unescape(&input[i + 1..close]).map_or(true, |k| key_stops(scope, &k));
-                    (close, stops)
-                };
-                if stops {
-                    return Scan::GaveUp { at: i };
+                    let close = if input[end] == b'"' {
+                        end
+                    } else if scope.detect {
+                        // Detectors judge an escaped string decoded: the state machine's.
+                        return Scan::GaveUp { at: i };
+                    } else {
+                        match string_end(input, end) {
+                            Some(close) => close,
+                            None => return Scan::GaveUp { at: i },
+                        }
+                    };
+                    values.push((i + 1, close));
+                    i = close + 1;
                 }
-                let mut j = close + 1;
-                while input.get(j).copied().is_some_and(is_ws) {
-                    j += 1;
-                }
-                if input.get(j) != Some(&b':') {
-                    return Scan::GaveUp { at: i };
-                }
-                i = j + 1;
-                want = Want::Value;
-            }
-            (Want::FirstValue | Want::Value, b'"') => {
-                let Some(end) = find2(b'"', b'\\', input, i + 1) else {
-                    return Scan::GaveUp { at: i };
-                };
-                let close = if input[end] == b'"' {
-                    end
-                } else {
-                    // Detectors judge an escaped string decoded: the state machine's.
-                    if scope.detect {
+                b'{' | b'[' => {
+                    if nest.depth >= scope.depth_left || !nest.push(c == b'{') {
                         return Scan::GaveUp { at: i };
                     }
-                    let Some(close) = string_end(input, end) else {
+                    i += 1;
+                    spine.push(i);
+                    first = true;
+                    continue;
+                }
+                b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                    let Some(len) = input[i..].iter().position(|&c| !is_literal_byte(c)) else {
                         return Scan::GaveUp { at: i };
                     };
-                    close
-                };
-                values.push((i + 1, close));
-                i = close + 1;
-                want = Want::After;
-            }
-            (Want::FirstValue | Want::Value, b'{' | b'[') => {
-                if nest.depth >= scope.depth_left || !nest.push(c == b'{') {
-                    return Scan::GaveUp { at: i };
+                    if len > 512 || !valid_literal(&input[i..i + len]) {
+                        return Scan::GaveUp { at: i };
+                    }
+                    i += len;
                 }
-                i += 1;
-                spine.push(i);
-                want = if c == b'{' {
-                    Want::FirstKey
-                } else {
-                    Want::FirstValue
-                };
+                _ => return Scan::GaveUp { at: i },
             }
-            (Want::FirstValue | Want::Value, b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
-                let Some(len) = input[i..].iter().position(
-                    |&c| !matches!(c, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'-' | b'.'),
-                ) else {
-                    return Scan::GaveUp { at: i };
-                };
-                if len > 512 || !valid_literal(&input[i..i + len]) {
-                    return Scan::GaveUp { at: i };
+            i = skip_ws(input, i);
+        }
+        // After a value: a comma goes on to the next member or element; a closer ends the
+        // container, after which the same holds in its parent.
+        first = false;
+        loop {
+            let closer = if nest.top_is_object() { b'}' } else { b']' };
+            match input.get(i) {
+                Some(b',') => {
+                    i += 1;
+                    break;
                 }
-                i += len;
-                want = Want::After;
-            }
-            (Want::After, b',') => {
-                want = if nest.top_is_object() {
-                    Want::Key
-                } else {
-                    Want::Value
-                };
-                i += 1;
-            }
-            (Want::After | Want::FirstKey, b'}') | (Want::After | Want::FirstValue, b']')
-                if nest.top_is_object() == (c == b'}') =>
-            {
-                nest.depth -= 1;
-                spine.pop();
-                if nest.depth == 0 {
-                    return Scan::Closed { close: i };
+                Some(&c) if c == closer => {
+                    nest.depth -= 1;
+                    spine.pop();
+                    if nest.depth == 0 {
+                        return Scan::Closed { close: i };
+                    }
+                    i = skip_ws(input, i + 1);
                 }
-                i += 1;
-                want = Want::After;
+                _ => return Scan::GaveUp { at: i },
             }
-            _ => return Scan::GaveUp { at: i },
         }
     }
+}
+
+fn skip_ws(input: &[u8], mut i: usize) -> usize {
+    while input.get(i).copied().is_some_and(is_ws) {
+        i += 1;
+    }
+    i
+}
+
+fn is_literal_byte(c: u8) -> bool {
+    matches!(c, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'-' | b'.')
+}
+
+/// A member's key at `input[i]` and its colon: where its value starts (after whitespace), or
+/// `None` when the scan gives up there.
+#[inline(always)]
+fn key(input: &[u8], i: usize, scope: &Scope<'_>) -> Option<usize> {
+    if input.get(i) != Some(&b'"') {
+        return None;
+    }
+    let end = find2(b'"', b'\\', input, i + 1)?;
+    let close = if input[end] == b'"' {
+        if key_stops(scope, &input[i + 1..end]) {
+            return None;
+        }
+        end
+    } else {
+        // An escaped key: judged as the state machine judges it, decoded (one that does not
+        // decode is an error it reports).
+        let close = string_end(input, end)?;
+        match unescape(&input[i + 1..close]) {
+            Ok(k) if !key_stops(scope, &k) => close,
+            _ => return None,
+        }
+    };
+    let colon = skip_ws(input, close + 1);
+    (input.get(colon) == Some(&b':')).then(|| skip_ws(input, colon + 1))
 }
 
 /// The closing quote of a string with an escape at `at`, or `None` when the chunk ends first.
@@ -271,7 +287,7 @@ impl JsonMasker {
             Some(b'[') => false,
             _ => return false,
         };
-        if !matches!(scope, KeyScope::Plain | KeyScope::Meta) {
+        if !scope_is_silent(&self.set, scope) {
             return false;
         }
         let mut values = std::mem::take(&mut self.skip_values);
@@ -279,7 +295,7 @@ impl JsonMasker {
         values.clear();
         let scope = Scope {
             set: &self.set,
-            meta: scope == KeyScope::Meta,
+            meta_stops: scope == KeyScope::Plain && self.set.credential_keys,
             // The nested masker's depth starts again at the element.
             depth_left: self.set.limits.max_depth.saturating_sub(1),
             detect: self.set.detectors.is_some(),
@@ -325,13 +341,13 @@ impl JsonMasker {
             || f.states.0 != f.states.1
             || f.loose
             || f.masked.is_some()
-            || !matches!(f.scope, KeyScope::Plain | KeyScope::Meta)
+            || !scope_is_silent(&self.set, f.scope)
         {
             return Ok(None);
         }
         let scope = Scope {
             set: &self.set,
-            meta: f.scope == KeyScope::Meta,
+            meta_stops: f.scope == KeyScope::Plain && self.set.credential_keys,
             // The state machine refuses to open a container when this many are open.
             depth_left: self.set.limits.max_depth.saturating_sub(self.frames.len()),
             detect: self.set.detectors.is_some(),
@@ -470,7 +486,7 @@ mod tests {
     fn scope(set: &MaskSet, detect: bool) -> Scope<'_> {
         Scope {
             set,
-            meta: false,
+            meta_stops: true,
             depth_left: 8,
             detect,
         }
@@ -622,8 +638,17 @@ mod tests {
         .boxed()
     }
 
-    static SET: std::sync::LazyLock<Result<Arc<MaskSet>, String>> =
-        std::sync::LazyLock::new(|| MaskSet::builtin().map(Arc::new));
+    /// The built-in masks; and the built-in masks and detectors but `credential-keys`, where
+    /// an ObjectMeta's maps say nothing and are read by the scan too.
+    static SETS: std::sync::LazyLock<Result<[Arc<MaskSet>; 2], String>> = std::sync::LazyLock::new(
+        || {
+            let policy = crate::policy::Policy::from_yaml(
+                "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  rules: []\n  masks:\n    disable: [credential-keys]\n",
+            )
+            .map_err(|e| e.to_string())?;
+            Ok([Arc::new(MaskSet::builtin()?), Arc::clone(policy.mask_set())])
+        },
+    );
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
@@ -631,17 +656,22 @@ mod tests {
         fn a_skip_never_lets_a_detector_miss(
             inner in container(4),
             env in prop::collection::vec((text(), container(2)), 0..4),
+            label in (text(), text()),
             cut in 1usize..64,
+            which in 0usize..2,
         ) {
-            let set = SET.as_ref().map_err(|e| TestCaseError::fail(e.clone()))?;
-            // In a pod's status (the skip), and as env entries with any name and any value
-            // (a held element judged whole).
+            let sets = SETS.as_ref().map_err(|e| TestCaseError::fail(e.clone()))?;
+            let set = &sets[which];
+            // In a pod's status (the skip), as env entries with any name and any value (a held
+            // element judged whole), and as labels and annotations (judged by key).
             let env: Vec<String> = env
                 .iter()
                 .map(|(name, value)| format!(r#"{{"name":{name:?},"value":{value}}}"#))
                 .collect();
+            let (k, v) = label;
+            let meta = format!(r#"{{"name":"p","labels":{{{k:?}:{v:?}}},"annotations":{{{k:?}:{v:?},"x":{v:?}}}}}"#);
             let doc = format!(
-                r#"{{"kind":"Pod","status":{{"x":{inner}}},"spec":{{"containers":[{{"name":"c","env":[{}]}}],"x":[{inner}]}}}}"#,
+                r#"{{"kind":"Pod","metadata":{meta},"status":{{"x":{inner},"metadata":{meta}}},"spec":{{"containers":[{{"name":"c","env":[{}]}}],"x":[{inner}]}}}}"#,
                 env.join(",")
             );
             let whole = mask(set, doc.as_bytes(), doc.len());
