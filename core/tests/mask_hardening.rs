@@ -1287,6 +1287,16 @@ fn objects_out_of_place_in_lists_tables_and_events_get_every_mask() {
         format!(r#"{{"kind":"SecretList","apiVersion":"v1","items":[[{secret}]]}}"#),
         format!(r#"{{"kind":"PodList","apiVersion":"v1","items":[[[{secret}]]]}}"#),
         format!(r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","rows":[[{secret}]]}}"#),
+        // A row's `object` in another shape or beside it, and column definitions holding one.
+        format!(
+            r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","rows":[{{"cells":["a"],"object":[{secret}]}}]}}"#
+        ),
+        format!(
+            r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","rows":[{{"cells":["a"],"extra":{secret}}}]}}"#
+        ),
+        format!(
+            r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","columnDefinitions":[{{"name":"Name","format":"name","x":{secret}}},[{secret}]],"rows":[]}}"#
+        ),
     ];
     for case in &json_cases {
         let out = mask_json(case);

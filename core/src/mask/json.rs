@@ -775,13 +775,23 @@ impl JsonMasker {
         // (a Kyverno or Crossplane resource embeds whole Secrets, keys sorted, `data` before
         // `kind`). Built-in kinds have schemas the API server enforces: placed exactly.
         // A container where a list, a Table or a watch event has one place for an object (an
-        // item, a row, the event's `object`) but in another shape or at another key: no shape
-        // the API server sends, and nothing to judge its objects by, so every object in it is
-        // of unknown kind, as in a root array (a hostile upstream could put a Secret in
-        // `items[0][0]`, in an event's `object` array or beside it).
+        // item, a row, a row's `object`, the event's `object`) but in another shape or at
+        // another key: no shape the API server sends, and nothing to judge its objects by, so
+        // every object in it is of unknown kind, as in a root array (a hostile upstream could
+        // put a Secret in `items[0][0]`, in an event's or a row's `object` array, beside them,
+        // or in a column definition). A row's `conditions` are judged so too: their members
+        // name no credential.
         let misplaced = (is_obj || is_arr)
             && role == Role::Plain
-            && matches!(parent_role, Role::Items | Role::Rows | Role::Event);
+            && matches!(
+                parent_role,
+                Role::Items
+                    | Role::Rows
+                    | Role::Row
+                    | Role::Event
+                    | Role::ColumnDefs
+                    | Role::ColumnDef
+            );
         let loose = parent_loose
             || misplaced
             || (parent_role == Role::Anchor
@@ -1411,6 +1421,10 @@ impl JsonMasker {
                 scope: KeyScope::Plain,
             },
         );
+        #[cfg(test)]
+        {
+            nested.skip_off = self.skip_off;
+        }
         let mut masked = Vec::with_capacity(inner.len());
         let ok = nested
             .feed(&inner, &mut masked)
@@ -1645,6 +1659,10 @@ impl JsonMasker {
             scope: h.ctx.scope,
         };
         let mut nested = JsonMasker::nested(set, Arc::clone(&self.origin), root);
+        #[cfg(test)]
+        {
+            nested.skip_off = self.skip_off;
+        }
         nested.feed(&bytes, out)?;
         nested.finish(out)?;
         self.masked_any |= nested.masked_any;
