@@ -11,6 +11,8 @@
 
 mod quiet;
 mod skip;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::Arc;
 

@@ -342,18 +342,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::super::rules::MaskSet;
-    use super::super::{JsonMasker, Origin};
+    use super::super::test_support::{assert_whole_is_bytewise, mask_chunks};
 
     fn mask(set: &Arc<MaskSet>, input: &[u8], chunk: usize) -> (Vec<u8>, bool) {
-        let set = Arc::clone(set);
-        let mut m = JsonMasker::new(set, false, Arc::new(Origin::default()));
-        let mut out = Vec::new();
-        let ok = input
-            .chunks(chunk)
-            .try_for_each(|c| m.feed(c, &mut out))
-            .and_then(|()| m.finish(&mut out))
-            .is_ok();
-        (out, ok)
+        mask_chunks(set, input, chunk, false)
     }
 
     /// Whole (the lane reads most of it) and byte by byte (the lane reads none of it) agree,
@@ -386,18 +378,7 @@ mod tests {
             br#"{"kind":"Pod","spec":{"a":{"b":1]}}"#,
             br#"{"kind":"Pod","spec":{"a":[{"b":"password=hunter22"}]}} {"#,
         ];
-        for doc in docs {
-            let whole = mask(&set, doc, doc.len());
-            let bytewise = mask(&set, doc, 1);
-            assert_eq!(
-                whole,
-                bytewise,
-                "{}\n{}\n{}",
-                String::from_utf8_lossy(doc),
-                String::from_utf8_lossy(&whole.0),
-                String::from_utf8_lossy(&bytewise.0)
-            );
-        }
+        assert_whole_is_bytewise(&set, docs);
         // Past the depth limit, both refuse (the lane leaves that container to the state
         // machine, which reports it).
         let limit = set.limits().max_depth;

@@ -305,26 +305,49 @@ impl JsonMasker {
         if !scope_is_silent(&self.set, scope) {
             return false;
         }
+        // The nested masker's depth starts again at the element.
+        match self.scan_silent(bytes, 1, object, scope, 1) {
+            (Scan::Closed { close }, silent) => silent && close + 1 == bytes.len(),
+            (Scan::GaveUp { .. }, _) => false,
+        }
+    }
+
+    /// [`scan`] the container of key scope `scope` whose inside starts at `input[from]`, with
+    /// `open` containers open around it and this one: how it ended, and whether it is silent
+    /// (closed, and the detectors pass every value). The scan's list of the containers still
+    /// open is left in `skip_scratch`.
+    fn scan_silent(
+        &mut self,
+        input: &[u8],
+        from: usize,
+        object: bool,
+        scope: KeyScope,
+        open: usize,
+    ) -> (Scan, bool) {
         let mut values = std::mem::take(&mut self.skip_values);
-        let mut spine = std::mem::take(&mut self.skip_scratch);
         values.clear();
         let scope = Scope {
             set: &self.set,
             meta_stops: scope == KeyScope::Plain && self.set.credential_keys,
-            // The nested masker's depth starts again at the element.
-            depth_left: self.set.limits.max_depth.saturating_sub(1),
+            // The state machine refuses to open a container when this many are open.
+            depth_left: self.set.limits.max_depth.saturating_sub(open),
             detect: self.set.detectors.is_some(),
             judged_len: self.judged_len(),
         };
-        let silent = match scan(bytes, 1, object, &scope, &mut values, &mut spine) {
-            Scan::Closed { close } => {
-                close + 1 == bytes.len() && self.detectors_pass(bytes, &values)
-            }
+        let scanned = scan(
+            input,
+            from,
+            object,
+            &scope,
+            &mut values,
+            &mut self.skip_scratch,
+        );
+        let silent = match scanned {
+            Scan::Closed { .. } => self.detectors_pass(input, &values),
             Scan::GaveUp { .. } => false,
         };
         self.skip_values = values;
-        self.skip_scratch = spine;
-        silent
+        (scanned, silent)
     }
 
     /// At `input[i]`, the first byte inside the container just opened: copy it whole and close
@@ -365,22 +388,8 @@ impl JsonMasker {
         {
             return Ok(None);
         }
-        let scope = Scope {
-            set: &self.set,
-            meta_stops: f.scope == KeyScope::Plain && self.set.credential_keys,
-            // The state machine refuses to open a container when this many are open.
-            depth_left: self.set.limits.max_depth.saturating_sub(self.frames.len()),
-            detect: self.set.detectors.is_some(),
-            judged_len: self.judged_len(),
-        };
-        let mut values = std::mem::take(&mut self.skip_values);
-        let mut spine = std::mem::take(&mut self.skip_scratch);
-        values.clear();
-        let scanned = scan(input, i, f.object, &scope, &mut values, &mut spine);
-        let silent = match scanned {
-            Scan::Closed { .. } => self.detectors_pass(input, &values),
-            Scan::GaveUp { .. } => false,
-        };
+        let (object, scope) = (f.object, f.scope);
+        let (scanned, silent) = self.scan_silent(input, i, object, scope, self.frames.len());
         #[cfg(test)]
         {
             let end = match scanned {
@@ -407,15 +416,13 @@ impl JsonMasker {
                 // One that starts at the chunk's very end is tried in the next chunk, where
                 // it may end.
                 self.skip_spine.extend(
-                    spine
+                    self.skip_scratch
                         .iter()
                         .filter(|&&p| p < input.len())
                         .map(|&p| base + p as u64),
                 );
             }
         }
-        self.skip_values = values;
-        self.skip_scratch = spine;
         Ok(match scanned {
             Scan::Closed { close } if silent => Some(close + 1),
             _ => None,
@@ -430,30 +437,12 @@ mod tests {
     use proptest::prelude::*;
 
     use super::super::super::rules::MaskSet;
+    use super::super::test_support::{assert_whole_is_bytewise, mask_chunks};
     use super::super::{JsonMasker, Origin};
     use super::{Scan, Scope, scan};
 
     fn mask(set: &Arc<MaskSet>, input: &[u8], chunk: usize) -> (Vec<u8>, bool) {
-        mask_with(set, input, chunk, false)
-    }
-
-    /// Masked in chunks of `chunk` bytes, with the silent skip or without it.
-    fn mask_with(
-        set: &Arc<MaskSet>,
-        input: &[u8],
-        chunk: usize,
-        skip_off: bool,
-    ) -> (Vec<u8>, bool) {
-        let set = Arc::clone(set);
-        let mut m = JsonMasker::new(set, false, Arc::new(Origin::default()));
-        m.skip_off = skip_off;
-        let mut out = Vec::new();
-        let ok = input
-            .chunks(chunk)
-            .try_for_each(|c| m.feed(c, &mut out))
-            .and_then(|()| m.finish(&mut out))
-            .is_ok();
-        (out, ok)
+        mask_chunks(set, input, chunk, false)
     }
 
     /// Masked whole: the output, and the silent skip's (containers copied, bytes scanned).
@@ -616,18 +605,7 @@ mod tests {
             br#"{"kind":"List","items":[{"kind":"Secret","data":{"a":"aHVudGVy"}}],"x":{"y":"z"}}"#,
             br#"{"kind":"Event","source":{"component":"Bearer abcdefghijklmnopqrstuvwxyz0123"}}"#,
         ];
-        for doc in docs {
-            let whole = mask(&set, doc, doc.len());
-            let bytewise = mask(&set, doc, 1);
-            assert_eq!(
-                whole,
-                bytewise,
-                "{}\n{}\n{}",
-                String::from_utf8_lossy(doc),
-                String::from_utf8_lossy(&whole.0),
-                String::from_utf8_lossy(&bytewise.0)
-            );
-        }
+        assert_whole_is_bytewise(&set, docs);
         let (out, ok) = mask(&set, docs[1], docs[1].len());
         assert!(ok);
         let out = String::from_utf8_lossy(&out);
@@ -730,7 +708,7 @@ mod tests {
             let whole = mask(set, doc.as_bytes(), doc.len());
             let cuts = mask(set, doc.as_bytes(), cut);
             let bytewise = mask(set, doc.as_bytes(), 1);
-            let without = mask_with(set, doc.as_bytes(), doc.len(), true);
+            let without = mask_chunks(set, doc.as_bytes(), doc.len(), true);
             prop_assert_eq!(&whole, &without, "{}", doc);
             prop_assert_eq!(&whole, &bytewise, "{}", doc);
             prop_assert_eq!(&cuts, &bytewise, "{}", doc);
