@@ -16,6 +16,12 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The CLI's allocator (see `mimalloc` in cli/Cargo.toml): with glibc's, the recorder thread's
+/// frees of records built on the request thread contend for an arena lock, a cost the proxy
+/// does not pay.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), BoxError> {
     let rounds: usize = std::env::args()
         .nth(1)

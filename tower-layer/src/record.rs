@@ -347,7 +347,10 @@ impl Drop for JsonlRecorder {
 /// one sync for all of them).
 const MAX_BATCH: usize = 512;
 
-/// The writer: group commit. It takes every record queued (lingering briefly for more while
+/// The writer's line buffer is kept at this capacity between batches.
+const LINES_KEPT: usize = 256 * 1024;
+
+/// The writer: group commit. It takes every record queued (dwelling after each batch while
 /// nobody waits for one: see [`inbox`]), writes them in order, flushes once, syncs once if any
 /// of them (or the close) must be durable, and only then acknowledges the durable ones: a
 /// record acknowledged is on disk, and many records share one write and one sync instead of
@@ -359,12 +362,14 @@ fn write_loop(
     format: Format,
     state: &WriterState,
 ) {
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut out = file;
+    // A batch's lines, written with one `write`; kept between batches.
+    let mut lines: Vec<u8> = Vec::with_capacity(LINES_KEPT);
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
-    let mut linger = false;
+    let mut dwell = None;
     loop {
-        inbox.take(&mut batch, linger);
-        linger = batch.len() > 1;
+        inbox.take(&mut batch, dwell);
+        dwell = Some(std::time::Instant::now() + inbox::DWELL);
         state.pending.fetch_sub(batch.len(), Ordering::AcqRel);
         state.drained.notify_waiters();
         if state.failed.load(Ordering::Acquire) {
@@ -388,7 +393,6 @@ fn write_loop(
         let mut acks = Vec::new();
         let mut close = None;
         let mut durable = false;
-        let mut r = Ok(());
         for msg in batch.drain(..) {
             let (body, ack) = match msg {
                 Msg::Record(body, ack) => (*body, ack),
@@ -405,20 +409,20 @@ fn write_loop(
                 }
             };
             durable |= ack.is_some() || close.is_some();
-            let line = match format {
-                Format::Chained => chain.seal(body),
+            match format {
+                Format::Chained => {
+                    chain.seal_into(&body, &mut lines);
+                    lines.push(b'\n');
+                }
                 Format::Audit => {
                     let sealed = chain.seal(body);
-                    match serde_json::from_str::<Record>(&sealed) {
-                        Ok(r) if r.body.kind != RecordKind::End => audit_event(&r).to_string(),
-                        _ => String::new(),
+                    if let Ok(r) = serde_json::from_str::<Record>(&sealed)
+                        && r.body.kind != RecordKind::End
+                    {
+                        lines.extend_from_slice(audit_event(&r).to_string().as_bytes());
+                        lines.push(b'\n');
                     }
                 }
-            };
-            if r.is_ok() && !line.is_empty() {
-                r = out
-                    .write_all(line.as_bytes())
-                    .and_then(|()| out.write_all(b"\n"));
             }
             acks.extend(ack);
             if close.is_some() {
@@ -427,9 +431,14 @@ fn write_loop(
                 break;
             }
         }
-        r = r.and_then(|()| out.flush());
+        let mut r = out.write_all(&lines);
+        if lines.capacity() > LINES_KEPT * 4 {
+            // A batch of recorded bodies: give the memory back.
+            lines = Vec::with_capacity(LINES_KEPT);
+        }
+        lines.clear();
         if durable {
-            r = r.and_then(|()| out.get_ref().sync_data());
+            r = r.and_then(|()| out.sync_data());
         }
         let r = r.map_err(|e| RecordError::Write(e.to_string().to_lowercase()));
         if let Err(RecordError::Write(e)) = &r {

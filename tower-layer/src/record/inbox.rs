@@ -2,31 +2,35 @@
 //!
 //! Why not a channel: a channel wakes the writer for every record it sends while the writer
 //! sleeps, and on a busy proxy that is a thread wake-up (a futex call, a context switch, and
-//! then a `write` and a flush for a batch of one) per request. Here the writer, once woken for
-//! a record nobody waits for, may linger for up to [`LINGER`] so that the records of the
-//! requests around it share its wake-up, its write and its flush. It lingers only when the
-//! last batch held more than one record (requests are arriving faster than one per write):
-//! with one request at a time, lingering would add a second wake-up (the timeout) to every
-//! record instead of saving one. A record somebody waits for (a refusal's or an approval's,
-//! the closing one) wakes it at once, whatever it is doing, so waiting for durability never
-//! costs the linger; nor does a batch that has grown to its bound.
+//! then a `write` and a flush for a batch of one) per request, taken from the cores that serve
+//! requests. Here the writer, after each batch it writes, dwells for up to [`DWELL`]: records
+//! nobody waits for that arrive meanwhile are queued without waking it, and it takes them all
+//! when the dwell ends. Under any steady load the writer therefore wakes at most once per
+//! [`DWELL`], whatever the request rate, and the requests never pay for a wake-up; one request at
+//! a time (the latency that matters to an agent) costs no wake-up on its path either. Only a
+//! writer with nothing queued when its dwell ends goes to sleep, and the next record wakes it.
+//! A record somebody waits for (a refusal's, a write's, an approval's, the closing one) wakes
+//! it at once, whatever it is doing, so durability never waits for the dwell; nor does a batch
+//! that has grown to its bound, so the dwell never makes admission wait for room.
 //!
-//! What lingers is a record not yet acknowledged to anyone: a crash can lose it, as it could
-//! before, a few hundred microseconds later than before at most.
+//! What dwells is a record not yet acknowledged to anyone (the record of a read, written after
+//! its response): a crash of the process can lose the last [`DWELL`] of those, and a crash of
+//! the machine could lose more, as it always could before they were synced.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How long the writer waits for more records after the first one nobody waits for.
-pub(super) const LINGER: Duration = Duration::from_micros(500);
+/// How long the writer waits for more records after writing a batch: at most this many wake-ups
+/// a second, and the longest a record nobody waits for stays in memory.
+pub(super) const DWELL: Duration = Duration::from_millis(1);
 
 /// What the writer is doing, as the senders see it: whether a new record must wake it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Writer {
     /// Asleep with nothing queued: any record wakes it.
     Idle,
-    /// Lingering: only an urgent record, or a batch at its bound, wakes it.
-    Lingering,
+    /// Dwelling after a write: only an urgent record, or a batch at its bound, wakes it.
+    Dwelling,
     /// Awake (or already being woken): nobody needs to wake it.
     Busy,
 }
@@ -82,7 +86,7 @@ impl<T> Inbox<T> {
         q.urgent |= urgent;
         let wake = match q.writer {
             Writer::Idle => true,
-            Writer::Lingering => q.urgent || q.items.len() >= self.full,
+            Writer::Dwelling => q.urgent || q.items.len() >= self.full,
             Writer::Busy => false,
         };
         if wake {
@@ -95,25 +99,27 @@ impl<T> Inbox<T> {
         Ok(())
     }
 
-    /// The writer's side: wait for items, linger (if `linger`) while none is urgent, and move
-    /// them all into `batch` (which must be empty), in the order they were sent.
-    pub(super) fn take(&self, batch: &mut Vec<T>, linger: bool) {
+    /// The writer's side: dwell until `dwell_until` (if given) while nothing urgent and no full
+    /// batch waits, then wait for at least one item, and move every item into `batch` (which
+    /// must be empty), in the order they were sent.
+    pub(super) fn take(&self, batch: &mut Vec<T>, dwell_until: Option<Instant>) {
         let mut q = self.lock();
+        if let Some(until) = dwell_until {
+            while !q.urgent && q.items.len() < self.full {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q.writer = Writer::Dwelling;
+                q = match self.wake.wait_timeout(q, left) {
+                    Ok((q, _)) => q,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+        }
         while q.items.is_empty() {
             q.writer = Writer::Idle;
             q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-        let until = Instant::now() + LINGER;
-        while linger && !q.urgent && q.items.len() < self.full {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            q.writer = Writer::Lingering;
-            q = match self.wake.wait_timeout(q, left) {
-                Ok((q, _)) => q,
-                Err(p) => p.into_inner().0,
-            };
         }
         q.writer = Writer::Busy;
         q.urgent = false;
@@ -155,7 +161,7 @@ mod tests {
                 let mut got = Vec::new();
                 while got.len() < 3 {
                     let mut batch = Vec::new();
-                    inbox.take(&mut batch, true);
+                    inbox.take(&mut batch, Some(Instant::now() + Duration::from_secs(60)));
                     got.extend(batch);
                 }
                 got
@@ -165,6 +171,55 @@ mod tests {
         inbox.send(2, false).unwrap();
         inbox.send(3, true).unwrap();
         assert_eq!(writer.join().unwrap(), vec![1, 2, 3]);
+    }
+
+    /// Waits until the writer thread dwells.
+    fn until_dwelling<T>(inbox: &Inbox<T>) {
+        while inbox.lock().writer != Writer::Dwelling {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_dwelling_writer_is_woken_only_by_an_urgent_item_or_a_full_batch() {
+        let inbox = Arc::new(Inbox::new(3));
+        let writer = {
+            let inbox = Arc::clone(&inbox);
+            std::thread::spawn(move || {
+                let mut batches = Vec::new();
+                for _ in 0..2 {
+                    let mut batch = Vec::new();
+                    inbox.take(&mut batch, Some(Instant::now() + Duration::from_secs(3600)));
+                    batches.push(batch);
+                }
+                batches
+            })
+        };
+        until_dwelling(&inbox);
+        inbox.send(1, false).unwrap();
+        // The send did not wake it: a request path that pays no wake-up.
+        assert!(inbox.lock().writer == Writer::Dwelling);
+        inbox.send(2, true).unwrap();
+        until_dwelling(&inbox);
+        inbox.send(3, false).unwrap();
+        inbox.send(4, false).unwrap();
+        assert!(inbox.lock().writer == Writer::Dwelling);
+        inbox.send(5, false).unwrap();
+        // An hour's dwell, cut short both times: by the urgent item, then by the full batch.
+        assert_eq!(writer.join().unwrap(), vec![vec![1, 2], vec![3, 4, 5]]);
+    }
+
+    #[test]
+    fn items_queued_before_a_dwell_ends_are_taken_when_it_ends() {
+        let inbox = Inbox::new(100);
+        // Queued while the writer is busy (writing the batch before): nobody is woken.
+        inbox.send(1, false).unwrap();
+        inbox.send(2, false).unwrap();
+        let started = Instant::now();
+        let mut batch = Vec::new();
+        inbox.take(&mut batch, Some(started + Duration::from_millis(20)));
+        assert_eq!(batch, vec![1, 2]);
+        assert!(started.elapsed() >= Duration::from_millis(20), "it dwelt");
     }
 
     #[test]
