@@ -2,7 +2,7 @@
 //! writes the hash-chained format of [`kubeleash_core::record`] (or Kubernetes audit events).
 //!
 //! Writing happens on a background thread fed by a queue, so the request path never blocks on
-//! the disk; the thread writes what has queued up in one batch (one write, one flush, one sync). The queue is bounded where requests are admitted: when it is full, a new request
+//! the disk; the thread writes what has queued up in one batch (one write, and one sync when a record in it must be durable). The queue is bounded where requests are admitted: when it is full, a new request
 //! either waits (asynchronously) for room or is refused ([`WhenFull`]); a record of an admitted
 //! request is never dropped nor waited for. Records of refused and approved requests are waited
 //! for (written and flushed) before the answer goes out.
@@ -167,7 +167,7 @@ enum Msg {
 }
 
 impl Msg {
-    /// Somebody waits for this one to be written: the writer must not linger over it.
+    /// Somebody waits for this one to be written: the writer must not dwell over it.
     fn urgent(&self) -> bool {
         matches!(self, Msg::Record(_, Some(_)) | Msg::Close(_))
     }
@@ -268,8 +268,8 @@ impl JsonlRecorder {
             Format::Chained => resume(&path, &mut file, &session)?,
             Format::Audit => Chain::new(session),
         };
-        // A lingering writer is woken early once a quarter of the admission bound waits, so
-        // lingering never makes admission wait for room.
+        // A dwelling writer is woken early once a quarter of the admission bound waits, so
+        // the dwell never makes admission wait for room.
         let inbox = Arc::new(Inbox::new((options.queue / 4).clamp(1, MAX_BATCH)));
         let inbox_w = Arc::clone(&inbox);
         let format = options.format;
@@ -343,7 +343,7 @@ impl Drop for JsonlRecorder {
     }
 }
 
-/// The batch size that wakes a lingering writer at the latest (one write, one flush, at most
+/// The batch size that wakes a dwelling writer at the latest (one write, at most
 /// one sync for all of them).
 const MAX_BATCH: usize = 512;
 
@@ -351,7 +351,7 @@ const MAX_BATCH: usize = 512;
 const LINES_KEPT: usize = 256 * 1024;
 
 /// The writer: group commit. It takes every record queued (dwelling after each batch while
-/// nobody waits for one: see [`inbox`]), writes them in order, flushes once, syncs once if any
+/// nobody waits for one: see [`inbox`]), writes them in order with one `write`, syncs once if any
 /// of them (or the close) must be durable, and only then acknowledges the durable ones: a
 /// record acknowledged is on disk, and many records share one write and one sync instead of
 /// paying for their own. It returns after the close (which `Drop` sends).

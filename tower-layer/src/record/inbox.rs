@@ -47,7 +47,7 @@ struct Queue<T> {
 pub(super) struct Inbox<T> {
     queue: Mutex<Queue<T>>,
     wake: Condvar,
-    /// A batch this long wakes a lingering writer.
+    /// A batch this long wakes a dwelling writer.
     full: usize,
 }
 
@@ -153,7 +153,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn an_urgent_item_is_taken_without_lingering_and_order_is_kept() {
+    fn an_urgent_item_is_taken_without_dwelling_and_order_is_kept() {
         let inbox = Arc::new(Inbox::new(1000));
         let writer = {
             let inbox = Arc::clone(&inbox);
