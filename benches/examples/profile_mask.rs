@@ -1,5 +1,5 @@
 //! A loop masking one workload, for profilers and instruction counts (`benches/instructions/`):
-//! `profile_mask pods|secrets|events|watch|configmap ROUNDS [kubeleash|masks-off|ignored-any|serde-json]`.
+//! `profile_mask pods|secrets|events|watch|configmap|file:PATH ROUNDS [kubeleash|masks-off|ignored-any|serde-json]`.
 //! The third argument picks what runs on the same bytes: the masker (default), the masker with
 //! every built-in mask and detector turned off, serde_json's validation alone (`IgnoredAny`, the
 //! issue 15 floor), or serde_json parse, mask, serialize.
@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "events" => (Framing::Json, event_list(5_000)),
         "watch" => (Framing::WatchEvents, pod_watch(2_000)),
         "configmap" => (Framing::Json, configmap(1024 * 1024)),
+        // Any JSON document, such as the bindings' benches' lists.
+        f if f.starts_with("file:") => (Framing::Json, std::fs::read(&f["file:".len()..])?),
         _ => (Framing::Json, pod_list(2_000)),
     };
     let what = std::env::args()

@@ -2,10 +2,12 @@
 //! writes the hash-chained format of [`kubeleash_core::record`] (or Kubernetes audit events).
 //!
 //! Writing happens on a background thread fed by a queue, so the request path never blocks on
-//! the disk; the thread writes what has queued up in one batch (one write, and one sync when a record in it must be durable). The queue is bounded where requests are admitted: when it is full, a new request
-//! either waits (asynchronously) for room or is refused ([`WhenFull`]); a record of an admitted
-//! request is never dropped nor waited for. Records of refused and approved requests are waited
-//! for (written and flushed) before the answer goes out.
+//! the disk; the thread writes what has queued up in one batch (one `write` per 256 KiB, and one
+//! sync when a record in it must be durable). The queue is bounded where requests are admitted:
+//! when it is full, a new request either waits (asynchronously) for room or is refused
+//! ([`WhenFull`]); a record of an admitted request is never dropped nor waited for. Records of
+//! refused, written and approved requests are waited for (written and synced) before the answer
+//! goes out or the write is sent.
 //!
 //! Recording fails closed: once a write fails (a full disk, say), the recorder admits no new
 //! request ([`Recorder::admits`] is false and [`Recorder::admit`] errs) and the layer refuses
@@ -66,7 +68,7 @@ pub trait Recorder: Send + Sync {
     /// Queue a record; returns at once. An error when it cannot be recorded.
     fn record(&self, record: RecordBody) -> Result<(), RecordError>;
 
-    /// Write a record and resolve once it is flushed.
+    /// Write a record and resolve once it is on disk (written and synced).
     fn record_durable(&self, record: RecordBody) -> Durable<'_>;
 
     /// Whether a new request may start now without waiting (false when the queue is full, or
@@ -283,7 +285,10 @@ impl JsonlRecorder {
         let writer = std::thread::Builder::new()
             .name("kubeleash-recorder".into())
             .spawn(move || {
-                // Closed however the writer ends (a panic too), so nobody waits on it.
+                // Closed however the writer ends (a panic too), so nobody waits on it: a
+                // panic also fails the recorder, so admission refuses instead of waiting for
+                // room that records nobody will take would never free.
+                let _failed = FailOnPanic(&state_w);
                 let _closed = inbox::CloseOnDrop(&inbox_w);
                 write_loop(&inbox_w, file, chain, format, &state_w);
             })?;
@@ -323,7 +328,7 @@ impl JsonlRecorder {
         self.state.pending.load(Ordering::Acquire) < self.options.queue.max(1)
     }
 
-    /// Write the closing record, flush, and stop the writer. Later records fail. This waits
+    /// Write the closing record, sync, and stop the writer. Later records fail. This waits
     /// for the writer thread: call it off the async runtime's threads, or at shutdown.
     pub fn close(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -347,11 +352,24 @@ impl Drop for JsonlRecorder {
 /// one sync for all of them).
 const MAX_BATCH: usize = 512;
 
-/// The writer's line buffer is kept at this capacity between batches.
+/// The writer's line buffer: written out when it holds this much, and kept at this capacity
+/// between batches.
 const LINES_KEPT: usize = 256 * 1024;
 
-/// The writer: group commit. It takes every record queued (dwelling after each batch while
-/// nobody waits for one: see [`inbox`]), writes them in order with one `write`, syncs once if any
+/// Fails the recorder if the writer thread panics.
+struct FailOnPanic<'a>(&'a WriterState);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .fail("the recorder's writer stopped unexpectedly".into());
+        }
+    }
+}
+
+/// The writer: group commit. It takes every record queued (dwelling until [`inbox::DWELL`] after
+/// it took the last batch, while nobody waits for one: see [`inbox`]), writes them in order with one `write`, syncs once if any
 /// of them (or the close) must be durable, and only then acknowledges the durable ones: a
 /// record acknowledged is on disk, and many records share one write and one sync instead of
 /// paying for their own. It returns after the close (which `Drop` sends).
@@ -393,6 +411,7 @@ fn write_loop(
         let mut acks = Vec::new();
         let mut close = None;
         let mut durable = false;
+        let mut r = Ok(());
         for msg in batch.drain(..) {
             let (body, ack) = match msg {
                 Msg::Record(body, ack) => (*body, ack),
@@ -425,13 +444,19 @@ fn write_loop(
                 }
             }
             acks.extend(ack);
+            if lines.len() >= LINES_KEPT {
+                // A batch of recorded bodies is written as it grows, not held whole: hostile
+                // bodies escape to six times their size.
+                r = r.and_then(|()| out.write_all(&lines));
+                lines.clear();
+            }
             if close.is_some() {
                 // Records after the close are not written; their acknowledgements are
                 // dropped, which their senders read as "the writer has stopped".
                 break;
             }
         }
-        let mut r = out.write_all(&lines);
+        r = r.and_then(|()| out.write_all(&lines));
         if lines.capacity() > LINES_KEPT * 4 {
             // A batch of recorded bodies: give the memory back.
             lines = Vec::with_capacity(LINES_KEPT);

@@ -223,3 +223,153 @@ fn the_record_file_is_the_operators_alone() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The recorder's invariants under contention, with a queue small enough that admission waits
+/// and batches fill while the writer dwells: every record is written exactly once; each
+/// sender's records in the order it sent them; a durable record is in the file before its
+/// acknowledgement; and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_senders_at_once_lose_nothing_reorder_nothing_and_durable_means_written() {
+    const SENDERS: usize = 64;
+    const EACH: usize = 150;
+    let dir = std::env::temp_dir().join(format!("kubeleash-rec-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("session.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let recorder = Arc::new(
+        JsonlRecorder::open(
+            &path,
+            RecorderOptions {
+                queue: 16,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let recorder = Arc::clone(&recorder);
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            // (target, the file's length when its acknowledgement came) for durable ones.
+            let mut acked = Vec::new();
+            for i in 0..EACH {
+                recorder.admit().await.unwrap();
+                let body = kubeleash_tower::RecordBody {
+                    time: kubeleash_tower::now(),
+                    request: kubeleash_core::record::RecordedRequest {
+                        method: "GET".into(),
+                        target: format!("/t/{s}/{i}"),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                // Every seventh waits for its record, as a refusal or a write does.
+                if (s + i) % 7 == 0 {
+                    recorder.record_durable(body).await.unwrap();
+                    let len = std::fs::metadata(&path).unwrap().len();
+                    acked.push((format!("/t/{s}/{i}"), len));
+                } else {
+                    recorder.record(body).unwrap();
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let closing = Arc::clone(&recorder);
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&path).unwrap();
+    let v = verify(&log);
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    assert_eq!(
+        v.records.len(),
+        SENDERS * EACH + 1,
+        "every record and the end, once"
+    );
+    // Where each record's line ends in the file.
+    let mut end_of = std::collections::HashMap::new();
+    let mut offset = 0u64;
+    for (line, r) in log.lines().zip(&v.records) {
+        offset += line.len() as u64 + 1;
+        assert!(
+            end_of
+                .insert(r.body.request.target.clone(), offset)
+                .is_none()
+                || r.body.request.target.is_empty(),
+            "written twice: {}",
+            r.body.request.target
+        );
+    }
+    let mut next = vec![0usize; SENDERS];
+    for r in &v.records {
+        let Some((s, i)) = r
+            .body
+            .request
+            .target
+            .strip_prefix("/t/")
+            .and_then(|t| t.split_once('/'))
+        else {
+            continue;
+        };
+        let (s, i): (usize, usize) = (s.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[s], "sender {s}'s records out of order");
+        next[s] += 1;
+    }
+    for (target, len) in acked {
+        assert!(
+            end_of[&target] <= len,
+            "{target} was acknowledged before it was in the file ({} > {len})",
+            end_of[&target]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Recorded bodies of hostile bytes (control characters escape to six times their size) are
+/// written as a batch grows, and every record still lands whole and chained.
+#[tokio::test]
+async fn a_batch_of_large_escaped_bodies_is_written_whole() {
+    let dir = std::env::temp_dir().join(format!("kubeleash-rec-large-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("session.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let recorder = JsonlRecorder::open(&path, RecorderOptions::default()).unwrap();
+    let hostile: String = (0..100_000u32)
+        .map(|i| char::from(u8::try_from(i % 32).unwrap()))
+        .collect();
+    for i in 0..12 {
+        recorder
+            .record(kubeleash_tower::RecordBody {
+                request: kubeleash_core::record::RecordedRequest {
+                    target: format!("/big/{i}"),
+                    ..Default::default()
+                },
+                response: Some(kubeleash_core::record::RecordedResponse {
+                    body: Some(hostile.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    recorder.close();
+    let log = std::fs::read_to_string(&path).unwrap();
+    let v = verify(&log);
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!(v.records.len(), 13);
+    for (i, r) in v.records.iter().take(12).enumerate() {
+        assert_eq!(r.body.request.target, format!("/big/{i}"));
+        assert_eq!(
+            r.body.response.as_ref().unwrap().body.as_deref(),
+            Some(&*hostile)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

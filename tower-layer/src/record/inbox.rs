@@ -2,26 +2,29 @@
 //!
 //! Why not a channel: a channel wakes the writer for every record it sends while the writer
 //! sleeps, and on a busy proxy that is a thread wake-up (a futex call, a context switch, and
-//! then a `write` and a flush for a batch of one) per request, taken from the cores that serve
-//! requests. Here the writer, after each batch it writes, dwells for up to [`DWELL`]: records
-//! nobody waits for that arrive meanwhile are queued without waking it, and it takes them all
-//! when the dwell ends. Under any steady load the writer therefore wakes at most once per
-//! [`DWELL`], whatever the request rate, and the requests never pay for a wake-up; one request at
-//! a time (the latency that matters to an agent) costs no wake-up on its path either. Only a
-//! writer with nothing queued when its dwell ends goes to sleep, and the next record wakes it.
-//! A record somebody waits for (a refusal's, a write's, an approval's, the closing one) wakes
-//! it at once, whatever it is doing, so durability never waits for the dwell; nor does a batch
-//! that has grown to its bound, so the dwell never makes admission wait for room.
+//! then a `write` for a batch of one) per request, taken from the cores that serve requests.
+//! Here the writer dwells until [`DWELL`] after it took its last batch: records nobody waits for
+//! that arrive meanwhile are queued without waking it, and it takes them all when the dwell
+//! ends. While requests keep coming at least once per [`DWELL`] (any load, and one request at a
+//! time from a busy agent), the writer wakes at most once per [`DWELL`] whatever the rate, and
+//! no request pays for a wake-up. After a quiet spell the writer sleeps, and the first record
+//! wakes it, as a channel would; that record then costs a second wake-up, the dwell's end,
+//! which only a quiet proxy pays. A record somebody waits for (a refusal's, a write's, an
+//! approval's, the closing one) wakes it at once, whatever it is doing, so durability never
+//! waits for the dwell; nor does a batch that has grown to its bound, so the dwell never makes
+//! admission wait for room.
 //!
 //! What dwells is a record not yet acknowledged to anyone (the record of a read, written after
-//! its response): a crash of the process can lose the last [`DWELL`] of those, and a crash of
+//! its response): a crash of the process can lose those queued in the last [`DWELL`] (more
+//! while a slow disk holds the writer in a write or sync, as any queue would), and a crash of
 //! the machine could lose more, as it always could before they were synced.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How long the writer waits for more records after writing a batch: at most this many wake-ups
-/// a second, and the longest a record nobody waits for stays in memory.
+/// How long after taking a batch the writer waits for more records: at most one wake-up per
+/// this long under load, and the longest a record nobody waits for is kept from a writer that
+/// is free to write it.
 pub(super) const DWELL: Duration = Duration::from_millis(1);
 
 /// What the writer is doing, as the senders see it: whether a new record must wake it.
