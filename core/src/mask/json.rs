@@ -330,9 +330,8 @@ pub(crate) struct JsonMasker {
     /// Where the containers start (offsets in the stream) that were open where the silent
     /// skip last stopped: they are not tried again.
     skip_spine: Vec<u64>,
-    /// The silent skip's string values and open containers, reused.
-    skip_values: Vec<(usize, usize)>,
-    skip_scratch: Vec<usize>,
+    /// What the silent skip's last scan found, in lists reused from scan to scan.
+    skip_scan: skip::Scratch,
     /// Containers the silent skip copied whole, and the bytes its scans read (tests only).
     #[cfg(test)]
     skip_stats: (usize, usize),
@@ -359,9 +358,8 @@ impl JsonMasker {
             table_strict,
             stream_name_col: None,
             skip_from: 0,
-            skip_values: Vec::new(),
+            skip_scan: skip::Scratch::default(),
             skip_spine: Vec::new(),
-            skip_scratch: Vec::new(),
             #[cfg(test)]
             skip_stats: (0, 0),
             #[cfg(test)]

@@ -256,7 +256,14 @@ impl MaskSet {
     #[inline]
     pub(crate) fn starts_at(&self, key: &[u8]) -> bool {
         let len = key.len();
-        (len >= 64 || self.keyed_lens & (1u64 << len) != 0) && self.keyed(key).next().is_some()
+        (len >= 64 || self.keyed_lens & (1u64 << len) != 0) && self.keyed_any(key)
+    }
+
+    /// Out of line: [`starts_at`](MaskSet::starts_at)'s length test, inlined in every key's
+    /// path, rules out most keys without it.
+    #[inline(never)]
+    fn keyed_any(&self, key: &[u8]) -> bool {
+        self.keyed(key).next().is_some()
     }
 
     /// Names of the mask rules, built-in and the policy's, one per path.

@@ -97,7 +97,10 @@ impl JsonMasker {
 
     /// The names the states in `range` wait for, `None` for a state that waits for anything
     /// else (an index, a filter, any member, a descent) or is complete.
-    fn by_name(&self, range: (usize, usize)) -> impl Iterator<Item = Option<&[u8]>> + '_ {
+    pub(super) fn by_name(
+        &self,
+        range: (usize, usize),
+    ) -> impl Iterator<Item = Option<&[u8]>> + '_ {
         self.states
             .get(range.0..range.1)
             .unwrap_or_default()
@@ -115,7 +118,7 @@ impl JsonMasker {
             })
     }
 
-    fn states_wait_by_name(&self, range: (usize, usize)) -> bool {
+    pub(super) fn states_wait_by_name(&self, range: (usize, usize)) -> bool {
         self.by_name(range).all(|n| n.is_some())
     }
 

@@ -4,21 +4,31 @@
 //! The quiet lane still takes one step per token, as the state machine would, because any
 //! token may change what follows (a key a rule starts at, `metadata`, a string a detector
 //! flags). Most containers of an object are silent all the way down: a Pod's `status`, an
-//! object's `managedFields`, a container's `resources`. When the lane is at the first byte of
-//! such a container, [`scan`] reads to its closing bracket, checking the grammar, the depth
-//! limit and every key, and collecting where its string values lie; then the detectors'
-//! prefilter judges each of those values ([`Detectors::might_contain`]). If nothing
-//! could apply, the container's bytes are exactly what the state machine would write, and it
-//! ends in the state the state machine would end in (the container closed, nothing tracked,
-//! nothing masked); so it is copied whole.
+//! object's `managedFields`, a container's `resources`, most of its `metadata`. When the lane
+//! is at the first byte of such a container, [`scan`] reads to its closing bracket, checking
+//! the grammar, the depth limit and every key, and collecting where its string values lie;
+//! then the detectors' prefilter judges each of those values ([`Detectors::might_contain`]).
+//! If nothing could apply, the container's bytes are exactly what the state machine would
+//! write, and it ends in the state the state machine would end in (the container closed,
+//! nothing tracked, nothing masked); so it is copied whole.
 //!
-//! Anything else gives up with nothing consumed, and the lane and the state machine go on
-//! as before: a key a rule starts at, `metadata` (its labels and annotations are judged by
-//! key), an escape in a string value or any `%` or ESC byte when detectors run (they decode
-//! those first), a malformed byte (the state machine reports it), the depth limit, or the
-//! chunk ending first. A chunking that cuts every container never takes this path and a whole
-//! document mostly does, so the chunking properties (`core/tests/mask_props.rs`), the masker
-//! fuzz target and the tests below compare the two.
+//! Keys are judged as the state machine judges them. The scan gives up at a key a rule starts
+//! at, and at a member of the container itself that one of its path states waits for (an
+//! object's own `metadata` has the last-applied annotation's, waiting for `annotations`;
+//! below a member no state waits for, nothing is tracked). With the `credential-keys` mask on
+//! it follows the key scopes ObjectMeta gives (`metadata`, its fields, its labels and
+//! annotations, as `meta_scope` does) and gives up at a label or annotation whose key names a
+//! credential; a ConfigMap's data and objects of unknown kind, where every key judges its
+//! value, are left to the state machine.
+//!
+//! It also gives up on an escape in a string value or any `%` or ESC byte when detectors run
+//! (they decode those first), a malformed byte (the state machine reports it), the depth
+//! limit, or the chunk ending first. The members of an object it read whole before the one it
+//! gave up in are copied when nothing in them applies, and the state machine goes on from
+//! the next key, as it would after their comma; otherwise nothing is consumed. A chunking that
+//! cuts every container never takes this path and a whole document mostly does, so the
+//! chunking properties (`core/tests/mask_props.rs`), the masker fuzz target and the tests below
+//! compare the two.
 //!
 //! Giving up is remembered, so that no byte is scanned more than twice however deeply the
 //! containers that stop the skip nest: when the structure stopped it (a key, the chunk's
@@ -35,9 +45,18 @@ use crate::mask::MaskError;
 /// What a scan needs to know about the container it reads.
 pub(super) struct Scope<'a> {
     pub(super) set: &'a MaskSet,
-    /// A key `metadata` below starts an ObjectMeta, whose labels and annotations are judged by
-    /// key: the container's scope is `Plain` and the `credential-keys` mask is on.
-    pub(super) meta_stops: bool,
+    /// The container's own key scope.
+    pub(super) scope: KeyScope,
+    /// The `credential-keys` mask is on: key scopes are tracked, and a string value under a
+    /// credential-named key in a label or annotation map makes the scan give up.
+    pub(super) keys: bool,
+    /// Whether a key names a credential (the masker's remembered answer).
+    pub(super) credential: &'a dyn Fn(&[u8]) -> bool,
+    /// The container has path states (each waiting for a member by name).
+    pub(super) awaits: bool,
+    /// Whether a path state waits for this member of the container itself (not of the
+    /// containers below, which have no states).
+    pub(super) awaited: &'a dyn Fn(&[u8]) -> bool,
     /// How many containers may still open below this one.
     pub(super) depth_left: usize,
     /// Detectors judge string values: escapes, `%` and ESC make the scan give up.
@@ -45,6 +64,32 @@ pub(super) struct Scope<'a> {
     /// The shortest string value the detectors read (`usize::MAX` without detectors): only
     /// those are recorded, so the list stays far smaller than the input.
     pub(super) judged_len: usize,
+}
+
+/// The container's own members (or elements) a scan read whole before it ended: up to and
+/// including the comma after the last of them, at `input[..to]`, with the first `values` of the
+/// string values it listed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Whole {
+    pub(super) to: usize,
+    pub(super) values: usize,
+}
+
+/// What a scan writes besides its verdict, in lists the masker keeps from scan to scan.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    /// String values the detectors read, as ranges of the input.
+    values: Vec<(usize, usize)>,
+    /// On giving up: where the containers still open start (the first byte inside each,
+    /// outermost first). A scan of any of them would give up at the same byte.
+    spine: Vec<usize>,
+    /// The key scopes of the containers open.
+    scopes: Vec<KeyScope>,
+    /// How far the container's own members were read whole.
+    whole: Whole,
+    /// On giving up: where the members read whole end when nothing in them applies (the
+    /// scan's start otherwise).
+    copy_to: usize,
 }
 
 /// How a scan ended.
@@ -60,20 +105,39 @@ fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// A bit stack of open containers (set: object), at most 256 deep.
-struct Nest {
+/// A bit stack of open containers (set: object), at most 256 deep, with each one's key scope
+/// when scopes are tracked (`KEYS`; otherwise every container has the scanned one's).
+struct Nest<'s, const KEYS: bool> {
     bits: [u64; 4],
     depth: usize,
+    scope: KeyScope,
+    scopes: &'s mut Vec<KeyScope>,
 }
 
-impl Nest {
+impl<const KEYS: bool> Nest<'_, KEYS> {
+    fn top_scope(&self) -> KeyScope {
+        if KEYS {
+            self.scopes.last().copied().unwrap_or(self.scope)
+        } else {
+            self.scope
+        }
+    }
+    fn pop(&mut self) {
+        self.depth -= 1;
+        if KEYS {
+            self.scopes.pop();
+        }
+    }
     fn top_is_object(&self) -> bool {
         let d = self.depth - 1;
         self.bits[d / 64] >> (d % 64) & 1 == 1
     }
-    fn push(&mut self, object: bool) -> bool {
+    fn push(&mut self, object: bool, scope: KeyScope) -> bool {
         if self.depth >= 256 {
             return false;
+        }
+        if KEYS {
+            self.scopes.push(scope);
         }
         let d = self.depth;
         let bit = 1u64 << (d % 64);
@@ -87,42 +151,79 @@ impl Nest {
     }
 }
 
-/// Whether a key makes the scan give up: a rule starts at it, or (in a plain container) it
-/// starts an ObjectMeta whose maps are judged by key.
-fn key_stops(scope: &Scope<'_>, key: &[u8]) -> bool {
-    scope.set.starts_at(key) || (scope.meta_stops && key == b"metadata")
+/// The key scope of a value under `key` (`None` in an array) in a container of scope
+/// `parent`, as `meta_scope` gives it on the state machine's shortcut (`context_with`), for
+/// the scopes a scan reads in.
+fn child_scope(parent: KeyScope, key: Option<&[u8]>) -> KeyScope {
+    match (parent, key) {
+        (KeyScope::Plain, Some(b"metadata")) => KeyScope::MetaRoot,
+        (KeyScope::MetaRoot, Some(b"annotations" | b"labels")) => KeyScope::MetaMap,
+        (KeyScope::MetaRoot, _) => KeyScope::Meta,
+        (other, _) => other,
+    }
 }
 
-/// Whether a container of key scope `scope` can be read by the scan: its keys say nothing
-/// about its values. Inside ObjectMeta (`Meta`) or outside it (`Plain`) they never do; in
-/// `metadata` itself, labels, annotations and a ConfigMap's data they do only through the
-/// `credential-keys` mask; in `binaryData` values are decoded for the detectors.
+/// Whether a container of key scope `scope` can be read by the scan. With the
+/// `credential-keys` mask on, the scan tracks the scopes ObjectMeta gives (its own fields,
+/// labels and annotations, judged by key) and gives up where a key masks; the maps whose every
+/// key judges its value (a ConfigMap's data, an object of unknown kind) are left to the state
+/// machine. In `binaryData` values are decoded for the detectors.
 fn scope_is_silent(set: &MaskSet, scope: KeyScope) -> bool {
     match scope {
-        KeyScope::Plain | KeyScope::Meta => true,
-        KeyScope::MetaRoot | KeyScope::MetaMap | KeyScope::Credentials => !set.credential_keys,
+        KeyScope::Plain | KeyScope::Meta | KeyScope::MetaRoot | KeyScope::MetaMap => true,
+        KeyScope::Credentials => !set.credential_keys,
         KeyScope::Binary => false,
     }
 }
 
 /// Read the container whose first byte after the opening bracket is `input[from]` (an object
-/// when `object`), to its closing bracket. String values' contents are appended to `values`
-/// as ranges of `input`. On giving up, `spine` holds where the containers still open start
-/// (the first byte inside each, outermost first): a scan of any of them would give up at the
-/// same byte.
+/// when `object`), to its closing bracket, leaving in `found` its string values, how far its own
+/// members were read whole, and on giving up the containers still open.
 pub(super) fn scan(
+    input: &[u8],
+    from: usize,
+    object: bool,
+    scope: &Scope<'_>,
+    found: &mut Scratch,
+) -> Scan {
+    // Compiled twice: without the `credential-keys` mask no scope is tracked at all.
+    let Scratch {
+        values,
+        spine,
+        scopes,
+        whole,
+        ..
+    } = found;
+    if scope.keys {
+        scan_with::<true>(input, from, object, scope, values, spine, scopes, whole)
+    } else {
+        scan_with::<false>(input, from, object, scope, values, spine, scopes, whole)
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "`scan`'s scratch lists, apart")]
+fn scan_with<const KEYS: bool>(
     input: &[u8],
     from: usize,
     object: bool,
     scope: &Scope<'_>,
     values: &mut Vec<(usize, usize)>,
     spine: &mut Vec<usize>,
+    scopes: &mut Vec<KeyScope>,
+    whole: &mut Whole,
 ) -> Scan {
-    let mut nest = Nest {
+    scopes.clear();
+    *whole = Whole {
+        to: from,
+        values: 0,
+    };
+    let mut nest = Nest::<KEYS> {
         bits: [0; 4],
         depth: 0,
+        scope: scope.scope,
+        scopes,
     };
-    nest.push(object);
+    nest.push(object, scope.scope);
     spine.clear();
     spine.push(from);
     let mut i = from;
@@ -139,9 +240,11 @@ pub(super) fn scan(
         if first && c == if in_object { b'}' } else { b']' } {
             // An empty container: what follows it is read below.
         } else {
+            let parent = nest.top_scope();
+            let mut child = child_scope(parent, None);
             if in_object {
-                match key(input, i, scope) {
-                    Some(value) => i = value,
+                match key::<KEYS>(input, i, scope, parent, nest.depth == 1) {
+                    Some((value, scope)) => (i, child) = (value, scope),
                     None => return Scan::GaveUp { at: i },
                 }
             }
@@ -170,7 +273,7 @@ pub(super) fn scan(
                     i = close + 1;
                 }
                 b'{' | b'[' => {
-                    if nest.depth >= scope.depth_left || !nest.push(c == b'{') {
+                    if nest.depth >= scope.depth_left || !nest.push(c == b'{', child) {
                         return Scan::GaveUp { at: i };
                     }
                     i += 1;
@@ -201,10 +304,16 @@ pub(super) fn scan(
             match input.get(i) {
                 Some(b',') => {
                     i += 1;
+                    if nest.depth == 1 {
+                        *whole = Whole {
+                            to: i,
+                            values: values.len(),
+                        };
+                    }
                     break;
                 }
                 Some(&c) if c == closer => {
-                    nest.depth -= 1;
+                    nest.pop();
                     spine.pop();
                     if nest.depth == 0 {
                         return Scan::Closed { close: i };
@@ -228,30 +337,73 @@ fn is_literal_byte(c: u8) -> bool {
     matches!(c, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'-' | b'.')
 }
 
-/// A member's key at `input[i]` and its colon: where its value starts (after whitespace), or
-/// `None` when the scan gives up there.
+/// A member's key at `input[i]` (in a container of key scope `parent`; `own` when that is the
+/// scanned container itself) and its colon: where its value starts (after whitespace) and the
+/// value's key scope, or `None` when the scan gives up there: a rule starts at the key, a
+/// path state waits for it, or (with the `credential-keys` mask on) its string value is judged
+/// by a credential-named key.
 #[inline(always)]
-fn key(input: &[u8], i: usize, scope: &Scope<'_>) -> Option<usize> {
+fn key<const KEYS: bool>(
+    input: &[u8],
+    i: usize,
+    scope: &Scope<'_>,
+    parent: KeyScope,
+    own: bool,
+) -> Option<(usize, KeyScope)> {
     if input.get(i) != Some(&b'"') {
         return None;
     }
     let end = find2(b'"', b'\\', input, i + 1)?;
-    let close = if input[end] == b'"' {
-        if key_stops(scope, &input[i + 1..end]) {
+    if input[end] == b'"' {
+        let colon = skip_ws(input, end + 1);
+        if input.get(colon) != Some(&b':') {
             return None;
         }
-        end
-    } else {
-        // An escaped key: judged as the state machine judges it, decoded (one that does not
-        // decode is an error it reports).
-        let close = string_end(input, end)?;
-        match unescape(&input[i + 1..close]) {
-            Ok(k) if !key_stops(scope, &k) => close,
-            _ => return None,
-        }
-    };
+        let value = skip_ws(input, colon + 1);
+        let child = judge::<KEYS>(scope, parent, own, &input[i + 1..end], input.get(value))?;
+        return Some((value, child));
+    }
+    // An escaped key: judged as the state machine judges it, decoded (one that does not
+    // decode is an error it reports).
+    let close = string_end(input, end)?;
     let colon = skip_ws(input, close + 1);
-    (input.get(colon) == Some(&b':')).then(|| skip_ws(input, colon + 1))
+    if input.get(colon) != Some(&b':') {
+        return None;
+    }
+    let value = skip_ws(input, colon + 1);
+    let key = unescape(&input[i + 1..close]).ok()?;
+    let child = judge::<KEYS>(scope, parent, own, &key, input.get(value))?;
+    Some((value, child))
+}
+
+/// A member's key (`value`: its value's first byte) in a container of scope `parent`: its
+/// value's scope, or `None` when the scan gives up at it.
+#[inline(always)]
+fn judge<const KEYS: bool>(
+    scope: &Scope<'_>,
+    parent: KeyScope,
+    own: bool,
+    key: &[u8],
+    value: Option<&u8>,
+) -> Option<KeyScope> {
+    if scope.set.starts_at(key) || own && scope.awaits && (scope.awaited)(key) {
+        return None;
+    }
+    if !KEYS {
+        return Some(parent);
+    }
+    let child = child_scope(parent, Some(key));
+    // A string (or whatever else comes) under a credential-named key in a label or
+    // annotation map is masked. An annotation or label key's prefix is its owner's DNS domain:
+    // only the name after it says what the value is (`credential_key_mask`).
+    if child == KeyScope::MetaMap
+        && value != Some(&b'{')
+        && value != Some(&b'[')
+        && (scope.credential)(key.rsplit(|&b| b == b'/').next().unwrap_or(key))
+    {
+        return None;
+    }
+    Some(child)
 }
 
 /// The closing quote of a string with an escape at `at`, or `None` when the chunk ends first.
@@ -306,16 +458,16 @@ impl JsonMasker {
             return false;
         }
         // The nested masker's depth starts again at the element.
-        match self.scan_silent(bytes, 1, object, scope, 1) {
+        match self.scan_silent(bytes, 1, object, scope, 1, (0, 0)) {
             (Scan::Closed { close }, silent) => silent && close + 1 == bytes.len(),
             (Scan::GaveUp { .. }, _) => false,
         }
     }
 
     /// [`scan`] the container of key scope `scope` whose inside starts at `input[from]`, with
-    /// `open` containers open around it and this one: how it ended, and whether it is silent
-    /// (closed, and the detectors pass every value). The scan's list of the containers still
-    /// open is left in `skip_scratch`.
+    /// `open` containers open around it and this one, and path states `states`: how it ended,
+    /// and whether it is silent (closed, and the detectors pass every value). What the scan
+    /// found is left in `skip_scan`.
     fn scan_silent(
         &mut self,
         input: &[u8],
@@ -323,30 +475,42 @@ impl JsonMasker {
         object: bool,
         scope: KeyScope,
         open: usize,
+        states: (usize, usize),
     ) -> (Scan, bool) {
-        let mut values = std::mem::take(&mut self.skip_values);
-        values.clear();
+        let mut found = std::mem::take(&mut self.skip_scan);
+        found.values.clear();
+        let credential = |k: &[u8]| self.credential_key(k);
+        let awaited = |k: &[u8]| self.by_name(states).any(|n| n == Some(k));
         let scope = Scope {
             set: &self.set,
-            meta_stops: scope == KeyScope::Plain && self.set.credential_keys,
+            scope,
+            keys: self.set.credential_keys,
+            credential: &credential,
+            awaits: states.0 != states.1,
+            awaited: &awaited,
             // The state machine refuses to open a container when this many are open.
             depth_left: self.set.limits.max_depth.saturating_sub(open),
             detect: self.set.detectors.is_some(),
             judged_len: self.judged_len(),
         };
-        let scanned = scan(
-            input,
-            from,
-            object,
-            &scope,
-            &mut values,
-            &mut self.skip_scratch,
-        );
+        let scanned = scan(input, from, object, &scope, &mut found);
         let silent = match scanned {
-            Scan::Closed { .. } => self.detectors_pass(input, &values),
+            Scan::Closed { .. } => self.detectors_pass(input, &found.values),
             Scan::GaveUp { .. } => false,
         };
-        self.skip_values = values;
+        let whole = found.whole;
+        found.copy_to = match scanned {
+            // The members before the one that stopped the scan, when nothing applies to them.
+            Scan::GaveUp { .. }
+                if whole.to > from
+                    && self
+                        .detectors_pass(input, found.values.get(..whole.values).unwrap_or(&[])) =>
+            {
+                whole.to
+            }
+            _ => from,
+        };
+        self.skip_scan = found;
         (scanned, silent)
     }
 
@@ -379,17 +543,21 @@ impl JsonMasker {
         } else {
             Lex::ArrFirst
         };
+        // A container with path states is read when each waits for a member by name (the
+        // last-applied annotation's, in `metadata`): the scan gives up at those members, and
+        // under any other nothing is tracked.
         if self.lex != first
             || f.role != Role::Plain
-            || f.states.0 != f.states.1
             || f.loose
             || f.masked.is_some()
             || !scope_is_silent(&self.set, f.scope)
+            || !self.states_wait_by_name(f.states)
         {
             return Ok(None);
         }
-        let (object, scope) = (f.object, f.scope);
-        let (scanned, silent) = self.scan_silent(input, i, object, scope, self.frames.len());
+        let (object, scope, states) = (f.object, f.scope, f.states);
+        let (scanned, silent) =
+            self.scan_silent(input, i, object, scope, self.frames.len(), states);
         #[cfg(test)]
         {
             let end = match scanned {
@@ -411,12 +579,22 @@ impl JsonMasker {
             // there would stop at the same byte and are not tried again; the others inside it
             // are.
             Scan::GaveUp { .. } => {
+                // The container's own members read whole before the one that stopped the
+                // scan are copied (in an object: the state machine is then after a comma,
+                // waiting for a key; an array's elements are counted, so they are not
+                // copied), and the state machine reads on from there.
+                let copy_to = self.skip_scan.copy_to;
+                if object && copy_to > i {
+                    out.extend_from_slice(&input[i..copy_to]);
+                    self.lex = Lex::ObjKey;
+                }
                 let base = self.consumed;
                 self.skip_spine.clear();
                 // One that starts at the chunk's very end is tried in the next chunk, where
                 // it may end.
                 self.skip_spine.extend(
-                    self.skip_scratch
+                    self.skip_scan
+                        .spine
                         .iter()
                         .filter(|&&p| p < input.len())
                         .map(|&p| base + p as u64),
@@ -425,6 +603,9 @@ impl JsonMasker {
         }
         Ok(match scanned {
             Scan::Closed { close } if silent => Some(close + 1),
+            Scan::GaveUp { .. } if object && self.skip_scan.copy_to > i => {
+                Some(self.skip_scan.copy_to)
+            }
             _ => None,
         })
     }
@@ -439,7 +620,7 @@ mod tests {
     use super::super::super::rules::MaskSet;
     use super::super::test_support::{assert_whole_is_bytewise, mask_chunks};
     use super::super::{JsonMasker, Origin};
-    use super::{Scan, Scope, scan};
+    use super::{Scan, Scope, Scratch, scan};
 
     fn mask(set: &Arc<MaskSet>, input: &[u8], chunk: usize) -> (Vec<u8>, bool) {
         mask_chunks(set, input, chunk, false)
@@ -515,10 +696,22 @@ mod tests {
         Ok(())
     }
 
+    fn credential(k: &[u8]) -> bool {
+        crate::mask::credname::is_credential_key(&String::from_utf8_lossy(k))
+    }
+
+    fn awaited(k: &[u8]) -> bool {
+        k == b"awaited"
+    }
+
     fn scope(set: &MaskSet, detect: bool) -> Scope<'_> {
         Scope {
             set,
-            meta_stops: true,
+            scope: super::KeyScope::Plain,
+            keys: true,
+            credential: &credential,
+            awaits: true,
+            awaited: &awaited,
             depth_left: 8,
             detect,
             judged_len: 0,
@@ -530,17 +723,10 @@ mod tests {
     fn the_scan_takes_silent_containers_and_leaves_the_rest() -> Result<(), String> {
         let set = MaskSet::builtin()?;
         let closed = |doc: &[u8], detect: bool| {
-            let mut values = Vec::new();
+            let mut found = Scratch::default();
             let object = doc.first() == Some(&b'{');
-            match scan(
-                doc,
-                1,
-                object,
-                &scope(&set, detect),
-                &mut values,
-                &mut Vec::new(),
-            ) {
-                Scan::Closed { close } => Some((close, values)),
+            match scan(doc, 1, object, &scope(&set, detect), &mut found) {
+                Scan::Closed { close } => Some((close, found.values)),
                 Scan::GaveUp { .. } => None,
             }
         };
@@ -550,6 +736,15 @@ mod tests {
             br#"{"a":1,"b":[true,false,null,-1.5e3],"c":{"d":"e"}} "#,
             br#"[ {"k:{\"port\":80}":{}} , "x" ]"#,
             br#"{"f:password":{},"password":{}}"#,
+            // ObjectMeta is read with its scopes: labels and annotations by key.
+            br#"{"metadata":{"name":"a","labels":{"app":"x","tier":"y"},"annotations":{}},"b":1}"#,
+            br#"{"metadata":{"labels":{"password":{}},"annotations":{"x/token":["v"]}}}"#,
+            // Only the container's own members are awaited by its states.
+            br#"{"a":{"awaited":1}}"#,
+            // `password` names a credential only in a label or annotation map.
+            br#"{"metadata":{"password":"v","name":{"password":"v"}},"password":"v"}"#,
+            // A map's own key is no credential's name.
+            br#"{"metadata":{"labels":"token"}}"#,
         ];
         for doc in taken {
             assert!(
@@ -570,7 +765,10 @@ mod tests {
             br#"{"a":1x}"#,
             br#"{"a":tru}"#,
             br#"{"a":1,}"#,
-            br#"{"metadata":{}}"#,
+            br#"{"metadata":{"labels":{"db-password":"x"}}}"#,
+            br#"{"metadata":{"annotations":{"example.com/api-token":1}}}"#,
+            br#"{"a":{"metadata":{"labels":{"x":"1","token":"v"}}}}"#,
+            br#"{"awaited":1}"#,
             br#"{"a":"esc\"aped"}"#,
             br#"{"a":"bad\"}"#,
             br#"[[[[[[[[[]]]]]]]]]"#,
@@ -688,6 +886,8 @@ mod tests {
             inner in container(4),
             env in prop::collection::vec((text(), container(2)), 0..4),
             label in (text(), text()),
+            extra in container(2),
+            applied in any::<bool>(),
             cut in 1usize..64,
             which in 0usize..3,
         ) {
@@ -700,7 +900,18 @@ mod tests {
                 .map(|(name, value)| format!(r#"{{"name":{name:?},"value":{value}}}"#))
                 .collect();
             let (k, v) = label;
-            let meta = format!(r#"{{"name":"p","labels":{{{k:?}:{v:?}}},"annotations":{{{k:?}:{v:?},"x":{v:?}}}}}"#);
+            // ObjectMeta, with keys that name credentials or not, with and without an owner's
+            // domain, values of any shape, and sometimes the last-applied annotation (a path
+            // state waits for `annotations` in an object's own metadata).
+            let applied = if applied {
+                r#","kubectl.kubernetes.io/last-applied-configuration":"{\"kind\":\"Secret\",\"data\":{\"a\":\"c2VjcmV0\"}}""#
+            } else {
+                ""
+            };
+            let dk = format!("example.com/{k}");
+            let meta = format!(
+                r#"{{"name":"p","labels":{{{k:?}:{v:?},{dk:?}:{v:?},"nest":{extra}}},"annotations":{{{k:?}:{v:?},"x":{v:?}{applied}}},"finalizers":[{v:?}],"x":{extra},{k:?}:{v:?}}}"#
+            );
             let doc = format!(
                 r#"{{"kind":"Pod","metadata":{meta},"status":{{"x":{inner},"metadata":{meta}}},"spec":{{"containers":[{{"name":"c","env":[{}]}}],"x":[{inner}]}}}}"#,
                 env.join(",")
