@@ -87,9 +87,6 @@ pub(super) struct Scratch {
     scopes: Vec<KeyScope>,
     /// How far the container's own members were read whole.
     whole: Whole,
-    /// On giving up: where the members read whole end when nothing in them applies (the
-    /// scan's start otherwise).
-    copy_to: usize,
 }
 
 /// How a scan ended.
@@ -241,13 +238,19 @@ fn scan_with<const KEYS: bool>(
             // An empty container: what follows it is read below.
         } else {
             let parent = nest.top_scope();
-            let mut child = child_scope(parent, None);
-            if in_object {
+            let child = if in_object {
                 match key::<KEYS>(input, i, scope, parent, nest.depth == 1) {
-                    Some((value, scope)) => (i, child) = (value, scope),
+                    Some((value, scope)) => {
+                        i = value;
+                        scope
+                    }
                     None => return Scan::GaveUp { at: i },
                 }
-            }
+            } else if KEYS {
+                child_scope(parent, None)
+            } else {
+                parent
+            };
             let Some(&c) = input.get(i) else {
                 return Scan::GaveUp { at: i };
             };
@@ -304,7 +307,7 @@ fn scan_with<const KEYS: bool>(
             match input.get(i) {
                 Some(b',') => {
                     i += 1;
-                    if nest.depth == 1 {
+                    if nest.depth == 1 && object {
                         *whole = Whole {
                             to: i,
                             values: values.len(),
@@ -498,18 +501,6 @@ impl JsonMasker {
             Scan::Closed { .. } => self.detectors_pass(input, &found.values),
             Scan::GaveUp { .. } => false,
         };
-        let whole = found.whole;
-        found.copy_to = match scanned {
-            // The members before the one that stopped the scan, when nothing applies to them.
-            Scan::GaveUp { .. }
-                if whole.to > from
-                    && self
-                        .detectors_pass(input, found.values.get(..whole.values).unwrap_or(&[])) =>
-            {
-                whole.to
-            }
-            _ => from,
-        };
         self.skip_scan = found;
         (scanned, silent)
     }
@@ -567,6 +558,7 @@ impl JsonMasker {
             self.skip_stats.0 += usize::from(silent);
             self.skip_stats.1 += end - i;
         }
+        let mut copied = None;
         match scanned {
             Scan::Closed { close } if silent => {
                 out.extend_from_slice(&input[i..=close]);
@@ -583,10 +575,17 @@ impl JsonMasker {
                 // scan are copied (in an object: the state machine is then after a comma,
                 // waiting for a key; an array's elements are counted, so they are not
                 // copied), and the state machine reads on from there.
-                let copy_to = self.skip_scan.copy_to;
-                if object && copy_to > i {
-                    out.extend_from_slice(&input[i..copy_to]);
+                let whole = self.skip_scan.whole;
+                if object
+                    && whole.to > i
+                    && self.detectors_pass(
+                        input,
+                        self.skip_scan.values.get(..whole.values).unwrap_or(&[]),
+                    )
+                {
+                    out.extend_from_slice(&input[i..whole.to]);
                     self.lex = Lex::ObjKey;
+                    copied = Some(whole.to);
                 }
                 let base = self.consumed;
                 self.skip_spine.clear();
@@ -603,9 +602,7 @@ impl JsonMasker {
         }
         Ok(match scanned {
             Scan::Closed { close } if silent => Some(close + 1),
-            Scan::GaveUp { .. } if object && self.skip_scan.copy_to > i => {
-                Some(self.skip_scan.copy_to)
-            }
+            Scan::GaveUp { .. } => copied,
             _ => None,
         })
     }
