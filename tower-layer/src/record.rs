@@ -369,10 +369,10 @@ impl Drop for FailOnPanic<'_> {
 }
 
 /// The writer: group commit. It takes every record queued (dwelling until [`inbox::DWELL`] after
-/// it took the last batch, while nobody waits for one: see [`inbox`]), writes them in order with one `write`, syncs once if any
-/// of them (or the close) must be durable, and only then acknowledges the durable ones: a
-/// record acknowledged is on disk, and many records share one write and one sync instead of
-/// paying for their own. It returns after the close (which `Drop` sends).
+/// it took the last batch, while nobody waits for one: see [`inbox`]), writes them in order
+/// with one `write` per 256 KiB, syncs once if any of them (or the close) must be durable, and
+/// only then acknowledges the durable ones: a record acknowledged is on disk, and many records
+/// share one write and one sync instead of paying for their own. It returns after the close (which `Drop` sends).
 fn write_loop(
     inbox: &Inbox<Msg>,
     file: File,
@@ -381,7 +381,7 @@ fn write_loop(
     state: &WriterState,
 ) {
     let mut out = file;
-    // A batch's lines, written with one `write`; kept between batches.
+    // A batch's lines, written every `LINES_KEPT` bytes; kept between batches.
     let mut lines: Vec<u8> = Vec::with_capacity(LINES_KEPT);
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
     let mut dwell = None;

@@ -44,6 +44,16 @@ impl Approver for Yes {
     }
 }
 
+/// A fresh directory for one test (named `test`, with this process's id) and the path of a log
+/// file `file` in it, not yet there.
+fn fresh_log(test: &str, file: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(file);
+    let _ = std::fs::remove_file(&path);
+    (dir, path)
+}
+
 /// A recorder shared between the layer and the test, so the test can close it.
 #[derive(Clone)]
 struct Shared(Arc<JsonlRecorder>);
@@ -62,10 +72,7 @@ impl Recorder for Shared {
 
 #[tokio::test]
 async fn a_session_is_recorded_verifiably_with_no_secret_in_it() {
-    let dir = std::env::temp_dir().join(format!("kubeleash-rec-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("session.jsonl");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh_log("kubeleash-rec", "session.jsonl");
     let recorder = Shared(Arc::new(
         JsonlRecorder::open(
             &path,
@@ -160,10 +167,7 @@ async fn a_session_is_recorded_verifiably_with_no_secret_in_it() {
 
 #[tokio::test]
 async fn a_reopened_log_continues_the_chain_and_a_torn_line_is_cut() {
-    let dir = std::env::temp_dir().join(format!("kubeleash-rec2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("log.jsonl");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh_log("kubeleash-rec2", "log.jsonl");
     let one = |kind: kubeleash_core::record::RecordKind| kubeleash_tower::RecordBody {
         time: kubeleash_tower::now(),
         kind,
@@ -232,10 +236,7 @@ fn the_record_file_is_the_operators_alone() {
 async fn many_senders_at_once_lose_nothing_reorder_nothing_and_durable_means_written() {
     const SENDERS: usize = 64;
     const EACH: usize = 150;
-    let dir = std::env::temp_dir().join(format!("kubeleash-rec-many-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("session.jsonl");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh_log("kubeleash-rec-many", "session.jsonl");
     let recorder = Arc::new(
         JsonlRecorder::open(
             &path,
@@ -336,10 +337,7 @@ async fn many_senders_at_once_lose_nothing_reorder_nothing_and_durable_means_wri
 /// written as a batch grows, and every record still lands whole and chained.
 #[tokio::test]
 async fn a_batch_of_large_escaped_bodies_is_written_whole() {
-    let dir = std::env::temp_dir().join(format!("kubeleash-rec-large-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("session.jsonl");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh_log("kubeleash-rec-large", "session.jsonl");
     let recorder = JsonlRecorder::open(&path, RecorderOptions::default()).unwrap();
     let hostile: String = (0..100_000u32)
         .map(|i| char::from(u8::try_from(i % 32).unwrap()))

@@ -39,7 +39,7 @@
 use super::super::rules::MaskSet;
 use super::super::scan::find2;
 use super::super::strings::unescape;
-use super::{JsonMasker, KeyScope, Lex, Role, valid_literal};
+use super::{JsonMasker, KeyScope, Lex, Role, meta_scope, valid_literal};
 use crate::mask::MaskError;
 
 /// What a scan needs to know about the container it reads.
@@ -50,7 +50,8 @@ pub(super) struct Scope<'a> {
     /// The `credential-keys` mask is on: key scopes are tracked, and a string value under a
     /// credential-named key in a label or annotation map makes the scan give up.
     pub(super) keys: bool,
-    /// Whether a key names a credential (the masker's remembered answer).
+    /// Whether a string under this key in a label or annotation map is masked for its key
+    /// (the masker's `credential_key_mask`).
     pub(super) credential: &'a dyn Fn(&[u8]) -> bool,
     /// The container has path states (each waiting for a member by name).
     pub(super) awaits: bool,
@@ -149,15 +150,10 @@ impl<const KEYS: bool> Nest<'_, KEYS> {
 }
 
 /// The key scope of a value under `key` (`None` in an array) in a container of scope
-/// `parent`, as `meta_scope` gives it on the state machine's shortcut (`context_with`), for
-/// the scopes a scan reads in.
+/// `parent`: the state machine's own rule for a plain container (`context_with`'s shortcut).
+#[inline(always)]
 fn child_scope(parent: KeyScope, key: Option<&[u8]>) -> KeyScope {
-    match (parent, key) {
-        (KeyScope::Plain, Some(b"metadata")) => KeyScope::MetaRoot,
-        (KeyScope::MetaRoot, Some(b"annotations" | b"labels")) => KeyScope::MetaMap,
-        (KeyScope::MetaRoot, _) => KeyScope::Meta,
-        (other, _) => other,
-    }
+    meta_scope(Role::Plain, parent, key).unwrap_or(parent)
 }
 
 /// Whether a container of key scope `scope` can be read by the scan. With the
@@ -397,12 +393,11 @@ fn judge<const KEYS: bool>(
     }
     let child = child_scope(parent, Some(key));
     // A string (or whatever else comes) under a credential-named key in a label or
-    // annotation map is masked. An annotation or label key's prefix is its owner's DNS domain:
-    // only the name after it says what the value is (`credential_key_mask`).
+    // annotation map is masked.
     if child == KeyScope::MetaMap
         && value != Some(&b'{')
         && value != Some(&b'[')
-        && (scope.credential)(key.rsplit(|&b| b == b'/').next().unwrap_or(key))
+        && (scope.credential)(key)
     {
         return None;
     }
@@ -482,7 +477,10 @@ impl JsonMasker {
     ) -> (Scan, bool) {
         let mut found = std::mem::take(&mut self.skip_scan);
         found.values.clear();
-        let credential = |k: &[u8]| self.credential_key(k);
+        let credential = |k: &[u8]| {
+            self.credential_key_mask(b'"', KeyScope::MetaMap, Some(k))
+                .is_some()
+        };
         let awaited = |k: &[u8]| self.by_name(states).any(|n| n == Some(k));
         let scope = Scope {
             set: &self.set,
@@ -694,7 +692,8 @@ mod tests {
     }
 
     fn credential(k: &[u8]) -> bool {
-        crate::mask::credname::is_credential_key(&String::from_utf8_lossy(k))
+        let name = k.rsplit(|&b| b == b'/').next().unwrap_or(k);
+        crate::mask::credname::is_credential_key(&String::from_utf8_lossy(name))
     }
 
     fn awaited(k: &[u8]) -> bool {
