@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use kubeleash_core::policy::Identity;
-use kubeleash_core::record::verify;
+use kubeleash_core::record::verify_signed;
 use kubeleash_sandbox::{Sandbox, Seed};
 use kubeleash_tower::{Answer, ApprovalRequest, Approver, Mode};
 
@@ -192,6 +192,8 @@ async fn demo(a: Args) -> Result<(), String> {
     let policy = dir.join("agent-policy.yaml");
     std::fs::write(&policy, POLICY).map_err(|e| e.to_string())?;
     let record = dir.join("session.jsonl");
+    // The record is signed; its public key goes beside it as session.pub.
+    let signing_key = dir.join("session.key");
     let sandbox = Sandbox::start(
         "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
         Seed::Default,
@@ -206,6 +208,7 @@ async fn demo(a: Args) -> Result<(), String> {
         record: Some(record.clone()),
         // The masked bodies too, so the session page shows what the agent read.
         record_bodies: Some(64 * 1024),
+        signing_key: Some(signing_key.clone()),
         identity: IdentityConfig::Fixed(Identity::new("agent-1", ["ai-agents"])),
         approvals: Approvals::Custom(Arc::new(Human(p))),
         approval_timeout: Duration::from_secs(30),
@@ -248,7 +251,9 @@ async fn demo(a: Args) -> Result<(), String> {
         p.bold("6. the record, replayed as kubectl commands (kubeleash replay)")
     );
     let log = std::fs::read_to_string(&record).map_err(|e| e.to_string())?;
-    let v = verify(&log);
+    let public = crate::signing_key::public_path(&signing_key);
+    let keys = crate::signing_key::public_keys(std::slice::from_ref(&public))?;
+    let v = verify_signed(&log, &keys);
     for r in v.records.iter().filter(|r| r.body.kind != RecordKind::End) {
         let d = crate::replay::decision_text(r);
         let d = if d.starts_with("DENIED") {
@@ -264,14 +269,16 @@ async fn demo(a: Args) -> Result<(), String> {
             crate::replay::command(r)
         );
     }
-    let chain = if v.problems.is_empty() {
-        p.ok("intact")
+    let chain = if v.problems.is_empty() && v.unsigned.is_none() {
+        p.ok("intact, and every record signed")
     } else {
         p.no("BROKEN")
     };
     println!(
-        "   {} records, hash chain {chain}; full log: {}",
+        "   {} records, hash chain {chain}; full log: {}\n   verify it yourself: kubeleash replay --verify --key {} {}",
         v.records.len(),
+        record.display(),
+        public.display(),
         record.display()
     );
     Ok(())

@@ -17,6 +17,7 @@ mod proxy;
 mod replay;
 mod report;
 mod sandbox;
+mod signing_key;
 mod test;
 mod whatif;
 

@@ -81,6 +81,12 @@ pub struct Args {
     /// BYTES each.
     #[arg(long, value_name = "BYTES", requires = "record")]
     record_bodies: Option<usize>,
+    /// Sign the record with the Ed25519 key in FILE (PKCS#8 PEM), made there with mode 0600 when
+    /// there is none, with its public half beside it (FILE with the extension `.pub`): a checkpoint
+    /// signs every line before it, so `kubeleash replay --verify --key session.pub` finds any
+    /// rewrite made without the key.
+    #[arg(long, value_name = "FILE", requires = "record")]
+    signing_key: Option<PathBuf>,
     /// Who approves held requests: `socket` (`kubeleash approvals ...`) or `webhook=URL`.
     /// Without it, requests the policy holds are refused.
     #[arg(long, value_name = "HOW")]
@@ -178,6 +184,7 @@ pub fn run(a: Args) -> ExitCode {
         identity: fixed,
         record: a.record.clone(),
         record_bodies: a.record_bodies,
+        signing_key: a.signing_key.clone(),
         approvals,
         approval_timeout: Duration::from_secs(a.approval_timeout),
         approval_mode,

@@ -78,6 +78,12 @@ pub struct Args {
     /// capped at BYTES each (`kubeleash replay --html` shows them).
     #[arg(long, value_name = "BYTES", requires = "record")]
     record_bodies: Option<usize>,
+    /// Sign the record with the Ed25519 key in FILE (PKCS#8 PEM), made there with mode 0600 when
+    /// there is none, with its public half beside it (FILE with the extension `.pub`): a checkpoint
+    /// signs every line before it, so `kubeleash replay --verify --key session.pub` finds any
+    /// rewrite made without the key.
+    #[arg(long, value_name = "FILE", requires = "record")]
+    signing_key: Option<PathBuf>,
     /// The agent's user name (fixed identity).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
@@ -298,6 +304,7 @@ pub fn run(a: Args) -> ExitCode {
         listen: a.listen,
         record: a.record.clone(),
         record_bodies: a.record_bodies,
+        signing_key: a.signing_key.clone(),
         identity,
         approvals: match &approvals {
             Chosen::Ready(x) => x.clone(),

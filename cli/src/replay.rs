@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use kubeleash_core::display::{printable, shell_word};
 use kubeleash_core::kubectl;
-use kubeleash_core::record::{Record, audit_event, verify};
+use kubeleash_core::record::{Record, audit_event, verify, verify_signed};
 use kubeleash_core::request::classify;
 
 use crate::report::{USAGE, lower};
@@ -42,6 +42,12 @@ pub struct Args {
     /// a last line it may be writing at this moment (torn, and left out).
     #[arg(long)]
     allow_open: bool,
+    /// Check the record's signatures with this public key (the `.pub` file beside the proxy's
+    /// --signing-key); repeat for the keys of a rotation. With --verify: exit 1 when a
+    /// checkpoint was not made by one of them or does not fit what it signs, when the record
+    /// has none, or when records follow the last one (unless --allow-open).
+    #[arg(long = "key", value_name = "PUBLIC_KEY")]
+    keys: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "kubectl")]
     format: Format,
@@ -234,6 +240,13 @@ fn keep(r: &Record, a: &Args) -> bool {
 }
 
 pub fn run(a: Args) -> ExitCode {
+    let keys = match crate::signing_key::public_keys(&a.keys) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
     let log = match std::fs::read_to_string(&a.file) {
         Ok(t) => t,
         Err(e) => {
@@ -245,9 +258,19 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let v = verify(&log);
+    let v = if keys.is_empty() {
+        verify(&log)
+    } else {
+        verify_signed(&log, &keys)
+    };
     for w in &v.warnings {
         eprintln!("warning: {}", printable(w));
+    }
+    if keys.is_empty() && !v.checkpoints.is_empty() {
+        eprintln!(
+            "note: the record is signed ({} checkpoints); pass its public key with --key to check the signatures (the chain of hashes alone does not show a rewrite by whoever could write the file)",
+            v.checkpoints.len()
+        );
     }
     for (line, p) in &v.problems {
         eprintln!(
@@ -389,7 +412,38 @@ fn verdict(a: &Args, v: &kubeleash_core::record::Verification, code: ExitCode) -
             eprintln!("error: the log was cut short (see the warnings above)");
             return ExitCode::from(1);
         }
-        eprintln!("verified: {} records, chain intact", v.records.len());
+        if let Some(u) = &v.unsigned {
+            let what = format!(
+                "records {} to {} come after the last signature: whoever can write the file could have changed or added them",
+                u.start,
+                u.end.saturating_sub(1)
+            );
+            if !a.allow_open {
+                eprintln!(
+                    "error: {what} (a recorder still running, or one that stopped uncleanly, leaves such a tail; --allow-open accepts it)"
+                );
+                return ExitCode::from(1);
+            }
+            eprintln!("warning: {what}");
+        }
+        let signed = if a.keys.is_empty() {
+            String::new()
+        } else {
+            let mut by: Vec<&str> = v
+                .checkpoints
+                .iter()
+                .filter_map(|c| c.record.body.checkpoint.as_ref().map(|c| c.key.as_str()))
+                .collect();
+            by.dedup();
+            format!(
+                ", signed by key {} (checked against the keys given)",
+                by.join(" then key ")
+            )
+        };
+        eprintln!(
+            "verified: {} records, chain intact{signed}",
+            v.records.len()
+        );
     } else if !v.problems.is_empty() {
         eprintln!("warning: the chain of hashes is broken (run with --verify for the exit code)");
     }

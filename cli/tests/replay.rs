@@ -132,6 +132,7 @@ fn log_of(forms: &[Form]) -> String {
                 ..Default::default()
             },
             response: None,
+            checkpoint: None,
         };
         out.push_str(&chain.seal(body));
         out.push('\n');
@@ -293,6 +294,7 @@ fn hostile_records_print_quoted_and_escaped() {
                 ..Default::default()
             },
             response: None,
+            checkpoint: None,
         };
         log.push_str(&chain.seal(rec));
         log.push('\n');

@@ -116,6 +116,7 @@ impl Rec {
                 grant: self.grant.clone(),
             },
             response: None,
+            checkpoint: None,
         }
     }
 }
@@ -156,6 +157,7 @@ fn plain_read(c: &mut Chain, t: &str) -> String {
             ..Default::default()
         },
         response: None,
+        checkpoint: None,
     })
 }
 

@@ -117,6 +117,7 @@ fn request(
             reason: format!("rule {rule:?} decided {effect}"),
             ..Default::default()
         },
+        checkpoint: None,
         response: Some(RecordedResponse {
             status: if outcome == "refused" { 403 } else { 200 },
             bytes: 10,
@@ -529,6 +530,7 @@ fn hostile_log(strings: &[String]) -> String {
                 grant: Some(serde_json::json!({ "rule": { "name": s } })),
                 ..Default::default()
             },
+            checkpoint: None,
             response: Some(RecordedResponse {
                 status: 200,
                 bytes: 1,

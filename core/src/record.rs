@@ -24,6 +24,11 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod signing;
+pub use signing::{
+    CHECKPOINT_AFTER, CHECKPOINT_EVERY, Checkpoint, KeyError, PublicKey, Signer, statement,
+};
+
 use crate::policy::Identity;
 use crate::request::Attributes;
 
@@ -117,6 +122,9 @@ record_words! {
         Expired => "expired",
         /// The recorder shut down cleanly.
         End => "end",
+        /// A signature over every line before it ([`Checkpoint`]); read apart from the others
+        /// ([`Verification::checkpoints`]).
+        Checkpoint => "checkpoint",
     }
 }
 
@@ -238,6 +246,10 @@ pub struct RecordBody {
     /// The response, once there is one.
     #[serde(default)]
     pub response: Option<RecordedResponse>,
+    /// On a `checkpoint` record: its signature. Written only there, so other records hash as
+    /// before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A record as read back: its chain fields and its body.
@@ -360,6 +372,40 @@ impl Chain {
         self.prev = hash;
     }
 
+    /// Append a checkpoint record (without newline) to `out`: `signer`'s signature over the
+    /// hash of the line before it, so over every line before it ([`signing`](self::Signer)).
+    /// `previous_key` names the key the log's last checkpoint was made with when `signer`'s
+    /// differs (a rotation); `unsigned_from` the first record a resumed log left unsigned.
+    pub fn checkpoint(
+        &mut self,
+        signer: &Signer,
+        time: &str,
+        previous_key: Option<String>,
+        unsigned_from: Option<u64>,
+        out: &mut Vec<u8>,
+    ) {
+        let signature = signer.sign(&statement(
+            &self.session,
+            self.seq,
+            &self.prev,
+            time,
+            previous_key.as_deref(),
+            unsigned_from,
+        ));
+        let body = RecordBody {
+            time: time.to_string(),
+            kind: RecordKind::Checkpoint,
+            checkpoint: Some(Checkpoint {
+                key: signer.key_id().to_string(),
+                signature,
+                previous_key,
+                unsigned_from,
+            }),
+            ..Default::default()
+        };
+        self.seal_into(&body, out);
+    }
+
     /// The closing record.
     pub fn end(&mut self, time: &str) -> String {
         self.seal(RecordBody {
@@ -373,12 +419,62 @@ impl Chain {
 /// The result of checking a log.
 #[derive(Debug, Clone, Default)]
 pub struct Verification {
-    /// Records read.
+    /// Records read, but the checkpoints.
     pub records: Vec<Record>,
+    /// The checkpoint records, each with where it stands.
+    pub checkpoints: Vec<Checkpointed>,
+    /// With keys ([`verify_signed`]): the records (by `seq`) after the last checkpoint that
+    /// verifies, which nothing signs yet. A recorder that is still running or stopped
+    /// uncleanly leaves such a tail.
+    pub unsigned: Option<std::ops::Range<u64>>,
     /// Chain breaks, in order: line number (1-based) and what is wrong. Empty when intact.
     pub problems: Vec<(usize, String)>,
     /// Notes that are not breaks: a torn last line, no closing record.
     pub warnings: Vec<String>,
+}
+
+/// A checkpoint record as read back.
+#[derive(Debug, Clone)]
+pub struct Checkpointed {
+    /// Its line (1-based).
+    pub line: usize,
+    /// How many of [`Verification::records`] come before it: those it signs.
+    pub after: usize,
+    /// The record.
+    pub record: Record,
+}
+
+/// Check every link of a log, as [`verify`] does, and every checkpoint's signature against
+/// `keys`: a checkpoint made by a key not among them, or whose signature does not fit what
+/// came before it, is a problem, and so is a log without one. The records after the last
+/// good checkpoint are left in [`Verification::unsigned`].
+pub fn verify_signed(log: &str, keys: &[PublicKey]) -> Verification {
+    let mut v = verify(log);
+    signing::check(&mut v, keys);
+    v
+}
+
+/// What anyone who can write a log can do after editing it: renumber the records and recompute
+/// every line's hash and link, so that [`verify`] finds the chain intact again. Only a signature ([`verify_signed`])
+/// tells such a log from the one written; the tests show that with this.
+pub fn rehash(log: &str) -> String {
+    let mut prev = GENESIS.to_string();
+    let mut out = String::with_capacity(log.len());
+    for (seq, line) in log.lines().enumerate() {
+        let Ok(r) = serde_json::from_str::<Record>(line) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        // Written as the recorder writes it, so an untouched line comes out as it was.
+        let mut chain = Chain::resume(r.session, seq as u64, prev);
+        let mut sealed = Vec::new();
+        chain.seal_into(&r.body, &mut sealed);
+        out.push_str(&String::from_utf8_lossy(&sealed));
+        out.push('\n');
+        prev = chain.prev;
+    }
+    out
 }
 
 /// Check every link of a log and read its records. The first problem names the first record
@@ -441,7 +537,15 @@ pub fn verify(log: &str) -> Verification {
         }
         prev = claimed.to_string();
         expect_seq = record.seq + 1;
-        v.records.push(record);
+        if record.body.kind == RecordKind::Checkpoint {
+            v.checkpoints.push(Checkpointed {
+                line: n,
+                after: v.records.len(),
+                record,
+            });
+        } else {
+            v.records.push(record);
+        }
     }
     if v.records
         .last()

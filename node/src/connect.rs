@@ -877,6 +877,7 @@ pub fn verify_record(log: String) -> RecordVerification {
         records,
         problems,
         warnings,
+        ..
     } = verify(&log);
     RecordVerification {
         ok: problems.is_empty(),

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use kubeleash_core::record::{Chain, Record, RecordBody, audit_event, rfc3339};
+use kubeleash_core::record::{
+    CHECKPOINT_AFTER, CHECKPOINT_EVERY, Chain, Record, RecordBody, Signer, audit_event, rfc3339,
+};
 use tokio::sync::oneshot;
 
 mod inbox;
@@ -146,6 +148,11 @@ pub struct RecorderOptions {
     pub body_cap: Option<usize>,
     /// The session id; default: derived from the time the recorder opened.
     pub session: Option<String>,
+    /// Sign the chain with this key: a checkpoint every [`CHECKPOINT_EVERY`] records, at most
+    /// [`CHECKPOINT_AFTER`] after any record, at close, and on resuming a log that another key
+    /// signed last or that ended unsigned (see [`kubeleash_core::record::Signer`]). Chained
+    /// format only.
+    pub signer: Option<Arc<Signer>>,
 }
 
 impl Default for RecorderOptions {
@@ -156,6 +163,7 @@ impl Default for RecorderOptions {
             format: Format::Chained,
             body_cap: None,
             session: None,
+            signer: None,
         }
     }
 }
@@ -208,10 +216,21 @@ impl std::fmt::Debug for JsonlRecorder {
     }
 }
 
-/// Where an existing chained log leaves off; a torn last line is cut away first.
-fn resume(path: &Path, file: &mut File, session: &str) -> std::io::Result<Chain> {
+/// What a resumed log says about its signatures.
+#[derive(Debug, Default)]
+struct Signed {
+    /// The key its last checkpoint was made with.
+    last_key: Option<String>,
+    /// The first record after its last checkpoint, if any follows it.
+    unsigned_from: Option<u64>,
+}
+
+/// Where an existing chained log leaves off, and what signs it; a torn last line is cut away
+/// first.
+fn resume(file: &mut File, session: &str) -> std::io::Result<(Chain, Signed)> {
     let mut reader = BufReader::new(&*file);
     let (mut last, mut good_len, mut offset) = (None::<Record>, 0u64, 0u64);
+    let mut signed = Signed::default();
     let mut line = String::new();
     loop {
         line.clear();
@@ -225,6 +244,15 @@ fn resume(path: &Path, file: &mut File, session: &str) -> std::io::Result<Chain>
         }
         match serde_json::from_str::<Record>(line.trim_end()) {
             Ok(r) => {
+                match &r.body.checkpoint {
+                    Some(c) if r.body.kind == RecordKind::Checkpoint => {
+                        signed.last_key = Some(c.key.clone());
+                        signed.unsigned_from = None;
+                    }
+                    _ => {
+                        signed.unsigned_from.get_or_insert(r.seq);
+                    }
+                }
                 last = Some(r);
                 good_len = offset;
             }
@@ -236,11 +264,11 @@ fn resume(path: &Path, file: &mut File, session: &str) -> std::io::Result<Chain>
         file.set_len(good_len)?;
     }
     file.seek(SeekFrom::End(0))?;
-    let _ = path;
-    Ok(match last {
+    let chain = match last {
         Some(r) => Chain::resume(session, r.seq + 1, r.hash),
         None => Chain::new(session),
-    })
+    };
+    Ok((chain, signed))
 }
 
 impl JsonlRecorder {
@@ -266,10 +294,20 @@ impl JsonlRecorder {
                     .as_millis()
             )
         });
-        let chain = match options.format {
-            Format::Chained => resume(&path, &mut file, &session)?,
-            Format::Audit => Chain::new(session),
+        let (chain, signed) = match (options.format, &options.signer) {
+            (Format::Chained, _) => resume(&mut file, &session)?,
+            (Format::Audit, None) => (Chain::new(session), Signed::default()),
+            (Format::Audit, Some(_)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "audit events are not chained, so they cannot be signed: sign the chained format, and ship audit events from it",
+                ));
+            }
         };
+        let signing = options
+            .signer
+            .clone()
+            .map(|signer| Signing::new(signer, signed));
         // A dwelling writer is woken early once a quarter of the admission bound waits, so
         // the dwell never makes admission wait for room.
         let inbox = Arc::new(Inbox::new((options.queue / 4).clamp(1, MAX_BATCH)));
@@ -290,7 +328,7 @@ impl JsonlRecorder {
                 // room that records nobody will take would never free.
                 let _failed = FailOnPanic(&state_w);
                 let _closed = inbox::CloseOnDrop(&inbox_w);
-                write_loop(&inbox_w, file, chain, format, &state_w);
+                write_loop(&inbox_w, file, chain, format, signing, &state_w);
             })?;
         Ok(JsonlRecorder {
             inbox,
@@ -356,6 +394,70 @@ const MAX_BATCH: usize = 512;
 /// between batches.
 const LINES_KEPT: usize = 256 * 1024;
 
+/// The writer's signing state: when the next checkpoint is due, and what the first one records.
+struct Signing {
+    signer: Arc<Signer>,
+    /// Records written since the last checkpoint.
+    unsigned: u64,
+    /// When the oldest of them was written.
+    since: Option<std::time::Instant>,
+    /// For the first checkpoint: the key the log was last signed with, when it is another.
+    previous_key: Option<String>,
+    /// For the first checkpoint: the first record the log left unsigned.
+    unsigned_from: Option<u64>,
+}
+
+impl Signing {
+    fn new(signer: Arc<Signer>, signed: Signed) -> Self {
+        let previous_key = signed.last_key.filter(|k| k.as_str() != signer.key_id());
+        Signing {
+            signer,
+            unsigned: 0,
+            since: None,
+            previous_key,
+            unsigned_from: signed.unsigned_from,
+        }
+    }
+
+    /// A resumed log that another key signed last, or that ends with records nothing signs,
+    /// is checkpointed before anything else is written: the rotation, or what was left
+    /// unsigned, is on record at once.
+    fn due_on_open(&self) -> bool {
+        self.previous_key.is_some() || self.unsigned_from.is_some()
+    }
+
+    fn wrote(&mut self) {
+        self.unsigned += 1;
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// When the writer must wake to sign what it wrote, if nothing else wakes it first.
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.since.map(|t| t + CHECKPOINT_AFTER)
+    }
+
+    fn due(&self) -> bool {
+        self.unsigned >= CHECKPOINT_EVERY
+            || self
+                .deadline()
+                .is_some_and(|d| d <= std::time::Instant::now())
+    }
+
+    /// Append a checkpoint (and its newline) to `lines`.
+    fn checkpoint(&mut self, chain: &mut Chain, lines: &mut Vec<u8>) {
+        chain.checkpoint(
+            &self.signer,
+            &now(),
+            self.previous_key.take(),
+            self.unsigned_from.take(),
+            lines,
+        );
+        lines.push(b'\n');
+        self.unsigned = 0;
+        self.since = None;
+    }
+}
+
 /// Fails the recorder if the writer thread panics.
 struct FailOnPanic<'a>(&'a WriterState);
 
@@ -378,6 +480,7 @@ fn write_loop(
     file: File,
     mut chain: Chain,
     format: Format,
+    mut signing: Option<Signing>,
     state: &WriterState,
 ) {
     let mut out = file;
@@ -385,8 +488,19 @@ fn write_loop(
     let mut lines: Vec<u8> = Vec::with_capacity(LINES_KEPT);
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
     let mut dwell = None;
+    if let Some(s) = signing.as_mut().filter(|s| s.due_on_open()) {
+        s.checkpoint(&mut chain, &mut lines);
+        if let Err(e) = out.write_all(&lines).and_then(|()| out.sync_data()) {
+            state.fail(e.to_string().to_lowercase());
+        }
+        lines.clear();
+    }
     loop {
-        inbox.take(&mut batch, dwell);
+        inbox.take(
+            &mut batch,
+            dwell,
+            signing.as_ref().and_then(Signing::deadline),
+        );
         dwell = Some(std::time::Instant::now() + inbox::DWELL);
         state.pending.fetch_sub(batch.len(), Ordering::AcqRel);
         state.drained.notify_waiters();
@@ -432,6 +546,13 @@ fn write_loop(
                 Format::Chained => {
                     chain.seal_into(&body, &mut lines);
                     lines.push(b'\n');
+                    if let Some(s) = signing.as_mut() {
+                        s.wrote();
+                        // The closing record is signed with everything before it.
+                        if s.unsigned >= CHECKPOINT_EVERY || close.is_some() {
+                            s.checkpoint(&mut chain, &mut lines);
+                        }
+                    }
                 }
                 Format::Audit => {
                     let sealed = chain.seal(body);
@@ -455,6 +576,11 @@ fn write_loop(
                 // dropped, which their senders read as "the writer has stopped".
                 break;
             }
+        }
+        // Records that waited long enough for a signature (or a wake-up for nothing but that,
+        // with `batch` empty) get one now.
+        if let Some(s) = signing.as_mut().filter(|s| s.due()) {
+            s.checkpoint(&mut chain, &mut lines);
         }
         r = r.and_then(|()| out.write_all(&lines));
         if lines.capacity() > LINES_KEPT * 4 {

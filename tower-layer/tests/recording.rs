@@ -371,3 +371,176 @@ async fn a_batch_of_large_escaped_bodies_is_written_whole() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A signed recorder: a checkpoint every `CHECKPOINT_EVERY` records and at close; resumed
+/// with another key, the rotation is the first thing written; resumed over records a crash left
+/// unsigned, the first checkpoint says which; and every state verifies with the right keys
+/// only.
+#[tokio::test]
+async fn a_signed_log_is_checkpointed_rotated_and_resumed_on_record() {
+    use kubeleash_core::record::{CHECKPOINT_EVERY, PublicKey, RecordKind, Signer, verify_signed};
+    let (dir, path) = fresh_log("kubeleash-rec-signed", "session.jsonl");
+    let one = || kubeleash_tower::RecordBody {
+        time: kubeleash_tower::now(),
+        kind: RecordKind::Request,
+        ..Default::default()
+    };
+    let key = |s: &Signer| PublicKey::from_pem(&s.public_pem()).unwrap();
+    let open = |signer: &Arc<Signer>| {
+        JsonlRecorder::open(
+            &path,
+            RecorderOptions {
+                signer: Some(Arc::clone(signer)),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let a = Arc::new(Signer::generate().unwrap());
+    let n = usize::try_from(CHECKPOINT_EVERY).unwrap() * 2 + 10;
+    let r = open(&a);
+    for _ in 0..n {
+        r.record(one()).unwrap();
+    }
+    r.close();
+    let log = std::fs::read_to_string(&path).unwrap();
+    let v = verify_signed(&log, &[key(&a)]);
+    assert!(
+        v.problems.is_empty() && v.unsigned.is_none() && v.warnings.is_empty(),
+        "{:?} {:?}",
+        v.problems,
+        v.warnings
+    );
+    assert_eq!(v.records.len(), n + 1, "the records and the end");
+    assert_eq!(v.checkpoints.len(), 3, "two for the count, one at close");
+    assert_eq!(v.checkpoints[0].after, 256);
+
+    // Another key takes over the same log: the rotation is recorded before anything else.
+    let b = Arc::new(Signer::generate().unwrap());
+    let r = open(&b);
+    r.record(one()).unwrap();
+    r.close();
+    let log = std::fs::read_to_string(&path).unwrap();
+    let v = verify_signed(&log, &[key(&a), key(&b)]);
+    assert!(
+        v.problems.is_empty() && v.unsigned.is_none(),
+        "{:?}",
+        v.problems
+    );
+    let rotation = &v.checkpoints[3];
+    assert_eq!(rotation.after, n + 1, "right after what `a` signed");
+    let c = rotation.record.body.checkpoint.as_ref().unwrap();
+    assert_eq!(
+        (c.key.as_str(), c.previous_key.as_deref()),
+        (b.key_id(), Some(a.key_id()))
+    );
+    assert!(
+        v.warnings.iter().any(|w| w.contains("rotated")),
+        "{:?}",
+        v.warnings
+    );
+    assert!(
+        !verify_signed(&log, &[key(&b)]).problems.is_empty(),
+        "`b` does not vouch for `a`"
+    );
+
+    // A crash: records appended that no checkpoint follows. The next recorder signs them at
+    // once, and says they were signed late.
+    let mut text = log.clone();
+    let last: kubeleash_core::record::Record =
+        serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let mut chain = kubeleash_core::record::Chain::resume("crashed", last.seq + 1, last.hash);
+    for _ in 0..3 {
+        text.push_str(&chain.seal(one()));
+        text.push('\n');
+    }
+    std::fs::write(&path, &text).unwrap();
+    let first_unsigned = last.seq + 1;
+    let r = open(&b);
+    r.close();
+    let log = std::fs::read_to_string(&path).unwrap();
+    let v = verify_signed(&log, &[key(&a), key(&b)]);
+    assert!(
+        v.problems.is_empty() && v.unsigned.is_none(),
+        "{:?}",
+        v.problems
+    );
+    let late = v
+        .checkpoints
+        .iter()
+        .find_map(|c| {
+            c.record
+                .body
+                .checkpoint
+                .as_ref()
+                .and_then(|c| c.unsigned_from)
+        })
+        .unwrap();
+    assert_eq!(late, first_unsigned);
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains(&format!("records {first_unsigned} to"))
+                && w.contains("signed only when the recorder resumed")),
+        "{:?}",
+        v.warnings
+    );
+
+    // Audit events are not chained: a signer for them is refused, not ignored.
+    let e = JsonlRecorder::open(
+        dir.join("audit.jsonl"),
+        RecorderOptions {
+            format: kubeleash_tower::Format::Audit,
+            signer: Some(a),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("cannot be signed"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A record waits at most `CHECKPOINT_AFTER` for a signature, though nothing else is written.
+#[test]
+fn an_idle_signed_log_is_signed_within_a_second() {
+    use kubeleash_core::record::{CHECKPOINT_AFTER, PublicKey, RecordKind, Signer, verify_signed};
+    let (dir, path) = fresh_log("kubeleash-rec-idle", "session.jsonl");
+    let signer = Arc::new(Signer::generate().unwrap());
+    let r = JsonlRecorder::open(
+        &path,
+        RecorderOptions {
+            signer: Some(Arc::clone(&signer)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    r.record(kubeleash_tower::RecordBody {
+        time: kubeleash_tower::now(),
+        kind: RecordKind::Request,
+        ..Default::default()
+    })
+    .unwrap();
+    let key = PublicKey::from_pem(&signer.public_pem()).unwrap();
+    loop {
+        let v = verify_signed(
+            &std::fs::read_to_string(&path).unwrap(),
+            std::slice::from_ref(&key),
+        );
+        if v.unsigned.is_none() && !v.checkpoints.is_empty() {
+            assert!(v.problems.is_empty(), "{:?}", v.problems);
+            break;
+        }
+        // Generous for a loaded machine; the writer aims at one second.
+        assert!(started.elapsed() < Duration::from_secs(20), "never signed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        started.elapsed() >= CHECKPOINT_AFTER,
+        "not before it is due: {:?}",
+        started.elapsed()
+    );
+    r.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -46,6 +46,7 @@ pub struct Setup {
     pub identity: Option<Identity>,
     pub record: Option<std::path::PathBuf>,
     pub record_bodies: Option<usize>,
+    pub signing_key: Option<std::path::PathBuf>,
     pub approvals: Approvals,
     pub approval_timeout: Duration,
     pub approval_mode: ApprovalMode,
@@ -110,7 +111,11 @@ impl Engine {
     /// Compile the policy, open the record and the approver, connect the upstream.
     pub async fn start(s: Setup) -> Result<Engine, String> {
         let policy = load_policy(&s.policy)?;
-        let recorder = open_recorder(s.record.as_deref(), s.record_bodies)?;
+        let recorder = open_recorder(
+            s.record.as_deref(),
+            s.record_bodies,
+            s.signing_key.as_deref(),
+        )?;
         let (chosen, socket) = approver(&s.approvals)?;
         // Every request the engine sends carries its caller; one without is refused (401).
         let mut layer = KubeleashLayer::new(policy)

@@ -77,6 +77,8 @@ pub struct ProxyConfig {
     pub record: Option<PathBuf>,
     /// Also record each delivered (masked) response body, capped at this many bytes.
     pub record_bodies: Option<usize>,
+    /// Sign the record with this key (made there when missing).
+    pub signing_key: Option<PathBuf>,
     pub identity: IdentityConfig,
     pub approvals: Approvals,
     pub approval_timeout: Duration,
@@ -239,7 +241,11 @@ pub async fn start_with(
             (None, Some(oidc))
         }
     };
-    let recorder = open_recorder(cfg.record.as_deref(), cfg.record_bodies)?;
+    let recorder = open_recorder(
+        cfg.record.as_deref(),
+        cfg.record_bodies,
+        cfg.signing_key.as_deref(),
+    )?;
     if let Some(r) = &recorder {
         layer = layer.recorder(Arc::clone(r));
     }
@@ -397,17 +403,23 @@ pub async fn start_with(
 }
 
 /// The record file, opened for appending (each delivered body kept up to `bodies` bytes).
+/// With a signing key (made there when missing, `crate::signing_key`), the chain is signed.
 pub(crate) fn open_recorder(
     path: Option<&std::path::Path>,
     bodies: Option<usize>,
+    signing_key: Option<&std::path::Path>,
 ) -> Result<Option<Arc<JsonlRecorder>>, String> {
     let Some(path) = path else {
         return Ok(None);
     };
+    let signer = signing_key
+        .map(crate::signing_key::load_or_create)
+        .transpose()?;
     JsonlRecorder::open(
         path,
         RecorderOptions {
             body_cap: bodies,
+            signer,
             ..RecorderOptions::default()
         },
     )

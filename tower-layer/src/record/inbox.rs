@@ -103,9 +103,15 @@ impl<T> Inbox<T> {
     }
 
     /// The writer's side: dwell until `dwell_until` (if given) while nothing urgent and no full
-    /// batch waits, then wait for at least one item, and move every item into `batch` (which
-    /// must be empty), in the order they were sent.
-    pub(super) fn take(&self, batch: &mut Vec<T>, dwell_until: Option<Instant>) {
+    /// batch waits, then wait for at least one item (or until `idle_until`, if given, leaving
+    /// `batch` empty), and move every item into `batch` (which must be empty), in the order
+    /// they were sent.
+    pub(super) fn take(
+        &self,
+        batch: &mut Vec<T>,
+        dwell_until: Option<Instant>,
+        idle_until: Option<Instant>,
+    ) {
         let mut q = self.lock();
         if let Some(until) = dwell_until {
             while !q.urgent && q.items.len() < self.full {
@@ -122,7 +128,20 @@ impl<T> Inbox<T> {
         }
         while q.items.is_empty() {
             q.writer = Writer::Idle;
-            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = match idle_until {
+                None => self.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        q.writer = Writer::Busy;
+                        return;
+                    }
+                    match self.wake.wait_timeout(q, left) {
+                        Ok((q, _)) => q,
+                        Err(p) => p.into_inner().0,
+                    }
+                }
+            };
         }
         q.writer = Writer::Busy;
         q.urgent = false;
@@ -164,7 +183,11 @@ mod tests {
                 let mut got = Vec::new();
                 while got.len() < 3 {
                     let mut batch = Vec::new();
-                    inbox.take(&mut batch, Some(Instant::now() + Duration::from_secs(60)));
+                    inbox.take(
+                        &mut batch,
+                        Some(Instant::now() + Duration::from_secs(60)),
+                        None,
+                    );
                     got.extend(batch);
                 }
                 got
@@ -192,7 +215,11 @@ mod tests {
                 let mut batches = Vec::new();
                 for _ in 0..2 {
                     let mut batch = Vec::new();
-                    inbox.take(&mut batch, Some(Instant::now() + Duration::from_secs(3600)));
+                    inbox.take(
+                        &mut batch,
+                        Some(Instant::now() + Duration::from_secs(3600)),
+                        None,
+                    );
                     batches.push(batch);
                 }
                 batches
@@ -220,7 +247,7 @@ mod tests {
         inbox.send(2, false).unwrap();
         let started = Instant::now();
         let mut batch = Vec::new();
-        inbox.take(&mut batch, Some(started + Duration::from_millis(20)));
+        inbox.take(&mut batch, Some(started + Duration::from_millis(20)), None);
         assert_eq!(batch, vec![1, 2]);
         assert!(started.elapsed() >= Duration::from_millis(20), "it dwelt");
     }

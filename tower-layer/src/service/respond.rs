@@ -112,6 +112,7 @@ impl Ctx<'_> {
                 grant: r.grant.clone(),
             },
             response: None,
+            checkpoint: None,
         }
     }
 
