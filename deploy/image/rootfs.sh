@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Lay out the kubeleash image's whole filesystem in DIR from a built binary: the binary at
+# /kubeleash, the shared libraries it loads (and nothing else: no shell, no package manager), a
+# nonroot user (65532, as distroless names it) and the CA bundle. The Dockerfile's build stage and
+# the daemonless build (deploy/image/build.sh) both call this, so the two images hold the same
+# files.
+#
+#   deploy/image/rootfs.sh BINARY DIR
+set -euo pipefail
+bin=${1:?usage: rootfs.sh BINARY DIR}
+root=${2:?usage: rootfs.sh BINARY DIR}
+rm -rf "$root"
+mkdir -p "$root/etc/ssl/certs" "$root/tmp"
+chmod 1777 "$root/tmp"
+install -m 0755 "$bin" "$root/kubeleash"
+strip --strip-unneeded "$root/kubeleash"
+# Each library the loader resolves for the binary, at the path it resolves it to (symlinks
+# followed, so the file itself is copied): `ldd` lists `name => /path (addr)` and the loader as
+# `/path (addr)`; the vDSO has no file.
+ldd "$bin" | awk '/=>/ { print $3; next } /^[ \t]*\// { print $1 }' | while read -r lib; do
+	[ -n "$lib" ] || continue
+	mkdir -p "$root$(dirname "$lib")"
+	cp -L "$lib" "$root$lib"
+done
+printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
+printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
+# Webhooks, chat relays and OIDC issuers are verified against the system's roots.
+cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
