@@ -48,6 +48,12 @@ pub struct Args {
     /// has none, or when records follow the last one (unless --allow-open).
     #[arg(long = "key", value_name = "PUBLIC_KEY")]
     keys: Vec<PathBuf>,
+    /// With --key: accept, as warnings, what a recorder that resumed the log could not vouch
+    /// for: records it signed only then (a crash had left them unsigned) and a session before
+    /// it that stopped without a signed close (records may be missing there). Whoever could
+    /// write the file while no recorder ran could have changed those.
+    #[arg(long, requires = "keys")]
+    allow_resumed: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "kubectl")]
     format: Format,
@@ -261,7 +267,7 @@ pub fn run(a: Args) -> ExitCode {
     let v = if keys.is_empty() {
         verify(&log)
     } else {
-        verify_signed(&log, &keys)
+        signed(verify_signed(&log, &keys), &a)
     };
     for w in &v.warnings {
         eprintln!("warning: {}", printable(w));
@@ -322,6 +328,43 @@ pub fn run(a: Args) -> ExitCode {
         }
     }
     verdict(&a, &v, ExitCode::SUCCESS)
+}
+
+/// A signed log's verdict as the flags take it: what no signature covers, and what a resumed
+/// recorder could not vouch for, are problems (so every use of the record, the page and
+/// `--grants` too, treats the log as not intact) unless `--allow-open` or `--allow-resumed`
+/// accepts them, as warnings.
+fn signed(
+    mut v: kubeleash_core::record::Verification,
+    a: &Args,
+) -> kubeleash_core::record::Verification {
+    let after_last = v.checkpoints.last().map_or(1, |c| c.line + 1);
+    if let Some(u) = v.unsigned.clone() {
+        let what = format!(
+            "records {} to {} come after the last signature: whoever can write the file could have changed or added them",
+            u.start,
+            u.end.saturating_sub(1)
+        );
+        if a.allow_open && v.unsigned_live {
+            v.warnings.push(format!("{what} (accepted: --allow-open)"));
+        } else if a.allow_open {
+            v.problems.push((after_last, format!("{what}; they are not a running recorder's (a closing record, or a session that had closed, is among them), so --allow-open does not accept them")));
+        } else {
+            v.problems.push((after_last, format!("{what} (a recorder still running, or one that stopped uncleanly, leaves such a tail; --allow-open accepts a running recorder's)")));
+        }
+    }
+    for r in std::mem::take(&mut v.resumed) {
+        if a.allow_resumed {
+            v.warnings.push(format!("{r} (accepted: --allow-resumed)"));
+        } else {
+            v.problems.push((
+                after_last.min(v.checkpoints.first().map_or(1, |c| c.line)),
+                format!("{r}; --allow-resumed accepts this"),
+            ));
+        }
+    }
+    v.problems.sort_by_key(|p| p.0);
+    v
 }
 
 /// `--html OUT`: the page, from the records kept.
@@ -401,30 +444,12 @@ fn summary(a: &Args, v: &kubeleash_core::record::Verification, kept: &[&Record])
 /// short.
 fn verdict(a: &Args, v: &kubeleash_core::record::Verification, code: ExitCode) -> ExitCode {
     if a.verify {
-        let cut_short = v
-            .warnings
-            .iter()
-            .any(|w| !a.allow_open && (w.contains("torn") || w.contains("no closing record")));
         if !v.problems.is_empty() {
             return ExitCode::from(1);
         }
-        if cut_short {
+        if v.cut_short && !a.allow_open {
             eprintln!("error: the log was cut short (see the warnings above)");
             return ExitCode::from(1);
-        }
-        if let Some(u) = &v.unsigned {
-            let what = format!(
-                "records {} to {} come after the last signature: whoever can write the file could have changed or added them",
-                u.start,
-                u.end.saturating_sub(1)
-            );
-            if !a.allow_open {
-                eprintln!(
-                    "error: {what} (a recorder still running, or one that stopped uncleanly, leaves such a tail; --allow-open accepts it)"
-                );
-                return ExitCode::from(1);
-            }
-            eprintln!("warning: {what}");
         }
         let signed = if a.keys.is_empty() {
             String::new()
@@ -435,8 +460,11 @@ fn verdict(a: &Args, v: &kubeleash_core::record::Verification, code: ExitCode) -
                 .filter_map(|c| c.record.body.checkpoint.as_ref().map(|c| c.key.as_str()))
                 .collect();
             by.dedup();
+            let open = v.unsigned.as_ref().map_or(String::new(), |u| {
+                format!(", but the last {} not yet", u.end - u.start)
+            });
             format!(
-                ", signed by key {} (checked against the keys given)",
+                ", signed by key {} (checked against the keys given){open}",
                 by.join(" then key ")
             )
         };

@@ -14,12 +14,20 @@ pub(crate) fn public_path(key: &Path) -> PathBuf {
     key.with_extension("pub")
 }
 
-/// The key at `path`, made there (with its `.pub` beside it) when there is no file yet.
-pub(crate) fn load_or_create(path: &Path) -> Result<Arc<Signer>, String> {
+/// The key at `path`, made there (with its `.pub` beside it) when there is no file yet, to
+/// sign the record at `record`.
+pub(crate) fn load_or_create(path: &Path, record: &Path) -> Result<Arc<Signer>, String> {
     let public = public_path(path);
-    if public == path {
+    if same_file(&public, path) {
         return Err(format!(
             "the signing key `{}` would be overwritten by its own public key: name the key file with another extension (e.g. `session.key`)",
+            path.display()
+        ));
+    }
+    if same_file(record, path) || same_file(record, &public) {
+        return Err(format!(
+            "the record `{}` and the signing key `{}` (or its `.pub`) are the same file: the record would hold the key; name two files",
+            record.display(),
             path.display()
         ));
     }
@@ -67,6 +75,23 @@ pub(crate) fn load_or_create(path: &Path) -> Result<Arc<Signer>, String> {
         }
     }
     Ok(signer)
+}
+
+/// Whether `a` and `b` name the same file, existing or not (their folders resolved).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolved = |p: &Path| {
+        let name = p.file_name()?.to_owned();
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.canonicalize().ok()?,
+            _ => std::env::current_dir().ok()?,
+        };
+        // A link is followed to what it names.
+        Some(std::fs::canonicalize(dir.join(&name)).unwrap_or_else(|_| dir.join(name)))
+    };
+    match (resolved(a), resolved(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 fn load(path: &Path, meta: &std::fs::Metadata) -> Result<Arc<Signer>, String> {

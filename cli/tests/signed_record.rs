@@ -306,14 +306,90 @@ fn a_rewrite_without_the_key_never_verifies_on_the_real_server() {
         let (code, err) = verify(&home, "rotated.jsonl", &log, &[k]);
         assert_eq!(code, 1, "{err}");
     }
+
+    // Cut back to the checkpoint in the middle of the first session (the delete after it
+    // gone), and the proxy restarted on it: the restart says the session before it stopped
+    // without a signed close, and verifying fails unless that is accepted knowingly.
+    let lines: Vec<&str> = log.lines().collect();
+    let first_checkpoint = lines
+        .iter()
+        .position(|l| l.contains("\"kind\":\"checkpoint\""))
+        .unwrap();
+    assert!(
+        lines[first_checkpoint + 1..]
+            .iter()
+            .any(|l| l.contains("protect-production"))
+    );
+    std::fs::write(&record, joined(&lines[..=first_checkpoint])).unwrap();
+    let mut guard = proxy(&home, &c.operator_cert_kubeconfig(), &record, &other);
+    guard.stop();
+    let cut = std::fs::read_to_string(&record).unwrap();
+    assert!(!cut.contains("protect-production"));
+    let both = [public.as_path(), keys.join("other.pub").as_path()].map(Path::to_path_buf);
+    let (code, err) = verify(&home, "cut-resumed.jsonl", &cut, &[&both[0], &both[1]]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stopped without a signed close"), "{err}");
+    assert!(err.contains("--allow-resumed accepts this"), "{err}");
+    let file = home.join("cut-resumed.jsonl");
+    let (code, _, err) = kubeleash(&[
+        "replay",
+        "--verify",
+        "--allow-resumed",
+        "--key",
+        p(&both[0]),
+        "--key",
+        p(&both[1]),
+        p(&file),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: the recorder before record")
+            && err.contains("(accepted: --allow-resumed)"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&home);
     let _ = std::fs::remove_dir_all(&keys);
+}
+
+/// Start the proxy on the sandbox with `key` and send one request through it (so the record
+/// holds a record before its close).
+fn start_ok(home: &Path, policy: &Path, operator: &Path, record: &Path, key: &Path) -> Guard {
+    let agent = home.join("agent.kubeconfig");
+    let (guard, url) = serve(
+        &[
+            "proxy",
+            "--policy",
+            p(policy),
+            "--kubeconfig",
+            p(operator),
+            "--listen",
+            "127.0.0.1:0",
+            "--record",
+            p(record),
+            "--signing-key",
+            p(key),
+            "--user",
+            "agent-1",
+            "--group",
+            "ai-agents",
+            "--agent-kubeconfig",
+            p(&agent),
+            "--agent-namespace",
+            "dev",
+        ],
+        Some(&home.join("proxy.stderr")),
+    );
+    assert!(url.starts_with("https://"), "{url}");
+    let (ok, out) = kubectl(home, &["get", "pods", "-n", "dev"]);
+    assert!(ok, "{out}");
+    guard
 }
 
 /// The key is refused, with what to do and nothing of its content, when others can read it,
 /// when it is not a key, or when the public key beside it is another's.
 #[test]
 fn a_key_others_can_read_or_that_is_no_key_is_refused() {
+    process::require_kubectl();
     let home = fresh_dir("refused");
     let _sandbox = process::sandbox_for_operator(&home);
     let operator = home.join("operator.kubeconfig");
@@ -420,6 +496,55 @@ fn a_key_others_can_read_or_that_is_no_key_is_refused() {
         err.contains("would be overwritten by its own public key"),
         "{err}"
     );
+
+    // The record and the key the same file: the record would hold the key.
+    let key = home.join("k.key");
+    let out = Command::new(BIN)
+        .args([
+            "proxy",
+            "--policy",
+            p(&policy),
+            "--kubeconfig",
+            p(&operator),
+            "--listen",
+            "127.0.0.1:0",
+            "--record",
+            p(&key),
+            "--signing-key",
+            p(&key),
+            "--user",
+            "agent-1",
+            "--agent-kubeconfig",
+            p(&home.join("agent.kubeconfig")),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("are the same file"),
+        "{err}"
+    );
+
+    // A record edited while no proxy ran (a denial turned into an allowed delete, hashes
+    // recomputed): the proxy will not sign on top of it, and leaves it as it is.
+    let signed = home.join("signed.key");
+    let mut guard = start_ok(&home, &policy, &operator, &record, &signed);
+    guard.stop();
+    let log = std::fs::read_to_string(&record).unwrap();
+    let first = log.lines().next().unwrap().to_string();
+    let edited = first.replacen("\"method\":\"", "\"method\":\"X", 1);
+    assert_ne!(edited, first, "{first}");
+    let forged = kubeleash_core::record::rehash(&log.replacen(&first, &edited, 1));
+    std::fs::write(&record, &forged).unwrap();
+    let (code, err) = start(&signed);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("the record does not verify")
+            && err.contains("will not sign on top of it: move it away"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), forged);
 
     // `replay --key` with something that is not a public key.
     let (code, _, err) = kubeleash(&["replay", "--verify", "--key", p(&mine), p(&record)]);

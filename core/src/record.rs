@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 
 mod signing;
 pub use signing::{
-    CHECKPOINT_AFTER, CHECKPOINT_EVERY, Checkpoint, KeyError, PublicKey, Signer, statement,
+    CHECKPOINT_AFTER, CHECKPOINT_EVERY, Checkpoint, KeyError, Opening, PublicKey, Signer,
+    resume_state, statement,
 };
 
 use crate::policy::Identity;
@@ -368,20 +369,20 @@ impl Chain {
         if let Some(brace) = out.get_mut(rest) {
             *brace = b',';
         }
-        self.seq += 1;
+        // A log never gets near the end of the numbers; were one to, it stops counting rather
+        // than stopping the writer.
+        self.seq = self.seq.saturating_add(1);
         self.prev = hash;
     }
 
     /// Append a checkpoint record (without newline) to `out`: `signer`'s signature over the
-    /// hash of the line before it, so over every line before it ([`signing`](self::Signer)).
-    /// `previous_key` names the key the log's last checkpoint was made with when `signer`'s
-    /// differs (a rotation); `unsigned_from` the first record a resumed log left unsigned.
+    /// hash of the line before it, so over every line before it ([`Signer`]). A resumed log's
+    /// first checkpoint states what the recorder found ([`Opening`]; the default elsewhere).
     pub fn checkpoint(
         &mut self,
         signer: &Signer,
         time: &str,
-        previous_key: Option<String>,
-        unsigned_from: Option<u64>,
+        opening: &Opening,
         out: &mut Vec<u8>,
     ) {
         let signature = signer.sign(&statement(
@@ -389,8 +390,7 @@ impl Chain {
             self.seq,
             &self.prev,
             time,
-            previous_key.as_deref(),
-            unsigned_from,
+            opening,
         ));
         let body = RecordBody {
             time: time.to_string(),
@@ -398,8 +398,9 @@ impl Chain {
             checkpoint: Some(Checkpoint {
                 key: signer.key_id().to_string(),
                 signature,
-                previous_key,
-                unsigned_from,
+                previous_key: opening.previous_key.clone(),
+                unsigned_from: opening.unsigned_from,
+                after_unclean_stop: opening.after_unclean_stop,
             }),
             ..Default::default()
         };
@@ -431,6 +432,19 @@ pub struct Verification {
     pub problems: Vec<(usize, String)>,
     /// Notes that are not breaks: a torn last line, no closing record.
     pub warnings: Vec<String>,
+    /// The log ends in a torn line or without a closing record: the recorder is still running,
+    /// stopped uncleanly, or the log was cut.
+    pub cut_short: bool,
+    /// With keys: where a recorder resumed the log and vouched for less than a running one
+    /// does: records it signed only then, or a session before it that stopped without a signed
+    /// close (so records may be missing there). Anyone who could write the file in between
+    /// could have changed them; `kubeleash replay --verify` fails on these unless told to
+    /// accept them.
+    pub resumed: Vec<String>,
+    /// With keys: whether the records after the last signature ([`Verification::unsigned`])
+    /// could be a running recorder's: no closing record among them, all of the last session,
+    /// which had not closed before.
+    pub unsigned_live: bool,
 }
 
 /// A checkpoint record as read back.
@@ -484,19 +498,27 @@ pub fn verify(log: &str) -> Verification {
     let mut prev = GENESIS.to_string();
     let mut expect_seq = 0u64;
     let lines: Vec<&str> = log.split('\n').collect();
-    let last_nonempty = lines.iter().rposition(|l| !l.trim().is_empty());
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
-        if line.trim().is_empty() {
+        let last = i + 1 == lines.len();
+        if line.is_empty() && last {
+            // What follows the last newline.
             continue;
         }
-        let torn_tail = Some(i) == last_nonempty && !log.ends_with('\n');
+        if line.trim().is_empty() {
+            // The recorder writes no blank line: one is an edit (and would hide a cut).
+            v.problems
+                .push((n, "the line is blank: a record log has none".into()));
+            continue;
+        }
+        let torn_tail = last;
         let Some(rest) = line
             .strip_prefix("{\"hash\":\"")
             .and_then(|r| r.get(64..))
             .and_then(|r| r.strip_prefix("\","))
         else {
             if torn_tail {
+                v.cut_short = true;
                 v.warnings.push(format!("line {n} is torn (the recorder stopped while writing it); it is not part of the log"));
             } else {
                 v.problems
@@ -510,6 +532,7 @@ pub fn verify(log: &str) -> Verification {
         let record: Result<Record, _> = serde_json::from_str(line);
         let Ok(record) = record else {
             if torn_tail {
+                v.cut_short = true;
                 v.warnings.push(format!("line {n} is torn (the recorder stopped while writing it); it is not part of the log"));
             } else {
                 v.problems.push((n, "the line is not a record".into()));
@@ -536,7 +559,14 @@ pub fn verify(log: &str) -> Verification {
             ));
         }
         prev = claimed.to_string();
-        expect_seq = record.seq + 1;
+        let Some(next) = record.seq.checked_add(1) else {
+            v.problems.push((
+                n,
+                "the record's seq is past the largest a log can hold".into(),
+            ));
+            continue;
+        };
+        expect_seq = next;
         if record.body.kind == RecordKind::Checkpoint {
             v.checkpoints.push(Checkpointed {
                 line: n,
@@ -551,6 +581,7 @@ pub fn verify(log: &str) -> Verification {
         .last()
         .is_none_or(|r| r.body.kind != RecordKind::End)
     {
+        v.cut_short = true;
         v.warnings.push("the log has no closing record: the recorder is still running, crashed, or the log was cut short".into());
     }
     v

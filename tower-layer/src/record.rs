@@ -17,7 +17,7 @@
 use kubeleash_core::record::RecordKind;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,7 +26,8 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use kubeleash_core::record::{
-    CHECKPOINT_AFTER, CHECKPOINT_EVERY, Chain, Record, RecordBody, Signer, audit_event, rfc3339,
+    CHECKPOINT_AFTER, CHECKPOINT_EVERY, Chain, Opening, Record, RecordBody, Signer, audit_event,
+    resume_state, rfc3339,
 };
 use tokio::sync::oneshot;
 
@@ -216,59 +217,44 @@ impl std::fmt::Debug for JsonlRecorder {
     }
 }
 
-/// What a resumed log says about its signatures.
-#[derive(Debug, Default)]
-struct Signed {
-    /// The key its last checkpoint was made with.
-    last_key: Option<String>,
-    /// The first record after its last checkpoint, if any follows it.
-    unsigned_from: Option<u64>,
-}
-
-/// Where an existing chained log leaves off, and what signs it; a torn last line is cut away
-/// first.
-fn resume(file: &mut File, session: &str) -> std::io::Result<(Chain, Signed)> {
-    let mut reader = BufReader::new(&*file);
-    let (mut last, mut good_len, mut offset) = (None::<Record>, 0u64, 0u64);
-    let mut signed = Signed::default();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 {
-            break;
-        }
-        offset += n as u64;
-        if !line.ends_with('\n') {
-            break;
-        }
-        match serde_json::from_str::<Record>(line.trim_end()) {
-            Ok(r) => {
-                match &r.body.checkpoint {
-                    Some(c) if r.body.kind == RecordKind::Checkpoint => {
-                        signed.last_key = Some(c.key.clone());
-                        signed.unsigned_from = None;
-                    }
-                    _ => {
-                        signed.unsigned_from.get_or_insert(r.seq);
-                    }
-                }
-                last = Some(r);
-                good_len = offset;
-            }
-            Err(_) => good_len = offset,
-        }
-    }
-    if good_len < offset {
-        // The recorder stopped in the middle of a line: that record was never complete.
-        file.set_len(good_len)?;
+/// Where an existing chained log leaves off; a torn last line is cut away first. With a
+/// signer, also what its first checkpoint must state ([`resume_state`]), or an error when the
+/// log is one the recorder cannot vouch for (a broken chain, a checkpoint that does not verify):
+/// signing on top of it would make whatever was written there look like the recorder's.
+fn resume(
+    file: &mut File,
+    session: &str,
+    signer: Option<&Signer>,
+) -> std::io::Result<(Chain, Option<Opening>)> {
+    let mut text = String::new();
+    BufReader::new(&*file).read_to_string(&mut text)?;
+    // The recorder stopped in the middle of a line: that record was never complete.
+    let good_len = text.rfind('\n').map_or(0, |i| i + 1);
+    if good_len < text.len() {
+        file.set_len(good_len as u64)?;
+        text.truncate(good_len);
     }
     file.seek(SeekFrom::End(0))?;
+    let opening = match signer {
+        Some(s) => resume_state(&text, s.key_id()).map_err(|why| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the record does not verify ({why}), so kubeleash will not sign on top of it: move it away (keep it as evidence) and start again"
+                ),
+            )
+        })?,
+        None => None,
+    };
+    let last = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Record>(l.trim_end()).ok());
     let chain = match last {
-        Some(r) => Chain::resume(session, r.seq + 1, r.hash),
+        Some(r) => Chain::resume(session, r.seq.saturating_add(1), r.hash),
         None => Chain::new(session),
     };
-    Ok((chain, signed))
+    Ok((chain, opening))
 }
 
 impl JsonlRecorder {
@@ -294,9 +280,9 @@ impl JsonlRecorder {
                     .as_millis()
             )
         });
-        let (chain, signed) = match (options.format, &options.signer) {
-            (Format::Chained, _) => resume(&mut file, &session)?,
-            (Format::Audit, None) => (Chain::new(session), Signed::default()),
+        let (chain, opening) = match (options.format, &options.signer) {
+            (Format::Chained, signer) => resume(&mut file, &session, signer.as_deref())?,
+            (Format::Audit, None) => (Chain::new(session), None),
             (Format::Audit, Some(_)) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
@@ -307,7 +293,7 @@ impl JsonlRecorder {
         let signing = options
             .signer
             .clone()
-            .map(|signer| Signing::new(signer, signed));
+            .map(|signer| Signing::new(signer, opening));
         // A dwelling writer is woken early once a quarter of the admission bound waits, so
         // the dwell never makes admission wait for room.
         let inbox = Arc::new(Inbox::new((options.queue / 4).clamp(1, MAX_BATCH)));
@@ -394,36 +380,25 @@ const MAX_BATCH: usize = 512;
 /// between batches.
 const LINES_KEPT: usize = 256 * 1024;
 
-/// The writer's signing state: when the next checkpoint is due, and what the first one records.
+/// The writer's signing state: when the next checkpoint is due, and what the first one states.
 struct Signing {
     signer: Arc<Signer>,
     /// Records written since the last checkpoint.
     unsigned: u64,
     /// When the oldest of them was written.
     since: Option<std::time::Instant>,
-    /// For the first checkpoint: the key the log was last signed with, when it is another.
-    previous_key: Option<String>,
-    /// For the first checkpoint: the first record the log left unsigned.
-    unsigned_from: Option<u64>,
+    /// What the first checkpoint states about the log resumed, written before anything else.
+    opening: Option<Opening>,
 }
 
 impl Signing {
-    fn new(signer: Arc<Signer>, signed: Signed) -> Self {
-        let previous_key = signed.last_key.filter(|k| k.as_str() != signer.key_id());
+    fn new(signer: Arc<Signer>, opening: Option<Opening>) -> Self {
         Signing {
             signer,
             unsigned: 0,
             since: None,
-            previous_key,
-            unsigned_from: signed.unsigned_from,
+            opening,
         }
-    }
-
-    /// A resumed log that another key signed last, or that ends with records nothing signs,
-    /// is checkpointed before anything else is written: the rotation, or what was left
-    /// unsigned, is on record at once.
-    fn due_on_open(&self) -> bool {
-        self.previous_key.is_some() || self.unsigned_from.is_some()
     }
 
     fn wrote(&mut self) {
@@ -445,13 +420,8 @@ impl Signing {
 
     /// Append a checkpoint (and its newline) to `lines`.
     fn checkpoint(&mut self, chain: &mut Chain, lines: &mut Vec<u8>) {
-        chain.checkpoint(
-            &self.signer,
-            &now(),
-            self.previous_key.take(),
-            self.unsigned_from.take(),
-            lines,
-        );
+        let opening = self.opening.take().unwrap_or_default();
+        chain.checkpoint(&self.signer, &now(), &opening, lines);
         lines.push(b'\n');
         self.unsigned = 0;
         self.since = None;
@@ -488,7 +458,8 @@ fn write_loop(
     let mut lines: Vec<u8> = Vec::with_capacity(LINES_KEPT);
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
     let mut dwell = None;
-    if let Some(s) = signing.as_mut().filter(|s| s.due_on_open()) {
+    // A resumed log's rotation, or what was left unsigned, is on record before anything else.
+    if let Some(s) = signing.as_mut().filter(|s| s.opening.is_some()) {
         s.checkpoint(&mut chain, &mut lines);
         if let Err(e) = out.write_all(&lines).and_then(|()| out.sync_data()) {
             state.fail(e.to_string().to_lowercase());

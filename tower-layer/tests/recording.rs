@@ -478,12 +478,74 @@ async fn a_signed_log_is_checkpointed_rotated_and_resumed_on_record() {
         .unwrap();
     assert_eq!(late, first_unsigned);
     assert!(
-        v.warnings
+        v.resumed
             .iter()
             .any(|w| w.contains(&format!("records {first_unsigned} to"))
-                && w.contains("signed only when the recorder resumed")),
+                && w.contains("signed only when a recorder resumed")),
         "{:?}",
-        v.warnings
+        v.resumed
+    );
+    assert!(
+        v.resumed
+            .iter()
+            .any(|w| w.contains("stopped without a signed close")),
+        "{:?}",
+        v.resumed
+    );
+
+    // Cut back to a checkpoint in the middle of a session (what a crash right after one also
+    // leaves): the next recorder says the session before it did not close.
+    let lines: Vec<&str> = log.lines().collect();
+    let mid = lines
+        .iter()
+        .position(|l| l.contains("\"kind\":\"checkpoint\""))
+        .unwrap();
+    std::fs::write(
+        &path,
+        lines[..=mid]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    open(&a).close();
+    let v = verify_signed(&std::fs::read_to_string(&path).unwrap(), &[key(&a)]);
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!(v.resumed.len(), 1, "{:?}", v.resumed);
+    assert!(
+        v.resumed[0].contains("stopped without a signed close"),
+        "{:?}",
+        v.resumed
+    );
+
+    // A log the recorder cannot vouch for is left alone: an edit after the last checkpoint
+    // with the hashes recomputed is signed over by nothing, but an edit before it, or a
+    // checkpoint that does not verify with the key it names, makes the recorder refuse.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let forged = kubeleash_core::record::rehash(&text.replacen(
+        "\"kind\":\"request\"",
+        "\"kind\":\"held\"",
+        1,
+    ));
+    std::fs::write(&path, &forged).unwrap();
+    let e = JsonlRecorder::open(
+        &path,
+        RecorderOptions {
+            signer: Some(Arc::clone(&a)),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string().contains("the record does not verify")
+            && e.to_string().contains("will not sign on top of it"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        forged,
+        "left as it was"
     );
 
     // Audit events are not chained: a signer for them is refused, not ignored.

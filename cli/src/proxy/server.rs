@@ -413,7 +413,7 @@ pub(crate) fn open_recorder(
         return Ok(None);
     };
     let signer = signing_key
-        .map(crate::signing_key::load_or_create)
+        .map(|k| crate::signing_key::load_or_create(k, path))
         .transpose()?;
     JsonlRecorder::open(
         path,

@@ -30,7 +30,7 @@
 //! log.push(b'\n');
 //! log.extend(chain.end("2026-12-06T00:00:00Z").bytes());
 //! log.push(b'\n');
-//! chain.checkpoint(&signer, "2026-12-06T00:00:00Z", None, None, &mut log);
+//! chain.checkpoint(&signer, "2026-12-06T00:00:00Z", &Default::default(), &mut log);
 //! log.push(b'\n');
 //! let log = String::from_utf8(log).unwrap();
 //! let v = verify_signed(&log, &[public.clone()]);
@@ -48,7 +48,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, 
 use ed25519_dalek::{Signature, Signer as _};
 use serde::{Deserialize, Serialize};
 
-use super::{Record, Verification};
+use super::{Record, RecordKind, Verification};
 
 /// A checkpoint is written once this many records follow the last one.
 pub const CHECKPOINT_EVERY: u64 = 256;
@@ -185,34 +185,61 @@ pub struct Checkpoint {
     /// The key the previous checkpoint was made with, when this one's differs: a rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_key: Option<String>,
-    /// The first of the records a recorder found unsigned when it resumed the log (it had
-    /// stopped without a checkpoint after them) and signed only then: anyone who could write
-    /// the file in between could have changed them.
+    /// On the checkpoint a recorder writes first when it resumes a log: the first of the
+    /// records it found unsigned (the recorder before it stopped without a checkpoint after
+    /// them) and signed only then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsigned_from: Option<u64>,
+    /// On that same checkpoint: the session before it did not end with a signed close (a
+    /// closing record and a checkpoint after it), so records may be missing before this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_unclean_stop: bool,
+}
+
+/// What the first checkpoint of a resumed log states (see [`Checkpoint`]); the default for
+/// every other checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Opening {
+    /// The key the log was last signed with, when it is another.
+    pub previous_key: Option<String>,
+    /// The first record the log left unsigned.
+    pub unsigned_from: Option<u64>,
+    /// The log did not end with a signed close.
+    pub after_unclean_stop: bool,
 }
 
 /// The bytes a checkpoint at `seq` of `session`, following the line whose hash is `prev`,
 /// written at `time`, signs: every field of the checkpoint record but the signature and the
 /// key, which is the one it verifies with.
-pub fn statement(
-    session: &str,
-    seq: u64,
-    prev: &str,
-    time: &str,
-    previous_key: Option<&str>,
-    unsigned_from: Option<u64>,
-) -> Vec<u8> {
+pub fn statement(session: &str, seq: u64, prev: &str, time: &str, opening: &Opening) -> Vec<u8> {
     // One field per line, none of which can hold a newline (the strings are escaped; `prev`
-    // and the keys are hex and base64), so no two statements read alike.
+    // is hex, a key base64, checked before it is believed), so no two statements read alike.
     format!(
-        "kubeleash-checkpoint-v1\nsession {}\nseq {seq}\nprev {prev}\ntime {}\npreviousKey {}\nunsignedFrom {}\n",
+        "kubeleash-checkpoint-v2\nsession {}\nseq {seq}\nprev {prev}\ntime {}\npreviousKey {}\nunsignedFrom {}\nafterUncleanStop {}\n",
         session.escape_default(),
         time.escape_default(),
-        previous_key.unwrap_or("-"),
-        unsigned_from.map_or_else(|| "-".to_string(), |s| s.to_string()),
+        opening.previous_key.as_deref().unwrap_or("-"),
+        opening
+            .unsigned_from
+            .map_or_else(|| "-".to_string(), |s| s.to_string()),
+        opening.after_unclean_stop,
     )
     .into_bytes()
+}
+
+impl Checkpoint {
+    fn opening(&self) -> Opening {
+        Opening {
+            previous_key: self.previous_key.clone(),
+            unsigned_from: self.unsigned_from,
+            after_unclean_stop: self.after_unclean_stop,
+        }
+    }
+}
+
+/// Whether `id` names an Ed25519 public key as checkpoints do (its 32 bytes in base64).
+fn is_key_id(id: &str) -> bool {
+    B64.decode(id).is_ok_and(|b| b.len() == 32) && id.len() == 44
 }
 
 /// Whether `r`'s signature is `key`'s over its statement.
@@ -223,14 +250,7 @@ fn signed_by(r: &Record, c: &Checkpoint, key: &PublicKey) -> bool {
     let Ok(sig) = Signature::from_slice(&bytes) else {
         return false;
     };
-    let msg = statement(
-        &r.session,
-        r.seq,
-        &r.prev,
-        &r.body.time,
-        c.previous_key.as_deref(),
-        c.unsigned_from,
-    );
+    let msg = statement(&r.session, r.seq, &r.prev, &r.body.time, &c.opening());
     key.key.verify_strict(&msg, &sig).is_ok()
 }
 
@@ -239,8 +259,12 @@ fn signed_by(r: &Record, c: &Checkpoint, key: &PublicKey) -> bool {
 pub(super) fn check(v: &mut Verification, keys: &[PublicKey]) {
     let mut covered = 0usize;
     let mut last_key: Option<&str> = None;
+    // Keys rotated away from: none of them may sign again (a key is rotated away from because
+    // it may be lost; what it signs afterwards is not the recorder's).
+    let mut retired: Vec<&str> = Vec::new();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
+    let mut resumed = Vec::new();
     for cp in &v.checkpoints {
         let (line, r) = (&cp.line, &cp.record);
         let Some(c) = r.body.checkpoint.as_ref() else {
@@ -250,6 +274,16 @@ pub(super) fn check(v: &mut Verification, keys: &[PublicKey]) {
             ));
             continue;
         };
+        if !is_key_id(&c.key) || c.previous_key.as_deref().is_some_and(|k| !is_key_id(k)) {
+            problems.push((
+                *line,
+                format!(
+                    "record {} names a key that is not an Ed25519 public key",
+                    r.seq
+                ),
+            ));
+            continue;
+        }
         let Some(key) = keys.iter().find(|k| k.id == c.key) else {
             problems.push((
                 *line,
@@ -270,10 +304,24 @@ pub(super) fn check(v: &mut Verification, keys: &[PublicKey]) {
             ));
             continue;
         }
+        if retired.contains(&c.key.as_str()) {
+            problems.push((
+                *line,
+                format!(
+                    "record {} is signed by key {}, which an earlier checkpoint rotated away from: a retired key signs nothing",
+                    r.seq, c.key
+                ),
+            ));
+            continue;
+        }
         match (last_key, c.previous_key.as_deref()) {
             (Some(last), _) if last == c.key => {}
             (Some(last), Some(prev)) if prev == last => {
-                warnings.push(format!("the signing key was rotated at record {}: from {last} to {}", r.seq, c.key));
+                warnings.push(format!(
+                    "the signing key was rotated at record {}: from {last} to {}",
+                    r.seq, c.key
+                ));
+                retired.push(last);
             }
             (Some(last), _) => problems.push((
                 *line,
@@ -285,9 +333,16 @@ pub(super) fn check(v: &mut Verification, keys: &[PublicKey]) {
             (None, _) => {}
         }
         if let Some(from) = c.unsigned_from {
-            warnings.push(format!(
-                "records {from} to {} were signed only when the recorder resumed the log (it had stopped without signing them): whoever could write the file in between could have changed them",
-                r.seq.saturating_sub(1)
+            resumed.push(format!(
+                "records {from} to {} were signed only when a recorder resumed the log at record {} (the one before had stopped without signing them): whoever could write the file in between could have changed them",
+                r.seq.saturating_sub(1),
+                r.seq
+            ));
+        }
+        if c.after_unclean_stop {
+            resumed.push(format!(
+                "the recorder before record {} stopped without a signed close: records it wrote after its last checkpoint may be missing",
+                r.seq
             ));
         }
         last_key = Some(&c.key);
@@ -299,13 +354,80 @@ pub(super) fn check(v: &mut Verification, keys: &[PublicKey]) {
             "the log has no signature: it was written without a signing key".into(),
         ));
     }
-    let tail = &v.records[covered.min(v.records.len())..];
+    let tail = v.records.get(covered..).unwrap_or_default();
     if let (Some(first), Some(last)) = (tail.first(), tail.last()) {
-        v.unsigned = Some(first.seq..last.seq + 1);
+        v.unsigned = Some(first.seq..last.seq.saturating_add(1));
+        // A running recorder's tail: its own session's records, none of them a close, in a
+        // session that had not closed before.
+        let session = &last.session;
+        v.unsigned_live = tail
+            .iter()
+            .all(|r| &r.session == session && r.body.kind != RecordKind::End)
+            && !v.records[..covered]
+                .iter()
+                .any(|r| &r.session == session && r.body.kind == RecordKind::End);
     }
     v.problems.extend(problems);
     v.problems.sort_by_key(|p| p.0);
     v.warnings.extend(warnings);
+    v.resumed = resumed;
+}
+
+/// What a recorder resuming `log` with `own` key must state first (`None`: nothing, the log
+/// ended with a signed close by that key, or is empty), or why it must not sign on top of it:
+/// its chain is broken, or a checkpoint in it does not verify with the key it names. Signing
+/// a log vouches for it, so a log the recorder cannot vouch for is left alone.
+pub fn resume_state(log: &str, own: &str) -> Result<Option<Opening>, String> {
+    let mut v = super::verify(log);
+    if let Some((line, why)) = v.problems.first() {
+        return Err(format!("line {line}: {why}"));
+    }
+    if v.records.is_empty() && v.checkpoints.is_empty() {
+        return Ok(None);
+    }
+    let named: Vec<PublicKey> = v
+        .checkpoints
+        .iter()
+        .filter_map(|c| c.record.body.checkpoint.as_ref())
+        .filter(|c| is_key_id(&c.key))
+        .filter_map(|c| {
+            let bytes: [u8; 32] = B64.decode(&c.key).ok()?.try_into().ok()?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()?;
+            Some(PublicKey {
+                id: c.key.clone(),
+                key,
+            })
+        })
+        .collect();
+    let last_key = v
+        .checkpoints
+        .last()
+        .and_then(|c| c.record.body.checkpoint.as_ref())
+        .map(|c| c.key.clone());
+    if last_key.is_some() {
+        check(&mut v, &named);
+        if let Some((line, why)) = v.problems.first() {
+            return Err(format!("line {line}: {why}"));
+        }
+    }
+    // A signed close: the closing record, then a checkpoint, and nothing after.
+    let closed_signed = v
+        .records
+        .last()
+        .is_some_and(|r| r.body.kind == RecordKind::End)
+        && v.checkpoints
+            .last()
+            .is_some_and(|c| c.after == v.records.len());
+    let opening = Opening {
+        previous_key: last_key.filter(|k| k != own),
+        unsigned_from: v
+            .records
+            .get(v.checkpoints.last().map_or(0, |c| c.after)..)
+            .and_then(|tail| tail.first())
+            .map(|r| r.seq),
+        after_unclean_stop: !closed_signed,
+    };
+    Ok((opening != Opening::default()).then_some(opening))
 }
 
 #[cfg(test)]
@@ -336,15 +458,192 @@ mod tests {
             chain.seal_into(&body(i), &mut out);
             out.push(b'\n');
             if (i + 1) % every == 0 {
-                chain.checkpoint(signer, "t", None, None, &mut out);
+                chain.checkpoint(signer, "t", &Opening::default(), &mut out);
                 out.push(b'\n');
             }
         }
         out.extend(chain.end("t").bytes());
         out.push(b'\n');
-        chain.checkpoint(signer, "t", None, None, &mut out);
+        chain.checkpoint(signer, "t", &Opening::default(), &mut out);
         out.push(b'\n');
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// `log` as a recorder with `signer` leaves it after resuming it with `opening`: its
+    /// opening checkpoint, a record, a clean close.
+    fn resume_and_close(log: &str, signer: &Signer, opening: Option<&Opening>) -> String {
+        let last = log
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Record>(l).ok());
+        let mut chain = match last {
+            Some(r) => Chain::resume("s2", r.seq + 1, r.hash),
+            None => Chain::new("s2"),
+        };
+        let mut out = log.as_bytes().to_vec();
+        if let Some(o) = opening {
+            chain.checkpoint(signer, "t", o, &mut out);
+            out.push(b'\n');
+        }
+        chain.seal_into(&body(99), &mut out);
+        out.push(b'\n');
+        out.extend(chain.end("t").bytes());
+        out.push(b'\n');
+        chain.checkpoint(signer, "t", &Opening::default(), &mut out);
+        out.push(b'\n');
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_recorder_resumes_only_what_it_can_vouch_for_and_says_what_it_cannot() {
+        let (s, p) = keys();
+        let l = log(&s, 5, 2);
+        // A clean close by the same key: nothing to state, and the continuation verifies.
+        assert_eq!(super::resume_state(&l, s.key_id()), Ok(None));
+        let v = verify_signed(&resume_and_close(&l, &s, None), std::slice::from_ref(&p));
+        assert!(
+            v.problems.is_empty() && v.resumed.is_empty() && v.unsigned.is_none(),
+            "{:?}",
+            v.problems
+        );
+        // Another key: the rotation.
+        let (b, pb) = keys();
+        let o = super::resume_state(&l, b.key_id()).unwrap().unwrap();
+        assert_eq!(o.previous_key.as_deref(), Some(s.key_id()));
+        assert!(!o.after_unclean_stop && o.unsigned_from.is_none());
+        let v = verify_signed(
+            &resume_and_close(&l, &b, Some(&o)),
+            &[p.clone(), pb.clone()],
+        );
+        assert!(
+            v.problems.is_empty() && v.resumed.is_empty(),
+            "{:?}",
+            v.problems
+        );
+        // Cut at the second checkpoint (line 6): the session did not close.
+        let cut: String = l.lines().take(6).map(|x| format!("{x}\n")).collect();
+        let o = super::resume_state(&cut, s.key_id()).unwrap().unwrap();
+        assert!(o.after_unclean_stop && o.unsigned_from.is_none() && o.previous_key.is_none());
+        // A record after it: signed late.
+        let cut: String = l.lines().take(7).map(|x| format!("{x}\n")).collect();
+        let o = super::resume_state(&cut, s.key_id()).unwrap().unwrap();
+        assert_eq!(o.unsigned_from, Some(6));
+        // A log never signed: all of it late.
+        let mut chain = Chain::new("old");
+        let unsigned = format!("{}\n", chain.seal(body(0)));
+        let o = super::resume_state(&unsigned, s.key_id()).unwrap().unwrap();
+        assert_eq!(o.unsigned_from, Some(0));
+        // ... but not one whose chain is broken: signing it would vouch for the break.
+        let broken = unsigned.replacen("prod-0", "prod-9", 1);
+        assert!(super::resume_state(&broken, s.key_id()).is_err());
+        // A broken chain, or a checkpoint that does not verify with the key it names: refused.
+        assert!(super::resume_state(&l.replacen("prod-0", "prod-9", 1), s.key_id()).is_err());
+        let sig = l
+            .lines()
+            .nth(2)
+            .and_then(|c| c.split("\"signature\":\"").nth(1))
+            .and_then(|r| r.get(..10))
+            .unwrap();
+        let bad = rehash(&l.replacen(sig, "AAAAAAAAAA", 1));
+        let e = super::resume_state(&bad, s.key_id()).unwrap_err();
+        assert!(e.contains("signature does not verify"), "{e}");
+        // Empty: nothing to state.
+        assert_eq!(super::resume_state("", s.key_id()), Ok(None));
+    }
+
+    #[test]
+    fn a_retired_key_signs_nothing_and_a_key_must_be_a_key() {
+        let (a, pa) = keys();
+        let (b, pb) = keys();
+        let l = log(&a, 2, 5);
+        let o = super::resume_state(&l, b.key_id()).unwrap().unwrap();
+        let ab = resume_and_close(&l, &b, Some(&o));
+        assert!(
+            verify_signed(&ab, &[pa.clone(), pb.clone()])
+                .problems
+                .is_empty()
+        );
+        // Back to `a`, rotation recorded: still refused.
+        let o = super::resume_state(&ab, a.key_id()).unwrap().unwrap();
+        let aba = resume_and_close(&ab, &a, Some(&o));
+        let v = verify_signed(&aba, &[pa.clone(), pb.clone()]);
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.1.contains("a retired key signs nothing")),
+            "{:?}",
+            v.problems
+        );
+        // A previousKey that is not a key ("-" reads as none in the statement).
+        let mut chain = Chain::new("s");
+        let mut out = Vec::new();
+        chain.seal_into(&body(0), &mut out);
+        out.push(b'\n');
+        chain.checkpoint(
+            &a,
+            "t",
+            &Opening {
+                previous_key: Some("-".into()),
+                ..Default::default()
+            },
+            &mut out,
+        );
+        out.push(b'\n');
+        let v = verify_signed(&String::from_utf8(out).unwrap(), std::slice::from_ref(&pa));
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.1.contains("not an Ed25519 public key")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn only_a_running_recorders_tail_is_live() {
+        let (s, p) = keys();
+        let l = log(&s, 4, 2);
+        let lines: Vec<&str> = l.lines().collect();
+        let joined = |v: &[&str]| v.iter().map(|x| format!("{x}\n")).collect::<String>();
+        // Records after a checkpoint, no close among them: a running recorder's.
+        let v = verify_signed(&joined(&lines[..lines.len() - 3]), std::slice::from_ref(&p));
+        assert!(v.unsigned.is_some() && v.unsigned_live);
+        // The close without its checkpoint: not a running recorder's.
+        let v = verify_signed(&joined(&lines[..lines.len() - 1]), std::slice::from_ref(&p));
+        assert!(v.unsigned.is_some() && !v.unsigned_live);
+        // A record of a session that closed, after its signed close.
+        let mut chain = Chain::resume(
+            "s1",
+            lines.len() as u64,
+            serde_json::from_str::<Record>(lines[lines.len() - 1])
+                .unwrap()
+                .hash,
+        );
+        let after = format!("{l}{}\n", chain.seal(body(7)));
+        let v = verify_signed(&after, std::slice::from_ref(&p));
+        assert!(v.unsigned.is_some() && !v.unsigned_live);
+    }
+
+    #[test]
+    fn blank_lines_and_an_endless_seq_are_problems_not_panics() {
+        let (s, p) = keys();
+        let l = log(&s, 2, 5);
+        let blank = l.replacen('\n', "\n\u{3000}\n", 1);
+        assert!(
+            verify(&blank)
+                .problems
+                .iter()
+                .any(|p| p.1.contains("blank"))
+        );
+        let empty = l.replacen('\n', "\n\n", 1);
+        assert!(
+            !verify_signed(&empty, std::slice::from_ref(&p))
+                .problems
+                .is_empty()
+        );
+        let mut chain = Chain::resume("s", u64::MAX, super::super::GENESIS);
+        let huge = format!("{}\n", chain.seal(body(0)));
+        assert!(!verify(&huge).problems.is_empty());
     }
 
     fn keys() -> (Signer, PublicKey) {
@@ -447,14 +746,22 @@ mod tests {
         let mut out = Vec::new();
         chain.seal_into(&body(0), &mut out);
         out.push(b'\n');
-        chain.checkpoint(&a, "t", None, None, &mut out);
+        chain.checkpoint(&a, "t", &Opening::default(), &mut out);
         out.push(b'\n');
         let at_rotation = out.len();
         let mut recorded = out.clone();
         let mut c2 = chain.clone();
         c2.seal_into(&body(1), &mut recorded);
         recorded.push(b'\n');
-        c2.checkpoint(&b, "t", Some(a.key_id().into()), None, &mut recorded);
+        c2.checkpoint(
+            &b,
+            "t",
+            &Opening {
+                previous_key: Some(a.key_id().into()),
+                ..Default::default()
+            },
+            &mut recorded,
+        );
         recorded.push(b'\n');
         let recorded = String::from_utf8(recorded).unwrap_or_default();
         let v = verify_signed(&recorded, &[pa.clone(), pb.clone()]);
@@ -474,7 +781,7 @@ mod tests {
         out.truncate(at_rotation);
         chain.seal_into(&body(1), &mut out);
         out.push(b'\n');
-        chain.checkpoint(&b, "t", None, None, &mut out);
+        chain.checkpoint(&b, "t", &Opening::default(), &mut out);
         out.push(b'\n');
         let silent = String::from_utf8(out).unwrap_or_default();
         let v = verify_signed(&silent, &[pa, pb]);
@@ -545,16 +852,27 @@ mod tests {
             }
             // Rewriting is faithful: an untouched log comes out as it was.
             prop_assert_eq!(&rehash(&l), &l);
-            let forged = rehash(&(edited.join("\n") + "\n"));
+            let text = if edited.is_empty() { String::new() } else { edited.join("\n") + "\n" };
+            let forged = rehash(&text);
             prop_assume!(forged != l);
             // The unkeyed chain cannot tell.
             prop_assert!(verify(&forged).problems.is_empty(), "{:?}", verify(&forged).problems);
             let v = verify_signed(&forged, std::slice::from_ref(&p));
-            let cut_short = v.records.last().is_none_or(|r| r.body.kind != crate::record::RecordKind::End);
             prop_assert!(
-                !v.problems.is_empty() || v.unsigned.is_some() || cut_short,
+                !v.problems.is_empty() || v.unsigned.is_some() || v.cut_short,
                 "a forged log verifies: {how} at {i}\n{forged}"
             );
+            // The recorder restarts on the forged file and signs on from it, as the proxy
+            // would: it refuses, or what it signs says it could not vouch for what came before.
+            // (An emptied file is a new log: the documented limit of a whole-file replacement.)
+            if let (false, Ok(opening)) = (forged.is_empty(), super::resume_state(&forged, s.key_id())) {
+                let resumed = resume_and_close(&forged, &s, opening.as_ref());
+                let v = verify_signed(&resumed, std::slice::from_ref(&p));
+                prop_assert!(
+                    !v.problems.is_empty() || !v.resumed.is_empty() || v.unsigned.is_some() || v.cut_short,
+                    "a forged log verifies once a recorder resumed it: {how} at {i}\n{resumed}"
+                );
+            }
         }
     }
 }
