@@ -15,6 +15,7 @@ mod limits;
 pub(crate) mod oidc;
 mod server;
 mod tls;
+mod tokenreview;
 mod tunnels;
 mod upstream_error;
 
@@ -93,6 +94,13 @@ pub struct Args {
     /// Identify agents by OIDC bearer tokens from this issuer.
     #[arg(long, value_name = "URL", requires_all = ["oidc_audience", "oidc_jwks"])]
     oidc_issuer: Option<String>,
+    /// Identify agents as Kubernetes workloads: the bearer token is a ServiceAccount token
+    /// bound to this audience (`kubectl create token SA --audience AUD`, or a projected volume),
+    /// and the API server says whose it is (a TokenReview with the operator's credential, which
+    /// needs `create` on tokenreviews: the system:auth-delegator ClusterRole). The identity is
+    /// `system:serviceaccount:NS:NAME` with its groups.
+    #[arg(long, value_name = "AUD", conflicts_with_all = ["user", "groups", "oidc_issuer"])]
+    tokenreview_audience: Option<String>,
     /// The audience the tokens must carry.
     #[arg(long, value_name = "AUD")]
     oidc_audience: Option<String>,
@@ -257,6 +265,9 @@ pub(crate) fn parse_approvals(
 
 pub fn run(a: Args) -> ExitCode {
     let identity = match (&a.oidc_issuer, &a.user) {
+        _ if a.tokenreview_audience.is_some() => IdentityConfig::TokenReview {
+            audience: a.tokenreview_audience.clone().unwrap_or_default(),
+        },
         (Some(_), Some(_)) => {
             eprintln!(
                 "error: give either --user/--group (one local agent) or --oidc-issuer (tokens), not both"
@@ -371,10 +382,15 @@ pub fn run(a: Args) -> ExitCode {
             .as_ref()
             .map(|f| format!(" --certificate-authority {}", f.display()))
             .unwrap_or_default();
-        let oidc = a.oidc_issuer.is_some();
+        let oidc = a.oidc_issuer.is_some() || a.tokenreview_audience.is_some();
+        let whose = if a.oidc_issuer.is_some() {
+            "OIDC token"
+        } else {
+            "ServiceAccount token (for this audience)"
+        };
         match (&a.agent_kubeconfig, &a.agent_token_file) {
             (Some(k), _) if oidc => eprintln!(
-                "kubeleash proxy: the agent's kubeconfig is {} (this proxy's URL and CA; add the agent's OIDC token as its user's tokenFile, or use `kubeleash kubeconfig --server {}{ca} --token-file FILE`)",
+                "kubeleash proxy: the agent's kubeconfig is {} (this proxy's URL and CA; add the agent's {whose} as its user's tokenFile, or use `kubeleash kubeconfig --server {}{ca} --token-file FILE`)",
                 k.display(),
                 proxy.url()
             ),

@@ -33,6 +33,7 @@ use super::agent_config::{AgentAuth, render, write_private};
 use super::limits::{BusyLog, Limits, MAX_BUFFERED, busy_response};
 use super::oidc::Oidc;
 use super::tls::{self, ServingTls};
+use super::tokenreview::{Rejected, TokenReview};
 use super::tunnels::{Admitted, Tunnels};
 use super::upstream_error;
 use crate::approvals::{SocketApprover, TerminalApprover, WebhookApprover};
@@ -42,6 +43,9 @@ use crate::approvals::{SocketApprover, TerminalApprover, WebhookApprover};
 pub enum IdentityConfig {
     /// One local agent, named by flags.
     Fixed(Identity),
+    /// Agents identified as workloads: ServiceAccount tokens bound to `audience`, reviewed by
+    /// the API server.
+    TokenReview { audience: String },
     /// Agents identified by verified OIDC bearer tokens.
     Oidc {
         issuer: String,
@@ -145,8 +149,8 @@ struct Front {
     access: Arc<Access>,
     /// The agent's identity when it comes from flags.
     fixed: Option<Identity>,
-    /// The token verifier when identities come from OIDC.
-    oidc: Option<Arc<Oidc>>,
+    /// Who proves each request's identity, when identities come from bearer tokens.
+    verifier: Option<Verifier>,
     policy: PolicyHandle,
     tunnels: Arc<Tunnels>,
     limits: Limits,
@@ -158,6 +162,22 @@ struct Front {
 }
 
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Who proves a request's identity from its bearer token.
+#[derive(Clone)]
+enum Verifier {
+    Oidc(Arc<Oidc>),
+    TokenReview(Arc<TokenReview>),
+}
+
+impl Verifier {
+    async fn identity(&self, parts: &http::request::Parts) -> Result<Identity, Rejected> {
+        match self {
+            Verifier::Oidc(o) => o.identity(parts).map_err(Rejected::Token),
+            Verifier::TokenReview(t) => t.identity(parts).await,
+        }
+    }
+}
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response<ProxyBody> {
     kubeleash_core::status::Status::failure(code.as_u16(), reason, message).response(|b| {
@@ -212,7 +232,7 @@ pub async fn start_with(
         .mode(cfg.mode)
         .approval_timeout(cfg.approval_timeout)
         .approval_mode(approval_mode);
-    let (fixed, oidc) = match &cfg.identity {
+    let (fixed, verifier) = match &cfg.identity {
         IdentityConfig::Fixed(id) => {
             layer = layer.identity(id.clone());
             (Some(id.clone()), None)
@@ -238,7 +258,16 @@ pub async fn start_with(
                 Some(Verified(id)) => Ok(id.clone()),
                 None => verifier.identity(parts),
             });
-            (None, Some(oidc))
+            (None, Some(Verifier::Oidc(oidc)))
+        }
+        IdentityConfig::TokenReview { .. } => {
+            // Reviewed (asynchronously) before the layer sees the request; one that comes
+            // without a verified identity is refused.
+            layer = layer.identity_from(|parts| match parts.extensions.get::<Verified>() {
+                Some(Verified(id)) => Ok(id.clone()),
+                None => Err("the request carries no verified identity".into()),
+            });
+            (None, None)
         }
     };
     let recorder = open_recorder(
@@ -259,6 +288,16 @@ pub async fn start_with(
         cfg.context.as_deref(),
     )
     .await?;
+    let verifier = match &cfg.identity {
+        // The proxy's own request, with the operator's credential, not through the layer.
+        IdentityConfig::TokenReview { audience } => {
+            Some(Verifier::TokenReview(Arc::new(TokenReview::new(
+                upstream.client_builder().map_err(connect_failed)?.build(),
+                audience.clone(),
+            ))))
+        }
+        _ => verifier,
+    };
     let policy_handle = layer.policy_handle();
     let client = upstream
         .client_builder()
@@ -283,7 +322,7 @@ pub async fn start_with(
     // is the agent's own token, which the layer verifies.
     let token = match cfg.identity {
         IdentityConfig::Fixed(_) => Some(AgentToken::generate()?),
-        IdentityConfig::Oidc { .. } => None,
+        IdentityConfig::Oidc { .. } | IdentityConfig::TokenReview { .. } => None,
     };
     write_agent_files(&cfg, addr, token.as_ref(), tls.as_ref())?;
     let access = Arc::new(Access::new(addr, token.clone()));
@@ -295,7 +334,7 @@ pub async fn start_with(
         client,
         access,
         fixed,
-        oidc,
+        verifier,
         policy: policy_handle.clone(),
         tunnels: Arc::clone(&tunnels),
         limits,
@@ -618,7 +657,7 @@ fn write_agent_files(
     if let Some(path) = &cfg.agent_token_file {
         let Some(t) = token else {
             return Err(
-                "--agent-token-file is for a proxy with --user/--group; with --oidc-issuer the agent presents its own OIDC token"
+                "--agent-token-file is for a proxy with --user/--group; with --oidc-issuer or --tokenreview-audience the agent presents its own token"
                     .into(),
             );
         };
@@ -657,19 +696,34 @@ async fn forward(
     }
     // Who is asking, before a byte of the body is read: a caller without a valid token makes
     // the proxy buffer nothing.
-    let verified = match &front.oidc {
+    let verified = match &front.verifier {
         None => None,
-        Some(oidc) => match oidc.identity(&parts) {
+        Some(verifier) => match verifier.identity(&parts).await {
             Ok(id) => {
                 parts.extensions.insert(Verified(id.clone()));
                 Some(id)
             }
-            Err(why) => {
+            Err(Rejected::Token(why)) => {
                 return Ok(status(
                     StatusCode::UNAUTHORIZED,
                     "Unauthorized",
                     &format!(
                         "kubeleash: the request carries no identity kubeleash can verify: {why}"
+                    ),
+                ));
+            }
+            Err(Rejected::Review(detail)) => {
+                // The operator's side failed (its credential, the network): the agent learns
+                // nothing of it but an id to quote; the operator gets the details.
+                let id = kubeleash_connect::correlation_id();
+                eprintln!(
+                    "kubeleash proxy: [correlation id {id}] cannot check an agent's token: {detail}"
+                );
+                return Ok(status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    &format!(
+                        "kubeleash could not check the request's token with the API server; the operator's log has the details under id {id}"
                     ),
                 ));
             }
