@@ -219,6 +219,8 @@ async fn demo(a: Args) -> Result<(), String> {
         agent_namespace: "dev".into(),
         plain_http: false,
         agent_ca_file: None,
+        tls_files: None,
+        serve_names: Vec::new(),
     })
     .await?;
     let kubectl = if a.kubectl { which("kubectl") } else { None };

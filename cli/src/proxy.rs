@@ -63,8 +63,10 @@ pub struct Args {
     /// The kubeconfig context to use.
     #[arg(long, value_name = "NAME")]
     context: Option<String>,
-    /// Where to listen; loopback only. The proxy serves HTTPS there, with a CA and certificate
-    /// it makes at start (in memory; the agent's kubeconfig holds the CA), unless --plain-http.
+    /// Where to listen: loopback, unless every request proves its own identity
+    /// (--tokenreview-audience, --oidc-issuer) over a certificate agents trust
+    /// (--tls-cert-file). The proxy serves HTTPS there, with a CA and certificate it makes at
+    /// start (in memory; the agent's kubeconfig holds the CA) unless given one, or --plain-http.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8001")]
     listen: SocketAddr,
     /// Serve plain HTTP instead of HTTPS, for clients that cannot do TLS. The agent's token then
@@ -72,6 +74,23 @@ pub struct Args {
     /// (kubectl sends no credential to a plain-HTTP server), where `kubectl get --raw` drops it.
     #[arg(long)]
     plain_http: bool,
+    /// Serve this certificate chain (PEM, the serving certificate first, the CA agents trust
+    /// last) instead of making a CA at start: what a proxy agents reach over the network
+    /// serves (the same for every replica and restart). Needed to listen off loopback.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key_file",
+        conflicts_with = "plain_http"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// A DNS name agents reach the proxy by (a Service's, e.g. kubeleash.ns.svc), accepted in
+    /// `Host` besides the listen address; repeat for several.
+    #[arg(long = "serve-name", value_name = "NAME")]
+    serve_names: Vec<String>,
     /// Record every request to this file (hash-chained JSON Lines).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
@@ -329,6 +348,8 @@ pub fn run(a: Args) -> ExitCode {
         agent_namespace: a.agent_namespace.clone(),
         plain_http: a.plain_http,
         agent_ca_file: a.agent_ca_file.clone(),
+        tls_files: a.tls_cert_file.clone().zip(a.tls_key_file.clone()),
+        serve_names: a.serve_names.clone(),
     };
     let approval_mode = match approval_mode(a.approvals_nonblocking) {
         Ok(m) => m,

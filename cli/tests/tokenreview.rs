@@ -253,6 +253,204 @@ fn service_account_tokens_are_the_agents_identity_and_only_good_ones_are() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// A CA and a serving certificate for `name` (openssl), the chain file (serving certificate,
+/// then the CA) and the key: what an operator's CA or cert-manager gives a proxy agents reach by
+/// a Service's name.
+fn certificate_for(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=agents-ca",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("leaf.crt")).unwrap(),
+        std::fs::read_to_string(dir.join("ca.crt")).unwrap()
+    );
+    std::fs::write(dir.join("tls.crt"), chain).unwrap();
+    (dir.join("tls.crt"), dir.join("tls.key"), dir.join("ca.crt"))
+}
+
+/// As in a cluster, on loopback: agents reach the proxy by a Service's DNS name, over the
+/// certificate the operator gave it, with their ServiceAccount tokens; a `Host` it was not given
+/// is refused; and off loopback it will not listen without both a per-request identity and a
+/// certificate of the operator's.
+#[test]
+fn served_by_a_name_with_the_operators_certificate() {
+    process::require_kubectl();
+    let c = cluster::cluster();
+    let home = fresh_dir("named");
+    let name = "kubeleash.agents.svc";
+    let (cert, key, ca) = certificate_for(&home, name);
+    let policy = home.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let operator = c.operator_cert_kubeconfig();
+    let agent_ca = home.join("agent-ca.crt");
+    let base = [
+        "proxy",
+        "--policy",
+        p(&policy),
+        "--kubeconfig",
+        p(&operator),
+        "--tokenreview-audience",
+        "kubeleash",
+        "--agent-ca-file",
+        p(&agent_ca),
+    ];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert-file",
+        p(&cert),
+        "--tls-key-file",
+        p(&key),
+        "--serve-name",
+        name,
+    ]);
+    let (mut guard, url) = serve(&args, Some(&home.join("proxy.stderr")));
+    let port = url.rsplit(':').next().unwrap().to_string();
+    // The CA agents are told to trust is the chain's last certificate: the operator's.
+    assert_eq!(
+        std::fs::read_to_string(home.join("agent-ca.crt"))
+            .unwrap()
+            .trim(),
+        std::fs::read_to_string(&ca).unwrap().trim()
+    );
+    admin(&["create", "serviceaccount", "tr-agent-named", "-n", "dev"]);
+    let token = admin(&[
+        "create",
+        "token",
+        "tr-agent-named",
+        "-n",
+        "dev",
+        "--audience",
+        "kubeleash",
+    ]);
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "30",
+                "--cacert",
+                p(&ca),
+                "--resolve",
+                &format!("{name}:{port}:127.0.0.1"),
+            ])
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(extra)
+            .arg(format!(
+                "https://{name}:{port}/api/v1/namespaces/dev/services"
+            ))
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = curl(&[]);
+    assert!(
+        out.ends_with("\n200") && out.contains("\"kind\":\"ServiceList\""),
+        "{out}"
+    );
+    // A name it was not given (DNS rebinding), over the same connection: refused.
+    let out = curl(&["-H", "Host: evil.example"]);
+    assert!(
+        out.ends_with("\n403") && out.contains("is not this proxy's address"),
+        "{out}"
+    );
+    guard.stop();
+    admin(&["delete", "serviceaccount", "tr-agent-named", "-n", "dev"]);
+
+    // Off loopback: refused at start without the operator's certificate (nothing is bound).
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--listen", "0.0.0.0:0"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeleash"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("listens off loopback only when every request proves its identity"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 /// When the review itself fails (here the upstream has no TokenReview API: the sandbox), the
 /// request is refused with an id to quote and nothing of why; the operator's log has the rest.
 #[test]

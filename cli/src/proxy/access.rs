@@ -60,8 +60,20 @@ const BROWSER_HEADERS: &[&str] = &[
 impl Access {
     /// Checks for a proxy listening on `addr`; `token` is required of every request when given.
     pub fn new(addr: SocketAddr, token: Option<AgentToken>) -> Access {
+        Self::serving(addr, token, &[])
+    }
+
+    /// The same, for a proxy also reached by DNS `names` (a Service's, in a cluster): `Host`
+    /// may be any of them, with or without the port.
+    pub fn serving(addr: SocketAddr, token: Option<AgentToken>, names: &[String]) -> Access {
+        let mut hosts = host_names(addr);
+        for n in names {
+            let n = n.to_ascii_lowercase();
+            hosts.push(format!("{n}:{}", addr.port()));
+            hosts.push(n);
+        }
         Access {
-            hosts: host_names(addr),
+            hosts,
             token,
             last_logged: std::sync::atomic::AtomicU64::new(0),
             unlogged: std::sync::atomic::AtomicU64::new(0),

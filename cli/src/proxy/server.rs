@@ -102,6 +102,10 @@ pub struct ProxyConfig {
     pub plain_http: bool,
     /// Where to write the CA certificate (PEM) that vouches for this proxy's HTTPS.
     pub agent_ca_file: Option<PathBuf>,
+    /// Serve this certificate chain and key (PEM files) instead of making a CA at start.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// DNS names agents reach the proxy by (a Service's), accepted in `Host`.
+    pub serve_names: Vec<String>,
 }
 
 /// A running proxy.
@@ -221,9 +225,17 @@ pub async fn start_with(
     if limits.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
-    if !cfg.listen.ip().is_loopback() {
+    // Off loopback, anyone on the network can connect: each request must then prove its own
+    // identity (a token the API server or an OIDC issuer vouches for), over a certificate the
+    // agents already trust (the same for every replica and restart).
+    let per_request = matches!(
+        cfg.identity,
+        IdentityConfig::Oidc { .. } | IdentityConfig::TokenReview { .. }
+    );
+    let may_serve_network = per_request && cfg.tls_files.is_some();
+    if !cfg.listen.ip().is_loopback() && !may_serve_network {
         return Err(format!(
-            "--listen `{}` is not a loopback address; kubeleash proxy listens on loopback only",
+            "--listen `{}` is not a loopback address: kubeleash proxy listens off loopback only when every request proves its identity (--tokenreview-audience or --oidc-issuer) over a certificate its agents trust (--tls-cert-file and --tls-key-file)",
             cfg.listen
         ));
     }
@@ -315,7 +327,10 @@ pub async fn start_with(
     let tls = if cfg.plain_http {
         None
     } else {
-        Some(tls::generate(addr)?)
+        Some(match &cfg.tls_files {
+            Some((cert, key)) => tls::from_files(cert, key)?,
+            None => tls::generate(addr)?,
+        })
     };
     // With identity from flags, anyone who can reach the port would be the agent: the agent
     // proves itself with a token only the proxy and its kubeconfig know. With OIDC the bearer
@@ -325,7 +340,7 @@ pub async fn start_with(
         IdentityConfig::Oidc { .. } | IdentityConfig::TokenReview { .. } => None,
     };
     write_agent_files(&cfg, addr, token.as_ref(), tls.as_ref())?;
-    let access = Arc::new(Access::new(addr, token.clone()));
+    let access = Arc::new(Access::serving(addr, token.clone(), &cfg.serve_names));
     let (stop, mut stopped) = watch::channel(false);
     let connections = Arc::new(());
     let open_tasks: OpenTasks = Arc::default();

@@ -101,6 +101,59 @@ pub fn generate(addr: SocketAddr) -> Result<ServingTls, String> {
     })
 }
 
+/// Serve the certificate chain in `cert` (PEM, the serving certificate first) with the key in
+/// `key` (PEM), as an operator's own CA or cert-manager issued them: what a proxy that agents
+/// reach over the network serves, so every replica and restart presents a certificate the
+/// agents already trust. The chain's last certificate is the one agents are told to trust.
+pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<ServingTls, String> {
+    use rustls::pki_types::pem::PemObject;
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| {
+            format!(
+                "cannot read the {what} `{}`: {}",
+                p.display(),
+                e.to_string().to_lowercase()
+            )
+        })
+    };
+    let pem = read("certificate file", cert)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{}` is not a PEM certificate chain", cert.display()))?;
+    let Some(last) = chain.last() else {
+        return Err(format!("`{}` holds no certificate", cert.display()));
+    };
+    let ca_pem = pem_of(last);
+    let key_pem = read("key file", key)?;
+    // Never the key's bytes in an error.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| format!("`{}` is not a PEM private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("cannot serve `{}` with its key: {e}", cert.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(ServingTls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        ca_pem,
+    })
+}
+
+fn pem_of(der: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 /// The names the serving certificate is good for.
 fn san(ip: IpAddr) -> Vec<SanType> {
     let mut ips = vec![
