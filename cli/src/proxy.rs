@@ -314,7 +314,12 @@ pub fn run(a: Args) -> ExitCode {
         );
         return ExitCode::from(USAGE);
     }
-    if !a.plain_http && a.agent_kubeconfig.is_none() && a.agent_ca_file.is_none() {
+    // With the operator's certificate, agents already have its CA (the chart gives it to them).
+    if !a.plain_http
+        && a.tls_cert_file.is_none()
+        && a.agent_kubeconfig.is_none()
+        && a.agent_ca_file.is_none()
+    {
         eprintln!(
             "error: the proxy serves HTTPS with a CA it makes at start, and the agent needs that CA to trust it; say where the agent gets it: --agent-kubeconfig FILE (a kubeconfig with the CA) or --agent-ca-file FILE (for `kubeleash kubeconfig --certificate-authority FILE`), or serve plain HTTP with --plain-http (for clients that cannot do TLS)"
         );

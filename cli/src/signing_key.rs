@@ -74,6 +74,14 @@ pub(crate) fn load_or_create(path: &Path, record: &Path) -> Result<Arc<Signer>, 
             ));
         }
     }
+    // Public, and what a verifier needs: in the log too, for a proxy whose disk nobody reads
+    // (a pod: `kubectl logs` shows it).
+    eprintln!(
+        "kubeleash: signing the record with key {} (public key in {}):\n{}",
+        signer.key_id(),
+        public.display(),
+        pem.trim_end()
+    );
     Ok(signer)
 }
 
