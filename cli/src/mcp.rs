@@ -197,6 +197,9 @@ pub fn run(a: Args) -> ExitCode {
     };
     let served = rt.block_on(async move {
         let engine = engine::Engine::start(setup).await?;
+        if let Some(k) = &a.signing_key {
+            crate::signing_key::announce(k);
+        }
         let server = handler::Server::new(engine);
         tokio::spawn(watch_policy(server.clone(), a.policy.clone()));
         match a.listen {

@@ -403,6 +403,9 @@ pub fn run(a: Args) -> ExitCode {
             }
         };
         println!("listening on {}", proxy.url());
+        if let Some(k) = &a.signing_key {
+            crate::signing_key::announce(k);
+        }
         let ca = a
             .agent_ca_file
             .as_ref()

@@ -74,14 +74,6 @@ pub(crate) fn load_or_create(path: &Path, record: &Path) -> Result<Arc<Signer>, 
             ));
         }
     }
-    // Public, and what a verifier needs: in the log too, for a proxy whose disk nobody reads
-    // (a pod: `kubectl logs` shows it).
-    eprintln!(
-        "kubeleash: signing the record with key {} (public key in {}):\n{}",
-        signer.key_id(),
-        public.display(),
-        pem.trim_end()
-    );
     Ok(signer)
 }
 
@@ -135,12 +127,20 @@ fn create(path: &Path) -> Result<Arc<Signer>, String> {
     let signer = Signer::generate().map_err(|e| e.to_string())?;
     let pem = signer.private_pem().map_err(|e| e.to_string())?;
     crate::proxy::write_private(path, &pem)?;
-    eprintln!(
-        "made a signing key for the record at {} (mode 0600; its public half is {})",
-        path.display(),
-        public_path(path).display()
-    );
     Ok(Arc::new(signer))
+}
+
+/// What a verifier needs, for the log of a proxy whose disk nobody reads (a pod's: `kubectl
+/// logs` shows it): the public key of the key at `path`, once the recorder has it.
+pub(crate) fn announce(path: &Path) {
+    let public = public_path(path);
+    if let Ok(pem) = std::fs::read_to_string(&public) {
+        eprintln!(
+            "kubeleash: the record is signed; verify it with `kubeleash replay --verify --key {}` (the key, also here):\n{}",
+            public.display(),
+            pem.trim_end()
+        );
+    }
 }
 
 /// The public keys a record is verified with (`replay --key FILE`, repeated).

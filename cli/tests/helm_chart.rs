@@ -269,7 +269,11 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
     );
     guard.stop();
     let stderr = std::fs::read_to_string(home.join("proxy.stderr")).unwrap();
-    assert!(stderr.contains("signing the record with key"), "{stderr}");
+    assert!(
+        stderr.contains("the record is signed; verify it with")
+            && stderr.contains("-----BEGIN PUBLIC KEY-----"),
+        "{stderr}"
+    );
     assert!(
         std::fs::read_to_string(home.join("lib/session.jsonl"))
             .unwrap()

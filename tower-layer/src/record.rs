@@ -150,9 +150,9 @@ pub struct RecorderOptions {
     /// The session id; default: derived from the time the recorder opened.
     pub session: Option<String>,
     /// Sign the chain with this key: a checkpoint every [`CHECKPOINT_EVERY`] records, at most
-    /// [`CHECKPOINT_AFTER`] after any record, at close, and on resuming a log that another key
-    /// signed last or that ended unsigned (see [`kubeleash_core::record::Signer`]). Chained
-    /// format only.
+    /// [`CHECKPOINT_AFTER`] after any record, at close, and first on resuming a log that did
+    /// not end with this key's signed close (see [`kubeleash_core::record::Signer`] and
+    /// [`resume_state`]). Chained format only.
     pub signer: Option<Arc<Signer>>,
 }
 
