@@ -116,7 +116,7 @@ pub struct Args {
     /// Identify agents as Kubernetes workloads: the bearer token is a ServiceAccount token
     /// bound to this audience (`kubectl create token SA --audience AUD`, or a projected volume),
     /// and the API server says whose it is (a TokenReview with the operator's credential, which
-    /// needs `create` on tokenreviews: the system:auth-delegator ClusterRole). The identity is
+    /// needs `create` on tokenreviews). The identity is
     /// `system:serviceaccount:NS:NAME` with its groups.
     #[arg(long, value_name = "AUD", conflicts_with_all = ["user", "groups", "oidc_issuer"])]
     tokenreview_audience: Option<String>,
@@ -434,7 +434,7 @@ pub fn run(a: Args) -> ExitCode {
                 t.display()
             ),
             (None, None) => eprintln!(
-                "kubeleash proxy: give the agent `kubeleash kubeconfig --server {}{ca} --token-file FILE`, FILE holding its OIDC token",
+                "kubeleash proxy: give the agent `kubeleash kubeconfig --server {}{ca} --token-file FILE`, FILE holding its {whose}",
                 proxy.url()
             ),
         }

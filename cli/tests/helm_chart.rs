@@ -97,6 +97,7 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
     for what in [
         "serviceaccount/kl-kubeleash",
         "clusterrole.rbac.authorization.k8s.io/kl-kubeleash-operator",
+        "clusterrole.rbac.authorization.k8s.io/kl-kubeleash-tokenreview",
         "deployment.apps/kl-kubeleash",
         "service/kl-kubeleash",
         "networkpolicy.networking.k8s.io/kl-kubeleash",
@@ -136,6 +137,10 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
         (vec!["get", "secrets", "-n", "dev"], "no"),
         (vec!["delete", "pods", "-n", "dev"], "no"),
         (vec!["create", "clusterrolebindings"], "no"),
+        (
+            vec!["create", "subjectaccessreviews.authorization.k8s.io"],
+            "no",
+        ),
     ] {
         let mut a = vec!["auth", "can-i", "--as", &sa];
         a.extend(args.iter().copied());

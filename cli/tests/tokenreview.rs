@@ -210,9 +210,22 @@ fn service_account_tokens_are_the_agents_identity_and_only_good_ones_are() {
         &signed_like(&a, &expired),
         &["get", "pods", "-n", "dev"],
     );
+    assert!(!ok && unauthorized(&out), "{out}");
+    // The API server's reason is the operator's, under the id the agent is given.
+    let id = out
+        .split("the operator's log has the reason under id ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_alphanumeric()).next())
+        .unwrap_or_else(|| panic!("no id: {out}"))
+        .to_string();
+    let logged = std::fs::read_to_string(home.join("proxy.stderr")).unwrap();
+    let line = logged
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("{logged}"));
     assert!(
-        !ok && unauthorized(&out) && out.contains("expired"),
-        "{out}"
+        line.contains("refused a token") && line.contains("expired"),
+        "{line}"
     );
     // The same claims re-signed as they were still work: what failed is the time alone.
     let (ok, out) = kubectl(
@@ -231,6 +244,13 @@ fn service_account_tokens_are_the_agents_identity_and_only_good_ones_are() {
     // No token at all, and garbage.
     let (ok, out) = kubectl(&home, "not-a-token", &["get", "pods", "-n", "dev"]);
     assert!(!ok && unauthorized(&out), "{out}");
+    // A good token with more after it (the API server would read the first word only): not a
+    // token here, and no review is spent on it.
+    let (ok, out) = kubectl(&home, &format!("{a} x"), &["get", "pods", "-n", "dev"]);
+    assert!(
+        !ok && unauthorized(&out) && out.contains("is not a token"),
+        "{out}"
+    );
 
     guard.stop();
     let record = std::fs::read_to_string(home.join("session.jsonl")).unwrap();

@@ -7,6 +7,8 @@
 #
 #   deploy/image/rootfs.sh BINARY DIR
 set -euo pipefail
+# The same modes whatever the caller's umask: the layer is reproducible.
+umask 022
 bin=${1:?usage: rootfs.sh BINARY DIR}
 root=${2:?usage: rootfs.sh BINARY DIR}
 rm -rf "$root"
@@ -17,7 +19,15 @@ strip --strip-unneeded "$root/kubeleash"
 # Each library the loader resolves for the binary, at the path it resolves it to (symlinks
 # followed, so the file itself is copied): `ldd` lists `name => /path (addr)` and the loader as
 # `/path (addr)`; the vDSO has no file.
-ldd "$bin" | awk '/=>/ { print $3; next } /^[ \t]*\// { print $1 }' | while read -r lib; do
+# A static binary loads nothing (and `ldd` says so, failing); a library the loader cannot find
+# is an error, not a file named "not".
+libs=$(ldd "$bin" 2>&1) || libs=""
+if grep -q "not found" <<<"$libs"; then
+	echo "deploy/image/rootfs.sh: error: $bin needs libraries this machine lacks:" >&2
+	grep "not found" <<<"$libs" >&2
+	exit 1
+fi
+awk '/=>/ { print $3; next } /^[ \t]*\// { print $1 }' <<<"$libs" | while read -r lib; do
 	[ -n "$lib" ] || continue
 	mkdir -p "$root$(dirname "$lib")"
 	cp -L "$lib" "$root$lib"

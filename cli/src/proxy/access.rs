@@ -37,6 +37,9 @@ fn refuse(code: u16, reason: &'static str, message: impl Into<String>) -> Refusa
 pub struct Access {
     /// The `Host` values that name this proxy, lowercase.
     hosts: Vec<String>,
+    /// DNS names that name it with any port (a Service's: agents connect to its port, which
+    /// the Service maps to the listen port), lowercase, without a trailing dot.
+    names: Vec<String>,
     /// The bearer token the agent must present, when the identity comes from flags.
     token: Option<AgentToken>,
     /// The second (since the epoch) of the last refusal logged: at most one line a second, so
@@ -64,16 +67,14 @@ impl Access {
     }
 
     /// The same, for a proxy also reached by DNS `names` (a Service's, in a cluster): `Host`
-    /// may be any of them, with or without the port.
+    /// may be any of them, with any port or none (validated with [`dns_name`]).
     pub fn serving(addr: SocketAddr, token: Option<AgentToken>, names: &[String]) -> Access {
-        let mut hosts = host_names(addr);
-        for n in names {
-            let n = n.to_ascii_lowercase();
-            hosts.push(format!("{n}:{}", addr.port()));
-            hosts.push(n);
-        }
         Access {
-            hosts,
+            hosts: host_names(addr),
+            names: names
+                .iter()
+                .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
             token,
             last_logged: std::sync::atomic::AtomicU64::new(0),
             unlogged: std::sync::atomic::AtomicU64::new(0),
@@ -145,7 +146,7 @@ impl Access {
             .to_str()
             .ok()
             .map(str::to_ascii_lowercase)
-            .is_some_and(|h| self.hosts.contains(&h));
+            .is_some_and(|h| self.hosts.contains(&h) || self.names_host(&h));
         if !known {
             return Err(refuse(
                 403,
@@ -197,6 +198,38 @@ impl Access {
         }
         Ok(())
     }
+}
+
+impl Access {
+    /// Whether `host` (lowercase) is one of the DNS names, with any port.
+    fn names_host(&self, host: &str) -> bool {
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        !name.is_empty() && self.names.iter().any(|n| n == name)
+    }
+}
+
+/// A `--serve-name` as given, if it is a DNS name (letters, digits, `-` and dots between
+/// labels; a trailing dot allowed); otherwise what is wrong with it.
+pub fn dns_name(name: &str) -> Result<(), String> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(label_ok) {
+        return Err(format!(
+            "--serve-name {} is not a DNS name (letters, digits and `-` in dot-separated labels, no port or wildcard)",
+            quote(name.as_bytes())
+        ));
+    }
+    Ok(())
 }
 
 /// If the path starts with the segment `/TOKEN`, take it off (leaving at least `/`) and say

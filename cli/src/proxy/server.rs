@@ -177,7 +177,7 @@ enum Verifier {
 impl Verifier {
     async fn identity(&self, parts: &http::request::Parts) -> Result<Identity, Rejected> {
         match self {
-            Verifier::Oidc(o) => o.identity(parts).map_err(Rejected::Token),
+            Verifier::Oidc(o) => o.identity(parts).map_err(|why| Rejected::Token(why, None)),
             Verifier::TokenReview(t) => t.identity(parts).await,
         }
     }
@@ -232,7 +232,10 @@ pub async fn start_with(
         cfg.identity,
         IdentityConfig::Oidc { .. } | IdentityConfig::TokenReview { .. }
     );
-    let may_serve_network = per_request && cfg.tls_files.is_some();
+    let may_serve_network = per_request && cfg.tls_files.is_some() && !cfg.plain_http;
+    for name in &cfg.serve_names {
+        super::access::dns_name(name)?;
+    }
     if !cfg.listen.ip().is_loopback() && !may_serve_network {
         return Err(format!(
             "--listen `{}` is not a loopback address: kubeleash proxy listens off loopback only when every request proves its identity (--tokenreview-audience or --oidc-issuer) over a certificate its agents trust (--tls-cert-file and --tls-key-file)",
@@ -718,14 +721,29 @@ async fn forward(
                 parts.extensions.insert(Verified(id.clone()));
                 Some(id)
             }
-            Err(Rejected::Token(why)) => {
-                return Ok(status(
+            Err(Rejected::Token(why, detail)) => {
+                let logged = detail.map_or(String::new(), |d| {
+                    let id = kubeleash_connect::correlation_id();
+                    eprintln!(
+                        "kubeleash proxy: [correlation id {id}] refused a token: {}",
+                        d.escape_debug()
+                    );
+                    format!("; the operator's log has the reason under id {id}")
+                });
+                let mut refused = status(
                     StatusCode::UNAUTHORIZED,
                     "Unauthorized",
                     &format!(
-                        "kubeleash: the request carries no identity kubeleash can verify: {why}"
+                        "kubeleash: the request carries no identity kubeleash can verify: {why}{logged}"
                     ),
-                ));
+                );
+                // Each new token costs a review: a caller sending bad ones pays a new
+                // connection's handshake for the next.
+                refused.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                return Ok(refused);
             }
             Err(Rejected::Review(detail)) => {
                 // The operator's side failed (its credential, the network): the agent learns

@@ -336,3 +336,56 @@ proptest! {
         prop_assert_eq!(r.map_err(|e| e.code), Err(401));
     }
 }
+
+#[test]
+fn a_services_names_get_in_with_any_port_and_nothing_like_them_does() {
+    let a = Access::serving(
+        "127.0.0.1:8443".parse().unwrap(),
+        None,
+        &[
+            "kl.ns.svc".to_string(),
+            "KL.ns.svc.cluster.local.".to_string(),
+        ],
+    );
+    for host in [
+        "kl.ns.svc",
+        "kl.ns.svc:443",
+        "KL.NS.SVC:8443",
+        "kl.ns.svc.",
+        "kl.ns.svc.cluster.local",
+        "kl.ns.svc.cluster.local.:443",
+        "127.0.0.1:8443",
+    ] {
+        assert_eq!(a.admit(&mut parts(Some(host), &[])), Ok(()), "{host}");
+    }
+    for host in [
+        "evil.kl.ns.svc",
+        "kl.ns.svc.evil",
+        "kl.ns.svc:",
+        "kl.ns.svc:44x",
+        ":443",
+        "",
+        "kl.ns",
+        "127.0.0.1:443",
+    ] {
+        assert_eq!(
+            a.admit(&mut parts(Some(host), &[])).map_err(|r| r.code),
+            Err(403),
+            "{host}"
+        );
+    }
+    for bad in [
+        "",
+        ".",
+        "*.ns.svc",
+        "kl.ns.svc:443",
+        "kl..svc",
+        "-kl.svc",
+        "kl ns",
+    ] {
+        assert!(super::dns_name(bad).is_err(), "{bad:?}");
+    }
+    for good in ["kl", "kl.ns.svc", "kl.ns.svc.cluster.local."] {
+        assert!(super::dns_name(good).is_ok(), "{good:?}");
+    }
+}
