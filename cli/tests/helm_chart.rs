@@ -290,3 +290,82 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
     admin(&["delete", "namespace", &ns, "--wait=false"]);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// The chart mounts the policy from a ConfigMap, which the kubelet updates the way its atomic
+/// writer does: the files go into a new timestamped folder, and the `..data` link is swapped to
+/// it in one rename, the file itself a link through `..data`. The proxy reloads the policy
+/// when that happens (here with the sandbox, on loopback: the layout is the kubelet's).
+#[test]
+fn a_policy_configmap_updated_as_the_kubelet_does_is_reloaded() {
+    process::require_kubectl();
+    let home = std::env::temp_dir().join(format!("kubeleash-chart-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let _sandbox = process::sandbox_for_operator(&home);
+    let mount = home.join("policy");
+    std::fs::create_dir_all(&mount).unwrap();
+    let policy = |verbs: &str| {
+        format!(
+            "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules:\n    - {{name: discovery, effect: allow, verbs: [get], nonResourceURLs: [/api, \"/api/*\", /apis, \"/apis/*\", /version, \"/openapi/*\"]}}\n    - {{name: pods, effect: allow, verbs: [{verbs}], apiGroups: [\"\"], resources: [pods], namespaces: [dev]}}\n"
+        )
+    };
+    // What the kubelet writes: ..TIMESTAMP/policy.yaml, ..data -> ..TIMESTAMP, policy.yaml ->
+    // ..data/policy.yaml.
+    let publish = |stamp: &str, text: &str| {
+        let dir = mount.join(format!("..{stamp}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.yaml"), text).unwrap();
+        let tmp = mount.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(format!("..{stamp}"), &tmp).unwrap();
+        std::fs::rename(&tmp, mount.join("..data")).unwrap();
+    };
+    publish("2026_12_06_01", &policy("get"));
+    std::os::unix::fs::symlink("..data/policy.yaml", mount.join("policy.yaml")).unwrap();
+    let agent = home.join("agent.kubeconfig");
+    let (mut guard, _) = process::serve(
+        &[
+            "proxy",
+            "--policy",
+            p(&mount.join("policy.yaml")),
+            "--kubeconfig",
+            p(&home.join("operator.kubeconfig")),
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "agent-1",
+            "--agent-kubeconfig",
+            p(&agent),
+            "--agent-namespace",
+            "dev",
+        ],
+        Some(&home.join("proxy.stderr")),
+    );
+    let kubectl = |args: &[&str]| {
+        run(Command::new("kubectl")
+            .args(["--request-timeout=30s"])
+            .args(args)
+            .env("KUBECONFIG", &agent)
+            .env("HOME", &home)
+            .env("KUBECACHEDIR", home.join("kube-cache")))
+    };
+    let (ok, out) = kubectl(&["get", "pods", "-n", "dev"]);
+    assert!(!ok && out.contains("no rule allows list"), "{out}");
+    publish("2026_12_06_02", &policy("get, list"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ok, out) = kubectl(&["get", "pods", "-n", "dev"]);
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reloaded: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    guard.stop();
+    let stderr = std::fs::read_to_string(home.join("proxy.stderr")).unwrap();
+    assert!(stderr.contains("reloaded"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&home);
+}
