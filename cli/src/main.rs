@@ -17,6 +17,7 @@ mod proxy;
 mod replay;
 mod report;
 mod sandbox;
+mod ship;
 mod signing_key;
 mod test;
 mod whatif;
@@ -78,6 +79,9 @@ enum Command {
     Approvals(approvals::Args),
     /// Print a recorded session as the kubectl commands it amounts to, and check its chain.
     Replay(replay::Args),
+    /// Ship a record to an audit pipeline (the Kubernetes audit webhook's batched EventLists),
+    /// at least once, from a cursor kept beside it.
+    Ship(ship::Args),
     /// Turn RBAC Roles and ClusterRoles into a kubeleash policy of allow rules.
     ImportRbac(import::Args),
     /// Run an in-memory Kubernetes API server for tests and demos (plain HTTP, loopback only).
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         Command::Sandbox(a) => sandbox::run(a),
         Command::Mask(a) => mask::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::Ship(a) => ship::run(a),
         Command::Proxy(a) => proxy::run(*a),
         Command::Mcp(a) => mcp::run(*a),
         Command::Kubeconfig(a) => proxy::kubeconfig(a),

@@ -81,6 +81,21 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
     let (ok, rendered) =
         run(Command::new(&helm).args(["template", "kl", p(&chart), "--namespace", &ns]));
     assert!(ok, "{rendered}");
+    // With an audit webhook, a sidecar ships the record.
+    let (ok, shipped) = run(Command::new(&helm).args([
+        "template",
+        "kl",
+        p(&chart),
+        "--namespace",
+        &ns,
+        "--set",
+        "ship.auditWebhook=http://fluent-bit.logging:8888/audit",
+    ]));
+    assert!(
+        ok && shipped.contains("- ship")
+            && shipped.contains("\"--audit-webhook=http://fluent-bit.logging:8888/audit\""),
+        "{shipped}"
+    );
     let manifests = home.join("rendered.yaml");
     std::fs::write(&manifests, &rendered).unwrap();
 

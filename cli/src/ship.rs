@@ -1,0 +1,292 @@
+//! `kubeleash ship FILE --audit-webhook URL`: a record shipped to the pipelines people already
+//! run, as the Kubernetes audit webhook sends it (batched `audit.k8s.io/v1` `EventList`s
+//! POSTed to a URL, what Falco and Fluent Bit read), at least once.
+//!
+//! The record file is the spool: the shipper reads it from a cursor (the byte offset after the
+//! last line a receiver acknowledged, kept in `--cursor FILE`, written atomically after each
+//! 2xx), so a receiver that is down, slow or restarted loses nothing, and neither does a
+//! shipper that restarts. A batch sent whose acknowledgement was lost is sent again: a reader
+//! drops duplicates by `auditID` (`SESSION-SEQ`, unique in a log). Only whole lines are read
+//! (a line being written is left for the next round); checkpoints ship too, with their
+//! signature, as annotations of an event of their own, so a copy elsewhere holds what a
+//! verifier needs.
+
+use std::io::{BufRead as _, Read as _, Seek as _, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http::header::CONTENT_TYPE;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kubeleash_core::record::{Record, RecordKind, audit_event};
+
+use crate::report::{USAGE, lower};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The record file (a proxy's or `kubeleash mcp`'s --record).
+    file: PathBuf,
+    /// POST batches of audit events (`audit.k8s.io/v1` EventList) to this http:// URL (run the
+    /// receiver on loopback or behind a local TLS relay).
+    #[arg(long, value_name = "URL")]
+    audit_webhook: String,
+    /// Where to keep how far the receiver has acknowledged (default: FILE with `.cursor`).
+    #[arg(long, value_name = "FILE")]
+    cursor: Option<PathBuf>,
+    /// Events per batch at most.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    batch: usize,
+    /// Keep following the file as the recorder writes it (until SIGTERM or SIGINT); without
+    /// it, stop once everything written so far is acknowledged.
+    #[arg(long)]
+    follow: bool,
+}
+
+/// How long a failed POST waits before it is tried again, at most.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a follower looks for new lines.
+const POLL: Duration = Duration::from_millis(200);
+/// The longest line read into one batch (a record with a body is at most a few MiB).
+const MAX_LINE: usize = 64 * 1024 * 1024;
+
+pub fn run(a: Args) -> ExitCode {
+    let uri: Uri = match a.audit_webhook.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!(
+                "error: --audit-webhook is not a URL: {}",
+                lower(&e.to_string())
+            );
+            return ExitCode::from(USAGE);
+        }
+    };
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+        eprintln!(
+            "error: --audit-webhook must be an http:// URL with a host (run the receiver on loopback, or behind a local TLS relay)"
+        );
+        return ExitCode::from(USAGE);
+    }
+    if a.batch == 0 {
+        eprintln!("error: --batch must be at least 1");
+        return ExitCode::from(USAGE);
+    }
+    let cursor = a
+        .cursor
+        .clone()
+        .unwrap_or_else(|| a.file.with_extension("cursor"));
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {}", lower(&e.to_string()));
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(ship(&a, &uri, &cursor)) {
+        Ok(n) => {
+            eprintln!("kubeleash ship: {n} events acknowledged");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn ship(a: &Args, uri: &Uri, cursor: &Path) -> Result<u64, String> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let mut offset = read_cursor(cursor)?;
+    let mut shipped = 0u64;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let (events, next) = read_batch(&a.file, offset, a.batch)?;
+        if events.is_empty() {
+            if !a.follow {
+                return Ok(shipped);
+            }
+            tokio::select! {
+                () = &mut stop => return Ok(shipped),
+                () = tokio::time::sleep(POLL) => continue,
+            }
+        }
+        let body = serde_json::json!({
+            "kind": "EventList",
+            "apiVersion": "audit.k8s.io/v1",
+            "metadata": {},
+            "items": events,
+        })
+        .to_string();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match post(&client, uri, &body).await {
+                Ok(()) => break,
+                Err(why) => {
+                    // Not the URL: it may carry a token.
+                    eprintln!(
+                        "kubeleash ship: the receiver did not take {} events ({why}); trying again in {} ms",
+                        events.len(),
+                        backoff.as_millis()
+                    );
+                    tokio::select! {
+                        () = &mut stop => return Ok(shipped),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        write_cursor(cursor, next)?;
+        offset = next;
+        shipped += events.len() as u64;
+    }
+}
+
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: &Uri,
+    body: &str,
+) -> Result<(), String> {
+    let request = http::Request::post(uri.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .map_err(|_| "no answer within 30 s".to_string())?
+        .map_err(|e| lower(&e.to_string()))?;
+    let status = response.status();
+    // Read (and drop) the answer, so the connection can be used again.
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+/// The events of up to `max` whole lines of `file` from `offset`, and the offset after the
+/// last of them.
+fn read_batch(
+    file: &Path,
+    offset: u64,
+    max: usize,
+) -> Result<(Vec<serde_json::Value>, u64), String> {
+    let fail = |e: std::io::Error| {
+        format!(
+            "cannot read `{}`: {}",
+            file.display(),
+            lower(&e.to_string())
+        )
+    };
+    let mut f = std::fs::File::open(file).map_err(fail)?;
+    let len = f.metadata().map_err(fail)?.len();
+    if len < offset {
+        return Err(format!(
+            "`{}` is shorter than what was already shipped from it ({len} < {offset} bytes): it was cut or replaced; move the cursor away to ship it again from the start",
+            file.display()
+        ));
+    }
+    f.seek(SeekFrom::Start(offset)).map_err(fail)?;
+    let mut reader = std::io::BufReader::new(f);
+    let mut events = Vec::new();
+    let mut at = offset;
+    let mut line = Vec::new();
+    while events.len() < max {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .map_err(fail)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            if n as u64 >= MAX_LINE as u64 {
+                return Err(format!(
+                    "`{}` has a line longer than {} MiB at byte {at}: not a record",
+                    file.display(),
+                    MAX_LINE >> 20
+                ));
+            }
+            // The end, or a line still being written: the next round.
+            break;
+        }
+        at += n as u64;
+        if let Ok(r) = serde_json::from_slice::<Record>(&line) {
+            events.push(event(&r));
+        }
+    }
+    Ok((events, at))
+}
+
+/// A record as an audit event; a checkpoint as one carrying its signature.
+fn event(r: &Record) -> serde_json::Value {
+    let mut e = audit_event(r);
+    if r.body.kind == RecordKind::Checkpoint
+        && let Some(c) = &r.body.checkpoint
+    {
+        e["annotations"]["kubeleash.dev/checkpoint"] = serde_json::to_value(c).unwrap_or_default();
+        e["annotations"]["kubeleash.dev/checkpoint-prev"] = r.prev.clone().into();
+    }
+    e["annotations"]["kubeleash.dev/record-hash"] = r.hash.clone().into();
+    e
+}
+
+fn read_cursor(cursor: &Path) -> Result<u64, String> {
+    match std::fs::read_to_string(cursor) {
+        Ok(t) => t.trim().parse().map_err(|_| {
+            format!(
+                "the cursor `{}` does not hold a byte offset: remove it to ship from the start",
+                cursor.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(format!(
+            "cannot read the cursor `{}`: {}",
+            cursor.display(),
+            lower(&e.to_string())
+        )),
+    }
+}
+
+/// Write the cursor so that a crash leaves the old one or the new one, never half of either.
+fn write_cursor(cursor: &Path, offset: u64) -> Result<(), String> {
+    let fail = |e: std::io::Error| {
+        format!(
+            "cannot write the cursor `{}`: {}",
+            cursor.display(),
+            lower(&e.to_string())
+        )
+    };
+    let tmp = cursor.with_extension("cursor-tmp");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+        f.write_all(offset.to_string().as_bytes()).map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, cursor).map_err(fail)
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
