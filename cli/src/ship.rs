@@ -1,6 +1,8 @@
-//! `kubeleash ship FILE --audit-webhook URL`: a record shipped to the pipelines people already
-//! run, as the Kubernetes audit webhook sends it (batched `audit.k8s.io/v1` `EventList`s
-//! POSTed to a URL, what Falco and Fluent Bit read), at least once.
+//! `kubeleash ship FILE --audit-webhook URL` (or `--otlp URL`): a record shipped to the
+//! pipelines people already run, at least once: as the Kubernetes audit webhook sends it
+//! (batched `audit.k8s.io/v1` `EventList`s POSTed to a URL, what Falco and Fluent Bit read),
+//! or as OpenTelemetry logs over HTTP (OTLP/HTTP with JSON, `POST .../v1/logs`), each record a
+//! log record whose body is the record's line, as written (so its hash still checks).
 //!
 //! The record file is the spool: the shipper reads it from a cursor (the byte offset after the
 //! last line a receiver acknowledged, kept in `--cursor FILE`, written atomically after each
@@ -33,8 +35,17 @@ pub struct Args {
     file: PathBuf,
     /// POST batches of audit events (`audit.k8s.io/v1` EventList) to this http:// URL (run the
     /// receiver on loopback or behind a local TLS relay).
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "otlp",
+        conflicts_with = "otlp"
+    )]
+    audit_webhook: Option<String>,
+    /// POST batches of OpenTelemetry logs (OTLP/HTTP, JSON) to this http:// URL, the
+    /// collector's logs endpoint (e.g. http://collector:4318/v1/logs).
     #[arg(long, value_name = "URL")]
-    audit_webhook: String,
+    otlp: Option<String>,
     /// Where to keep how far the receiver has acknowledged (default: FILE with `.cursor`).
     #[arg(long, value_name = "FILE")]
     cursor: Option<PathBuf>,
@@ -54,20 +65,32 @@ const POLL: Duration = Duration::from_millis(200);
 /// The longest line read into one batch (a record with a body is at most a few MiB).
 const MAX_LINE: usize = 64 * 1024 * 1024;
 
+/// What a batch is sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Audit,
+    Otlp,
+}
+
 pub fn run(a: Args) -> ExitCode {
-    let uri: Uri = match a.audit_webhook.parse() {
+    let (flag, url, format) = match (&a.audit_webhook, &a.otlp) {
+        (Some(u), _) => ("--audit-webhook", u, Format::Audit),
+        (None, Some(u)) => ("--otlp", u, Format::Otlp),
+        (None, None) => {
+            eprintln!("error: say where to ship: --audit-webhook URL or --otlp URL");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let uri: Uri = match url.parse() {
         Ok(u) => u,
         Err(e) => {
-            eprintln!(
-                "error: --audit-webhook is not a URL: {}",
-                lower(&e.to_string())
-            );
+            eprintln!("error: {flag} is not a URL: {}", lower(&e.to_string()));
             return ExitCode::from(USAGE);
         }
     };
     if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
         eprintln!(
-            "error: --audit-webhook must be an http:// URL with a host (run the receiver on loopback, or behind a local TLS relay)"
+            "error: {flag} must be an http:// URL with a host (run the receiver on loopback, or behind a local TLS relay)"
         );
         return ExitCode::from(USAGE);
     }
@@ -89,7 +112,7 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(ship(&a, &uri, &cursor)) {
+    match rt.block_on(ship(&a, &uri, format, &cursor)) {
         Ok(n) => {
             eprintln!("kubeleash ship: {n} events acknowledged");
             ExitCode::SUCCESS
@@ -101,7 +124,7 @@ pub fn run(a: Args) -> ExitCode {
     }
 }
 
-async fn ship(a: &Args, uri: &Uri, cursor: &Path) -> Result<u64, String> {
+async fn ship(a: &Args, uri: &Uri, format: Format, cursor: &Path) -> Result<u64, String> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(10)));
     let client: Client<HttpConnector, Full<Bytes>> =
@@ -111,7 +134,7 @@ async fn ship(a: &Args, uri: &Uri, cursor: &Path) -> Result<u64, String> {
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
-        let (events, next) = read_batch(&a.file, offset, a.batch)?;
+        let (events, next) = read_batch(&a.file, offset, a.batch, format)?;
         if events.is_empty() {
             if !a.follow {
                 return Ok(shipped);
@@ -121,12 +144,20 @@ async fn ship(a: &Args, uri: &Uri, cursor: &Path) -> Result<u64, String> {
                 () = tokio::time::sleep(POLL) => continue,
             }
         }
-        let body = serde_json::json!({
-            "kind": "EventList",
-            "apiVersion": "audit.k8s.io/v1",
-            "metadata": {},
-            "items": events,
-        })
+        let body = match format {
+            Format::Audit => serde_json::json!({
+                "kind": "EventList",
+                "apiVersion": "audit.k8s.io/v1",
+                "metadata": {},
+                "items": events,
+            }),
+            Format::Otlp => serde_json::json!({"resourceLogs": [{
+                "resource": {"attributes": [
+                    {"key": "service.name", "value": {"stringValue": "kubeleash"}},
+                ]},
+                "scopeLogs": [{"scope": {"name": "kubeleash.record"}, "logRecords": events}],
+            }]}),
+        }
         .to_string();
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -182,6 +213,7 @@ fn read_batch(
     file: &Path,
     offset: u64,
     max: usize,
+    format: Format,
 ) -> Result<(Vec<serde_json::Value>, u64), String> {
     let fail = |e: std::io::Error| {
         format!(
@@ -222,7 +254,10 @@ fn read_batch(
         }
         at += n as u64;
         if let Ok(r) = serde_json::from_slice::<Record>(&line) {
-            events.push(event(&r));
+            events.push(match format {
+                Format::Audit => event(&r),
+                Format::Otlp => log_record(&r, &line),
+            });
         }
     }
     Ok((events, at))
@@ -239,6 +274,33 @@ fn event(r: &Record) -> serde_json::Value {
     }
     e["annotations"]["kubeleash.dev/record-hash"] = r.hash.clone().into();
     e
+}
+
+/// A record as an OTLP log record: its line as the body, who and what as attributes.
+fn log_record(r: &Record, line: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line)).into_owned();
+    let nanos =
+        time::OffsetDateTime::parse(&r.body.time, &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp_nanos().to_string())
+            .unwrap_or_else(|_| "0".into());
+    let attr = |k: &str, v: serde_json::Value| serde_json::json!({"key": k, "value": v});
+    let s = |v: &str| serde_json::json!({"stringValue": v});
+    let refused = r.body.decision.outcome == kubeleash_core::record::Outcome::Refused;
+    serde_json::json!({
+        "timeUnixNano": nanos,
+        "severityNumber": if refused { 13 } else { 9 },
+        "severityText": if refused { "WARN" } else { "INFO" },
+        "body": s(&text),
+        "attributes": [
+            attr("kubeleash.record.session", s(&r.session)),
+            attr("kubeleash.record.seq", serde_json::json!({"intValue": r.seq.to_string()})),
+            attr("kubeleash.record.kind", s(r.body.kind.as_str())),
+            attr("kubeleash.record.hash", s(&r.hash)),
+            attr("k8s.audit.id", s(&format!("{}-{}", r.session, r.seq))),
+            attr("user.name", s(&r.body.identity.user)),
+            attr("kubeleash.decision.outcome", s(r.body.decision.outcome.as_str())),
+        ],
+    })
 }
 
 fn read_cursor(cursor: &Path) -> Result<u64, String> {

@@ -117,12 +117,9 @@ fn serve(
             let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
             continue;
         }
-        let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(list["kind"], "EventList");
-        assert_eq!(list["apiVersion"], "audit.k8s.io/v1");
         got.lock()
             .unwrap()
-            .extend(list["items"].as_array().unwrap().iter().cloned());
+            .push(serde_json::from_slice(&body).unwrap());
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
     }
 }
@@ -176,6 +173,17 @@ fn append(file: &Path, chain: &mut Chain, signer: &Signer, n: usize) {
         .unwrap();
 }
 
+/// The audit events the receiver took, in the order it took them.
+fn events(receiver: &Receiver) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for list in receiver.got.lock().unwrap().iter() {
+        assert_eq!(list["kind"], "EventList");
+        assert_eq!(list["apiVersion"], "audit.k8s.io/v1");
+        out.extend(list["items"].as_array().unwrap().iter().cloned());
+    }
+    out
+}
+
 fn shipper(file: &Path, port: u16, follow: bool) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kubeleash"));
     c.args([
@@ -227,10 +235,7 @@ fn every_record_arrives_though_the_receiver_and_the_shipper_go_down() {
     let total = 800 + 800 / 50;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ids: std::collections::BTreeSet<String> = receiver
-            .got
-            .lock()
-            .unwrap()
+        let ids: std::collections::BTreeSet<String> = events(&receiver)
             .iter()
             .map(|e| e["auditID"].as_str().unwrap().to_string())
             .collect();
@@ -250,7 +255,7 @@ fn every_record_arrives_though_the_receiver_and_the_shipper_go_down() {
     assert!(ship.wait().unwrap().success());
     receiver.stop();
 
-    let got = receiver.got.lock().unwrap().clone();
+    let got = events(&receiver);
     // Every record, as `SESSION-SEQ`, and in order once duplicates are dropped.
     let mut seen = std::collections::BTreeSet::new();
     let order: Vec<u64> = got
@@ -298,5 +303,67 @@ fn every_record_arrives_though_the_receiver_and_the_shipper_go_down() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("was cut or replaced"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// OTLP logs over HTTP: each record a log record whose body is its line exactly as written (so
+/// the chain still checks from what the collector keeps), through refused batches.
+#[test]
+fn otlp_log_records_carry_each_line_as_written() {
+    let dir = std::env::temp_dir().join(format!("kubeleash-ship-otlp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("session.jsonl");
+    let signer = Signer::generate().unwrap();
+    let mut chain = Chain::new("replica-b");
+    append(&file, &mut chain, &signer, 120);
+    let receiver = Receiver::new();
+    receiver.start(2);
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeleash"))
+        .args([
+            "ship",
+            file.to_str().unwrap(),
+            "--otlp",
+            &format!("http://127.0.0.1:{}/v1/logs", receiver.port),
+            "--batch",
+            "25",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    receiver.stop();
+    let mut lines = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for body in receiver.got.lock().unwrap().iter() {
+        let logs = &body["resourceLogs"][0];
+        assert_eq!(
+            logs["resource"]["attributes"][0]["value"]["stringValue"],
+            "kubeleash"
+        );
+        for r in logs["scopeLogs"][0]["logRecords"].as_array().unwrap() {
+            let id = r["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["key"] == "k8s.audit.id")
+                .unwrap()["value"]["stringValue"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_ne!(r["timeUnixNano"], "0");
+            if seen.insert(id) {
+                lines.push(r["body"]["stringValue"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let shipped: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(shipped, std::fs::read_to_string(&file).unwrap());
+    let pubkey = kubeleash_core::record::PublicKey::from_pem(&signer.public_pem()).unwrap();
+    let v = kubeleash_core::record::verify_signed(&shipped, &[pubkey]);
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
     let _ = std::fs::remove_dir_all(&dir);
 }
