@@ -209,6 +209,7 @@ async fn demo(a: Args) -> Result<(), String> {
         // The masked bodies too, so the session page shows what the agent read.
         record_bodies: Some(64 * 1024),
         signing_key: Some(signing_key.clone()),
+        record_session: None,
         identity: IdentityConfig::Fixed(Identity::new("agent-1", ["ai-agents"])),
         approvals: Approvals::Custom(Arc::new(Human(p))),
         approval_timeout: Duration::from_secs(30),

@@ -87,6 +87,11 @@ pub struct Args {
     /// rewrite made without the key.
     #[arg(long, value_name = "FILE", requires = "record")]
     signing_key: Option<PathBuf>,
+    /// The record's session, in every record it writes (with its seq, what a reader of
+    /// several replicas' records tells them apart by): a replica's name, e.g. its pod's.
+    /// Default: `s` and the start time in milliseconds.
+    #[arg(long, value_name = "NAME", requires = "record")]
+    record_session: Option<String>,
     /// Who approves held requests: `socket` (`kubeleash approvals ...`) or `webhook=URL`.
     /// Without it, requests the policy holds are refused.
     #[arg(long, value_name = "HOW")]
@@ -185,6 +190,7 @@ pub fn run(a: Args) -> ExitCode {
         record: a.record.clone(),
         record_bodies: a.record_bodies,
         signing_key: a.signing_key.clone(),
+        record_session: a.record_session.clone(),
         approvals,
         approval_timeout: Duration::from_secs(a.approval_timeout),
         approval_mode,

@@ -223,6 +223,8 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
             .replace("/etc/kubeleash/tls", p(&tls))
             .replace("/var/lib/kubeleash", p(&home.join("lib")))
             .replace("/var/run/kubeleash", p(&home.join("run")))
+            // What the kubelet expands from the pod's env.
+            .replace("$(POD_NAME)", "kl-kubeleash-5d8f7-x2x9z")
             // Loopback only, here.
             .replace("--listen=0.0.0.0:8443", "--listen=127.0.0.1:0");
     }
@@ -294,10 +296,14 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
             && stderr.contains("-----BEGIN PUBLIC KEY-----"),
         "{stderr}"
     );
+    let record = std::fs::read_to_string(home.join("lib/session.jsonl")).unwrap();
+    assert!(record.contains(&format!("system:serviceaccount:agents:{agent}")));
+    // Each replica's records name it.
     assert!(
-        std::fs::read_to_string(home.join("lib/session.jsonl"))
-            .unwrap()
-            .contains(&format!("system:serviceaccount:agents:{agent}"))
+        record
+            .lines()
+            .all(|l| l.contains("\"session\":\"kl-kubeleash-5d8f7-x2x9z\"")),
+        "{record}"
     );
 
     admin(&["delete", "serviceaccount", &agent, "-n", "agents"]);

@@ -47,6 +47,7 @@ pub struct Setup {
     pub record: Option<std::path::PathBuf>,
     pub record_bodies: Option<usize>,
     pub signing_key: Option<std::path::PathBuf>,
+    pub record_session: Option<String>,
     pub approvals: Approvals,
     pub approval_timeout: Duration,
     pub approval_mode: ApprovalMode,
@@ -115,6 +116,7 @@ impl Engine {
             s.record.as_deref(),
             s.record_bodies,
             s.signing_key.as_deref(),
+            s.record_session.clone(),
         )?;
         let (chosen, socket) = approver(&s.approvals)?;
         // Every request the engine sends carries its caller; one without is refused (401).

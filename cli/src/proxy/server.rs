@@ -83,6 +83,8 @@ pub struct ProxyConfig {
     pub record_bodies: Option<usize>,
     /// Sign the record with this key (made there when missing).
     pub signing_key: Option<PathBuf>,
+    /// The record's session (a replica's name); default: from the start time.
+    pub record_session: Option<String>,
     pub identity: IdentityConfig,
     pub approvals: Approvals,
     pub approval_timeout: Duration,
@@ -289,6 +291,7 @@ pub async fn start_with(
         cfg.record.as_deref(),
         cfg.record_bodies,
         cfg.signing_key.as_deref(),
+        cfg.record_session.clone(),
     )?;
     if let Some(r) = &recorder {
         layer = layer.recorder(Arc::clone(r));
@@ -465,6 +468,7 @@ pub(crate) fn open_recorder(
     path: Option<&std::path::Path>,
     bodies: Option<usize>,
     signing_key: Option<&std::path::Path>,
+    session: Option<String>,
 ) -> Result<Option<Arc<JsonlRecorder>>, String> {
     let Some(path) = path else {
         return Ok(None);
@@ -477,6 +481,7 @@ pub(crate) fn open_recorder(
         RecorderOptions {
             body_cap: bodies,
             signer,
+            session,
             ..RecorderOptions::default()
         },
     )
