@@ -27,13 +27,17 @@ case "$(uname -m)" in
 esac
 
 echo "== image: the release binary (cargo build --release -p kubeleash-cli)"
-cargo build --quiet --release --locked -p kubeleash-cli
-version=$(target/release/kubeleash --version | awk '{ print $2 }')
+# For the host triple, as the Python and Node bindings build: the three release builds share
+# the target directory, and this one compiles only what they do not.
+host=$(rustc -vV | sed -n 's/^host: //p')
+cargo build --quiet --release --locked -p kubeleash-cli --target "$host"
+bin=target/$host/release/kubeleash
+version=$("$bin" --version | awk '{ print $2 }')
 
 echo "== image: the filesystem (deploy/image/rootfs.sh) and its one layer"
 rm -rf "$work"
 mkdir -p "$work"
-deploy/image/rootfs.sh target/release/kubeleash "$work/rootfs"
+deploy/image/rootfs.sh "$bin" "$work/rootfs"
 # Reproducible: sorted, root-owned, one fixed time.
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$work/rootfs" -cf "$work/layer.tar" .
 
