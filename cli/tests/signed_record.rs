@@ -353,33 +353,8 @@ fn a_rewrite_without_the_key_never_verifies_on_the_real_server() {
 
 /// Start the proxy on the sandbox with `key` and send one request through it (so the record
 /// holds a record before its close).
-fn start_ok(home: &Path, policy: &Path, operator: &Path, record: &Path, key: &Path) -> Guard {
-    let agent = home.join("agent.kubeconfig");
-    let (guard, url) = serve(
-        &[
-            "proxy",
-            "--policy",
-            p(policy),
-            "--kubeconfig",
-            p(operator),
-            "--listen",
-            "127.0.0.1:0",
-            "--record",
-            p(record),
-            "--signing-key",
-            p(key),
-            "--user",
-            "agent-1",
-            "--group",
-            "ai-agents",
-            "--agent-kubeconfig",
-            p(&agent),
-            "--agent-namespace",
-            "dev",
-        ],
-        Some(&home.join("proxy.stderr")),
-    );
-    assert!(url.starts_with("https://"), "{url}");
+fn start_ok(home: &Path, operator: &Path, record: &Path, key: &Path) -> Guard {
+    let guard = proxy(home, operator, record, key);
     let (ok, out) = kubectl(home, &["get", "pods", "-n", "dev"]);
     assert!(ok, "{out}");
     guard
@@ -529,7 +504,7 @@ fn a_key_others_can_read_or_that_is_no_key_is_refused() {
     // A record edited while no proxy ran (a denial turned into an allowed delete, hashes
     // recomputed): the proxy will not sign on top of it, and leaves it as it is.
     let signed = home.join("signed.key");
-    let mut guard = start_ok(&home, &policy, &operator, &record, &signed);
+    let mut guard = start_ok(&home, &operator, &record, &signed);
     guard.stop();
     let log = std::fs::read_to_string(&record).unwrap();
     let first = log.lines().next().unwrap().to_string();
