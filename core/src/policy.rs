@@ -113,6 +113,8 @@ mod spec;
 
 use std::sync::Arc;
 
+use sha2::Digest as _;
+
 use serde::{Serialize, Serializer};
 
 pub use denial::Denial;
@@ -289,6 +291,8 @@ pub struct Evaluation {
 #[derive(Debug, Clone)]
 pub struct Policy {
     inner: Arc<compile::Compiled>,
+    /// The SHA-256 of the text it was compiled from (see [`Policy::digest`]).
+    digest: [u8; 32],
 }
 
 impl Policy {
@@ -306,7 +310,30 @@ impl Policy {
     pub fn from_yaml(text: &str) -> Result<Policy, PolicyErrors> {
         Ok(Policy {
             inner: Arc::new(compile::compile(text)?),
+            digest: sha2::Sha256::digest(text.as_bytes()).into(),
         })
+    }
+
+    /// The SHA-256 of the text the policy was compiled from, as lowercase hex: two processes
+    /// that loaded the same policy agree on it, so what one approved under a policy another
+    /// honours only under the same one (grants kept outside the process carry it).
+    ///
+    /// ```
+    /// use kubeleash_core::policy::Policy;
+    ///
+    /// let text = "apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules: []\n";
+    /// let a = Policy::from_yaml(text).unwrap();
+    /// assert_eq!(a.digest(), Policy::from_yaml(text).unwrap().digest());
+    /// assert_ne!(a.digest(), Policy::from_yaml(&format!("{text}# changed\n")).unwrap().digest());
+    /// ```
+    pub fn digest(&self) -> String {
+        use std::fmt::Write as _;
+        self.digest
+            .iter()
+            .fold(String::with_capacity(64), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
     }
 
     /// The policy's `metadata.name`.

@@ -71,6 +71,16 @@ fn bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
 
+/// Whether `g` covers `request` with `body`, asserting that the grant read back from its
+/// [`GrantForm`] (as another replica reads it from the cluster) says the same.
+fn covers(g: &Grant, request: &Request, body: &[u8]) -> bool {
+    let text = serde_json::to_string(&g.form()).unwrap();
+    let kept = Grant::from_form(serde_json::from_str(&text).unwrap()).unwrap();
+    let (here, there) = (g.covers(request, body), kept.covers(request, body));
+    assert_eq!(here, there, "a grant and its form disagree: {text}");
+    here
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -90,12 +100,12 @@ proptest! {
             ..Widening::default()
         };
         let g = Grant::new(&patch("web"), &bytes(&body), &widening).unwrap();
-        prop_assert!(g.covers(&patch("web"), &bytes(&body)), "the approved request");
+        prop_assert!(covers(&g, &patch("web"), &bytes(&body)), "the approved request");
         let mut moved = body.clone();
         moved["spec"]["replicas"] = json!(other);
         let within = (approved - 2..=approved + 2).contains(&other);
-        prop_assert_eq!(g.covers(&patch("web"), &bytes(&moved)), within);
-        prop_assert!(!g.covers(&patch("web2"), &bytes(&body)), "names are not widened");
+        prop_assert_eq!(covers(&g, &patch("web"), &bytes(&moved)), within);
+        prop_assert!(!covers(&g, &patch("web2"), &bytes(&body)), "names are not widened");
         let mut paths = Vec::new();
         leaves(&body, String::new(), String::new(), &mut paths);
         paths.retain(|(p, _)| p != "/spec/replicas");
@@ -105,17 +115,17 @@ proptest! {
             let slot = changed.pointer_mut(&pointer).unwrap();
             if *slot != replacement {
                 *slot = replacement;
-                prop_assert!(!g.covers(&patch("web"), &bytes(&changed)), "changed {}", pointer);
+                prop_assert!(!covers(&g, &patch("web"), &bytes(&changed)), "changed {}", pointer);
             }
         }
         // A field the approved body lacks, added, is another request.
         let mut added = body.clone();
         added["zz"] = json!(1);
-        prop_assert!(!g.covers(&patch("web"), &bytes(&added)));
+        prop_assert!(!covers(&g, &patch("web"), &bytes(&added)));
         // Leaving the widened field out is another request too.
         let mut without = body.clone();
         without["spec"].as_object_mut().unwrap().remove("replicas");
-        prop_assert!(!g.covers(&patch("web"), &bytes(&without)));
+        prop_assert!(!covers(&g, &patch("web"), &bytes(&without)));
     }
 
     /// Widened by name only: the body must decode to the approved one.
@@ -128,12 +138,12 @@ proptest! {
         let raw = bytes(&body);
         let g = Grant::new(&patch("web-0"), &raw, &widening).unwrap();
         let name = format!("web-{suffix}");
-        prop_assert!(g.covers(&patch(&name), &raw));
+        prop_assert!(covers(&g, &patch(&name), &raw));
         let db = format!("db-{}", suffix);
-        prop_assert!(!g.covers(&patch(&db), &raw));
+        prop_assert!(!covers(&g, &patch(&db), &raw));
         let mut other = body.clone();
         other["zz"] = json!(suffix);
-        prop_assert!(!g.covers(&patch(&name), &bytes(&other)));
+        prop_assert!(!covers(&g, &patch(&name), &bytes(&other)));
     }
 }
 
@@ -193,4 +203,44 @@ fn a_body_naming_another_object_is_not_widened_by_name() {
     let body = br#"{"metadata":{"name":"web-1"},"spec":{"replicas":3}}"#;
     let g = Grant::new(&patch("web-1"), body, &w).unwrap();
     assert!(g.covers(&patch("web-1"), body));
+}
+
+/// A grant read back from its form is the grant: keys in another order are the same body, and a
+/// form that could not have come from a grant is refused.
+#[test]
+fn a_grant_form_keeps_digests_and_refuses_forgeries() {
+    let w = Widening {
+        fields: vec!["spec.replicas=1..5".parse().unwrap()],
+        ..Widening::default()
+    };
+    let body = br#"{"spec":{"replicas":2,"paused":false},"metadata":{"labels":{"b":"1","a":"2"}}}"#;
+    let g = Grant::new(&patch("web"), body, &w).unwrap();
+    let form = g.form();
+    let text = serde_json::to_string(&form).unwrap();
+    assert!(
+        !text.contains("paused") && !text.contains("labels"),
+        "{text}"
+    );
+    let reordered =
+        br#"{"metadata":{"labels":{"a":"2","b":"1"}},"spec":{"paused":false,"replicas":4}}"#;
+    assert!(covers(&g, &patch("web"), reordered));
+    assert!(!covers(
+        &g,
+        &patch("web"),
+        br#"{"spec":{"replicas":4,"paused":true},"metadata":{"labels":{"b":"1","a":"2"}}}"#
+    ));
+    for forged in [
+        json!({"body": "value:00"}),
+        json!({"body": "bytes:zz"}),
+        json!({"body": format!("script:{}", "0".repeat(64))}),
+        json!({"nameAt": 3}),
+        json!({"widening": {"fields": [{"path": "a..b", "min": 1.0, "max": 2.0}]}}),
+    ] {
+        let mut v = serde_json::to_value(&form).unwrap();
+        for (k, x) in forged.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        let f: kubeleash_core::policy::grant::GrantForm = serde_json::from_value(v).unwrap();
+        assert!(Grant::from_form(f).is_err(), "{forged}");
+    }
 }

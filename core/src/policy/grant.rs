@@ -449,13 +449,102 @@ fn target_template(target: &str, at: Option<usize>) -> String {
     t
 }
 
-/// What the body of a covered request must be.
-#[derive(Debug, Clone)]
+/// What the body of a covered request must be. Both forms are digests, so a grant holds no
+/// byte of the approved body and can be kept outside the process (see [`GrantForm`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Template {
     /// Byte for byte (its SHA-256): nothing widens the body.
     Bytes([u8; 32]),
-    /// Decoded, with the widened fields taken out.
-    Value(Value),
+    /// Decoded, with the widened fields taken out (the SHA-256 of its canonical JSON).
+    Value([u8; 32]),
+}
+
+/// The SHA-256 of `v` written canonically: object keys sorted at every level, so two values
+/// that compare equal hash the same whatever order their keys were parsed in.
+fn canonical_digest(v: &Value) -> [u8; 32] {
+    fn write(v: &Value, h: &mut Sha256) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort_unstable();
+                h.update(b"{");
+                for k in keys {
+                    write(&Value::String(k.clone()), h);
+                    h.update(b":");
+                    if let Some(x) = m.get(k) {
+                        write(x, h);
+                    }
+                    h.update(b",");
+                }
+                h.update(b"}");
+            }
+            Value::Array(a) => {
+                h.update(b"[");
+                for x in a {
+                    write(x, h);
+                    h.update(b",");
+                }
+                h.update(b"]");
+            }
+            // Scalars as serde_json writes them (strings quoted and escaped), so no scalar's
+            // text is another's.
+            other => h.update(other.to_string().as_bytes()),
+        }
+    }
+    let mut h = Sha256::new();
+    write(v, &mut h);
+    h.finalize().into()
+}
+
+/// A [`Grant`] as data: what it compares, with the body as a digest, so it can be kept outside
+/// the process (the CLI keeps grants as Kubernetes objects that every replica reads) and read
+/// back by [`Grant::from_form`]. It holds no byte of the approved body.
+///
+/// ```
+/// use kubeleash_core::policy::grant::{Grant, Widening};
+/// use kubeleash_core::request::classify;
+///
+/// let mut h = http::HeaderMap::new();
+/// h.insert("content-type", "application/merge-patch+json".parse()?);
+/// let scale = |name: &str| classify("PATCH", &format!("/apis/apps/v1/namespaces/dev/deployments/{name}/scale"), &h);
+/// let widening = Widening { names: Some("web-*".into()), ..Widening::default() };
+/// let grant = Grant::new(&scale("web-1")?, br#"{"spec":{"replicas":5}}"#, &widening)?;
+/// let form = serde_json::to_string(&grant.form())?;
+/// assert!(!form.contains("replicas\":5"));
+/// let back = Grant::from_form(serde_json::from_str(&form)?)?;
+/// assert!(back.covers(&scale("web-2")?, br#"{"spec":{"replicas":5}}"#));
+/// assert!(!back.covers(&scale("web-2")?, br#"{"spec":{"replicas":6}}"#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantForm {
+    /// The widening the grant was made from.
+    pub widening: Widening,
+    /// The target a covered request has, its name segment blanked when names are widened.
+    pub target: String,
+    /// The name segment's index in the path, when names are widened and the name is in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_at: Option<usize>,
+    /// `bytes:HEX` (the SHA-256 of the body, compared byte for byte) or `value:HEX` (the
+    /// SHA-256 of the decoded body with the widened parts taken out, written canonically).
+    pub body: String,
+    /// The approved request's method.
+    pub method: String,
+    /// The approved request's content type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The approved request's verb, group, resource (with subresource), namespace and name,
+    /// for [`Grant::rule`].
+    pub verb: String,
+    /// See `verb`.
+    pub group: String,
+    /// See `verb`.
+    pub resource: String,
+    /// See `verb`.
+    pub namespace: String,
+    /// See `verb`.
+    pub name: String,
 }
 
 /// A widened approval: the approved request, the axes widened, and how to tell whether a later
@@ -548,12 +637,7 @@ impl Grant {
                 )));
             };
             let path = parse_path(&f.path)?;
-            let glob = f
-                .matches
-                .as_deref()
-                .map(|g| GlobList::new([g]))
-                .transpose()
-                .map_err(|e| WidenError(format!("invalid glob: {e}")))?;
+            let glob = value_glob(f)?;
             match get(v, &path) {
                 Some(x) if f.allows(x, glob.as_ref()) => fields.push((path, f.clone(), glob)),
                 Some(x) => {
@@ -572,7 +656,7 @@ impl Grant {
             }
         }
         let body = match decoded {
-            Some(v) => Template::Value(hollow(v, &fields, names.is_some())),
+            Some(v) => Template::Value(canonical_digest(&hollow(v, &fields, names.is_some()))),
             None => Template::Bytes(Sha256::digest(body).into()),
         };
         Ok(Grant {
@@ -656,7 +740,85 @@ impl Grant {
                 return false;
             }
         }
-        hollow(v, &self.fields, self.names.is_some()) == *want
+        canonical_digest(&hollow(v, &self.fields, self.names.is_some())) == *want
+    }
+
+    /// The grant as data (see [`GrantForm`]).
+    pub fn form(&self) -> GrantForm {
+        let (kind, digest) = match &self.body {
+            Template::Bytes(d) => ("bytes", d),
+            Template::Value(d) => ("value", d),
+        };
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        GrantForm {
+            widening: self.widening.clone(),
+            target: self.target.clone(),
+            name_at: self.name_at,
+            body: format!("{kind}:{hex}"),
+            method: self.method.clone(),
+            content_type: self.content_type.clone(),
+            verb: self.verb.clone(),
+            group: self.group.clone(),
+            resource: self.resource.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The grant a [`GrantForm`] describes, its globs and field paths compiled again. Refused
+    /// when the form could not have come from [`Grant::form`] (a field or glob that does not
+    /// parse, a body digest that is not 32 bytes of hex, a name index with no name glob).
+    pub fn from_form(form: GrantForm) -> Result<Grant, WidenError> {
+        for f in &form.widening.fields {
+            f.check()?;
+        }
+        let bad = |what: &str| WidenError(format!("not a grant kubeleash wrote: {what}"));
+        let (kind, hex) = form
+            .body
+            .split_once(':')
+            .ok_or_else(|| bad("its body digest has no kind"))?;
+        let mut digest = [0u8; 32];
+        if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad("its body digest is not 32 bytes of hex"));
+        }
+        for (i, d) in digest.iter_mut().enumerate() {
+            *d = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| bad("its body digest is not hex"))?;
+        }
+        let body = match kind {
+            "bytes" if form.widening.fields.is_empty() => Template::Bytes(digest),
+            "value" => Template::Value(digest),
+            _ => return Err(bad("its body digest's kind is unknown")),
+        };
+        let names = form
+            .widening
+            .names
+            .as_deref()
+            .map(|g| GlobList::new([g]))
+            .transpose()
+            .map_err(|e| WidenError(format!("invalid name glob: {e}")))?;
+        if form.name_at.is_some() && names.is_none() {
+            return Err(bad("it blanks a name it does not widen"));
+        }
+        let mut fields = Vec::new();
+        for f in &form.widening.fields {
+            fields.push((parse_path(&f.path)?, f.clone(), value_glob(f)?));
+        }
+        Ok(Grant {
+            widening: form.widening,
+            target: form.target,
+            name_at: form.name_at,
+            names,
+            fields,
+            body,
+            method: form.method,
+            content_type: form.content_type,
+            verb: form.verb,
+            group: form.group,
+            resource: form.resource,
+            namespace: form.namespace,
+            name: form.name,
+        })
     }
 
     /// The grant as the policy rule that would allow the same requests for `user`, with the
@@ -754,6 +916,15 @@ fn json_path(path: &[Seg]) -> String {
         }
     }
     s
+}
+
+/// A widened field's glob (`path=GLOB`), compiled; `None` for a range.
+fn value_glob(f: &FieldRange) -> Result<Option<GlobList>, WidenError> {
+    f.matches
+        .as_deref()
+        .map(|g| GlobList::new([g]))
+        .transpose()
+        .map_err(|e| WidenError(format!("invalid glob: {e}")))
 }
 
 /// `v` with the widened parts taken out: the fields, the name (when widened) and the
