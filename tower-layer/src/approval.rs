@@ -17,6 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub(crate) mod hold;
+pub(crate) mod kept;
 
 /// The longest window an [`Answer::Approve`] can open. A longer one is cut to this, whichever
 /// approver gave it: a standing grant belongs in the policy, as an allow rule.
@@ -206,7 +207,7 @@ pub(crate) fn random_hex(n: usize) -> Option<String> {
     Some(hex(&buf))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -223,7 +224,7 @@ pub(crate) fn new_id() -> Option<String> {
 /// The digest of a request exactly as it reaches the API server, from one identity. Two
 /// requests share a key only if everything the API server acts on is the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct RequestKey([u8; 32]);
+pub(crate) struct RequestKey(pub(crate) [u8; 32]);
 
 impl RequestKey {
     /// `headers` are the request's headers as they will be forwarded (impersonation kept

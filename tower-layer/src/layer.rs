@@ -95,6 +95,10 @@ pub(crate) struct Shared {
     /// each body read takes its bytes from here until its request is answered.
     pub body_budget: BodyBudget,
     pub grants: Grants,
+    /// Grants kept beyond this process, when set: they replace `grants`.
+    pub grant_store: Option<Arc<dyn crate::GrantStore>>,
+    /// The namespace kubeleash keeps its own state in, which no agent request reaches.
+    pub reserved_namespace: Option<String>,
     /// One write at a time per object judged on its dry run (see `object_lock`).
     pub object_locks: crate::object_lock::ObjectLocks,
     pub hold_limits: HoldLimits,
@@ -150,6 +154,8 @@ impl KubeleashLayer {
                 approval_timeout: Duration::from_secs(300),
                 body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
                 grants: Grants::default(),
+                grant_store: None,
+                reserved_namespace: None,
                 object_locks: Default::default(),
                 hold_limits: HoldLimits {
                     per_identity: 8,
@@ -182,6 +188,31 @@ impl KubeleashLayer {
         f: impl Fn(&http::request::Parts) -> Result<Identity, String> + Send + Sync + 'static,
     ) -> Self {
         self.with(|s| s.identity = IdentitySource::Extract(Arc::new(f)))
+    }
+
+    /// Keep the grants approvals leave in `store` instead of this layer's memory, so that
+    /// every layer sharing the store honours them and draws their uses down once (see
+    /// [`GrantStore`](crate::GrantStore)). A grant is then found by asking the store each time
+    /// a request would be held.
+    pub fn grant_store(self, store: impl crate::GrantStore + 'static) -> Self {
+        self.with(|s| s.grant_store = Some(Arc::new(store)))
+    }
+
+    /// Refuse every request in `namespace`, whatever the policy says: the namespace the
+    /// embedding program keeps its own state in (held approvals and grants, heartbeats, the
+    /// policy itself), which an agent's request, sent upstream with the same credential, must
+    /// never reach.
+    ///
+    /// ```
+    /// use kubeleash_core::policy::Policy;
+    ///
+    /// let policy = Policy::from_yaml("apiVersion: kubeleash.dev/v1alpha1\nkind: Policy\nspec:\n  rules: []\n").unwrap();
+    /// let layer = kubeleash_tower::KubeleashLayer::new(policy).reserve_namespace("kubeleash");
+    /// # drop(layer);
+    /// ```
+    pub fn reserve_namespace(self, namespace: impl Into<String>) -> Self {
+        let namespace = namespace.into();
+        self.with(|s| s.reserved_namespace = Some(namespace))
     }
 
     /// Who answers requests the policy holds for approval.

@@ -116,6 +116,7 @@ mod service;
 pub mod signature;
 mod status;
 
+pub use approval::kept::{GrantStore, KeptGrant, identity_digest};
 pub use approval::{
     Answer, ApprovalRequest, Approver, DryRun, MAX_GRANTS, MAX_SHOWN_BODY, MAX_WINDOW, OnHold,
     same_user,
@@ -123,7 +124,7 @@ pub use approval::{
 pub use body::{BoxError, KubeleashBody};
 pub use bounded::{BodyBudget, BoundedReadError, BudgetShare};
 pub use credential::{Credential, CredentialError};
-pub use kubeleash_core::policy::grant::{Axes, FieldRange, Widening};
+pub use kubeleash_core::policy::grant::{Axes, FieldRange, GrantForm, Widening};
 pub use kubeleash_core::record::{RecordBody, RecordedDecision, RecordedRequest, RecordedResponse};
 pub use layer::{KubeleashLayer, Mode, PolicyHandle};
 pub use nonblocking::ApprovalMode;

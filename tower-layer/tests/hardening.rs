@@ -1203,3 +1203,123 @@ async fn a_request_cannot_approve_itself() {
         assert!(seen.lock().unwrap().is_empty(), "{by:?}: nothing is sent");
     }
 }
+
+/// A policy that allows every ordinary request: what the reserved namespace and kubeleash's own
+/// objects must withstand.
+const CARELESS: &str = r#"
+apiVersion: kubeleash.dev/v1alpha1
+kind: Policy
+spec:
+  rules:
+    - {name: everything, effect: allow, verbs: ["*"], apiGroups: ["*"], resources: ["*"]}
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Nothing in the namespace kubeleash keeps its state in, and no `kubeleash.dev` object
+    /// anywhere, reaches the API server, whatever the method, resource or name, though the
+    /// policy allows everything; the same request elsewhere does.
+    #[test]
+    fn kubeleash_own_state_never_reaches_the_api_server(
+        method in prop::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        collection in prop::sample::select(vec![
+            "/api/v1/namespaces/{ns}/configmaps",
+            "/api/v1/namespaces/{ns}/secrets",
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+            "/apis/apps/v1/namespaces/{ns}/deployments",
+            "/apis/kubeleash.dev/v1alpha1/namespaces/{ns}/approvals",
+            "/apis/kubeleash.dev/v1alpha1/namespaces/{ns}/grants",
+        ]),
+        name in proptest::option::of("[a-z][a-z0-9-]{0,20}"),
+        status in any::<bool>(),
+    ) {
+        let seen: Seen = Arc::default();
+        let layer = KubeleashLayer::new(Policy::from_yaml(CARELESS).unwrap())
+            .identity(Identity::new("agent", ["agents"]))
+            .credential(Credential::token("operator-token").unwrap())
+            .reserve_namespace("kubeleash-system");
+        let mut svc = ServiceBuilder::new().layer(layer).service(server(Arc::clone(&seen), Upstream::Honest));
+        let target = |ns: &str| {
+            let mut t = collection.replace("{ns}", ns);
+            match (&name, method) {
+                (_, "POST") => {}
+                (Some(n), _) => {
+                    t.push('/');
+                    t.push_str(n);
+                    if status {
+                        t.push_str("/status");
+                    }
+                }
+                (None, _) if method != "GET" => t.push_str("/x"),
+                (None, _) => {}
+            }
+            t
+        };
+        let send = |t: String| {
+            Request::builder()
+                .method(method)
+                .uri(t)
+                .header("content-type", if method == "PATCH" { "application/merge-patch+json" } else { "application/json" })
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap()
+        };
+        let (code, _, body) = rt().block_on(call(&mut svc, send(target("kubeleash-system"))));
+        prop_assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+        let own = collection.contains("kubeleash.dev");
+        let (code, _, body) = rt().block_on(call(&mut svc, send(target("dev"))));
+        if own {
+            prop_assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+            prop_assert!(seen.lock().unwrap().is_empty());
+        } else {
+            prop_assert_eq!(seen.lock().unwrap().len(), 1, "{}", String::from_utf8_lossy(&body));
+            prop_assert!(seen.lock().unwrap()[0].uri.contains("/namespaces/dev/"));
+        }
+    }
+}
+
+/// The reserved namespace itself (the Namespace object, its status and finalize) is out of
+/// reach too; other namespaces are not.
+#[test]
+fn the_reserved_namespace_object_is_out_of_reach() {
+    let seen: Seen = Arc::default();
+    let layer = KubeleashLayer::new(Policy::from_yaml(CARELESS).unwrap())
+        .identity(Identity::new("agent", ["agents"]))
+        .credential(Credential::token("operator-token").unwrap())
+        .reserve_namespace("kubeleash-system");
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(server(Arc::clone(&seen), Upstream::Honest));
+    for (method, target) in [
+        ("GET", "/api/v1/namespaces/kubeleash-system"),
+        ("DELETE", "/api/v1/namespaces/kubeleash-system"),
+        ("PATCH", "/api/v1/namespaces/kubeleash-system"),
+        ("PUT", "/api/v1/namespaces/kubeleash-system/finalize"),
+        ("PUT", "/api/v1/namespaces/kubeleash-system/status"),
+    ] {
+        let content_type = if method == "PATCH" {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(target)
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let (code, _, body) = rt().block_on(call(&mut svc, req));
+        assert_eq!(
+            code,
+            403,
+            "{method} {target}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    let req = Request::builder()
+        .uri("/api/v1/namespaces/dev")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(rt().block_on(call(&mut svc, req)).0, 200);
+}

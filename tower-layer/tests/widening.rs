@@ -623,3 +623,107 @@ async fn a_widened_approval_covers_the_identical_one_that_waited() {
     .await;
     assert_eq!((a, b, prompts), (200, 200, 1));
 }
+
+/// Grants kept in memory shared by several layers, as replicas share them through the cluster:
+/// a use is taken under the lock, once.
+#[derive(Default)]
+struct SharedStore {
+    grants: Mutex<Vec<kubeleash_tower::KeptGrant>>,
+    unreadable: std::sync::atomic::AtomicBool,
+}
+
+/// One layer's handle on the shared store.
+struct Handle(Arc<SharedStore>);
+
+#[async_trait::async_trait]
+impl kubeleash_tower::GrantStore for Handle {
+    async fn keep(&self, grant: kubeleash_tower::KeptGrant) -> Result<(), String> {
+        self.0.grants.lock().unwrap().push(grant);
+        Ok(())
+    }
+    async fn kept_for(&self, identity: &str) -> Result<Vec<kubeleash_tower::KeptGrant>, String> {
+        if self.0.unreadable.load(Ordering::SeqCst) {
+            return Err("the store cannot be read".into());
+        }
+        Ok(self
+            .0
+            .grants
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.identity == identity)
+            .cloned()
+            .collect())
+    }
+    async fn take_use(&self, approval: &str) -> Result<bool, String> {
+        let mut grants = self.0.grants.lock().unwrap();
+        let Some(g) = grants.iter_mut().find(|g| g.approval == approval) else {
+            return Ok(false);
+        };
+        match &mut g.uses_left {
+            Some(0) => Ok(false),
+            Some(n) => {
+                *n -= 1;
+                Ok(true)
+            }
+            None => Ok(true),
+        }
+    }
+}
+
+/// Layers sharing a grant store honour a grant any of them kept, under the same policy only;
+/// its uses are taken once across them however many ask at once; a store that cannot be read
+/// covers nothing (the request is held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_grant_holds_on_every_layer_sharing_it_and_its_uses_are_taken_once() {
+    let store = Arc::new(SharedStore::default());
+    let approver = Person::new(Answer::Widen {
+        by: "alice".into(),
+        widening: Widening {
+            names: Some("web-*".into()),
+            uses: Some(3),
+            ..Widening::default()
+        },
+    });
+    let others = Person::new(Answer::Deny {
+        by: "alice".into(),
+        reason: "not this one".into(),
+    });
+    let keep = Keep::default();
+    let seen: Seen = Arc::default();
+    let replica = |person: &Arc<Person>, policy: Policy| {
+        ServiceBuilder::new()
+            .layer(layer(policy, person, &keep).grant_store(Handle(Arc::clone(&store))))
+            .service(server(Arc::clone(&seen)))
+    };
+    let mut first = replica(&approver, default_policy());
+    assert_eq!(call(&mut first, scale("web-1", 3, false)).await, 200);
+    assert_eq!(store.grants.lock().unwrap().len(), 1, "kept in the store");
+    // Twelve like requests at once, on two other layers: three are covered.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let mut svc = replica(&others, default_policy());
+        tasks.push(tokio::spawn(async move {
+            call(&mut svc, scale(&format!("web-{}", i + 2), 3, false)).await
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 3, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 403).count(), 9, "{codes:?}");
+    assert_eq!(others.asked.load(Ordering::SeqCst), 9);
+    // Under another policy (a reload, or a replica that runs another), a grant covers nothing.
+    store.grants.lock().unwrap()[0].uses_left = Some(5);
+    let asked = others.asked.load(Ordering::SeqCst);
+    let mut reloaded = replica(&others, policy(&format!("{POLICY}\n# changed\n")));
+    assert_eq!(call(&mut reloaded, scale("web-20", 3, false)).await, 403);
+    assert_eq!(others.asked.load(Ordering::SeqCst), asked + 1);
+    // The same policy: covered; a store that cannot be read: held.
+    let mut same = replica(&others, default_policy());
+    assert_eq!(call(&mut same, scale("web-21", 3, false)).await, 200);
+    store.unreadable.store(true, Ordering::SeqCst);
+    assert_eq!(call(&mut same, scale("web-22", 3, false)).await, 403);
+    assert_eq!(others.asked.load(Ordering::SeqCst), asked + 2);
+}

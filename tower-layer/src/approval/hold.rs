@@ -157,13 +157,20 @@ where
     .await?;
     if let Some(g) = grant {
         let query = grant_query(ctx, headers, request, bytes);
-        ctx.shared.grants.add(
-            &query,
-            g,
-            decided.generation,
+        let (id, by) = (
             resolution.id.as_deref().unwrap_or_default(),
             resolution.by.as_deref().unwrap_or_default(),
         );
+        match &ctx.shared.grant_store {
+            // Kept after the approval is recorded; a grant the store refuses is not kept, so
+            // what it would have covered is held again (this request still goes: it was
+            // approved itself).
+            Some(store) => {
+                let kept = super::kept::kept(&query, &g, &decided.policy.digest(), id, by);
+                let _ = store.keep(kept).await;
+            }
+            None => ctx.shared.grants.add(&query, g, decided.generation, id, by),
+        }
     }
     // Identical requests that waited look again: at the grant just left, or to be
     // asked themselves.
@@ -202,7 +209,11 @@ async fn covered_or_lead<B>(
     let shared = ctx.shared;
     let coalescing = shared.approval_mode == ApprovalMode::Blocking && shared.approver.is_some();
     loop {
-        if let Some(c) = shared.grants.covers(query, decided.generation) {
+        let covered = match &shared.grant_store {
+            Some(store) => super::kept::covers(&**store, query, &decided.policy.digest()).await,
+            None => shared.grants.covers(query, decided.generation),
+        };
+        if let Some(c) = covered {
             return Ok((Some(c), None));
         }
         if !coalescing {

@@ -67,6 +67,18 @@ where
             .refuse(Some(request), None, 400, "BadRequest", d, refused())
             .await);
     }
+    if let Some(reserved) = reserved(ctx, request) {
+        // Decided before any rule, and never judged again on a dry run.
+        return Ok((
+            Decided {
+                policy,
+                generation,
+                decision: reserved,
+                dry: None,
+            },
+            None,
+        ));
+    }
     let decision = policy.decide(
         &ctx.identity,
         request,
@@ -80,6 +92,19 @@ where
     };
     let object_lock = on_result(ctx, inner, headers, request, body.bytes(), &mut decided).await;
     Ok((decided, object_lock))
+}
+
+/// The refusal of a request in the namespace kubeleash keeps its own state in
+/// ([`KubeleashLayer::reserve_namespace`](crate::KubeleashLayer::reserve_namespace)).
+fn reserved(ctx: &Ctx<'_>, request: &Classified) -> Option<Decision> {
+    let ns = ctx.shared.reserved_namespace.as_deref()?;
+    let a = &request.attributes;
+    (a.resource_request && a.namespace == ns).then(|| {
+        deny(format!(
+            "namespace {ns} is where kubeleash keeps its own state (held approvals, grants, its \
+             policy): no policy lets an agent's request reach it"
+        ))
+    })
 }
 
 /// The policy in force once the body is in, and its generation; the body is read first when a
