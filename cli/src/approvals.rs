@@ -38,6 +38,8 @@
 mod chat;
 #[path = "approvals/client.rs"]
 mod client;
+#[path = "approvals/kubernetes.rs"]
+mod kubernetes;
 #[path = "approvals/socket.rs"]
 mod socket;
 #[path = "approvals/terminal.rs"]
@@ -56,6 +58,7 @@ use serde_json::Value;
 
 pub use chat::ChatApprover;
 pub use client::{Args, run};
+pub use kubernetes::KubernetesApprovals;
 pub use socket::SocketApprover;
 pub use terminal::TerminalApprover;
 pub use webhook::WebhookApprover;
@@ -743,7 +746,7 @@ pub(crate) fn parse_field(text: &str) -> Result<FieldRange, String> {
 }
 
 /// A field path without the optional `$.` the policy's JSONPath spelling starts with.
-fn bare_path(p: &str) -> &str {
+pub(crate) fn bare_path(p: &str) -> &str {
     p.strip_prefix("$.")
         .or_else(|| p.strip_prefix('$'))
         .unwrap_or(p)

@@ -76,7 +76,9 @@ pub struct Args {
     plain_http: bool,
     /// Serve this certificate chain (PEM, the serving certificate first, the CA agents trust
     /// last) instead of making a CA at start: what a proxy agents reach over the network
-    /// serves (the same for every replica and restart). Needed to listen off loopback.
+    /// serves (the same for every replica and restart). Needed to listen off loopback. Read
+    /// again when the files change (a renewal) or on SIGHUP: new connections get the new
+    /// certificate; a pair that does not load leaves the one in service.
     #[arg(
         long,
         value_name = "FILE",
@@ -139,8 +141,10 @@ pub struct Args {
     groups_claim: String,
     /// Who approves held requests: `socket` (`kubeleash approvals ...`), `terminal`,
     /// `webhook=URL` (the answer is the webhook's response), or `chat=URL` (a Slack message is
-    /// posted to URL; the answer comes back as a signed callback, see --approvals-callback).
-    /// Without it, requests the policy holds are denied.
+    /// posted to URL; the answer comes back as a signed callback, see --approvals-callback), or
+    /// `kubernetes[=NAMESPACE]` (held requests, answers and grants are objects in the cluster,
+    /// shared by every replica: `kubeleash approvals --kubernetes`, or kubectl; NAMESPACE
+    /// defaults to the pod's own). Without it, requests the policy holds are denied.
     #[arg(long, value_name = "HOW")]
     approvals: Option<String>,
     /// With --approvals chat=URL: where to serve the signed answer callbacks, a loopback
@@ -281,10 +285,35 @@ pub(crate) fn parse_approvals(
         Some(w) if w.starts_with("webhook=") => Ok(Approvals::Webhook(
             w.trim_start_matches("webhook=").to_string(),
         )),
+        Some("kubernetes") => in_cluster_namespace().map(Approvals::Kubernetes).ok_or_else(|| {
+            "--approvals kubernetes keeps approvals in the pod's own namespace, and this is not a \
+             pod: name the namespace, e.g. --approvals kubernetes=kubeleash"
+                .to_string()
+        }),
+        Some(k) if k.starts_with("kubernetes=") => {
+            let ns = k.trim_start_matches("kubernetes=");
+            if ns.is_empty()
+                || ns.len() > 63
+                || !ns.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            {
+                return Err(format!(
+                    "--approvals kubernetes=`{ns}` is not a namespace name (lowercase letters, digits and '-', at most 63)"
+                ));
+            }
+            Ok(Approvals::Kubernetes(ns.to_string()))
+        }
         Some(other) => Err(format!(
-            "--approvals `{other}` is not socket, terminal, webhook=URL or chat=URL"
+            "--approvals `{other}` is not socket, terminal, webhook=URL, chat=URL or kubernetes[=NAMESPACE]"
         )),
     }
+}
+
+/// The namespace of the pod this runs in (its service account's), if it is one.
+fn in_cluster_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 pub fn run(a: Args) -> ExitCode {

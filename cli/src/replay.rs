@@ -7,6 +7,7 @@ mod approvals;
 mod diff;
 mod grants;
 mod html;
+mod shipped;
 mod yaml;
 
 use kubeleash_core::record::{Outcome, RecordKind};
@@ -54,6 +55,19 @@ pub struct Args {
     /// write the file while no recorder ran could have changed those.
     #[arg(long, requires = "keys")]
     allow_resumed: bool,
+    /// With --verify and --session: also check the file against a copy of what `kubeleash
+    /// ship` already sent from it (what the audit webhook or OTLP receiver kept: EventLists,
+    /// events, OTLP log records, as JSON values); exit 1 when a record shipped of those sessions
+    /// is not in the file, or is there with another hash (the file was cut, rewritten or
+    /// replaced after it was shipped, even by whoever holds the signing key). Repeat for more
+    /// copies.
+    #[arg(long, value_name = "COPY", requires_all = ["verify", "sessions"])]
+    shipped: Vec<PathBuf>,
+    /// With --shipped: a session the file must be (the replica's --record-session; in the
+    /// chart, the pod's name); repeat for a log several sessions wrote. The copy must hold
+    /// records of it, and the file every one of them.
+    #[arg(long = "session", value_name = "NAME", requires = "shipped")]
+    sessions: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "kubectl")]
     format: Format,
@@ -264,11 +278,33 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let v = if keys.is_empty() {
+    let mut v = if keys.is_empty() {
         verify(&log)
     } else {
         signed(verify_signed(&log, &keys), &a)
     };
+    match shipped::load(&a.shipped) {
+        Ok(copy) if !a.shipped.is_empty() => {
+            let differs = shipped::compare(&log, &copy, &a.sessions);
+            if differs.is_empty() {
+                eprintln!(
+                    "the file holds all {} records shipped of session {}, unchanged",
+                    shipped::of_sessions(&copy, &a.sessions),
+                    a.sessions
+                        .iter()
+                        .map(|s| printable(s))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            v.problems.extend(differs);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    }
     for w in &v.warnings {
         eprintln!("warning: {}", printable(w));
     }

@@ -25,6 +25,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use kubeleash_core::display::printable;
 use kubeleash_core::record::{Record, RecordKind, audit_event};
 
 use crate::report::{USAGE, lower};
@@ -33,8 +34,8 @@ use crate::report::{USAGE, lower};
 pub struct Args {
     /// The record file (a proxy's or `kubeleash mcp`'s --record).
     file: PathBuf,
-    /// POST batches of audit events (`audit.k8s.io/v1` EventList) to this http:// URL (run the
-    /// receiver on loopback or behind a local TLS relay).
+    /// POST batches of audit events (`audit.k8s.io/v1` EventList) to this https:// (or
+    /// http://) URL.
     #[arg(
         long,
         value_name = "URL",
@@ -42,10 +43,18 @@ pub struct Args {
         conflicts_with = "otlp"
     )]
     audit_webhook: Option<String>,
-    /// POST batches of OpenTelemetry logs (OTLP/HTTP, JSON) to this http:// URL, the
-    /// collector's logs endpoint (e.g. http://collector:4318/v1/logs).
+    /// POST batches of OpenTelemetry logs (OTLP/HTTP, JSON) to this https:// (or http://) URL,
+    /// the collector's logs endpoint (e.g. https://collector:4318/v1/logs).
     #[arg(long, value_name = "URL")]
     otlp: Option<String>,
+    /// With an https:// URL: trust only this CA (PEM) for the receiver's certificate, as a
+    /// receiver inside the cluster with its own CA needs [default: the system's roots].
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// Send `Authorization: Bearer` with the token in this file, read again for each batch (a
+    /// projected ServiceAccount token rotates); over https://, or http:// to loopback only.
+    #[arg(long, value_name = "FILE")]
+    bearer_token_file: Option<PathBuf>,
     /// Where to keep how far the receiver has acknowledged (default: FILE with `.cursor`).
     #[arg(long, value_name = "FILE")]
     cursor: Option<PathBuf>,
@@ -84,16 +93,47 @@ pub fn run(a: Args) -> ExitCode {
     let uri: Uri = match url.parse() {
         Ok(u) => u,
         Err(e) => {
-            eprintln!("error: {flag} is not a URL: {}", lower(&e.to_string()));
+            eprintln!(
+                "error: {flag} `{}` is not a URL: {}",
+                printable(url),
+                lower(&e.to_string())
+            );
             return ExitCode::from(USAGE);
         }
     };
-    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+    let https = uri.scheme_str() == Some("https");
+    if !(https || uri.scheme_str() == Some("http")) || uri.host().is_none_or(str::is_empty) {
         eprintln!(
-            "error: {flag} must be an http:// URL with a host (run the receiver on loopback, or behind a local TLS relay)"
+            "error: {flag} `{}` must be an https:// or http:// URL with a host",
+            printable(url)
         );
         return ExitCode::from(USAGE);
     }
+    if a.ca_file.is_some() && !https {
+        eprintln!("error: --ca-file is for an https:// receiver; {flag} is http://");
+        return ExitCode::from(USAGE);
+    }
+    let loopback = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+    if a.bearer_token_file.is_some() && !https && !loopback {
+        eprintln!(
+            "error: --bearer-token-file sends a credential: {flag} must be https:// (or http:// to loopback)"
+        );
+        return ExitCode::from(USAGE);
+    }
+    let client = match client(a.ca_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
     if a.batch == 0 {
         eprintln!("error: --batch must be at least 1");
         return ExitCode::from(USAGE);
@@ -112,7 +152,7 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(ship(&a, &uri, format, &cursor)) {
+    match rt.block_on(ship(&a, &client, &uri, format, &cursor)) {
         Ok(n) => {
             eprintln!("kubeleash ship: {n} events acknowledged");
             ExitCode::SUCCESS
@@ -124,17 +164,86 @@ pub fn run(a: Args) -> ExitCode {
     }
 }
 
-async fn ship(a: &Args, uri: &Uri, format: Format, cursor: &Path) -> Result<u64, String> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(10)));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
-    let mut offset = read_cursor(cursor)?;
+type Shipper = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The client batches go out with: https with the system's roots, or only the CA in `ca_file`;
+/// http too.
+fn client(ca_file: Option<&Path>) -> Result<Shipper, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let tls = match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                format!(
+                    "cannot read --ca-file `{}`: {}",
+                    path.display(),
+                    lower(&e.to_string())
+                )
+            })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.map_err(|_| {
+                    format!("--ca-file `{}` is not PEM certificates", path.display())
+                })?;
+                roots.add(c).map_err(|e| {
+                    format!("--ca-file `{}`: {}", path.display(), lower(&e.to_string()))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "--ca-file `{}` holds no certificate",
+                    path.display()
+                ));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+async fn ship(
+    a: &Args,
+    client: &Shipper,
+    uri: &Uri,
+    format: Format,
+    cursor: &Path,
+) -> Result<u64, String> {
+    let (mut offset, mut last) = read_cursor(cursor)?;
     let mut shipped = 0u64;
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
-        let (events, next) = read_batch(&a.file, offset, a.batch, format)?;
+        let (events, next, first_prev, last_hash) = read_batch(&a.file, offset, a.batch, format)?;
+        // The chain says whether the file is still the one shipped from: the first record
+        // after the cursor follows the last one shipped. A file replaced by a longer one is
+        // not shipped on from the old offset.
+        if let (Some(was), Some(prev)) = (&last, &first_prev)
+            && was != prev
+        {
+            return Err(format!(
+                "`{}` was replaced: the record at the cursor does not follow the last one shipped (hash {was}); keep the file as evidence, and move the cursor away to ship the new one from the start",
+                a.file.display()
+            ));
+        }
         if events.is_empty() {
             if !a.follow {
                 return Ok(shipped);
@@ -161,7 +270,7 @@ async fn ship(a: &Args, uri: &Uri, format: Format, cursor: &Path) -> Result<u64,
         .to_string();
         let mut backoff = Duration::from_millis(100);
         loop {
-            match post(&client, uri, &body).await {
+            match post(client, uri, &body, a.bearer_token_file.as_deref()).await {
                 Ok(()) => break,
                 Err(why) => {
                     // Not the URL: it may carry a token.
@@ -178,19 +287,36 @@ async fn ship(a: &Args, uri: &Uri, format: Format, cursor: &Path) -> Result<u64,
                 }
             }
         }
-        write_cursor(cursor, next)?;
+        if last_hash.is_some() {
+            last = last_hash;
+        }
+        write_cursor(cursor, next, last.as_deref())?;
         offset = next;
         shipped += events.len() as u64;
     }
 }
 
 async fn post(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &Shipper,
     uri: &Uri,
     body: &str,
+    token_file: Option<&Path>,
 ) -> Result<(), String> {
-    let request = http::Request::post(uri.clone())
-        .header(CONTENT_TYPE, "application/json")
+    let mut request = http::Request::post(uri.clone()).header(CONTENT_TYPE, "application/json");
+    if let Some(path) = token_file {
+        // Read for each batch: a projected token rotates. Never the token in an error.
+        let token = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read --bearer-token-file `{}`: {}",
+                path.display(),
+                lower(&e.to_string())
+            )
+        })?;
+        let value = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| format!("--bearer-token-file `{}` is not a token", path.display()))?;
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let request = request
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
@@ -207,14 +333,13 @@ async fn post(
     }
 }
 
+/// What a batch read from the file holds: its events, the offset after its last line, the
+/// first record's `prev` and the last record's hash.
+type Batch = (Vec<serde_json::Value>, u64, Option<String>, Option<String>);
+
 /// The events of up to `max` whole lines of `file` from `offset`, and the offset after the
 /// last of them.
-fn read_batch(
-    file: &Path,
-    offset: u64,
-    max: usize,
-    format: Format,
-) -> Result<(Vec<serde_json::Value>, u64), String> {
+fn read_batch(file: &Path, offset: u64, max: usize, format: Format) -> Result<Batch, String> {
     let fail = |e: std::io::Error| {
         format!(
             "cannot read `{}`: {}",
@@ -233,6 +358,7 @@ fn read_batch(
     f.seek(SeekFrom::Start(offset)).map_err(fail)?;
     let mut reader = std::io::BufReader::new(f);
     let mut events = Vec::new();
+    let (mut first_prev, mut last_hash) = (None, None);
     let mut at = offset;
     let mut line = Vec::new();
     while events.len() < max {
@@ -254,13 +380,17 @@ fn read_batch(
         }
         at += n as u64;
         if let Ok(r) = serde_json::from_slice::<Record>(&line) {
+            if first_prev.is_none() {
+                first_prev = Some(r.prev.clone());
+            }
+            last_hash = Some(r.hash.clone());
             events.push(match format {
                 Format::Audit => event(&r),
                 Format::Otlp => log_record(&r, &line),
             });
         }
     }
-    Ok((events, at))
+    Ok((events, at, first_prev, last_hash))
 }
 
 /// A record as an audit event; a checkpoint as one carrying its signature.
@@ -303,15 +433,21 @@ fn log_record(r: &Record, line: &[u8]) -> serde_json::Value {
     })
 }
 
-fn read_cursor(cursor: &Path) -> Result<u64, String> {
+/// The cursor: the byte offset shipped up to, and the hash of the last record shipped (a
+/// cursor written before it was kept holds the offset alone).
+fn read_cursor(cursor: &Path) -> Result<(u64, Option<String>), String> {
     match std::fs::read_to_string(cursor) {
-        Ok(t) => t.trim().parse().map_err(|_| {
-            format!(
-                "the cursor `{}` does not hold a byte offset: remove it to ship from the start",
-                cursor.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Ok(t) => {
+            let mut words = t.split_whitespace();
+            let offset = words.next().and_then(|w| w.parse().ok()).ok_or_else(|| {
+                format!(
+                    "the cursor `{}` does not hold a byte offset: remove it to ship from the start",
+                    cursor.display()
+                )
+            })?;
+            Ok((offset, words.next().map(str::to_string)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, None)),
         Err(e) => Err(format!(
             "cannot read the cursor `{}`: {}",
             cursor.display(),
@@ -321,7 +457,7 @@ fn read_cursor(cursor: &Path) -> Result<u64, String> {
 }
 
 /// Write the cursor so that a crash leaves the old one or the new one, never half of either.
-fn write_cursor(cursor: &Path, offset: u64) -> Result<(), String> {
+fn write_cursor(cursor: &Path, offset: u64, last: Option<&str>) -> Result<(), String> {
     let fail = |e: std::io::Error| {
         format!(
             "cannot write the cursor `{}`: {}",
@@ -333,7 +469,11 @@ fn write_cursor(cursor: &Path, offset: u64) -> Result<(), String> {
     {
         use std::io::Write as _;
         let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-        f.write_all(offset.to_string().as_bytes()).map_err(fail)?;
+        let text = match last {
+            Some(hash) => format!("{offset} {hash}\n"),
+            None => offset.to_string(),
+        };
+        f.write_all(text.as_bytes()).map_err(fail)?;
         f.sync_all().map_err(fail)?;
     }
     std::fs::rename(&tmp, cursor).map_err(fail)

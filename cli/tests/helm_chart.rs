@@ -14,20 +14,20 @@
     reason = "tests"
 )]
 
+#[path = "support/chart.rs"]
+mod chart;
 #[path = "support/cluster.rs"]
 mod cluster;
 #[path = "support/process.rs"]
 mod process;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use chart::{helm, repo};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -43,16 +43,6 @@ fn run(cmd: &mut Command) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-fn helm() -> PathBuf {
-    let out = Command::new(repo().join("deploy/tools/build.sh"))
-        .arg("helm")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "deploy/tools/build.sh helm failed");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn admin(args: &[&str]) -> String {
@@ -78,8 +68,14 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
 
     let (ok, out) = run(Command::new(&helm).args(["lint", "--strict", p(&chart)]));
     assert!(ok && out.contains("0 chart(s) failed"), "{out}");
-    let (ok, rendered) =
-        run(Command::new(&helm).args(["template", "kl", p(&chart), "--namespace", &ns]));
+    let (ok, rendered) = run(Command::new(&helm).args([
+        "template",
+        "kl",
+        p(&chart),
+        "--namespace",
+        &ns,
+        "--include-crds",
+    ]));
     assert!(ok, "{rendered}");
     // With an audit webhook, a sidecar ships the record.
     let (ok, shipped) = run(Command::new(&helm).args([
@@ -96,6 +92,12 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
             && shipped.contains("\"--audit-webhook=http://fluent-bit.logging:8888/audit\""),
         "{shipped}"
     );
+    // The NetworkPolicy lets the sidecar reach the receiver's port, and only with shipping on.
+    assert!(
+        shipped.contains("- {port: 8888, protocol: TCP}"),
+        "{shipped}"
+    );
+    assert!(!rendered.contains("port: 8888"), "{rendered}");
     let manifests = home.join("rendered.yaml");
     std::fs::write(&manifests, &rendered).unwrap();
 
@@ -119,6 +121,14 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
         "configmap/kl-kubeleash-policy",
         "secret/kl-kubeleash-tls",
         "configmap/kl-kubeleash-ca",
+        "customresourcedefinition.apiextensions.k8s.io/approvals.kubeleash.dev",
+        "customresourcedefinition.apiextensions.k8s.io/grants.kubeleash.dev",
+        "role.rbac.authorization.k8s.io/kl-kubeleash-approvals",
+        "role.rbac.authorization.k8s.io/kl-kubeleash-approver",
+        format!(
+            "validatingadmissionpolicy.admissionregistration.k8s.io/kl-kubeleash-{ns}-approvals"
+        )
+        .as_str(),
     ] {
         assert!(out.contains(what), "{what} not applied: {out}");
     }
@@ -156,6 +166,26 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
             vec!["create", "subjectaccessreviews.authorization.k8s.io"],
             "no",
         ),
+        // Approvals kept in its own namespace, and nowhere else.
+        (
+            vec!["create", "approvals.kubeleash.dev", "-n", ns.as_str()],
+            "yes",
+        ),
+        (
+            vec![
+                "update",
+                "approvals.kubeleash.dev",
+                "--subresource=status",
+                "-n",
+                ns.as_str(),
+            ],
+            "yes",
+        ),
+        (
+            vec!["update", "grants.kubeleash.dev", "-n", ns.as_str()],
+            "yes",
+        ),
+        (vec!["create", "approvals.kubeleash.dev", "-n", "dev"], "no"),
     ] {
         let mut a = vec!["auth", "can-i", "--as", &sa];
         a.extend(args.iter().copied());
@@ -228,18 +258,8 @@ fn the_chart_lints_renders_applies_restricted_and_its_proxy_serves_agents() {
             // Loopback only, here.
             .replace("--listen=0.0.0.0:8443", "--listen=127.0.0.1:0");
     }
-    let token = admin(&["create", "token", "kl-kubeleash", "-n", &ns]);
     let kubeconfig = home.join("operator.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: {}\n",
-            c.server(),
-            c.var("KUBELEASH_CLUSTER_CA"),
-            token.trim()
-        ),
-    )
-    .unwrap();
+    chart::service_account_kubeconfig(&kubeconfig, &ns, "kl-kubeleash");
     args.extend(["--kubeconfig".to_string(), p(&kubeconfig).to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut guard, url) = process::serve(&args, Some(&home.join("proxy.stderr")));

@@ -11,130 +11,18 @@
     reason = "tests"
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+#[path = "support/certs.rs"]
+mod certs;
+#[path = "support/receiver.rs"]
+mod receiver;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kubeleash_core::record::{Chain, Opening, RecordBody, RecordKind, Signer};
-
-/// A receiver on a fixed loopback port: it can be stopped and started again, and refuses every
-/// `refuse_every`-th batch with a 503.
-struct Receiver {
-    port: u16,
-    got: Arc<Mutex<Vec<serde_json::Value>>>,
-    running: Arc<AtomicBool>,
-    handled: Arc<AtomicUsize>,
-}
-
-impl Receiver {
-    fn new() -> Receiver {
-        // A free port, released at once: the receiver is down until started.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Receiver {
-            port,
-            got: Arc::default(),
-            running: Arc::default(),
-            handled: Arc::default(),
-        }
-    }
-
-    fn start(&self, refuse_every: usize) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        self.running.store(true, Ordering::SeqCst);
-        let (got, running, handled) =
-            (self.got.clone(), self.running.clone(), self.handled.clone());
-        std::thread::spawn(move || {
-            while running.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        serve(s, &got, &running, &handled, refuse_every);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-    }
-
-    fn stop(&self) {
-        self.running.store(false, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// One connection's requests, until it closes or the receiver stops.
-fn serve(
-    s: TcpStream,
-    got: &Mutex<Vec<serde_json::Value>>,
-    running: &AtomicBool,
-    handled: &AtomicUsize,
-    refuse_every: usize,
-) {
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut reader = BufReader::new(s.try_clone().unwrap());
-    let mut s = s;
-    while running.load(Ordering::SeqCst) {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(_) => continue,
-        }
-        if !line.starts_with("POST ") {
-            continue;
-        }
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).is_err() {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.set_mut_timeout();
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let n = handled.fetch_add(1, Ordering::SeqCst) + 1;
-        if refuse_every > 0 && n.is_multiple_of(refuse_every) {
-            let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
-            continue;
-        }
-        got.lock()
-            .unwrap()
-            .push(serde_json::from_slice(&body).unwrap());
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-    }
-}
-
-trait Untimed {
-    fn set_mut_timeout(&mut self);
-}
-impl Untimed for BufReader<TcpStream> {
-    /// The body follows its headers at once: wait for it.
-    fn set_mut_timeout(&mut self) {
-        self.get_ref()
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-    }
-}
+use receiver::{Receiver, events, shipper};
 
 /// Append `n` records (and every 50th a checkpoint) to `file` through `chain`.
 fn append(file: &Path, chain: &mut Chain, signer: &Signer, n: usize) {
@@ -171,37 +59,6 @@ fn append(file: &Path, chain: &mut Chain, signer: &Signer, n: usize) {
         .unwrap()
         .write_all(&out)
         .unwrap();
-}
-
-/// The audit events the receiver took, in the order it took them.
-fn events(receiver: &Receiver) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    for list in receiver.got.lock().unwrap().iter() {
-        assert_eq!(list["kind"], "EventList");
-        assert_eq!(list["apiVersion"], "audit.k8s.io/v1");
-        out.extend(list["items"].as_array().unwrap().iter().cloned());
-    }
-    out
-}
-
-fn shipper(file: &Path, port: u16, follow: bool) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kubeleash"));
-    c.args([
-        "ship",
-        file.to_str().unwrap(),
-        "--audit-webhook",
-        &format!("http://127.0.0.1:{port}/audit"),
-        "--batch",
-        "40",
-    ]);
-    if follow {
-        c.arg("--follow");
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 #[test]
@@ -276,6 +133,9 @@ fn every_record_arrives_though_the_receiver_and_the_shipper_go_down() {
     // The cursor is at the end of the file; a second shipper sends nothing more.
     let cursor: u64 = std::fs::read_to_string(dir.join("session.cursor"))
         .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
         .parse()
         .unwrap();
     assert_eq!(cursor, std::fs::metadata(&file).unwrap().len());
@@ -303,6 +163,25 @@ fn every_record_arrives_though_the_receiver_and_the_shipper_go_down() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("was cut or replaced"));
+    // Replaced by a longer log (another chain, signed by the same key): the record at the
+    // cursor does not follow the last one shipped, so nothing of it is shipped as a sequel.
+    let mut other = Chain::new("replica-a");
+    append(&file, &mut other, &signer, 1200);
+    let out = Command::new(env!("CARGO_BIN_EXE_kubeleash"))
+        .args([
+            "ship",
+            file.to_str().unwrap(),
+            "--audit-webhook",
+            "http://127.0.0.1:9/x",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was replaced: the record at the cursor does not follow"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -365,5 +244,207 @@ fn otlp_log_records_carry_each_line_as_written() {
     let pubkey = kubeleash_core::record::PublicKey::from_pem(&signer.public_pem()).unwrap();
     let v = kubeleash_core::record::verify_signed(&shipped, &[pubkey]);
     assert!(v.problems.is_empty(), "{:?}", v.problems);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A CA and a certificate for 127.0.0.1 under it, in `dir`: (ca.crt, leaf.crt, leaf.key).
+fn receiver_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca = certs::ca(dir, "receiver-ca");
+    let (chain, key) = certs::leaf(dir, "IP:127.0.0.1", "receiver");
+    std::fs::write(dir.join("leaf.crt"), chain).unwrap();
+    std::fs::write(dir.join("leaf.key"), key).unwrap();
+    (ca, dir.join("leaf.crt"), dir.join("leaf.key"))
+}
+
+/// What an https receiver took: each request's Authorization header and body.
+type Taken = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// An https audit receiver on loopback (rustls), one request per connection.
+fn https_receiver(cert: &Path, key: &Path) -> (u16, Taken) {
+    use rustls::pki_types::pem::PemObject as _;
+    use std::io::{BufRead as _, Read as _};
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken: Taken = Taken::default();
+    let keep = taken.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { continue };
+            let (config, keep) = (config.clone(), keep.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = std::io::BufReader::new(rustls::StreamOwned::new(conn, s));
+                let mut line = String::new();
+                if tls.read_line(&mut line).is_err() {
+                    return; // a client that did not trust the certificate
+                }
+                let (mut length, mut auth) = (0usize, String::new());
+                loop {
+                    let mut h = String::new();
+                    tls.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if lower.starts_with("authorization:") {
+                        auth = h["authorization:".len()..].trim().to_string();
+                    }
+                }
+                let mut body = vec![0u8; length];
+                tls.read_exact(&mut body).unwrap();
+                keep.lock()
+                    .unwrap()
+                    .push((auth, serde_json::from_slice(&body).unwrap()));
+                let s = tls.get_mut();
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                let _ = s.flush();
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            });
+        }
+    });
+    (port, taken)
+}
+
+/// An https receiver with a private CA, and a bearer token read from a file: every record
+/// arrives with the token; without the CA the shipper does not trust the receiver and sends
+/// nothing; a token is never sent in clear off loopback.
+#[test]
+fn https_receivers_with_a_private_ca_and_a_bearer_token() {
+    let dir = std::env::temp_dir().join(format!("kubeleash-ship-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = receiver_certificate(&dir);
+    let (port, taken) = https_receiver(&cert, &key);
+    let file = dir.join("session.jsonl");
+    let signer = Signer::generate().unwrap();
+    let mut chain = Chain::new("replica-a");
+    append(&file, &mut chain, &signer, 120);
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let url = format!("https://127.0.0.1:{port}/audit");
+    let bin = env!("CARGO_BIN_EXE_kubeleash");
+
+    // Without the receiver's CA: not trusted, nothing sent (killed while it retries).
+    let mut untrusted = Command::new(bin)
+        .args([
+            "ship",
+            file.to_str().unwrap(),
+            "--audit-webhook",
+            &url,
+            "--cursor",
+        ])
+        .arg(dir.join("untrusted.cursor"))
+        .args(["--bearer-token-file", token.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    untrusted.kill().unwrap();
+    let out = untrusted.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not take"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(
+        taken.lock().unwrap().is_empty(),
+        "nothing reaches an untrusted receiver"
+    );
+
+    // With it: every record, each batch with the token.
+    let out = Command::new(bin)
+        .args([
+            "ship",
+            file.to_str().unwrap(),
+            "--audit-webhook",
+            &url,
+            "--batch",
+            "50",
+        ])
+        .args([
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--bearer-token-file",
+            token.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = taken.lock().unwrap().clone();
+    assert!(
+        got.iter().all(|(auth, _)| auth == "Bearer s3cret-token"),
+        "{got:?}"
+    );
+    let ids: std::collections::BTreeSet<String> = got
+        .iter()
+        .flat_map(|(_, b)| b["items"].as_array().unwrap().clone())
+        .map(|e| e["auditID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 120 + 120 / 50, "{ids:?}");
+
+    // A credential in clear off loopback, a CA for http, a scheme it does not speak: refused.
+    for (url, extra, why) in [
+        (
+            "http://receiver.example/audit",
+            "--bearer-token-file",
+            "must be https://",
+        ),
+        (
+            "http://127.0.0.1:9/audit",
+            "--ca-file",
+            "is for an https:// receiver",
+        ),
+        (
+            "ftp://127.0.0.1/x",
+            "--batch",
+            "must be an https:// or http:// URL",
+        ),
+    ] {
+        let value = if extra == "--batch" {
+            "5"
+        } else if extra == "--ca-file" {
+            ca.to_str().unwrap()
+        } else {
+            token.to_str().unwrap()
+        };
+        let out = Command::new(bin)
+            .args([
+                "ship",
+                file.to_str().unwrap(),
+                "--audit-webhook",
+                url,
+                extra,
+                value,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(why), "{url}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

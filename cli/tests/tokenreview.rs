@@ -12,6 +12,8 @@
     reason = "tests"
 )]
 
+#[path = "support/certs.rs"]
+mod certs;
 #[path = "support/cluster.rs"]
 mod cluster;
 #[path = "support/process.rs"]
@@ -277,82 +279,40 @@ fn service_account_tokens_are_the_agents_identity_and_only_good_ones_are() {
 /// then the CA) and the key: what an operator's CA or cert-manager gives a proxy agents reach by
 /// a Service's name.
 fn certificate_for(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=agents-ca",
-        "-days",
-        "2",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-        "-subj",
-        &format!("/CN={name}"),
-    ]);
-    std::fs::write(
-        dir.join("ext"),
-        format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n"),
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-    let chain = format!(
-        "{}{}",
-        std::fs::read_to_string(dir.join("leaf.crt")).unwrap(),
-        std::fs::read_to_string(dir.join("ca.crt")).unwrap()
-    );
+    let ca = certs::ca(dir, "agents-ca");
+    let (chain, key) = leaf(dir, name, "tls");
     std::fs::write(dir.join("tls.crt"), chain).unwrap();
-    (dir.join("tls.crt"), dir.join("tls.key"), dir.join("ca.crt"))
+    std::fs::write(dir.join("tls.key"), key).unwrap();
+    (dir.join("tls.crt"), dir.join("tls.key"), ca)
+}
+
+/// A new key and serving certificate for the DNS name `name` under the CA `certificate_for`
+/// made in `dir`: the chain and the key (PEM).
+fn leaf(dir: &Path, name: &str, tag: &str) -> (String, String) {
+    certs::leaf(dir, &format!("DNS:{name}"), tag)
+}
+
+/// The SHA-256 fingerprint of the certificate the server at 127.0.0.1:`port` serves for `name`.
+fn served_fingerprint(port: &str, name: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The SHA-256 fingerprint of the first certificate in a PEM text.
+fn fingerprint(pem: &str, dir: &Path) -> String {
+    let f = dir.join("fingerprint.pem");
+    std::fs::write(&f, pem).unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", p(&f)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// As in a cluster, on loopback: agents reach the proxy by a Service's DNS name, over the
@@ -451,6 +411,43 @@ fn served_by_a_name_with_the_operators_certificate() {
         out.ends_with("\n403") && out.contains("is not this proxy's address"),
         "{out}"
     );
+    // Renewed (cert-manager, then the kubelet updates the Secret's files): new connections get
+    // the new certificate within seconds, without a restart.
+    let first = served_fingerprint(&port, name);
+    assert_eq!(
+        first,
+        fingerprint(&std::fs::read_to_string(&cert).unwrap(), &home)
+    );
+    let (chain, new_key) = leaf(&home, name, "renewed");
+    std::fs::write(&key, &new_key).unwrap();
+    std::fs::write(&cert, &chain).unwrap();
+    let renewed = fingerprint(&chain, &home);
+    assert_ne!(renewed, first);
+    let started = std::time::Instant::now();
+    while served_fingerprint(&port, name) != renewed {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the renewed certificate was never served: {}",
+            std::fs::read_to_string(home.join("proxy.stderr")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(curl(&[]).ends_with("\n200"));
+    // A renewal half written (a certificate without its key): the one in service stays.
+    let (other_chain, _) = leaf(&home, name, "half");
+    std::fs::write(&cert, &other_chain).unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(home.join("proxy.stderr"))
+        .unwrap_or_default()
+        .contains("the certificate in service stays")
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(served_fingerprint(&port, name), renewed);
+    assert!(curl(&[]).ends_with("\n200"));
+    let stderr = std::fs::read_to_string(home.join("proxy.stderr")).unwrap_or_default();
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
     guard.stop();
     admin(&["delete", "serviceaccount", "tr-agent-named", "-n", "dev"]);
 

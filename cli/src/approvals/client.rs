@@ -1,4 +1,5 @@
-//! `kubeleash approvals list|approve|deny`: answer held requests over the proxy's socket.
+//! `kubeleash approvals list|approve|deny`: answer held requests over the proxy's socket, or,
+//! with `--kubernetes`, those kept in the cluster (see the `kubernetes` module).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -18,8 +19,33 @@ use super::{
 pub struct Args {
     /// The proxy's approvals socket [default: $XDG_RUNTIME_DIR/kubeleash/approvals.sock, or
     /// $HOME/.kubeleash/approvals.sock].
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        conflicts_with = "kubernetes"
+    )]
     socket: Option<PathBuf>,
+    /// Answer the approvals kept in the cluster (a proxy started with `--approvals
+    /// kubernetes`), as your own user: who may answer is RBAC on `approvals/status`, and an
+    /// answer is given in your name.
+    #[arg(long, global = true)]
+    kubernetes: bool,
+    /// With --kubernetes: the kubeconfig [default: $KUBECONFIG, or ~/.kube/config].
+    #[arg(long, global = true, value_name = "FILE", requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// With --kubernetes: the kubeconfig context [default: the current one].
+    #[arg(long, global = true, value_name = "NAME", requires = "kubernetes")]
+    context: Option<String>,
+    /// With --kubernetes: the namespace the proxy keeps approvals in [default: the context's].
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        value_name = "NAMESPACE",
+        requires = "kubernetes"
+    )]
+    namespace: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,7 +143,21 @@ pub fn run(args: Args) -> ExitCode {
             json!({"op": "deny", "id": id, "by": operator_name(), "reason": reason})
         }
     };
-    let answer = match call(&socket, &request) {
+    let replied = if args.kubernetes {
+        let target = super::kubernetes::Target {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+            namespace: args.namespace.clone(),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start: {e}"))
+            .and_then(|rt| rt.block_on(super::kubernetes::call(&target, &request)))
+    } else {
+        call(&socket, &request)
+    };
+    let answer = match replied {
         Ok(a) => a,
         Err(message) => {
             eprintln!("kubeleash approvals: {message}");
@@ -125,7 +165,17 @@ pub fn run(args: Args) -> ExitCode {
         }
     };
     match args.command {
-        Command::List { json, offset } => list(&answer, json, offset),
+        Command::List { json, offset } => {
+            // The hints name the same place the list came from.
+            let mut cmd = "kubeleash approvals".to_string();
+            if args.kubernetes {
+                cmd.push_str(" --kubernetes");
+                if let Some(ns) = &args.namespace {
+                    cmd.push_str(&format!(" -n {}", one_line(ns)));
+                }
+            }
+            list(&answer, json, offset, &cmd)
+        }
         Command::Approve {
             id,
             window,
@@ -183,7 +233,7 @@ fn widening(
     Ok(Some(w))
 }
 
-fn list(answer: &Value, as_json: bool, offset: usize) -> ExitCode {
+fn list(answer: &Value, as_json: bool, offset: usize, cmd: &str) -> ExitCode {
     let Some(pending) = answer.get("pending").and_then(Value::as_array) else {
         return unexpected(answer);
     };
@@ -221,22 +271,20 @@ fn list(answer: &Value, as_json: bool, offset: usize) -> ExitCode {
             offset + 1
         ));
         if shown_to < total {
-            out.push_str(&format!(
-                "; the next ones: kubeleash approvals list --offset {shown_to}"
-            ));
+            out.push_str(&format!("; the next ones: {cmd} list --offset {shown_to}"));
         }
         out.push('\n');
     }
-    out.push_str(
-        "answer with: kubeleash approvals approve ID [--for 15m] [--reason TEXT]\n         \
-         or: kubeleash approvals deny ID --reason TEXT\n",
-    );
+    out.push_str(&format!(
+        "answer with: {cmd} approve ID [--for 15m] [--reason TEXT]\n         \
+         or: {cmd} deny ID --reason TEXT\n",
+    ));
     if widenable {
-        out.push_str(
-            "      widen: kubeleash approvals approve ID [--names GLOB] \
+        out.push_str(&format!(
+            "      widen: {cmd} approve ID [--names GLOB] \
              [--field PATH=MIN..MAX|PATH=GLOB]... [--uses N] [--for 15m]\n             \
              (only along what a request's `widen` line offers)\n",
-        );
+        ));
     }
     print!("{out}");
     ExitCode::SUCCESS

@@ -67,6 +67,9 @@ pub enum Approvals {
     Terminal,
     /// An HTTP webhook.
     Webhook(String),
+    /// Kept in the cluster as `approvals.kubeleash.dev` objects in this namespace, shared by
+    /// every replica (see `approvals::KubernetesApprovals`).
+    Kubernetes(String),
     /// An approver of the embedding program's own (the demo's).
     Custom(Arc<dyn kubeleash_tower::Approver>),
 }
@@ -132,6 +135,9 @@ pub struct RunningProxy {
     limits: Limits,
     /// The CA that vouches for this proxy's HTTPS (PEM); none with plain HTTP.
     ca_pem: Option<String>,
+    /// The operator's certificate files (--tls-cert-file, --tls-key-file), read again when
+    /// they change.
+    cert_files: Option<Arc<tls::CertFiles>>,
 }
 
 type OpenTasks = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
@@ -306,6 +312,26 @@ pub async fn start_with(
         cfg.context.as_deref(),
     )
     .await?;
+    if let Approvals::Kubernetes(namespace) = &cfg.approvals {
+        // The proxy's own requests, with the operator's credential, not through the layer.
+        let kept = crate::approvals::KubernetesApprovals::start(
+            upstream.client_builder().map_err(connect_failed)?.build(),
+            namespace,
+            &replica_name(cfg.record_session.as_deref()),
+            cfg.approval_timeout,
+        );
+        eprintln!(
+            "kubeleash: approvals and grants kept in namespace {namespace} \
+             (`kubeleash approvals --kubernetes list`, or kubectl get approvals.kubeleash.dev)"
+        );
+        // The approvals namespace holds what decides for agents (approvals, grants,
+        // heartbeats, in the chart the policy too), written with the same credential the
+        // agents' requests go out with: none of their requests reaches it.
+        layer = layer
+            .approver(kept.clone())
+            .grant_store(kept)
+            .reserve_namespace(namespace.clone());
+    }
     let verifier = match &cfg.identity {
         // The proxy's own request, with the operator's credential, not through the layer.
         IdentityConfig::TokenReview { audience } => {
@@ -458,6 +484,7 @@ pub async fn start_with(
         open_tasks,
         tunnels,
         limits,
+        cert_files: tls.as_ref().and_then(|t| t.files.clone()),
         ca_pem: tls.map(|t| t.ca_pem),
     })
 }
@@ -529,7 +556,23 @@ pub(crate) fn approver(approvals: &Approvals) -> Result<Chosen, String> {
             None,
         ),
         Approvals::Custom(a) => (Some(Arc::clone(a)), None),
+        // Made once the upstream is connected (it needs the operator's client).
+        Approvals::Kubernetes(_) => (None, None),
     })
+}
+
+/// This replica's name in the approvals it holds: `--record-session` when given (the chart sets
+/// it to the pod's name), else the host name, else a random one.
+fn replica_name(session: Option<&str>) -> String {
+    session
+        .map(str::to_string)
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            format!("kubeleash-{:08x}", u32::from_be_bytes(b))
+        })
 }
 
 /// One way to connect (kubeleash-connect): the same upstream stack as the bindings. A
@@ -1019,19 +1062,36 @@ impl RunningProxy {
             std::future::pending::<()>().await;
             return;
         };
-        let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let mut seen: Option<SystemTime> = mtime(&self.policy_path);
+        // The certificate's files as they were: a renewal (a kubelet swapping a Secret's
+        // files) is served to new connections within a second.
+        let certs = |files: &Option<Arc<tls::CertFiles>>| {
+            files.as_ref().map(|f| {
+                f.paths()
+                    .map(|p| (mtime(p), std::fs::read(p).ok().map(|b| b.len())))
+            })
+        };
+        let mut certs_seen = certs(&self.cert_files);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => self.report_reload(),
+                _ = hup.recv() => {
+                    self.report_reload();
+                    self.reload_certificate();
+                }
                 _ = tick.tick() => {
                     let now = mtime(&self.policy_path);
                     if now != seen {
                         seen = now;
                         self.report_reload();
+                    }
+                    let now = certs(&self.cert_files);
+                    if now != certs_seen {
+                        certs_seen = now;
+                        self.reload_certificate();
                     }
                 }
             }
@@ -1039,6 +1099,21 @@ impl RunningProxy {
         eprintln!("kubeleash proxy: shutting down");
         let grace = self.limits.shutdown_grace;
         self.shutdown(grace).await;
+    }
+
+    /// Serve the certificate files as they are now to new connections; a pair that does not
+    /// load (a renewal half written) leaves the one in service, and is tried again when the
+    /// files change again.
+    fn reload_certificate(&self) {
+        let Some(files) = &self.cert_files else {
+            return;
+        };
+        match files.reload() {
+            Ok(()) => eprintln!("kubeleash proxy: serving certificate reloaded"),
+            Err(e) => eprintln!(
+                "kubeleash proxy: {e}; the certificate in service stays until the files load"
+            ),
+        }
     }
 
     fn report_reload(&self) {

@@ -26,6 +26,91 @@ pub struct ServingTls {
     pub acceptor: TlsAcceptor,
     /// The CA's certificate, PEM: public, for the agent's kubeconfig.
     pub ca_pem: String,
+    /// With an operator's certificate files: what reads them again when they change.
+    pub files: Option<Arc<CertFiles>>,
+}
+
+/// An operator's certificate and key files, served by every new connection as they are now:
+/// [`CertFiles::reload`] reads them again (cert-manager renews a Secret the kubelet then
+/// updates in the pod), and a pair that does not load leaves the one in service.
+pub struct CertFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    serving: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for CertFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        write!(f, "CertFiles({})", self.cert.display())
+    }
+}
+
+impl CertFiles {
+    /// The files this serves.
+    pub fn paths(&self) -> [&std::path::Path; 2] {
+        [&self.cert, &self.key]
+    }
+
+    /// Read the files again; on success new connections get the new certificate. The error
+    /// says what is wrong with the files (never the key's bytes).
+    pub fn reload(&self) -> Result<(), String> {
+        let (certified, _) = load(&self.cert, &self.key)?;
+        *self.serving.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certified);
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertFiles {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(
+            &self.serving.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+/// The certificate chain in `cert` with the key in `key`, checked to belong together, and the
+/// chain's last certificate (what agents trust) as PEM.
+fn load(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(rustls::sign::CertifiedKey, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| {
+            format!(
+                "cannot read the {what} `{}`: {}",
+                p.display(),
+                e.to_string().to_lowercase()
+            )
+        })
+    };
+    let pem = read("certificate file", cert)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{}` is not a PEM certificate chain", cert.display()))?;
+    let Some(last) = chain.last() else {
+        return Err(format!("`{}` holds no certificate", cert.display()));
+    };
+    let ca_pem = pem_of(last);
+    let key_pem = read("key file", key)?;
+    // Never the key's bytes in an error.
+    let private = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| format!("`{}` is not a PEM private key", key.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified =
+        rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
+            format!(
+                "cannot serve `{}` with the key in `{}`: {}",
+                cert.display(),
+                key.display(),
+                e.to_string().to_lowercase()
+            )
+        })?;
+    Ok((certified, ca_pem))
 }
 
 /// How long the certificates are valid. The CA's key exists only until the serving certificate
@@ -98,6 +183,7 @@ pub fn generate(addr: SocketAddr) -> Result<ServingTls, String> {
     Ok(ServingTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         ca_pem: ca_cert.pem(),
+        files: None,
     })
 }
 
@@ -106,39 +192,23 @@ pub fn generate(addr: SocketAddr) -> Result<ServingTls, String> {
 /// reach over the network serves, so every replica and restart presents a certificate the
 /// agents already trust. The chain's last certificate is the one agents are told to trust.
 pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<ServingTls, String> {
-    use rustls::pki_types::pem::PemObject;
-    let read = |what: &str, p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| {
-            format!(
-                "cannot read the {what} `{}`: {}",
-                p.display(),
-                e.to_string().to_lowercase()
-            )
-        })
-    };
-    let pem = read("certificate file", cert)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("`{}` is not a PEM certificate chain", cert.display()))?;
-    let Some(last) = chain.last() else {
-        return Err(format!("`{}` holds no certificate", cert.display()));
-    };
-    let ca_pem = pem_of(last);
-    let key_pem = read("key file", key)?;
-    // Never the key's bytes in an error.
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|_| format!("`{}` is not a PEM private key", key.display()))?;
+    let (certified, ca_pem) = load(cert, key)?;
+    let files = Arc::new(CertFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        serving: std::sync::RwLock::new(Arc::new(certified)),
+    });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("cannot serve `{}` with its key: {e}", cert.display()))?;
+        .with_cert_resolver(Arc::clone(&files) as Arc<dyn rustls::server::ResolvesServerCert>);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServingTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         ca_pem,
+        files: Some(files),
     })
 }
 

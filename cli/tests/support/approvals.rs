@@ -101,12 +101,13 @@ impl Proxy {
             &p(&agent),
             "--agent-namespace",
             setup.namespace,
-            "--approval-timeout",
-            "120",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if !setup.extra.contains(&"--approval-timeout") {
+            args.extend(["--approval-timeout".into(), "120".into()]);
+        }
         if !setup.extra.contains(&"--approvals") {
             args.extend(["--approvals".into(), "socket".into()]);
             args.extend(["--approvals-socket".into(), p(&socket)]);
@@ -200,6 +201,17 @@ impl Proxy {
             self.approvals_as(user, &["deny", id, "--reason", reason])
         };
         assert!(ok, "kubeleash approvals as {user}: {out}{err}");
+    }
+
+    /// Stop the proxy as an operator does (SIGTERM), so that it closes its record.
+    pub fn stop(&mut self) {
+        self.guard.stop();
+    }
+
+    /// Kill the proxy outright (SIGKILL), as a node failure or the OOM killer does.
+    pub fn kill(&mut self) {
+        let _ = self.guard.0.kill();
+        let _ = self.guard.0.wait();
     }
 
     /// The proxy's stderr so far.
