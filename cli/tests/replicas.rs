@@ -346,7 +346,7 @@ impl World {
 /// A request held on replica A is answered through the cluster (not A), once, in the approver's
 /// own name; the grant it leaves lets the same agent's like requests through on C and B, its
 /// uses drawn down once across them; then requests are held again; a deleted grant covers
-/// nothing.
+/// nothing, nor one given under a policy since changed (and changed back).
 #[test]
 fn held_on_one_replica_answered_through_another_honoured_by_a_third() {
     let w = World::new("share");
@@ -458,6 +458,45 @@ fn held_on_one_replica_answered_through_another_honoured_by_a_third() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(!revoked.join().unwrap().0);
+
+    // A changed policy ends grants: replica C loads a change and removes a grant given under
+    // the old text; changed back, the grant does not come back to life, on any replica.
+    let first = b.kubectl_meanwhile(&["create", "configmap", "db-2", body, "--dry-run=server"]);
+    let h = w.held("db-2");
+    let changed_id = h["id"].as_str().unwrap().to_string();
+    let (code, out) = w.approvals(&w.alice, &["approve", &changed_id, "--for", "10m"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(first.join().unwrap().0);
+    let (ok, out) = a.kubectl(&["create", "configmap", "db-2", body, "--dry-run=server"]);
+    assert!(ok, "the window covers it on A: {out}");
+    let policy_file = c.home.join("policy.yaml");
+    std::fs::write(&policy_file, format!("{}# changed\n", w.policy)).unwrap();
+    let started = Instant::now();
+    while cluster::cluster()
+        .admin(&["get", "grant", &changed_id, "-n", &w.ns])
+        .0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a replica under another policy never removed the grant"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::write(&policy_file, &w.policy).unwrap();
+    let after = a.kubectl_meanwhile(&["create", "configmap", "db-2", body, "--dry-run=server"]);
+    let h = w.held("db-2");
+    assert_ne!(h["id"].as_str().unwrap(), changed_id);
+    let (code, out) = w.approvals(
+        &w.bob,
+        &[
+            "deny",
+            h["id"].as_str().unwrap(),
+            "--reason",
+            "policy changed",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!after.join().unwrap().0);
 
     // Each replica's record names it, shows what it did, and verifies with its key.
     let (mut a, mut b, mut c) = (a, b, c);

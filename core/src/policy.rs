@@ -102,6 +102,7 @@ mod index;
 mod lint;
 mod markers;
 mod masks;
+mod own;
 mod patch_reads;
 mod patch_shape;
 mod privileged;
@@ -144,6 +145,28 @@ use crate::request::{self, Request};
 /// ```
 pub fn privileged(attributes: &crate::request::Attributes) -> Option<&'static str> {
     privileged::privilege(attributes)
+}
+
+/// Why a request with these attributes would reach kubeleash's own state in the cluster
+/// (`kubeleash.dev` approvals and grants, or a change to their definitions), or `None`: such a
+/// request is refused whatever the policy says, and in every mode, since an agent's requests go
+/// upstream with the credential that writes that state.
+///
+/// ```
+/// use kubeleash_core::policy::out_of_reach;
+/// use kubeleash_core::request::classify;
+///
+/// let h = http::HeaderMap::new();
+/// let answer = classify("PATCH", "/apis/kubeleash.dev/v1alpha1/namespaces/kubeleash/approvals/a1/status", &h)?;
+/// assert!(out_of_reach(&answer.attributes).is_some());
+/// let crd = classify("DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/grants.kubeleash.dev", &h)?;
+/// assert!(out_of_reach(&crd.attributes).is_some());
+/// let other = classify("DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com", &h)?;
+/// assert_eq!(out_of_reach(&other.attributes), None);
+/// # Ok::<(), kubeleash_core::request::NonCanonical>(())
+/// ```
+pub fn out_of_reach(attributes: &crate::request::Attributes) -> Option<&'static str> {
+    own::reach(attributes)
 }
 
 /// The mask marker a text carries, if any (`[masked]`, its base64 form, an `[hmac:...]` token, a

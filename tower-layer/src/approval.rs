@@ -23,8 +23,9 @@ pub(crate) mod kept;
 /// approver gave it: a standing grant belongs in the policy, as an allow rule.
 pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-/// The most of a request body an approver is shown (after masking); the rest is cut with a
-/// note saying how much was left out. The approval still covers the whole body.
+/// The longest request body (after masking) a person can be asked to approve: an approver is
+/// shown the whole body, so a longer one is refused, not held (an approval covers exactly the
+/// bytes the approver saw).
 pub const MAX_SHOWN_BODY: usize = 64 * 1024;
 
 /// What an approver is shown: everything needed to judge one request, with its body masked.
@@ -43,8 +44,8 @@ pub struct ApprovalRequest {
     pub attributes: Attributes,
     /// The kubectl command it amounts to.
     pub kubectl: String,
-    /// The request body, masked with the same rules as responses, at most
-    /// [`MAX_SHOWN_BODY`] bytes of it (a longer one ends with a note saying so).
+    /// The request body, masked with the same rules as responses, whole: at most
+    /// [`MAX_SHOWN_BODY`] bytes (a longer one is refused, not held).
     pub body: Option<String>,
     /// The request's `Content-Type` as sent (it says how the API server reads the body).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -417,24 +418,6 @@ impl Grants {
     }
 }
 
-/// A request body as an approver is shown it: cut to [`MAX_SHOWN_BODY`] bytes (at a character
-/// boundary) with a note when longer.
-pub(crate) fn shown_body(text: &str) -> String {
-    if text.len() <= MAX_SHOWN_BODY {
-        return text.to_string();
-    }
-    let mut cut = MAX_SHOWN_BODY;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!(
-        "{}\n[kubeleash: {} more bytes of the (masked) body are not shown; \
-         approving approves the whole body]",
-        &text[..cut],
-        text.len() - cut
-    )
-}
-
 /// A shared approver approves: the layer and its owner (which may deny what is pending at
 /// shutdown) can hold one together.
 #[async_trait::async_trait]
@@ -503,15 +486,6 @@ mod tests {
         assert!(g.covers(&asked, 1).is_some());
         assert!(g.covers(&asked, 2).is_none(), "a reload ends the window");
         assert!(g.covers(&asked, 1).is_none(), "and it does not come back");
-    }
-
-    #[test]
-    fn a_long_body_is_cut_for_the_approver() {
-        let body = "é".repeat(MAX_SHOWN_BODY);
-        let shown = shown_body(&body);
-        assert!(shown.len() < MAX_SHOWN_BODY + 200);
-        assert!(shown.contains("more bytes of the (masked) body are not shown"));
-        assert_eq!(shown_body("{}"), "{}");
     }
 
     proptest! {

@@ -89,7 +89,7 @@
 //! | Requests waiting for approval | 8 per identity, 64 in all; 429 | [`KubeleashLayer::max_held`] |
 //! | Time a request waits for an answer | 300 s, then denied | [`KubeleashLayer::approval_timeout`] |
 //! | An approval window | [`MAX_WINDOW`] (24 h) | fixed |
-//! | Body shown to an approver | [`MAX_SHOWN_BODY`] (64 KiB; the rest by length and SHA-256) | fixed |
+//! | Body a person can be asked to approve (shown whole) | [`MAX_SHOWN_BODY`] (64 KiB); a longer one is refused, not held | fixed |
 //! | Grants kept | [`MAX_GRANTS`] (256) | fixed |
 //! | A dry run's or live object's answer read for an approver | 3 MiB | fixed |
 //! | Response nesting and the largest value held to be judged | 256 levels, 8 MiB; the response ends there | the policy's `masks.limits` |

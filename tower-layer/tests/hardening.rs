@@ -29,8 +29,8 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use kubeleash_core::policy::{Identity, Policy};
 use kubeleash_tower::{
-    Answer, ApprovalRequest, Approver, BoxError, Credential, Durable, KubeleashLayer, RecordBody,
-    RecordError, Recorder,
+    Answer, ApprovalRequest, Approver, BoxError, Credential, Durable, KubeleashLayer, Mode,
+    RecordBody, RecordError, Recorder,
 };
 use proptest::prelude::*;
 use tokio::sync::{mpsc, oneshot};
@@ -776,10 +776,10 @@ async fn holds_are_bounded_per_identity_and_in_all() {
     let svc = ServiceBuilder::new()
         .layer(l)
         .service(server(Arc::clone(&seen), Upstream::Honest));
-    // 3 MiB bodies, as large as the API server takes.
+    // Bodies as large as an approver is shown whole.
     let big = format!(
         r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"big","annotations":{{"note":"{}"}}}}}}"#,
-        "x".repeat(3 * 1024 * 1024 - 100)
+        "x".repeat(kubeleash_tower::MAX_SHOWN_BODY - 200)
     );
     // Each body its own (identical held requests would be asked once: see tests/widening.rs).
     let n = AtomicUsize::new(0);
@@ -814,12 +814,11 @@ async fn holds_are_bounded_per_identity_and_in_all() {
     assert_eq!(asked.load(Ordering::SeqCst), 5);
     for r in shown.lock().unwrap().iter() {
         let b = r.body.as_deref().unwrap();
+        assert!(b.len() <= kubeleash_tower::MAX_SHOWN_BODY, "{}", b.len());
         assert!(
-            b.len() <= kubeleash_tower::MAX_SHOWN_BODY + 200,
-            "{}",
-            b.len()
+            b.contains(&"x".repeat(kubeleash_tower::MAX_SHOWN_BODY - 200)),
+            "shown whole"
         );
-        assert!(b.contains("not shown"));
     }
     // A hold that ends (the caller went away) frees its place.
     let gone = waiting.pop().unwrap();
@@ -847,7 +846,7 @@ async fn buffered_bodies_are_bounded_in_all() {
         .identity(Identity::new("a", ["agents"]))
         .approver(Never(Arc::clone(&asked), Arc::clone(&shown)))
         .max_held(64, 64)
-        .max_buffered(3 * 1024 * 1024);
+        .max_buffered(128 * 1024);
     let seen: Seen = Arc::default();
     let svc = ServiceBuilder::new()
         .layer(l)
@@ -866,13 +865,14 @@ async fn buffered_bodies_are_bounded_in_all() {
         let req = post(SECRETS, "application/json", &b);
         tokio::spawn(async move { call(&mut svc, req).await })
     };
-    // Two held bodies of 1 MiB each stay in memory.
-    let mut waiting = vec![send(body(1024 * 1024)), send(body(1024 * 1024))];
+    // Two held bodies of 48 KiB each stay in memory (a held body is at most what an approver
+    // is shown whole, 64 KiB).
+    let mut waiting = vec![send(body(48 * 1024)), send(body(48 * 1024))];
     while asked.load(Ordering::SeqCst) < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // A third that would pass 3 MiB in all is refused, though it is under 3 MiB itself.
-    let (status, _, text) = send(body(1024 * 1024 + 512 * 1024)).await.unwrap();
+    // A third that would pass 128 KiB in all is refused, though it is under 128 KiB itself.
+    let (status, _, text) = send(body(48 * 1024)).await.unwrap();
     let text = String::from_utf8_lossy(&text);
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("retry shortly"), "{text}");
@@ -885,7 +885,7 @@ async fn buffered_bodies_are_bounded_in_all() {
     let gone = waiting.pop().unwrap();
     gone.abort();
     assert!(gone.await.unwrap_err().is_cancelled());
-    let again = send(body(1024 * 1024 + 512 * 1024));
+    let again = send(body(48 * 1024));
     while asked.load(Ordering::SeqCst) < 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -1219,7 +1219,8 @@ proptest! {
 
     /// Nothing in the namespace kubeleash keeps its state in, and no `kubeleash.dev` object
     /// anywhere, reaches the API server, whatever the method, resource or name, though the
-    /// policy allows everything; the same request elsewhere does.
+    /// policy allows everything, and in observe mode too (which forwards what a policy denies);
+    /// the same request elsewhere does.
     #[test]
     fn kubeleash_own_state_never_reaches_the_api_server(
         method in prop::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
@@ -1233,11 +1234,13 @@ proptest! {
         ]),
         name in proptest::option::of("[a-z][a-z0-9-]{0,20}"),
         status in any::<bool>(),
+        observe in any::<bool>(),
     ) {
         let seen: Seen = Arc::default();
         let layer = KubeleashLayer::new(Policy::from_yaml(CARELESS).unwrap())
             .identity(Identity::new("agent", ["agents"]))
             .credential(Credential::token("operator-token").unwrap())
+            .mode(if observe { Mode::Audit } else { Mode::Enforce })
             .reserve_namespace("kubeleash-system");
         let mut svc = ServiceBuilder::new().layer(layer).service(server(Arc::clone(&seen), Upstream::Honest));
         let target = |ns: &str| {
@@ -1322,4 +1325,148 @@ fn the_reserved_namespace_object_is_out_of_reach() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(rt().block_on(call(&mut svc, req)).0, 200);
+}
+
+/// The definitions of kubeleash's own objects cannot be changed or deleted (a conversion
+/// webhook would answer every approval), nor definitions deleted by collection, in either
+/// mode, though the policy names every verb on definitions (what a privileged write needs);
+/// they can be read, and other definitions changed.
+#[test]
+fn the_definitions_of_kubeleash_objects_are_out_of_reach() {
+    let definitions = r#"
+apiVersion: kubeleash.dev/v1alpha1
+kind: Policy
+spec:
+  rules:
+    - name: definitions
+      effect: allow
+      verbs: [get, list, watch, create, update, patch, delete, deletecollection]
+      apiGroups: [apiextensions.k8s.io]
+      resources: [customresourcedefinitions, customresourcedefinitions/status]
+"#;
+    for mode in [Mode::Enforce, Mode::Audit] {
+        let seen: Seen = Arc::default();
+        let layer = KubeleashLayer::new(Policy::from_yaml(definitions).unwrap())
+            .identity(Identity::new("agent", ["agents"]))
+            .credential(Credential::token("operator-token").unwrap())
+            .mode(mode);
+        let mut svc = ServiceBuilder::new()
+            .layer(layer)
+            .service(server(Arc::clone(&seen), Upstream::Honest));
+        let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+        let send = |method: &str, target: String| {
+            let content_type = if method == "PATCH" {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            Request::builder()
+                .method(method)
+                .uri(target)
+                .header("content-type", content_type)
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap()
+        };
+        for (method, target) in [
+            ("PATCH", format!("{crds}/approvals.kubeleash.dev")),
+            ("PUT", format!("{crds}/grants.kubeleash.dev")),
+            ("PATCH", format!("{crds}/grants.kubeleash.dev/status")),
+            ("DELETE", format!("{crds}/approvals.kubeleash.dev")),
+            ("DELETE", crds.to_string()),
+        ] {
+            let (code, _, body) = rt().block_on(call(&mut svc, send(method, target.clone())));
+            assert_eq!(
+                code,
+                403,
+                "{mode:?} {method} {target}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        assert!(seen.lock().unwrap().is_empty(), "{mode:?}");
+        for (method, target) in [
+            ("GET", format!("{crds}/approvals.kubeleash.dev")),
+            ("PATCH", format!("{crds}/widgets.example.com")),
+            (
+                "DELETE",
+                format!("{crds}/approvals.kubeleash.dev.example.com"),
+            ),
+        ] {
+            let (code, _, body) = rt().block_on(call(&mut svc, send(method, target.clone())));
+            assert_eq!(
+                code,
+                200,
+                "{mode:?} {method} {target}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        assert_eq!(seen.lock().unwrap().len(), 3, "{mode:?}");
+    }
+}
+
+/// An approval covers exactly the bytes the approver saw: a body too long to be shown whole is
+/// refused before any approver is asked (a page of padding would push a privileged pod spec
+/// out of view), in both approval modes; one that fits is shown whole.
+#[tokio::test]
+async fn a_body_too_long_to_show_whole_is_refused_not_held() {
+    let padded = |pad: usize| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "a", "annotations": {"note": "x".repeat(pad)}},
+            "stringData": {"k": "v"},
+        })
+        .to_string()
+    };
+    for mode in [
+        kubeleash_tower::ApprovalMode::Blocking,
+        kubeleash_tower::ApprovalMode::NonBlocking {
+            retry_after: Duration::from_secs(1),
+        },
+    ] {
+        let (tx, mut rx) = mpsc::channel(8);
+        let seen: Seen = Arc::default();
+        let mut svc = ServiceBuilder::new()
+            .layer(layer().approver(Channel(tx)).approval_mode(mode))
+            .service(server(Arc::clone(&seen), Upstream::Honest));
+        let long = padded(kubeleash_tower::MAX_SHOWN_BODY);
+        let (status, _, body) = call(&mut svc, post(SECRETS, "application/json", &long)).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 403, "{mode:?}: {text}");
+        assert!(
+            text.contains("more than an approver is shown whole"),
+            "{text}"
+        );
+        assert!(rx.try_recv().is_err(), "{mode:?}: no approver was asked");
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{mode:?}: nothing was sent"
+        );
+
+        let fits = padded(kubeleash_tower::MAX_SHOWN_BODY - 200);
+        let t =
+            tokio::spawn(
+                async move { call(&mut svc, post(SECRETS, "application/json", &fits)).await },
+            );
+        let (shown, answer) = rx.recv().await.unwrap();
+        let body = shown.body.clone().unwrap();
+        assert!(
+            body.len() <= kubeleash_tower::MAX_SHOWN_BODY,
+            "{}",
+            body.len()
+        );
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            json["metadata"]["annotations"]["note"]
+                .as_str()
+                .map(str::len),
+            Some(kubeleash_tower::MAX_SHOWN_BODY - 200),
+            "{mode:?}: shown whole"
+        );
+        answer
+            .send(Answer::Deny {
+                by: "alice".into(),
+                reason: "no".into(),
+            })
+            .unwrap();
+        assert_eq!(t.await.unwrap().0, 403);
+    }
 }

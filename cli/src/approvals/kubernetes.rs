@@ -16,7 +16,7 @@
 //! - **Grants** an approval leaves are `Grant` objects only the proxy's service account writes;
 //!   every replica reads them when a request would be held, and draws a counted grant's uses
 //!   down with the object's `resourceVersion`, so a use is taken once across replicas.
-//!   Deleting a `Grant` revokes it.
+//!   Deleting a `Grant` revokes it; a replica running another policy deletes it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,9 +58,10 @@ const HOLD_BURST: f64 = 8.0;
 const HOLD_RATE: f64 = 1.0;
 /// Requests one identity may have held at once across all replicas.
 const OPEN_PER_IDENTITY: usize = 16;
-/// The most of a held request's body and of its dry run's diff an Approval object shows (each
-/// object is in etcd; the record keeps the whole masked body).
-const SHOWN_IN_CLUSTER: usize = 16 * 1024;
+/// The most a held request may take in its Approval object (its body, dry run and diff, as
+/// JSON). An approver approves what the object shows, so nothing is cut to fit: a larger request
+/// is refused, not held (each object is in etcd; this bounds what one can take).
+const SHOWN_IN_CLUSTER: usize = 64 * 1024;
 /// How many times a conflicting write is tried again with the object read afresh.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -140,6 +141,8 @@ struct Inner {
     leases: Api<DynamicObject>,
     namespace: String,
     replica: String,
+    /// The policy this replica enforces: a grant given under another is removed.
+    policy: kubeleash_tower::PolicyHandle,
     /// New holds each identity may still make ([`HOLD_BURST`], [`HOLD_RATE`]): tokens and when
     /// they were counted.
     buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
@@ -151,13 +154,14 @@ struct Inner {
 
 impl KubernetesApprovals {
     /// Keep approvals in `namespace` with `client` (the proxy's own credential, outside the
-    /// layer), as replica `replica`, for a layer whose approval timeout is `timeout`. Starts the
-    /// replica's heartbeat and sweeper on the current runtime.
+    /// layer), as replica `replica`, for a layer whose approval timeout is `timeout` and whose
+    /// policy is `policy`. Starts the replica's heartbeat and sweeper on the current runtime.
     pub fn start(
         client: kube::Client,
         namespace: &str,
         replica: &str,
         timeout: Duration,
+        policy: kubeleash_tower::PolicyHandle,
     ) -> KubernetesApprovals {
         let leases = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
@@ -170,6 +174,7 @@ impl KubernetesApprovals {
             leases: Api::namespaced_with(client, namespace, &leases),
             namespace: namespace.to_string(),
             replica: replica.to_string(),
+            policy,
             buckets: std::sync::Mutex::default(),
             deadline: timeout.saturating_sub(margin),
         });
@@ -298,8 +303,8 @@ impl Inner {
     }
 
     /// Close what nobody can answer any more: approvals past their expiry, and those held by a
-    /// replica whose heartbeat is stale; remove finished approvals after [`KEEP_FINISHED`] and
-    /// grants that ended or are used up.
+    /// replica whose heartbeat is stale; remove finished approvals after [`KEEP_ANSWERED`] or
+    /// [`KEEP_CLOSED`], and grants that ended, are used up, or were given under another policy.
     async fn sweep(&self) -> Result<(), kube::Error> {
         let now = unix_now();
         let mut alive = std::collections::HashMap::new();
@@ -363,12 +368,18 @@ impl Inner {
                 let _ = self.close(&name, &why).await;
             }
         }
+        let policy = self.policy.get().digest();
         for g in self.grants.list(&ListParams::default()).await?.items {
             let Some(name) = g.metadata.name.clone() else {
                 continue;
             };
+            // One given under another policy covers nothing here, and must not come back if
+            // the policy is changed back to the one it was given under: a changed policy ends
+            // grants. (A replica that has not loaded a change yet removes grants given under the
+            // new one meanwhile: those requests are held again, never let through.)
             let ended = g.data["spec"]["expires"].as_u64().unwrap_or(0) <= now
-                || g.data["spec"]["usesLeft"].as_u64() == Some(0);
+                || g.data["spec"]["usesLeft"].as_u64() == Some(0)
+                || g.data["spec"]["policy"].as_str() != Some(policy.as_str());
             if ended {
                 let _ = self.grants.delete(&name, &DeleteParams::default()).await;
             }
@@ -488,35 +499,21 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// The held request as an Approval shows it: its body and its dry run's diff cut to
-/// [`SHOWN_IN_CLUSTER`] each (with a note saying so), its dry run's change list left out when
-/// the diff was cut.
-fn small(request: &ApprovalRequest) -> Value {
-    let mut v = serde_json::to_value(request).unwrap_or_default();
-    let cut = |text: &str| -> Option<String> {
-        if text.len() <= SHOWN_IN_CLUSTER {
-            return None;
-        }
-        let mut at = SHOWN_IN_CLUSTER;
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        Some(format!(
-            "{}\n[kubeleash: {} more bytes are not shown here; approving approves the whole request, and the record keeps it]",
-            &text[..at],
-            text.len() - at
-        ))
-    };
-    if let Some(shorter) = v["body"].as_str().and_then(cut) {
-        v["body"] = json!(shorter);
+/// The held request as its Approval shows it, whole, or why it cannot be: larger than
+/// [`SHOWN_IN_CLUSTER`]. (An approval of a view cut to fit would cover bytes nobody saw: an agent
+/// could pad a harmless annotation ahead of a privileged pod spec.)
+fn shown(request: &ApprovalRequest) -> Result<Value, String> {
+    let v = serde_json::to_value(request).map_err(|e| format!("cannot show the request: {e}"))?;
+    let size = v.to_string().len();
+    if size > SHOWN_IN_CLUSTER {
+        return Err(format!(
+            "this request needs a person's approval, but with its dry run it is {size} bytes, \
+             more than an approval kept in the cluster shows whole ({SHOWN_IN_CLUSTER}); it was \
+             not sent: send a smaller change (one object, or a patch of only what changes), or \
+             ask for a rule that decides it without a person"
+        ));
     }
-    if let Some(shorter) = v["dry_run"]["diff"].as_str().and_then(cut) {
-        v["dry_run"]["diff"] = json!(shorter);
-        if let Some(d) = v["dry_run"].as_object_mut() {
-            d.remove("changes");
-        }
-    }
-    v
+    Ok(v)
 }
 
 /// The answer an approver wrote in `status.answer`, checked against the held request.
@@ -589,6 +586,15 @@ impl Approver for KubernetesApprovals {
     async fn approve(&self, request: ApprovalRequest) -> Answer {
         let inner = &self.inner;
         let name = request.id.clone();
+        let shown = match shown(&request) {
+            Ok(v) => v,
+            Err(reason) => {
+                return Answer::Deny {
+                    by: "kubeleash".into(),
+                    reason,
+                };
+            }
+        };
         // Each held request is an object in etcd, kept a while: an agent that holds and hangs
         // up over and over would fill it.
         if !inner.may_hold(&request.identity.user) {
@@ -624,7 +630,7 @@ impl Approver for KubernetesApprovals {
                 REPLICA_LABEL: label_value(&inner.replica),
                 IDENTITY_LABEL: label,
             }},
-            "spec": {"replica": inner.replica, "expires": expires, "request": small(&request)},
+            "spec": {"replica": inner.replica, "expires": expires, "request": shown},
         }));
         let created = match made {
             Ok(o) => inner.approvals.create(&PostParams::default(), &o).await,
@@ -1046,17 +1052,23 @@ mod tests {
         assert!(matches!(c, Answer::Deny { .. }));
     }
 
-    /// An Approval shows at most SHOWN_IN_CLUSTER of the body and of the diff, and says so.
+    /// An Approval shows the held request whole: one too large to show whole is refused, never
+    /// cut (an approver would approve bytes nobody saw).
     #[test]
-    fn a_large_held_request_is_cut_in_the_cluster() {
+    fn a_held_request_too_large_to_show_whole_is_refused() {
         let mut r = held("agent");
-        r.body = Some("é".repeat(SHOWN_IN_CLUSTER));
-        let v = small(&r);
-        let body = v["body"].as_str().unwrap();
-        assert!(body.len() < SHOWN_IN_CLUSTER + 200);
-        assert!(body.contains("more bytes are not shown here"));
-        r.body = Some("{}".into());
-        assert_eq!(small(&r)["body"], "{}");
+        r.body = Some("é".repeat(SHOWN_IN_CLUSTER / 2));
+        let e = shown(&r).unwrap_err();
+        assert!(e.contains("it was not sent"), "{e}");
+        r.body = Some("x".repeat(SHOWN_IN_CLUSTER / 2));
+        assert_eq!(shown(&r).unwrap()["body"], r.body.clone().unwrap());
+        r.dry_run = Some(kubeleash_tower::DryRun {
+            status: 200,
+            rejected: None,
+            changes: Vec::new(),
+            diff: "y".repeat(SHOWN_IN_CLUSTER / 2),
+        });
+        assert!(shown(&r).is_err(), "the body and the diff together");
     }
 
     /// Lease names are valid DNS-1123 names, distinct for names a Lease cannot spell apart.

@@ -319,6 +319,7 @@ pub async fn start_with(
             namespace,
             &replica_name(cfg.record_session.as_deref()),
             cfg.approval_timeout,
+            layer.policy_handle(),
         );
         eprintln!(
             "kubeleash: approvals and grants kept in namespace {namespace} \

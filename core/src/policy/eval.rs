@@ -92,11 +92,6 @@ pub(crate) enum Judged {
     Fails,
 }
 
-/// The API group of kubeleash's own objects (approvals and grants kept in the cluster): an
-/// agent's request never reaches them, whatever the policy says, since it goes upstream with
-/// the same credential that writes them.
-pub(crate) const OWN_GROUP: &str = "kubeleash.dev";
-
 pub(crate) fn decide(c: &Compiled, id: &Identity, req: &Request, raw: Option<&[u8]>) -> Decision {
     decide_with(c, id, req, raw, None)
 }
@@ -134,12 +129,8 @@ fn decide_with(
     result: Option<&Value>,
 ) -> Decision {
     let f = &req.facts;
-    if req.attributes.resource_request && req.attributes.api_group == OWN_GROUP {
-        return Decision::deny(
-            None,
-            "kubeleash.dev objects are kubeleash's own (held approvals and the grants they leave): \
-             no policy lets an agent's request reach them",
-        );
+    if let Some(why) = super::own::reach(&req.attributes) {
+        return Decision::deny(None, why);
     }
     if f.websocket_bearer_token {
         return Decision::deny(

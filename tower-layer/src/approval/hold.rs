@@ -18,7 +18,9 @@ use kubeleash_core::policy::{Decision, Identity, Policy};
 use kubeleash_core::request::Request as Classified;
 use tower::Service;
 
-use super::{Answer, Approval, ApprovalRequest, Approver, Query, RequestKey, new_id, shown_body};
+use super::{
+    Answer, Approval, ApprovalRequest, Approver, MAX_SHOWN_BODY, Query, RequestKey, new_id,
+};
 use crate::body::{BoxError, KubeleashBody};
 use crate::bounded::BudgetShare;
 use crate::coalesce::{Lead, Role};
@@ -300,8 +302,8 @@ async fn record_approval<B>(
 /// An approval: its id, the approval, and the body as recorded.
 type Approved = (String, Approval, Option<String>);
 
-/// A held request's body as the approver is shown it (cut to `MAX_SHOWN_BODY`) and as the
-/// record keeps it (whole, and only when recording), both masked.
+/// A held request's body as the approver is shown it and as the record keeps it (only when
+/// recording), both masked and whole (`prompt` refuses one too long to show).
 fn held_bodies(
     ctx: &Ctx<'_>,
     policy: &Policy,
@@ -311,8 +313,8 @@ fn held_bodies(
     let masked = bytes
         .filter(|b| !b.is_empty())
         .map(|b| masked_body(policy, request, b));
-    let shown = masked.as_deref().map(shown_body);
-    (shown, masked.filter(|_| ctx.recording()))
+    let kept = masked.clone().filter(|_| ctx.recording());
+    (masked, kept)
 }
 
 /// Why a request could not be held.
@@ -394,6 +396,24 @@ async fn prompt<B>(
     widen: Axes,
 ) -> Result<ApprovalRequest, Response<KubeleashBody<B>>> {
     let shared = ctx.shared;
+    // An approval covers exactly the bytes the approver saw: a body too long to show whole is
+    // refused, never cut (a harmless page of padding ahead of a privileged pod spec).
+    if let Some(len) = shown
+        .as_ref()
+        .map(String::len)
+        .filter(|l| *l > MAX_SHOWN_BODY)
+    {
+        let d = deny(format!(
+            "{}; approval was needed, but the (masked) body is {len} bytes, more than an approver \
+             is shown whole ({MAX_SHOWN_BODY}), so it was not held or sent: send a smaller change \
+             (one object, or a patch of only what changes), or ask for a rule that decides it \
+             without a person",
+            decision.reason
+        ));
+        return Err(ctx
+            .refuse(Some(request), recorded, 403, "Forbidden", d, refused())
+            .await);
+    }
     if ctx.recording() {
         let held = Resolution {
             outcome: Outcome::Held,
@@ -595,7 +615,7 @@ where
     B::Error: Into<BoxError>,
 {
     let shared = ctx.shared;
-    // The approver is shown at most MAX_SHOWN_BODY of the body; the record keeps it whole.
+    // The approver is shown the whole body (at most MAX_SHOWN_BODY; `prompt` refuses longer).
     let (shown, kept) = held_bodies(ctx, policy, request, bytes);
     let recorded = kept.as_deref();
     let Some(approver) = shared.approver.clone() else {

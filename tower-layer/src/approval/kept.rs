@@ -7,7 +7,9 @@
 //! ago is found. A grant covers a request only under the policy it was given under (the same
 //! [`Policy::digest`](kubeleash_core::policy::Policy::digest)): a changed policy ends it on
 //! every replica that loads the change (a reload of the same text does not, unlike grants kept in
-//! the layer's memory, which any reload ends). A store that cannot be read covers nothing, so
+//! the layer's memory, which any reload ends); a store should also remove grants given under
+//! another policy than its own, so that changing a policy back does not revive them (the CLI's
+//! store does). A store that cannot be read covers nothing, so
 //! the request is held for a person (never let through on a guess).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -163,9 +165,12 @@ pub(crate) async fn covers(
     for k in found {
         // A store's entry is only as good as what it says: the identity, policy and time are
         // checked here again, whatever the store filtered.
+        // No grant the layer makes outlasts MAX_WINDOW from now: an entry saying otherwise
+        // was not written by it.
         if k.identity != identity_digest(asked.identity)
             || k.policy != policy
             || k.expires <= now
+            || k.expires > now.saturating_add(MAX_WINDOW.as_secs() + 1)
             || k.uses_left == Some(0)
         {
             continue;

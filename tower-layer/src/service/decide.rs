@@ -67,17 +67,19 @@ where
             .refuse(Some(request), None, 400, "BadRequest", d, refused())
             .await);
     }
-    if let Some(reserved) = reserved(ctx, request) {
-        // Decided before any rule, and never judged again on a dry run.
-        return Ok((
-            Decided {
-                policy,
-                generation,
-                decision: reserved,
-                dry: None,
-            },
-            None,
-        ));
+    if let Some(reason) = out_of_reach(ctx, request) {
+        // Before any rule, and in every mode: observe mode forwards what the policy denies,
+        // but a request that reached kubeleash's own state would decide for agents.
+        return Err(ctx
+            .refuse(
+                Some(request),
+                None,
+                403,
+                "Forbidden",
+                deny(reason),
+                refused(),
+            )
+            .await);
     }
     let decision = policy.decide(
         &ctx.identity,
@@ -94,16 +96,20 @@ where
     Ok((decided, object_lock))
 }
 
-/// The refusal of a request in the namespace kubeleash keeps its own state in
+/// Why a request would reach kubeleash's own state: its objects and their definitions
+/// ([`kubeleash_core::policy::out_of_reach`]), or the namespace it keeps them in
 /// ([`KubeleashLayer::reserve_namespace`](crate::KubeleashLayer::reserve_namespace)).
-fn reserved(ctx: &Ctx<'_>, request: &Classified) -> Option<Decision> {
-    let ns = ctx.shared.reserved_namespace.as_deref()?;
+fn out_of_reach(ctx: &Ctx<'_>, request: &Classified) -> Option<String> {
     let a = &request.attributes;
+    if let Some(why) = kubeleash_core::policy::out_of_reach(a) {
+        return Some(why.to_string());
+    }
+    let ns = ctx.shared.reserved_namespace.as_deref()?;
     (a.resource_request && a.namespace == ns).then(|| {
-        deny(format!(
+        format!(
             "namespace {ns} is where kubeleash keeps its own state (held approvals, grants, its \
              policy): no policy lets an agent's request reach it"
-        ))
+        )
     })
 }
 
