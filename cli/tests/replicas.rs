@@ -276,6 +276,27 @@ impl World {
         }
     }
 
+    /// A 10-minute window alice gives to `kubectl create configmap NAME BODY --dry-run=server`
+    /// held on replica `held_on`; the identical request on `covered_on` then goes through
+    /// unasked. The approval's id.
+    fn window_covering(
+        &self,
+        held_on: &Proxy,
+        covered_on: &Proxy,
+        name: &str,
+        body: &str,
+    ) -> String {
+        let create = ["create", "configmap", name, body, "--dry-run=server"];
+        let first = held_on.kubectl_meanwhile(&create);
+        let id = self.held(name)["id"].as_str().unwrap().to_string();
+        let (code, out) = self.approvals(&self.alice, &["approve", &id, "--for", "10m"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(first.join().unwrap().0);
+        let (ok, out) = covered_on.kubectl(&create);
+        assert!(ok, "the window covers it on the other replica: {out}");
+        id
+    }
+
     /// The Approval object `id`, as the API server keeps it.
     fn approval(&self, id: &str) -> Value {
         serde_json::from_str(&admin(&[
@@ -439,14 +460,7 @@ fn held_on_one_replica_answered_through_another_honoured_by_a_third() {
     // A time-only grant (an exact approval with a window) on B covers the identical request on
     // A and C until an approver deletes it.
     let body = "--from-literal=k=same";
-    let first = b.kubectl_meanwhile(&["create", "configmap", "db-1", body, "--dry-run=server"]);
-    let h = w.held("db-1");
-    let window_id = h["id"].as_str().unwrap().to_string();
-    let (code, out) = w.approvals(&w.alice, &["approve", &window_id, "--for", "10m"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(first.join().unwrap().0);
-    let (ok, out) = a.kubectl(&["create", "configmap", "db-1", body, "--dry-run=server"]);
-    assert!(ok, "the window covers it on A: {out}");
+    let window_id = w.window_covering(&b, &a, "db-1", body);
     let (ok, out) = w.kubectl_as(&w.bob, &["delete", "grant", &window_id]);
     assert!(ok, "an approver revokes a grant: {out}");
     let revoked = c.kubectl_meanwhile(&["create", "configmap", "db-1", body, "--dry-run=server"]);
@@ -461,14 +475,7 @@ fn held_on_one_replica_answered_through_another_honoured_by_a_third() {
 
     // A changed policy ends grants: replica C loads a change and removes a grant given under
     // the old text; changed back, the grant does not come back to life, on any replica.
-    let first = b.kubectl_meanwhile(&["create", "configmap", "db-2", body, "--dry-run=server"]);
-    let h = w.held("db-2");
-    let changed_id = h["id"].as_str().unwrap().to_string();
-    let (code, out) = w.approvals(&w.alice, &["approve", &changed_id, "--for", "10m"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(first.join().unwrap().0);
-    let (ok, out) = a.kubectl(&["create", "configmap", "db-2", body, "--dry-run=server"]);
-    assert!(ok, "the window covers it on A: {out}");
+    let changed_id = w.window_covering(&b, &a, "db-2", body);
     let policy_file = c.home.join("policy.yaml");
     std::fs::write(&policy_file, format!("{}# changed\n", w.policy)).unwrap();
     let started = Instant::now();

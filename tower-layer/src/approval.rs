@@ -350,6 +350,15 @@ pub(crate) struct Query<'a> {
     pub body: &'a [u8],
 }
 
+impl Query<'_> {
+    /// The key a grant made of, or covering, this request is found by: its identity, method and
+    /// forwarded headers with the grant's target key (its target, or a widened target's
+    /// template); no body, since a grant compares bodies itself.
+    pub(crate) fn grant_key(&self, target_key: &str) -> RequestKey {
+        RequestKey::new(self.identity, self.method, target_key, self.headers, b"")
+    }
+}
+
 impl Grants {
     /// The grant, given under policy generation `generation`, that covers this request now, if
     /// any; a use is taken from it.
@@ -358,13 +367,7 @@ impl Grants {
         let now = Instant::now();
         g.retain(|h| h.until > now && h.generation == generation && h.uses_left != Some(0));
         let found = g.iter_mut().find(|h| {
-            let key = RequestKey::new(
-                asked.identity,
-                asked.method,
-                &h.grant.target_key_of(asked.request),
-                asked.headers,
-                b"",
-            );
+            let key = asked.grant_key(&h.grant.target_key_of(asked.request));
             key == h.key && h.grant.covers(asked.request, asked.body)
         })?;
         if let Some(n) = &mut found.uses_left {
@@ -379,13 +382,7 @@ impl Grants {
     /// Keep the grant `grant` made of the approved request `asked` (approval `id` by `by`), for
     /// its time cut to [`MAX_WINDOW`].
     pub(crate) fn add(&self, asked: &Query<'_>, grant: Grant, generation: u64, id: &str, by: &str) {
-        let key = RequestKey::new(
-            asked.identity,
-            asked.method,
-            grant.target_key(),
-            asked.headers,
-            b"",
-        );
+        let key = asked.grant_key(grant.target_key());
         let now = Instant::now();
         let Some(until) = now.checked_add(grant.widening().window().min(MAX_WINDOW)) else {
             return;

@@ -19,7 +19,7 @@ use kubeleash_core::policy::grant::{Grant, GrantForm};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Covered, MAX_WINDOW, Query, RequestKey, hex};
+use super::{Covered, MAX_WINDOW, Query, hex};
 
 /// A grant as a [`GrantStore`] keeps it. It holds no byte of the approved request's body
 /// ([`GrantForm`] keeps digests).
@@ -129,13 +129,7 @@ pub(crate) fn kept(
     id: &str,
     by: &str,
 ) -> KeptGrant {
-    let key = RequestKey::new(
-        asked.identity,
-        asked.method,
-        grant.target_key(),
-        asked.headers,
-        b"",
-    );
+    let key = asked.grant_key(grant.target_key());
     let window: Duration = grant.widening().window().min(MAX_WINDOW);
     KeptGrant {
         approval: id.to_string(),
@@ -178,13 +172,7 @@ pub(crate) async fn covers(
         let Ok(grant) = Grant::from_form(k.form) else {
             continue;
         };
-        let key = RequestKey::new(
-            asked.identity,
-            asked.method,
-            &grant.target_key_of(asked.request),
-            asked.headers,
-            b"",
-        );
+        let key = asked.grant_key(&grant.target_key_of(asked.request));
         if hex(&key.0) != k.key || !grant.covers(asked.request, asked.body) {
             continue;
         }
